@@ -1,0 +1,57 @@
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::Scopes;
+
+/// An API key as every endpoint shows it: never the secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ApiKeyView {
+    pub id: String,
+    pub name: String,
+    pub scopes: Scopes,
+    /// `active`, `expired` or `revoked`.
+    pub status: String,
+    pub created_at: String,
+    pub created_by: Option<String>,
+    pub expires_at: Option<String>,
+    pub last_used_at: Option<String>,
+    pub rotated_at: Option<String>,
+    /// Until when the value that was current before the last rotation is still accepted.
+    pub previous_value_valid_until: Option<String>,
+    pub revoked_at: Option<String>,
+    pub revoked_by: Option<String>,
+    pub revoked_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKeyRequest {
+    pub name: String,
+    pub scopes: Scopes,
+    /// Lifetime in seconds; absent means the key does not expire.
+    pub expires_in_seconds: Option<u64>,
+}
+
+/// The one answer that carries the key's value. It cannot be shown again.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IssuedApiKey {
+    pub key: ApiKeyView,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateApiKeyRequest {
+    /// How long the old value keeps working, in seconds (default 86400; 0 ends it at once).
+    pub grace_seconds: Option<u64>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeApiKeyRequest {
+    pub reason: Option<String>,
+}
+
+pub const DEFAULT_ROTATE_GRACE_SECONDS: u64 = 24 * 60 * 60;
+pub const MAX_KEY_NAME_LEN: usize = 128;

@@ -1,0 +1,86 @@
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Stable machine-readable error codes. Clients match on these; never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// No API key was presented.
+    MissingApiKey,
+    /// The key is malformed, unknown, expired or revoked. One code for all four so that a caller
+    /// learns nothing about which keys exist.
+    InvalidApiKey,
+    ScopeInsufficient,
+    NotFound,
+    NameTaken,
+    AlreadyRevoked,
+    InvalidRequest,
+    PayloadTooLarge,
+    MethodNotAllowed,
+    UnsupportedMediaType,
+    StoreUnavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MissingApiKey => "missing_api_key",
+            ErrorCode::InvalidApiKey => "invalid_api_key",
+            ErrorCode::ScopeInsufficient => "scope_insufficient",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::NameTaken => "name_taken",
+            ErrorCode::AlreadyRevoked => "already_revoked",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::Internal => "internal_error",
+        }
+    }
+
+    /// The coarse class shown in `error.type`.
+    pub fn error_type(self) -> &'static str {
+        match self {
+            ErrorCode::MissingApiKey | ErrorCode::InvalidApiKey => "authentication_error",
+            ErrorCode::ScopeInsufficient => "permission_error",
+            ErrorCode::NotFound => "not_found_error",
+            ErrorCode::NameTaken | ErrorCode::AlreadyRevoked => "conflict_error",
+            ErrorCode::InvalidRequest
+            | ErrorCode::PayloadTooLarge
+            | ErrorCode::MethodNotAllowed
+            | ErrorCode::UnsupportedMediaType => "invalid_request_error",
+            ErrorCode::StoreUnavailable => "unavailable_error",
+            ErrorCode::Internal => "api_error",
+        }
+    }
+}
+
+/// `{"error":{"message":…,"type":…,"code":…,"param":…}}`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub error_type: String,
+    pub code: String,
+    pub param: Option<String>,
+}
+
+impl ErrorEnvelope {
+    pub fn new(code: ErrorCode, message: impl Into<String>, param: Option<String>) -> Self {
+        Self {
+            error: ErrorBody {
+                message: message.into(),
+                error_type: code.error_type().to_string(),
+                code: code.as_str().to_string(),
+                param,
+            },
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! Wire types shared by the router and its clients.
+//!
+//! Everything here is plain data with serde and OpenAPI derives; no I/O, no policy. A change to a
+//! type here is a change to the public API.
+
+pub mod api_keys;
+pub mod audit;
+pub mod error;
+pub mod exec;
+pub mod page;
+pub mod scope;
+
+pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};
+pub use page::Page;
+pub use scope::{Scope, ScopeParseError, Scopes};
+
+/// The header that carries the API key, as `Bearer xero_…`.
+pub const AUTHORIZATION: &str = "authorization";
+/// The header every response carries.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";

@@ -1,0 +1,149 @@
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+use xerotier_core::UnixMillis;
+
+use crate::{PageRequest, PageSlice, Store, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Denied,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Denied => "denied",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// One audit record. Written in the transaction of the change it describes, or on its own for
+/// a denied or failed attempt (which changed nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: String,
+    pub at: UnixMillis,
+    pub actor_key_id: Option<String>,
+    pub actor_name: Option<String>,
+    pub action: String,
+    pub target_type: Option<String>,
+    pub target_id: Option<String>,
+    pub target_name: Option<String>,
+    pub reason: Option<String>,
+    pub request_id: Option<String>,
+    /// `success`, `denied` or `failed`.
+    pub outcome: String,
+    pub client_addr: Option<String>,
+    /// A JSON document, or nothing.
+    pub details: Option<String>,
+}
+
+/// Filters for listing audit records; `None` means "any".
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub action: Option<String>,
+    pub actor_key_id: Option<String>,
+    pub target_id: Option<String>,
+    pub outcome: Option<String>,
+    pub request_id: Option<String>,
+    pub since: Option<UnixMillis>,
+    pub until: Option<UnixMillis>,
+}
+
+impl AuditEntry {
+    pub(crate) async fn insert(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_log (id, at, actor_key_id, actor_name, action, target_type,
+                 target_id, target_name, reason, request_id, outcome, client_addr, details)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(&self.id)
+        .bind(self.at)
+        .bind(&self.actor_key_id)
+        .bind(&self.actor_name)
+        .bind(&self.action)
+        .bind(&self.target_type)
+        .bind(&self.target_id)
+        .bind(&self.target_name)
+        .bind(&self.reason)
+        .bind(&self.request_id)
+        .bind(&self.outcome)
+        .bind(&self.client_addr)
+        .bind(&self.details)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            at: row.try_get("at")?,
+            actor_key_id: row.try_get("actor_key_id")?,
+            actor_name: row.try_get("actor_name")?,
+            action: row.try_get("action")?,
+            target_type: row.try_get("target_type")?,
+            target_id: row.try_get("target_id")?,
+            target_name: row.try_get("target_name")?,
+            reason: row.try_get("reason")?,
+            request_id: row.try_get("request_id")?,
+            outcome: row.try_get("outcome")?,
+            client_addr: row.try_get("client_addr")?,
+            details: row.try_get("details")?,
+        })
+    }
+}
+
+impl Store {
+    /// Records an attempt that changed nothing (denied or failed).
+    pub async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        entry.insert(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> Result<PageSlice<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, actor_key_id, actor_name, action, target_type, target_id,
+                 target_name, reason, request_id, outcome, client_addr, details
+             FROM audit_log
+             WHERE ($1 IS NULL OR id > $1)
+               AND ($2 IS NULL OR action = $2)
+               AND ($3 IS NULL OR actor_key_id = $3)
+               AND ($4 IS NULL OR target_id = $4)
+               AND ($5 IS NULL OR outcome = $5)
+               AND ($6 IS NULL OR request_id = $6)
+               AND ($7 IS NULL OR at >= $7)
+               AND ($8 IS NULL OR at < $8)
+             ORDER BY id LIMIT $9",
+        )
+        .bind(&page.after)
+        .bind(&filter.action)
+        .bind(&filter.actor_key_id)
+        .bind(&filter.target_id)
+        .bind(&filter.outcome)
+        .bind(&filter.request_id)
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(self.pool())
+        .await?;
+        let entries = rows
+            .iter()
+            .map(AuditEntry::from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(PageSlice::from_probe(entries, page.limit))
+    }
+}

@@ -1,0 +1,19 @@
+//! The router's durable state.
+//!
+//! One [`Store`] over sqlx's `Any` driver serves SQLite (embedded default) and PostgreSQL (shared
+//! by several router replicas). Queries are written once in the common dialect; the few
+//! differences (how a write transaction starts, migrations) are chosen by [`Backend`].
+//! Every credential mutation takes the audit record it must write and commits both together.
+
+mod api_keys;
+mod audit;
+mod backend;
+mod error;
+mod migrate;
+mod page;
+
+pub use api_keys::{ApiKeyRecord, NewApiKey};
+pub use audit::{AuditEntry, AuditFilter, Outcome};
+pub use backend::{Backend, Store};
+pub use error::StoreError;
+pub use page::{PageRequest, PageSlice};

@@ -1,0 +1,82 @@
+use sqlx::Row;
+use xerotier_core::{Clock, SystemClock};
+
+use crate::{Backend, Store, StoreError};
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+/// Append-only: a released migration is never edited, only followed by a new one.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "api_keys_audit",
+    sqlite: include_str!("../migrations/sqlite/0001_api_keys_audit.sql"),
+    postgres: include_str!("../migrations/postgres/0001_api_keys_audit.sql"),
+}];
+
+/// Applies each pending migration in its own write transaction. Several routers starting at
+/// once against one PostgreSQL serialize on an advisory lock; on SQLite `BEGIN IMMEDIATE` does.
+pub(crate) async fn run_migrations(store: &Store) -> Result<(), StoreError> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .execute(store.pool())
+    .await?;
+    for migration in MIGRATIONS {
+        let mut tx = store.begin_write().await?;
+        if store.backend() == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(7271)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let applied = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
+            .bind(migration.version)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if applied.is_some() {
+            continue;
+        }
+        let sql = match store.backend() {
+            Backend::Sqlite => migration.sqlite,
+            Backend::Postgres => migration.postgres,
+        };
+        sqlx::raw_sql(sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(|source| StoreError::Migration {
+                version: migration.version,
+                source,
+            })?;
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+        )
+        .bind(migration.version)
+        .bind(migration.name)
+        // Informational only; no decision depends on it.
+        .bind(SystemClock.now_millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applied migration"
+        );
+    }
+    Ok(())
+}
+
+impl Store {
+    /// The highest applied migration version.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get::<i64, _>("v")?)
+    }
+}
