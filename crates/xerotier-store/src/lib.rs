@@ -17,3 +17,4 @@ pub use audit::{AuditEntry, AuditFilter, Outcome};
 pub use backend::{Backend, Store};
 pub use error::StoreError;
 pub use page::{PageRequest, PageSlice};
+pub use sqlx::Error as SqlxError;

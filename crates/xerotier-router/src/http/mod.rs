@@ -1,0 +1,119 @@
+//! The HTTP surface: the route table (which is also the OpenAPI document), middleware order,
+//! and the envelope for requests that match no route.
+
+pub mod extract;
+pub mod pagination;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
+use axum::routing::get;
+use axum::{Extension, Json};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::ApiError;
+use crate::{AppState, api_keys, audit, auth, exec, health, metrics};
+
+/// Request bodies above this are refused with 413 before they are parsed.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Xerotier router API",
+        description = "Credential plane of the Xerotier execution-agent mesh. Errors use the \
+                       envelope `{\"error\":{\"message\",\"type\",\"code\",\"param\"}}`; every \
+                       response carries `X-Request-ID`."
+    ),
+    paths(openapi_document),
+    modifiers(&BearerApiKey),
+    tags(
+        (name = "api-keys", description = "Client API keys (scope management)"),
+        (name = "audit", description = "The audit log (scope management)"),
+        (name = "exec", description = "Execution API (scope execution)"),
+        (name = "operations", description = "Health, metrics, this document"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerApiKey;
+
+impl Modify for BearerApiKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("xero_…")
+                    .description(Some("An API key: `Authorization: Bearer xero_…`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// This OpenAPI document, generated from the route table.
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json"))
+)]
+async fn openapi_document(
+    Extension(doc): Extension<Arc<utoipa::openapi::OpenApi>>,
+) -> Json<utoipa::openapi::OpenApi> {
+    Json(doc.as_ref().clone())
+}
+
+/// The route table and its OpenAPI document; one cannot gain a route the other lacks.
+pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+    let management = OpenApiRouter::new()
+        .routes(routes!(api_keys::create_api_key, api_keys::list_api_keys))
+        .routes(routes!(api_keys::get_api_key))
+        .routes(routes!(api_keys::revoke_api_key))
+        .routes(routes!(api_keys::rotate_api_key))
+        .routes(routes!(audit::list_audit))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_management));
+    let exec = OpenApiRouter::new()
+        .routes(routes!(exec::list_tools))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_execution));
+    let public = OpenApiRouter::new()
+        .routes(routes!(health::healthz))
+        .routes(routes!(metrics::serve_metrics));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(management)
+        .merge(exec)
+        .merge(public)
+        .split_for_parts()
+}
+
+pub fn app(state: AppState) -> axum::Router {
+    let (router, doc) = routes(&state);
+    router
+        .route("/v1/openapi.json", get(openapi_document))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(Arc::new(doc)))
+        .layer(from_fn_with_state(state.clone(), metrics::track))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn no_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::NoRoute(uri.path().to_string())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

@@ -1,0 +1,37 @@
+use xerotier_proto::Page;
+use xerotier_proto::page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
+use xerotier_store::{PageRequest, PageSlice};
+
+use crate::error::ApiError;
+
+pub fn page_request(limit: Option<u32>, after: Option<String>) -> Result<PageRequest, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE_LIMIT);
+    if limit == 0 || limit > MAX_PAGE_LIMIT {
+        return Err(ApiError::invalid(
+            format!("limit must be between 1 and {MAX_PAGE_LIMIT}"),
+            "limit",
+        ));
+    }
+    Ok(PageRequest {
+        limit,
+        after: after.filter(|a| !a.is_empty()),
+    })
+}
+
+/// Turns a store slice into an API page whose cursor is the last item's id.
+pub fn into_page<T, V>(
+    slice: PageSlice<T>,
+    id_of: impl Fn(&T) -> String,
+    view: impl Fn(T) -> V,
+) -> Page<V> {
+    let next_after = if slice.has_more {
+        slice.items.last().map(&id_of)
+    } else {
+        None
+    };
+    Page {
+        has_more: slice.has_more,
+        next_after,
+        data: slice.items.into_iter().map(view).collect(),
+    }
+}

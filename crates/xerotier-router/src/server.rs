@@ -1,0 +1,83 @@
+//! The router daemon: open the store, bootstrap, serve until SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use xerotier_core::{OsEntropy, SystemClock};
+use xerotier_store::Store;
+
+use crate::AppState;
+use crate::config::RouterConfig;
+
+/// Written to the state dir once the HTTP listener is bound: the actual address (useful with
+/// `--listen 127.0.0.1:0`).
+pub const HTTP_ADDR_FILE: &str = "http.addr";
+
+pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
+    std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting state dir {}", config.state_dir.display()))?;
+
+    let store = Store::connect(&config.store_url())
+        .await
+        .context("opening the state store")?;
+    tracing::info!(backend = store.backend().name(), "state store ready");
+    let state = AppState::new(store.clone(), Arc::new(SystemClock), Arc::new(OsEntropy));
+
+    match state.api_keys().bootstrap(&config.state_dir).await {
+        Ok(Some(path)) => tracing::info!(
+            file = %path.display(),
+            "bootstrap admin API key created (scopes management,execution); its value is in the file only"
+        ),
+        Ok(None) => tracing::debug!("store already bootstrapped"),
+        Err(err) => return Err(anyhow::anyhow!("bootstrapping the admin key: {err}")),
+    }
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding HTTP listener on {}", config.listen))?;
+    let local = listener.local_addr()?;
+    xerotier_credentials::write_secret_file(
+        &config.state_dir.join(HTTP_ADDR_FILE),
+        format!("{local}\n").as_bytes(),
+    )
+    .context("writing the address file")?;
+    tracing::info!(addr = %local, "HTTP API listening on http://{local}");
+    notify(&[sd_notify::NotifyState::Ready]);
+
+    let app = crate::http::app(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    notify(&[sd_notify::NotifyState::Stopping]);
+    store.close().await;
+    tracing::info!("router stopped");
+    Ok(())
+}
+
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(err) = sd_notify::notify(false, states) {
+        tracing::debug!(error = %err, "sd_notify failed");
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: finishing in-flight requests"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: finishing in-flight requests"),
+    }
+}
