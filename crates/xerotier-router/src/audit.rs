@@ -17,7 +17,8 @@ use crate::http::pagination::page_request;
 #[derive(Debug, Clone)]
 pub struct Target<'a> {
     pub kind: &'static str,
-    pub id: &'a str,
+    /// Absent when the action failed before the target existed.
+    pub id: Option<&'a str>,
     pub name: Option<&'a str>,
 }
 
@@ -51,7 +52,7 @@ impl AuditLog {
             actor_name: actor.map(|p| p.name.clone()),
             action: action.to_string(),
             target_type: target.as_ref().map(|t| t.kind.to_string()),
-            target_id: target.as_ref().map(|t| t.id.to_string()),
+            target_id: target.as_ref().and_then(|t| t.id.map(str::to_string)),
             target_name: target.as_ref().and_then(|t| t.name.map(str::to_string)),
             reason: reason.map(str::to_string),
             request_id: context.request_id.clone(),

@@ -90,7 +90,7 @@ impl ApiKeyService {
         };
         let target = Target {
             kind: "api_key",
-            id: &id,
+            id: Some(&id),
             name: Some(&request.name),
         };
         let details = serde_json::json!({ "scopes": request.scopes, "expires_at": expires_at.map(format_rfc3339) });
@@ -104,7 +104,8 @@ impl ApiKeyService {
             details,
         );
         if let Err(err) = self.store.create_api_key(&new_key, &entry).await {
-            self.record_failure(actor, context, "api_key.create", target, &err)
+            let attempted = Target { id: None, ..target };
+            self.record_failure(actor, context, "api_key.create", attempted, &err)
                 .await;
             return Err(err.into());
         }
@@ -138,7 +139,7 @@ impl ApiKeyService {
         let secret = IssuedSecret::generate(id, self.entropy.as_ref());
         let target = Target {
             kind: "api_key",
-            id,
+            id: Some(id),
             name: None,
         };
         let details = serde_json::json!({
@@ -190,7 +191,7 @@ impl ApiKeyService {
         let now = self.clock.now_millis();
         let target = Target {
             kind: "api_key",
-            id,
+            id: Some(id),
             name: None,
         };
         let entry = self.audit.entry(
@@ -266,7 +267,7 @@ impl ApiKeyService {
         };
         let target = Target {
             kind: "api_key",
-            id: &id,
+            id: Some(&id),
             name: Some(BOOTSTRAP_KEY_NAME),
         };
         let details = serde_json::json!({ "scopes": scopes, "file": BOOTSTRAP_KEY_FILE });

@@ -1,0 +1,185 @@
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::Shell;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "xeroctl",
+    version,
+    about = "Operate the Xerotier credential plane: API keys, audit, agents",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// Router URL [default: the context's, else http://127.0.0.1:8080].
+    #[arg(long, env = "XEROCTL_BASE_URL", global = true)]
+    pub base_url: Option<String>,
+    /// API key (`xero_…`) [default: the context's].
+    #[arg(long, env = "XEROCTL_API_KEY", global = true, hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Use this context from the config file instead of the current one.
+    #[arg(long, env = "XEROCTL_CONTEXT", global = true)]
+    pub context: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table, global = true)]
+    pub output: OutputFormat,
+    /// Print the request that would be sent, and send nothing.
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+    /// Config file [default: $XDG_CONFIG_HOME/xeroctl/config.toml or ~/.config/xeroctl/config.toml].
+    #[arg(long, env = "XEROCTL_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// API keys for /v1/exec/* and /v1/management/* (lists them when no subcommand is given).
+    Keys(KeysArgs),
+    /// Read the audit log.
+    Audit(AuditArgs),
+    /// Manage contexts (router URL + API key) in the config file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print a shell completion script.
+    Completion {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub command: Option<KeysCommand>,
+    #[command(flatten)]
+    pub list: KeysListArgs,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct KeysListArgs {
+    /// Also show revoked keys.
+    #[arg(long)]
+    pub include_revoked: bool,
+    #[command(flatten)]
+    pub page: PageArgs,
+}
+
+#[derive(Debug, Args, Default, Clone)]
+pub struct PageArgs {
+    /// At most this many items (1-500).
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Start after this id (the previous page's last id).
+    #[arg(long)]
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List keys.
+    List(KeysListArgs),
+    /// Create a key; its value is printed once.
+    Create {
+        /// Unique name among active keys, e.g. fleet-ops-2026q2.
+        #[arg(long)]
+        name: String,
+        /// execution and/or management; repeat or comma-separate.
+        #[arg(long = "scope", required = true, value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Lifetime, e.g. 90d, 12h [default: no expiry].
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// Show one key.
+    Show(KeySelector),
+    /// Revoke a key at once: no request with it succeeds after this returns.
+    Revoke {
+        #[command(flatten)]
+        key: KeySelector,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Issue a new value; the old one keeps working for the grace window.
+    Rotate {
+        #[command(flatten)]
+        key: KeySelector,
+        /// How long the old value keeps working, e.g. 24h, 30m, 0s [default: 24h].
+        #[arg(long)]
+        grace: Option<String>,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct KeySelector {
+    /// Key id (key_…).
+    pub id: Option<String>,
+    /// Name of an active key.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub page: PageArgs,
+    /// e.g. api_key.create, api_key.revoke
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Actor key id.
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Target id.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// success, denied or failed.
+    #[arg(long)]
+    pub outcome: Option<String>,
+    #[arg(long)]
+    pub request_id: Option<String>,
+    /// RFC 3339 time, or a duration back from now such as 1h.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// RFC 3339 time, or a duration back from now such as 10m.
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Add or replace a context from the global --base-url and --api-key (the key is stored
+    /// in the config file, mode 0600), or --api-key-file (read at every call).
+    Add {
+        name: String,
+        /// A file holding the API key, e.g. the router's bootstrap.key.
+        #[arg(long)]
+        api_key_file: Option<PathBuf>,
+    },
+    /// Make a context the current one.
+    Use { name: String },
+    /// List contexts.
+    List,
+    /// Remove a context.
+    Remove { name: String },
+}

@@ -1,0 +1,154 @@
+//! HTTP calls to the router, with `--dry-run` and errors an operator can act on.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use reqwest::Method;
+use secrecy::ExposeSecret;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use xerotier_proto::ErrorEnvelope;
+
+use crate::cli::OutputFormat;
+use crate::settings::Target;
+
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    target: Target,
+    dry_run: bool,
+    output: OutputFormat,
+}
+
+/// One request to make.
+#[derive(Debug)]
+pub struct Call<'a> {
+    pub method: Method,
+    pub path: String,
+    pub query: Vec<(&'a str, String)>,
+    pub body: Option<Value>,
+}
+
+impl<'a> Call<'a> {
+    pub fn get(path: impl Into<String>) -> Self {
+        Self { method: Method::GET, path: path.into(), query: Vec::new(), body: None }
+    }
+
+    pub fn post(path: impl Into<String>, body: Value) -> Self {
+        Self { method: Method::POST, path: path.into(), query: Vec::new(), body: Some(body) }
+    }
+
+    pub fn query(mut self, name: &'a str, value: Option<impl ToString>) -> Self {
+        if let Some(value) = value {
+            self.query.push((name, value.to_string()));
+        }
+        self
+    }
+}
+
+impl Client {
+    pub fn new(target: Target, dry_run: bool, output: OutputFormat) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .user_agent(concat!("xeroctl/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Self { http, target, dry_run, output })
+    }
+
+    fn url(&self, call: &Call<'_>) -> anyhow::Result<reqwest::Url> {
+        let mut url = reqwest::Url::parse(&format!("{}{}", self.target.base_url, call.path))
+            .with_context(|| format!("invalid router URL {:?}", self.target.base_url))?;
+        if !call.query.is_empty() {
+            url.query_pairs_mut().extend_pairs(call.query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        Ok(url)
+    }
+
+    /// Prints what `call` would send, with the API key redacted.
+    pub fn print_plan(&self, call: &Call<'_>) -> anyhow::Result<()> {
+        let url = self.url(call)?;
+        let auth = self.target.api_key.as_ref().map(|_| "Bearer xero_…(redacted)");
+        match self.output {
+            OutputFormat::Json => {
+                let plan = serde_json::json!({
+                    "dry_run": true,
+                    "method": call.method.as_str(),
+                    "url": url.as_str(),
+                    "authorization": auth,
+                    "body": call.body,
+                });
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            }
+            OutputFormat::Table => {
+                println!("# dry run: nothing was sent");
+                println!("{} {}", call.method, url);
+                if let Some(auth) = auth {
+                    println!("Authorization: {auth}");
+                }
+                if let Some(body) = &call.body {
+                    println!("Content-Type: application/json\n\n{}", serde_json::to_string_pretty(body)?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `call` and decodes the answer; `None` in dry-run mode (the plan was printed).
+    pub async fn send<T: DeserializeOwned>(&self, call: Call<'_>) -> anyhow::Result<Option<T>> {
+        if self.dry_run {
+            self.print_plan(&call)?;
+            return Ok(None);
+        }
+        self.fetch(call).await.map(Some)
+    }
+
+    /// Sends `call` even in dry-run mode: only for reads that a plan depends on.
+    pub async fn fetch<T: DeserializeOwned>(&self, call: Call<'_>) -> anyhow::Result<T> {
+        let api_key = self.target.api_key.as_ref().ok_or_else(|| {
+            anyhow!("no API key: pass --api-key, set XEROCTL_API_KEY, or add a context with `xeroctl config add`")
+        })?;
+        let url = self.url(&call)?;
+        let mut request = self
+            .http
+            .request(call.method.clone(), url)
+            .bearer_auth(api_key.expose_secret());
+        if let Some(body) = &call.body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|err| self.transport_error(err))?;
+        let status = response.status();
+        let request_id = response
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string();
+        let bytes = response.bytes().await.map_err(|err| self.transport_error(err))?;
+        if !status.is_success() {
+            match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
+                Ok(envelope) => bail!(
+                    "{} ({}, HTTP {}, request {request_id})",
+                    envelope.error.message,
+                    envelope.error.code,
+                    status.as_u16()
+                ),
+                Err(_) => bail!("the router answered HTTP {status} (request {request_id})"),
+            }
+        }
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("unexpected answer from the router (request {request_id})"))
+    }
+
+    fn transport_error(&self, err: reqwest::Error) -> anyhow::Error {
+        let base = &self.target.base_url;
+        if err.is_connect() {
+            anyhow!("cannot reach the router at {base}: is it running? (set --base-url or XEROCTL_BASE_URL)")
+        } else if err.is_timeout() {
+            anyhow!("the router at {base} did not answer in time")
+        } else {
+            anyhow!("request to {base} failed: {err}")
+        }
+    }
+}
