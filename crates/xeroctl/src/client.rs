@@ -88,7 +88,10 @@ impl Client {
                     println!("Authorization: {auth}");
                 }
                 if let Some(body) = &call.body {
-                    println!("Content-Type: application/json\n\n{}", serde_json::to_string_pretty(body)?);
+                    println!(
+                        "Content-Type: application/json\n\n{}",
+                        serde_json::to_string_pretty(body)?
+                    );
                 }
             }
         }
@@ -110,10 +113,8 @@ impl Client {
             anyhow!("no API key: pass --api-key, set XEROCTL_API_KEY, or add a context with `xeroctl config add`")
         })?;
         let url = self.url(&call)?;
-        let mut request = self
-            .http
-            .request(call.method.clone(), url)
-            .bearer_auth(api_key.expose_secret());
+        let mut request =
+            self.http.request(call.method.clone(), url).bearer_auth(api_key.expose_secret());
         if let Some(body) = &call.body {
             request = request.json(body);
         }
@@ -144,7 +145,9 @@ impl Client {
     fn transport_error(&self, err: reqwest::Error) -> anyhow::Error {
         let base = &self.target.base_url;
         if err.is_connect() {
-            anyhow!("cannot reach the router at {base}: is it running? (set --base-url or XEROCTL_BASE_URL)")
+            anyhow!(
+                "cannot reach the router at {base}: is it running? (set --base-url or XEROCTL_BASE_URL)"
+            )
         } else if err.is_timeout() {
             anyhow!("the router at {base} did not answer in time")
         } else {

@@ -47,7 +47,8 @@ pub fn config_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
 impl ConfigFile {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display())),
+            Ok(text) => toml::from_str(&text)
+                .with_context(|| format!("invalid config file {}", path.display())),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
         }
@@ -77,7 +78,9 @@ pub fn resolve(global: &GlobalArgs) -> anyhow::Result<Target> {
     let context = match global.context.as_ref().or(file.current_context.as_ref()) {
         Some(name) => match file.contexts.get(name) {
             Some(entry) => Some(entry.clone()),
-            None => bail!("no context named {name:?} in {} (see `xeroctl config list`)", path.display()),
+            None => {
+                bail!("no context named {name:?} in {} (see `xeroctl config list`)", path.display())
+            }
         },
         None => None,
     };
@@ -88,10 +91,13 @@ pub fn resolve(global: &GlobalArgs) -> anyhow::Result<Target> {
         .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
     let api_key = match (&global.api_key, &context) {
         (Some(key), _) => Some(SecretString::from(key.clone())),
-        (None, Some(ContextEntry { api_key: Some(key), .. })) => Some(SecretString::from(key.clone())),
+        (None, Some(ContextEntry { api_key: Some(key), .. })) => {
+            Some(SecretString::from(key.clone()))
+        }
         (None, Some(ContextEntry { api_key_file: Some(file), .. })) => {
-            let key = xerotier_credentials::read_secret_file(file)
-                .with_context(|| format!("reading the context's API key file {}", file.display()))?;
+            let key = xerotier_credentials::read_secret_file(file).with_context(|| {
+                format!("reading the context's API key file {}", file.display())
+            })?;
             Some(key)
         }
         _ => None,

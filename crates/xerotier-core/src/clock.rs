@@ -34,9 +34,7 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start: UnixMillis) -> Self {
-        Self {
-            now: AtomicI64::new(start),
-        }
+        Self { now: AtomicI64::new(start) }
     }
 
     pub fn advance_millis(&self, by: i64) {

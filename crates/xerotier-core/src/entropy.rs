@@ -29,9 +29,7 @@ pub struct SeededEntropy {
 
 impl SeededEntropy {
     pub fn new(seed: u64) -> Self {
-        Self {
-            rng: Mutex::new(StdRng::seed_from_u64(seed)),
-        }
+        Self { rng: Mutex::new(StdRng::seed_from_u64(seed)) }
     }
 }
 

@@ -29,23 +29,15 @@ pub enum ApiKeyValueError {
 
 impl ApiKeyValue {
     pub fn parse(text: &str) -> Result<Self, ApiKeyValueError> {
-        let rest = text
-            .trim()
-            .strip_prefix(VALUE_PREFIX)
-            .ok_or(ApiKeyValueError::MissingPrefix)?;
+        let rest = text.trim().strip_prefix(VALUE_PREFIX).ok_or(ApiKeyValueError::MissingPrefix)?;
         let (id_suffix, secret) = rest.split_once('_').ok_or(ApiKeyValueError::Malformed)?;
         let key_id = format!("{}{id_suffix}", IdKind::ApiKey.prefix());
         let secret_ok = secret.len() == SECRET_BYTES * 2
-            && secret
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && secret.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !is_valid_id(IdKind::ApiKey, &key_id) || !secret_ok {
             return Err(ApiKeyValueError::Malformed);
         }
-        Ok(Self {
-            key_id,
-            secret: SecretString::from(secret.to_string()),
-        })
+        Ok(Self { key_id, secret: SecretString::from(secret.to_string()) })
     }
 
     pub fn key_id(&self) -> &str {
@@ -59,9 +51,7 @@ impl ApiKeyValue {
 
 impl fmt::Debug for ApiKeyValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ApiKeyValue")
-            .field("key_id", &self.key_id)
-            .finish_non_exhaustive()
+        f.debug_struct("ApiKeyValue").field("key_id", &self.key_id).finish_non_exhaustive()
     }
 }
 
@@ -73,9 +63,7 @@ pub struct IssuedSecret {
 
 impl fmt::Debug for IssuedSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IssuedSecret")
-            .field("verifier", &self.verifier)
-            .finish_non_exhaustive()
+        f.debug_struct("IssuedSecret").field("verifier", &self.verifier).finish_non_exhaustive()
     }
 }
 
@@ -84,14 +72,9 @@ impl IssuedSecret {
         let mut raw = zeroize::Zeroizing::new([0u8; SECRET_BYTES]);
         entropy.fill(raw.as_mut());
         let secret = zeroize::Zeroizing::new(hex::encode(raw.as_ref()));
-        let suffix = key_id
-            .strip_prefix(IdKind::ApiKey.prefix())
-            .unwrap_or(key_id);
+        let suffix = key_id.strip_prefix(IdKind::ApiKey.prefix()).unwrap_or(key_id);
         let value = SecretString::from(format!("{VALUE_PREFIX}{suffix}_{}", secret.as_str()));
-        Self {
-            verifier: Verifier::of_secret(&secret),
-            value,
-        }
+        Self { verifier: Verifier::of_secret(&secret), value }
     }
 }
 
@@ -139,10 +122,7 @@ mod tests {
 
     fn issue() -> (String, IssuedSecret) {
         let entropy = Arc::new(SeededEntropy::new(3));
-        let ids = IdGenerator::new(
-            Arc::new(ManualClock::new(1_700_000_000_000)),
-            entropy.clone(),
-        );
+        let ids = IdGenerator::new(Arc::new(ManualClock::new(1_700_000_000_000)), entropy.clone());
         let id = ids.next(IdKind::ApiKey);
         let issued = IssuedSecret::generate(&id, entropy.as_ref());
         (id, issued)
@@ -170,18 +150,9 @@ mod tests {
 
     #[test]
     fn malformed_values_are_refused() {
-        assert_eq!(
-            ApiKeyValue::parse("sk_live").unwrap_err(),
-            ApiKeyValueError::MissingPrefix
-        );
-        assert_eq!(
-            ApiKeyValue::parse("xero_").unwrap_err(),
-            ApiKeyValueError::Malformed
-        );
-        assert_eq!(
-            ApiKeyValue::parse("xero_abc_def").unwrap_err(),
-            ApiKeyValueError::Malformed
-        );
+        assert_eq!(ApiKeyValue::parse("sk_live").unwrap_err(), ApiKeyValueError::MissingPrefix);
+        assert_eq!(ApiKeyValue::parse("xero_").unwrap_err(), ApiKeyValueError::Malformed);
+        assert_eq!(ApiKeyValue::parse("xero_abc_def").unwrap_err(), ApiKeyValueError::Malformed);
     }
 
     #[test]
@@ -190,11 +161,9 @@ mod tests {
         let secret = issued.value.expose_secret().to_string();
         let parsed = ApiKeyValue::parse(&secret).unwrap();
         let tail = &secret[secret.len() - 64..];
-        for shown in [
-            format!("{issued:?}"),
-            format!("{parsed:?}"),
-            format!("{:?}", issued.verifier),
-        ] {
+        for shown in
+            [format!("{issued:?}"), format!("{parsed:?}"), format!("{:?}", issued.verifier)]
+        {
             assert!(!shown.contains(tail), "{shown}");
         }
     }

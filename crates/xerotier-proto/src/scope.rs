@@ -74,11 +74,7 @@ impl Scopes {
 
     /// Comma-separated canonical form, as stored.
     pub fn to_csv(&self) -> String {
-        self.0
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(",")
+        self.0.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
     }
 
     pub fn from_csv(csv: &str) -> Result<Self, ScopeParseError> {
@@ -99,9 +95,6 @@ mod tests {
         let scopes = Scopes::from_csv("management, execution,management").unwrap();
         assert_eq!(scopes.to_csv(), "execution,management");
         assert!(scopes.contains(Scope::Execution));
-        assert_eq!(
-            Scopes::from_csv("admin"),
-            Err(ScopeParseError("admin".into()))
-        );
+        assert_eq!(Scopes::from_csv("admin"), Err(ScopeParseError("admin".into())));
     }
 }

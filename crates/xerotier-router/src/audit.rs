@@ -83,10 +83,7 @@ impl AuditLog {
 pub fn view(entry: AuditEntry) -> AuditRecordView {
     AuditRecordView {
         at: format_rfc3339(entry.at),
-        details: entry
-            .details
-            .as_deref()
-            .and_then(|d| serde_json::from_str(d).ok()),
+        details: entry.details.as_deref().and_then(|d| serde_json::from_str(d).ok()),
         id: entry.id,
         actor_key_id: entry.actor_key_id,
         actor_name: entry.actor_name,
@@ -104,10 +101,7 @@ pub fn view(entry: AuditEntry) -> AuditRecordView {
 fn parse_time(text: Option<&str>, param: &str) -> Result<Option<i64>, ApiError> {
     text.map(|t| {
         parse_rfc3339(t).ok_or_else(|| {
-            ApiError::invalid(
-                format!("{param} must be an RFC 3339 timestamp, got {t:?}"),
-                param,
-            )
+            ApiError::invalid(format!("{param} must be an RFC 3339 timestamp, got {t:?}"), param)
         })
     })
     .transpose()
@@ -134,10 +128,7 @@ pub async fn list_audit(
     let page = page_request(query.limit, query.after.clone())?;
     if let Some(outcome) = &query.outcome {
         if !["success", "denied", "failed"].contains(&outcome.as_str()) {
-            return Err(ApiError::invalid(
-                "outcome must be success, denied or failed",
-                "outcome",
-            ));
+            return Err(ApiError::invalid("outcome must be success, denied or failed", "outcome"));
         }
     }
     let filter = AuditFilter {
@@ -150,9 +141,5 @@ pub async fn list_audit(
         until: parse_time(query.until.as_deref(), "until")?,
     };
     let slice = state.store().list_audit(&filter, &page).await?;
-    Ok(Json(crate::http::pagination::into_page(
-        slice,
-        |e| e.id.clone(),
-        view,
-    )))
+    Ok(Json(crate::http::pagination::into_page(slice, |e| e.id.clone(), view)))
 }

@@ -1,9 +1,9 @@
 //! API key authentication and scope enforcement for every `/v1/exec/*` and `/v1/management/*`
 //! request.
 //!
-//! Each request reads the key's row: revocation must hold on the very next request on every
-//! replica, so there is no cache to go stale. The row is fetched by primary key (the key id is
-//! embedded in the value) and the secret is checked against the stored verifier in constant time.
+//! The key's row is found by primary key (the key id is embedded in the value), from the
+//! [`KeyCache`] when this process owns the store, else from the store on every request, and the
+//! secret is checked against the stored verifier in constant time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,6 +20,7 @@ use xerotier_store::{ApiKeyRecord, Outcome, Store};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::http::extract::RequestContext;
+use crate::key_cache::KeyCache;
 
 /// `last_used_at` is written at most this often per key, so the hot path stays read-only.
 const LAST_USED_RESOLUTION_MILLIS: i64 = 60_000;
@@ -36,16 +37,25 @@ pub struct Principal {
 pub struct Authenticator {
     store: Store,
     clock: SharedClock,
+    cache: Arc<KeyCache>,
     last_used_written: Arc<Mutex<HashMap<String, UnixMillis>>>,
 }
 
 impl Authenticator {
-    pub fn new(store: Store, clock: SharedClock) -> Self {
-        Self {
-            store,
-            clock,
-            last_used_written: Arc::default(),
+    pub fn new(store: Store, clock: SharedClock, cache: Arc<KeyCache>) -> Self {
+        Self { store, clock, cache, last_used_written: Arc::default() }
+    }
+
+    async fn record(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, ApiError> {
+        let ticket = match self.cache.get(key_id) {
+            Ok(record) => return Ok(Some(record)),
+            Err(ticket) => ticket,
+        };
+        let record = self.store.api_key(key_id).await?;
+        if let Some(record) = &record {
+            self.cache.insert(ticket, record);
         }
+        Ok(record)
     }
 
     pub async fn authenticate(&self, header: Option<&HeaderValue>) -> Result<Principal, ApiError> {
@@ -56,11 +66,7 @@ impl Authenticator {
             .or_else(|| text.strip_prefix("bearer "))
             .ok_or(ApiError::InvalidApiKey)?;
         let presented = ApiKeyValue::parse(token).map_err(|_| ApiError::InvalidApiKey)?;
-        let record = self
-            .store
-            .api_key(presented.key_id())
-            .await?
-            .ok_or(ApiError::InvalidApiKey)?;
+        let record = self.record(presented.key_id()).await?.ok_or(ApiError::InvalidApiKey)?;
         let now = self.clock.now_millis();
         if !accepts(&record, &presented.verifier(), now) {
             return Err(ApiError::InvalidApiKey);
@@ -69,11 +75,7 @@ impl Authenticator {
         let scopes = Scopes::from_csv(&record.scopes).map_err(|e| {
             ApiError::Internal(anyhow::anyhow!("stored scopes of {}: {e}", record.id))
         })?;
-        Ok(Principal {
-            key_id: record.id,
-            name: record.name,
-            scopes,
-        })
+        Ok(Principal { key_id: record.id, name: record.name, scopes })
     }
 
     fn note_use(&self, key_id: &str, now: UnixMillis) {

@@ -15,11 +15,7 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "xerotier-router",
-    version,
-    about = "The Xerotier control plane"
-)]
+#[command(name = "xerotier-router", version, about = "The Xerotier control plane")]
 pub struct RouterArgs {
     /// YAML file with any of the settings below (flags and environment win over it).
     #[arg(long, env = "XEROTIER_ROUTER_CONFIG")]
@@ -64,15 +60,9 @@ pub struct RouterConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config file {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: serde_norway::Error,
-    },
+    Parse { path: PathBuf, source: serde_norway::Error },
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -92,40 +82,27 @@ impl RouterConfig {
                 .or(file.state_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             database_url: args.database_url.or(file.database_url),
-            log_format: args
-                .log_format
-                .or(file.log_format)
-                .unwrap_or(LogFormat::Text),
-            log_level: args
-                .log_level
-                .or(file.log_level)
-                .unwrap_or_else(|| "info".to_string()),
+            log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
+            log_level: args.log_level.or(file.log_level).unwrap_or_else(|| "info".to_string()),
         })
     }
 
     /// The store URL: the given one, or the SQLite file in the state dir.
     pub fn store_url(&self) -> String {
         self.database_url.clone().unwrap_or_else(|| {
-            format!(
-                "sqlite://{}?mode=rwc",
-                self.state_dir.join("router.db").display()
-            )
+            format!("sqlite://{}?mode=rwc", self.state_dir.join("router.db").display())
         })
     }
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     if text.trim().is_empty() {
         return Ok(FileConfig::default());
     }
-    serde_norway::from_str(&text).map_err(|source| ConfigError::Parse {
-        path: path.to_path_buf(),
-        source,
-    })
+    serde_norway::from_str(&text)
+        .map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })
 }
 
 #[cfg(test)]
@@ -142,11 +119,8 @@ mod tests {
     fn flags_beat_file_and_file_beats_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("router.yaml");
-        std::fs::write(
-            &file,
-            "listen: 127.0.0.1:9000\nstate_dir: /srv/router\nlog_format: json\n",
-        )
-        .unwrap();
+        std::fs::write(&file, "listen: 127.0.0.1:9000\nstate_dir: /srv/router\nlog_format: json\n")
+            .unwrap();
         let config = RouterConfig::resolve(args(&[
             "--config",
             file.to_str().unwrap(),
@@ -158,11 +132,7 @@ mod tests {
         assert_eq!(config.state_dir, PathBuf::from("/srv/router"));
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.log_level, "info");
-        assert!(
-            config
-                .store_url()
-                .starts_with("sqlite:///srv/router/router.db")
-        );
+        assert!(config.store_url().starts_with("sqlite:///srv/router/router.db"));
     }
 
     #[test]

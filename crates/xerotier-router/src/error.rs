@@ -21,10 +21,7 @@ pub enum ApiError {
     #[error("{0} is already revoked")]
     AlreadyRevoked(String),
     #[error("{message}")]
-    InvalidRequest {
-        message: String,
-        param: Option<String>,
-    },
+    InvalidRequest { message: String, param: Option<String> },
     #[error("request body larger than the {0} byte limit")]
     PayloadTooLarge(usize),
     #[error("method not allowed on this path")]
@@ -41,10 +38,7 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn invalid(message: impl Into<String>, param: &str) -> Self {
-        ApiError::InvalidRequest {
-            message: message.into(),
-            param: Some(param.to_string()),
-        }
+        ApiError::InvalidRequest { message: message.into(), param: Some(param.to_string()) }
     }
 
     pub fn code(&self) -> ErrorCode {
@@ -109,10 +103,7 @@ impl From<StoreError> for ApiError {
 }
 
 fn is_unavailable(err: &SqlxError) -> bool {
-    matches!(
-        err,
-        SqlxError::PoolTimedOut | SqlxError::PoolClosed | SqlxError::Io(_)
-    )
+    matches!(err, SqlxError::PoolTimedOut | SqlxError::PoolClosed | SqlxError::Io(_))
 }
 
 impl IntoResponse for ApiError {

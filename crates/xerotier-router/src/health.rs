@@ -9,7 +9,5 @@ use xerotier_proto::exec::Health;
     responses((status = 200, description = "The router serves", body = Health))
 )]
 pub async fn healthz() -> Json<Health> {
-    Json(Health {
-        status: "ok".to_string(),
-    })
+    Json(Health { status: "ok".to_string() })
 }

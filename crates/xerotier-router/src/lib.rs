@@ -11,17 +11,19 @@ pub mod error;
 pub mod exec;
 pub mod health;
 pub mod http;
+pub mod key_cache;
 pub mod metrics;
 pub mod server;
 
 use std::sync::Arc;
 
 use xerotier_core::{IdGenerator, SharedClock, SharedEntropy};
-use xerotier_store::Store;
+use xerotier_store::{Backend, Store};
 
 use crate::api_keys::ApiKeyService;
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;
+use crate::key_cache::KeyCache;
 use crate::metrics::Metrics;
 
 /// Everything a request handler can reach. Cheap to clone.
@@ -41,15 +43,12 @@ impl AppState {
     pub fn new(store: Store, clock: SharedClock, entropy: SharedEntropy) -> Self {
         let ids = IdGenerator::new(clock.clone(), entropy.clone());
         let audit = AuditLog::new(store.clone(), clock.clone(), ids);
-        let api_keys = ApiKeyService::new(store.clone(), clock.clone(), entropy, audit.clone());
-        let auth = Authenticator::new(store.clone(), clock);
-        Self(Arc::new(Inner {
-            store,
-            auth,
-            audit,
-            api_keys,
-            metrics: Metrics::default(),
-        }))
+        // Only a store this process owns alone can be cached (see key_cache).
+        let cache = Arc::new(KeyCache::new(store.backend() == Backend::Sqlite));
+        let api_keys =
+            ApiKeyService::new(store.clone(), clock.clone(), entropy, audit.clone(), cache.clone());
+        let auth = Authenticator::new(store.clone(), clock, cache);
+        Self(Arc::new(Inner { store, auth, audit, api_keys, metrics: Metrics::default() }))
     }
 
     pub fn store(&self) -> &Store {

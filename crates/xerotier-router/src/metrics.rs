@@ -49,32 +49,19 @@ impl Default for Metrics {
         });
         let auth_failures = Family::<ReasonLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
-        registry.register(
-            "http_request_duration_seconds",
-            "HTTP request latency",
-            latency.clone(),
-        );
+        registry.register("http_request_duration_seconds", "HTTP request latency", latency.clone());
         registry.register(
             "auth_failures",
             "Requests refused by authentication or scope",
             auth_failures.clone(),
         );
-        Self {
-            registry: Arc::new(registry),
-            requests,
-            latency,
-            auth_failures,
-        }
+        Self { registry: Arc::new(registry), requests, latency, auth_failures }
     }
 }
 
 impl Metrics {
     pub fn auth_failure(&self, reason: &str) {
-        self.auth_failures
-            .get_or_create(&ReasonLabels {
-                reason: reason.to_string(),
-            })
-            .inc();
+        self.auth_failures.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
     }
 
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
@@ -104,10 +91,7 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
             status: response.status().as_u16(),
         })
         .inc();
-    metrics
-        .latency
-        .get_or_create(&RouteLabels { route })
-        .observe(started.elapsed().as_secs_f64());
+    metrics.latency.get_or_create(&RouteLabels { route }).observe(started.elapsed().as_secs_f64());
     response
 }
 
@@ -121,10 +105,7 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
 pub async fn serve_metrics(State(state): State<AppState>) -> Response {
     match state.metrics().encode() {
         Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
             text,
         )
             .into_response(),

@@ -2,13 +2,14 @@
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use xerotier_core::{OsEntropy, SystemClock};
-use xerotier_store::Store;
+use xerotier_store::{Store, redact_url, sqlite_path};
 
 use crate::AppState;
 use crate::config::RouterConfig;
@@ -23,9 +24,11 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("restricting state dir {}", config.state_dir.display()))?;
 
-    let store = Store::connect(&config.store_url())
+    let store_url = config.store_url();
+    let _owner = lock_sqlite_store(&store_url)?;
+    let store = Store::connect(&store_url)
         .await
-        .context("opening the state store")?;
+        .with_context(|| format!("opening the state store {}", redact_url(&store_url)))?;
     tracing::info!(backend = store.backend().name(), "state store ready");
     let state = AppState::new(store.clone(), Arc::new(SystemClock), Arc::new(OsEntropy));
 
@@ -59,6 +62,31 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("router stopped");
     Ok(())
+}
+
+/// A SQLite store belongs to one router process: the key cache relies on seeing every change.
+/// The lock is held until the returned file is dropped (process exit).
+fn lock_sqlite_store(url: &str) -> anyhow::Result<Option<std::fs::File>> {
+    let Some(db) = sqlite_path(url) else { return Ok(None) };
+    let lock_path = PathBuf::from(format!("{}.lock", db.display()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another router is already using the SQLite store {} (lock {}); \
+             several routers must share a PostgreSQL database (--database-url postgres://…)",
+            db.display(),
+            lock_path.display()
+        ),
+        Err(std::fs::TryLockError::Error(err)) => {
+            Err(err).with_context(|| format!("locking {}", lock_path.display()))
+        }
+    }
 }
 
 fn notify(states: &[sd_notify::NotifyState<'_>]) {

@@ -151,12 +151,11 @@ impl Store {
 
     /// The unrevoked key with this name, if any.
     pub async fn api_key_by_name(&self, name: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let row = sqlx::query(sql(
-            "SELECT {cols} FROM api_keys WHERE name = $1 AND revoked_at IS NULL",
-        ))
-        .bind(name)
-        .fetch_optional(self.pool())
-        .await?;
+        let row =
+            sqlx::query(sql("SELECT {cols} FROM api_keys WHERE name = $1 AND revoked_at IS NULL"))
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await?;
         Ok(row.as_ref().map(from_row).transpose()?)
     }
 

@@ -140,10 +140,7 @@ impl Store {
         .bind(i64::from(page.limit) + 1)
         .fetch_all(self.pool())
         .await?;
-        let entries = rows
-            .iter()
-            .map(AuditEntry::from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+        let entries = rows.iter().map(AuditEntry::from_row).collect::<Result<Vec<_>, _>>()?;
         Ok(PageSlice::from_probe(entries, page.limit))
     }
 }

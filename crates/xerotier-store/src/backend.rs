@@ -33,6 +33,13 @@ impl Backend {
     }
 }
 
+/// The file behind a `sqlite:` URL, if it names one (not `:memory:`).
+pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
+}
+
 /// Hides a password in a database URL before it reaches an error message or a log.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -124,23 +131,21 @@ mod tests {
 
     #[test]
     fn backend_is_chosen_by_scheme() {
-        assert_eq!(
-            Backend::from_url("sqlite:///x.db").unwrap(),
-            Backend::Sqlite
-        );
-        assert_eq!(
-            Backend::from_url("postgres://u@h/db").unwrap(),
-            Backend::Postgres
-        );
+        assert_eq!(Backend::from_url("sqlite:///x.db").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::from_url("postgres://u@h/db").unwrap(), Backend::Postgres);
         assert!(Backend::from_url("mysql://u@h/db").is_err());
     }
 
     #[test]
+    fn sqlite_path_is_taken_from_the_url() {
+        assert_eq!(sqlite_path("sqlite:///var/x.db?mode=rwc"), Some("/var/x.db".into()));
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("postgres://h/db"), None);
+    }
+
+    #[test]
     fn password_never_appears_in_redacted_url() {
-        assert_eq!(
-            redact_url("postgres://u:hunter2@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
+        assert_eq!(redact_url("postgres://u:hunter2@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact_url("sqlite:///x.db"), "sqlite:///x.db");
     }
 }

@@ -14,7 +14,7 @@ mod page;
 
 pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use audit::{AuditEntry, AuditFilter, Outcome};
-pub use backend::{Backend, Store};
+pub use backend::{Backend, Store, redact_url, sqlite_path};
 pub use error::StoreError;
 pub use page::{PageRequest, PageSlice};
 pub use sqlx::Error as SqlxError;

@@ -30,9 +30,7 @@ pub(crate) async fn run_migrations(store: &Store) -> Result<(), StoreError> {
     for migration in MIGRATIONS {
         let mut tx = store.begin_write().await?;
         if store.backend() == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock(7271)")
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(7271)").execute(&mut *tx).await?;
         }
         let applied = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
             .bind(migration.version)
@@ -48,10 +46,7 @@ pub(crate) async fn run_migrations(store: &Store) -> Result<(), StoreError> {
         sqlx::raw_sql(sql)
             .execute(&mut *tx)
             .await
-            .map_err(|source| StoreError::Migration {
-                version: migration.version,
-                source,
-            })?;
+            .map_err(|source| StoreError::Migration { version: migration.version, source })?;
         sqlx::query(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
         )
@@ -62,11 +57,7 @@ pub(crate) async fn run_migrations(store: &Store) -> Result<(), StoreError> {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        tracing::info!(
-            version = migration.version,
-            name = migration.name,
-            "applied migration"
-        );
+        tracing::info!(version = migration.version, name = migration.name, "applied migration");
     }
     Ok(())
 }

@@ -18,9 +18,6 @@ impl<T> PageSlice<T> {
         let limit = limit as usize;
         let has_more = rows.len() > limit;
         rows.truncate(limit);
-        Self {
-            items: rows,
-            has_more,
-        }
+        Self { items: rows, has_more }
     }
 }

@@ -44,15 +44,8 @@ fn audit(id: &str, action: &str, target: &str, outcome: Outcome) -> AuditEntry {
 }
 
 async fn all_audit(store: &Store) -> Vec<AuditEntry> {
-    let page = PageRequest {
-        limit: 500,
-        after: None,
-    };
-    store
-        .list_audit(&AuditFilter::default(), &page)
-        .await
-        .unwrap()
-        .items
+    let page = PageRequest { limit: 500, after: None };
+    store.list_audit(&AuditFilter::default(), &page).await.unwrap().items
 }
 
 #[tokio::test]
@@ -78,10 +71,7 @@ async fn create_then_read_by_id_and_name_with_audit() {
         let by_id = store.api_key("key_a").await.unwrap().unwrap();
         assert_eq!(by_id.name, "ops", "{}", db.backend);
         assert_eq!(by_id.verifier, "verifier-of-key_a");
-        assert_eq!(
-            store.api_key_by_name("ops").await.unwrap().unwrap().id,
-            "key_a"
-        );
+        assert_eq!(store.api_key_by_name("ops").await.unwrap().unwrap().id, "key_a");
         assert!(store.api_key("key_missing").await.unwrap().is_none());
         let records = all_audit(&store).await;
         assert_eq!(records.len(), 1);
@@ -107,17 +97,9 @@ async fn duplicate_active_name_is_refused_and_writes_nothing() {
             )
             .await
             .unwrap_err();
-        assert!(
-            matches!(err, StoreError::NameTaken(ref n) if n == "ops"),
-            "{}: {err}",
-            db.backend
-        );
+        assert!(matches!(err, StoreError::NameTaken(ref n) if n == "ops"), "{}: {err}", db.backend);
         assert!(store.api_key("key_b").await.unwrap().is_none());
-        assert_eq!(
-            all_audit(&store).await.len(),
-            1,
-            "the refused create left no audit record"
-        );
+        assert_eq!(all_audit(&store).await.len(), 1, "the refused create left no audit record");
 
         store
             .revoke_api_key(
@@ -136,10 +118,7 @@ async fn duplicate_active_name_is_refused_and_writes_nothing() {
             )
             .await
             .unwrap();
-        assert_eq!(
-            store.api_key_by_name("ops").await.unwrap().unwrap().id,
-            "key_c"
-        );
+        assert_eq!(store.api_key_by_name("ops").await.unwrap().unwrap().id, "key_c");
     }
 }
 
@@ -152,12 +131,7 @@ async fn concurrent_creates_with_one_name_have_one_winner() {
                 store
                     .create_api_key(
                         &key(&format!("key_{i:02}"), "contended", i),
-                        &audit(
-                            &format!("aud_{i:02}"),
-                            "api_key.create",
-                            "x",
-                            Outcome::Success,
-                        ),
+                        &audit(&format!("aud_{i:02}"), "api_key.create", "x", Outcome::Success),
                     )
                     .await
             }
@@ -165,11 +139,7 @@ async fn concurrent_creates_with_one_name_have_one_winner() {
         let results = futures::future::join_all(attempts).await;
         let winners = results.iter().filter(|r| r.is_ok()).count();
         assert_eq!(winners, 1, "{}: {results:?}", db.backend);
-        assert!(
-            results
-                .iter()
-                .all(|r| r.is_ok() || matches!(r, Err(StoreError::NameTaken(_))))
-        );
+        assert!(results.iter().all(|r| r.is_ok() || matches!(r, Err(StoreError::NameTaken(_)))));
         assert_eq!(all_audit(&store).await.len(), 1);
     }
 }
@@ -196,10 +166,7 @@ async fn revoke_is_soft_and_only_once() {
             .unwrap();
         assert_eq!(revoked.revoked_at, Some(20), "{}", db.backend);
         assert_eq!(revoked.revoked_reason.as_deref(), Some("rotation"));
-        assert!(
-            store.api_key("key_a").await.unwrap().is_some(),
-            "the record stays"
-        );
+        assert!(store.api_key("key_a").await.unwrap().is_some(), "the record stays");
         assert!(store.api_key_by_name("ops").await.unwrap().is_none());
 
         let again = store
@@ -222,11 +189,7 @@ async fn revoke_is_soft_and_only_once() {
             )
             .await;
         assert!(matches!(missing, Err(StoreError::NotFound(_))));
-        assert_eq!(
-            all_audit(&store).await.len(),
-            2,
-            "failed revokes left no success record"
-        );
+        assert_eq!(all_audit(&store).await.len(), 2, "failed revokes left no success record");
     }
 }
 
@@ -251,10 +214,7 @@ async fn rotate_keeps_previous_verifier_until_grace_ends() {
             .await
             .unwrap();
         assert_eq!(rotated.verifier, "new-verifier", "{}", db.backend);
-        assert_eq!(
-            rotated.previous_verifier.as_deref(),
-            Some("verifier-of-key_a")
-        );
+        assert_eq!(rotated.previous_verifier.as_deref(), Some("verifier-of-key_a"));
         assert_eq!(rotated.previous_valid_until, Some(5_000));
         assert_eq!(rotated.rotated_at, Some(100));
 
@@ -269,10 +229,7 @@ async fn rotate_keeps_previous_verifier_until_grace_ends() {
             .await
             .unwrap();
         let after_revoke = store.api_key("key_a").await.unwrap().unwrap();
-        assert_eq!(
-            after_revoke.previous_verifier, None,
-            "revoke also ends the grace window"
-        );
+        assert_eq!(after_revoke.previous_verifier, None, "revoke also ends the grace window");
         let err = store
             .rotate_api_key(
                 "key_a",
@@ -311,42 +268,19 @@ async fn listing_pages_by_id_and_hides_revoked_unless_asked() {
             .await
             .unwrap();
 
-        let first = store
-            .list_api_keys(
-                &PageRequest {
-                    limit: 2,
-                    after: None,
-                },
-                false,
-            )
-            .await
-            .unwrap();
+        let first =
+            store.list_api_keys(&PageRequest { limit: 2, after: None }, false).await.unwrap();
         let ids: Vec<_> = first.items.iter().map(|k| k.id.as_str()).collect();
         assert_eq!(ids, ["key_0", "key_2"], "{}", db.backend);
         assert!(first.has_more);
         let second = store
-            .list_api_keys(
-                &PageRequest {
-                    limit: 2,
-                    after: Some("key_2".into()),
-                },
-                false,
-            )
+            .list_api_keys(&PageRequest { limit: 2, after: Some("key_2".into()) }, false)
             .await
             .unwrap();
         let ids: Vec<_> = second.items.iter().map(|k| k.id.as_str()).collect();
         assert_eq!(ids, ["key_3", "key_4"]);
         assert!(!second.has_more);
-        let all = store
-            .list_api_keys(
-                &PageRequest {
-                    limit: 50,
-                    after: None,
-                },
-                true,
-            )
-            .await
-            .unwrap();
+        let all = store.list_api_keys(&PageRequest { limit: 50, after: None }, true).await.unwrap();
         assert_eq!(all.items.len(), 5);
     }
 }
@@ -365,10 +299,7 @@ async fn audit_filters_combine() {
         let mut late = audit("aud_3", "api_key.revoke", "key_b", Outcome::Success);
         late.at = 9_000;
         store.record_audit(&late).await.unwrap();
-        let page = PageRequest {
-            limit: 10,
-            after: None,
-        };
+        let page = PageRequest { limit: 10, after: None };
         let ids = |filter: AuditFilter| {
             let store = store.clone();
             let page = page.clone();
@@ -384,11 +315,7 @@ async fn audit_filters_combine() {
             }
         };
         assert_eq!(
-            ids(AuditFilter {
-                action: Some("api_key.revoke".into()),
-                ..Default::default()
-            })
-            .await,
+            ids(AuditFilter { action: Some("api_key.revoke".into()), ..Default::default() }).await,
             ["aud_2", "aud_3"],
             "{}",
             db.backend
@@ -402,28 +329,13 @@ async fn audit_filters_combine() {
             .await,
             ["aud_2"]
         );
+        assert_eq!(ids(AuditFilter { since: Some(5_000), ..Default::default() }).await, ["aud_3"]);
         assert_eq!(
-            ids(AuditFilter {
-                since: Some(5_000),
-                ..Default::default()
-            })
-            .await,
-            ["aud_3"]
-        );
-        assert_eq!(
-            ids(AuditFilter {
-                until: Some(5_000),
-                ..Default::default()
-            })
-            .await,
+            ids(AuditFilter { until: Some(5_000), ..Default::default() }).await,
             ["aud_1", "aud_2"]
         );
         assert_eq!(
-            ids(AuditFilter {
-                request_id: Some("req-aud_3".into()),
-                ..Default::default()
-            })
-            .await,
+            ids(AuditFilter { request_id: Some("req-aud_3".into()), ..Default::default() }).await,
             ["aud_3"]
         );
     }
@@ -438,12 +350,7 @@ async fn bootstrap_happens_once_even_when_raced() {
                 store
                     .bootstrap_api_key(
                         &key(&format!("key_boot{i}"), "bootstrap", i),
-                        &audit(
-                            &format!("aud_b{i}"),
-                            "api_key.bootstrap",
-                            "x",
-                            Outcome::Success,
-                        ),
+                        &audit(&format!("aud_b{i}"), "api_key.bootstrap", "x", Outcome::Success),
                         || Ok::<(), ()>(()),
                     )
                     .await
@@ -452,22 +359,9 @@ async fn bootstrap_happens_once_even_when_raced() {
             }
         });
         let won: Vec<bool> = futures::future::join_all(attempts).await;
-        assert_eq!(
-            won.iter().filter(|w| **w).count(),
-            1,
-            "{}: {won:?}",
-            db.backend
-        );
-        let keys = store
-            .list_api_keys(
-                &PageRequest {
-                    limit: 50,
-                    after: None,
-                },
-                true,
-            )
-            .await
-            .unwrap();
+        assert_eq!(won.iter().filter(|w| **w).count(), 1, "{}: {won:?}", db.backend);
+        let keys =
+            store.list_api_keys(&PageRequest { limit: 50, after: None }, true).await.unwrap();
         assert_eq!(keys.items.len(), 1);
     }
 }

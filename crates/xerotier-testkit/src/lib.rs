@@ -43,9 +43,7 @@ impl TestDb {
     pub async fn postgres() -> Option<Self> {
         let Ok(admin_url) = std::env::var(POSTGRES_URL_ENV) else {
             if std::env::var(REQUIRE_POSTGRES_ENV).as_deref() == Ok("1") {
-                fail(&format!(
-                    "{REQUIRE_POSTGRES_ENV}=1 but {POSTGRES_URL_ENV} is not set"
-                ));
+                fail(&format!("{REQUIRE_POSTGRES_ENV}=1 but {POSTGRES_URL_ENV} is not set"));
             }
             eprintln!(
                 "WARNING: PostgreSQL half of this test SKIPPED: set {POSTGRES_URL_ENV} to run it"
@@ -54,10 +52,7 @@ impl TestDb {
         };
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
         admin_execute(&admin_url, &format!("CREATE DATABASE {name}")).await;
-        let base = admin_url
-            .rsplit_once('/')
-            .map(|(b, _)| b)
-            .unwrap_or(&admin_url);
+        let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin_url);
         Some(Self {
             backend: "postgres",
             url: format!("{base}/{name}"),
@@ -76,16 +71,11 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Cleanup::Postgres { admin_url, name } = &self.cleanup {
-            let (admin_url, sql) = (
-                admin_url.clone(),
-                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            );
+            let (admin_url, sql) =
+                (admin_url.clone(), format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
             // Drop may run inside a runtime; do the async work on a thread of its own.
             let _ = std::thread::spawn(move || {
-                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     rt.block_on(admin_execute(&admin_url, &sql));
                 }
             })

@@ -12,9 +12,12 @@ pub fn run(global: &GlobalArgs, command: ConfigCommand) -> anyhow::Result<()> {
     match command {
         ConfigCommand::Add { name, api_key_file } => {
             let Some(base_url) = global.base_url.clone() else {
-                bail!("give the router URL: xeroctl config add {name} --base-url http://router:8080 [--api-key xero_… | --api-key-file FILE]");
+                bail!(
+                    "give the router URL: xeroctl config add {name} --base-url http://router:8080 [--api-key xero_… | --api-key-file FILE]"
+                );
             };
-            reqwest::Url::parse(&base_url).with_context(|| format!("--base-url {base_url:?} is not a URL"))?;
+            reqwest::Url::parse(&base_url)
+                .with_context(|| format!("--base-url {base_url:?} is not a URL"))?;
             if global.api_key.is_some() && api_key_file.is_some() {
                 bail!("give --api-key or --api-key-file, not both");
             }
@@ -50,13 +53,15 @@ pub fn run(global: &GlobalArgs, command: ConfigCommand) -> anyhow::Result<()> {
                 let contexts: Vec<_> = file
                     .contexts
                     .iter()
-                    .map(|(name, c)| serde_json::json!({
-                        "name": name,
-                        "current": file.current_context.as_deref() == Some(name.as_str()),
-                        "base_url": c.base_url,
-                        "api_key": c.api_key.as_ref().map(|_| "(stored)"),
-                        "api_key_file": c.api_key_file,
-                    }))
+                    .map(|(name, c)| {
+                        serde_json::json!({
+                            "name": name,
+                            "current": file.current_context.as_deref() == Some(name.as_str()),
+                            "base_url": c.base_url,
+                            "api_key": c.api_key.as_ref().map(|_| "(stored)"),
+                            "api_key_file": c.api_key_file,
+                        })
+                    })
                     .collect();
                 return output::json(&contexts);
             }
@@ -64,7 +69,11 @@ pub fn run(global: &GlobalArgs, command: ConfigCommand) -> anyhow::Result<()> {
                 .contexts
                 .iter()
                 .map(|(name, c)| {
-                    let current = if file.current_context.as_deref() == Some(name.as_str()) { "*" } else { "" };
+                    let current = if file.current_context.as_deref() == Some(name.as_str()) {
+                        "*"
+                    } else {
+                        ""
+                    };
                     let key = match (&c.api_key, &c.api_key_file) {
                         (Some(_), _) => "(stored)".to_string(),
                         (None, Some(f)) => f.display().to_string(),

@@ -10,13 +10,22 @@ use crate::output;
 
 const BASE: &str = "/v1/management/api-keys";
 
-pub async fn run(client: &Client, format: OutputFormat, command: Option<KeysCommand>, list_args: KeysListArgs) -> anyhow::Result<()> {
+pub async fn run(
+    client: &Client,
+    format: OutputFormat,
+    command: Option<KeysCommand>,
+    list_args: KeysListArgs,
+) -> anyhow::Result<()> {
     match command.unwrap_or(KeysCommand::List(list_args)) {
         KeysCommand::List(args) => list(client, format, args).await,
-        KeysCommand::Create { name, scopes, expires_in } => create(client, format, name, scopes, expires_in).await,
+        KeysCommand::Create { name, scopes, expires_in } => {
+            create(client, format, name, scopes, expires_in).await
+        }
         KeysCommand::Show(selector) => show(client, format, selector).await,
         KeysCommand::Revoke { key, reason } => revoke(client, format, key, reason).await,
-        KeysCommand::Rotate { key, grace, reason } => rotate(client, format, key, grace, reason).await,
+        KeysCommand::Rotate { key, grace, reason } => {
+            rotate(client, format, key, grace, reason).await
+        }
     }
 }
 
@@ -49,25 +58,39 @@ async fn list(client: &Client, format: OutputFormat, args: KeysListArgs) -> anyh
     Ok(())
 }
 
-async fn create(client: &Client, format: OutputFormat, name: String, scopes: Vec<String>, expires_in: Option<String>) -> anyhow::Result<()> {
+async fn create(
+    client: &Client,
+    format: OutputFormat,
+    name: String,
+    scopes: Vec<String>,
+    expires_in: Option<String>,
+) -> anyhow::Result<()> {
     let scopes = xerotier_proto::Scopes::from_csv(&scopes.join(","))?;
-    let expires_in_seconds = expires_in.map(|e| parse_duration_secs(&e, "--expires-in")).transpose()?;
+    let expires_in_seconds =
+        expires_in.map(|e| parse_duration_secs(&e, "--expires-in")).transpose()?;
     if expires_in_seconds == Some(0) {
         bail!("--expires-in must be longer than 0s");
     }
     let body = json!({ "name": name, "scopes": scopes, "expires_in_seconds": expires_in_seconds });
-    let Some(issued) = client.send::<IssuedApiKey>(Call::post(BASE, body)).await? else { return Ok(()) };
+    let Some(issued) = client.send::<IssuedApiKey>(Call::post(BASE, body)).await? else {
+        return Ok(());
+    };
     print_issued(format, &issued, "Created")
 }
 
 fn print_issued(format: OutputFormat, issued: &IssuedApiKey, verb: &str) -> anyhow::Result<()> {
-    eprintln!("WARNING: this is the only time the key's value is shown. Store it now; it cannot be shown again.");
+    eprintln!(
+        "WARNING: this is the only time the key's value is shown. Store it now; it cannot be shown again."
+    );
     if format == OutputFormat::Json {
         return output::json(issued);
     }
     let key = &issued.key;
     println!("{verb} API key {} ({})", key.name, key.id);
-    let mut pairs = vec![("scopes", key.scopes.to_csv()), ("expires", key.expires_at.clone().unwrap_or_else(|| "never".into()))];
+    let mut pairs = vec![
+        ("scopes", key.scopes.to_csv()),
+        ("expires", key.expires_at.clone().unwrap_or_else(|| "never".into())),
+    ];
     if let Some(until) = &key.previous_value_valid_until {
         pairs.push(("previous value valid until", until.clone()));
     }
@@ -95,7 +118,9 @@ async fn resolve_id(client: &Client, selector: &KeySelector) -> anyhow::Result<S
 
 async fn show(client: &Client, format: OutputFormat, selector: KeySelector) -> anyhow::Result<()> {
     let id = resolve_id(client, &selector).await?;
-    let Some(key) = client.send::<ApiKeyView>(Call::get(format!("{BASE}/{id}"))).await? else { return Ok(()) };
+    let Some(key) = client.send::<ApiKeyView>(Call::get(format!("{BASE}/{id}"))).await? else {
+        return Ok(());
+    };
     if format == OutputFormat::Json {
         return output::json(&key);
     }
@@ -117,7 +142,12 @@ async fn show(client: &Client, format: OutputFormat, selector: KeySelector) -> a
     Ok(())
 }
 
-async fn revoke(client: &Client, format: OutputFormat, selector: KeySelector, reason: Option<String>) -> anyhow::Result<()> {
+async fn revoke(
+    client: &Client,
+    format: OutputFormat,
+    selector: KeySelector,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
     let id = resolve_id(client, &selector).await?;
     let call = Call::post(format!("{BASE}/{id}/revoke"), json!({ "reason": reason }));
     let Some(key) = client.send::<ApiKeyView>(call).await? else { return Ok(()) };
@@ -133,10 +163,19 @@ async fn revoke(client: &Client, format: OutputFormat, selector: KeySelector, re
     Ok(())
 }
 
-async fn rotate(client: &Client, format: OutputFormat, selector: KeySelector, grace: Option<String>, reason: Option<String>) -> anyhow::Result<()> {
+async fn rotate(
+    client: &Client,
+    format: OutputFormat,
+    selector: KeySelector,
+    grace: Option<String>,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
     let grace_seconds = grace.map(|g| parse_duration_secs(&g, "--grace")).transpose()?;
     let id = resolve_id(client, &selector).await?;
-    let call = Call::post(format!("{BASE}/{id}/rotate"), json!({ "grace_seconds": grace_seconds, "reason": reason }));
+    let call = Call::post(
+        format!("{BASE}/{id}/rotate"),
+        json!({ "grace_seconds": grace_seconds, "reason": reason }),
+    );
     let Some(issued) = client.send::<IssuedApiKey>(call).await? else { return Ok(()) };
     print_issued(format, &issued, "Rotated")
 }

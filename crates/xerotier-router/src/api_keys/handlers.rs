@@ -70,10 +70,7 @@ pub async fn list_api_keys(
     QueryParams(query): QueryParams<ListApiKeysQuery>,
 ) -> Result<Json<Page<ApiKeyView>>, ApiError> {
     let page = page_request(query.limit, query.after)?;
-    let listed = state
-        .api_keys()
-        .list(&page, query.include_revoked, query.name.as_deref())
-        .await?;
+    let listed = state.api_keys().list(&page, query.include_revoked, query.name.as_deref()).await?;
     Ok(Json(listed))
 }
 
@@ -122,10 +119,7 @@ pub async fn revoke_api_key(
     body: Option<JsonBody<RevokeApiKeyRequest>>,
 ) -> Result<Json<ApiKeyView>, ApiError> {
     let request = body.map(|JsonBody(b)| b).unwrap_or_default();
-    let revoked = state
-        .api_keys()
-        .revoke(&actor, &context, &id, request.reason.as_deref())
-        .await?;
+    let revoked = state.api_keys().revoke(&actor, &context, &id, request.reason.as_deref()).await?;
     Ok(Json(revoked))
 }
 
@@ -154,10 +148,5 @@ pub async fn rotate_api_key(
     body: Option<JsonBody<RotateApiKeyRequest>>,
 ) -> Result<Json<IssuedApiKey>, ApiError> {
     let request = body.map(|JsonBody(b)| b).unwrap_or_default();
-    Ok(Json(
-        state
-            .api_keys()
-            .rotate(&actor, &context, &id, request)
-            .await?,
-    ))
+    Ok(Json(state.api_keys().rotate(&actor, &context, &id, request).await?))
 }

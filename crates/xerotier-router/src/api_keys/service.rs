@@ -1,4 +1,5 @@
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use secrecy::ExposeSecret;
 use xerotier_core::{IdGenerator, IdKind, SharedClock, SharedEntropy, UnixMillis, format_rfc3339};
@@ -15,6 +16,7 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::http::extract::RequestContext;
 use crate::http::pagination::into_page;
+use crate::key_cache::KeyCache;
 
 pub const BOOTSTRAP_KEY_NAME: &str = "bootstrap";
 pub const BOOTSTRAP_KEY_FILE: &str = "bootstrap.key";
@@ -29,18 +31,19 @@ pub struct ApiKeyService {
     entropy: SharedEntropy,
     ids: IdGenerator,
     audit: AuditLog,
+    cache: Arc<KeyCache>,
 }
 
 impl ApiKeyService {
-    pub fn new(store: Store, clock: SharedClock, entropy: SharedEntropy, audit: AuditLog) -> Self {
+    pub fn new(
+        store: Store,
+        clock: SharedClock,
+        entropy: SharedEntropy,
+        audit: AuditLog,
+        cache: Arc<KeyCache>,
+    ) -> Self {
         let ids = IdGenerator::new(clock.clone(), entropy.clone());
-        Self {
-            store,
-            clock,
-            entropy,
-            ids,
-            audit,
-        }
+        Self { store, clock, entropy, ids, audit, cache }
     }
 
     pub fn view(&self, record: ApiKeyRecord) -> ApiKeyView {
@@ -55,10 +58,7 @@ impl ApiKeyService {
     ) -> Result<IssuedApiKey, ApiError> {
         validate_name(&request.name)?;
         if request.scopes.is_empty() {
-            return Err(ApiError::invalid(
-                "at least one scope is required",
-                "scopes",
-            ));
+            return Err(ApiError::invalid("at least one scope is required", "scopes"));
         }
         let now = self.clock.now_millis();
         let expires_at = match request.expires_in_seconds {
@@ -88,11 +88,7 @@ impl ApiKeyService {
             created_by: Some(actor.key_id.clone()),
             expires_at,
         };
-        let target = Target {
-            kind: "api_key",
-            id: Some(&id),
-            name: Some(&request.name),
-        };
+        let target = Target { kind: "api_key", id: Some(&id), name: Some(&request.name) };
         let details = serde_json::json!({ "scopes": request.scopes, "expires_at": expires_at.map(format_rfc3339) });
         let entry = self.audit.entry(
             Some(actor),
@@ -105,16 +101,12 @@ impl ApiKeyService {
         );
         if let Err(err) = self.store.create_api_key(&new_key, &entry).await {
             let attempted = Target { id: None, ..target };
-            self.record_failure(actor, context, "api_key.create", attempted, &err)
-                .await;
+            self.record_failure(actor, context, "api_key.create", attempted, &err).await;
             return Err(err.into());
         }
         tracing::info!(key_id = %id, name = %request.name, actor = %actor.key_id, "api key created");
         let record = self.get_record(&id).await?;
-        Ok(IssuedApiKey {
-            key: self.view(record),
-            value: secret.value.expose_secret().to_string(),
-        })
+        Ok(IssuedApiKey { key: self.view(record), value: secret.value.expose_secret().to_string() })
     }
 
     pub async fn rotate(
@@ -125,23 +117,14 @@ impl ApiKeyService {
         request: RotateApiKeyRequest,
     ) -> Result<IssuedApiKey, ApiError> {
         let reason = validate_reason(request.reason.as_deref())?;
-        let grace = request
-            .grace_seconds
-            .unwrap_or(DEFAULT_ROTATE_GRACE_SECONDS);
+        let grace = request.grace_seconds.unwrap_or(DEFAULT_ROTATE_GRACE_SECONDS);
         if grace > MAX_EXPIRES_IN_SECONDS {
-            return Err(ApiError::invalid(
-                "grace_seconds is too large",
-                "grace_seconds",
-            ));
+            return Err(ApiError::invalid("grace_seconds is too large", "grace_seconds"));
         }
         let now = self.clock.now_millis();
         let previous_valid_until = now + secs_to_millis(grace);
         let secret = IssuedSecret::generate(id, self.entropy.as_ref());
-        let target = Target {
-            kind: "api_key",
-            id: Some(id),
-            name: None,
-        };
+        let target = Target { kind: "api_key", id: Some(id), name: None };
         let details = serde_json::json!({
             "grace_seconds": grace,
             "previous_value_valid_until": format_rfc3339(previous_valid_until),
@@ -155,21 +138,16 @@ impl ApiKeyService {
             reason,
             details,
         );
-        let rotated = match self
+        let result = self
             .store
-            .rotate_api_key(
-                id,
-                &secret.verifier.to_hex(),
-                now,
-                previous_valid_until,
-                &entry,
-            )
-            .await
-        {
+            .rotate_api_key(id, &secret.verifier.to_hex(), now, previous_valid_until, &entry)
+            .await;
+        // Before answering, whatever the result: the change must hold on the next request.
+        self.cache.invalidate(id);
+        let rotated = match result {
             Ok(record) => record,
             Err(err) => {
-                self.record_failure(actor, context, "api_key.rotate", target, &err)
-                    .await;
+                self.record_failure(actor, context, "api_key.rotate", target, &err).await;
                 return Err(err.into());
             }
         };
@@ -189,11 +167,7 @@ impl ApiKeyService {
     ) -> Result<ApiKeyView, ApiError> {
         let reason = validate_reason(reason)?;
         let now = self.clock.now_millis();
-        let target = Target {
-            kind: "api_key",
-            id: Some(id),
-            name: None,
-        };
+        let target = Target { kind: "api_key", id: Some(id), name: None };
         let entry = self.audit.entry(
             Some(actor),
             context,
@@ -203,18 +177,16 @@ impl ApiKeyService {
             reason,
             serde_json::Value::Null,
         );
-        match self
-            .store
-            .revoke_api_key(id, now, Some(&actor.key_id), reason, &entry)
-            .await
-        {
+        let result = self.store.revoke_api_key(id, now, Some(&actor.key_id), reason, &entry).await;
+        // Before answering, whatever the result: the revoke must hold on the next request.
+        self.cache.invalidate(id);
+        match result {
             Ok(record) => {
                 tracing::info!(key_id = %id, actor = %actor.key_id, "api key revoked");
                 Ok(self.view(record))
             }
             Err(err) => {
-                self.record_failure(actor, context, "api_key.revoke", target, &err)
-                    .await;
+                self.record_failure(actor, context, "api_key.revoke", target, &err).await;
                 Err(err.into())
             }
         }
@@ -225,10 +197,7 @@ impl ApiKeyService {
     }
 
     async fn get_record(&self, id: &str) -> Result<ApiKeyRecord, ApiError> {
-        self.store
-            .api_key(id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("API key {id}")))
+        self.store.api_key(id).await?.ok_or_else(|| ApiError::NotFound(format!("API key {id}")))
     }
 
     pub async fn list(
@@ -265,11 +234,7 @@ impl ApiKeyService {
             created_by: None,
             expires_at: None,
         };
-        let target = Target {
-            kind: "api_key",
-            id: Some(&id),
-            name: Some(BOOTSTRAP_KEY_NAME),
-        };
+        let target = Target { kind: "api_key", id: Some(&id), name: Some(BOOTSTRAP_KEY_NAME) };
         let details = serde_json::json!({ "scopes": scopes, "file": BOOTSTRAP_KEY_FILE });
         let entry = self.audit.entry(
             None,
@@ -284,9 +249,7 @@ impl ApiKeyService {
         let value = format!("{}\n", secret.value.expose_secret());
         let created = self
             .store
-            .bootstrap_api_key(&new_key, &entry, || {
-                write_secret_file(&path, value.as_bytes())
-            })
+            .bootstrap_api_key(&new_key, &entry, || write_secret_file(&path, value.as_bytes()))
             .await?
             .map_err(|e| ApiError::Internal(anyhow::anyhow!("writing the bootstrap key: {e}")))?;
         Ok(created.then_some(path))
@@ -303,28 +266,17 @@ impl ApiKeyService {
         let code = ApiError::from_store_ref(err);
         let details = serde_json::json!({ "error": code });
         self.audit
-            .record_attempt(
-                actor,
-                context,
-                action,
-                Some(target),
-                Outcome::Failed,
-                details,
-            )
+            .record_attempt(actor, context, action, Some(target), Outcome::Failed, details)
             .await;
     }
 }
 
 fn secs_to_millis(secs: u64) -> UnixMillis {
-    i64::try_from(secs)
-        .unwrap_or(i64::MAX / 1000)
-        .saturating_mul(1000)
+    i64::try_from(secs).unwrap_or(i64::MAX / 1000).saturating_mul(1000)
 }
 
 fn validate_name(name: &str) -> Result<(), ApiError> {
-    let ok_chars = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if name.is_empty() || name.len() > MAX_KEY_NAME_LEN || !ok_chars {
         return Err(ApiError::invalid(
             format!(

@@ -36,10 +36,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(
             "send the body as JSON with `Content-Type: application/json`".into(),
         ),
-        _ => ApiError::InvalidRequest {
-            message: rejection.body_text(),
-            param: None,
-        },
+        _ => ApiError::InvalidRequest { message: rejection.body_text(), param: None },
     }
 }
 
@@ -74,17 +71,11 @@ pub struct RequestContext {
 
 impl RequestContext {
     pub fn from_http(headers: &HeaderMap, extensions: &Extensions) -> Self {
-        let request_id = headers
-            .get(REQUEST_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let client_addr = extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.to_string());
-        Self {
-            request_id,
-            client_addr,
-        }
+        let request_id =
+            headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let client_addr =
+            extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.to_string());
+        Self { request_id, client_addr }
     }
 }
 
@@ -108,8 +99,6 @@ where
         if !req.headers().contains_key(axum::http::header::CONTENT_TYPE) {
             return Ok(None);
         }
-        <JsonBody<T> as FromRequest<S>>::from_request(req, state)
-            .await
-            .map(Some)
+        <JsonBody<T> as FromRequest<S>>::from_request(req, state).await.map(Some)
     }
 }

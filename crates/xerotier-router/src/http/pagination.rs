@@ -12,10 +12,7 @@ pub fn page_request(limit: Option<u32>, after: Option<String>) -> Result<PageReq
             "limit",
         ));
     }
-    Ok(PageRequest {
-        limit,
-        after: after.filter(|a| !a.is_empty()),
-    })
+    Ok(PageRequest { limit, after: after.filter(|a| !a.is_empty()) })
 }
 
 /// Turns a store slice into an API page whose cursor is the last item's id.
@@ -24,14 +21,6 @@ pub fn into_page<T, V>(
     id_of: impl Fn(&T) -> String,
     view: impl Fn(T) -> V,
 ) -> Page<V> {
-    let next_after = if slice.has_more {
-        slice.items.last().map(&id_of)
-    } else {
-        None
-    };
-    Page {
-        has_more: slice.has_more,
-        next_after,
-        data: slice.items.into_iter().map(view).collect(),
-    }
+    let next_after = if slice.has_more { slice.items.last().map(&id_of) } else { None };
+    Page { has_more: slice.has_more, next_after, data: slice.items.into_iter().map(view).collect() }
 }

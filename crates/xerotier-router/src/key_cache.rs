@@ -1,0 +1,123 @@
+//! A per-process cache of API key rows, so that authenticating does not cost a database read.
+//!
+//! It is only correct when this process sees every change to the keys, i.e. on the embedded
+//! SQLite store, which one router owns exclusively (see `server::lock_state`). With PostgreSQL,
+//! several replicas change keys, so the cache is off and every request reads the row: a revoke on
+//! one replica must hold on the next request on every other.
+//!
+//! Races: a reader that fetched a row before a change committed must not put that stale row
+//! back after the change invalidated it. Each invalidation bumps a generation; a reader notes the
+//! generation before it reads and only inserts if it is unchanged.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use xerotier_store::ApiKeyRecord;
+
+/// Rows kept at most; beyond this the cache is cleared (keys are few; this bounds memory).
+const MAX_ENTRIES: usize = 10_000;
+
+#[derive(Debug)]
+pub struct KeyCache {
+    enabled: bool,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    generation: u64,
+    rows: HashMap<String, ApiKeyRecord>,
+}
+
+/// Proof of the generation a reader started at.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadTicket(u64);
+
+impl KeyCache {
+    pub fn new(enabled: bool) -> Self {
+        Self { enabled, inner: Mutex::default() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        match self.inner.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// The cached row, or a ticket to present with the row read from the store.
+    pub fn get(&self, key_id: &str) -> Result<ApiKeyRecord, ReadTicket> {
+        if !self.enabled {
+            return Err(ReadTicket(0));
+        }
+        let inner = self.lock();
+        inner.rows.get(key_id).cloned().ok_or(ReadTicket(inner.generation))
+    }
+
+    pub fn insert(&self, ticket: ReadTicket, record: &ApiKeyRecord) {
+        if !self.enabled {
+            return;
+        }
+        let mut inner = self.lock();
+        if inner.generation != ticket.0 {
+            return;
+        }
+        if inner.rows.len() >= MAX_ENTRIES {
+            inner.rows.clear();
+        }
+        inner.rows.insert(record.id.clone(), record.clone());
+    }
+
+    /// Called after a change to `key_id` committed and before the change is acknowledged.
+    pub fn invalidate(&self, key_id: &str) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        inner.rows.remove(key_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, revoked: bool) -> ApiKeyRecord {
+        ApiKeyRecord {
+            id: id.into(),
+            name: "n".into(),
+            scopes: "execution".into(),
+            verifier: "v".into(),
+            previous_verifier: None,
+            previous_valid_until: None,
+            created_at: 0,
+            created_by: None,
+            expires_at: None,
+            last_used_at: None,
+            rotated_at: None,
+            revoked_at: revoked.then_some(1),
+            revoked_by: None,
+            revoked_reason: None,
+        }
+    }
+
+    #[test]
+    fn stale_read_is_not_cached_after_an_invalidation() {
+        let cache = KeyCache::new(true);
+        let ticket = cache.get("key_a").unwrap_err();
+        // A revoke commits and invalidates while the reader holds the pre-revoke row.
+        cache.invalidate("key_a");
+        cache.insert(ticket, &record("key_a", false));
+        assert!(cache.get("key_a").is_err(), "the stale row must not be served");
+
+        let ticket = cache.get("key_a").unwrap_err();
+        cache.insert(ticket, &record("key_a", true));
+        assert!(cache.get("key_a").unwrap().revoked_at.is_some());
+    }
+
+    #[test]
+    fn disabled_cache_never_serves() {
+        let cache = KeyCache::new(false);
+        let ticket = cache.get("key_a").unwrap_err();
+        cache.insert(ticket, &record("key_a", false));
+        assert!(cache.get("key_a").is_err());
+    }
+}
