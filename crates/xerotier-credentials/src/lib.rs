@@ -4,7 +4,14 @@
 //! verifiers, are compared in constant time, and reach disk only through [`write_secret_file`].
 
 mod api_key;
+mod join_token;
+mod keys;
 mod secret_file;
 
 pub use api_key::{ApiKeyValue, ApiKeyValueError, IssuedSecret, Verifier};
+pub use join_token::{JoinTokenError, JoinTokenSigner};
+pub use keys::{
+    CurveKeyPair, KeyError, SigningKeyPair, fingerprint, parse_curve_public, parse_signing_public,
+    verify_signature,
+};
 pub use secret_file::{SecretFileError, read_secret_file, write_secret_file};

@@ -3,10 +3,13 @@
 //! Everything here is plain data with serde and OpenAPI derives; no I/O, no policy. A change to a
 //! type here is a change to the public API.
 
+pub mod agents;
 pub mod api_keys;
 pub mod audit;
 pub mod error;
 pub mod exec;
+pub mod join_keys;
+pub mod mesh;
 pub mod page;
 pub mod scope;
 

@@ -53,6 +53,7 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     tracing::info!(addr = %local, "HTTP API listening on http://{local}");
     notify(&[sd_notify::NotifyState::Ready]);
 
+    tokio::spawn(acknowledge_reloads());
     let app = crate::http::app(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
@@ -92,6 +93,22 @@ fn lock_sqlite_store(url: &str) -> anyhow::Result<Option<std::fs::File>> {
 fn notify(states: &[sd_notify::NotifyState<'_>]) {
     if let Err(err) = sd_notify::notify(false, states) {
         tracing::debug!(error = %err, "sd_notify failed");
+    }
+}
+
+/// `systemctl reload` sends SIGHUP, whose default action would kill the router. Nothing in the
+/// router is reloadable yet (settings apply at start), so acknowledge and say so.
+async fn acknowledge_reloads() {
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        notify(&[sd_notify::NotifyState::Reloading]);
+        tracing::info!(
+            "SIGHUP: the router has no reloadable settings; restart it to apply changes"
+        );
+        notify(&[sd_notify::NotifyState::Ready]);
     }
 }
 

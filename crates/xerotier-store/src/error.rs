@@ -2,6 +2,16 @@
 pub enum StoreError {
     #[error("an active API key named {0:?} already exists")]
     NameTaken(String),
+    #[error("a live agent is already registered as {0:?}")]
+    AgentNameTaken(String),
+    #[error("this CURVE public key is already registered")]
+    CurveKeyTaken,
+    #[error("join key {0} was already used")]
+    JoinKeyUsed(String),
+    #[error("join key {0} was revoked")]
+    JoinKeyRevoked(String),
+    #[error("join key {0} has expired")]
+    JoinKeyExpired(String),
     #[error("{0} not found")]
     NotFound(String),
     #[error("{0} is already revoked")]
@@ -17,5 +27,19 @@ pub enum StoreError {
 impl StoreError {
     pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
         matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+    }
+
+    /// Which unique index a violation hit, by index name (both backends report it in the
+    /// message: PostgreSQL names the constraint, SQLite the columns).
+    pub(crate) fn violated(err: &sqlx::Error, index: &str, columns: &str) -> bool {
+        match err {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                let message = db.message();
+                db.constraint() == Some(index)
+                    || message.contains(index)
+                    || message.contains(columns)
+            }
+            _ => false,
+        }
     }
 }

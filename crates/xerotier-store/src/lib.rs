@@ -5,16 +5,20 @@
 //! differences (how a write transaction starts, migrations) are chosen by [`Backend`].
 //! Every credential mutation takes the audit record it must write and commits both together.
 
+mod agents;
 mod api_keys;
 mod audit;
 mod backend;
 mod error;
+mod join_keys;
 mod migrate;
 mod page;
 
+pub use agents::{AgentRecord, Heartbeat};
 pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use audit::{AuditEntry, AuditFilter, Outcome};
 pub use backend::{Backend, Store, redact_url, sqlite_path};
 pub use error::StoreError;
+pub use join_keys::JoinKeyRecord;
 pub use page::{PageRequest, PageSlice};
 pub use sqlx::Error as SqlxError;

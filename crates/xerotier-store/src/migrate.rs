@@ -11,12 +11,20 @@ struct Migration {
 }
 
 /// Append-only: a released migration is never edited, only followed by a new one.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "api_keys_audit",
-    sqlite: include_str!("../migrations/sqlite/0001_api_keys_audit.sql"),
-    postgres: include_str!("../migrations/postgres/0001_api_keys_audit.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "api_keys_audit",
+        sqlite: include_str!("../migrations/sqlite/0001_api_keys_audit.sql"),
+        postgres: include_str!("../migrations/postgres/0001_api_keys_audit.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "join_keys_agents",
+        sqlite: include_str!("../migrations/sqlite/0002_join_keys_agents.sql"),
+        postgres: include_str!("../migrations/postgres/0002_join_keys_agents.sql"),
+    },
+];
 
 /// Applies each pending migration in its own write transaction. Several routers starting at
 /// once against one PostgreSQL serialize on an advisory lock; on SQLite `BEGIN IMMEDIATE` does.
@@ -63,6 +71,11 @@ pub(crate) async fn run_migrations(store: &Store) -> Result<(), StoreError> {
 }
 
 impl Store {
+    /// The version this build migrates to.
+    pub fn latest_schema_version() -> i64 {
+        MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
     /// The highest applied migration version.
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")

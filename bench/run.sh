@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Benchmarks for docs/BENCHMARKS.md. Loopback only; every loop is bounded in time.
+#   bench/run.sh            # all of them
+# Prints markdown rows; raw wrk / bench output goes to $OUT (default /tmp/xerotier-bench).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-/tmp/xerotier-bench}"
+SECONDS_PER_RUN="${SECONDS_PER_RUN:-5}"
+ROUNDS="${ROUNDS:-3}"
+rm -rf "$OUT"; mkdir -p "$OUT"
+for tool in wrk bc; do command -v $tool >/dev/null || { SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo; DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q $tool >&2; }; done
+scripts/install-deps.sh
+cargo build --release --bins -q
+eval "$(scripts/postgres-for-tests.sh start)"
+PG_ADMIN="$XEROTIER_TEST_POSTGRES_URL"
+PG_BASE="${PG_ADMIN%/*}"
+
+start_router() { # $1 = name, $2 = database url or ""
+  local dir="$OUT/$1"; mkdir -p "$dir"
+  local db=(); [ -n "$2" ] && db=(--database-url "$2")
+  ./target/release/xerotier-router --state-dir "$dir/state" --listen 127.0.0.1:0 --log-level warn "${db[@]}" >"$dir/router.log" 2>&1 &
+  echo $! >"$dir/pid"
+  for _ in $(seq 1 200); do [ -s "$dir/state/http.addr" ] && break; sleep 0.05; done
+  ADDR=$(cat "$dir/state/http.addr"); KEY=$(cat "$dir/state/bootstrap.key")
+}
+stop_router() { kill "$(cat "$OUT/$1/pid")"; wait "$(cat "$OUT/$1/pid")" 2>/dev/null || true; }
+rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
+fresh_pg() { local name="bench_$1_$$"; psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >/dev/null; echo "$PG_BASE/$name"; }
+
+echo "| backend | /healthz req/s | GET /v1/exec/tools req/s (authenticated) | ratio |"
+echo "|---|---|---|---|"
+for backend in sqlite postgres; do
+  url=""; [ "$backend" = postgres ] && url=$(fresh_pg http)
+  start_router "http-$backend" "$url"
+  h_sum=0; t_sum=0
+  for r in $(seq 1 "$ROUNDS"); do
+    wrk -t1 -c32 -d"${SECONDS_PER_RUN}s" "http://$ADDR/healthz" >"$OUT/http-$backend/healthz-$r.txt"
+    wrk -t1 -c32 -d"${SECONDS_PER_RUN}s" -H "Authorization: Bearer $KEY" "http://$ADDR/v1/exec/tools" >"$OUT/http-$backend/tools-$r.txt"
+    grep -q "Non-2xx" "$OUT/http-$backend/tools-$r.txt" && { echo "tools answered non-2xx" >&2; exit 1; }
+    h_sum=$(echo "$h_sum + $(rps "$OUT/http-$backend/healthz-$r.txt")" | bc -l)
+    t_sum=$(echo "$t_sum + $(rps "$OUT/http-$backend/tools-$r.txt")" | bc -l)
+  done
+  stop_router "http-$backend"
+  printf "| %s | %.0f | %.0f | %.2f |\n" "$backend" "$(echo "$h_sum/$ROUNDS" | bc -l)" "$(echo "$t_sum/$ROUNDS" | bc -l)" "$(echo "$t_sum/$h_sum" | bc -l)"
+done
+
+echo
+echo "| backend | store-only creates/s (floor) | HTTP creates/s | HTTP p50 ms | HTTP p99 ms | HTTP / store |"
+echo "|---|---|---|---|---|---|"
+for backend in sqlite postgres; do
+  if [ "$backend" = postgres ]; then store_url=$(fresh_pg store); url=$(fresh_pg create); else
+    mkdir -p "$OUT/store-sqlite"; store_url="sqlite://$OUT/store-sqlite/store.db?mode=rwc"; url=""; fi
+  ./target/release/xerotier-bench store-create --database-url "$store_url" --seconds "$SECONDS_PER_RUN" --concurrency 8 >"$OUT/store-$backend.json"
+  start_router "create-$backend" "$url"
+  ./target/release/xerotier-bench key-create --base-url "http://$ADDR" --api-key "$KEY" --seconds "$SECONDS_PER_RUN" --concurrency 8 >"$OUT/create-$backend.json"
+  stop_router "create-$backend"
+  python3 - "$backend" "$OUT/store-$backend.json" "$OUT/create-$backend.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[2])); h = json.load(open(sys.argv[3]))
+print(f"| {sys.argv[1]} | {s['ops_per_sec']:.0f} | {h['ops_per_sec']:.0f} | {h['p50_ms']:.2f} | {h['p99_ms']:.2f} | {h['ops_per_sec']/s['ops_per_sec']:.2f} |")
+PY
+done

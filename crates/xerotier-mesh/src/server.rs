@@ -1,0 +1,241 @@
+//! The router's mesh endpoint: a CURVE ROUTER socket behind the ZAP allow-list.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use secrecy::ExposeSecret;
+use tokio::sync::mpsc;
+use xerotier_credentials::CurveKeyPair;
+use xerotier_proto::mesh::{self, Frame, MAX_FRAME_BYTES};
+
+use crate::socket::require_curve;
+use crate::{AllowList, MeshError, zap};
+
+const POLL_MS: i64 = 100;
+static NEXT_OUTBOUND: AtomicU64 = AtomicU64::new(0);
+
+/// Why an inbound message never reached the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// No `User-Id`, or a key no longer on the allow-list (revoked or rotated away).
+    Unauthorized,
+    /// Not a decodable frame, or a frame of another protocol version.
+    Malformed,
+    /// The frame names another agent than the key it came with.
+    Spoofed,
+    /// Not exactly [routing id, payload].
+    BadEnvelope,
+}
+
+impl DropReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Unauthorized => "unauthorized",
+            DropReason::Malformed => "malformed",
+            DropReason::Spoofed => "spoofed",
+            DropReason::BadEnvelope => "bad_envelope",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum MeshEvent {
+    /// An authenticated frame. `curve_key` is the key the session was opened with.
+    Frame {
+        agent_id: String,
+        curve_key: [u8; 32],
+        routing_id: Vec<u8>,
+        frame: Frame,
+    },
+    Dropped {
+        reason: DropReason,
+        agent_id: Option<String>,
+    },
+    /// A mesh thread died; the router must not keep serving without it.
+    Fatal(String),
+}
+
+/// Sends frames to connected agents. Cheap to clone.
+#[derive(Clone)]
+pub struct MeshHandle {
+    outbound: Arc<Mutex<zmq::Socket>>,
+}
+
+impl std::fmt::Debug for MeshHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshHandle").finish_non_exhaustive()
+    }
+}
+
+impl MeshHandle {
+    /// Queues `frame` for the peer with `routing_id`. Unroutable peers are dropped silently by
+    /// the ROUTER socket (the agent reconnects and says hello again).
+    pub fn send(&self, routing_id: &[u8], frame: &Frame) -> Result<(), MeshError> {
+        let payload = mesh::encode(frame);
+        let socket = match self.outbound.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        socket.send(routing_id, zmq::SNDMORE)?;
+        socket.send(payload, 0)?;
+        Ok(())
+    }
+}
+
+/// A running mesh endpoint. Dropping it stops its threads.
+#[derive(Debug)]
+pub struct MeshServer {
+    endpoint: String,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl MeshServer {
+    /// Starts the ZAP handler, then binds the CURVE ROUTER socket at `bind` (`tcp://host:port`,
+    /// port 0 picks one). Inbound events arrive on the returned receiver.
+    pub fn start(
+        bind: &str,
+        server_keys: &CurveKeyPair,
+        allow: AllowList,
+    ) -> Result<(Self, MeshHandle, mpsc::Receiver<MeshEvent>), MeshError> {
+        require_curve()?;
+        let context = zmq::Context::new();
+        let stop = Arc::new(AtomicBool::new(false));
+        let zap_thread = zap::start(&context, allow.clone(), stop.clone())?;
+
+        let router = context.socket(zmq::ROUTER)?;
+        router.set_curve_server(true)?;
+        router.set_curve_secretkey(server_keys.secret_z85().expose_secret().as_bytes())?;
+        router.set_zap_domain("xerotier")?;
+        router.set_maxmsgsize(i64::try_from(MAX_FRAME_BYTES).unwrap_or(i64::MAX))?;
+        router.set_linger(0)?;
+        router.set_sndhwm(100_000)?;
+        router.set_rcvhwm(100_000)?;
+        router.set_heartbeat_ivl(5_000)?;
+        router.set_heartbeat_timeout(15_000)?;
+        router.bind(bind).map_err(|source| MeshError::Bind { addr: bind.to_string(), source })?;
+        let endpoint = match router.get_last_endpoint()? {
+            Ok(endpoint) => endpoint,
+            Err(_) => bind.to_string(),
+        };
+
+        let outbound_addr =
+            format!("inproc://xerotier-mesh-out-{}", NEXT_OUTBOUND.fetch_add(1, Ordering::Relaxed));
+        let pull = context.socket(zmq::PULL)?;
+        pull.set_rcvhwm(100_000)?;
+        pull.bind(&outbound_addr)?;
+        let push = context.socket(zmq::PUSH)?;
+        push.set_sndhwm(100_000)?;
+        push.set_linger(0)?;
+        push.connect(&outbound_addr)?;
+
+        let (events_tx, events_rx) = mpsc::channel(100_000);
+        let io_stop = stop.clone();
+        let fatal_tx = events_tx.clone();
+        let io_thread = std::thread::Builder::new()
+            .name("mesh-io".into())
+            .spawn(move || {
+                if let Err(err) = pump(&router, &pull, &allow, &events_tx, &io_stop) {
+                    let _ = fatal_tx.blocking_send(MeshEvent::Fatal(format!("mesh I/O: {err}")));
+                }
+                // Keep the context alive until the sockets are gone.
+                drop(context);
+            })
+            .map_err(|e| MeshError::Thread(e.to_string()))?;
+        let server = Self { endpoint, stop, threads: vec![zap_thread, io_thread] };
+        Ok((server, MeshHandle { outbound: Arc::new(Mutex::new(push)) }, events_rx))
+    }
+
+    /// The bound endpoint, e.g. `tcp://127.0.0.1:41234`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// True while both threads run. A dead ZAP thread means handshakes would hang, so the
+    /// router treats this turning false as fatal.
+    pub fn is_healthy(&self) -> bool {
+        self.threads.iter().all(|t| !t.is_finished())
+    }
+}
+
+impl Drop for MeshServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn pump(
+    router: &zmq::Socket,
+    outbound: &zmq::Socket,
+    allow: &AllowList,
+    events: &mpsc::Sender<MeshEvent>,
+    stop: &AtomicBool,
+) -> Result<(), MeshError> {
+    while !stop.load(Ordering::Relaxed) {
+        let mut items = [router.as_poll_item(zmq::POLLIN), outbound.as_poll_item(zmq::POLLIN)];
+        zmq::poll(&mut items, POLL_MS)?;
+        let (inbound_ready, outbound_ready) = (items[0].is_readable(), items[1].is_readable());
+        if inbound_ready {
+            while let Some(event) = receive(router, allow)? {
+                if events.blocking_send(event).is_err() {
+                    return Ok(()); // the application is gone
+                }
+            }
+        }
+        if outbound_ready {
+            while let Ok(parts) = outbound.recv_multipart(zmq::DONTWAIT) {
+                if let [routing_id, payload] = parts.as_slice() {
+                    // A peer that went away makes this fail with EHOSTUNREACH only with
+                    // ROUTER_MANDATORY, which is off: the frame is dropped and the agent will
+                    // resynchronise on reconnect.
+                    router.send(routing_id, zmq::SNDMORE | zmq::DONTWAIT)?;
+                    router.send(payload, zmq::DONTWAIT)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads one message if one is waiting, and decides whether the application may see it.
+fn receive(router: &zmq::Socket, allow: &AllowList) -> Result<Option<MeshEvent>, MeshError> {
+    let routing = match router.recv_msg(zmq::DONTWAIT) {
+        Ok(message) => message,
+        Err(zmq::Error::EAGAIN) => return Ok(None),
+        Err(err) => return Err(err.into()),
+    };
+    let mut parts = vec![routing];
+    while parts.last().is_some_and(|m| m.get_more()) {
+        parts.push(router.recv_msg(0)?);
+    }
+    let dropped = |reason, agent_id| Ok(Some(MeshEvent::Dropped { reason, agent_id }));
+    if parts.len() != 2 {
+        return dropped(DropReason::BadEnvelope, None);
+    }
+    let Some(mut payload) = parts.pop() else { return dropped(DropReason::BadEnvelope, None) };
+    let routing_id = parts.pop().map(|m| m.to_vec()).unwrap_or_default();
+    let key = payload
+        .gets("User-Id")
+        .and_then(|z| z85::decode(z).ok())
+        .and_then(|b| <[u8; 32]>::try_from(b).ok());
+    let Some(key) = key else { return dropped(DropReason::Unauthorized, None) };
+    let Some(agent_id) = allow.agent_for(&key) else {
+        return dropped(DropReason::Unauthorized, None);
+    };
+    let frame = match mesh::decode(&payload) {
+        Ok(frame) => frame,
+        Err(_) => return dropped(DropReason::Malformed, Some(agent_id)),
+    };
+    let claimed = match &frame {
+        Frame::Hello { agent_id, .. } | Frame::LeaseRenewal { agent_id, .. } => Some(agent_id),
+        _ => None,
+    };
+    if claimed.is_some_and(|claimed| *claimed != agent_id) {
+        return dropped(DropReason::Spoofed, Some(agent_id));
+    }
+    Ok(Some(MeshEvent::Frame { agent_id, curve_key: key, routing_id, frame }))
+}

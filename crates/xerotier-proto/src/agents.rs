@@ -1,0 +1,94 @@
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// What an agent offers: published at enrollment and with every lease renewal (by hash).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CapabilityManifest {
+    pub version: u64,
+    #[serde(default)]
+    pub tools: Vec<ManifestTool>,
+    #[serde(default)]
+    pub workspaces: Vec<ManifestWorkspace>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ManifestTool {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub risk: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ManifestWorkspace {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub credentials_ref: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    pub join_key: String,
+    pub registration_name: String,
+    /// The agent's CURVE public key, Z85 (40 characters).
+    pub curve_public_key: String,
+    /// The agent's Ed25519 public key, hex (64 characters).
+    pub signing_public_key: String,
+    pub manifest: CapabilityManifest,
+    /// How often the agent renews its lease, in milliseconds.
+    pub lease_renewal_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EnrollResponse {
+    pub agent_id: String,
+    /// Mesh address to connect to, `tcp://host:port`.
+    pub mesh_addr: String,
+    /// The router's CURVE public key, Z85.
+    pub router_curve_key: String,
+    pub role: String,
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AgentView {
+    pub id: String,
+    pub name: String,
+    /// `active` (lease fresh), `disconnected` (lease missed) or `revoked`.
+    pub status: String,
+    pub role: String,
+    pub region: Option<String>,
+    pub enrolled_at: String,
+    pub join_key_id: String,
+    pub last_heartbeat_at: Option<String>,
+    pub lease_renewal_interval_ms: u64,
+    /// SHA-256 fingerprint of the CURVE public key, hex, first 16 bytes.
+    pub curve_key_fingerprint: String,
+    pub curve_public_key: String,
+    pub manifest_hash: String,
+    pub manifest_version: u64,
+    pub tool_count: usize,
+    pub workspace_count: usize,
+    pub revoked_at: Option<String>,
+    pub revoked_by: Option<String>,
+    pub revoked_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AgentQuery {
+    pub limit: Option<u32>,
+    pub after: Option<String>,
+    /// Include revoked agents.
+    #[serde(default)]
+    pub include_revoked: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeAgentRequest {
+    pub reason: Option<String>,
+}

@@ -1,0 +1,166 @@
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use xerotier_core::UnixMillis;
+
+use crate::{AuditEntry, PageRequest, PageSlice, Store, StoreError};
+
+/// A join key row. The token itself is never stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinKeyRecord {
+    pub id: String,
+    pub name: String,
+    pub region: Option<String>,
+    pub role: String,
+    pub router_addr: String,
+    pub created_at: UnixMillis,
+    pub created_by: Option<String>,
+    pub expires_at: UnixMillis,
+    pub consumed_at: Option<UnixMillis>,
+    pub consumed_by_agent: Option<String>,
+    pub revoked_at: Option<UnixMillis>,
+    pub revoked_by: Option<String>,
+    pub revoked_reason: Option<String>,
+}
+
+impl JoinKeyRecord {
+    /// `active`, `used`, `revoked` or `expired` at `now`; a terminal state wins over expiry.
+    pub fn state(&self, now: UnixMillis) -> &'static str {
+        if self.consumed_at.is_some() {
+            "used"
+        } else if self.revoked_at.is_some() {
+            "revoked"
+        } else if now >= self.expires_at {
+            "expired"
+        } else {
+            "active"
+        }
+    }
+}
+
+const COLUMNS: &str = "id, name, region, role, router_addr, created_at, created_by, expires_at, \
+    consumed_at, consumed_by_agent, revoked_at, revoked_by, revoked_reason";
+
+fn sql(template: &str) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(template.replace("{cols}", COLUMNS))
+}
+
+pub(crate) fn from_row(row: &AnyRow) -> Result<JoinKeyRecord, sqlx::Error> {
+    Ok(JoinKeyRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        region: row.try_get("region")?,
+        role: row.try_get("role")?,
+        router_addr: row.try_get("router_addr")?,
+        created_at: row.try_get("created_at")?,
+        created_by: row.try_get("created_by")?,
+        expires_at: row.try_get("expires_at")?,
+        consumed_at: row.try_get("consumed_at")?,
+        consumed_by_agent: row.try_get("consumed_by_agent")?,
+        revoked_at: row.try_get("revoked_at")?,
+        revoked_by: row.try_get("revoked_by")?,
+        revoked_reason: row.try_get("revoked_reason")?,
+    })
+}
+
+impl Store {
+    pub async fn create_join_key(
+        &self,
+        key: &JoinKeyRecord,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO join_keys (id, name, region, role, router_addr, created_at, created_by,
+                 expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&key.id)
+        .bind(&key.name)
+        .bind(&key.region)
+        .bind(&key.role)
+        .bind(&key.router_addr)
+        .bind(key.created_at)
+        .bind(&key.created_by)
+        .bind(key.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        audit.insert(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn join_key(&self, id: &str) -> Result<Option<JoinKeyRecord>, StoreError> {
+        let row = sqlx::query(sql("SELECT {cols} FROM join_keys WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.as_ref().map(from_row).transpose()?)
+    }
+
+    /// Active keys (unconsumed, unrevoked, unexpired at `now`), or all with `include_terminal`.
+    pub async fn list_join_keys(
+        &self,
+        page: &PageRequest,
+        include_terminal: bool,
+        now: UnixMillis,
+    ) -> Result<PageSlice<JoinKeyRecord>, StoreError> {
+        let rows = sqlx::query(sql("SELECT {cols} FROM join_keys
+             WHERE ($1 IS NULL OR id > $1)
+               AND ($2 = 1 OR (consumed_at IS NULL AND revoked_at IS NULL AND expires_at > $3))
+             ORDER BY id LIMIT $4"))
+        .bind(&page.after)
+        .bind(i64::from(include_terminal))
+        .bind(now)
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(self.pool())
+        .await?;
+        let records = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(PageSlice::from_probe(records, page.limit))
+    }
+
+    /// Revokes an unconsumed, unrevoked key.
+    pub async fn revoke_join_key(
+        &self,
+        id: &str,
+        now: UnixMillis,
+        revoked_by: Option<&str>,
+        reason: Option<&str>,
+        audit: &AuditEntry,
+    ) -> Result<JoinKeyRecord, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(sql(
+            "UPDATE join_keys SET revoked_at = $2, revoked_by = $3, revoked_reason = $4
+             WHERE id = $1 AND consumed_at IS NULL AND revoked_at IS NULL RETURNING {cols}",
+        ))
+        .bind(id)
+        .bind(now)
+        .bind(revoked_by)
+        .bind(reason)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Err(self.why_join_key_unusable(id, now).await?);
+        };
+        audit.insert(&mut tx).await?;
+        tx.commit().await?;
+        Ok(from_row(&row)?)
+    }
+
+    /// Why `id` cannot be consumed or revoked now.
+    pub(crate) async fn why_join_key_unusable(
+        &self,
+        id: &str,
+        now: UnixMillis,
+    ) -> Result<StoreError, StoreError> {
+        Ok(match self.join_key(id).await? {
+            None => StoreError::NotFound(format!("join key {id}")),
+            Some(key) => match key.state(now) {
+                "used" => StoreError::JoinKeyUsed(id.to_string()),
+                "revoked" => StoreError::JoinKeyRevoked(id.to_string()),
+                "expired" => StoreError::JoinKeyExpired(id.to_string()),
+                _ => StoreError::NotFound(format!("join key {id}")),
+            },
+        })
+    }
+}

@@ -1,0 +1,230 @@
+//! Join keys and agents, on both backends.
+
+use xerotier_store::{
+    AgentRecord, AuditEntry, AuditFilter, Heartbeat, JoinKeyRecord, PageRequest, Store, StoreError,
+};
+use xerotier_testkit::TestDb;
+
+async fn stores() -> Vec<(TestDb, Store)> {
+    let mut out = Vec::new();
+    for db in TestDb::all().await {
+        let store = Store::connect(db.url()).await.unwrap();
+        out.push((db, store));
+    }
+    out
+}
+
+fn join_key(id: &str, expires_at: i64) -> JoinKeyRecord {
+    JoinKeyRecord {
+        id: id.into(),
+        name: "xem-fleet-02".into(),
+        region: Some("us-east".into()),
+        role: "execution".into(),
+        router_addr: "tcp://router:5555".into(),
+        created_at: 0,
+        created_by: Some("key_admin".into()),
+        expires_at,
+        consumed_at: None,
+        consumed_by_agent: None,
+        revoked_at: None,
+        revoked_by: None,
+        revoked_reason: None,
+    }
+}
+
+fn agent(id: &str, name: &str, jk: &str, curve: &str) -> AgentRecord {
+    AgentRecord {
+        id: id.into(),
+        name: name.into(),
+        role: "execution".into(),
+        region: None,
+        join_key_id: jk.into(),
+        enrolled_at: 10,
+        curve_public_key: curve.into(),
+        signing_public_key: "ab".repeat(32),
+        manifest: "{}".into(),
+        manifest_hash: "h0".into(),
+        manifest_version: 1,
+        lease_interval_ms: 10_000,
+        last_heartbeat_at: None,
+        revoked_at: None,
+        revoked_by: None,
+        revoked_reason: None,
+    }
+}
+
+fn audit(id: &str) -> AuditEntry {
+    AuditEntry {
+        id: id.into(),
+        at: 1,
+        actor_key_id: None,
+        actor_name: None,
+        action: "test".into(),
+        target_type: None,
+        target_id: None,
+        target_name: None,
+        reason: None,
+        request_id: None,
+        outcome: "success".into(),
+        client_addr: None,
+        details: None,
+    }
+}
+
+async fn audit_count(store: &Store) -> usize {
+    let page = PageRequest { limit: 500, after: None };
+    store.list_audit(&AuditFilter::default(), &page).await.unwrap().items.len()
+}
+
+#[tokio::test]
+async fn join_key_lists_active_and_terminal_states() {
+    for (db, store) in stores().await {
+        for (id, exp) in [("jk_1", 1_000), ("jk_2", 1_000), ("jk_3", 1_000), ("jk_4", 50)] {
+            store.create_join_key(&join_key(id, exp), &audit(&format!("a{id}"))).await.unwrap();
+        }
+        store.enroll_agent(&agent("agt_1", "xem-1", "jk_1", "c1"), 10, &audit("e1")).await.unwrap();
+        store
+            .revoke_join_key("jk_2", 20, Some("key_admin"), Some("leak"), &audit("r2"))
+            .await
+            .unwrap();
+        let now = 100;
+        let page = PageRequest { limit: 50, after: None };
+        let active = store.list_join_keys(&page, false, now).await.unwrap();
+        let ids: Vec<_> = active.items.iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(ids, ["jk_3"], "{}", db.backend);
+        let all = store.list_join_keys(&page, true, now).await.unwrap();
+        let states: Vec<_> = all.items.iter().map(|k| (k.id.as_str(), k.state(now))).collect();
+        assert_eq!(
+            states,
+            [("jk_1", "used"), ("jk_2", "revoked"), ("jk_3", "active"), ("jk_4", "expired")]
+        );
+        let used = store.join_key("jk_1").await.unwrap().unwrap();
+        assert_eq!(used.consumed_by_agent.as_deref(), Some("agt_1"));
+        let revoked = store.join_key("jk_2").await.unwrap().unwrap();
+        assert_eq!(
+            (revoked.revoked_by.as_deref(), revoked.revoked_reason.as_deref()),
+            (Some("key_admin"), Some("leak"))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_join_key_enrolls_once_and_terminal_keys_say_why() {
+    for (db, store) in stores().await {
+        store.create_join_key(&join_key("jk_1", 1_000), &audit("a1")).await.unwrap();
+        store.create_join_key(&join_key("jk_2", 1_000), &audit("a2")).await.unwrap();
+        store.create_join_key(&join_key("jk_3", 50), &audit("a3")).await.unwrap();
+        store.enroll_agent(&agent("agt_1", "xem-1", "jk_1", "c1"), 10, &audit("e1")).await.unwrap();
+        let again =
+            store.enroll_agent(&agent("agt_2", "xem-2", "jk_1", "c2"), 11, &audit("e2")).await;
+        assert!(matches!(again, Err(StoreError::JoinKeyUsed(_))), "{}: {again:?}", db.backend);
+        store.revoke_join_key("jk_2", 12, None, None, &audit("r2")).await.unwrap();
+        let revoked =
+            store.enroll_agent(&agent("agt_3", "xem-3", "jk_2", "c3"), 13, &audit("e3")).await;
+        assert!(matches!(revoked, Err(StoreError::JoinKeyRevoked(_))));
+        let expired =
+            store.enroll_agent(&agent("agt_4", "xem-4", "jk_3", "c4"), 50, &audit("e4")).await;
+        assert!(matches!(expired, Err(StoreError::JoinKeyExpired(_))));
+        let unknown =
+            store.enroll_agent(&agent("agt_5", "xem-5", "jk_9", "c5"), 10, &audit("e5")).await;
+        assert!(matches!(unknown, Err(StoreError::NotFound(_))));
+        let used_revoke = store.revoke_join_key("jk_1", 14, None, None, &audit("r1")).await;
+        assert!(matches!(used_revoke, Err(StoreError::JoinKeyUsed(_))));
+        for id in ["agt_2", "agt_3", "agt_4", "agt_5"] {
+            assert!(store.agent(id).await.unwrap().is_none());
+        }
+        assert_eq!(audit_count(&store).await, 5, "3 creates + 1 enroll + 1 revoke");
+    }
+}
+
+#[tokio::test]
+async fn thirty_two_concurrent_enrollments_with_one_key_make_one_agent() {
+    for (db, store) in stores().await {
+        store.create_join_key(&join_key("jk_1", 1_000_000), &audit("a1")).await.unwrap();
+        let attempts = (0..32).map(|i| {
+            let store = store.clone();
+            async move {
+                let a =
+                    agent(&format!("agt_{i:02}"), &format!("xem-{i}"), "jk_1", &format!("c{i}"));
+                store.enroll_agent(&a, 10, &audit(&format!("e{i}"))).await
+            }
+        });
+        let results = futures::future::join_all(attempts).await;
+        let winners = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(winners, 1, "{}: {results:?}", db.backend);
+        assert!(results.iter().all(|r| r.is_ok() || matches!(r, Err(StoreError::JoinKeyUsed(_)))));
+        let page = PageRequest { limit: 100, after: None };
+        assert_eq!(store.list_agents(&page, true).await.unwrap().items.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn refused_agent_leaves_the_join_key_usable() {
+    for (db, store) in stores().await {
+        store.create_join_key(&join_key("jk_1", 1_000), &audit("a1")).await.unwrap();
+        store.create_join_key(&join_key("jk_2", 1_000), &audit("a2")).await.unwrap();
+        store.create_join_key(&join_key("jk_3", 1_000), &audit("a3")).await.unwrap();
+        store.enroll_agent(&agent("agt_1", "xem-1", "jk_1", "c1"), 10, &audit("e1")).await.unwrap();
+        let name =
+            store.enroll_agent(&agent("agt_2", "xem-1", "jk_2", "c2"), 11, &audit("e2")).await;
+        assert!(
+            matches!(name, Err(StoreError::AgentNameTaken(ref n)) if n == "xem-1"),
+            "{}: {name:?}",
+            db.backend
+        );
+        let curve =
+            store.enroll_agent(&agent("agt_3", "xem-3", "jk_3", "c1"), 12, &audit("e3")).await;
+        assert!(matches!(curve, Err(StoreError::CurveKeyTaken)), "{curve:?}");
+        assert_eq!(store.join_key("jk_2").await.unwrap().unwrap().state(13), "active");
+        assert_eq!(store.join_key("jk_3").await.unwrap().unwrap().state(13), "active");
+        store.enroll_agent(&agent("agt_2", "xem-2", "jk_2", "c2"), 14, &audit("e4")).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn revoked_agent_leaves_the_allow_list_and_frees_its_name_not_its_key() {
+    for (db, store) in stores().await {
+        for id in ["jk_1", "jk_2", "jk_3"] {
+            store.create_join_key(&join_key(id, 1_000), &audit(&format!("a{id}"))).await.unwrap();
+        }
+        store.enroll_agent(&agent("agt_1", "xem-1", "jk_1", "c1"), 10, &audit("e1")).await.unwrap();
+        assert_eq!(
+            store.live_agent_keys().await.unwrap(),
+            [("agt_1".to_string(), "c1".to_string())]
+        );
+        let revoked = store
+            .revoke_agent("agt_1", 20, Some("key_admin"), Some("incident"), &audit("r1"))
+            .await
+            .unwrap();
+        assert_eq!(revoked.revoked_at, Some(20), "{}", db.backend);
+        assert!(store.live_agent_keys().await.unwrap().is_empty());
+        let twice = store.revoke_agent("agt_1", 21, None, None, &audit("r2")).await;
+        assert!(matches!(twice, Err(StoreError::AlreadyRevoked(_))));
+        let reuse_key =
+            store.enroll_agent(&agent("agt_2", "xem-1", "jk_2", "c1"), 22, &audit("e2")).await;
+        assert!(matches!(reuse_key, Err(StoreError::CurveKeyTaken)));
+        store.enroll_agent(&agent("agt_3", "xem-1", "jk_3", "c3"), 23, &audit("e3")).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn heartbeats_move_forward_and_skip_revoked_agents() {
+    for (db, store) in stores().await {
+        store.create_join_key(&join_key("jk_1", 1_000), &audit("a1")).await.unwrap();
+        store.create_join_key(&join_key("jk_2", 1_000), &audit("a2")).await.unwrap();
+        store.enroll_agent(&agent("agt_1", "xem-1", "jk_1", "c1"), 10, &audit("e1")).await.unwrap();
+        store.enroll_agent(&agent("agt_2", "xem-2", "jk_2", "c2"), 10, &audit("e2")).await.unwrap();
+        store.revoke_agent("agt_2", 15, None, None, &audit("r2")).await.unwrap();
+        let beat = |id: &str, at: i64, v: i64| Heartbeat {
+            agent_id: id.into(),
+            at,
+            manifest_hash: format!("h{v}"),
+            manifest_version: v,
+        };
+        store.record_heartbeats(&[beat("agt_1", 100, 2), beat("agt_2", 100, 2)]).await.unwrap();
+        store.record_heartbeats(&[beat("agt_1", 90, 1)]).await.unwrap();
+        let a1 = store.agent("agt_1").await.unwrap().unwrap();
+        assert_eq!((a1.last_heartbeat_at, a1.manifest_version), (Some(100), 2), "{}", db.backend);
+        assert_eq!(store.agent("agt_2").await.unwrap().unwrap().last_heartbeat_at, None);
+    }
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the system packages the build and tests need on a fresh Debian machine.
+set -euo pipefail
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+need=()
+# libzmq with CURVE (Debian's is built with libsodium); pkg-config for -sys crates.
+dpkg -s libzmq3-dev >/dev/null 2>&1 || need+=(libzmq3-dev)
+dpkg -s pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "installing: ${need[*]}" >&2
+  $SUDO apt-get update -q >&2
+  $SUDO apt-get install -y -q "${need[@]}" >&2
+fi
