@@ -64,6 +64,15 @@ impl CurveKeyPair {
         load_secret(path).map(Self::from_secret)
     }
 
+    /// From the hex form [`Self::secret_hex`] produces.
+    pub fn from_secret_hex(text: &str) -> Result<Self, KeyError> {
+        parse_hex_secret(text, "CURVE secret key").map(Self::from_secret)
+    }
+
+    pub fn secret_hex(&self) -> SecretString {
+        SecretString::from(hex::encode(self.secret.as_bytes()))
+    }
+
     pub fn save(&self, path: &Path) -> Result<(), KeyError> {
         let text = Zeroizing::new(hex::encode(self.secret.as_bytes()));
         write_secret_file(path, format!("{}\n", text.as_str()).as_bytes())?;
@@ -87,6 +96,11 @@ pub fn parse_curve_public(z85_text: &str) -> Result<[u8; 32], KeyError> {
         what: "CURVE public key (Z85)",
         detail: "expected 32 bytes".into(),
     })
+}
+
+/// The Z85 text of a raw CURVE public key.
+pub fn curve_public_z85(key: &[u8; 32]) -> String {
+    z85::encode(key)
 }
 
 /// Short, stable fingerprint of a public key for display: SHA-256, first 16 bytes, hex.
@@ -118,6 +132,16 @@ impl SigningKeyPair {
 
     pub fn public_hex(&self) -> String {
         hex::encode(self.key.verifying_key().as_bytes())
+    }
+
+    /// From the hex form [`Self::secret_hex`] produces.
+    pub fn from_secret_hex(text: &str) -> Result<Self, KeyError> {
+        parse_hex_secret(text, "Ed25519 secret key")
+            .map(|seed| Self { key: SigningKey::from_bytes(&seed) })
+    }
+
+    pub fn secret_hex(&self) -> SecretString {
+        SecretString::from(hex::encode(self.key.to_bytes()))
     }
 
     pub fn public_bytes(&self) -> [u8; 32] {
@@ -158,6 +182,15 @@ pub fn parse_signing_public(text: &str) -> Result<[u8; 32], KeyError> {
     let bytes: [u8; 32] = bytes.try_into().map_err(|_| invalid("expected 32 bytes"))?;
     VerifyingKey::from_bytes(&bytes).map_err(|_| invalid("not a curve point"))?;
     Ok(bytes)
+}
+
+fn parse_hex_secret(text: &str, what: &'static str) -> Result<[u8; 32], KeyError> {
+    let bytes = Zeroizing::new(
+        hex::decode(text.trim())
+            .map_err(|_| KeyError::InvalidPublic { what, detail: "not hex".into() })?,
+    );
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| KeyError::InvalidPublic { what, detail: "expected 32 bytes".into() })
 }
 
 fn load_secret(path: &Path) -> Result<[u8; 32], KeyError> {

@@ -11,7 +11,7 @@ mod secret_file;
 pub use api_key::{ApiKeyValue, ApiKeyValueError, IssuedSecret, Verifier};
 pub use join_token::{JoinTokenError, JoinTokenSigner};
 pub use keys::{
-    CurveKeyPair, KeyError, SigningKeyPair, fingerprint, parse_curve_public, parse_signing_public,
-    verify_signature,
+    CurveKeyPair, KeyError, SigningKeyPair, curve_public_z85, fingerprint, parse_curve_public,
+    parse_signing_public, verify_signature,
 };
 pub use secret_file::{SecretFileError, read_secret_file, write_secret_file};

@@ -15,6 +15,14 @@ pub enum ErrorCode {
     NameTaken,
     AlreadyRevoked,
     InvalidRequest,
+    /// The join key is malformed, forged, of a refused algorithm, for another audience, or
+    /// unknown to this router.
+    JoinKeyInvalid,
+    JoinKeyExpired,
+    JoinKeyUsed,
+    JoinKeyRevoked,
+    RegistrationNameTaken,
+    CurveKeyTaken,
     PayloadTooLarge,
     MethodNotAllowed,
     UnsupportedMediaType,
@@ -32,6 +40,12 @@ impl ErrorCode {
             ErrorCode::NameTaken => "name_taken",
             ErrorCode::AlreadyRevoked => "already_revoked",
             ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::JoinKeyInvalid => "join_key_invalid",
+            ErrorCode::JoinKeyExpired => "join_key_expired",
+            ErrorCode::JoinKeyUsed => "join_key_used",
+            ErrorCode::JoinKeyRevoked => "join_key_revoked",
+            ErrorCode::RegistrationNameTaken => "registration_name_taken",
+            ErrorCode::CurveKeyTaken => "curve_key_taken",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
@@ -43,7 +57,14 @@ impl ErrorCode {
     /// The coarse class shown in `error.type`.
     pub fn error_type(self) -> &'static str {
         match self {
-            ErrorCode::MissingApiKey | ErrorCode::InvalidApiKey => "authentication_error",
+            ErrorCode::MissingApiKey
+            | ErrorCode::InvalidApiKey
+            | ErrorCode::JoinKeyInvalid
+            | ErrorCode::JoinKeyExpired
+            | ErrorCode::JoinKeyRevoked => "authentication_error",
+            ErrorCode::JoinKeyUsed
+            | ErrorCode::RegistrationNameTaken
+            | ErrorCode::CurveKeyTaken => "conflict_error",
             ErrorCode::ScopeInsufficient => "permission_error",
             ErrorCode::NotFound => "not_found_error",
             ErrorCode::NameTaken | ErrorCode::AlreadyRevoked => "conflict_error",

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
+use crate::fleet::FleetSettings;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -35,6 +37,21 @@ pub struct RouterArgs {
     /// Log filter, e.g. `info` or `xerotier_router=debug` [default: info].
     #[arg(long, env = "XEROTIER_ROUTER_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// CURVE mesh endpoint [default: tcp://127.0.0.1:5555]; port 0 picks a free port.
+    #[arg(long, env = "XEROTIER_ROUTER_MESH_BIND")]
+    pub mesh_bind: Option<String>,
+    /// Mesh address written into join keys when none is given [default: the bound endpoint].
+    #[arg(long, env = "XEROTIER_ROUTER_MESH_PUBLIC_ADDR")]
+    pub mesh_public_addr: Option<String>,
+    /// Longest join key lifetime the router issues, in seconds [default: 86400].
+    #[arg(long, env = "XEROTIER_ROUTER_JOIN_KEY_MAX_TTL_SECONDS")]
+    pub join_key_max_ttl_seconds: Option<u64>,
+    /// Join key lifetime when none is asked for, in seconds [default: 600].
+    #[arg(long, env = "XEROTIER_ROUTER_JOIN_KEY_DEFAULT_TTL_SECONDS")]
+    pub join_key_default_ttl_seconds: Option<u64>,
+    /// Role of agents whose join key names none: inference or execution [default: execution].
+    #[arg(long, env = "XEROTIER_ROUTER_DEFAULT_AGENT_ROLE")]
+    pub default_agent_role: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -45,6 +62,11 @@ struct FileConfig {
     database_url: Option<String>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
+    mesh_bind: Option<String>,
+    mesh_public_addr: Option<String>,
+    join_key_max_ttl_seconds: Option<u64>,
+    join_key_default_ttl_seconds: Option<u64>,
+    default_agent_role: Option<String>,
 }
 
 /// The resolved configuration.
@@ -55,6 +77,7 @@ pub struct RouterConfig {
     pub database_url: Option<String>,
     pub log_format: LogFormat,
     pub log_level: String,
+    pub fleet: FleetSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +86,8 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config file {path}: {source}")]
     Parse { path: PathBuf, source: serde_norway::Error },
+    #[error("invalid setting {name}: {message}")]
+    Invalid { name: &'static str, message: String },
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -75,6 +100,25 @@ impl RouterConfig {
             None => FileConfig::default(),
         };
         let default_listen = SocketAddr::from(([127, 0, 0, 1], 8080));
+        let defaults = FleetSettings::default();
+        let fleet = FleetSettings {
+            mesh_bind: args.mesh_bind.or(file.mesh_bind).unwrap_or(defaults.mesh_bind),
+            mesh_public_addr: args.mesh_public_addr.or(file.mesh_public_addr),
+            join_key_max_ttl_seconds: args
+                .join_key_max_ttl_seconds
+                .or(file.join_key_max_ttl_seconds)
+                .unwrap_or(defaults.join_key_max_ttl_seconds),
+            join_key_default_ttl_seconds: args
+                .join_key_default_ttl_seconds
+                .or(file.join_key_default_ttl_seconds)
+                .unwrap_or(defaults.join_key_default_ttl_seconds),
+            default_agent_role: args
+                .default_agent_role
+                .or(file.default_agent_role)
+                .unwrap_or(defaults.default_agent_role),
+            ..defaults
+        };
+        validate_fleet(&fleet)?;
         Ok(Self {
             listen: args.listen.or(file.listen).unwrap_or(default_listen),
             state_dir: args
@@ -84,6 +128,7 @@ impl RouterConfig {
             database_url: args.database_url.or(file.database_url),
             log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
             log_level: args.log_level.or(file.log_level).unwrap_or_else(|| "info".to_string()),
+            fleet,
         })
     }
 
@@ -93,6 +138,45 @@ impl RouterConfig {
             format!("sqlite://{}?mode=rwc", self.state_dir.join("router.db").display())
         })
     }
+}
+
+fn validate_fleet(fleet: &FleetSettings) -> Result<(), ConfigError> {
+    let invalid = |name, message: String| Err(ConfigError::Invalid { name, message });
+    if !xerotier_proto::join_keys::AGENT_ROLES.contains(&fleet.default_agent_role.as_str()) {
+        return invalid(
+            "default_agent_role",
+            format!("must be inference or execution, got {:?}", fleet.default_agent_role),
+        );
+    }
+    if fleet.join_key_max_ttl_seconds == 0 {
+        return invalid("join_key_max_ttl_seconds", "must be positive".into());
+    }
+    if fleet.join_key_default_ttl_seconds == 0
+        || fleet.join_key_default_ttl_seconds > fleet.join_key_max_ttl_seconds
+    {
+        return invalid(
+            "join_key_default_ttl_seconds",
+            format!(
+                "must be between 1 and join_key_max_ttl_seconds ({})",
+                fleet.join_key_max_ttl_seconds
+            ),
+        );
+    }
+    if !fleet.mesh_bind.starts_with("tcp://") {
+        return invalid(
+            "mesh_bind",
+            format!("must look like tcp://host:port, got {:?}", fleet.mesh_bind),
+        );
+    }
+    if let Some(addr) = &fleet.mesh_public_addr {
+        if crate::validate::mesh_addr(addr, "mesh_public_addr").is_err() {
+            return invalid(
+                "mesh_public_addr",
+                format!("must look like tcp://host:port, got {addr:?}"),
+            );
+        }
+    }
+    Ok(())
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -142,6 +226,12 @@ mod tests {
         std::fs::write(&file, "listne: 127.0.0.1:9000\n").unwrap();
         let err = RouterConfig::resolve(args(&["--config", file.to_str().unwrap()])).unwrap_err();
         assert!(err.to_string().contains("unknown field `listne`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_default_role_is_refused() {
+        let err = RouterConfig::resolve(args(&["--default-agent-role", "admin"])).unwrap_err();
+        assert!(err.to_string().contains("default_agent_role"), "{err}");
     }
 
     #[test]

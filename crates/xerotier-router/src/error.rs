@@ -22,6 +22,20 @@ pub enum ApiError {
     AlreadyRevoked(String),
     #[error("{message}")]
     InvalidRequest { message: String, param: Option<String> },
+    #[error("the join key is invalid: {0}")]
+    JoinKeyInvalid(String),
+    #[error("join key {0} has expired; ask for a new one")]
+    JoinKeyExpired(String),
+    #[error("join key {0} was already used; join keys are single-use")]
+    JoinKeyUsed(String),
+    #[error("join key {0} was revoked")]
+    JoinKeyRevoked(String),
+    #[error(
+        "a live agent is already registered as {0:?}; choose another registration_name or revoke that agent"
+    )]
+    RegistrationNameTaken(String),
+    #[error("this CURVE public key is already registered; generate a fresh key pair")]
+    CurveKeyTaken,
     #[error("request body larger than the {0} byte limit")]
     PayloadTooLarge(usize),
     #[error("method not allowed on this path")]
@@ -50,6 +64,12 @@ impl ApiError {
             ApiError::NameTaken(_) => ErrorCode::NameTaken,
             ApiError::AlreadyRevoked(_) => ErrorCode::AlreadyRevoked,
             ApiError::InvalidRequest { .. } => ErrorCode::InvalidRequest,
+            ApiError::JoinKeyInvalid(_) => ErrorCode::JoinKeyInvalid,
+            ApiError::JoinKeyExpired(_) => ErrorCode::JoinKeyExpired,
+            ApiError::JoinKeyUsed(_) => ErrorCode::JoinKeyUsed,
+            ApiError::JoinKeyRevoked(_) => ErrorCode::JoinKeyRevoked,
+            ApiError::RegistrationNameTaken(_) => ErrorCode::RegistrationNameTaken,
+            ApiError::CurveKeyTaken => ErrorCode::CurveKeyTaken,
             ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             ApiError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
@@ -60,7 +80,14 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self.code() {
-            ErrorCode::MissingApiKey | ErrorCode::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            ErrorCode::MissingApiKey
+            | ErrorCode::InvalidApiKey
+            | ErrorCode::JoinKeyInvalid
+            | ErrorCode::JoinKeyExpired
+            | ErrorCode::JoinKeyRevoked => StatusCode::UNAUTHORIZED,
+            ErrorCode::JoinKeyUsed
+            | ErrorCode::RegistrationNameTaken
+            | ErrorCode::CurveKeyTaken => StatusCode::CONFLICT,
             ErrorCode::ScopeInsufficient => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::NameTaken | ErrorCode::AlreadyRevoked => StatusCode::CONFLICT,
@@ -79,6 +106,11 @@ impl ApiError {
     pub fn from_store_ref(err: &StoreError) -> &'static str {
         match err {
             StoreError::NameTaken(_) => ErrorCode::NameTaken,
+            StoreError::AgentNameTaken(_) => ErrorCode::RegistrationNameTaken,
+            StoreError::CurveKeyTaken => ErrorCode::CurveKeyTaken,
+            StoreError::JoinKeyUsed(_) => ErrorCode::JoinKeyUsed,
+            StoreError::JoinKeyRevoked(_) => ErrorCode::JoinKeyRevoked,
+            StoreError::JoinKeyExpired(_) => ErrorCode::JoinKeyExpired,
             StoreError::NotFound(_) => ErrorCode::NotFound,
             StoreError::AlreadyRevoked(_) => ErrorCode::AlreadyRevoked,
             StoreError::Database(e) if is_unavailable(e) => ErrorCode::StoreUnavailable,
@@ -92,6 +124,11 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::NameTaken(name) => ApiError::NameTaken(name),
+            StoreError::AgentNameTaken(name) => ApiError::RegistrationNameTaken(name),
+            StoreError::CurveKeyTaken => ApiError::CurveKeyTaken,
+            StoreError::JoinKeyUsed(id) => ApiError::JoinKeyUsed(id),
+            StoreError::JoinKeyRevoked(id) => ApiError::JoinKeyRevoked(id),
+            StoreError::JoinKeyExpired(id) => ApiError::JoinKeyExpired(id),
             StoreError::NotFound(what) => ApiError::NotFound(what),
             StoreError::AlreadyRevoked(what) => ApiError::AlreadyRevoked(what),
             StoreError::Database(sqlx_err) if is_unavailable(&sqlx_err) => {

@@ -9,11 +9,13 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod exec;
+pub mod fleet;
 pub mod health;
 pub mod http;
 pub mod key_cache;
 pub mod metrics;
 pub mod server;
+pub mod validate;
 
 use std::sync::Arc;
 
@@ -23,6 +25,10 @@ use xerotier_store::{Backend, Store};
 use crate::api_keys::ApiKeyService;
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;
+use crate::fleet::agents::AgentService;
+use crate::fleet::enroll::EnrollService;
+use crate::fleet::join_keys::JoinKeyService;
+use crate::fleet::{Fleet, FleetSettings, RouterIdentity};
 use crate::key_cache::KeyCache;
 use crate::metrics::Metrics;
 
@@ -33,22 +39,81 @@ pub struct AppState(Arc<Inner>);
 #[derive(Debug)]
 struct Inner {
     store: Store,
+    clock: SharedClock,
     auth: Authenticator,
     audit: AuditLog,
     api_keys: ApiKeyService,
+    fleet: Arc<Fleet>,
+    join_keys: JoinKeyService,
+    enrollment: EnrollService,
+    agents: AgentService,
     metrics: Metrics,
 }
 
 impl AppState {
-    pub fn new(store: Store, clock: SharedClock, entropy: SharedEntropy) -> Self {
+    pub fn new(store: Store, clock: SharedClock, entropy: SharedEntropy, fleet: Fleet) -> Self {
         let ids = IdGenerator::new(clock.clone(), entropy.clone());
-        let audit = AuditLog::new(store.clone(), clock.clone(), ids);
+        let audit = AuditLog::new(store.clone(), clock.clone(), ids.clone());
         // Only a store this process owns alone can be cached (see key_cache).
         let cache = Arc::new(KeyCache::new(store.backend() == Backend::Sqlite));
         let api_keys =
             ApiKeyService::new(store.clone(), clock.clone(), entropy, audit.clone(), cache.clone());
-        let auth = Authenticator::new(store.clone(), clock, cache);
-        Self(Arc::new(Inner { store, auth, audit, api_keys, metrics: Metrics::default() }))
+        let auth = Authenticator::new(store.clone(), clock.clone(), cache);
+        let fleet = Arc::new(fleet);
+        let join_keys = JoinKeyService::new(
+            store.clone(),
+            clock.clone(),
+            ids.clone(),
+            audit.clone(),
+            fleet.clone(),
+        );
+        let enrollment =
+            EnrollService::new(store.clone(), clock.clone(), ids, audit.clone(), fleet.clone());
+        let agents = AgentService::new(store.clone(), clock.clone(), audit.clone(), fleet.clone());
+        Self(Arc::new(Inner {
+            store,
+            clock,
+            auth,
+            audit,
+            api_keys,
+            fleet,
+            join_keys,
+            enrollment,
+            agents,
+            metrics: Metrics::default(),
+        }))
+    }
+
+    /// Loads (or creates) the router identity from `store` and builds the state.
+    pub async fn load(
+        store: Store,
+        clock: SharedClock,
+        entropy: SharedEntropy,
+        settings: FleetSettings,
+    ) -> Result<Self, fleet::identity::IdentityError> {
+        let identity =
+            RouterIdentity::load_or_create(&store, clock.as_ref(), entropy.as_ref()).await?;
+        Ok(Self::new(store, clock, entropy, Fleet::new(settings, identity)))
+    }
+
+    pub fn clock(&self) -> &SharedClock {
+        &self.0.clock
+    }
+
+    pub fn fleet(&self) -> &Fleet {
+        &self.0.fleet
+    }
+
+    pub fn join_keys(&self) -> &JoinKeyService {
+        &self.0.join_keys
+    }
+
+    pub fn enrollment(&self) -> &EnrollService {
+        &self.0.enrollment
+    }
+
+    pub fn agents(&self) -> &AgentService {
+        &self.0.agents
     }
 
     pub fn store(&self) -> &Store {

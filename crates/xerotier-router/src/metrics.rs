@@ -28,6 +28,11 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -38,6 +43,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
     auth_failures: Family<ReasonLabels, Counter>,
+    mesh_frames: Family<KindLabels, Counter>,
+    mesh_dropped: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -55,13 +62,40 @@ impl Default for Metrics {
             "Requests refused by authentication or scope",
             auth_failures.clone(),
         );
-        Self { registry: Arc::new(registry), requests, latency, auth_failures }
+        let mesh_frames = Family::<KindLabels, Counter>::default();
+        let mesh_dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "mesh_frames",
+            "Authenticated mesh frames handled, by type",
+            mesh_frames.clone(),
+        );
+        registry.register(
+            "mesh_frames_dropped",
+            "Mesh frames dropped before the application, by reason",
+            mesh_dropped.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            requests,
+            latency,
+            auth_failures,
+            mesh_frames,
+            mesh_dropped,
+        }
     }
 }
 
 impl Metrics {
     pub fn auth_failure(&self, reason: &str) {
         self.auth_failures.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
+    }
+
+    pub fn mesh_frame(&self, kind: &str) {
+        self.mesh_frames.get_or_create(&KindLabels { kind: kind.to_string() }).inc();
+    }
+
+    pub fn mesh_dropped(&self, reason: &str) {
+        self.mesh_dropped.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
     }
 
     pub fn encode(&self) -> Result<String, std::fmt::Error> {

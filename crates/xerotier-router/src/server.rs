@@ -17,6 +17,8 @@ use crate::config::RouterConfig;
 /// Written to the state dir once the HTTP listener is bound: the actual address (useful with
 /// `--listen 127.0.0.1:0`).
 pub const HTTP_ADDR_FILE: &str = "http.addr";
+/// Written to the state dir once the mesh endpoint is bound: the address agents are given.
+pub const MESH_ADDR_FILE: &str = "mesh.addr";
 
 pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.state_dir)
@@ -30,7 +32,14 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening the state store {}", redact_url(&store_url)))?;
     tracing::info!(backend = store.backend().name(), "state store ready");
-    let state = AppState::new(store.clone(), Arc::new(SystemClock), Arc::new(OsEntropy));
+    let state = AppState::load(
+        store.clone(),
+        Arc::new(SystemClock),
+        Arc::new(OsEntropy),
+        config.fleet.clone(),
+    )
+    .await
+    .context("loading the router identity")?;
 
     match state.api_keys().bootstrap(&config.state_dir).await {
         Ok(Some(path)) => tracing::info!(
@@ -40,6 +49,13 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
         Ok(None) => tracing::debug!("store already bootstrapped"),
         Err(err) => return Err(anyhow::anyhow!("bootstrapping the admin key: {err}")),
     }
+
+    let mut mesh = crate::fleet::runtime::start(&state).await?;
+    xerotier_credentials::write_secret_file(
+        &config.state_dir.join(MESH_ADDR_FILE),
+        format!("{}\n", state.fleet().advertised_mesh_addr()).as_bytes(),
+    )
+    .context("writing the mesh address file")?;
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -55,12 +71,26 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
 
     tokio::spawn(acknowledge_reloads());
     let app = crate::http::app(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    let fatal = Arc::new(std::sync::Mutex::new(None::<String>));
+    let fatal_slot = fatal.clone();
+    let stop = async move {
+        tokio::select! {
+            () = shutdown_signal() => {}
+            message = mesh.fatal.recv() => {
+                let message = message.unwrap_or_else(|| "mesh runtime ended".into());
+                tracing::error!(%message, "mesh failed; stopping the router");
+                if let Ok(mut slot) = fatal_slot.lock() {
+                    *slot = Some(message);
+                }
+            }
+        }
+    };
+    axum::serve(listener, app).with_graceful_shutdown(stop).await.context("serving HTTP")?;
     notify(&[sd_notify::NotifyState::Stopping]);
     store.close().await;
+    if let Some(message) = fatal.lock().ok().and_then(|mut slot| slot.take()) {
+        anyhow::bail!("mesh failed: {message}");
+    }
     tracing::info!("router stopped");
     Ok(())
 }

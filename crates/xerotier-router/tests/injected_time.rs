@@ -9,6 +9,7 @@ use xerotier_proto::api_keys::{CreateApiKeyRequest, RotateApiKeyRequest};
 use xerotier_proto::{ErrorCode, Scope, Scopes};
 use xerotier_router::AppState;
 use xerotier_router::auth::Principal;
+use xerotier_router::fleet::FleetSettings;
 use xerotier_router::http::extract::RequestContext;
 use xerotier_store::Store;
 use xerotier_testkit::TestDb;
@@ -27,7 +28,14 @@ async fn fixtures() -> Vec<Fixture> {
     for db in TestDb::all().await {
         let store = Store::connect(db.url()).await.unwrap();
         let clock = Arc::new(ManualClock::new(START));
-        let state = AppState::new(store, clock.clone(), Arc::new(SeededEntropy::new(42)));
+        let state = AppState::load(
+            store,
+            clock.clone(),
+            Arc::new(SeededEntropy::new(42)),
+            FleetSettings::default(),
+        )
+        .await
+        .unwrap();
         let admin = Principal {
             key_id: "key_admin".into(),
             name: "admin".into(),

@@ -218,3 +218,31 @@ impl Store {
         Ok(from_row(&row)?)
     }
 }
+
+impl Store {
+    /// The router secret called `name`: `candidate` if this call created it, else the one a
+    /// router (maybe another replica) created first.
+    pub async fn router_secret(
+        &self,
+        name: &str,
+        candidate: &str,
+        now: UnixMillis,
+    ) -> Result<String, StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO router_secrets (name, secret_hex, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(candidate)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT secret_hex FROM router_secrets WHERE name = $1")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(row.try_get("secret_hex")?)
+    }
+}

@@ -5,7 +5,7 @@ use secrecy::ExposeSecret;
 use xerotier_core::{IdGenerator, IdKind, SharedClock, SharedEntropy, UnixMillis, format_rfc3339};
 use xerotier_credentials::{IssuedSecret, write_secret_file};
 use xerotier_proto::api_keys::{
-    ApiKeyView, CreateApiKeyRequest, DEFAULT_ROTATE_GRACE_SECONDS, IssuedApiKey, MAX_KEY_NAME_LEN,
+    ApiKeyView, CreateApiKeyRequest, DEFAULT_ROTATE_GRACE_SECONDS, IssuedApiKey,
     RotateApiKeyRequest,
 };
 use xerotier_proto::{Page, Scope, Scopes};
@@ -17,12 +17,12 @@ use crate::error::ApiError;
 use crate::http::extract::RequestContext;
 use crate::http::pagination::into_page;
 use crate::key_cache::KeyCache;
+use crate::validate;
 
 pub const BOOTSTRAP_KEY_NAME: &str = "bootstrap";
 pub const BOOTSTRAP_KEY_FILE: &str = "bootstrap.key";
 /// Ten years: longer-lived keys are a policy smell (the cadence table says 180 days).
 const MAX_EXPIRES_IN_SECONDS: u64 = 10 * 365 * 24 * 60 * 60;
-const MAX_REASON_LEN: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct ApiKeyService {
@@ -56,7 +56,7 @@ impl ApiKeyService {
         context: &RequestContext,
         request: CreateApiKeyRequest,
     ) -> Result<IssuedApiKey, ApiError> {
-        validate_name(&request.name)?;
+        validate::name(&request.name, "name")?;
         if request.scopes.is_empty() {
             return Err(ApiError::invalid("at least one scope is required", "scopes"));
         }
@@ -116,7 +116,7 @@ impl ApiKeyService {
         id: &str,
         request: RotateApiKeyRequest,
     ) -> Result<IssuedApiKey, ApiError> {
-        let reason = validate_reason(request.reason.as_deref())?;
+        let reason = validate::reason(request.reason.as_deref())?;
         let grace = request.grace_seconds.unwrap_or(DEFAULT_ROTATE_GRACE_SECONDS);
         if grace > MAX_EXPIRES_IN_SECONDS {
             return Err(ApiError::invalid("grace_seconds is too large", "grace_seconds"));
@@ -165,7 +165,7 @@ impl ApiKeyService {
         id: &str,
         reason: Option<&str>,
     ) -> Result<ApiKeyView, ApiError> {
-        let reason = validate_reason(reason)?;
+        let reason = validate::reason(reason)?;
         let now = self.clock.now_millis();
         let target = Target { kind: "api_key", id: Some(id), name: None };
         let entry = self.audit.entry(
@@ -273,30 +273,6 @@ impl ApiKeyService {
 
 fn secs_to_millis(secs: u64) -> UnixMillis {
     i64::try_from(secs).unwrap_or(i64::MAX / 1000).saturating_mul(1000)
-}
-
-fn validate_name(name: &str) -> Result<(), ApiError> {
-    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if name.is_empty() || name.len() > MAX_KEY_NAME_LEN || !ok_chars {
-        return Err(ApiError::invalid(
-            format!(
-                "name must be 1-{MAX_KEY_NAME_LEN} characters of letters, digits, '-', '_' or '.'"
-            ),
-            "name",
-        ));
-    }
-    Ok(())
-}
-
-fn validate_reason(reason: Option<&str>) -> Result<Option<&str>, ApiError> {
-    match reason {
-        Some(r) if r.len() > MAX_REASON_LEN => Err(ApiError::invalid(
-            format!("reason must be at most {MAX_REASON_LEN} bytes"),
-            "reason",
-        )),
-        Some(r) if r.trim().is_empty() => Ok(None),
-        other => Ok(other),
-    }
 }
 
 /// How a key appears in the API at time `now`.

@@ -18,6 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
+use crate::fleet::{agents, enroll, join_keys};
 use crate::{AppState, api_keys, audit, auth, exec, health, metrics};
 
 /// Request bodies above this are refused with 413 before they are parsed.
@@ -36,6 +37,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
     tags(
         (name = "api-keys", description = "Client API keys (scope management)"),
         (name = "audit", description = "The audit log (scope management)"),
+        (name = "join-keys", description = "Single-use enrollment keys (scope management)"),
+        (name = "agents", description = "The fleet and containment (scope management)"),
+        (name = "enrollment", description = "Agents trade a join key for an identity (no API key)"),
         (name = "exec", description = "Execution API (scope execution)"),
         (name = "operations", description = "Health, metrics, this document"),
     )
@@ -81,11 +85,18 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .routes(routes!(api_keys::revoke_api_key))
         .routes(routes!(api_keys::rotate_api_key))
         .routes(routes!(audit::list_audit))
+        .routes(routes!(join_keys::create_join_key, join_keys::list_join_keys))
+        .routes(routes!(join_keys::get_join_key))
+        .routes(routes!(join_keys::revoke_join_key))
+        .routes(routes!(agents::list_agents))
+        .routes(routes!(agents::get_agent))
+        .routes(routes!(agents::revoke_agent_credentials))
         .route_layer(from_fn_with_state(state.clone(), auth::require_management));
     let exec = OpenApiRouter::new()
         .routes(routes!(exec::list_tools))
         .route_layer(from_fn_with_state(state.clone(), auth::require_execution));
     let public = OpenApiRouter::new()
+        .routes(routes!(enroll::enroll))
         .routes(routes!(health::healthz))
         .routes(routes!(metrics::serve_metrics));
     OpenApiRouter::with_openapi(ApiDoc::openapi())

@@ -35,3 +35,11 @@ CREATE TABLE agents (
 CREATE UNIQUE INDEX agents_name_live ON agents (name) WHERE revoked_at IS NULL;
 -- A CURVE key identifies one agent forever: a revoked agent's key is never accepted again.
 CREATE UNIQUE INDEX agents_curve_key ON agents (curve_public_key);
+
+-- Router-wide key material (mesh CURVE key, join-key signing key), shared by every replica of
+-- one database. Created once by the first router to start.
+CREATE TABLE router_secrets (
+    name TEXT PRIMARY KEY,
+    secret_hex TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);

@@ -1,0 +1,161 @@
+//! The mesh runtime: the CURVE endpoint, the loop that handles agents' frames, and the
+//! background work that keeps the allow-list and lease times in step with the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use xerotier_credentials::parse_curve_public;
+use xerotier_mesh::{MeshError, MeshEvent, MeshServer};
+use xerotier_proto::mesh::Frame;
+use xerotier_store::{Heartbeat, StoreError};
+
+use crate::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("loading the allow-list: {0}")]
+    Store(#[from] StoreError),
+    #[error("starting the mesh endpoint: {0}")]
+    Mesh(#[from] MeshError),
+}
+
+/// A running mesh. Dropping it stops the endpoint.
+#[derive(Debug)]
+pub struct MeshRuntime {
+    pub server: Arc<MeshServer>,
+    /// Receives a message when the mesh can no longer serve (a thread died).
+    pub fatal: mpsc::Receiver<String>,
+}
+
+/// Loads the allow-list, binds the endpoint and starts the loops.
+pub async fn start(state: &AppState) -> Result<MeshRuntime, RuntimeError> {
+    let fleet = state.fleet();
+    refresh_allow_list(state).await?;
+    let (server, handle, events) = MeshServer::start(
+        &fleet.settings.mesh_bind,
+        &fleet.identity.mesh_keys,
+        fleet.allow.clone(),
+    )?;
+    fleet.attach_mesh(handle, server.endpoint().to_string());
+    tracing::info!(endpoint = %server.endpoint(), agents = fleet.allow.len(), "mesh endpoint listening (CURVE)");
+    let server = Arc::new(server);
+    let (fatal_tx, fatal) = mpsc::channel(4);
+    tokio::spawn(handle_events(state.clone(), events, fatal_tx.clone()));
+    tokio::spawn(flush_heartbeats(state.clone()));
+    tokio::spawn(refresh_periodically(state.clone()));
+    tokio::spawn(watch_health(server.clone(), fatal_tx));
+    Ok(MeshRuntime { server, fatal })
+}
+
+async fn handle_events(
+    state: AppState,
+    mut events: mpsc::Receiver<MeshEvent>,
+    fatal: mpsc::Sender<String>,
+) {
+    let fleet = state.fleet();
+    while let Some(event) = events.recv().await {
+        match event {
+            MeshEvent::Frame { agent_id, routing_id, frame, .. } => {
+                let now = state.clock().now_millis();
+                match frame {
+                    Frame::Hello { manifest_hash, manifest_version, xem_version, .. } => {
+                        state.metrics().mesh_frame("hello");
+                        tracing::info!(%agent_id, %xem_version, "agent connected");
+                        fleet.note_session(&agent_id, routing_id);
+                        fleet.note_heartbeat(beat(agent_id, now, manifest_hash, manifest_version));
+                    }
+                    Frame::LeaseRenewal { seq, manifest_hash, manifest_version, .. } => {
+                        state.metrics().mesh_frame("lease_renewal");
+                        fleet.send_raw(&routing_id, &Frame::LeaseAck { seq });
+                        fleet.note_session(&agent_id, routing_id);
+                        fleet.note_heartbeat(beat(agent_id, now, manifest_hash, manifest_version));
+                    }
+                    Frame::LeaseAck { .. } | Frame::Revoked { .. } => {
+                        state.metrics().mesh_dropped("unexpected");
+                        tracing::debug!(%agent_id, "router-bound frame of a router-sent type; dropped");
+                    }
+                }
+            }
+            MeshEvent::Dropped { reason, agent_id } => {
+                state.metrics().mesh_dropped(reason.as_str());
+                tracing::debug!(
+                    reason = reason.as_str(),
+                    agent_id = agent_id.as_deref().unwrap_or("-"),
+                    "mesh frame dropped"
+                );
+            }
+            MeshEvent::Fatal(message) => {
+                let _ = fatal.send(message).await;
+                return;
+            }
+        }
+    }
+}
+
+fn beat(agent_id: String, at: i64, manifest_hash: String, manifest_version: u64) -> Heartbeat {
+    Heartbeat {
+        agent_id,
+        at,
+        manifest_hash,
+        manifest_version: i64::try_from(manifest_version).unwrap_or(i64::MAX),
+    }
+}
+
+async fn flush_heartbeats(state: AppState) {
+    let mut tick =
+        tokio::time::interval(Duration::from_millis(state.fleet().settings.heartbeat_flush_ms));
+    loop {
+        tick.tick().await;
+        let beats = state.fleet().take_heartbeats();
+        if let Err(err) = state.store().record_heartbeats(&beats).await {
+            tracing::warn!(error = %err, count = beats.len(), "could not record lease renewals");
+        }
+    }
+}
+
+/// Re-reads the allow-list from the store, so revocations and enrollments made through other
+/// replicas take effect here; sessions of agents no longer allowed are ended.
+pub async fn refresh_allow_list(state: &AppState) -> Result<(), StoreError> {
+    let fleet = state.fleet();
+    let since = fleet.allow.generation();
+    let live = state.store().live_agent_keys().await?;
+    let entries = live.into_iter().filter_map(|(agent_id, key)| match parse_curve_public(&key) {
+        Ok(bytes) => Some((bytes, agent_id)),
+        Err(err) => {
+            tracing::error!(%agent_id, error = %err, "stored CURVE key is unreadable; agent not allowed");
+            None
+        }
+    });
+    fleet.allow.replace_all(entries, since);
+    for agent_id in fleet.session_agents() {
+        let still_allowed = fleet.allow.contains_agent(&agent_id);
+        if !still_allowed {
+            fleet.end_session(&agent_id, "credentials revoked");
+        }
+    }
+    Ok(())
+}
+
+async fn refresh_periodically(state: AppState) {
+    let mut tick =
+        tokio::time::interval(Duration::from_millis(state.fleet().settings.allow_list_refresh_ms));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(err) = refresh_allow_list(&state).await {
+            tracing::warn!(error = %err, "could not refresh the mesh allow-list");
+        }
+    }
+}
+
+async fn watch_health(server: Arc<MeshServer>, fatal: mpsc::Sender<String>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if !server.is_healthy() {
+            let _ = fatal.send("a mesh thread (ZAP handler or I/O) stopped".into()).await;
+            return;
+        }
+    }
+}
