@@ -49,6 +49,8 @@ pub enum OutputFormat {
 pub enum Command {
     /// API keys for /v1/exec/* and /v1/management/* (lists them when no subcommand is given).
     Keys(KeysArgs),
+    /// The fleet: list agents, show one (`xeroctl agents agt_…`), join keys, containment.
+    Agents(AgentsArgs),
     /// Read the audit log.
     Audit(AuditArgs),
     /// Manage contexts (router URL + API key) in the config file.
@@ -138,6 +140,73 @@ pub struct KeySelector {
     /// Name of an active key.
     #[arg(long)]
     pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AgentsArgs {
+    #[command(subcommand)]
+    pub command: Option<AgentsCommand>,
+    /// Show this agent (agt_…) instead of listing.
+    pub id: Option<String>,
+    /// Also list revoked agents.
+    #[arg(long)]
+    pub include_revoked: bool,
+    #[command(flatten)]
+    pub page: PageArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// Join keys: list active ones, --create, --include-terminal, or `ID --revoke --force`.
+    JoinKeys(JoinKeysArgs),
+    /// Revoke an agent's keys at once: its live session is cut; it must re-enroll.
+    RevokeCredentials {
+        /// Agent id (agt_…).
+        id: String,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("action").args(["create", "revoke", "include_terminal"]).multiple(false)))]
+pub struct JoinKeysArgs {
+    /// A join key id (jk_…): show it, or revoke it with --revoke.
+    pub id: Option<String>,
+    /// Mint a join key (prints the token once).
+    #[arg(long)]
+    pub create: bool,
+    /// Revoke the unconsumed join key ID.
+    #[arg(long)]
+    pub revoke: bool,
+    /// List used, expired and revoked keys too.
+    #[arg(long)]
+    pub include_terminal: bool,
+    /// With --create: a name for the key (e.g. the host or batch it is for).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// With --create: the region agents enrolling with it belong to.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// With --create: the mesh address agents connect to, tcp://host:port.
+    #[arg(long)]
+    pub router_addr: Option<String>,
+    /// With --create: lifetime in seconds; cap it as low as operations allow.
+    #[arg(long)]
+    pub ttl_seconds: Option<u64>,
+    /// With --create: inference or execution [default: the router's].
+    #[arg(long, value_parser = ["inference", "execution"])]
+    pub agent_role: Option<String>,
+    /// With --revoke: do not ask for confirmation.
+    #[arg(long)]
+    pub force: bool,
+    /// With --revoke: why, for the audit log.
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub page: PageArgs,
 }
 
 #[derive(Debug, Args)]

@@ -57,6 +57,10 @@ impl Client {
         Ok(Self { http, target, dry_run, output })
     }
 
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run
+    }
+
     fn url(&self, call: &Call<'_>) -> anyhow::Result<reqwest::Url> {
         let mut url = reqwest::Url::parse(&format!("{}{}", self.target.base_url, call.path))
             .with_context(|| format!("invalid router URL {:?}", self.target.base_url))?;

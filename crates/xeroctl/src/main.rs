@@ -35,6 +35,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(args) => with_client(&global, |client| async move {
             commands::keys::run(&client, global.output, args.command, args.list).await
         }),
+        Command::Agents(args) => with_client(&global, |client| async move {
+            commands::agents::run(&client, global.output, args).await
+        }),
         Command::Audit(args) => with_client(&global, |client| async move {
             commands::audit::run(&client, global.output, args).await
         }),

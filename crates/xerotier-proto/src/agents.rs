@@ -11,6 +11,15 @@ pub struct CapabilityManifest {
     pub workspaces: Vec<ManifestWorkspace>,
 }
 
+impl CapabilityManifest {
+    /// SHA-256 of the manifest's canonical JSON (fields in declaration order), hex. Agents and
+    /// the router compute it the same way, so a lease renewal's hash names one manifest.
+    pub fn hash(&self) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(serde_json::to_vec(self).unwrap_or_default()))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ManifestTool {
     pub name: String,

@@ -1,6 +1,8 @@
+pub mod agents;
 pub mod audit;
 pub mod completion;
 pub mod config;
+pub mod join_keys;
 pub mod keys;
 
 use std::time::Duration;

@@ -4,10 +4,9 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use sha2::{Digest, Sha256};
 use xerotier_core::{IdGenerator, IdKind, SharedClock};
 use xerotier_credentials::{JoinTokenError, parse_curve_public, parse_signing_public};
-use xerotier_proto::agents::{CapabilityManifest, EnrollRequest, EnrollResponse};
+use xerotier_proto::agents::{EnrollRequest, EnrollResponse};
 use xerotier_proto::{ErrorEnvelope, Scopes};
 use xerotier_store::{AgentRecord, Outcome, Store};
 
@@ -31,12 +30,6 @@ pub struct EnrollService {
     ids: IdGenerator,
     audit: AuditLog,
     fleet: Arc<Fleet>,
-}
-
-/// The manifest's identity as reported in leases: SHA-256 of its canonical JSON, hex.
-pub fn manifest_hash(manifest: &CapabilityManifest) -> String {
-    let canonical = serde_json::to_vec(manifest).unwrap_or_default();
-    hex::encode(Sha256::digest(canonical))
 }
 
 impl EnrollService {
@@ -99,7 +92,7 @@ impl EnrollService {
             curve_public_key: z85_of(&curve),
             signing_public_key: request.signing_public_key.trim().to_lowercase(),
             manifest: serde_json::to_string(manifest).map_err(|e| ApiError::Internal(e.into()))?,
-            manifest_hash: manifest_hash(manifest),
+            manifest_hash: manifest.hash(),
             manifest_version: i64::try_from(manifest.version).unwrap_or(i64::MAX),
             lease_interval_ms: i64::try_from(lease_interval).unwrap_or(i64::MAX),
             last_heartbeat_at: None,

@@ -1,0 +1,170 @@
+//! The agent's life: keys, enrollment (once), then a CURVE session with lease renewals until
+//! SIGTERM or revocation.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::signal::unix::{SignalKind, signal};
+use xerotier_core::OsEntropy;
+use xerotier_credentials::{CurveKeyPair, SigningKeyPair};
+use xerotier_mesh::{ClientEvent, ClientKeys, MeshClient};
+use xerotier_proto::agents::CapabilityManifest;
+use xerotier_proto::mesh::Frame;
+
+use crate::config::XemConfig;
+use crate::enroll::{Enrollment, enroll};
+use crate::identity::{self, Identity};
+
+/// Consecutive handshake refusals after which the agent concludes its key is no longer
+/// accepted (zmq retries every 100 ms, so this is well under a second of refusals).
+const REJECTIONS_BEFORE_GIVING_UP: u32 = 3;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// SIGTERM or SIGINT.
+    Stopped,
+    /// The router revoked this agent; it must re-enroll with a new join key.
+    Revoked(String),
+}
+
+fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting {}", dir.display()))
+}
+
+fn parent_of(path: &Path) -> Option<&Path> {
+    path.parent().filter(|p| !p.as_os_str().is_empty())
+}
+
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// The identity on disk, or a fresh enrollment with the configured join key.
+async fn identity(
+    config: &XemConfig,
+    curve: &CurveKeyPair,
+    signing: &SigningKeyPair,
+    manifest: &CapabilityManifest,
+) -> anyhow::Result<Identity> {
+    if let Some(identity) = identity::load(&config.state_dir)? {
+        tracing::info!(agent_id = %identity.agent_id, "enrolled identity found; no join key needed");
+        return Ok(identity);
+    }
+    let Some(join_key) = &config.join_key else {
+        bail!(
+            "this host is not enrolled and no join_key is configured (set join_key in the config or XEM_JOIN_KEY)"
+        );
+    };
+    let Some(router_url) = &config.router_url else {
+        bail!("this host is not enrolled and no router_url is configured");
+    };
+    let registration_name = match config.registration_name.clone().or_else(host_name) {
+        Some(name) => name,
+        None => bail!("set registration_name: the host name could not be read"),
+    };
+    let identity = enroll(Enrollment {
+        router_url,
+        join_key,
+        registration_name: &registration_name,
+        curve,
+        signing,
+        manifest,
+        lease_renewal_interval_ms: config.lease_renewal_interval_ms,
+    })
+    .await?;
+    identity::save(&config.state_dir, &identity)?;
+    tracing::info!(agent_id = %identity.agent_id, mesh = %identity.mesh_addr, "enrolled");
+    Ok(identity)
+}
+
+pub async fn run(config: XemConfig) -> anyhow::Result<Exit> {
+    ensure_private_dir(&config.state_dir)?;
+    for key_path in [&config.curve_key_path, &config.signing_key_path] {
+        if let Some(dir) = parent_of(key_path) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+    }
+    let curve = CurveKeyPair::load_or_create(&config.curve_key_path, &OsEntropy)
+        .with_context(|| format!("CURVE key {}", config.curve_key_path.display()))?;
+    let signing = SigningKeyPair::load_or_create(&config.signing_key_path, &OsEntropy)
+        .with_context(|| format!("signing key {}", config.signing_key_path.display()))?;
+    let manifest = CapabilityManifest { version: 1, tools: Vec::new(), workspaces: Vec::new() };
+    let manifest_hash = manifest.hash();
+    let identity = identity(&config, &curve, &signing, &manifest).await?;
+
+    let keys = ClientKeys::new(&curve, &identity.router_curve_key);
+    let (client, mut events) = MeshClient::connect(&identity.mesh_addr, &keys)?;
+    let hello = Frame::Hello {
+        agent_id: identity.agent_id.clone(),
+        xem_version: env!("CARGO_PKG_VERSION").to_string(),
+        manifest_hash: manifest_hash.clone(),
+        manifest_version: manifest.version,
+    };
+    client.send(&hello)?;
+    notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!(agent_id = %identity.agent_id, mesh = %identity.mesh_addr, "connecting to the router mesh");
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut lease = tokio::time::interval(Duration::from_millis(config.lease_renewal_interval_ms));
+    let mut seq: u64 = 0;
+    let mut rejections = 0;
+    loop {
+        tokio::select! {
+            _ = lease.tick() => {
+                seq += 1;
+                client.send(&Frame::LeaseRenewal {
+                    agent_id: identity.agent_id.clone(),
+                    seq,
+                    in_flight: Vec::new(),
+                    manifest_hash: manifest_hash.clone(),
+                    manifest_version: manifest.version,
+                })?;
+            }
+            event = events.recv() => match event {
+                Some(ClientEvent::Connected) => {
+                    rejections = 0;
+                    tracing::info!("mesh session established");
+                    client.send(&hello)?;
+                }
+                Some(ClientEvent::AuthRejected) => {
+                    rejections += 1;
+                    tracing::warn!(rejections, "the router refused this agent's CURVE key");
+                    if rejections >= REJECTIONS_BEFORE_GIVING_UP {
+                        return Ok(Exit::Revoked("the router no longer accepts this agent's CURVE key".into()));
+                    }
+                }
+                Some(ClientEvent::Disconnected) => tracing::warn!("mesh session lost; reconnecting"),
+                Some(ClientEvent::Frame(Frame::Revoked { reason })) => return Ok(Exit::Revoked(reason)),
+                Some(ClientEvent::Frame(Frame::LeaseAck { seq })) => tracing::trace!(seq, "lease renewed"),
+                Some(ClientEvent::Frame(other)) => tracing::debug!(?other, "unexpected frame from the router"),
+                Some(ClientEvent::Malformed(err)) => tracing::warn!(error = %err, "malformed frame from the router"),
+                None => bail!("the mesh client stopped"),
+            },
+            _ = hangup.recv() => {
+                notify(&[sd_notify::NotifyState::Reloading]);
+                tracing::info!("SIGHUP: nothing to reload yet");
+                notify(&[sd_notify::NotifyState::Ready]);
+            }
+            _ = term.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    notify(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!("stopping");
+    Ok(Exit::Stopped)
+}
+
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(err) = sd_notify::notify(false, states) {
+        tracing::debug!(error = %err, "sd_notify failed");
+    }
+}

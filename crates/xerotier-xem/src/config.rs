@@ -1,0 +1,274 @@
+//! XEM configuration: flags, then `XEM_*` environment, then the flat YAML file
+//! (`/etc/xerotier/xem.yaml`), then defaults. Every path is configurable so several XEMs can run
+//! side by side.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/xerotier/xem.yaml";
+
+#[derive(Debug, Parser, Default)]
+#[command(name = "xerotier-xem", version, about = "The Xerotier execution agent")]
+pub struct XemArgs {
+    /// Flat YAML config file [default: /etc/xerotier/xem.yaml when it exists].
+    #[arg(long, env = "XEM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Router HTTP URL, for enrollment (e.g. http://router:8080).
+    #[arg(long, env = "XEM_ROUTER_URL")]
+    pub router_url: Option<String>,
+    /// Single-use join key (needed only until this host is enrolled).
+    #[arg(long, env = "XEM_JOIN_KEY", hide_env_values = true)]
+    pub join_key: Option<String>,
+    /// Name to register under [default: the host name].
+    #[arg(long, env = "XEM_REGISTRATION_NAME")]
+    pub registration_name: Option<String>,
+    #[arg(long, env = "XEM_TOOLS_DIR")]
+    pub tools_dir: Option<PathBuf>,
+    #[arg(long, env = "XEM_CREDENTIALS_DIR")]
+    pub credentials_dir: Option<PathBuf>,
+    #[arg(long, env = "XEM_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    #[arg(long, env = "XEM_LEASE_RENEWAL_INTERVAL_MS")]
+    pub lease_renewal_interval_ms: Option<u64>,
+    #[arg(long, env = "XEM_SHUTDOWN_GRACE_SECONDS")]
+    pub shutdown_grace_seconds: Option<u64>,
+    #[arg(long, env = "XEM_MAX_CONCURRENT_EXECUTIONS")]
+    pub max_concurrent_executions: Option<u64>,
+    #[arg(long, env = "XEM_SIGNING_KEY_PATH")]
+    pub signing_key_path: Option<PathBuf>,
+    #[arg(long, env = "XEM_CURVE_KEY_PATH")]
+    pub curve_key_path: Option<PathBuf>,
+    #[arg(long, env = "XEM_QUEUE_DB_PATH")]
+    pub queue_db_path: Option<PathBuf>,
+    #[arg(long, env = "XEM_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct XemConfig {
+    pub router_url: Option<String>,
+    pub join_key: Option<String>,
+    pub registration_name: Option<String>,
+    pub tools_dir: PathBuf,
+    pub credentials_dir: PathBuf,
+    pub log_level: String,
+    pub lease_renewal_interval_ms: u64,
+    pub shutdown_grace_seconds: u64,
+    pub max_concurrent_executions: u64,
+    pub signing_key_path: PathBuf,
+    pub curve_key_path: PathBuf,
+    pub queue_db_path: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Value { key: &'static str, message: String },
+}
+
+const KNOWN_KEYS: [&str; 13] = [
+    "router_url",
+    "join_key",
+    "registration_name",
+    "tools_dir",
+    "credentials_dir",
+    "log_level",
+    "lease_renewal_interval_ms",
+    "shutdown_grace_seconds",
+    "max_concurrent_executions",
+    "signing_key_path",
+    "curve_key_path",
+    "queue_db_path",
+    "state_dir",
+];
+
+/// The flat file: every value a scalar, every key known.
+fn read_flat_yaml(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let file_error = |message: String| ConfigError::File { path: path.to_path_buf(), message };
+    if text.trim().is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let value: serde_norway::Value =
+        serde_norway::from_str(&text).map_err(|e| file_error(e.to_string()))?;
+    let serde_norway::Value::Mapping(map) = value else {
+        return Err(file_error("expected a mapping of keys to values".into()));
+    };
+    let mut out = BTreeMap::new();
+    for (key, value) in map {
+        let serde_norway::Value::String(key) = key else {
+            return Err(file_error("keys must be strings".into()));
+        };
+        if !KNOWN_KEYS.contains(&key.as_str()) {
+            return Err(file_error(format!(
+                "unknown key {key:?} (known: {})",
+                KNOWN_KEYS.join(", ")
+            )));
+        }
+        let text = match value {
+            serde_norway::Value::String(s) => s,
+            serde_norway::Value::Number(n) => n.to_string(),
+            serde_norway::Value::Bool(b) => b.to_string(),
+            serde_norway::Value::Null => continue,
+            _ => {
+                return Err(file_error(format!(
+                    "key {key:?} has a nested value; the XEM config takes flat scalar keys only"
+                )));
+            }
+        };
+        out.insert(key, text);
+    }
+    Ok(out)
+}
+
+fn number(file: &BTreeMap<String, String>, key: &'static str) -> Result<Option<u64>, ConfigError> {
+    file.get(key)
+        .map(|v| {
+            v.parse::<u64>().map_err(|_| ConfigError::Value {
+                key,
+                message: format!("expected a whole number, got {v:?}"),
+            })
+        })
+        .transpose()
+}
+
+impl XemConfig {
+    pub fn resolve(args: XemArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_flat_yaml(path)?,
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                read_flat_yaml(Path::new(DEFAULT_CONFIG_PATH))?
+            }
+            None => BTreeMap::new(),
+        };
+        let text = |key: &str| file.get(key).cloned();
+        let path = |key: &str| file.get(key).map(PathBuf::from);
+        let state_dir = args
+            .state_dir
+            .or(path("state_dir"))
+            .unwrap_or_else(|| "/var/lib/xerotier/state".into());
+        let config = Self {
+            router_url: args.router_url.or(text("router_url")),
+            join_key: args.join_key.or(text("join_key")).filter(|k| !k.trim().is_empty()),
+            registration_name: args.registration_name.or(text("registration_name")),
+            tools_dir: args
+                .tools_dir
+                .or(path("tools_dir"))
+                .unwrap_or_else(|| "/etc/xerotier/tools".into()),
+            credentials_dir: args
+                .credentials_dir
+                .or(path("credentials_dir"))
+                .unwrap_or_else(|| "/var/lib/xerotier/credentials".into()),
+            log_level: args.log_level.or(text("log_level")).unwrap_or_else(|| "info".into()),
+            lease_renewal_interval_ms: args
+                .lease_renewal_interval_ms
+                .or(number(&file, "lease_renewal_interval_ms")?)
+                .unwrap_or(10_000),
+            shutdown_grace_seconds: args
+                .shutdown_grace_seconds
+                .or(number(&file, "shutdown_grace_seconds")?)
+                .unwrap_or(30),
+            max_concurrent_executions: args
+                .max_concurrent_executions
+                .or(number(&file, "max_concurrent_executions")?)
+                .unwrap_or(20),
+            signing_key_path: args
+                .signing_key_path
+                .or(path("signing_key_path"))
+                .unwrap_or_else(|| "/var/lib/xerotier/agent-signing-key.hex".into()),
+            curve_key_path: args
+                .curve_key_path
+                .or(path("curve_key_path"))
+                .unwrap_or_else(|| "/var/lib/xerotier/agent-curve-key.hex".into()),
+            queue_db_path: args
+                .queue_db_path
+                .or(path("queue_db_path"))
+                .unwrap_or_else(|| state_dir.join("queue.db")),
+            state_dir,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(100..=600_000).contains(&self.lease_renewal_interval_ms) {
+            return Err(ConfigError::Value {
+                key: "lease_renewal_interval_ms",
+                message: "must be 100..=600000".into(),
+            });
+        }
+        if self.max_concurrent_executions == 0 {
+            return Err(ConfigError::Value {
+                key: "max_concurrent_executions",
+                message: "must be at least 1".into(),
+            });
+        }
+        if let Some(url) = &self.router_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::Value {
+                    key: "router_url",
+                    message: format!("must be an http(s) URL, got {url:?}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("xem.yaml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let (_dir, path) = write(
+            "router_url: http://router:8080\nlease_renewal_interval_ms: 2000\nstate_dir: /srv/xem\n",
+        );
+        let args = XemArgs {
+            config: Some(path),
+            lease_renewal_interval_ms: Some(500),
+            ..Default::default()
+        };
+        let config = XemConfig::resolve(args).unwrap();
+        assert_eq!(config.router_url.as_deref(), Some("http://router:8080"));
+        assert_eq!(config.lease_renewal_interval_ms, 500);
+        assert_eq!(config.queue_db_path, PathBuf::from("/srv/xem/queue.db"));
+        assert_eq!(config.shutdown_grace_seconds, 30);
+        assert_eq!(config.max_concurrent_executions, 20);
+    }
+
+    #[test]
+    fn nested_values_and_unknown_keys_are_refused() {
+        let (_dir, path) = write("router_url:\n  host: router\n");
+        let err =
+            XemConfig::resolve(XemArgs { config: Some(path), ..Default::default() }).unwrap_err();
+        assert!(err.to_string().contains("flat scalar keys only"), "{err}");
+        let (_dir, path) = write("routr_url: http://x\n");
+        let err =
+            XemConfig::resolve(XemArgs { config: Some(path), ..Default::default() }).unwrap_err();
+        assert!(err.to_string().contains("unknown key \"routr_url\""), "{err}");
+    }
+
+    #[test]
+    fn bad_numbers_are_refused() {
+        let (_dir, path) = write("lease_renewal_interval_ms: soon\n");
+        let err =
+            XemConfig::resolve(XemArgs { config: Some(path), ..Default::default() }).unwrap_err();
+        assert!(err.to_string().contains("lease_renewal_interval_ms"), "{err}");
+    }
+}

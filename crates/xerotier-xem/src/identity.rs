@@ -1,0 +1,54 @@
+//! What the XEM keeps after enrolling, so a restart reconnects without a join key.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use xerotier_credentials::write_secret_file;
+
+const IDENTITY_FILE: &str = "identity.json";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Identity {
+    pub agent_id: String,
+    pub registration_name: String,
+    pub mesh_addr: String,
+    pub router_curve_key: String,
+    pub role: String,
+}
+
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join(IDENTITY_FILE)
+}
+
+pub fn load(state_dir: &Path) -> anyhow::Result<Option<Identity>> {
+    let file = path(state_dir);
+    match std::fs::read_to_string(&file) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .with_context(|| format!("{} is corrupt; move it away to re-enroll", file.display())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err).with_context(|| format!("reading {}", file.display())),
+    }
+}
+
+pub fn save(state_dir: &Path, identity: &Identity) -> anyhow::Result<()> {
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    let text = serde_json::to_vec_pretty(identity)?;
+    write_secret_file(&path(state_dir), &text)?;
+    Ok(())
+}
+
+/// After a revocation: the identity and the CURVE key are retired (kept for forensics under a
+/// `.revoked` suffix), so the next start enrolls afresh with a new key pair and a new join key.
+pub fn retire(state_dir: &Path, curve_key_path: &Path) -> anyhow::Result<()> {
+    for file in [path(state_dir), curve_key_path.to_path_buf()] {
+        if file.exists() {
+            let retired = PathBuf::from(format!("{}.revoked", file.display()));
+            std::fs::rename(&file, &retired)
+                .with_context(|| format!("retiring {}", file.display()))?;
+        }
+    }
+    Ok(())
+}

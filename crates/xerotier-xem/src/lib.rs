@@ -1,0 +1,7 @@
+//! The XEM execution agent: enrolls once with a join key, keeps its identity on disk, and holds
+//! a CURVE session to the router with lease renewals.
+
+pub mod agent;
+pub mod config;
+pub mod enroll;
+pub mod identity;

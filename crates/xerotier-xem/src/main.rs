@@ -1,0 +1,48 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use xerotier_xem::agent::{self, Exit};
+use xerotier_xem::config::{XemArgs, XemConfig};
+
+/// Exit status when the router revoked this agent (systemd should not restart it blindly).
+const EXIT_REVOKED: u8 = 3;
+
+fn main() -> ExitCode {
+    let config = match XemConfig::resolve(XemArgs::parse()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("xerotier-xem: invalid configuration: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                eprintln!("xerotier-xem: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let (state_dir, curve_key_path) = (config.state_dir.clone(), config.curve_key_path.clone());
+    match runtime.block_on(agent::run(config)) {
+        Ok(Exit::Stopped) => ExitCode::SUCCESS,
+        Ok(Exit::Revoked(reason)) => {
+            tracing::error!(%reason, "credentials revoked");
+            if let Err(err) = xerotier_xem::identity::retire(&state_dir, &curve_key_path) {
+                eprintln!("xerotier-xem: could not retire the revoked identity: {err:#}");
+            }
+            eprintln!(
+                "xerotier-xem: this agent's credentials were revoked ({reason}). It must re-enroll: \
+                 configure a new join_key and start it again (a fresh CURVE key is generated)."
+            );
+            ExitCode::from(EXIT_REVOKED)
+        }
+        Err(err) => {
+            eprintln!("xerotier-xem: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
