@@ -18,11 +18,14 @@ PG_BASE="${PG_ADMIN%/*}"
 start_router() { # $1 = name, $2 = database url or ""
   local dir="$OUT/$1"; mkdir -p "$dir"
   local db=(); [ -n "$2" ] && db=(--database-url "$2")
-  ./target/release/xerotier-router --state-dir "$dir/state" --listen 127.0.0.1:0 --log-level warn "${db[@]}" >"$dir/router.log" 2>&1 &
+  ./target/release/xerotier-router --state-dir "$dir/state" --listen 127.0.0.1:0 --mesh-bind tcp://127.0.0.1:0 --log-level warn "${db[@]}" >"$dir/router.log" 2>&1 &
   echo $! >"$dir/pid"
   for _ in $(seq 1 200); do [ -s "$dir/state/http.addr" ] && break; sleep 0.05; done
   ADDR=$(cat "$dir/state/http.addr"); KEY=$(cat "$dir/state/bootstrap.key")
 }
+router_pid() { cat "$OUT/$1/pid"; }
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 stop_router() { kill "$(cat "$OUT/$1/pid")"; wait "$(cat "$OUT/$1/pid")" 2>/dev/null || true; }
 rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
 fresh_pg() { local name="bench_$1_$$"; psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >/dev/null; echo "$PG_BASE/$name"; }
@@ -58,5 +61,45 @@ for backend in sqlite postgres; do
 import json, sys
 s = json.load(open(sys.argv[2])); h = json.load(open(sys.argv[3]))
 print(f"| {sys.argv[1]} | {s['ops_per_sec']:.0f} | {h['ops_per_sec']:.0f} | {h['p50_ms']:.2f} | {h['p99_ms']:.2f} | {h['ops_per_sec']/s['ops_per_sec']:.2f} |")
+PY
+done
+
+echo
+echo "| backend | enrollments/s (mint + enroll, HTTP) | p50 ms | p99 ms | crypto floor ops/s | enroll / floor |"
+echo "|---|---|---|---|---|---|"
+./target/release/xerotier-bench enroll-crypto-floor --seconds "$SECONDS_PER_RUN" --concurrency 4 >"$OUT/crypto-floor.json"
+for backend in sqlite postgres; do
+  url=""; [ "$backend" = postgres ] && url=$(fresh_pg enroll)
+  start_router "enroll-$backend" "$url"
+  ./target/release/xerotier-bench enroll --base-url "http://$ADDR" --api-key "$KEY" --seconds "$SECONDS_PER_RUN" --concurrency 4 >"$OUT/enroll-$backend.json"
+  stop_router "enroll-$backend"
+  python3 - "$backend" "$OUT/enroll-$backend.json" "$OUT/crypto-floor.json" <<'PY'
+import json, sys
+e = json.load(open(sys.argv[2])); c = json.load(open(sys.argv[3]))
+print(f"| {sys.argv[1]} | {e['ops_per_sec']:.0f} | {e['p50_ms']:.2f} | {e['p99_ms']:.2f} | {c['ops_per_sec']:.0f} | {e['ops_per_sec']/c['ops_per_sec']:.3f} |")
+PY
+done
+
+echo
+AGENTS="${AGENTS:-1000}"; FLEET_SECONDS="${FLEET_SECONDS:-30}"
+echo "| backend | agents | lease interval | renewals sent | acknowledged | router RSS idle → loaded (MiB) | router CPU while renewing (% of one core) |"
+echo "|---|---|---|---|---|---|---|"
+for backend in sqlite postgres; do
+  url=""; [ "$backend" = postgres ] && url=$(fresh_pg fleet)
+  start_router "fleet-$backend" "$url"
+  pid=$(router_pid "fleet-$backend"); rss0=$(rss_kb "$pid")
+  ./target/release/xerotier-bench agents --base-url "http://$ADDR" --api-key "$KEY" --count "$AGENTS" --lease-ms 1000 --seconds "$FLEET_SECONDS" >"$OUT/fleet-$backend.json" 2>"$OUT/fleet-$backend.err" &
+  bench=$!
+  # Sample CPU over the second half of the renewal phase (after enrollment and connects).
+  for _ in $(seq 1 600); do grep -q "renewing leases" "$OUT/fleet-$backend.err" 2>/dev/null && break; sleep 0.1; done
+  sleep $((FLEET_SECONDS / 2)); t1=$(cpu_ticks "$pid"); s1=$(date +%s.%N)
+  sleep $((FLEET_SECONDS / 3)); t2=$(cpu_ticks "$pid"); s2=$(date +%s.%N); rss1=$(rss_kb "$pid")
+  wait "$bench"
+  stop_router "fleet-$backend"
+  python3 - "$backend" "$OUT/fleet-$backend.json" "$rss0" "$rss1" "$t1" "$t2" "$s1" "$s2" "$(getconf CLK_TCK)" "$AGENTS" <<'PY'
+import json, sys
+f = json.load(open(sys.argv[2])); rss0, rss1 = int(sys.argv[3]) / 1024, int(sys.argv[4]) / 1024
+ticks = int(sys.argv[6]) - int(sys.argv[5]); secs = float(sys.argv[8]) - float(sys.argv[7]); hz = int(sys.argv[9])
+print(f"| {sys.argv[1]} | {sys.argv[10]} | 1000 ms | {f['sent']} | {f['ops']} | {rss0:.0f} → {rss1:.0f} | {100 * ticks / hz / secs:.1f} |")
 PY
 done

@@ -1,38 +1,77 @@
 #!/usr/bin/env bash
-# Starts a local router on the embedded SQLite store (state in .xerotier-local/) and prints
-# what to do next. Ctrl-C stops it; running it again keeps the state.
+# Starts a local router (embedded SQLite store) and one enrolled XEM agent, state in
+# .xerotier-local/, and prints what to do next. Ctrl-C stops both; running it again keeps the
+# state (the XEM reconnects with its stored identity, no new join key needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo build --release --bins
+BIN="$PWD/target/release"
 ROOT="$PWD/.xerotier-local"
-mkdir -p "$ROOT"
+mkdir -p "$ROOT/xem"
 LISTEN="${XEROTIER_QUICKSTART_LISTEN:-127.0.0.1:8080}"
-./target/release/xerotier-router --state-dir "$ROOT/router" --listen "$LISTEN" \
+MESH="${XEROTIER_QUICKSTART_MESH:-tcp://127.0.0.1:5555}"
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+wait_for() { # $1 = description, $2.. = command that succeeds when ready
+  local what=$1; shift
+  for _ in $(seq 1 150); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "timed out waiting for $what" >&2; return 1
+}
+
+"$BIN/xerotier-router" --state-dir "$ROOT/router" --listen "$LISTEN" --mesh-bind "$MESH" \
   >"$ROOT/router.log" 2>&1 &
-ROUTER_PID=$!
-trap 'kill "$ROUTER_PID" 2>/dev/null; wait "$ROUTER_PID" 2>/dev/null' EXIT INT TERM
-for _ in $(seq 1 100); do
-  [ -s "$ROOT/router/http.addr" ] && curl -fsS "http://$(cat "$ROOT/router/http.addr")/healthz" >/dev/null 2>&1 && break
-  kill -0 "$ROUTER_PID" 2>/dev/null || { echo "router failed to start:" >&2; cat "$ROOT/router.log" >&2; exit 1; }
-  sleep 0.1
-done
+PIDS+=($!)
+wait_for "the router" test -s "$ROOT/router/http.addr" || { cat "$ROOT/router.log" >&2; exit 1; }
 ADDR=$(cat "$ROOT/router/http.addr")
+wait_for "the router's health check" curl -fsS "http://$ADDR/healthz"
+export XEROCTL_BASE_URL="http://$ADDR"
+XEROCTL_API_KEY=$(cat "$ROOT/router/bootstrap.key"); export XEROCTL_API_KEY
+
+cat >"$ROOT/xem/xem.yaml" <<YAML
+router_url: http://$ADDR
+registration_name: quickstart-xem
+state_dir: $ROOT/xem/state
+curve_key_path: $ROOT/xem/agent-curve-key.hex
+signing_key_path: $ROOT/xem/agent-signing-key.hex
+credentials_dir: $ROOT/xem/credentials
+tools_dir: $PWD/examples/tools
+lease_renewal_interval_ms: 2000
+log_level: info
+YAML
+if [ ! -s "$ROOT/xem/state/identity.json" ]; then
+  # First run: mint a short-lived single-use join key for this XEM.
+  XEM_JOIN_KEY=$("$BIN/xeroctl" -o json agents join-keys --create --name quickstart-xem \
+    --router-addr "$(cat "$ROOT/router/mesh.addr")" --ttl-seconds 300 2>/dev/null |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  export XEM_JOIN_KEY
+fi
+"$BIN/xerotier-xem" --config "$ROOT/xem/xem.yaml" >"$ROOT/xem.log" 2>&1 &
+PIDS+=($!)
+unset XEM_JOIN_KEY
+agent_active() { "$BIN/xeroctl" -o json agents | python3 -c 'import json,sys; sys.exit(0 if any(a["name"]=="quickstart-xem" and a["status"]=="active" for a in json.load(sys.stdin)["data"]) else 1)'; }
+wait_for "the XEM to connect" agent_active || { cat "$ROOT/xem.log" >&2; exit 1; }
+
 cat <<NEXT
 
-Xerotier router is running: http://$ADDR (state: $ROOT/router, log: $ROOT/router.log)
+Xerotier is running locally:
+  router  http://$ADDR   mesh $(cat "$ROOT/router/mesh.addr")   (log: $ROOT/router.log)
+  XEM     quickstart-xem, enrolled and connected              (log: $ROOT/xem.log)
 
 Next steps, in another shell:
-  export PATH="$PWD/target/release:\$PATH"
+  export PATH="$BIN:\$PATH"
   export XEROCTL_BASE_URL=http://$ADDR
-  export XEROCTL_API_KEY=\$(cat $ROOT/router/bootstrap.key)   # the admin key, created on first start
+  export XEROCTL_API_KEY=\$(cat $ROOT/router/bootstrap.key)   # the admin key, made on first start
 
-  xeroctl keys create --scope execution --name fleet-ops-2026q1
+  xeroctl agents                                   # the fleet: quickstart-xem is active
+  xeroctl agents join-keys --create --name xem-fleet-02 --region us-east --router-addr tcp://router:5555 --ttl-seconds 600
+  xeroctl agents join-keys --include-terminal
   xeroctl keys create --scope execution --name fleet-ops-2026q2
-  xeroctl keys revoke --name fleet-ops-2026q1
-  xeroctl keys --include-revoked
+  xeroctl keys revoke --name fleet-ops-2026q2
   xeroctl audit
 
-Press Ctrl-C to stop the router.
+Press Ctrl-C to stop the router and the XEM.
 NEXT
-wait "$ROUTER_PID"
+wait -n "${PIDS[@]}"

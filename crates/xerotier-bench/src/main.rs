@@ -1,13 +1,12 @@
-//! Load generators. Each prints one JSON line: operations, seconds, ops/s, latency percentiles.
+//! Load generators for `bench/run.sh`. Each prints one JSON line: operations, seconds, ops/s,
+//! latency percentiles.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+mod fleet;
+mod keys;
 
-use anyhow::{Context, bail};
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
-use xerotier_core::{Clock, IdGenerator, IdKind, OsEntropy, SystemClock};
-use xerotier_store::{AuditEntry, NewApiKey, Store};
 
 #[derive(Parser)]
 struct Args {
@@ -36,109 +35,94 @@ enum Command {
         #[arg(long)]
         database_url: String,
     },
+    /// Mint a join key and enroll an agent with it, over HTTP.
+    Enroll {
+        #[arg(long)]
+        base_url: String,
+        #[arg(long)]
+        api_key: String,
+    },
+    /// The cryptography of one enrollment, without I/O: the floor under `enroll`.
+    EnrollCryptoFloor,
+    /// Enroll COUNT agents, connect them over CURVE from one thread, renew their leases.
+    Agents {
+        #[arg(long)]
+        base_url: String,
+        #[arg(long)]
+        api_key: String,
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        #[arg(long, default_value_t = 1000)]
+        lease_ms: u64,
+        /// Mesh address to put in the join keys [default: the router's].
+        #[arg(long)]
+        router_addr: Option<String>,
+    },
+}
+
+/// One benchmark's result.
+#[derive(Debug)]
+pub struct Report {
+    label: &'static str,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+    concurrency: usize,
+    extra: Vec<(&'static str, u64)>,
+}
+
+impl Report {
+    pub fn new(label: &'static str, elapsed: Duration, per_worker: Vec<Vec<Duration>>, concurrency: usize) -> Self {
+        let mut latencies: Vec<Duration> = per_worker.into_iter().flatten().collect();
+        latencies.sort();
+        Self { label, elapsed, latencies, concurrency, extra: Vec::new() }
+    }
+
+    pub fn with_extra(mut self, name: &'static str, value: u64) -> Self {
+        self.extra.push((name, value));
+        self
+    }
+
+    fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return 0.0;
+        }
+        let rank = (self.latencies.len() as f64 * p).ceil() as usize;
+        let index = rank.saturating_sub(1).min(self.latencies.len() - 1);
+        self.latencies[index].as_secs_f64() * 1000.0
+    }
+
+    fn print(&self) {
+        let seconds = self.elapsed.as_secs_f64();
+        let mut json = serde_json::json!({
+            "bench": self.label,
+            "ops": self.latencies.len(),
+            "seconds": seconds,
+            "ops_per_sec": self.latencies.len() as f64 / seconds,
+            "p50_ms": self.percentile_ms(0.50),
+            "p99_ms": self.percentile_ms(0.99),
+            "concurrency": self.concurrency,
+        });
+        for (name, value) in &self.extra {
+            json[*name] = (*value).into();
+        }
+        println!("{json}");
+    }
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(run(args))
-}
-
-async fn run(args: Args) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
-    let counter = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let (label, latencies) = match args.command {
-        Command::KeyCreate { base_url, api_key } => {
-            let client = reqwest::Client::new();
-            let workers = (0..args.concurrency).map(|w| {
-                let (client, base_url, api_key, counter) =
-                    (client.clone(), base_url.clone(), api_key.clone(), counter.clone());
-                async move {
-                    let mut latencies = Vec::new();
-                    while Instant::now() < deadline {
-                        let n = counter.fetch_add(1, Ordering::Relaxed);
-                        let t = Instant::now();
-                        let response = client
-                            .post(format!("{base_url}/v1/management/api-keys"))
-                            .bearer_auth(&api_key)
-                            .json(&serde_json::json!({"name": format!("bench-{w}-{n}"), "scopes": ["execution"]}))
-                            .send()
-                            .await?;
-                        if response.status() != 201 {
-                            bail!("create answered {}", response.status());
-                        }
-                        latencies.push(t.elapsed());
-                    }
-                    Ok::<_, anyhow::Error>(latencies)
-                }
-            });
-            ("http_key_create", futures::future::try_join_all(workers).await?)
+    let report = runtime.block_on(async {
+        match args.command {
+            Command::KeyCreate { base_url, api_key } => keys::http_create(base_url, api_key, args.seconds, args.concurrency).await,
+            Command::StoreCreate { database_url } => keys::store_create(database_url, args.seconds, args.concurrency).await,
+            Command::Enroll { base_url, api_key } => fleet::enroll_throughput(base_url, api_key, args.seconds, args.concurrency).await,
+            Command::EnrollCryptoFloor => fleet::crypto_floor(args.seconds, args.concurrency).await,
+            Command::Agents { base_url, api_key, count, lease_ms, router_addr } => {
+                fleet::many_agents(base_url, api_key, count, lease_ms, args.seconds, router_addr).await
+            }
         }
-        Command::StoreCreate { database_url } => {
-            let store = Store::connect(&database_url).await.context("connecting")?;
-            let ids = IdGenerator::new(Arc::new(SystemClock), Arc::new(OsEntropy));
-            let workers = (0..args.concurrency).map(|_| {
-                let (store, ids) = (store.clone(), ids.clone());
-                async move {
-                    let mut latencies = Vec::new();
-                    while Instant::now() < deadline {
-                        let now = SystemClock.now_millis();
-                        let id = ids.next(IdKind::ApiKey);
-                        let key = NewApiKey {
-                            id: id.clone(),
-                            name: id.clone(),
-                            scopes: "execution".into(),
-                            verifier: "00".repeat(32),
-                            created_at: now,
-                            created_by: None,
-                            expires_at: None,
-                        };
-                        let audit = AuditEntry {
-                            id: ids.next(IdKind::Audit),
-                            at: now,
-                            actor_key_id: None,
-                            actor_name: None,
-                            action: "api_key.create".into(),
-                            target_type: Some("api_key".into()),
-                            target_id: Some(id),
-                            target_name: None,
-                            reason: None,
-                            request_id: None,
-                            outcome: "success".into(),
-                            client_addr: None,
-                            details: None,
-                        };
-                        let t = Instant::now();
-                        store.create_api_key(&key, &audit).await?;
-                        latencies.push(t.elapsed());
-                    }
-                    Ok::<_, anyhow::Error>(latencies)
-                }
-            });
-            ("store_key_create", futures::future::try_join_all(workers).await?)
-        }
-    };
-    let elapsed = started.elapsed().as_secs_f64();
-    let mut all: Vec<Duration> = latencies.into_iter().flatten().collect();
-    all.sort();
-    let pct = |p: f64| {
-        let index = ((all.len() as f64 * p).ceil() as usize)
-            .saturating_sub(1)
-            .min(all.len().saturating_sub(1));
-        all.get(index).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
-    };
-    println!(
-        "{}",
-        serde_json::json!({
-            "bench": label,
-            "ops": all.len(),
-            "seconds": elapsed,
-            "ops_per_sec": all.len() as f64 / elapsed,
-            "p50_ms": pct(0.50),
-            "p99_ms": pct(0.99),
-            "concurrency": args.concurrency,
-        })
-    );
+    })?;
+    report.print();
     Ok(())
 }

@@ -1,0 +1,190 @@
+//! Fleet benchmarks: enrollment throughput, its crypto floor, and many agents on one router.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use xerotier_core::{IdGenerator, IdKind, OsEntropy, SystemClock};
+use xerotier_credentials::{CurveKeyPair, JoinTokenSigner, SigningKeyPair};
+use xerotier_mesh::{ClientKeys, configure_client_socket};
+use xerotier_proto::agents::{CapabilityManifest, EnrollRequest, EnrollResponse};
+use xerotier_proto::join_keys::{IssuedJoinKey, JOIN_KEY_AUDIENCE, JOIN_KEY_ISSUER, JoinKeyClaims};
+use xerotier_proto::mesh::{self, Frame};
+
+use crate::Report;
+
+/// One agent enrolled over HTTP: its keys and what the router answered.
+#[derive(Debug)]
+pub struct Enrolled {
+    pub curve: CurveKeyPair,
+    pub answer: EnrollResponse,
+}
+
+/// Mints a join key and enrolls with it: the whole operator + host round trip.
+pub async fn mint_and_enroll(client: &reqwest::Client, base_url: &str, api_key: &str, name: &str, router_addr: Option<&str>) -> anyhow::Result<Enrolled> {
+    let minted = client
+        .post(format!("{base_url}/v1/management/join-keys"))
+        .bearer_auth(api_key)
+        .json(&serde_json::json!({ "name": name, "ttl_seconds": 600, "router_addr": router_addr }))
+        .send()
+        .await?;
+    if minted.status() != 201 {
+        bail!("mint answered {}: {}", minted.status(), minted.text().await.unwrap_or_default());
+    }
+    let issued: IssuedJoinKey = minted.json().await?;
+    let curve = CurveKeyPair::generate(&OsEntropy);
+    let signing = SigningKeyPair::generate(&OsEntropy);
+    let request = EnrollRequest {
+        join_key: issued.token,
+        registration_name: name.to_string(),
+        curve_public_key: curve.public_z85(),
+        signing_public_key: signing.public_hex(),
+        manifest: CapabilityManifest { version: 1, tools: Vec::new(), workspaces: Vec::new() },
+        lease_renewal_interval_ms: Some(1_000),
+    };
+    let enrolled = client.post(format!("{base_url}/v1/enroll")).json(&request).send().await?;
+    if enrolled.status() != 200 {
+        bail!("enroll answered {}: {}", enrolled.status(), enrolled.text().await.unwrap_or_default());
+    }
+    Ok(Enrolled { curve, answer: enrolled.json().await? })
+}
+
+pub async fn enroll_throughput(base_url: String, api_key: String, seconds: u64, concurrency: usize) -> anyhow::Result<Report> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let counter = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let run = std::process::id();
+    let workers = (0..concurrency).map(|w| {
+        let (client, base_url, api_key, counter) = (client.clone(), base_url.clone(), api_key.clone(), counter.clone());
+        async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let t = Instant::now();
+                mint_and_enroll(&client, &base_url, &api_key, &format!("bench-{run}-{w}-{n}"), None).await?;
+                latencies.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }
+    });
+    let latencies = futures::future::try_join_all(workers).await?;
+    Ok(Report::new("enroll_mint_and_enroll", started.elapsed(), latencies, concurrency))
+}
+
+/// The cryptography one enrollment needs, with no I/O: two key pairs for the host, a JWT signed
+/// and verified, as the floor under `enroll_throughput`.
+pub async fn crypto_floor(seconds: u64, concurrency: usize) -> anyhow::Result<Report> {
+    let signer = Arc::new(JoinTokenSigner::new(&SigningKeyPair::generate(&OsEntropy))?);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let workers = (0..concurrency).map(|_| {
+        let signer = signer.clone();
+        tokio::task::spawn_blocking(move || {
+            let ids = IdGenerator::new(Arc::new(SystemClock), Arc::new(OsEntropy));
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let claims = JoinKeyClaims {
+                    iss: JOIN_KEY_ISSUER.into(),
+                    aud: JOIN_KEY_AUDIENCE.into(),
+                    jti: ids.next(IdKind::JoinKey),
+                    iat: 0,
+                    exp: i64::MAX / 2000,
+                    name: "bench".into(),
+                    region: None,
+                    role: "execution".into(),
+                    router_addr: "tcp://127.0.0.1:5555".into(),
+                    router_curve_key: "x".repeat(40),
+                };
+                let token = signer.issue(&claims)?;
+                let curve = CurveKeyPair::generate(&OsEntropy);
+                let signing = SigningKeyPair::generate(&OsEntropy);
+                signer.verify(&token, 0)?;
+                xerotier_credentials::parse_curve_public(&curve.public_z85())?;
+                xerotier_credentials::parse_signing_public(&signing.public_hex())?;
+                latencies.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        })
+    });
+    let mut all = Vec::new();
+    for worker in futures::future::join_all(workers).await {
+        all.push(worker??);
+    }
+    Ok(Report::new("enroll_crypto_floor", started.elapsed(), all, concurrency))
+}
+
+/// Enrolls `count` agents, connects them all from one thread over CURVE, and renews every
+/// agent's lease each `lease_ms` for `seconds`. Reports acknowledged renewals per second.
+pub async fn many_agents(base_url: String, api_key: String, count: usize, lease_ms: u64, seconds: u64, router_addr: Option<String>) -> anyhow::Result<Report> {
+    let client = reqwest::Client::new();
+    let run = std::process::id();
+    let mut enrolled = Vec::with_capacity(count);
+    let started_enroll = Instant::now();
+    for chunk in (0..count).collect::<Vec<_>>().chunks(16) {
+        let names: Vec<String> = chunk.iter().map(|i| format!("sim-{run}-{i}")).collect();
+        let batch = names.iter().map(|name| mint_and_enroll(&client, &base_url, &api_key, name, router_addr.as_deref()));
+        enrolled.extend(futures::future::try_join_all(batch).await?);
+    }
+    eprintln!("enrolled {count} agents in {:.1}s", started_enroll.elapsed().as_secs_f64());
+    let result = tokio::task::spawn_blocking(move || drive_agents(enrolled, lease_ms, seconds)).await??;
+    Ok(result)
+}
+
+fn drive_agents(agents: Vec<Enrolled>, lease_ms: u64, seconds: u64) -> anyhow::Result<Report> {
+    let context = zmq::Context::new();
+    let mut sockets = Vec::with_capacity(agents.len());
+    for agent in &agents {
+        let socket = context.socket(zmq::DEALER)?;
+        configure_client_socket(&socket, &ClientKeys::new(&agent.curve, &agent.answer.router_curve_key))?;
+        socket.connect(&agent.answer.mesh_addr).context("connect")?;
+        let hello = Frame::Hello { agent_id: agent.answer.agent_id.clone(), xem_version: "bench".into(), manifest_hash: "h".into(), manifest_version: 1 };
+        socket.send(mesh::encode(&hello), 0)?;
+        sockets.push(socket);
+    }
+    eprintln!("{} sockets connecting; renewing leases every {lease_ms} ms for {seconds}s", sockets.len());
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let mut next_round = Instant::now();
+    let mut seq = 0u64;
+    let mut sent_at = std::collections::HashMap::new();
+    let mut latencies = Vec::new();
+    let mut sent = 0u64;
+    while Instant::now() < deadline {
+        if Instant::now() >= next_round {
+            seq += 1;
+            for (socket, agent) in sockets.iter().zip(&agents) {
+                let renewal = Frame::LeaseRenewal {
+                    agent_id: agent.answer.agent_id.clone(),
+                    seq,
+                    in_flight: Vec::new(),
+                    manifest_hash: "h".into(),
+                    manifest_version: 1,
+                };
+                socket.send(mesh::encode(&renewal), zmq::DONTWAIT).ok();
+                sent += 1;
+            }
+            sent_at.insert(seq, Instant::now());
+            next_round += Duration::from_millis(lease_ms);
+        }
+        let mut items: Vec<_> = sockets.iter().map(|s| s.as_poll_item(zmq::POLLIN)).collect();
+        zmq::poll(&mut items, 10)?;
+        let readable: Vec<bool> = items.iter().map(|i| i.is_readable()).collect();
+        for (socket, ready) in sockets.iter().zip(readable) {
+            if !ready {
+                continue;
+            }
+            while let Ok(bytes) = socket.recv_bytes(zmq::DONTWAIT) {
+                if let Ok(Frame::LeaseAck { seq }) = mesh::decode(&bytes) {
+                    if let Some(at) = sent_at.get(&seq) {
+                        latencies.push(at.elapsed());
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("sent {sent} renewals, {} acknowledged", latencies.len());
+    Ok(Report::new("fleet_lease_renewals", started.elapsed(), vec![latencies], agents.len()).with_extra("sent", sent))
+}
