@@ -7,6 +7,8 @@ scripts/install-deps.sh
 eval "$(scripts/postgres-for-tests.sh start)"
 trap 'scripts/postgres-for-tests.sh stop' EXIT
 export XEROTIER_REQUIRE_POSTGRES=1
+# The end-to-end tests run the real binaries; build them all first.
+cargo build --workspace --bins
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else

@@ -22,7 +22,13 @@ pub struct Enrolled {
 }
 
 /// Mints a join key and enrolls with it: the whole operator + host round trip.
-pub async fn mint_and_enroll(client: &reqwest::Client, base_url: &str, api_key: &str, name: &str, router_addr: Option<&str>) -> anyhow::Result<Enrolled> {
+pub async fn mint_and_enroll(
+    client: &reqwest::Client,
+    base_url: &str,
+    api_key: &str,
+    name: &str,
+    router_addr: Option<&str>,
+) -> anyhow::Result<Enrolled> {
     let minted = client
         .post(format!("{base_url}/v1/management/join-keys"))
         .bearer_auth(api_key)
@@ -45,25 +51,42 @@ pub async fn mint_and_enroll(client: &reqwest::Client, base_url: &str, api_key: 
     };
     let enrolled = client.post(format!("{base_url}/v1/enroll")).json(&request).send().await?;
     if enrolled.status() != 200 {
-        bail!("enroll answered {}: {}", enrolled.status(), enrolled.text().await.unwrap_or_default());
+        bail!(
+            "enroll answered {}: {}",
+            enrolled.status(),
+            enrolled.text().await.unwrap_or_default()
+        );
     }
     Ok(Enrolled { curve, answer: enrolled.json().await? })
 }
 
-pub async fn enroll_throughput(base_url: String, api_key: String, seconds: u64, concurrency: usize) -> anyhow::Result<Report> {
+pub async fn enroll_throughput(
+    base_url: String,
+    api_key: String,
+    seconds: u64,
+    concurrency: usize,
+) -> anyhow::Result<Report> {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let counter = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let run = std::process::id();
     let workers = (0..concurrency).map(|w| {
-        let (client, base_url, api_key, counter) = (client.clone(), base_url.clone(), api_key.clone(), counter.clone());
+        let (client, base_url, api_key, counter) =
+            (client.clone(), base_url.clone(), api_key.clone(), counter.clone());
         async move {
             let mut latencies = Vec::new();
             while Instant::now() < deadline {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let t = Instant::now();
-                mint_and_enroll(&client, &base_url, &api_key, &format!("bench-{run}-{w}-{n}"), None).await?;
+                mint_and_enroll(
+                    &client,
+                    &base_url,
+                    &api_key,
+                    &format!("bench-{run}-{w}-{n}"),
+                    None,
+                )
+                .await?;
                 latencies.push(t.elapsed());
             }
             Ok::<_, anyhow::Error>(latencies)
@@ -118,18 +141,28 @@ pub async fn crypto_floor(seconds: u64, concurrency: usize) -> anyhow::Result<Re
 
 /// Enrolls `count` agents, connects them all from one thread over CURVE, and renews every
 /// agent's lease each `lease_ms` for `seconds`. Reports acknowledged renewals per second.
-pub async fn many_agents(base_url: String, api_key: String, count: usize, lease_ms: u64, seconds: u64, router_addr: Option<String>) -> anyhow::Result<Report> {
+pub async fn many_agents(
+    base_url: String,
+    api_key: String,
+    count: usize,
+    lease_ms: u64,
+    seconds: u64,
+    router_addr: Option<String>,
+) -> anyhow::Result<Report> {
     let client = reqwest::Client::new();
     let run = std::process::id();
     let mut enrolled = Vec::with_capacity(count);
     let started_enroll = Instant::now();
     for chunk in (0..count).collect::<Vec<_>>().chunks(16) {
         let names: Vec<String> = chunk.iter().map(|i| format!("sim-{run}-{i}")).collect();
-        let batch = names.iter().map(|name| mint_and_enroll(&client, &base_url, &api_key, name, router_addr.as_deref()));
+        let batch = names.iter().map(|name| {
+            mint_and_enroll(&client, &base_url, &api_key, name, router_addr.as_deref())
+        });
         enrolled.extend(futures::future::try_join_all(batch).await?);
     }
     eprintln!("enrolled {count} agents in {:.1}s", started_enroll.elapsed().as_secs_f64());
-    let result = tokio::task::spawn_blocking(move || drive_agents(enrolled, lease_ms, seconds)).await??;
+    let result =
+        tokio::task::spawn_blocking(move || drive_agents(enrolled, lease_ms, seconds)).await??;
     Ok(result)
 }
 
@@ -138,13 +171,24 @@ fn drive_agents(agents: Vec<Enrolled>, lease_ms: u64, seconds: u64) -> anyhow::R
     let mut sockets = Vec::with_capacity(agents.len());
     for agent in &agents {
         let socket = context.socket(zmq::DEALER)?;
-        configure_client_socket(&socket, &ClientKeys::new(&agent.curve, &agent.answer.router_curve_key))?;
+        configure_client_socket(
+            &socket,
+            &ClientKeys::new(&agent.curve, &agent.answer.router_curve_key),
+        )?;
         socket.connect(&agent.answer.mesh_addr).context("connect")?;
-        let hello = Frame::Hello { agent_id: agent.answer.agent_id.clone(), xem_version: "bench".into(), manifest_hash: "h".into(), manifest_version: 1 };
+        let hello = Frame::Hello {
+            agent_id: agent.answer.agent_id.clone(),
+            xem_version: "bench".into(),
+            manifest_hash: "h".into(),
+            manifest_version: 1,
+        };
         socket.send(mesh::encode(&hello), 0)?;
         sockets.push(socket);
     }
-    eprintln!("{} sockets connecting; renewing leases every {lease_ms} ms for {seconds}s", sockets.len());
+    eprintln!(
+        "{} sockets connecting; renewing leases every {lease_ms} ms for {seconds}s",
+        sockets.len()
+    );
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
     let mut next_round = Instant::now();
@@ -177,14 +221,15 @@ fn drive_agents(agents: Vec<Enrolled>, lease_ms: u64, seconds: u64) -> anyhow::R
                 continue;
             }
             while let Ok(bytes) = socket.recv_bytes(zmq::DONTWAIT) {
-                if let Ok(Frame::LeaseAck { seq }) = mesh::decode(&bytes) {
-                    if let Some(at) = sent_at.get(&seq) {
-                        latencies.push(at.elapsed());
-                    }
+                if let Ok(Frame::LeaseAck { seq }) = mesh::decode(&bytes)
+                    && let Some(at) = sent_at.get(&seq)
+                {
+                    latencies.push(at.elapsed());
                 }
             }
         }
     }
     eprintln!("sent {sent} renewals, {} acknowledged", latencies.len());
-    Ok(Report::new("fleet_lease_renewals", started.elapsed(), vec![latencies], agents.len()).with_extra("sent", sent))
+    Ok(Report::new("fleet_lease_renewals", started.elapsed(), vec![latencies], agents.len())
+        .with_extra("sent", sent))
 }

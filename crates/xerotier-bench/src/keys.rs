@@ -10,7 +10,12 @@ use xerotier_store::{AuditEntry, NewApiKey, Store};
 
 use crate::Report;
 
-pub async fn http_create(base_url: String, api_key: String, seconds: u64, concurrency: usize) -> anyhow::Result<Report> {
+pub async fn http_create(
+    base_url: String,
+    api_key: String,
+    seconds: u64,
+    concurrency: usize,
+) -> anyhow::Result<Report> {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let counter = Arc::new(AtomicU64::new(0));
@@ -41,7 +46,11 @@ pub async fn http_create(base_url: String, api_key: String, seconds: u64, concur
 }
 
 /// Key row + audit row in one transaction, straight into the store.
-pub async fn store_create(database_url: String, seconds: u64, concurrency: usize) -> anyhow::Result<Report> {
+pub async fn store_create(
+    database_url: String,
+    seconds: u64,
+    concurrency: usize,
+) -> anyhow::Result<Report> {
     let store = Store::connect(&database_url).await.context("connecting")?;
     let ids = IdGenerator::new(Arc::new(SystemClock), Arc::new(OsEntropy));
     let deadline = Instant::now() + Duration::from_secs(seconds);

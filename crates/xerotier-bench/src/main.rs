@@ -71,7 +71,12 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(label: &'static str, elapsed: Duration, per_worker: Vec<Vec<Duration>>, concurrency: usize) -> Self {
+    pub fn new(
+        label: &'static str,
+        elapsed: Duration,
+        per_worker: Vec<Vec<Duration>>,
+        concurrency: usize,
+    ) -> Self {
         let mut latencies: Vec<Duration> = per_worker.into_iter().flatten().collect();
         latencies.sort();
         Self { label, elapsed, latencies, concurrency, extra: Vec::new() }
@@ -114,12 +119,19 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(async {
         match args.command {
-            Command::KeyCreate { base_url, api_key } => keys::http_create(base_url, api_key, args.seconds, args.concurrency).await,
-            Command::StoreCreate { database_url } => keys::store_create(database_url, args.seconds, args.concurrency).await,
-            Command::Enroll { base_url, api_key } => fleet::enroll_throughput(base_url, api_key, args.seconds, args.concurrency).await,
+            Command::KeyCreate { base_url, api_key } => {
+                keys::http_create(base_url, api_key, args.seconds, args.concurrency).await
+            }
+            Command::StoreCreate { database_url } => {
+                keys::store_create(database_url, args.seconds, args.concurrency).await
+            }
+            Command::Enroll { base_url, api_key } => {
+                fleet::enroll_throughput(base_url, api_key, args.seconds, args.concurrency).await
+            }
             Command::EnrollCryptoFloor => fleet::crypto_floor(args.seconds, args.concurrency).await,
             Command::Agents { base_url, api_key, count, lease_ms, router_addr } => {
-                fleet::many_agents(base_url, api_key, count, lease_ms, args.seconds, router_addr).await
+                fleet::many_agents(base_url, api_key, count, lease_ms, args.seconds, router_addr)
+                    .await
             }
         }
     })?;

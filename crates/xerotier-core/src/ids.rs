@@ -1,3 +1,5 @@
+use std::sync::{Arc, Mutex};
+
 use crate::{SharedClock, SharedEntropy};
 
 /// Kinds of public identifier, each with the prefix operators see (`key_…`, `agt_…`, `jk_…`).
@@ -26,16 +28,18 @@ const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 
 /// Time-ordered identifiers: 48 bits of milliseconds then 80 random bits, lowercase Crockford
 /// base32 (26 characters). Ordering by id is ordering by creation time, which is what cursor
-/// pagination (`--after`) relies on.
+/// pagination (`--after`) relies on: within one generator (and its clones) every id is greater
+/// than the one before, even within one millisecond (then the previous id plus one is used).
 #[derive(Debug, Clone)]
 pub struct IdGenerator {
     clock: SharedClock,
     entropy: SharedEntropy,
+    last: Arc<Mutex<u128>>,
 }
 
 impl IdGenerator {
     pub fn new(clock: SharedClock, entropy: SharedEntropy) -> Self {
-        Self { clock, entropy }
+        Self { clock, entropy, last: Arc::default() }
     }
 
     pub fn next(&self, kind: IdKind) -> String {
@@ -45,6 +49,16 @@ impl IdGenerator {
         let mut value = millis << 80;
         for (i, byte) in random.iter().enumerate() {
             value |= u128::from(*byte) << (8 * (9 - i));
+        }
+        {
+            let mut last = match self.last.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if value <= *last {
+                value = *last + 1;
+            }
+            *last = value;
         }
         let mut out = String::with_capacity(kind.prefix().len() + 26);
         out.push_str(kind.prefix());
@@ -64,10 +78,21 @@ pub fn is_valid_id(kind: IdKind, s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::{ManualClock, SeededEntropy};
+
+    #[test]
+    fn ids_within_one_millisecond_still_increase() {
+        let ids =
+            IdGenerator::new(Arc::new(ManualClock::new(5_000)), Arc::new(SeededEntropy::new(9)));
+        let clone = ids.clone();
+        let mut previous = ids.next(IdKind::Audit);
+        for i in 0..1_000 {
+            let next = if i % 2 == 0 { clone.next(IdKind::Audit) } else { ids.next(IdKind::Audit) };
+            assert!(next > previous, "{next} should sort after {previous}");
+            previous = next;
+        }
+    }
 
     #[test]
     fn ids_are_prefixed_time_ordered_and_valid() {

@@ -1,5 +1,7 @@
 //! Real CURVE over loopback: who gets in, and what reaches the application.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::time::Duration;
 
 use tokio::sync::mpsc::Receiver;
@@ -38,8 +40,17 @@ fn setup() -> Setup {
     Setup { server, handle, events, allow, server_public: server_keys.public_z85() }
 }
 
-fn connect_client(setup: &Setup, seed: u64) -> (CurveKeyPair, MeshClient, Receiver<ClientEvent>) {
+/// Connects a client; with `allow_as`, its key is allowed first (as enrollment does before an
+/// agent ever connects).
+fn connect_client(
+    setup: &Setup,
+    seed: u64,
+    allow_as: Option<&str>,
+) -> (CurveKeyPair, MeshClient, Receiver<ClientEvent>) {
     let keys = CurveKeyPair::generate(&SeededEntropy::new(seed));
+    if let Some(agent_id) = allow_as {
+        setup.allow.allow(keys.public_bytes(), agent_id);
+    }
     let (client, events) =
         MeshClient::connect(setup.server.endpoint(), &ClientKeys::new(&keys, &setup.server_public))
             .unwrap();
@@ -74,8 +85,7 @@ fn libzmq_has_curve() {
 #[tokio::test]
 async fn allowed_agent_talks_both_ways() {
     let mut s = setup();
-    let (keys, client, mut client_events) = connect_client(&s, 1);
-    s.allow.allow(keys.public_bytes(), "agt_a");
+    let (keys, client, mut client_events) = connect_client(&s, 1, Some("agt_a"));
     client.send(&hello("agt_a")).unwrap();
     let MeshEvent::Frame { agent_id, curve_key, routing_id, frame } =
         next_mesh_event(&mut s.events).await
@@ -95,12 +105,11 @@ async fn allowed_agent_talks_both_ways() {
 #[tokio::test]
 async fn unknown_key_never_reaches_the_application() {
     let mut s = setup();
-    let (_keys, client, mut client_events) = connect_client(&s, 2);
+    let (_keys, client, mut client_events) = connect_client(&s, 2, None);
     client.send(&hello("agt_x")).unwrap();
     next_client_event(&mut client_events, |e| *e == ClientEvent::AuthRejected).await;
     // A known agent connecting afterwards is the first thing the application hears of.
-    let (known, known_client, _rx) = connect_client(&s, 3);
-    s.allow.allow(known.public_bytes(), "agt_k");
+    let (_known, known_client, _rx) = connect_client(&s, 3, Some("agt_k"));
     known_client.send(&hello("agt_k")).unwrap();
     match next_mesh_event(&mut s.events).await {
         MeshEvent::Frame { agent_id, .. } => assert_eq!(agent_id, "agt_k"),
@@ -111,8 +120,7 @@ async fn unknown_key_never_reaches_the_application() {
 #[tokio::test]
 async fn removing_a_key_cuts_the_live_session() {
     let mut s = setup();
-    let (keys, client, _client_events) = connect_client(&s, 4);
-    s.allow.allow(keys.public_bytes(), "agt_a");
+    let (_keys, client, _client_events) = connect_client(&s, 4, Some("agt_a"));
     client.send(&hello("agt_a")).unwrap();
     assert!(matches!(next_mesh_event(&mut s.events).await, MeshEvent::Frame { .. }));
     s.allow.remove_agent("agt_a");
@@ -126,8 +134,7 @@ async fn removing_a_key_cuts_the_live_session() {
 #[tokio::test]
 async fn spoofed_and_malformed_frames_are_dropped_and_the_endpoint_survives() {
     let mut s = setup();
-    let (keys, client, _client_events) = connect_client(&s, 5);
-    s.allow.allow(keys.public_bytes(), "agt_a");
+    let (_keys, client, _client_events) = connect_client(&s, 5, Some("agt_a"));
     client.send(&hello("agt_b")).unwrap();
     assert!(matches!(
         next_mesh_event(&mut s.events).await,
@@ -168,8 +175,7 @@ async fn a_client_without_curve_cannot_talk_to_the_endpoint() {
     plain.send(xerotier_proto::mesh::encode(&hello("agt_a")), zmq::DONTWAIT).ok();
     // The only way to reach the application is an allowed CURVE key; prove the channel stays
     // silent by sending a real frame afterwards and seeing it arrive first.
-    let (keys, client, _rx) = connect_client(&s, 7);
-    s.allow.allow(keys.public_bytes(), "agt_ok");
+    let (_keys, client, _rx) = connect_client(&s, 7, Some("agt_ok"));
     client.send(&hello("agt_ok")).unwrap();
     match next_mesh_event(&mut s.events).await {
         MeshEvent::Frame { agent_id, .. } => assert_eq!(agent_id, "agt_ok"),

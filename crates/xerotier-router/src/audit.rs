@@ -34,7 +34,9 @@ impl AuditLog {
         Self { store, clock, ids }
     }
 
-    /// A record to be committed together with the change it describes.
+    /// A record to be committed together with the change it describes. One argument per audit
+    /// field the caller decides; a builder would only rename them.
+    #[expect(clippy::too_many_arguments)]
     pub fn entry(
         &self,
         actor: Option<&Principal>,
@@ -126,10 +128,10 @@ pub async fn list_audit(
     QueryParams(query): QueryParams<AuditQuery>,
 ) -> Result<Json<Page<AuditRecordView>>, ApiError> {
     let page = page_request(query.limit, query.after.clone())?;
-    if let Some(outcome) = &query.outcome {
-        if !["success", "denied", "failed"].contains(&outcome.as_str()) {
-            return Err(ApiError::invalid("outcome must be success, denied or failed", "outcome"));
-        }
+    if let Some(outcome) = &query.outcome
+        && !["success", "denied", "failed"].contains(&outcome.as_str())
+    {
+        return Err(ApiError::invalid("outcome must be success, denied or failed", "outcome"));
     }
     let filter = AuditFilter {
         action: query.action,

@@ -168,13 +168,13 @@ fn validate_fleet(fleet: &FleetSettings) -> Result<(), ConfigError> {
             format!("must look like tcp://host:port, got {:?}", fleet.mesh_bind),
         );
     }
-    if let Some(addr) = &fleet.mesh_public_addr {
-        if crate::validate::mesh_addr(addr, "mesh_public_addr").is_err() {
-            return invalid(
-                "mesh_public_addr",
-                format!("must look like tcp://host:port, got {addr:?}"),
-            );
-        }
+    if let Some(addr) = &fleet.mesh_public_addr
+        && crate::validate::mesh_addr(addr, "mesh_public_addr").is_err()
+    {
+        return invalid(
+            "mesh_public_addr",
+            format!("must look like tcp://host:port, got {addr:?}"),
+        );
     }
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Expiry, grace windows and revocation decided by the injected clock: deterministic, no sleeps,
 //! against a real store on both backends.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::sync::Arc;
 
 use axum::http::HeaderValue;

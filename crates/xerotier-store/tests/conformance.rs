@@ -1,6 +1,8 @@
 //! One suite, both backends: every store operation runs against a fresh SQLite file and, when
 //! configured, a fresh PostgreSQL database (see `xerotier-testkit`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use xerotier_store::{AuditEntry, AuditFilter, NewApiKey, Outcome, PageRequest, Store, StoreError};
 use xerotier_testkit::TestDb;
 

@@ -211,13 +211,13 @@ impl XemConfig {
                 message: "must be at least 1".into(),
             });
         }
-        if let Some(url) = &self.router_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError::Value {
-                    key: "router_url",
-                    message: format!("must be an http(s) URL, got {url:?}"),
-                });
-            }
+        if let Some(url) = &self.router_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Value {
+                key: "router_url",
+                message: format!("must be an http(s) URL, got {url:?}"),
+            });
         }
         Ok(())
     }

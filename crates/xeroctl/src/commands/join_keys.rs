@@ -19,10 +19,10 @@ pub async fn run(client: &Client, format: OutputFormat, args: JoinKeysArgs) -> a
         ("--ttl-seconds", args.ttl_seconds.is_some()),
         ("--agent-role", args.agent_role.is_some()),
     ];
-    if !args.create {
-        if let Some((flag, _)) = create_options.iter().find(|(_, given)| *given) {
-            bail!("{flag} only goes with --create");
-        }
+    if !args.create
+        && let Some((flag, _)) = create_options.iter().find(|(_, given)| *given)
+    {
+        bail!("{flag} only goes with --create");
     }
     if !args.revoke && (args.force || args.reason.is_some()) {
         bail!("--force and --reason only go with --revoke");

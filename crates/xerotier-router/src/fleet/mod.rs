@@ -136,10 +136,10 @@ impl Fleet {
     }
 
     pub(crate) fn send_raw(&self, routing_id: &[u8], frame: &Frame) {
-        if let Some((handle, _)) = self.mesh.get() {
-            if let Err(err) = handle.send(routing_id, frame) {
-                tracing::warn!(error = %err, "mesh send failed");
-            }
+        if let Some((handle, _)) = self.mesh.get()
+            && let Err(err) = handle.send(routing_id, frame)
+        {
+            tracing::warn!(error = %err, "mesh send failed");
         }
     }
 

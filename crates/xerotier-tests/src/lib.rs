@@ -1,0 +1,6 @@
+//! End-to-end tests of the Xerotier credential plane.
+//!
+//! The tests live in `tests/e2e/` (one test binary, `e2e`). They start the real
+//! `xerotier-router` binary on a temporary state dir, once on the embedded SQLite store and once
+//! on a fresh PostgreSQL database (when `XEROTIER_TEST_POSTGRES_URL` is set), and drive it over
+//! HTTP and with the real `xeroctl` binary. This library is intentionally empty.

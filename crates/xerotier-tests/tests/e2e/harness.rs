@@ -1,0 +1,854 @@
+//! Test support: the router and CLI binaries, a running router per test and backend, an HTTP
+//! client, a `xeroctl` runner, and deadline-based polling.
+
+use std::fs::File;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use xerotier_testkit::TestDb;
+
+/// How long a router may take to start answering `/healthz`.
+pub const STARTUP_DEADLINE: Duration = Duration::from_secs(20);
+/// How long a process may take to exit after SIGTERM, or a `xeroctl` call to finish.
+pub const EXIT_DEADLINE: Duration = Duration::from_secs(15);
+/// Interval between two probes of a polled condition.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+pub const ROUTER_BIN: &str = "xerotier-router";
+pub const XEROCTL_BIN: &str = "xeroctl";
+
+// ---------------------------------------------------------------------------------------------
+// Polling
+// ---------------------------------------------------------------------------------------------
+
+/// Probes until `probe` answers `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Waits for `child` to exit, polling; `None` when it is still running at the deadline.
+pub fn wait_for_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() >= deadline => return None,
+            Ok(None) => std::thread::sleep(POLL_INTERVAL),
+            Err(err) => panic!("waiting for process {}: {err}", child.id()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Binaries
+// ---------------------------------------------------------------------------------------------
+
+/// `target/<profile>`: the test binary lives in `target/<profile>/deps/`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the test binary");
+    let deps = exe.parent().expect("the test binary's directory");
+    deps.parent().expect("the target profile directory").to_path_buf()
+}
+
+/// The path of a workspace binary, built by this test run if needed.
+///
+/// Cargo only builds the binaries of the package under test for its integration tests, so
+/// `cargo nextest run --workspace` does not build `xeroctl`, and a binary left over from an
+/// earlier build may be stale. Once per test run (per nextest run id, or per process under
+/// `cargo test`), `cargo build` brings both binaries up to date; it is a no-op when they are.
+/// Set `XEROTIER_E2E_NO_BUILD=1` to use the binaries as they are, or `XEROTIER_E2E_BIN_DIR` to
+/// take them from another directory (never built).
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let dir = match std::env::var_os("XEROTIER_E2E_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            BUILT.get_or_init(build_binaries);
+            profile_dir()
+        }
+    };
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} does not exist: build the workspace first (`cargo build --workspace`), or unset \
+         XEROTIER_E2E_NO_BUILD / XEROTIER_E2E_BIN_DIR so that the tests build it",
+        path.display()
+    );
+    path
+}
+
+fn build_binaries() {
+    if std::env::var("XEROTIER_E2E_NO_BUILD").as_deref() == Ok("1") {
+        return;
+    }
+    let profile_dir = profile_dir();
+    let target_dir = profile_dir.parent().expect("the target directory").to_path_buf();
+    let stamps = target_dir.join("tmp").join("xerotier-e2e");
+    std::fs::create_dir_all(&stamps).expect("creating the build stamp directory");
+    let lock = File::create(stamps.join("build.lock")).expect("creating the build lock");
+    lock.lock().expect("locking the build lock");
+    let run =
+        std::env::var("NEXTEST_RUN_ID").unwrap_or_else(|_| format!("pid-{}", std::process::id()));
+    let stamp = stamps.join(format!("built-{run}"));
+    if stamp.exists() {
+        return;
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut command = Command::new(cargo);
+    command
+        .arg("build")
+        .arg("--quiet")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .args(["-p", ROUTER_BIN, "-p", XEROCTL_BIN, "--bins"]);
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => {}
+        Some("release") => {
+            command.arg("--release");
+        }
+        Some(other) => {
+            command.args(["--profile", other]);
+        }
+        None => panic!("unexpected target directory layout: {}", profile_dir.display()),
+    }
+    let log = stamps.join(format!("build-{run}.log"));
+    let log_file = File::create(&log).expect("creating the build log");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().expect("cloning the build log handle"))
+        .stderr(log_file)
+        .spawn()
+        .expect("running cargo build for the router and xeroctl binaries");
+    let Some(status) = wait_for_exit(&mut child, Duration::from_secs(600)) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "`cargo build` of {ROUTER_BIN} and {XEROCTL_BIN} did not finish (blocked on the \
+             build lock?); build the workspace first and set XEROTIER_E2E_NO_BUILD=1. Log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    };
+    assert!(
+        status.success(),
+        "`cargo build` of {ROUTER_BIN} and {XEROCTL_BIN} failed ({status}):\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // Stamps of earlier runs are of no further use.
+    if let Ok(entries) = std::fs::read_dir(&stamps) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if (name.starts_with("built-") || name.starts_with("build-")) && !name.contains(&run) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    File::create(&stamp).expect("writing the build stamp");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+// ---------------------------------------------------------------------------------------------
+
+/// A state store for one router: the embedded SQLite file in the state dir (the router's
+/// default, no `--database-url`), or a fresh PostgreSQL database.
+#[derive(Debug)]
+pub struct Backend {
+    pub name: &'static str,
+    db: Option<TestDb>,
+}
+
+impl Backend {
+    pub fn database_url(&self) -> Option<&str> {
+        self.db.as_ref().map(TestDb::url)
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.db.is_none()
+    }
+}
+
+/// SQLite always; PostgreSQL when `XEROTIER_TEST_POSTGRES_URL` is set (a loud warning when it
+/// is not, a failure when `XEROTIER_REQUIRE_POSTGRES=1`).
+pub async fn backends() -> Vec<Backend> {
+    let mut all = vec![Backend { name: "sqlite", db: None }];
+    if let Some(db) = TestDb::postgres().await {
+        all.push(Backend { name: "postgres", db: Some(db) });
+    }
+    all
+}
+
+// ---------------------------------------------------------------------------------------------
+// The router
+// ---------------------------------------------------------------------------------------------
+
+/// How to start a router.
+#[derive(Debug, Clone)]
+pub struct RouterOptions {
+    pub log_level: String,
+    pub log_format: Option<String>,
+}
+
+impl Default for RouterOptions {
+    fn default() -> Self {
+        Self { log_level: "info".to_string(), log_format: None }
+    }
+}
+
+/// A running `xerotier-router` process on a temporary state dir; killed on drop.
+#[derive(Debug)]
+pub struct Router {
+    pub backend: &'static str,
+    dir: TempDir,
+    database_url: Option<String>,
+    options: RouterOptions,
+    child: Option<Child>,
+    starts: usize,
+    addr: String,
+    admin_key: String,
+    /// For a replica: the admin key of the router that bootstrapped the shared store.
+    shared_admin_key: Option<String>,
+    api: Api,
+}
+
+impl Router {
+    pub async fn start(backend: &Backend) -> Router {
+        Self::start_with(backend, RouterOptions::default()).await
+    }
+
+    pub async fn start_with(backend: &Backend, options: RouterOptions) -> Router {
+        let dir = tempfile::Builder::new().prefix("xerotier-e2e-").tempdir().expect("tempdir");
+        let mut router = Router {
+            backend: backend.name,
+            dir,
+            database_url: backend.database_url().map(str::to_string),
+            options,
+            child: None,
+            starts: 0,
+            addr: String::new(),
+            admin_key: String::new(),
+            shared_admin_key: None,
+            api: Api::new(String::new()),
+        };
+        router.launch().await;
+        router
+    }
+
+    /// A second router on the same PostgreSQL database, with a state dir of its own. The store
+    /// is bootstrapped already, so it must not create (or write) a bootstrap key of its own.
+    pub async fn replica(&self) -> Router {
+        assert!(self.database_url.is_some(), "replicas share a PostgreSQL database");
+        let dir = tempfile::Builder::new().prefix("xerotier-e2e-").tempdir().expect("tempdir");
+        let mut replica = Router {
+            backend: self.backend,
+            dir,
+            database_url: self.database_url.clone(),
+            options: self.options.clone(),
+            child: None,
+            starts: 0,
+            addr: String::new(),
+            admin_key: String::new(),
+            shared_admin_key: Some(self.admin_key.clone()),
+            api: Api::new(String::new()),
+        };
+        replica.launch().await;
+        replica
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn bootstrap_key_path(&self) -> PathBuf {
+        self.state_dir().join("bootstrap.key")
+    }
+
+    fn log_path(&self, start: usize) -> PathBuf {
+        self.dir.path().join(format!("router-{start}.log"))
+    }
+
+    /// The arguments a router on this state dir and store is started with.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(binary(ROUTER_BIN));
+        command.arg("--listen").arg("127.0.0.1:0").arg("--state-dir").arg(self.state_dir());
+        // Port 0 for the CURVE mesh endpoint too: routers of parallel tests must not collide.
+        command.arg("--mesh-bind").arg("tcp://127.0.0.1:0");
+        if let Some(url) = &self.database_url {
+            command.arg("--database-url").arg(url);
+        }
+        command.arg("--log-level").arg(&self.options.log_level);
+        if let Some(format) = &self.options.log_format {
+            command.arg("--log-format").arg(format);
+        }
+        // Nothing from the environment the tests run in may configure the router.
+        for (var, _) in std::env::vars_os() {
+            if var.to_string_lossy().starts_with("XEROTIER_ROUTER_") {
+                command.env_remove(var);
+            }
+        }
+        command.env_remove("NOTIFY_SOCKET").env_remove("NO_COLOR");
+        command.stdin(Stdio::null());
+        command
+    }
+
+    async fn launch(&mut self) {
+        assert!(self.child.is_none(), "the router is already running");
+        let addr_file = self.state_dir().join("http.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        self.starts += 1;
+        let log_path = self.log_path(self.starts);
+        let log = File::create(&log_path).expect("creating the router log");
+        let mut command = self.command();
+        command.stdout(log.try_clone().expect("cloning the log handle")).stderr(log);
+        self.child = Some(command.spawn().expect("spawning xerotier-router"));
+
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        let probe = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("HTTP client");
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                panic!(
+                    "[{}] the router exited during startup ({status}):\n{}",
+                    self.backend,
+                    self.logs()
+                );
+            }
+            if let Ok(text) = std::fs::read_to_string(&addr_file) {
+                let addr = text.trim().to_string();
+                if !addr.is_empty() {
+                    let healthy = probe
+                        .get(format!("http://{addr}/healthz"))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().as_u16() == 200);
+                    if healthy {
+                        self.addr = addr;
+                        break;
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "[{}] the router did not answer /healthz within {STARTUP_DEADLINE:?}:\n{}",
+                    self.backend,
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+        self.admin_key = match &self.shared_admin_key {
+            Some(key) => {
+                assert!(
+                    !self.bootstrap_key_path().exists(),
+                    "[{}] a router on an already bootstrapped store wrote a bootstrap key",
+                    self.backend
+                );
+                key.clone()
+            }
+            None => std::fs::read_to_string(self.bootstrap_key_path())
+                .expect("reading bootstrap.key")
+                .trim()
+                .to_string(),
+        };
+        assert!(self.admin_key.starts_with("xero_"), "bootstrap.key holds {:?}", self.admin_key);
+        self.api = Api::new(self.base_url());
+        eprintln!(
+            "[{}] router started (#{}) at {} on {}",
+            self.backend,
+            self.starts,
+            self.base_url(),
+            self.dir.path().display()
+        );
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn admin_key(&self) -> &str {
+        &self.admin_key
+    }
+
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
+    /// Everything the router printed (stdout and stderr), over all its starts.
+    pub fn logs(&self) -> String {
+        (1..=self.starts)
+            .map(|n| std::fs::read_to_string(self.log_path(n)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("")
+    }
+
+    /// Sends SIGTERM and waits for the exit; panics if it does not come within the deadline.
+    pub fn stop_with_sigterm(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("the router is not running");
+        send_sigterm(child.id());
+        match wait_for_exit(&mut child, EXIT_DEADLINE) {
+            Some(status) => status,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "[{}] the router did not exit within {EXIT_DEADLINE:?} of SIGTERM:\n{}",
+                    self.backend,
+                    self.logs()
+                );
+            }
+        }
+    }
+
+    /// Kills the router with SIGKILL (a crash) and reaps it.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("the router is not running");
+        child.kill().expect("killing the router");
+        child.wait().expect("reaping the router");
+    }
+
+    /// Starts another router process on this state dir and store (with its own log), and
+    /// waits for it to exit: for checks that a second router is refused. Panics if it keeps
+    /// running past the deadline.
+    pub fn run_second_process(&mut self) -> (ExitStatus, String) {
+        self.starts += 1;
+        let log_path = self.log_path(self.starts);
+        let log = File::create(&log_path).expect("creating the second router's log");
+        let mut command = self.command();
+        command.stdout(log.try_clone().expect("cloning the log handle")).stderr(log);
+        let mut child = command.spawn().expect("spawning a second xerotier-router");
+        let status = wait_for_exit(&mut child, STARTUP_DEADLINE);
+        let output = std::fs::read_to_string(&log_path).unwrap_or_default();
+        match status {
+            Some(status) => (status, output),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "[{}] a second router on the same store kept running:\n{output}",
+                    self.backend
+                )
+            }
+        }
+    }
+
+    /// Stops the router (SIGTERM) if it runs, and starts it again on the same state dir and
+    /// store. The admin key is read again from `bootstrap.key`.
+    pub async fn restart(&mut self) {
+        if self.child.is_some() {
+            let status = self.stop_with_sigterm();
+            assert!(status.success(), "[{}] router exited with {status} on SIGTERM", self.backend);
+        }
+        self.launch().await;
+    }
+
+    // --- Shortcuts over the HTTP API, with the admin key -------------------------------------
+
+    /// Creates a key over HTTP; panics unless the answer is 201.
+    pub async fn create_key(&self, name: &str, scopes: &[&str]) -> Issued {
+        let resp = self
+            .api
+            .post(
+                "/v1/management/api-keys",
+                Some(self.admin_key()),
+                &json!({ "name": name, "scopes": scopes }),
+            )
+            .await;
+        resp.assert_status(201);
+        let issued = Issued::from_json(&resp.json());
+        assert_eq!(issued.name, name);
+        issued
+    }
+
+    pub async fn revoke_key(&self, id: &str) -> Resp {
+        self.api
+            .post(
+                &format!("/v1/management/api-keys/{id}/revoke"),
+                Some(self.admin_key()),
+                &json!({}),
+            )
+            .await
+    }
+
+    pub async fn show_key(&self, id: &str) -> Value {
+        let resp =
+            self.api.get(&format!("/v1/management/api-keys/{id}"), Some(self.admin_key())).await;
+        resp.assert_status(200);
+        resp.json()
+    }
+
+    /// All keys (revoked too), walking every page.
+    pub async fn all_keys(&self) -> Vec<Value> {
+        self.collect_pages("/v1/management/api-keys?include_revoked=true").await
+    }
+
+    /// All audit records matching `filter` (a query string without `?`), walking every page.
+    pub async fn audit(&self, filter: &str) -> Vec<Value> {
+        if filter.is_empty() {
+            self.collect_pages("/v1/management/audit").await
+        } else {
+            self.collect_pages(&format!("/v1/management/audit?{filter}")).await
+        }
+    }
+
+    async fn collect_pages(&self, path: &str) -> Vec<Value> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut items = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut url = format!("{path}{sep}limit=500");
+            if let Some(after) = &after {
+                url.push_str(&format!("&after={after}"));
+            }
+            let resp = self.api.get(&url, Some(self.admin_key())).await;
+            resp.assert_status(200);
+            let page = resp.json();
+            items.extend(page["data"].as_array().expect("page data").iter().cloned());
+            match page["next_after"].as_str() {
+                Some(next) if page["has_more"] == json!(true) => after = Some(next.to_string()),
+                _ => return items,
+            }
+        }
+    }
+
+    /// Whether `value` is accepted on `/v1/exec/tools` (200) or refused (401, `invalid_api_key`).
+    pub async fn exec_status(&self, value: &str) -> u16 {
+        let resp = self.api.get("/v1/exec/tools", Some(value)).await;
+        match resp.status {
+            200 => {}
+            401 => resp.assert_error(401, "invalid_api_key"),
+            other => {
+                panic!("[{}] unexpected {other} on /v1/exec/tools: {}", self.backend, resp.text)
+            }
+        }
+        resp.status
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let exited = match self.child.take() {
+            Some(mut child) => {
+                let exited = child.try_wait().ok().flatten();
+                let _ = child.kill();
+                let _ = child.wait();
+                exited
+            }
+            None => None,
+        };
+        // A failing test shows what the router had to say.
+        if std::thread::panicking() {
+            if let Some(status) = exited {
+                eprintln!("[{}] the router had exited by itself: {status}", self.backend);
+            }
+            eprintln!("----- [{}] router log -----\n{}\n-----", self.backend, self.logs());
+        }
+    }
+}
+
+pub fn send_sigterm(pid: u32) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .expect("running kill -TERM");
+    assert!(status.success(), "kill -TERM {pid} failed: {status}");
+}
+
+/// A key as `POST /v1/management/api-keys` (or `…/rotate`) returned it.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub id: String,
+    pub name: String,
+    pub value: String,
+    pub key: Value,
+}
+
+impl Issued {
+    pub fn from_json(body: &Value) -> Issued {
+        let value = body["value"].as_str().expect("issued key value").to_string();
+        assert!(value.starts_with("xero_"), "issued value {value:?}");
+        Issued {
+            id: body["key"]["id"].as_str().expect("issued key id").to_string(),
+            name: body["key"]["name"].as_str().expect("issued key name").to_string(),
+            value,
+            key: body["key"].clone(),
+        }
+    }
+}
+
+/// The 64 hex characters after the last `_` of a key value: the secret proper.
+pub fn secret_part(value: &str) -> &str {
+    value.rsplit_once('_').map(|(_, s)| s).expect("a xero_ value has a secret part")
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+// ---------------------------------------------------------------------------------------------
+
+/// An HTTP client for one router.
+#[derive(Debug, Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+/// An answer, read in full.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub text: String,
+}
+
+impl Api {
+    pub fn new(base: String) -> Api {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("HTTP client");
+        Api { http, base }
+    }
+
+    /// A request builder for anything the shortcuts below do not cover.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base))
+    }
+
+    pub async fn send(builder: reqwest::RequestBuilder) -> Resp {
+        let response = builder.send().await.expect("sending the request");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("reading the answer");
+        Resp { status, headers, text }
+    }
+
+    pub async fn get(&self, path: &str, key: Option<&str>) -> Resp {
+        Self::send(with_key(self.request(Method::GET, path), key)).await
+    }
+
+    pub async fn post(&self, path: &str, key: Option<&str>, body: &Value) -> Resp {
+        Self::send(with_key(self.request(Method::POST, path), key).json(body)).await
+    }
+}
+
+pub fn with_key(builder: reqwest::RequestBuilder, key: Option<&str>) -> reqwest::RequestBuilder {
+    match key {
+        Some(key) => builder.bearer_auth(key),
+        None => builder,
+    }
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {:?}", self.text))
+    }
+
+    pub fn request_id(&self) -> String {
+        self.headers
+            .get("x-request-id")
+            .unwrap_or_else(|| panic!("no X-Request-ID on a {} answer: {}", self.status, self.text))
+            .to_str()
+            .expect("X-Request-ID is text")
+            .to_string()
+    }
+
+    pub fn assert_status(&self, status: u16) {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+    }
+
+    /// Asserts the status and that the body is exactly the error envelope
+    /// `{"error":{"message","type","code","param"}}` with this `code`.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        self.assert_status(status);
+        let body = self.json();
+        let object = body.as_object().expect("error body is an object");
+        assert_eq!(object.len(), 1, "envelope has only `error`: {body}");
+        let error =
+            body["error"].as_object().unwrap_or_else(|| panic!("no `error` object: {body}"));
+        let mut keys: Vec<_> = error.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["code", "message", "param", "type"], "envelope fields: {body}");
+        assert_eq!(error["code"], json!(code), "error code: {body}");
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "message: {body}");
+        assert!(error["type"].as_str().is_some_and(|t| !t.is_empty()), "type: {body}");
+        assert!(error["param"].is_null() || error["param"].is_string(), "param: {body}");
+        assert!(!self.request_id().is_empty());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// xeroctl
+// ---------------------------------------------------------------------------------------------
+
+/// One `xeroctl` invocation's environment. The config file is always one in a fresh temporary
+/// directory, so the user's own config is never read.
+#[derive(Debug)]
+pub struct Xeroctl {
+    dir: TempDir,
+    base_url: Option<String>,
+    api_key: Option<String>,
+}
+
+/// What a `xeroctl` run printed.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub args: Vec<String>,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// `xeroctl` against `router` with the admin key.
+pub fn xeroctl(router: &Router, args: &[&str]) -> CliOutput {
+    Xeroctl::for_router(router).run(args)
+}
+
+/// `xeroctl` against `router` with `key`.
+pub fn xeroctl_with_key(router: &Router, key: &str, args: &[&str]) -> CliOutput {
+    Xeroctl::for_router(router).api_key(Some(key)).run(args)
+}
+
+impl Xeroctl {
+    /// No router URL, no key, an empty config: only what the test adds.
+    pub fn bare() -> Xeroctl {
+        let dir = tempfile::Builder::new().prefix("xeroctl-e2e-").tempdir().expect("tempdir");
+        Xeroctl { dir, base_url: None, api_key: None }
+    }
+
+    pub fn for_router(router: &Router) -> Xeroctl {
+        Xeroctl::bare().base_url(Some(&router.base_url())).api_key(Some(router.admin_key()))
+    }
+
+    pub fn base_url(mut self, url: Option<&str>) -> Xeroctl {
+        self.base_url = url.map(str::to_string);
+        self
+    }
+
+    pub fn api_key(mut self, key: Option<&str>) -> Xeroctl {
+        self.api_key = key.map(str::to_string);
+        self
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("xeroctl").join("config.toml")
+    }
+
+    pub fn run(&self, args: &[&str]) -> CliOutput {
+        let mut command = Command::new(binary(XEROCTL_BIN));
+        command.args(args);
+        for var in
+            ["XEROCTL_BASE_URL", "XEROCTL_API_KEY", "XEROCTL_CONTEXT", "XEROCTL_CONFIG", "NO_COLOR"]
+        {
+            command.env_remove(var);
+        }
+        // Even without XEROCTL_CONFIG nothing of the user's could be found.
+        command.env("HOME", self.dir.path()).env("XDG_CONFIG_HOME", self.dir.path());
+        command.env("XEROCTL_CONFIG", self.config_path());
+        if let Some(url) = &self.base_url {
+            command.env("XEROCTL_BASE_URL", url);
+        }
+        if let Some(key) = &self.api_key {
+            command.env("XEROCTL_API_KEY", key);
+        }
+        let out_path = self.dir.path().join("stdout");
+        let err_path = self.dir.path().join("stderr");
+        command
+            .stdin(Stdio::null())
+            .stdout(File::create(&out_path).expect("stdout file"))
+            .stderr(File::create(&err_path).expect("stderr file"));
+        let mut child = command.spawn().expect("spawning xeroctl");
+        let status = wait_for_exit(&mut child, EXIT_DEADLINE).unwrap_or_else(|| {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("xeroctl {args:?} did not finish within {EXIT_DEADLINE:?}")
+        });
+        CliOutput {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            status,
+            stdout: std::fs::read_to_string(&out_path).expect("reading stdout"),
+            stderr: std::fs::read_to_string(&err_path).expect("reading stderr"),
+        }
+    }
+}
+
+impl CliOutput {
+    /// Asserts exit code 0.
+    pub fn success(self) -> CliOutput {
+        assert!(
+            self.status.success(),
+            "xeroctl {:?} failed ({}):\nstdout: {}\nstderr: {}",
+            self.args,
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts a non-zero exit code.
+    pub fn failure(self) -> CliOutput {
+        assert!(
+            !self.status.success() && self.status.code().is_some(),
+            "xeroctl {:?} should have failed ({}):\nstdout: {}\nstderr: {}",
+            self.args,
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!("xeroctl {:?} -o json printed no JSON ({e}):\n{}", self.args, self.stdout)
+        })
+    }
+
+    /// stdout and stderr together.
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    /// The `value: xero_…` line of `keys create`/`keys rotate` table output.
+    pub fn issued_value(&self) -> String {
+        let values: Vec<&str> =
+            self.stdout.lines().filter_map(|l| l.strip_prefix("value: ")).map(str::trim).collect();
+        assert_eq!(values.len(), 1, "one `value:` line expected:\n{}", self.stdout);
+        assert!(values[0].starts_with("xero_"), "value {:?}", values[0]);
+        values[0].to_string()
+    }
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a probe port");
+    let port = listener.local_addr().expect("probe address").port();
+    drop(listener);
+    port
+}
