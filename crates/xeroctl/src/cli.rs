@@ -149,6 +149,12 @@ pub struct AgentsArgs {
     pub command: Option<AgentsCommand>,
     /// Show this agent (agt_…) instead of listing.
     pub id: Option<String>,
+    /// With an agent id: show its events (rotation requested/acknowledged/promoted, …).
+    #[arg(long, requires = "id")]
+    pub events: bool,
+    /// With --events: keep following new events as they happen.
+    #[arg(long, requires = "events")]
+    pub follow: bool,
     /// Also list revoked agents.
     #[arg(long)]
     pub include_revoked: bool,
@@ -160,6 +166,18 @@ pub struct AgentsArgs {
 pub enum AgentsCommand {
     /// Join keys: list active ones, --create, --include-terminal, or `ID --revoke --force`.
     JoinKeys(JoinKeysArgs),
+    /// Rotate the agent's CURVE key pair (on demand): prints the request and where to watch it.
+    CurveRotate {
+        /// Agent id (agt_…).
+        id: String,
+        /// Why, for the audit log.
+        #[arg(long, default_value = "scheduled")]
+        reason: String,
+        /// Follow the events stream until the rotation is promoted or failed; exit non-zero on
+        /// failure.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Revoke an agent's keys at once: its live session is cut; it must re-enroll.
     RevokeCredentials {
         /// Agent id (agt_…).

@@ -146,6 +146,41 @@ impl Client {
             .with_context(|| format!("unexpected answer from the router (request {request_id})"))
     }
 
+    /// Opens a server-sent events stream at `path` (a GET with `Accept: text/event-stream`).
+    pub async fn event_stream(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<impl futures::Stream<Item = Result<eventsource_stream::Event, String>>>
+    {
+        use eventsource_stream::Eventsource;
+        use futures::StreamExt;
+        let api_key = self.target.api_key.as_ref().ok_or_else(|| anyhow!("no API key"))?;
+        let url = self.url(&Call::get(path))?;
+        // A stream stays open: no overall timeout, only the connect timeout.
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
+        let response = http
+            .get(url)
+            .bearer_auth(api_key.expose_secret())
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .map_err(|err| self.transport_error(err))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let bytes = response.bytes().await.unwrap_or_default();
+            match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
+                Ok(envelope) => bail!(
+                    "{} ({}, HTTP {})",
+                    envelope.error.message,
+                    envelope.error.code,
+                    status.as_u16()
+                ),
+                Err(_) => bail!("the router answered HTTP {status}"),
+            }
+        }
+        Ok(response.bytes_stream().eventsource().map(|item| item.map_err(|e| e.to_string())))
+    }
+
     fn transport_error(&self, err: reqwest::Error) -> anyhow::Error {
         let base = &self.target.base_url;
         if err.is_connect() {

@@ -10,6 +10,7 @@ pub enum IdKind {
     JoinKey,
     Audit,
     Request,
+    Event,
 }
 
 impl IdKind {
@@ -20,6 +21,7 @@ impl IdKind {
             IdKind::JoinKey => "jk_",
             IdKind::Audit => "aud_",
             IdKind::Request => "req_",
+            IdKind::Event => "evt_",
         }
     }
 }

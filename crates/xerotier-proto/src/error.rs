@@ -23,6 +23,7 @@ pub enum ErrorCode {
     JoinKeyRevoked,
     RegistrationNameTaken,
     CurveKeyTaken,
+    RotationInFlight,
     PayloadTooLarge,
     MethodNotAllowed,
     UnsupportedMediaType,
@@ -46,6 +47,7 @@ impl ErrorCode {
             ErrorCode::JoinKeyRevoked => "join_key_revoked",
             ErrorCode::RegistrationNameTaken => "registration_name_taken",
             ErrorCode::CurveKeyTaken => "curve_key_taken",
+            ErrorCode::RotationInFlight => "rotation_in_flight",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
@@ -64,7 +66,8 @@ impl ErrorCode {
             | ErrorCode::JoinKeyRevoked => "authentication_error",
             ErrorCode::JoinKeyUsed
             | ErrorCode::RegistrationNameTaken
-            | ErrorCode::CurveKeyTaken => "conflict_error",
+            | ErrorCode::CurveKeyTaken
+            | ErrorCode::RotationInFlight => "conflict_error",
             ErrorCode::ScopeInsufficient => "permission_error",
             ErrorCode::NotFound => "not_found_error",
             ErrorCode::NameTaken | ErrorCode::AlreadyRevoked => "conflict_error",

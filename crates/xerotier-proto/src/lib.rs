@@ -11,6 +11,7 @@ pub mod exec;
 pub mod join_keys;
 pub mod mesh;
 pub mod page;
+pub mod rotation;
 pub mod scope;
 
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};

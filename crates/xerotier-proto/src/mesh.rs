@@ -33,6 +33,49 @@ pub enum Frame {
     LeaseAck { seq: u64 },
     /// Router → agent: its credentials were revoked; it must re-enroll with a new join key.
     Revoked { reason: String },
+    /// Router → agent: generate a fresh CURVE key pair, keep it pending, acknowledge.
+    RotateCurve { request_id: String, nonce: String },
+    /// Agent → router: `payload` is an encoded [`RotateAckPayload`]; `signature` is the agent's
+    /// Ed25519 signature over [`rotate_ack_signing_input`] of exactly those bytes.
+    RotateAck {
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        signature: Vec<u8>,
+    },
+    /// Router → agent: the new key is promoted; switch to it and reconnect.
+    RotationPromoted { request_id: String },
+    /// Router → agent: the rotation ended without promotion; discard the pending key.
+    RotationFailed { request_id: String, reason: String },
+}
+
+/// What a rotation acknowledgement binds: agent, request, the router's nonce and the new key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotateAckPayload {
+    pub agent_id: String,
+    pub request_id: String,
+    pub nonce: String,
+    /// The new CURVE public key, Z85.
+    pub new_public_key: String,
+}
+
+/// Domain separation: an acknowledgement signature can never be valid as anything else.
+pub const ROTATE_ACK_DOMAIN: &[u8] = b"xerotier/curve-rotate-ack/v1\0";
+
+pub fn encode_ack_payload(payload: &RotateAckPayload) -> Vec<u8> {
+    rmp_serde::to_vec_named(payload).unwrap_or_default()
+}
+
+pub fn decode_ack_payload(bytes: &[u8]) -> Result<RotateAckPayload, FrameError> {
+    rmp_serde::from_slice(bytes).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+/// The bytes that are signed and verified: the domain prefix, then the payload as received.
+pub fn rotate_ack_signing_input(payload: &[u8]) -> Vec<u8> {
+    let mut input = Vec::with_capacity(ROTATE_ACK_DOMAIN.len() + payload.len());
+    input.extend_from_slice(ROTATE_ACK_DOMAIN);
+    input.extend_from_slice(payload);
+    input
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -52,6 +52,9 @@ pub struct RouterArgs {
     /// Role of agents whose join key names none: inference or execution [default: execution].
     #[arg(long, env = "XEROTIER_ROUTER_DEFAULT_AGENT_ROLE")]
     pub default_agent_role: Option<String>,
+    /// How long a CURVE rotation waits for the agent's signed acknowledgement [default: 30].
+    #[arg(long, env = "XEROTIER_ROUTER_CURVE_ROTATION_ACK_TIMEOUT_SECONDS")]
+    pub curve_rotation_ack_timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,6 +70,7 @@ struct FileConfig {
     join_key_max_ttl_seconds: Option<u64>,
     join_key_default_ttl_seconds: Option<u64>,
     default_agent_role: Option<String>,
+    curve_rotation_ack_timeout_seconds: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -116,6 +120,11 @@ impl RouterConfig {
                 .default_agent_role
                 .or(file.default_agent_role)
                 .unwrap_or(defaults.default_agent_role),
+            curve_rotation_ack_timeout_ms: args
+                .curve_rotation_ack_timeout_seconds
+                .or(file.curve_rotation_ack_timeout_seconds)
+                .map(|s| s.saturating_mul(1000))
+                .unwrap_or(defaults.curve_rotation_ack_timeout_ms),
             ..defaults
         };
         validate_fleet(&fleet)?;
@@ -147,6 +156,9 @@ fn validate_fleet(fleet: &FleetSettings) -> Result<(), ConfigError> {
             "default_agent_role",
             format!("must be inference or execution, got {:?}", fleet.default_agent_role),
         );
+    }
+    if fleet.curve_rotation_ack_timeout_ms == 0 {
+        return invalid("curve_rotation_ack_timeout_seconds", "must be positive".into());
     }
     if fleet.join_key_max_ttl_seconds == 0 {
         return invalid("join_key_max_ttl_seconds", "must be positive".into());

@@ -36,6 +36,10 @@ pub enum ApiError {
     RegistrationNameTaken(String),
     #[error("this CURVE public key is already registered; generate a fresh key pair")]
     CurveKeyTaken,
+    #[error(
+        "rotation {0} is already in flight for this agent; wait for it to end (see the events stream)"
+    )]
+    RotationInFlight(String),
     #[error("request body larger than the {0} byte limit")]
     PayloadTooLarge(usize),
     #[error("method not allowed on this path")]
@@ -70,6 +74,7 @@ impl ApiError {
             ApiError::JoinKeyRevoked(_) => ErrorCode::JoinKeyRevoked,
             ApiError::RegistrationNameTaken(_) => ErrorCode::RegistrationNameTaken,
             ApiError::CurveKeyTaken => ErrorCode::CurveKeyTaken,
+            ApiError::RotationInFlight(_) => ErrorCode::RotationInFlight,
             ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             ApiError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
@@ -87,7 +92,8 @@ impl ApiError {
             | ErrorCode::JoinKeyRevoked => StatusCode::UNAUTHORIZED,
             ErrorCode::JoinKeyUsed
             | ErrorCode::RegistrationNameTaken
-            | ErrorCode::CurveKeyTaken => StatusCode::CONFLICT,
+            | ErrorCode::CurveKeyTaken
+            | ErrorCode::RotationInFlight => StatusCode::CONFLICT,
             ErrorCode::ScopeInsufficient => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::NameTaken | ErrorCode::AlreadyRevoked => StatusCode::CONFLICT,
@@ -108,6 +114,7 @@ impl ApiError {
             StoreError::NameTaken(_) => ErrorCode::NameTaken,
             StoreError::AgentNameTaken(_) => ErrorCode::RegistrationNameTaken,
             StoreError::CurveKeyTaken => ErrorCode::CurveKeyTaken,
+            StoreError::RotationInFlight(_) => ErrorCode::RotationInFlight,
             StoreError::JoinKeyUsed(_) => ErrorCode::JoinKeyUsed,
             StoreError::JoinKeyRevoked(_) => ErrorCode::JoinKeyRevoked,
             StoreError::JoinKeyExpired(_) => ErrorCode::JoinKeyExpired,
@@ -126,6 +133,7 @@ impl From<StoreError> for ApiError {
             StoreError::NameTaken(name) => ApiError::NameTaken(name),
             StoreError::AgentNameTaken(name) => ApiError::RegistrationNameTaken(name),
             StoreError::CurveKeyTaken => ApiError::CurveKeyTaken,
+            StoreError::RotationInFlight(id) => ApiError::RotationInFlight(id),
             StoreError::JoinKeyUsed(id) => ApiError::JoinKeyUsed(id),
             StoreError::JoinKeyRevoked(id) => ApiError::JoinKeyRevoked(id),
             StoreError::JoinKeyExpired(id) => ApiError::JoinKeyExpired(id),

@@ -27,7 +27,9 @@ use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::fleet::agents::AgentService;
 use crate::fleet::enroll::EnrollService;
+use crate::fleet::events::EventLog;
 use crate::fleet::join_keys::JoinKeyService;
+use crate::fleet::rotation::RotationService;
 use crate::fleet::{Fleet, FleetSettings, RouterIdentity};
 use crate::key_cache::KeyCache;
 use crate::metrics::Metrics;
@@ -47,6 +49,8 @@ struct Inner {
     join_keys: JoinKeyService,
     enrollment: EnrollService,
     agents: AgentService,
+    events: EventLog,
+    rotations: RotationService,
     metrics: Metrics,
 }
 
@@ -56,8 +60,13 @@ impl AppState {
         let audit = AuditLog::new(store.clone(), clock.clone(), ids.clone());
         // Only a store this process owns alone can be cached (see key_cache).
         let cache = Arc::new(KeyCache::new(store.backend() == Backend::Sqlite));
-        let api_keys =
-            ApiKeyService::new(store.clone(), clock.clone(), entropy, audit.clone(), cache.clone());
+        let api_keys = ApiKeyService::new(
+            store.clone(),
+            clock.clone(),
+            entropy.clone(),
+            audit.clone(),
+            cache.clone(),
+        );
         let auth = Authenticator::new(store.clone(), clock.clone(), cache);
         let fleet = Arc::new(fleet);
         let join_keys = JoinKeyService::new(
@@ -67,9 +76,31 @@ impl AppState {
             audit.clone(),
             fleet.clone(),
         );
-        let enrollment =
-            EnrollService::new(store.clone(), clock.clone(), ids, audit.clone(), fleet.clone());
-        let agents = AgentService::new(store.clone(), clock.clone(), audit.clone(), fleet.clone());
+        let events = EventLog::new(store.clone(), clock.clone(), ids.clone());
+        let rotations = RotationService::new(
+            store.clone(),
+            clock.clone(),
+            entropy.clone(),
+            audit.clone(),
+            events.clone(),
+            fleet.clone(),
+        );
+        let enrollment = EnrollService::new(
+            store.clone(),
+            clock.clone(),
+            ids,
+            audit.clone(),
+            fleet.clone(),
+            events.clone(),
+        );
+        let agents = AgentService::new(
+            store.clone(),
+            clock.clone(),
+            audit.clone(),
+            fleet.clone(),
+            events.clone(),
+            rotations.clone(),
+        );
         Self(Arc::new(Inner {
             store,
             clock,
@@ -80,6 +111,8 @@ impl AppState {
             join_keys,
             enrollment,
             agents,
+            events,
+            rotations,
             metrics: Metrics::default(),
         }))
     }
@@ -114,6 +147,14 @@ impl AppState {
 
     pub fn agents(&self) -> &AgentService {
         &self.0.agents
+    }
+
+    pub fn events(&self) -> &EventLog {
+        &self.0.events
+    }
+
+    pub fn rotations(&self) -> &RotationService {
+        &self.0.rotations
     }
 
     pub fn store(&self) -> &Store {

@@ -25,6 +25,8 @@ pub struct AgentRecord {
     pub revoked_at: Option<UnixMillis>,
     pub revoked_by: Option<String>,
     pub revoked_reason: Option<String>,
+    /// A rotated-away key still accepted until the agent is seen on its new one.
+    pub previous_curve_public_key: Option<String>,
 }
 
 /// A lease renewal to record.
@@ -38,7 +40,7 @@ pub struct Heartbeat {
 
 const COLUMNS: &str = "id, name, role, region, join_key_id, enrolled_at, curve_public_key, \
     signing_public_key, manifest, manifest_hash, manifest_version, lease_interval_ms, \
-    last_heartbeat_at, revoked_at, revoked_by, revoked_reason";
+    last_heartbeat_at, revoked_at, revoked_by, revoked_reason, previous_curve_public_key";
 
 fn sql(template: &str) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(template.replace("{cols}", COLUMNS))
@@ -62,6 +64,7 @@ fn from_row(row: &AnyRow) -> Result<AgentRecord, sqlx::Error> {
         revoked_at: row.try_get("revoked_at")?,
         revoked_by: row.try_get("revoked_by")?,
         revoked_reason: row.try_get("revoked_reason")?,
+        previous_curve_public_key: row.try_get("previous_curve_public_key")?,
     })
 }
 
@@ -152,11 +155,17 @@ impl Store {
         Ok(PageSlice::from_probe(records, page.limit))
     }
 
-    /// `(agent id, CURVE public key)` of every unrevoked agent: the mesh allow-list.
+    /// `(agent id, CURVE public key)` of every unrevoked agent, including a rotated-away key not
+    /// yet retired: the mesh allow-list.
     pub async fn live_agent_keys(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = sqlx::query("SELECT id, curve_public_key FROM agents WHERE revoked_at IS NULL")
-            .fetch_all(self.pool())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, curve_public_key FROM agents WHERE revoked_at IS NULL
+             UNION ALL
+             SELECT id, previous_curve_public_key FROM agents
+             WHERE revoked_at IS NULL AND previous_curve_public_key IS NOT NULL",
+        )
+        .fetch_all(self.pool())
+        .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("id")?, r.try_get("curve_public_key")?)))
             .collect::<Result<Vec<_>, sqlx::Error>>()

@@ -12,6 +12,8 @@ pub enum StoreError {
     JoinKeyRevoked(String),
     #[error("join key {0} has expired")]
     JoinKeyExpired(String),
+    #[error("rotation {0} is already in flight for this agent")]
+    RotationInFlight(String),
     #[error("{0} not found")]
     NotFound(String),
     #[error("{0} is already revoked")]

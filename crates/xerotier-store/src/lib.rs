@@ -13,6 +13,7 @@ mod error;
 mod join_keys;
 mod migrate;
 mod page;
+mod rotations;
 
 pub use agents::{AgentRecord, Heartbeat};
 pub use api_keys::{ApiKeyRecord, NewApiKey};
@@ -21,4 +22,5 @@ pub use backend::{Backend, Store, redact_url, sqlite_path};
 pub use error::StoreError;
 pub use join_keys::JoinKeyRecord;
 pub use page::{PageRequest, PageSlice};
+pub use rotations::{AgentEvent, RotationRecord};
 pub use sqlx::Error as SqlxError;

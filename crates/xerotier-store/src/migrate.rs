@@ -24,6 +24,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0002_join_keys_agents.sql"),
         postgres: include_str!("../migrations/postgres/0002_join_keys_agents.sql"),
     },
+    Migration {
+        version: 3,
+        name: "rotations_events",
+        sqlite: include_str!("../migrations/sqlite/0003_rotations_events.sql"),
+        postgres: include_str!("../migrations/postgres/0003_rotations_events.sql"),
+    },
 ];
 
 /// Applies each pending migration in its own write transaction. Several routers starting at

@@ -52,6 +52,7 @@ fn agent(id: &str, name: &str, jk: &str, curve: &str) -> AgentRecord {
         revoked_at: None,
         revoked_by: None,
         revoked_reason: None,
+        previous_curve_public_key: None,
     }
 }
 

@@ -16,6 +16,7 @@ use xerotier_proto::mesh::Frame;
 use crate::config::XemConfig;
 use crate::enroll::{Enrollment, enroll};
 use crate::identity::{self, Identity};
+use crate::rotation;
 
 /// Consecutive handshake refusals after which the agent concludes its key is no longer
 /// accepted (zmq retries every 100 ms, so this is well under a second of refusals).
@@ -99,15 +100,16 @@ pub async fn run(config: XemConfig) -> anyhow::Result<Exit> {
     let manifest_hash = manifest.hash();
     let identity = identity(&config, &curve, &signing, &manifest).await?;
 
-    let keys = ClientKeys::new(&curve, &identity.router_curve_key);
-    let (client, mut events) = MeshClient::connect(&identity.mesh_addr, &keys)?;
+    let fault = TestFault::from_env();
+    let mut curve = curve;
+    let (mut client, mut events) = connect(&identity, &curve)?;
     let hello = Frame::Hello {
         agent_id: identity.agent_id.clone(),
         xem_version: env!("CARGO_PKG_VERSION").to_string(),
         manifest_hash: manifest_hash.clone(),
         manifest_version: manifest.version,
     };
-    client.send(&hello)?;
+    // Hello goes out on every handshake (the `Connected` event), including the first.
     notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(agent_id = %identity.agent_id, mesh = %identity.mesh_addr, "connecting to the router mesh");
 
@@ -117,6 +119,7 @@ pub async fn run(config: XemConfig) -> anyhow::Result<Exit> {
     let mut lease = tokio::time::interval(Duration::from_millis(config.lease_renewal_interval_ms));
     let mut seq: u64 = 0;
     let mut rejections = 0;
+    let mut last_ack: Option<Frame> = None;
     loop {
         tokio::select! {
             _ = lease.tick() => {
@@ -145,6 +148,46 @@ pub async fn run(config: XemConfig) -> anyhow::Result<Exit> {
                 Some(ClientEvent::Disconnected) => tracing::warn!("mesh session lost; reconnecting"),
                 Some(ClientEvent::Frame(Frame::Revoked { reason })) => return Ok(Exit::Revoked(reason)),
                 Some(ClientEvent::Frame(Frame::LeaseAck { seq })) => tracing::trace!(seq, "lease renewed"),
+                Some(ClientEvent::Frame(Frame::RotateCurve { request_id, nonce })) => {
+                    tracing::info!(%request_id, "CURVE rotation requested by the router");
+                    if fault == Some(TestFault::NeverAck) {
+                        continue;
+                    }
+                    let pending = rotation::pending_for(&config.curve_key_path, &request_id, &OsEntropy)?;
+                    fault_point(fault, TestFault::CrashBeforeAck);
+                    let ack = match fault {
+                        Some(TestFault::ForgeWrongKey) => rotation::acknowledgement(&identity.agent_id, &request_id, &nonce, &pending.key, &SigningKeyPair::generate(&OsEntropy)),
+                        Some(TestFault::ForgeWrongNonce) => rotation::acknowledgement(&identity.agent_id, &request_id, "not-the-nonce", &pending.key, &signing),
+                        Some(TestFault::ReplayPreviousAck) if last_ack.is_some() => last_ack.clone().unwrap_or(Frame::LeaseAck { seq: 0 }),
+                        _ => rotation::acknowledgement(&identity.agent_id, &request_id, &nonce, &pending.key, &signing),
+                    };
+                    client.send(&ack)?;
+                    last_ack = Some(ack);
+                    fault_point(fault, TestFault::CrashAfterAck);
+                }
+                Some(ClientEvent::Frame(Frame::RotationPromoted { request_id })) => {
+                    let Some(pending) = rotation::load_pending(&config.curve_key_path)? else {
+                        tracing::debug!(%request_id, "promotion for a key already in use");
+                        continue;
+                    };
+                    if pending.request_id != request_id {
+                        tracing::warn!(%request_id, pending = %pending.request_id, "promotion for another request; ignored");
+                        continue;
+                    }
+                    fault_point(fault, TestFault::CrashAfterPromotion);
+                    rotation::promote(&config.curve_key_path, &pending)?;
+                    curve = pending.key;
+                    // Reconnect on the new key; the router retires the old one when it sees us.
+                    drop(client);
+                    (client, events) = connect(&identity, &curve)?;
+                    tracing::info!(%request_id, "switched to the promoted CURVE key");
+                }
+                Some(ClientEvent::Frame(Frame::RotationFailed { request_id, reason })) => {
+                    tracing::warn!(%request_id, %reason, "CURVE rotation failed; keeping the current key");
+                    if rotation::load_pending(&config.curve_key_path)?.is_some_and(|p| p.request_id == request_id) {
+                        rotation::discard(&config.curve_key_path)?;
+                    }
+                }
                 Some(ClientEvent::Frame(other)) => tracing::debug!(?other, "unexpected frame from the router"),
                 Some(ClientEvent::Malformed(err)) => tracing::warn!(error = %err, "malformed frame from the router"),
                 None => bail!("the mesh client stopped"),
@@ -161,6 +204,56 @@ pub async fn run(config: XemConfig) -> anyhow::Result<Exit> {
     notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopping");
     Ok(Exit::Stopped)
+}
+
+fn connect(
+    identity: &Identity,
+    curve: &CurveKeyPair,
+) -> anyhow::Result<(MeshClient, tokio::sync::mpsc::Receiver<ClientEvent>)> {
+    let keys = ClientKeys::new(curve, &identity.router_curve_key);
+    Ok(MeshClient::connect(&identity.mesh_addr, &keys)?)
+}
+
+/// Fault injection for the end-to-end tests of crash safety, set with
+/// `XEROTIER_XEM_TEST_FAULT`. Never set in production; the agent logs loudly when it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TestFault {
+    CrashBeforeAck,
+    CrashAfterAck,
+    CrashAfterPromotion,
+    NeverAck,
+    ForgeWrongKey,
+    ForgeWrongNonce,
+    ReplayPreviousAck,
+}
+
+impl TestFault {
+    fn from_env() -> Option<Self> {
+        let value = std::env::var("XEROTIER_XEM_TEST_FAULT").ok()?;
+        let fault = match value.as_str() {
+            "crash_before_ack" => Self::CrashBeforeAck,
+            "crash_after_ack" => Self::CrashAfterAck,
+            "crash_after_promotion" => Self::CrashAfterPromotion,
+            "never_ack" => Self::NeverAck,
+            "forge_wrong_key" => Self::ForgeWrongKey,
+            "forge_wrong_nonce" => Self::ForgeWrongNonce,
+            "replay_previous_ack" => Self::ReplayPreviousAck,
+            _ => return None,
+        };
+        tracing::warn!(
+            ?fault,
+            "TEST FAULT INJECTION ENABLED (XEROTIER_XEM_TEST_FAULT); never use in production"
+        );
+        Some(fault)
+    }
+}
+
+/// Dies like `kill -9` would, at the named point, when that fault is injected.
+fn fault_point(active: Option<TestFault>, point: TestFault) {
+    if active == Some(point) {
+        tracing::error!(?point, "test fault: aborting");
+        std::process::abort();
+    }
 }
 
 fn notify(states: &[sd_notify::NotifyState<'_>]) {

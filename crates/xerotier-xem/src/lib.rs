@@ -5,3 +5,4 @@ pub mod agent;
 pub mod config;
 pub mod enroll;
 pub mod identity;
+pub mod rotation;

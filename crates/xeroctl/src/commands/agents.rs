@@ -13,7 +13,15 @@ pub async fn run(client: &Client, format: OutputFormat, args: AgentsArgs) -> any
         Some(AgentsCommand::RevokeCredentials { id, reason }) => {
             revoke(client, format, &id, reason).await
         }
+        Some(AgentsCommand::CurveRotate { id, reason, wait }) => {
+            super::rotation::curve_rotate(client, format, &id, &reason, wait).await
+        }
         None => match args.id {
+            Some(id) if args.events => {
+                check_agent_id(&id)?;
+                let (limit, after) = (args.page.limit, args.page.after);
+                super::rotation::events(client, format, &id, args.follow, limit, after).await
+            }
             Some(id) => show(client, format, &id).await,
             None => list(client, format, args.include_revoked, args.page).await,
         },

@@ -4,6 +4,7 @@ pub mod completion;
 pub mod config;
 pub mod join_keys;
 pub mod keys;
+pub mod rotation;
 
 use std::time::Duration;
 

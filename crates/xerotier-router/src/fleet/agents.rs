@@ -11,6 +11,8 @@ use xerotier_proto::{ErrorEnvelope, Page};
 use xerotier_store::{AgentRecord, Outcome, Store};
 
 use super::Fleet;
+use super::events::EventLog;
+use super::rotation::RotationService;
 use crate::AppState;
 use crate::audit::{AuditLog, Target};
 use crate::auth::Principal;
@@ -28,11 +30,20 @@ pub struct AgentService {
     clock: SharedClock,
     audit: AuditLog,
     fleet: Arc<Fleet>,
+    events: EventLog,
+    rotations: RotationService,
 }
 
 impl AgentService {
-    pub fn new(store: Store, clock: SharedClock, audit: AuditLog, fleet: Arc<Fleet>) -> Self {
-        Self { store, clock, audit, fleet }
+    pub fn new(
+        store: Store,
+        clock: SharedClock,
+        audit: AuditLog,
+        fleet: Arc<Fleet>,
+        events: EventLog,
+        rotations: RotationService,
+    ) -> Self {
+        Self { store, clock, audit, fleet, events, rotations }
     }
 
     fn view(&self, record: AgentRecord) -> AgentView {
@@ -95,6 +106,15 @@ impl AgentService {
         let removed = self.fleet.allow.remove_agent(id);
         self.fleet.end_session(id, reason.unwrap_or("credentials revoked by an operator"));
         tracing::warn!(agent_id = %id, keys_removed = removed, actor = %actor.key_id, "agent credentials revoked");
+        self.events
+            .append(
+                id,
+                "credentials_revoked",
+                context.request_id.as_deref(),
+                serde_json::json!({ "by": actor.key_id, "reason": reason }),
+            )
+            .await;
+        self.rotations.on_revoked(id).await?;
         Ok(self.view(record))
     }
 }

@@ -11,6 +11,7 @@ use xerotier_proto::{ErrorEnvelope, Scopes};
 use xerotier_store::{AgentRecord, Outcome, Store};
 
 use super::Fleet;
+use super::events::EventLog;
 use super::join_keys::validate_role;
 use crate::AppState;
 use crate::audit::{AuditLog, Target};
@@ -30,6 +31,7 @@ pub struct EnrollService {
     ids: IdGenerator,
     audit: AuditLog,
     fleet: Arc<Fleet>,
+    events: EventLog,
 }
 
 impl EnrollService {
@@ -39,8 +41,9 @@ impl EnrollService {
         ids: IdGenerator,
         audit: AuditLog,
         fleet: Arc<Fleet>,
+        events: EventLog,
     ) -> Self {
-        Self { store, clock, ids, audit, fleet }
+        Self { store, clock, ids, audit, fleet, events }
     }
 
     pub async fn enroll(
@@ -99,6 +102,7 @@ impl EnrollService {
             revoked_at: None,
             revoked_by: None,
             revoked_reason: None,
+            previous_curve_public_key: None,
         };
         // The join key is the actor of its own enrollment.
         let actor = Principal {
@@ -139,6 +143,14 @@ impl EnrollService {
             return Err(err.into());
         }
         self.fleet.allow.allow(curve, &agent.id);
+        self.events
+            .append(
+                &agent.id,
+                "enrolled",
+                None,
+                serde_json::json!({ "join_key_id": claims.jti, "name": agent.name }),
+            )
+            .await;
         tracing::info!(agent_id = %agent.id, name = %agent.name, join_key = %claims.jti, "agent enrolled");
         Ok(EnrollResponse {
             agent_id: agent.id,

@@ -2,8 +2,10 @@
 
 pub mod agents;
 pub mod enroll;
+pub mod events;
 pub mod identity;
 pub mod join_keys;
+pub mod rotation;
 pub mod runtime;
 
 use std::collections::HashMap;
@@ -32,6 +34,8 @@ pub struct FleetSettings {
     pub allow_list_refresh_ms: u64,
     /// How often buffered lease renewals are written to the store.
     pub heartbeat_flush_ms: u64,
+    /// How long a CURVE rotation waits for the agent's signed acknowledgement.
+    pub curve_rotation_ack_timeout_ms: u64,
 }
 
 impl Default for FleetSettings {
@@ -44,6 +48,7 @@ impl Default for FleetSettings {
             default_agent_role: "execution".into(),
             allow_list_refresh_ms: 2_000,
             heartbeat_flush_ms: 1_000,
+            curve_rotation_ack_timeout_ms: 30_000,
         }
     }
 }

@@ -32,6 +32,7 @@ pub struct MeshRuntime {
 pub async fn start(state: &AppState) -> Result<MeshRuntime, RuntimeError> {
     let fleet = state.fleet();
     refresh_allow_list(state).await?;
+    state.rotations().load_promoted().await?;
     let (server, handle, events) = MeshServer::start(
         &fleet.settings.mesh_bind,
         &fleet.identity.mesh_keys,
@@ -44,6 +45,7 @@ pub async fn start(state: &AppState) -> Result<MeshRuntime, RuntimeError> {
     tokio::spawn(handle_events(state.clone(), events, fatal_tx.clone()));
     tokio::spawn(flush_heartbeats(state.clone()));
     tokio::spawn(refresh_periodically(state.clone()));
+    tokio::spawn(sweep_rotations(state.clone()));
     tokio::spawn(watch_health(server.clone(), fatal_tx));
     Ok(MeshRuntime { server, fatal })
 }
@@ -56,14 +58,32 @@ async fn handle_events(
     let fleet = state.fleet();
     while let Some(event) = events.recv().await {
         match event {
-            MeshEvent::Frame { agent_id, routing_id, frame, .. } => {
+            MeshEvent::Frame { agent_id, routing_id, frame, curve_key } => {
                 let now = state.clock().now_millis();
+                state.rotations().on_seen(&agent_id, &curve_key).await;
                 match frame {
                     Frame::Hello { manifest_hash, manifest_version, xem_version, .. } => {
                         state.metrics().mesh_frame("hello");
                         tracing::info!(%agent_id, %xem_version, "agent connected");
                         fleet.note_session(&agent_id, routing_id);
-                        fleet.note_heartbeat(beat(agent_id, now, manifest_hash, manifest_version));
+                        fleet.note_heartbeat(beat(
+                            agent_id.clone(),
+                            now,
+                            manifest_hash,
+                            manifest_version,
+                        ));
+                        let key = xerotier_credentials::fingerprint(&curve_key);
+                        state.events().append(&agent_id, "connected", None, serde_json::json!({ "curve_key_fingerprint": key, "xem_version": xem_version })).await;
+                        state.rotations().on_hello(&agent_id, &curve_key).await;
+                    }
+                    Frame::RotateAck { payload, signature } => {
+                        state.metrics().mesh_frame("rotate_ack");
+                        fleet.note_session(&agent_id, routing_id);
+                        if let Err(err) =
+                            state.rotations().on_ack(&agent_id, &payload, &signature).await
+                        {
+                            tracing::warn!(%agent_id, error = %err, "could not process a rotation acknowledgement");
+                        }
                     }
                     Frame::LeaseRenewal { seq, manifest_hash, manifest_version, .. } => {
                         state.metrics().mesh_frame("lease_renewal");
@@ -71,7 +91,11 @@ async fn handle_events(
                         fleet.note_session(&agent_id, routing_id);
                         fleet.note_heartbeat(beat(agent_id, now, manifest_hash, manifest_version));
                     }
-                    Frame::LeaseAck { .. } | Frame::Revoked { .. } => {
+                    Frame::LeaseAck { .. }
+                    | Frame::Revoked { .. }
+                    | Frame::RotateCurve { .. }
+                    | Frame::RotationPromoted { .. }
+                    | Frame::RotationFailed { .. } => {
                         state.metrics().mesh_dropped("unexpected");
                         tracing::debug!(%agent_id, "router-bound frame of a router-sent type; dropped");
                     }
@@ -145,6 +169,18 @@ async fn refresh_periodically(state: AppState) {
         tick.tick().await;
         if let Err(err) = refresh_allow_list(&state).await {
             tracing::warn!(error = %err, "could not refresh the mesh allow-list");
+        }
+    }
+}
+
+/// Fails rotations whose acknowledgement deadline passed (decided by the injected clock).
+async fn sweep_rotations(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let now = state.clock().now_millis();
+        if let Err(err) = state.rotations().sweep(now).await {
+            tracing::warn!(error = %err, "could not sweep overdue rotations");
         }
     }
 }

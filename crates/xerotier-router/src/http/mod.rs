@@ -18,7 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ApiError;
-use crate::fleet::{agents, enroll, join_keys};
+use crate::fleet::{agents, enroll, events, join_keys, rotation};
 use crate::{AppState, api_keys, audit, auth, exec, health, metrics};
 
 /// Request bodies above this are refused with 413 before they are parsed.
@@ -91,6 +91,9 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .routes(routes!(agents::list_agents))
         .routes(routes!(agents::get_agent))
         .routes(routes!(agents::revoke_agent_credentials))
+        .routes(routes!(rotation::curve_rotate))
+        .routes(routes!(rotation::get_rotation))
+        .routes(routes!(events::agent_events))
         .route_layer(from_fn_with_state(state.clone(), auth::require_management));
     let exec = OpenApiRouter::new()
         .routes(routes!(exec::list_tools))

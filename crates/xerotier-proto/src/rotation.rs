@@ -1,0 +1,59 @@
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+pub const DEFAULT_ROTATION_REASON: &str = "scheduled";
+
+/// The failure reasons a rotation can end with; exactly one is recorded.
+pub const FAILURE_ACK_TIMEOUT: &str = "acknowledgement timeout";
+pub const FAILURE_SIGNATURE_MISMATCH: &str = "signature mismatch";
+pub const FAILURE_REVOKED_AGENT: &str = "revoked agent";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CurveRotateRequest {
+    /// Recorded in the audit log [default: scheduled].
+    pub reason: Option<String>,
+}
+
+/// A CURVE rotation request and where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RotationView {
+    pub request_id: String,
+    pub agent_id: String,
+    /// `pending`, `promoted` or `failed`.
+    pub status: String,
+    pub reason: String,
+    /// With `failed`: `acknowledgement timeout`, `signature mismatch` or `revoked agent`.
+    pub failure_reason: Option<String>,
+    pub requested_at: String,
+    pub requested_by: Option<String>,
+    pub deadline_at: String,
+    pub acknowledged_at: Option<String>,
+    pub completed_at: Option<String>,
+    /// Fingerprint of the promoted key.
+    pub new_key_fingerprint: Option<String>,
+    /// Where to watch it: the agent's events stream.
+    pub monitor: String,
+}
+
+/// One entry of an agent's event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AgentEventView {
+    pub id: String,
+    pub agent_id: String,
+    pub at: String,
+    /// e.g. `enrolled`, `connected`, `rotation_requested`, `rotation_acknowledged`,
+    /// `rotation_promoted`, `rotation_failed`, `rotation_completed`, `credentials_revoked`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub request_id: Option<String>,
+    pub details: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventQuery {
+    pub limit: Option<u32>,
+    /// Only events after this event id.
+    pub after: Option<String>,
+}

@@ -1,0 +1,329 @@
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+use xerotier_core::UnixMillis;
+
+use crate::{AuditEntry, PageRequest, PageSlice, Store, StoreError};
+
+/// A CURVE rotation request. `status` is `pending`, `promoted` or `failed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationRecord {
+    pub id: String,
+    pub agent_id: String,
+    pub reason: String,
+    pub nonce: String,
+    pub status: String,
+    pub failure_reason: Option<String>,
+    pub requested_at: UnixMillis,
+    pub requested_by: Option<String>,
+    pub requested_by_name: Option<String>,
+    pub deadline_at: UnixMillis,
+    pub acknowledged_at: Option<UnixMillis>,
+    pub completed_at: Option<UnixMillis>,
+    /// Z85, once acknowledged with a valid signature.
+    pub new_public_key: Option<String>,
+    /// The HTTP request id of the operator's call.
+    pub request_id: Option<String>,
+}
+
+/// An entry of an agent's event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentEvent {
+    pub id: String,
+    pub agent_id: String,
+    pub at: UnixMillis,
+    pub event_type: String,
+    pub request_id: Option<String>,
+    /// JSON.
+    pub details: Option<String>,
+}
+
+const COLUMNS: &str = "id, agent_id, reason, nonce, status, failure_reason, requested_at, \
+    requested_by, requested_by_name, deadline_at, acknowledged_at, completed_at, new_public_key, \
+    request_id";
+
+fn sql(template: &str) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(template.replace("{cols}", COLUMNS))
+}
+
+fn from_row(row: &AnyRow) -> Result<RotationRecord, sqlx::Error> {
+    Ok(RotationRecord {
+        id: row.try_get("id")?,
+        agent_id: row.try_get("agent_id")?,
+        reason: row.try_get("reason")?,
+        nonce: row.try_get("nonce")?,
+        status: row.try_get("status")?,
+        failure_reason: row.try_get("failure_reason")?,
+        requested_at: row.try_get("requested_at")?,
+        requested_by: row.try_get("requested_by")?,
+        requested_by_name: row.try_get("requested_by_name")?,
+        deadline_at: row.try_get("deadline_at")?,
+        acknowledged_at: row.try_get("acknowledged_at")?,
+        completed_at: row.try_get("completed_at")?,
+        new_public_key: row.try_get("new_public_key")?,
+        request_id: row.try_get("request_id")?,
+    })
+}
+
+impl AgentEvent {
+    pub(crate) async fn insert(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO agent_events (id, agent_id, at, event_type, request_id, details)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&self.id)
+        .bind(&self.agent_id)
+        .bind(self.at)
+        .bind(&self.event_type)
+        .bind(&self.request_id)
+        .bind(&self.details)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Records a rotation request with its event and audit record. A second request while one
+    /// is pending is refused with [`StoreError::RotationInFlight`] naming the first.
+    pub async fn create_rotation(
+        &self,
+        rotation: &RotationRecord,
+        event: &AgentEvent,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(sql("INSERT INTO curve_rotations ({cols})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"))
+        .bind(&rotation.id)
+        .bind(&rotation.agent_id)
+        .bind(&rotation.reason)
+        .bind(&rotation.nonce)
+        .bind(&rotation.status)
+        .bind(&rotation.failure_reason)
+        .bind(rotation.requested_at)
+        .bind(&rotation.requested_by)
+        .bind(&rotation.requested_by_name)
+        .bind(rotation.deadline_at)
+        .bind(rotation.acknowledged_at)
+        .bind(rotation.completed_at)
+        .bind(&rotation.new_public_key)
+        .bind(&rotation.request_id)
+        .execute(&mut *tx)
+        .await;
+        if let Err(err) = inserted {
+            tx.rollback().await?;
+            if StoreError::is_unique_violation(&err) {
+                let pending = self.pending_rotation(&rotation.agent_id).await?;
+                return Err(StoreError::RotationInFlight(
+                    pending.map(|r| r.id).unwrap_or_default(),
+                ));
+            }
+            return Err(err.into());
+        }
+        event.insert(&mut tx).await?;
+        audit.insert(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn rotation(&self, id: &str) -> Result<Option<RotationRecord>, StoreError> {
+        let row = sqlx::query(sql("SELECT {cols} FROM curve_rotations WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.as_ref().map(from_row).transpose()?)
+    }
+
+    pub async fn pending_rotation(
+        &self,
+        agent_id: &str,
+    ) -> Result<Option<RotationRecord>, StoreError> {
+        let row = sqlx::query(sql(
+            "SELECT {cols} FROM curve_rotations WHERE agent_id = $1 AND status = 'pending'",
+        ))
+        .bind(agent_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.as_ref().map(from_row).transpose()?)
+    }
+
+    /// Pending rotations whose deadline has passed at `now`.
+    pub async fn overdue_rotations(
+        &self,
+        now: UnixMillis,
+    ) -> Result<Vec<RotationRecord>, StoreError> {
+        let rows = sqlx::query(sql(
+            "SELECT {cols} FROM curve_rotations WHERE status = 'pending' AND deadline_at <= $1",
+        ))
+        .bind(now)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Ends a pending rotation as failed with `reason`. Returns the record, or `None` when it
+    /// was no longer pending (someone else ended it first).
+    pub async fn fail_rotation(
+        &self,
+        id: &str,
+        reason: &str,
+        now: UnixMillis,
+        event: &AgentEvent,
+        audit: &AuditEntry,
+    ) -> Result<Option<RotationRecord>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(sql(
+            "UPDATE curve_rotations SET status = 'failed', failure_reason = $2, completed_at = $3
+             WHERE id = $1 AND status = 'pending' RETURNING {cols}",
+        ))
+        .bind(id)
+        .bind(reason)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        event.insert(&mut tx).await?;
+        audit.insert(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Some(from_row(&row)?))
+    }
+
+    /// Promotes a verified new key: the rotation ends `promoted`, the agent's current key becomes
+    /// its previous one (still accepted until the agent is seen on the new one) and the new key
+    /// becomes current, all in one transaction with the events and the audit record.
+    pub async fn promote_rotation(
+        &self,
+        id: &str,
+        new_public_key: &str,
+        now: UnixMillis,
+        events: &[AgentEvent],
+        audit: &AuditEntry,
+    ) -> Result<Option<RotationRecord>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(sql(
+            "UPDATE curve_rotations SET status = 'promoted', acknowledged_at = $2, completed_at = $2,
+                 new_public_key = $3
+             WHERE id = $1 AND status = 'pending' RETURNING {cols}",
+        ))
+        .bind(id)
+        .bind(now)
+        .bind(new_public_key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let rotation = from_row(&row)?;
+        let updated = sqlx::query(
+            "UPDATE agents SET previous_curve_public_key = curve_public_key, curve_public_key = $2
+             WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(&rotation.agent_id)
+        .bind(new_public_key)
+        .execute(&mut *tx)
+        .await;
+        match updated {
+            Ok(result) if result.rows_affected() == 1 => {}
+            Ok(_) => {
+                tx.rollback().await?;
+                return Err(StoreError::AlreadyRevoked(rotation.agent_id));
+            }
+            Err(err) if StoreError::is_unique_violation(&err) => {
+                tx.rollback().await?;
+                return Err(StoreError::CurveKeyTaken);
+            }
+            Err(err) => return Err(err.into()),
+        }
+        for event in events {
+            event.insert(&mut tx).await?;
+        }
+        audit.insert(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Some(rotation))
+    }
+
+    /// The agent was seen on its new key: its previous key stops being accepted. Returns whether
+    /// there was a previous key to retire.
+    pub async fn retire_previous_key(
+        &self,
+        agent_id: &str,
+        current_key: &str,
+        event: &AgentEvent,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let result = sqlx::query(
+            "UPDATE agents SET previous_curve_public_key = NULL
+             WHERE id = $1 AND curve_public_key = $2 AND previous_curve_public_key IS NOT NULL",
+        )
+        .bind(agent_id)
+        .bind(current_key)
+        .execute(&mut *tx)
+        .await?;
+        if result.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        event.insert(&mut tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The request id of the agent's most recent promoted rotation.
+    pub async fn latest_promoted_rotation(
+        &self,
+        agent_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id FROM curve_rotations WHERE agent_id = $1 AND status = 'promoted'
+             ORDER BY completed_at DESC LIMIT 1",
+        )
+        .bind(agent_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|r| r.try_get("id")).transpose()?)
+    }
+
+    pub async fn append_event(&self, event: &AgentEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        event.insert(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn list_events(
+        &self,
+        agent_id: &str,
+        page: &PageRequest,
+    ) -> Result<PageSlice<AgentEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, agent_id, at, event_type, request_id, details FROM agent_events
+             WHERE agent_id = $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3",
+        )
+        .bind(agent_id)
+        .bind(&page.after)
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(self.pool())
+        .await?;
+        let events = rows
+            .iter()
+            .map(|row| {
+                Ok(AgentEvent {
+                    id: row.try_get("id")?,
+                    agent_id: row.try_get("agent_id")?,
+                    at: row.try_get("at")?,
+                    event_type: row.try_get("event_type")?,
+                    request_id: row.try_get("request_id")?,
+                    details: row.try_get("details")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(PageSlice::from_probe(events, page.limit))
+    }
+}
