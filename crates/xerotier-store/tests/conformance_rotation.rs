@@ -1,0 +1,299 @@
+//! CURVE rotations and agent events, on both backends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use xerotier_store::{
+    AgentEvent, AgentRecord, AuditEntry, JoinKeyRecord, PageRequest, RotationRecord, Store,
+    StoreError,
+};
+use xerotier_testkit::TestDb;
+
+async fn store_with_agent() -> Vec<(TestDb, Store)> {
+    let mut out = Vec::new();
+    for db in TestDb::all().await {
+        let store = Store::connect(db.url()).await.unwrap();
+        let jk = JoinKeyRecord {
+            id: "jk_1".into(),
+            name: "n".into(),
+            region: None,
+            role: "execution".into(),
+            router_addr: "tcp://r:1".into(),
+            created_at: 0,
+            created_by: None,
+            expires_at: 1_000_000,
+            consumed_at: None,
+            consumed_by_agent: None,
+            revoked_at: None,
+            revoked_by: None,
+            revoked_reason: None,
+        };
+        store.create_join_key(&jk, &audit("a0")).await.unwrap();
+        let agent = AgentRecord {
+            id: "agt_1".into(),
+            name: "xem-1".into(),
+            role: "execution".into(),
+            region: None,
+            join_key_id: "jk_1".into(),
+            enrolled_at: 1,
+            curve_public_key: "old-key".into(),
+            signing_public_key: "ab".repeat(32),
+            manifest: "{}".into(),
+            manifest_hash: "h".into(),
+            manifest_version: 1,
+            lease_interval_ms: 1000,
+            last_heartbeat_at: None,
+            revoked_at: None,
+            revoked_by: None,
+            revoked_reason: None,
+            previous_curve_public_key: None,
+        };
+        store.enroll_agent(&agent, 1, &audit("a1")).await.unwrap();
+        out.push((db, store));
+    }
+    out
+}
+
+fn audit(id: &str) -> AuditEntry {
+    AuditEntry {
+        id: id.into(),
+        at: 1,
+        actor_key_id: Some("key_op".into()),
+        actor_name: Some("op".into()),
+        action: "agent.curve_rotate".into(),
+        target_type: Some("agent".into()),
+        target_id: Some("agt_1".into()),
+        target_name: None,
+        reason: Some("scheduled".into()),
+        request_id: None,
+        outcome: "success".into(),
+        client_addr: None,
+        details: None,
+    }
+}
+
+fn rotation(id: &str, deadline_at: i64) -> RotationRecord {
+    RotationRecord {
+        id: id.into(),
+        agent_id: "agt_1".into(),
+        reason: "scheduled".into(),
+        nonce: format!("nonce-{id}"),
+        status: "pending".into(),
+        failure_reason: None,
+        requested_at: 10,
+        requested_by: Some("key_op".into()),
+        requested_by_name: Some("op".into()),
+        deadline_at,
+        acknowledged_at: None,
+        completed_at: None,
+        new_public_key: None,
+        request_id: Some("http-1".into()),
+    }
+}
+
+fn event(id: &str, kind: &str) -> AgentEvent {
+    AgentEvent {
+        id: id.into(),
+        agent_id: "agt_1".into(),
+        at: 10,
+        event_type: kind.into(),
+        request_id: None,
+        details: None,
+    }
+}
+
+async fn keys(store: &Store) -> Vec<String> {
+    let mut keys: Vec<String> =
+        store.live_agent_keys().await.unwrap().into_iter().map(|(_, k)| k).collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn one_rotation_in_flight_per_agent() {
+    for (db, store) in store_with_agent().await {
+        store
+            .create_rotation(&rotation("r1", 100), &event("e1", "rotation_requested"), &audit("a2"))
+            .await
+            .unwrap();
+        let second = store
+            .create_rotation(&rotation("r2", 100), &event("e2", "rotation_requested"), &audit("a3"))
+            .await;
+        assert!(
+            matches!(second, Err(StoreError::RotationInFlight(ref first)) if first == "r1"),
+            "{}: {second:?}",
+            db.backend
+        );
+        store
+            .fail_rotation(
+                "r1",
+                "acknowledgement timeout",
+                50,
+                &event("e3", "rotation_failed"),
+                &audit("a4"),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .create_rotation(&rotation("r2", 100), &event("e4", "rotation_requested"), &audit("a5"))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn promotion_keeps_the_old_key_until_the_agent_is_seen_on_the_new_one() {
+    for (db, store) in store_with_agent().await {
+        store
+            .create_rotation(&rotation("r1", 100), &event("e1", "rotation_requested"), &audit("a2"))
+            .await
+            .unwrap();
+        let events = [event("e2", "rotation_acknowledged"), event("e3", "rotation_promoted")];
+        let promoted = store
+            .promote_rotation("r1", "new-key", 20, &events, &audit("a3"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (promoted.status.as_str(), promoted.new_public_key.as_deref()),
+            ("promoted", Some("new-key")),
+            "{}",
+            db.backend
+        );
+        assert_eq!(
+            keys(&store).await,
+            ["new-key", "old-key"],
+            "both keys accepted until the agent is seen on the new one"
+        );
+        assert_eq!(store.latest_promoted_rotation("agt_1").await.unwrap().as_deref(), Some("r1"));
+        assert!(
+            !store.retire_previous_key("agt_1", "old-key", &event("e4", "x")).await.unwrap(),
+            "seen on the old key: nothing retired"
+        );
+        assert!(
+            store
+                .retire_previous_key("agt_1", "new-key", &event("e5", "rotation_completed"))
+                .await
+                .unwrap()
+        );
+        assert_eq!(keys(&store).await, ["new-key"]);
+        let again = store.promote_rotation("r1", "newer", 30, &[], &audit("a4")).await.unwrap();
+        assert!(again.is_none(), "a terminal rotation is never promoted twice");
+        let page = PageRequest { limit: 50, after: None };
+        let types: Vec<_> = store
+            .list_events("agt_1", &page)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|e| e.event_type)
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "rotation_requested",
+                "rotation_acknowledged",
+                "rotation_promoted",
+                "rotation_completed"
+            ]
+        );
+    }
+}
+
+#[tokio::test]
+async fn failed_rotation_changes_no_key_and_ends_once() {
+    for (db, store) in store_with_agent().await {
+        store
+            .create_rotation(&rotation("r1", 100), &event("e1", "rotation_requested"), &audit("a2"))
+            .await
+            .unwrap();
+        assert!(store.overdue_rotations(99).await.unwrap().is_empty(), "{}", db.backend);
+        let overdue = store.overdue_rotations(100).await.unwrap();
+        assert_eq!(overdue.len(), 1);
+        let failed = store
+            .fail_rotation(
+                "r1",
+                "acknowledgement timeout",
+                100,
+                &event("e2", "rotation_failed"),
+                &audit("a3"),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(failed.failure_reason.as_deref(), Some("acknowledgement timeout"));
+        assert!(
+            store
+                .fail_rotation("r1", "signature mismatch", 101, &event("e3", "x"), &audit("a4"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .promote_rotation("r1", "new-key", 102, &[], &audit("a5"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(keys(&store).await, ["old-key"]);
+        assert_eq!(
+            store.rotation("r1").await.unwrap().unwrap().failure_reason.as_deref(),
+            Some("acknowledgement timeout")
+        );
+    }
+}
+
+#[tokio::test]
+async fn promotion_of_a_revoked_agent_is_refused_and_rolled_back() {
+    for (db, store) in store_with_agent().await {
+        store
+            .create_rotation(&rotation("r1", 100), &event("e1", "rotation_requested"), &audit("a2"))
+            .await
+            .unwrap();
+        store.revoke_agent("agt_1", 15, None, None, &audit("a3")).await.unwrap();
+        let promoted = store.promote_rotation("r1", "new-key", 20, &[], &audit("a4")).await;
+        assert!(
+            matches!(promoted, Err(StoreError::AlreadyRevoked(_))),
+            "{}: {promoted:?}",
+            db.backend
+        );
+        assert_eq!(
+            store.rotation("r1").await.unwrap().unwrap().status,
+            "pending",
+            "rolled back; the caller fails it"
+        );
+        assert!(store.live_agent_keys().await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn events_page_by_id() {
+    for (db, store) in store_with_agent().await {
+        for i in 0..5 {
+            store.append_event(&event(&format!("e{i}"), "connected")).await.unwrap();
+        }
+        let first =
+            store.list_events("agt_1", &PageRequest { limit: 2, after: None }).await.unwrap();
+        assert_eq!(
+            first.items.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            ["e0", "e1"],
+            "{}",
+            db.backend
+        );
+        assert!(first.has_more);
+        let rest = store
+            .list_events("agt_1", &PageRequest { limit: 10, after: Some("e1".into()) })
+            .await
+            .unwrap();
+        assert_eq!(rest.items.len(), 3);
+        assert!(
+            store
+                .list_events("agt_other", &PageRequest { limit: 10, after: None })
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+    }
+}
