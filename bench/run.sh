@@ -103,3 +103,21 @@ ticks = int(sys.argv[6]) - int(sys.argv[5]); secs = float(sys.argv[8]) - float(s
 print(f"| {sys.argv[1]} | {sys.argv[10]} | 1000 ms | {f['sent']} | {f['ops']} | {rss0:.0f} → {rss1:.0f} | {100 * ticks / hz / secs:.1f} |")
 PY
 done
+
+echo
+ROUNDS_ROT="${ROUNDS_ROT:-200}"
+echo "| backend | single rotation p50 ms | p99 ms | floor p50 ms (mesh round trip + crypto) | floor p99 ms | p50 / floor | 1,000-agent fleet: last promotion (s) | fleet p50 / p99 (ms) |"
+echo "|---|---|---|---|---|---|---|---|"
+for backend in sqlite postgres; do
+  url=""; [ "$backend" = postgres ] && url=$(fresh_pg rotate)
+  start_router "rotate-$backend" "$url"
+  ./target/release/xerotier-bench rotate-floor --base-url "http://$ADDR" --api-key "$KEY" --rounds "$ROUNDS_ROT" >"$OUT/rotate-floor-$backend.json"
+  ./target/release/xerotier-bench rotate --base-url "http://$ADDR" --api-key "$KEY" --agents 1 --rounds "$ROUNDS_ROT" >"$OUT/rotate-one-$backend.json" 2>/dev/null
+  ./target/release/xerotier-bench rotate --base-url "http://$ADDR" --api-key "$KEY" --agents "$AGENTS" --rounds 1 >"$OUT/rotate-fleet-$backend.json" 2>"$OUT/rotate-fleet-$backend.err"
+  stop_router "rotate-$backend"
+  python3 - "$backend" "$OUT/rotate-one-$backend.json" "$OUT/rotate-floor-$backend.json" "$OUT/rotate-fleet-$backend.json" <<'PY'
+import json, sys
+one = json.load(open(sys.argv[2])); floor = json.load(open(sys.argv[3])); fleet = json.load(open(sys.argv[4]))
+print(f"| {sys.argv[1]} | {one['p50_ms']:.2f} | {one['p99_ms']:.2f} | {floor['p50_ms']:.3f} | {floor['p99_ms']:.3f} | {one['p50_ms']/floor['p50_ms']:.1f} | {fleet['last_promotion_ms']/1000:.2f} | {fleet['p50_ms']:.0f} / {fleet['p99_ms']:.0f} |")
+PY
+done

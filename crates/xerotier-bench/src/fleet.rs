@@ -28,7 +28,7 @@ pub async fn mint_and_enroll(
     api_key: &str,
     name: &str,
     router_addr: Option<&str>,
-) -> anyhow::Result<Enrolled> {
+) -> anyhow::Result<(Enrolled, SigningKeyPair)> {
     let minted = client
         .post(format!("{base_url}/v1/management/join-keys"))
         .bearer_auth(api_key)
@@ -57,7 +57,7 @@ pub async fn mint_and_enroll(
             enrolled.text().await.unwrap_or_default()
         );
     }
-    Ok(Enrolled { curve, answer: enrolled.json().await? })
+    Ok((Enrolled { curve, answer: enrolled.json().await? }, signing))
 }
 
 pub async fn enroll_throughput(
@@ -158,7 +158,7 @@ pub async fn many_agents(
         let batch = names.iter().map(|name| {
             mint_and_enroll(&client, &base_url, &api_key, name, router_addr.as_deref())
         });
-        enrolled.extend(futures::future::try_join_all(batch).await?);
+        enrolled.extend(futures::future::try_join_all(batch).await?.into_iter().map(|(e, _)| e));
     }
     eprintln!("enrolled {count} agents in {:.1}s", started_enroll.elapsed().as_secs_f64());
     let result =

@@ -3,6 +3,7 @@
 
 mod fleet;
 mod keys;
+mod rotation;
 
 use std::time::Duration;
 
@@ -28,6 +29,27 @@ enum Command {
         base_url: String,
         #[arg(long)]
         api_key: String,
+    },
+    /// Rotate AGENTS connected simulated agents at once, ROUNDS times; latency is request →
+    /// the agent receiving its promotion.
+    Rotate {
+        #[arg(long)]
+        base_url: String,
+        #[arg(long)]
+        api_key: String,
+        #[arg(long, default_value_t = 1)]
+        agents: usize,
+        #[arg(long, default_value_t = 100)]
+        rounds: usize,
+    },
+    /// One mesh round trip plus the rotation crypto, ROUNDS times: the floor under `rotate`.
+    RotateFloor {
+        #[arg(long)]
+        base_url: String,
+        #[arg(long)]
+        api_key: String,
+        #[arg(long, default_value_t = 100)]
+        rounds: usize,
     },
     /// Create API keys directly in the store (key row + audit row in one transaction): the
     /// floor under `key-create`.
@@ -129,6 +151,12 @@ fn main() -> anyhow::Result<()> {
                 fleet::enroll_throughput(base_url, api_key, args.seconds, args.concurrency).await
             }
             Command::EnrollCryptoFloor => fleet::crypto_floor(args.seconds, args.concurrency).await,
+            Command::Rotate { base_url, api_key, agents, rounds } => {
+                rotation::rotations(base_url, api_key, agents, rounds).await
+            }
+            Command::RotateFloor { base_url, api_key, rounds } => {
+                rotation::floor(base_url, api_key, rounds).await
+            }
             Command::Agents { base_url, api_key, count, lease_ms, router_addr } => {
                 fleet::many_agents(base_url, api_key, count, lease_ms, args.seconds, router_addr)
                     .await

@@ -1,0 +1,335 @@
+//! CURVE rotation benchmarks: one rotation's latency against its floor (one mesh round trip
+//! plus the crypto), and a whole fleet rotated at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::sync::mpsc;
+use xerotier_core::OsEntropy;
+use xerotier_credentials::{CurveKeyPair, SigningKeyPair, verify_signature};
+use xerotier_mesh::{ClientKeys, configure_client_socket};
+use xerotier_proto::mesh::{
+    self, Frame, RotateAckPayload, encode_ack_payload, rotate_ack_signing_input,
+};
+
+use crate::Report;
+use crate::fleet::{Enrolled, mint_and_enroll};
+
+/// A simulated agent that answers rotations like the XEM does.
+struct SimAgent {
+    enrolled: Enrolled,
+    signing: SigningKeyPair,
+    socket: zmq::Socket,
+    pending: Option<(String, CurveKeyPair)>,
+}
+
+impl SimAgent {
+    fn connect(
+        context: &zmq::Context,
+        enrolled: Enrolled,
+        signing: SigningKeyPair,
+    ) -> anyhow::Result<Self> {
+        let socket = open(context, &enrolled.curve, &enrolled)?;
+        Ok(Self { enrolled, signing, socket, pending: None })
+    }
+
+    fn send(&self, frame: &Frame) {
+        self.socket.send(mesh::encode(frame), zmq::DONTWAIT).ok();
+    }
+
+    /// Handles one frame; returns the request id when a promotion was applied.
+    fn handle(&mut self, context: &zmq::Context, frame: Frame) -> anyhow::Result<Option<String>> {
+        match frame {
+            Frame::RotateCurve { request_id, nonce } => {
+                let key = CurveKeyPair::generate(&OsEntropy);
+                let payload = encode_ack_payload(&RotateAckPayload {
+                    agent_id: self.enrolled.answer.agent_id.clone(),
+                    request_id: request_id.clone(),
+                    nonce,
+                    new_public_key: key.public_z85(),
+                });
+                let signature = self.signing.sign(&rotate_ack_signing_input(&payload)).to_vec();
+                self.send(&Frame::RotateAck { payload, signature });
+                self.pending = Some((request_id, key));
+                Ok(None)
+            }
+            Frame::RotationPromoted { request_id } => {
+                let Some((pending_id, key)) = self.pending.take() else { return Ok(None) };
+                if pending_id != request_id {
+                    bail!("promotion for {request_id}, pending {pending_id}");
+                }
+                self.socket = open(context, &key, &self.enrolled)?;
+                self.enrolled.curve = key;
+                Ok(Some(request_id))
+            }
+            Frame::RotationFailed { request_id, reason } => {
+                bail!("rotation {request_id} failed: {reason}")
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+fn open(
+    context: &zmq::Context,
+    curve: &CurveKeyPair,
+    enrolled: &Enrolled,
+) -> anyhow::Result<zmq::Socket> {
+    let socket = context.socket(zmq::DEALER)?;
+    configure_client_socket(&socket, &ClientKeys::new(curve, &enrolled.answer.router_curve_key))?;
+    socket.connect(&enrolled.answer.mesh_addr).context("connect")?;
+    let hello = Frame::Hello {
+        agent_id: enrolled.answer.agent_id.clone(),
+        xem_version: "bench".into(),
+        manifest_hash: "h".into(),
+        manifest_version: 1,
+    };
+    socket.send(mesh::encode(&hello), 0)?;
+    Ok(socket)
+}
+
+/// Runs the simulated agents on one thread until `stop`; reports each promotion's agent-side
+/// arrival time on `promoted`.
+fn drive(
+    agents: Vec<SimAgent>,
+    context: zmq::Context,
+    stop: Arc<AtomicBool>,
+    promoted: mpsc::UnboundedSender<(String, Instant)>,
+) -> anyhow::Result<()> {
+    let mut agents = agents;
+    let mut next_lease = Instant::now();
+    let mut seq = 0;
+    while !stop.load(Ordering::Relaxed) {
+        // Keep every lease fresh (enrolled with a 1 s interval), as a XEM does.
+        if Instant::now() >= next_lease {
+            seq += 1;
+            for agent in &agents {
+                let agent_id = agent.enrolled.answer.agent_id.clone();
+                agent.send(&Frame::LeaseRenewal {
+                    agent_id,
+                    seq,
+                    in_flight: Vec::new(),
+                    manifest_hash: "h".into(),
+                    manifest_version: 1,
+                });
+            }
+            next_lease += Duration::from_millis(500);
+        }
+        let mut items: Vec<_> = agents.iter().map(|a| a.socket.as_poll_item(zmq::POLLIN)).collect();
+        zmq::poll(&mut items, 20)?;
+        let ready: Vec<bool> = items.iter().map(|i| i.is_readable()).collect();
+        drop(items);
+        for (agent, ready) in agents.iter_mut().zip(ready) {
+            if !ready {
+                continue;
+            }
+            while let Ok(bytes) = agent.socket.recv_bytes(zmq::DONTWAIT) {
+                let Ok(frame) = mesh::decode(&bytes) else { continue };
+                if let Some(request_id) = agent.handle(&context, frame)? {
+                    let _ = promoted.send((request_id, Instant::now()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn enroll_agents(
+    base_url: &str,
+    api_key: &str,
+    count: usize,
+) -> anyhow::Result<Vec<SimAgent>> {
+    let client = reqwest::Client::new();
+    let context = zmq::Context::new();
+    let run = std::process::id();
+    let mut agents = Vec::with_capacity(count);
+    for chunk in (0..count).collect::<Vec<_>>().chunks(16) {
+        let names: Vec<String> = chunk.iter().map(|i| format!("rot-{run}-{i}")).collect();
+        let batch = names.iter().map(|n| mint_and_enroll(&client, base_url, api_key, n, None));
+        for (enrolled, signing) in futures::future::try_join_all(batch).await? {
+            agents.push(SimAgent::connect(&context, enrolled, signing)?);
+        }
+    }
+    // Each socket holds its context alive.
+    Ok(agents)
+}
+
+async fn rotate(
+    client: &reqwest::Client,
+    base_url: &str,
+    api_key: &str,
+    agent_id: &str,
+) -> anyhow::Result<String> {
+    let response = client
+        .post(format!("{base_url}/v1/management/agents/{agent_id}/curve-rotate"))
+        .bearer_auth(api_key)
+        .json(&serde_json::json!({ "reason": "benchmark" }))
+        .send()
+        .await?;
+    if response.status() != 202 {
+        bail!(
+            "curve-rotate answered {}: {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
+    }
+    let body: serde_json::Value = response.json().await?;
+    Ok(body["request_id"].as_str().unwrap_or_default().to_string())
+}
+
+/// Rotates `count` agents at once (or one agent `rounds` times) and measures request → the
+/// agent receiving its promotion.
+pub async fn rotations(
+    base_url: String,
+    api_key: String,
+    agents: usize,
+    rounds: usize,
+) -> anyhow::Result<Report> {
+    let sims = enroll_agents(&base_url, &api_key, agents).await?;
+    let ids: Vec<String> = sims.iter().map(|a| a.enrolled.answer.agent_id.clone()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, mut promoted) = mpsc::unbounded_channel();
+    let driver_stop = stop.clone();
+    let driver = std::thread::spawn(move || drive(sims, zmq::Context::new(), driver_stop, tx));
+    // Let every agent finish its handshake and hello.
+    wait_connected(&base_url, &api_key, &ids).await?;
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    for _ in 0..rounds {
+        let round_start = Instant::now();
+        let requests = ids.iter().map(|id| {
+            let client = client.clone();
+            let (base_url, api_key) = (base_url.clone(), api_key.clone());
+            async move {
+                let t = Instant::now();
+                let request_id = rotate(&client, &base_url, &api_key, id).await?;
+                Ok::<_, anyhow::Error>((request_id, t))
+            }
+        });
+        let sent: HashMap<String, Instant> =
+            futures::future::try_join_all(requests).await?.into_iter().collect();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut done = 0;
+        while done < sent.len() {
+            let (request_id, at) = tokio::time::timeout_at(deadline.into(), promoted.recv())
+                .await
+                .context("timed out waiting for promotions")?
+                .context("driver stopped")?;
+            if let Some(t) = sent.get(&request_id) {
+                latencies.push(at.duration_since(*t));
+                done += 1;
+            }
+        }
+        eprintln!(
+            "round: {} agents rotated in {:.3}s",
+            sent.len(),
+            round_start.elapsed().as_secs_f64()
+        );
+        // Agents reconnect on the new key; give them the handshake before the next round.
+        wait_connected(&base_url, &api_key, &ids).await?;
+    }
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    driver.join().map_err(|_| anyhow::anyhow!("driver panicked"))??;
+    let last = latencies.iter().max().copied().unwrap_or_default();
+    Ok(Report::new("curve_rotation", elapsed, vec![latencies], agents)
+        .with_extra("agents", agents as u64)
+        .with_extra("rounds", rounds as u64)
+        .with_extra("last_promotion_ms", last.as_millis() as u64))
+}
+
+/// Waits until no rotation is pending and every agent's current key has been seen (its
+/// previous key retired), i.e. the fleet is idle on its current keys.
+async fn wait_connected(base_url: &str, api_key: &str, ids: &[String]) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut after: Option<String> = None;
+        let mut active = 0;
+        loop {
+            let mut url = format!("{base_url}/v1/management/agents?limit=500");
+            if let Some(a) = &after {
+                url.push_str(&format!("&after={a}"));
+            }
+            let page: serde_json::Value =
+                client.get(url).bearer_auth(api_key).send().await?.json().await?;
+            for agent in page["data"].as_array().into_iter().flatten() {
+                if agent["status"] == "active" && ids.iter().any(|id| agent["id"] == id.as_str()) {
+                    active += 1;
+                }
+            }
+            match page["next_after"].as_str() {
+                Some(next) => after = Some(next.to_string()),
+                None => break,
+            }
+        }
+        if active == ids.len() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {active} of {} agents became active", ids.len());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The floor under one rotation: a mesh round trip (a lease renewal and its acknowledgement on
+/// an established CURVE session) plus the rotation's crypto (key pair, sign, verify).
+pub async fn floor(base_url: String, api_key: String, rounds: usize) -> anyhow::Result<Report> {
+    let client = reqwest::Client::new();
+    let (enrolled, signing) = mint_and_enroll(
+        &client,
+        &base_url,
+        &api_key,
+        &format!("floor-{}", std::process::id()),
+        None,
+    )
+    .await?;
+    let result = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Duration>> {
+        let context = zmq::Context::new();
+        let socket = open(&context, &enrolled.curve, &enrolled)?;
+        let agent_id = enrolled.answer.agent_id.clone();
+        let mut latencies = Vec::with_capacity(rounds);
+        for seq in 1..=rounds as u64 {
+            let t = Instant::now();
+            let renewal = Frame::LeaseRenewal {
+                agent_id: agent_id.clone(),
+                seq,
+                in_flight: Vec::new(),
+                manifest_hash: "h".into(),
+                manifest_version: 1,
+            };
+            socket.send(mesh::encode(&renewal), 0)?;
+            loop {
+                let bytes = socket.recv_bytes(0)?;
+                if matches!(mesh::decode(&bytes), Ok(Frame::LeaseAck { seq: s }) if s == seq) {
+                    break;
+                }
+            }
+            let key = CurveKeyPair::generate(&OsEntropy);
+            let payload = encode_ack_payload(&RotateAckPayload {
+                agent_id: agent_id.clone(),
+                request_id: "r".into(),
+                nonce: "n".into(),
+                new_public_key: key.public_z85(),
+            });
+            let signature = signing.sign(&rotate_ack_signing_input(&payload));
+            if !verify_signature(
+                &signing.public_hex(),
+                &rotate_ack_signing_input(&payload),
+                &signature,
+            ) {
+                bail!("signature did not verify");
+            }
+            latencies.push(t.elapsed());
+        }
+        Ok(latencies)
+    })
+    .await??;
+    let elapsed = result.iter().sum();
+    Ok(Report::new("rotation_floor", elapsed, vec![result], 1))
+}
