@@ -21,6 +21,9 @@ use xerotier_testkit::TestDb;
 const START: i64 = 1_790_000_000_000;
 const TIMEOUT_MS: u64 = 5_000;
 
+/// Builds a forged acknowledgement: (fixture, request id, nonce, new key) → (payload, signature).
+type Forge = dyn Fn(&Fixture, &str, &str, &CurveKeyPair) -> (Vec<u8>, Vec<u8>);
+
 struct Fixture {
     _db: TestDb,
     state: AppState,
@@ -161,10 +164,7 @@ async fn valid_acknowledgement_promotes_and_keeps_the_old_key_until_seen() {
 #[tokio::test]
 async fn forged_acknowledgements_end_in_signature_mismatch_and_change_no_key() {
     for f in fixtures().await {
-        let forgeries: [(
-            &str,
-            Box<dyn Fn(&Fixture, &str, &str, &CurveKeyPair) -> (Vec<u8>, Vec<u8>)>,
-        ); 4] = [
+        let forgeries: [(&str, Box<Forge>); 4] = [
             (
                 "wrong signing key",
                 Box::new(|f, id, nonce, key| {
