@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/xerotier-bench}"
 SECONDS_PER_RUN="${SECONDS_PER_RUN:-5}"
 ROUNDS="${ROUNDS:-3}"
-rm -rf "$OUT"; mkdir -p "$OUT"
+mkdir -p "$OUT"
 for tool in wrk bc; do command -v $tool >/dev/null || { SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo; DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q $tool >&2; }; done
 scripts/install-deps.sh
 cargo build --release --bins -q
@@ -28,8 +28,12 @@ cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 stop_router() { kill "$(cat "$OUT/$1/pid")"; wait "$(cat "$OUT/$1/pid")" 2>/dev/null || true; }
 rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
+SECTIONS="${SECTIONS:-http keys enroll fleet rotation}"
+AGENTS="${AGENTS:-1000}"
+want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 fresh_pg() { local name="bench_$1_$$"; psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >/dev/null; echo "$PG_BASE/$name"; }
 
+if want http; then
 echo "| backend | /healthz req/s | GET /v1/exec/tools req/s (authenticated) | ratio |"
 echo "|---|---|---|---|"
 for backend in sqlite postgres; do
@@ -47,7 +51,9 @@ for backend in sqlite postgres; do
   printf "| %s | %.0f | %.0f | %.2f |\n" "$backend" "$(echo "$h_sum/$ROUNDS" | bc -l)" "$(echo "$t_sum/$ROUNDS" | bc -l)" "$(echo "$t_sum/$h_sum" | bc -l)"
 done
 
+fi
 echo
+if want keys; then
 echo "| backend | store-only creates/s (floor) | HTTP creates/s | HTTP p50 ms | HTTP p99 ms | HTTP / store |"
 echo "|---|---|---|---|---|---|"
 for backend in sqlite postgres; do
@@ -64,7 +70,9 @@ print(f"| {sys.argv[1]} | {s['ops_per_sec']:.0f} | {h['ops_per_sec']:.0f} | {h['
 PY
 done
 
+fi
 echo
+if want enroll; then
 echo "| backend | enrollments/s (mint + enroll, HTTP) | p50 ms | p99 ms | crypto floor ops/s | enroll / floor |"
 echo "|---|---|---|---|---|---|"
 ./target/release/xerotier-bench enroll-crypto-floor --seconds "$SECONDS_PER_RUN" --concurrency 4 >"$OUT/crypto-floor.json"
@@ -80,8 +88,10 @@ print(f"| {sys.argv[1]} | {e['ops_per_sec']:.0f} | {e['p50_ms']:.2f} | {e['p99_m
 PY
 done
 
+fi
 echo
-AGENTS="${AGENTS:-1000}"; FLEET_SECONDS="${FLEET_SECONDS:-30}"
+if want fleet; then
+FLEET_SECONDS="${FLEET_SECONDS:-30}"
 echo "| backend | agents | lease interval | renewals sent | acknowledged | router RSS idle → loaded (MiB) | router CPU while renewing (% of one core) |"
 echo "|---|---|---|---|---|---|---|"
 for backend in sqlite postgres; do
@@ -104,7 +114,9 @@ print(f"| {sys.argv[1]} | {sys.argv[10]} | 1000 ms | {f['sent']} | {f['ops']} | 
 PY
 done
 
+fi
 echo
+if want rotation; then
 ROUNDS_ROT="${ROUNDS_ROT:-200}"
 echo "| backend | single rotation p50 ms | p99 ms | floor p50 ms (mesh round trip + crypto) | floor p99 ms | p50 / floor | 1,000-agent fleet: last promotion (s) | fleet p50 / p99 (ms) |"
 echo "|---|---|---|---|---|---|---|---|"
@@ -121,3 +133,4 @@ one = json.load(open(sys.argv[2])); floor = json.load(open(sys.argv[3])); fleet 
 print(f"| {sys.argv[1]} | {one['p50_ms']:.2f} | {one['p99_ms']:.2f} | {floor['p50_ms']:.3f} | {floor['p99_ms']:.3f} | {one['p50_ms']/floor['p50_ms']:.1f} | {fleet['last_promotion_ms']/1000:.2f} | {fleet['p50_ms']:.0f} / {fleet['p99_ms']:.0f} |")
 PY
 done
+fi

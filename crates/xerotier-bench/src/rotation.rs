@@ -44,7 +44,11 @@ impl SimAgent {
     fn handle(&mut self, context: &zmq::Context, frame: Frame) -> anyhow::Result<Option<String>> {
         match frame {
             Frame::RotateCurve { request_id, nonce } => {
-                let key = CurveKeyPair::generate(&OsEntropy);
+                // A re-sent instruction (after a reconnect) reuses the pending key, as the XEM does.
+                let key = match self.pending.take() {
+                    Some((pending_id, key)) if pending_id == request_id => key,
+                    _ => CurveKeyPair::generate(&OsEntropy),
+                };
                 let payload = encode_ack_payload(&RotateAckPayload {
                     agent_id: self.enrolled.answer.agent_id.clone(),
                     request_id: request_id.clone(),
