@@ -64,6 +64,19 @@ impl AuditLog {
         }
     }
 
+    /// Records a mutation the store refused (nothing changed), with the error code it answers.
+    pub async fn record_failure(
+        &self,
+        actor: &Principal,
+        context: &RequestContext,
+        action: &str,
+        target: Target<'_>,
+        err: &xerotier_store::StoreError,
+    ) {
+        let details = serde_json::json!({ "error": ApiError::from_store_ref(err) });
+        self.record_attempt(actor, context, action, Some(target), Outcome::Failed, details).await;
+    }
+
     /// Records an attempt that changed nothing (denied, or failed). Best effort: the caller's
     /// answer does not depend on it, but a failure to record is logged.
     pub async fn record_attempt(

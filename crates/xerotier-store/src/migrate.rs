@@ -10,25 +10,27 @@ struct Migration {
     postgres: &'static str,
 }
 
-/// Append-only: a released migration is never edited, only followed by a new one.
+/// Append-only: a released migration is never edited, only followed by a new one. Each has a
+/// slot per backend; both point at one file in `migrations/common/` while the portable subset of
+/// SQL suffices, and a backend gets its own file only where the dialects differ.
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "api_keys_audit",
-        sqlite: include_str!("../migrations/sqlite/0001_api_keys_audit.sql"),
-        postgres: include_str!("../migrations/postgres/0001_api_keys_audit.sql"),
+        sqlite: include_str!("../migrations/common/0001_api_keys_audit.sql"),
+        postgres: include_str!("../migrations/common/0001_api_keys_audit.sql"),
     },
     Migration {
         version: 2,
         name: "join_keys_agents",
-        sqlite: include_str!("../migrations/sqlite/0002_join_keys_agents.sql"),
-        postgres: include_str!("../migrations/postgres/0002_join_keys_agents.sql"),
+        sqlite: include_str!("../migrations/common/0002_join_keys_agents.sql"),
+        postgres: include_str!("../migrations/common/0002_join_keys_agents.sql"),
     },
     Migration {
         version: 3,
         name: "rotations_events",
-        sqlite: include_str!("../migrations/sqlite/0003_rotations_events.sql"),
-        postgres: include_str!("../migrations/postgres/0003_rotations_events.sql"),
+        sqlite: include_str!("../migrations/common/0003_rotations_events.sql"),
+        postgres: include_str!("../migrations/common/0003_rotations_events.sql"),
     },
 ];
 

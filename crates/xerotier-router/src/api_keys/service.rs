@@ -9,7 +9,7 @@ use xerotier_proto::api_keys::{
     RotateApiKeyRequest,
 };
 use xerotier_proto::{Page, Scope, Scopes};
-use xerotier_store::{ApiKeyRecord, NewApiKey, Outcome, PageRequest, Store, StoreError};
+use xerotier_store::{ApiKeyRecord, NewApiKey, Outcome, PageRequest, Store};
 
 use crate::audit::{AuditLog, Target};
 use crate::auth::Principal;
@@ -101,7 +101,7 @@ impl ApiKeyService {
         );
         if let Err(err) = self.store.create_api_key(&new_key, &entry).await {
             let attempted = Target { id: None, ..target };
-            self.record_failure(actor, context, "api_key.create", attempted, &err).await;
+            self.audit.record_failure(actor, context, "api_key.create", attempted, &err).await;
             return Err(err.into());
         }
         tracing::info!(key_id = %id, name = %request.name, actor = %actor.key_id, "api key created");
@@ -147,7 +147,7 @@ impl ApiKeyService {
         let rotated = match result {
             Ok(record) => record,
             Err(err) => {
-                self.record_failure(actor, context, "api_key.rotate", target, &err).await;
+                self.audit.record_failure(actor, context, "api_key.rotate", target, &err).await;
                 return Err(err.into());
             }
         };
@@ -186,7 +186,7 @@ impl ApiKeyService {
                 Ok(self.view(record))
             }
             Err(err) => {
-                self.record_failure(actor, context, "api_key.revoke", target, &err).await;
+                self.audit.record_failure(actor, context, "api_key.revoke", target, &err).await;
                 Err(err.into())
             }
         }
@@ -253,21 +253,6 @@ impl ApiKeyService {
             .await?
             .map_err(|e| ApiError::Internal(anyhow::anyhow!("writing the bootstrap key: {e}")))?;
         Ok(created.then_some(path))
-    }
-
-    async fn record_failure(
-        &self,
-        actor: &Principal,
-        context: &RequestContext,
-        action: &str,
-        target: Target<'_>,
-        err: &StoreError,
-    ) {
-        let code = ApiError::from_store_ref(err);
-        let details = serde_json::json!({ "error": code });
-        self.audit
-            .record_attempt(actor, context, action, Some(target), Outcome::Failed, details)
-            .await;
     }
 }
 

@@ -88,16 +88,8 @@ impl AgentService {
             match self.store.revoke_agent(id, now, Some(&actor.key_id), reason, &entry).await {
                 Ok(record) => record,
                 Err(err) => {
-                    let details = serde_json::json!({ "error": ApiError::from_store_ref(&err) });
                     self.audit
-                        .record_attempt(
-                            actor,
-                            context,
-                            "agent.revoke_credentials",
-                            Some(target),
-                            Outcome::Failed,
-                            details,
-                        )
+                        .record_failure(actor, context, "agent.revoke_credentials", target, &err)
                         .await;
                     return Err(err.into());
                 }

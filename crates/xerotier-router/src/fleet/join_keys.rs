@@ -176,17 +176,7 @@ impl JoinKeyService {
                 Ok(view(record, now))
             }
             Err(err) => {
-                let details = serde_json::json!({ "error": ApiError::from_store_ref(&err) });
-                self.audit
-                    .record_attempt(
-                        actor,
-                        context,
-                        "join_key.revoke",
-                        Some(target),
-                        Outcome::Failed,
-                        details,
-                    )
-                    .await;
+                self.audit.record_failure(actor, context, "join_key.revoke", target, &err).await;
                 Err(match err {
                     xerotier_store::StoreError::JoinKeyRevoked(id) => {
                         ApiError::AlreadyRevoked(format!("join key {id}"))
