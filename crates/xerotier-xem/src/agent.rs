@@ -19,7 +19,7 @@ use crate::identity::{self, Identity};
 use crate::rotation;
 
 /// Consecutive handshake refusals after which the agent concludes its key is no longer
-/// accepted (zmq retries every 100 ms, so this is well under a second of refusals).
+/// accepted; the retries between them wait 0.5 s and 1 s.
 const REJECTIONS_BEFORE_GIVING_UP: u32 = 3;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -144,6 +144,11 @@ pub async fn run(config: XemConfig) -> anyhow::Result<Exit> {
                     if rejections >= REJECTIONS_BEFORE_GIVING_UP {
                         return Ok(Exit::Revoked("the router no longer accepts this agent's CURVE key".into()));
                     }
+                    // libzmq does not retry a connection the server refused at the handshake;
+                    // retry ourselves after a pause, in case the refusal was transient.
+                    drop(client);
+                    tokio::time::sleep(Duration::from_millis(500 * u64::from(rejections))).await;
+                    (client, events) = connect(&identity, &curve)?;
                 }
                 Some(ClientEvent::Disconnected) => tracing::warn!("mesh session lost; reconnecting"),
                 Some(ClientEvent::Frame(Frame::Revoked { reason })) => return Ok(Exit::Revoked(reason)),
