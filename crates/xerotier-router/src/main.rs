@@ -19,7 +19,10 @@ fn run() -> anyhow::Result<()> {
     let config = RouterConfig::resolve(RouterArgs::parse())?;
     let filter = EnvFilter::try_new(&config.log_level)
         .map_err(|e| anyhow::anyhow!("invalid --log-level {:?}: {e}", config.log_level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match config.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

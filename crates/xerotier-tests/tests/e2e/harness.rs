@@ -1,5 +1,6 @@
-//! Test support: the router and CLI binaries, a running router per test and backend, an HTTP
-//! client, a `xeroctl` runner, and deadline-based polling.
+//! Test support: the router, XEM and CLI binaries, a running router per test and backend, an
+//! HTTP client, a `xeroctl` runner, and deadline-based polling. The XEM process and raw mesh
+//! clients are in `fleet_harness`.
 
 use std::fs::File;
 use std::future::Future;
@@ -23,6 +24,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 pub const ROUTER_BIN: &str = "xerotier-router";
 pub const XEROCTL_BIN: &str = "xeroctl";
+pub const XEM_BIN: &str = "xerotier-xem";
 
 // ---------------------------------------------------------------------------------------------
 // Polling
@@ -75,7 +77,8 @@ fn profile_dir() -> PathBuf {
 /// Cargo only builds the binaries of the package under test for its integration tests, so
 /// `cargo nextest run --workspace` does not build `xeroctl`, and a binary left over from an
 /// earlier build may be stale. Once per test run (per nextest run id, or per process under
-/// `cargo test`), `cargo build` brings both binaries up to date; it is a no-op when they are.
+/// `cargo test`), `cargo build` brings the three binaries up to date; it is a no-op when they
+/// are.
 /// Set `XEROTIER_E2E_NO_BUILD=1` to use the binaries as they are, or `XEROTIER_E2E_BIN_DIR` to
 /// take them from another directory (never built).
 pub fn binary(name: &str) -> PathBuf {
@@ -116,6 +119,29 @@ fn build_binaries() {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut command = Command::new(cargo);
+    // The variables Cargo set for this test crate (its manifest dir, package name, …) are not
+    // the build's: some build scripts track them (ring tracks CARGO_MANIFEST_DIR), so passing
+    // them on would rebuild half the dependency tree whenever the last build came from a
+    // shell, and the next shell build would rebuild it back.
+    for (var, _) in std::env::vars_os() {
+        let name = var.to_string_lossy();
+        let per_crate = [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_MANIFEST_LINKS",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_RUSTC_CURRENT_DIR",
+        ];
+        if per_crate.contains(&name.as_ref())
+            || name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_EXE_")
+        {
+            command.env_remove(&var);
+        }
+    }
     command
         .arg("build")
         .arg("--quiet")
@@ -123,7 +149,7 @@ fn build_binaries() {
         .arg(&manifest)
         .arg("--target-dir")
         .arg(&target_dir)
-        .args(["-p", ROUTER_BIN, "-p", XEROCTL_BIN, "--bins"]);
+        .args(["-p", ROUTER_BIN, "-p", XEROCTL_BIN, "-p", XEM_BIN, "--bins"]);
     match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => {}
         Some("release") => {
@@ -141,19 +167,20 @@ fn build_binaries() {
         .stdout(log_file.try_clone().expect("cloning the build log handle"))
         .stderr(log_file)
         .spawn()
-        .expect("running cargo build for the router and xeroctl binaries");
+        .expect("running cargo build for the router, XEM and xeroctl binaries");
     let Some(status) = wait_for_exit(&mut child, Duration::from_secs(600)) else {
         let _ = child.kill();
         let _ = child.wait();
         panic!(
-            "`cargo build` of {ROUTER_BIN} and {XEROCTL_BIN} did not finish (blocked on the \
-             build lock?); build the workspace first and set XEROTIER_E2E_NO_BUILD=1. Log: {}",
+            "`cargo build` of {ROUTER_BIN}, {XEM_BIN} and {XEROCTL_BIN} did not finish (blocked \
+             on the build lock?); build the workspace first and set XEROTIER_E2E_NO_BUILD=1. \
+             Log: {}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
     };
     assert!(
         status.success(),
-        "`cargo build` of {ROUTER_BIN} and {XEROCTL_BIN} failed ({status}):\n{}",
+        "`cargo build` of {ROUTER_BIN}, {XEM_BIN} and {XEROCTL_BIN} failed ({status}):\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     // Stamps of earlier runs are of no further use.
@@ -209,11 +236,32 @@ pub async fn backends() -> Vec<Backend> {
 pub struct RouterOptions {
     pub log_level: String,
     pub log_format: Option<String>,
+    /// `--mesh-bind`; `None` is `tcp://127.0.0.1:0`, a fresh port at every start. Agents keep
+    /// the mesh address they enrolled with, so a test that restarts the router under live
+    /// agents gives a fixed port (see [`closed_port`]).
+    pub mesh_bind: Option<String>,
+    /// More flags, e.g. `--join-key-max-ttl-seconds 60`.
+    pub extra_args: Vec<String>,
 }
 
 impl Default for RouterOptions {
     fn default() -> Self {
-        Self { log_level: "info".to_string(), log_format: None }
+        Self {
+            log_level: "info".to_string(),
+            log_format: None,
+            mesh_bind: None,
+            extra_args: vec![],
+        }
+    }
+}
+
+impl RouterOptions {
+    /// The mesh endpoint on a port chosen now, the same at every start of the router.
+    pub fn fixed_mesh_port() -> RouterOptions {
+        RouterOptions {
+            mesh_bind: Some(format!("tcp://127.0.0.1:{}", closed_port())),
+            ..RouterOptions::default()
+        }
     }
 }
 
@@ -293,8 +341,12 @@ impl Router {
     pub fn command(&self) -> Command {
         let mut command = Command::new(binary(ROUTER_BIN));
         command.arg("--listen").arg("127.0.0.1:0").arg("--state-dir").arg(self.state_dir());
-        // Port 0 for the CURVE mesh endpoint too: routers of parallel tests must not collide.
-        command.arg("--mesh-bind").arg("tcp://127.0.0.1:0");
+        // Port 0 for the CURVE mesh endpoint too (unless the test fixed one): routers of
+        // parallel tests must not collide.
+        command
+            .arg("--mesh-bind")
+            .arg(self.options.mesh_bind.as_deref().unwrap_or("tcp://127.0.0.1:0"));
+        command.args(&self.options.extra_args);
         if let Some(url) = &self.database_url {
             command.arg("--database-url").arg(url);
         }
@@ -317,6 +369,7 @@ impl Router {
         assert!(self.child.is_none(), "the router is already running");
         let addr_file = self.state_dir().join("http.addr");
         let _ = std::fs::remove_file(&addr_file);
+        let _ = std::fs::remove_file(self.state_dir().join("mesh.addr"));
         self.starts += 1;
         let log_path = self.log_path(self.starts);
         let log = File::create(&log_path).expect("creating the router log");
@@ -396,6 +449,15 @@ impl Router {
 
     pub fn api(&self) -> &Api {
         &self.api
+    }
+
+    /// The mesh address the running router wrote to `<state dir>/mesh.addr`, `tcp://…`.
+    pub fn mesh_addr(&self) -> String {
+        let text = std::fs::read_to_string(self.state_dir().join("mesh.addr"))
+            .expect("reading mesh.addr (written at start)");
+        let addr = text.trim().to_string();
+        assert!(addr.starts_with("tcp://127.0.0.1:"), "mesh.addr holds {addr:?}");
+        addr
     }
 
     /// Everything the router printed (stdout and stderr), over all its starts.
@@ -535,6 +597,101 @@ impl Router {
         }
     }
 
+    /// The id of the bootstrap admin key (the actor of everything done with the admin key).
+    pub async fn admin_key_id(&self) -> String {
+        let keys = self.all_keys().await;
+        let bootstrap = keys.iter().find(|k| k["name"] == "bootstrap").expect("the bootstrap key");
+        bootstrap["id"].as_str().expect("key id").to_string()
+    }
+
+    // --- Fleet shortcuts ----------------------------------------------------------------------
+
+    /// `POST /v1/management/join-keys` with `body` as is.
+    pub async fn post_join_key(&self, body: &Value) -> Resp {
+        self.api.post("/v1/management/join-keys", Some(self.admin_key()), body).await
+    }
+
+    /// Mints a join key for this router's mesh address (from `mesh.addr`); panics unless 201.
+    pub async fn mint_join_key(&self, name: &str) -> JoinKey {
+        self.mint_join_key_with(json!({ "name": name })).await
+    }
+
+    /// Mints a join key with `body` (the `router_addr` of `mesh.addr` is added when absent).
+    pub async fn mint_join_key_with(&self, mut body: Value) -> JoinKey {
+        if body.get("router_addr").is_none() {
+            body["router_addr"] = json!(self.mesh_addr());
+        }
+        let resp = self.post_join_key(&body).await;
+        resp.assert_status(201);
+        JoinKey::from_json(&resp.json())
+    }
+
+    pub async fn revoke_join_key(&self, id: &str) -> Resp {
+        self.api
+            .post(
+                &format!("/v1/management/join-keys/{id}/revoke"),
+                Some(self.admin_key()),
+                &json!({}),
+            )
+            .await
+    }
+
+    pub async fn join_key(&self, id: &str) -> Value {
+        let resp =
+            self.api.get(&format!("/v1/management/join-keys/{id}"), Some(self.admin_key())).await;
+        resp.assert_status(200);
+        resp.json()
+    }
+
+    /// All join keys, terminal ones too.
+    pub async fn all_join_keys(&self) -> Vec<Value> {
+        self.collect_pages("/v1/management/join-keys?include_terminal=true").await
+    }
+
+    pub async fn agent(&self, id: &str) -> Value {
+        let resp =
+            self.api.get(&format!("/v1/management/agents/{id}"), Some(self.admin_key())).await;
+        resp.assert_status(200);
+        resp.json()
+    }
+
+    /// All agents, revoked ones too.
+    pub async fn all_agents(&self) -> Vec<Value> {
+        self.collect_pages("/v1/management/agents?include_revoked=true").await
+    }
+
+    /// Polls the agent until its `status` is `status`; returns the agent as last seen.
+    pub async fn wait_agent_status(&self, id: &str, status: &str, timeout: Duration) -> Value {
+        eventually(&format!("[{}] agent {id} to be {status}", self.backend), timeout, || async {
+            let agent = self.agent(id).await;
+            (agent["status"] == status).then_some(agent)
+        })
+        .await
+    }
+
+    pub async fn revoke_agent(&self, id: &str) -> Resp {
+        self.api
+            .post(
+                &format!("/v1/management/agents/{id}/revoke-credentials"),
+                Some(self.admin_key()),
+                &json!({}),
+            )
+            .await
+    }
+
+    /// `POST /v1/enroll` (no API key) with `body` as is.
+    pub async fn post_enroll(&self, body: &Value) -> Resp {
+        self.api.post("/v1/enroll", None, body).await
+    }
+
+    /// The value of the `/metrics` sample `series` (`name{labels}` exactly as printed), 0 when
+    /// the router has not printed it yet (a counter that never moved).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let resp = self.api.get("/metrics", None).await;
+        resp.assert_status(200);
+        metric_value(&resp.text, series)
+    }
+
     /// Whether `value` is accepted on `/v1/exec/tools` (200) or refused (401, `invalid_api_key`).
     pub async fn exec_status(&self, value: &str) -> u16 {
         let resp = self.api.get("/v1/exec/tools", Some(value)).await;
@@ -599,6 +756,36 @@ impl Issued {
             key: body["key"].clone(),
         }
     }
+}
+
+/// A join key as `POST /v1/management/join-keys` returned it.
+#[derive(Debug, Clone)]
+pub struct JoinKey {
+    pub id: String,
+    pub token: String,
+    pub view: Value,
+}
+
+impl JoinKey {
+    pub fn from_json(body: &Value) -> JoinKey {
+        let token = body["token"].as_str().expect("join key token").to_string();
+        assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+        let id = body["join_key"]["id"].as_str().expect("join key id").to_string();
+        assert!(id.starts_with("jk_"), "join key id {id:?}");
+        assert_eq!(body["join_key"]["state"], "active", "a new key is active: {body}");
+        JoinKey { id, token, view: body["join_key"].clone() }
+    }
+}
+
+/// The value of the Prometheus sample `series` in `text`, 0 when absent.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse::<f64>().expect("a numeric sample"))
+        })
+        .unwrap_or(0.0)
 }
 
 /// The 64 hex characters after the last `_` of a key value: the secret proper.
@@ -835,6 +1022,37 @@ impl CliOutput {
         format!("{}{}", self.stdout, self.stderr)
     }
 
+    /// The value of a `key: value` line of table output (`fields`); panics unless exactly one.
+    pub fn field(&self, key: &str) -> String {
+        let prefix = format!("{key}:");
+        let values: Vec<&str> =
+            self.stdout.lines().filter_map(|l| l.strip_prefix(&prefix)).map(str::trim).collect();
+        assert_eq!(values.len(), 1, "one `{key}:` line expected:\n{}", self.stdout);
+        values[0].to_string()
+    }
+
+    /// The table rows (lines of stdout) that mention `needle`.
+    pub fn rows_with(&self, needle: &str) -> Vec<&str> {
+        self.stdout.lines().filter(|l| l.contains(needle)).collect()
+    }
+
+    /// The one table row that mentions `needle`, split into its cells.
+    pub fn row(&self, needle: &str) -> Vec<String> {
+        let rows = self.rows_with(needle);
+        assert_eq!(rows.len(), 1, "one row with {needle:?} expected:\n{}", self.stdout);
+        table_cells(rows[0])
+    }
+
+    /// The header row of table output: the line holding every one of `columns`, as cells.
+    pub fn header(&self, columns: &[&str]) -> Vec<String> {
+        let line = self
+            .stdout
+            .lines()
+            .find(|l| columns.iter().all(|c| l.contains(c)))
+            .unwrap_or_else(|| panic!("no header with {columns:?}:\n{}", self.stdout));
+        table_cells(line)
+    }
+
     /// The `value: xero_…` line of `keys create`/`keys rotate` table output.
     pub fn issued_value(&self) -> String {
         let values: Vec<&str> =
@@ -843,6 +1061,17 @@ impl CliOutput {
         assert!(values[0].starts_with("xero_"), "value {:?}", values[0]);
         values[0].to_string()
     }
+}
+
+/// The cells of one table line: split on the border characters and runs of two or more
+/// spaces (cells themselves hold at most single spaces), empty cells dropped.
+pub fn table_cells(line: &str) -> Vec<String> {
+    line.split(['│', '|', '┆'])
+        .flat_map(|part| part.split("  "))
+        .map(str::trim)
+        .filter(|cell| !cell.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// A TCP port on 127.0.0.1 that nothing listens on (bound, then released).

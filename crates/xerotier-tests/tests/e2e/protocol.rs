@@ -243,6 +243,13 @@ async fn openapi_document_lists_every_route() {
             ("/v1/management/api-keys/{id}/revoke", &["post"]),
             ("/v1/management/api-keys/{id}/rotate", &["post"]),
             ("/v1/management/audit", &["get"]),
+            ("/v1/management/join-keys", &["get", "post"]),
+            ("/v1/management/join-keys/{id}", &["get"]),
+            ("/v1/management/join-keys/{id}/revoke", &["post"]),
+            ("/v1/enroll", &["post"]),
+            ("/v1/management/agents", &["get"]),
+            ("/v1/management/agents/{id}", &["get"]),
+            ("/v1/management/agents/{id}/revoke-credentials", &["post"]),
             ("/v1/exec/tools", &["get"]),
             ("/healthz", &["get"]),
             ("/metrics", &["get"]),
@@ -262,6 +269,15 @@ async fn openapi_document_lists_every_route() {
                 .is_some_and(|s| s.eq_ignore_ascii_case("bearer"))
         );
         assert!(paths["/v1/exec/tools"]["get"]["security"].is_array());
+        for (path, method) in [
+            ("/v1/management/join-keys", "post"),
+            ("/v1/management/agents/{id}/revoke-credentials", "post"),
+        ] {
+            assert!(paths[path][method]["security"].is_array(), "{method} {path} needs a key");
+        }
+        // Enrollment takes no API key: the join key is the credential.
+        assert!(paths["/v1/enroll"]["post"].get("security").is_none(), "{}", paths["/v1/enroll"]);
+        assert!(paths["/v1/enroll"]["post"]["requestBody"].is_object());
         // The document needs no key, and is the same on every call.
         let again = router.api().get("/v1/openapi.json", Some("garbage")).await;
         again.assert_status(200);

@@ -154,7 +154,11 @@ async fn a_second_router_on_the_same_store() {
 #[tokio::test]
 async fn json_logs_are_one_object_per_line() {
     for backend in backends().await {
-        let options = RouterOptions { log_level: "debug".into(), log_format: Some("json".into()) };
+        let options = RouterOptions {
+            log_level: "debug".into(),
+            log_format: Some("json".into()),
+            ..RouterOptions::default()
+        };
         let mut router = Router::start_with(&backend, options).await;
         router.create_key("logged", &["execution"]).await;
         router.api().get("/nope", None).await.assert_status(404);

@@ -372,7 +372,7 @@ async fn secrets_never_appear_in_logs_or_later_answers() {
     for backend in backends().await {
         let mut router = Router::start_with(
             &backend,
-            RouterOptions { log_level: "debug".into(), log_format: None },
+            RouterOptions { log_level: "debug".into(), ..RouterOptions::default() },
         )
         .await;
         let mut secrets = vec![router.admin_key().to_string()];

@@ -1,11 +1,23 @@
-//! The source document's API key rotation, command for command
-//! (`/work/shared/seed/credential-rotation.txt`, "API Keys"):
+//! The source document's commands, exactly as written there
+//! (`/work/shared/seed/credential-rotation.txt`). "API Keys":
 //!
 //! ```text
 //! xeroctl keys create --scope execution --name fleet-ops-2026q2
 //! xeroctl keys revoke --name fleet-ops-2026q1
 //! ```
+//!
+//! "Join Keys" (`jk_abc123` is a placeholder there: the id the create printed is used):
+//!
+//! ```text
+//! xeroctl agents join-keys --create --name xem-fleet-02 --region us-east --router-addr tcp://router:5555 --ttl-seconds 600
+//! xeroctl agents join-keys
+//! xeroctl agents join-keys --include-terminal
+//! xeroctl agents join-keys jk_abc123 --revoke --force
+//! ```
 
+use std::time::Duration;
+
+use crate::fleet_harness::{enroll, jwt_parts};
 use crate::harness::{Router, backends, xeroctl};
 
 /// Runs one line of the source document, exactly as written there.
@@ -87,5 +99,94 @@ async fn seed_api_key_rotation_works_as_written() {
         // The old name is gone from the active keys: revoking it again is refused.
         let again = seed_line(&router, "xeroctl keys revoke --name fleet-ops-2026q1").failure();
         assert!(again.stderr.contains("fleet-ops-2026q1"), "{}", again.stderr);
+    }
+}
+
+fn rfc3339(text: &str) -> std::time::SystemTime {
+    humantime::parse_rfc3339(text).unwrap_or_else(|e| panic!("{text:?} is not RFC 3339: {e}"))
+}
+
+#[tokio::test]
+async fn seed_join_keys_work_as_written() {
+    for backend in backends().await {
+        let router = Router::start(&backend).await;
+        let admin_id = router.admin_key_id().await;
+
+        let create = seed_line(
+            &router,
+            "xeroctl agents join-keys --create --name xem-fleet-02 --region us-east \
+             --router-addr tcp://router:5555 --ttl-seconds 600",
+        )
+        .success();
+        let id = create.field("join_key_id");
+        assert!(id.starts_with("jk_"), "a jk_ id: {}", create.stdout);
+        assert_eq!(create.field("name"), "xem-fleet-02");
+        assert_eq!(create.field("region"), "us-east");
+        assert_eq!(create.field("router_addr"), "tcp://router:5555");
+        assert_eq!(create.field("role"), "execution", "the router's default role");
+        // The token: printed once, on stdout only, with a warning on stderr.
+        let token = create.field("token");
+        assert_eq!(create.stdout.matches(&token).count(), 1, "{}", create.stdout);
+        assert!(!create.stderr.contains(&token), "the token must not go to stderr");
+        assert!(
+            create.stderr.contains("WARNING") && create.stderr.contains("shown only now"),
+            "a warning that the token is shown only now, on stderr: {:?}",
+            create.stderr
+        );
+        // It is an EdDSA JWT of the router, for this key.
+        let (header, claims) = jwt_parts(&token);
+        assert_eq!(header["alg"], "EdDSA", "{header}");
+        assert!(header["kid"].as_str().is_some_and(|k| !k.is_empty()), "{header}");
+        assert_eq!(claims["jti"], id.as_str(), "{claims}");
+        assert_eq!(claims["name"], "xem-fleet-02");
+        assert_eq!(claims["region"], "us-east");
+        assert_eq!(claims["router_addr"], "tcp://router:5555");
+        assert_eq!(claims["role"], "execution");
+        assert_eq!(claims["aud"], "xerotier-enroll");
+        let lifetime = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+        assert!((599..=600).contains(&lifetime), "exp - iat = {lifetime}: {claims}");
+        // The router knows it with its TTL and creator, never its token.
+        let view = router.join_key(&id).await;
+        assert_eq!(view["state"], "active");
+        assert_eq!(view["created_by"], admin_id.as_str());
+        let ttl = rfc3339(view["expires_at"].as_str().unwrap())
+            .duration_since(rfc3339(view["created_at"].as_str().unwrap()))
+            .unwrap();
+        assert_eq!(ttl, Duration::from_secs(600), "{view}");
+        assert!(!view.to_string().contains(&token));
+
+        let active = seed_line(&router, "xeroctl agents join-keys").success();
+        assert_eq!(
+            active.header(&["ID", "NAME", "STATE"]),
+            ["ID", "NAME", "STATE", "ROLE", "REGION", "EXPIRES", "ENDED", "BY"]
+        );
+        let row = active.row(&id);
+        assert_eq!(row[..5], [id.as_str(), "xem-fleet-02", "active", "execution", "us-east"]);
+        assert!(!active.stdout.contains(&token), "listings never show the token");
+        let all = seed_line(&router, "xeroctl agents join-keys --include-terminal").success();
+        assert_eq!(all.row(&id)[2], "active", "{}", all.stdout);
+
+        let revoke_line = format!("xeroctl agents join-keys {id} --revoke --force");
+        let revoke = seed_line(&router, &revoke_line).success();
+        assert!(revoke.stdout.contains(&id), "{}", revoke.stdout);
+        let view = router.join_key(&id).await;
+        assert_eq!(view["state"], "revoked", "{view}");
+        assert_eq!(view["revoked_by"], admin_id.as_str(), "{view}");
+        let revoked_at = view["revoked_at"].as_str().expect("revoked_at").to_string();
+
+        // The terminal listing says revoked, when and by whom; the active one drops the key.
+        let all = seed_line(&router, "xeroctl agents join-keys --include-terminal").success();
+        let row = all.row(&id);
+        assert_eq!(row[2], "revoked", "{}", all.stdout);
+        assert_eq!(row[row.len() - 2..], [revoked_at.as_str(), admin_id.as_str()], "{row:?}");
+        let active = seed_line(&router, "xeroctl agents join-keys").success();
+        assert!(active.rows_with(&id).is_empty(), "revoked key still listed:\n{}", active.stdout);
+
+        // Revoked means revoked: no enrollment with it, and a second revoke is refused.
+        let (resp, _) = enroll(&router, &token, "xem-fleet-02").await;
+        resp.assert_error(401, "join_key_revoked");
+        let again = seed_line(&router, &revoke_line).failure();
+        assert!(again.stderr.contains(&id), "{}", again.stderr);
+        assert!(router.all_agents().await.is_empty());
     }
 }
