@@ -1,15 +1,22 @@
-//! End-to-end tests: the real `xerotier-router` and `xeroctl` binaries, each test body run
-//! against the embedded SQLite store and against PostgreSQL (see `harness::backends`).
+//! End-to-end tests: the real `xerotier-router`, `xerotier-xem` and `xeroctl` binaries, each
+//! test body that involves the store run against the embedded SQLite store and against
+//! PostgreSQL (see `harness::backends`).
 //!
 //! One test binary with modules, so that the harness is compiled once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod fleet_harness;
 mod harness;
 
+mod agents;
 mod api_keys;
 mod cli;
+mod enrollment;
+mod join_keys;
+mod mesh;
 mod protocol;
 mod router;
 mod security;
 mod seed;
+mod xem;
