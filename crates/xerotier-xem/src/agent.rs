@@ -18,9 +18,17 @@ use crate::enroll::{Enrollment, enroll};
 use crate::identity::{self, Identity};
 use crate::rotation;
 
-/// Consecutive handshake refusals after which the agent concludes its key is no longer
-/// accepted; the retries between them wait 0.5 s and 1 s.
+/// The agent concludes its key is no longer accepted after this many consecutive handshake
+/// refusals spread over at least [`REJECTED_FOR_AT_LEAST`]: three times the router's default
+/// allow-list refresh, so an agent enrolled through one replica and connecting to another is
+/// not mistaken for a revoked one.
 const REJECTIONS_BEFORE_GIVING_UP: u32 = 3;
+const REJECTED_FOR_AT_LEAST: Duration = Duration::from_secs(6);
+
+/// 0.5 s, 1 s, then 2 s between handshake retries.
+fn rejection_backoff(rejections: u32) -> Duration {
+    Duration::from_millis((250u64 << rejections.min(3)).min(2_000))
+}
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Exit {
@@ -119,6 +127,7 @@ pub async fn run(config: XemConfig) -> anyhow::Result<Exit> {
     let mut lease = tokio::time::interval(Duration::from_millis(config.lease_renewal_interval_ms));
     let mut seq: u64 = 0;
     let mut rejections = 0;
+    let mut first_rejection: Option<tokio::time::Instant> = None;
     let mut last_ack: Option<Frame> = None;
     loop {
         tokio::select! {
@@ -135,19 +144,22 @@ pub async fn run(config: XemConfig) -> anyhow::Result<Exit> {
             event = events.recv() => match event {
                 Some(ClientEvent::Connected) => {
                     rejections = 0;
+                    first_rejection = None;
                     tracing::info!("mesh session established");
                     client.send(&hello)?;
                 }
                 Some(ClientEvent::AuthRejected) => {
                     rejections += 1;
+                    let first = *first_rejection.get_or_insert_with(tokio::time::Instant::now);
                     tracing::warn!(rejections, "the router refused this agent's CURVE key");
-                    if rejections >= REJECTIONS_BEFORE_GIVING_UP {
+                    if rejections >= REJECTIONS_BEFORE_GIVING_UP && first.elapsed() >= REJECTED_FOR_AT_LEAST {
                         return Ok(Exit::Revoked("the router no longer accepts this agent's CURVE key".into()));
                     }
                     // libzmq does not retry a connection the server refused at the handshake;
-                    // retry ourselves after a pause, in case the refusal was transient.
+                    // retry ourselves after a pause: the refusal may be transient (a replica
+                    // that has not yet re-read its allow-list after an enrollment elsewhere).
                     drop(client);
-                    tokio::time::sleep(Duration::from_millis(500 * u64::from(rejections))).await;
+                    tokio::time::sleep(rejection_backoff(rejections)).await;
                     (client, events) = connect(&identity, &curve)?;
                 }
                 Some(ClientEvent::Disconnected) => tracing::warn!("mesh session lost; reconnecting"),

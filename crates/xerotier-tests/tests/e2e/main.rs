@@ -16,6 +16,7 @@ mod enrollment;
 mod join_keys;
 mod mesh;
 mod protocol;
+mod rotation;
 mod router;
 mod security;
 mod seed;
