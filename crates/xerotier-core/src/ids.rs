@@ -11,6 +11,7 @@ pub enum IdKind {
     Audit,
     Request,
     Event,
+    Invocation,
 }
 
 impl IdKind {
@@ -22,6 +23,7 @@ impl IdKind {
             IdKind::Audit => "aud_",
             IdKind::Request => "req_",
             IdKind::Event => "evt_",
+            IdKind::Invocation => "inv_",
         }
     }
 }

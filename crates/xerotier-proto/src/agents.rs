@@ -25,8 +25,15 @@ pub struct ManifestTool {
     pub name: String,
     #[serde(default)]
     pub description: String,
+    /// `read`, `write`, `destructive` or `irreversible`.
     #[serde(default)]
     pub risk: String,
+    #[serde(default)]
+    pub timeout_seconds: u64,
+    /// The JSON schema (a strict subset, see `schema`) the arguments must match.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub args_schema: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

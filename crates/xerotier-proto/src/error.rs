@@ -24,6 +24,14 @@ pub enum ErrorCode {
     RegistrationNameTaken,
     CurveKeyTaken,
     RotationInFlight,
+    /// The arguments do not match the tool's schema (`param` is the path of the bad one).
+    InvalidArguments,
+    ToolNotFound,
+    WorkspaceNotFound,
+    /// No online, unpaused agent serves the tool in the workspace; retry later.
+    NoAgentAvailable,
+    InvocationFinished,
+    NotPaused,
     PayloadTooLarge,
     MethodNotAllowed,
     UnsupportedMediaType,
@@ -48,6 +56,12 @@ impl ErrorCode {
             ErrorCode::RegistrationNameTaken => "registration_name_taken",
             ErrorCode::CurveKeyTaken => "curve_key_taken",
             ErrorCode::RotationInFlight => "rotation_in_flight",
+            ErrorCode::InvalidArguments => "invalid_arguments",
+            ErrorCode::ToolNotFound => "tool_not_found",
+            ErrorCode::WorkspaceNotFound => "workspace_not_found",
+            ErrorCode::NoAgentAvailable => "no_agent_available",
+            ErrorCode::InvocationFinished => "invocation_finished",
+            ErrorCode::NotPaused => "not_paused",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
@@ -67,11 +81,17 @@ impl ErrorCode {
             ErrorCode::JoinKeyUsed
             | ErrorCode::RegistrationNameTaken
             | ErrorCode::CurveKeyTaken
-            | ErrorCode::RotationInFlight => "conflict_error",
+            | ErrorCode::RotationInFlight
+            | ErrorCode::InvocationFinished
+            | ErrorCode::NotPaused => "conflict_error",
             ErrorCode::ScopeInsufficient => "permission_error",
-            ErrorCode::NotFound => "not_found_error",
+            ErrorCode::NotFound | ErrorCode::ToolNotFound | ErrorCode::WorkspaceNotFound => {
+                "not_found_error"
+            }
+            ErrorCode::NoAgentAvailable => "unavailable_error",
             ErrorCode::NameTaken | ErrorCode::AlreadyRevoked => "conflict_error",
             ErrorCode::InvalidRequest
+            | ErrorCode::InvalidArguments
             | ErrorCode::PayloadTooLarge
             | ErrorCode::MethodNotAllowed
             | ErrorCode::UnsupportedMediaType => "invalid_request_error",

@@ -8,6 +8,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod error;
 pub mod exec;
+pub mod invocation;
 pub mod join_keys;
 pub mod mesh;
 pub mod page;

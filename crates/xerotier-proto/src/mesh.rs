@@ -5,6 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::agents::CapabilityManifest;
+use crate::invocation::{InvocationResult, ReloadReport};
+
 /// The version every frame carries; a frame of another version is refused.
 pub const MESH_PROTOCOL_VERSION: u8 = 1;
 /// Frames above this size are refused (and the socket is told to drop such messages).
@@ -47,6 +50,32 @@ pub enum Frame {
     RotationPromoted { request_id: String },
     /// Router → agent: the rotation ended without promotion; discard the pending key.
     RotationFailed { request_id: String, reason: String },
+    /// Agent → router, after every hello: the full capability manifest (hello carries its
+    /// hash only).
+    Manifest { agent_id: String, manifest: CapabilityManifest },
+    /// Router → agent: run this tool in this workspace. `args_json` was validated against the
+    /// tool's schema by the router.
+    Invoke { invocation_id: String, tool: String, workspace: String, args_json: String },
+    /// Router → agent: stop this invocation (its process group is killed).
+    CancelInvocation { invocation_id: String },
+    /// Agent → router: it started, with this generation of its workspace credential.
+    InvocationStarted { invocation_id: String, credential_generation: u64 },
+    /// Agent → router: output as it is produced (`stream` is `stdout` or `stderr`).
+    InvocationOutput {
+        invocation_id: String,
+        stream: String,
+        #[serde(with = "serde_bytes")]
+        chunk: Vec<u8>,
+    },
+    /// Agent → router: how it ended. Re-sent until acknowledged.
+    InvocationFinished { result: InvocationResult },
+    /// Agent → router: it will not run this one (unknown tool or workspace, shutting down);
+    /// the router puts it back in the queue.
+    InvocationRefused { invocation_id: String, reason: String },
+    /// Router → agent: the result is recorded; stop re-sending it.
+    ResultAck { invocation_id: String },
+    /// Agent → router: what a credentials reload (startup, SIGHUP) did.
+    CredentialsReloaded { report: ReloadReport },
 }
 
 /// What a rotation acknowledgement binds: agent, request, the router's nonce and the new key.

@@ -195,6 +195,29 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces a live agent's capability manifest (it changed its tools or workspaces).
+    pub async fn update_agent_manifest(
+        &self,
+        id: &str,
+        manifest: &str,
+        manifest_hash: &str,
+        manifest_version: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE agents SET manifest = $2, manifest_hash = $3, manifest_version = $4
+             WHERE id = $1 AND revoked_at IS NULL AND manifest <> $2",
+        )
+        .bind(id)
+        .bind(manifest)
+        .bind(manifest_hash)
+        .bind(manifest_version)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Revokes the agent's credentials: its CURVE key leaves the allow-list for good.
     pub async fn revoke_agent(
         &self,

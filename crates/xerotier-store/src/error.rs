@@ -16,6 +16,8 @@ pub enum StoreError {
     RotationInFlight(String),
     #[error("{0} not found")]
     NotFound(String),
+    #[error("there is no {0} to lift")]
+    NotPaused(String),
     #[error("{0} is already revoked")]
     AlreadyRevoked(String),
     #[error("unsupported database URL {0:?}: expected sqlite:… or postgres://…")]

@@ -10,9 +10,11 @@ mod api_keys;
 mod audit;
 mod backend;
 mod error;
+mod invocations;
 mod join_keys;
 mod migrate;
 mod page;
+mod pauses;
 mod rotations;
 
 pub use agents::{AgentRecord, Heartbeat};
@@ -20,7 +22,11 @@ pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use audit::{AuditEntry, AuditFilter, Outcome};
 pub use backend::{Backend, Store, redact_url, sqlite_path};
 pub use error::StoreError;
+pub use invocations::{
+    CancelOutcome, InvocationEnd, InvocationFilter, InvocationRecord, NewInvocation,
+};
 pub use join_keys::JoinKeyRecord;
 pub use page::{PageRequest, PageSlice};
+pub use pauses::PauseRecord;
 pub use rotations::{AgentEvent, RotationRecord};
 pub use sqlx::Error as SqlxError;

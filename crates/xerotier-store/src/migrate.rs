@@ -32,6 +32,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/common/0003_rotations_events.sql"),
         postgres: include_str!("../migrations/common/0003_rotations_events.sql"),
     },
+    Migration {
+        version: 4,
+        name: "invocations_pauses",
+        sqlite: include_str!("../migrations/common/0004_invocations_pauses.sql"),
+        postgres: include_str!("../migrations/common/0004_invocations_pauses.sql"),
+    },
 ];
 
 /// Applies each pending migration in its own write transaction. Several routers starting at

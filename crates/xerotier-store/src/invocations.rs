@@ -1,0 +1,328 @@
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use xerotier_core::UnixMillis;
+
+use crate::{PageRequest, PageSlice, Store, StoreError};
+
+/// A tool invocation. `status` is `queued`, `running`, `succeeded`, `failed`, `cancelled` or
+/// `timed_out`; a `queued` one with an `agent_id` is on its way to that agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvocationRecord {
+    pub id: String,
+    pub tool: String,
+    pub workspace: String,
+    /// The arguments, JSON.
+    pub args: String,
+    pub status: String,
+    pub agent_id: Option<String>,
+    pub created_at: UnixMillis,
+    /// The API key id that asked for it.
+    pub created_by: Option<String>,
+    pub dispatched_at: Option<UnixMillis>,
+    pub started_at: Option<UnixMillis>,
+    pub finished_at: Option<UnixMillis>,
+    pub exit_code: Option<i64>,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub error: Option<String>,
+    pub credential_generation: Option<i64>,
+    pub cancel_requested_at: Option<UnixMillis>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewInvocation {
+    pub id: String,
+    pub tool: String,
+    pub workspace: String,
+    pub args: String,
+    pub created_at: UnixMillis,
+    pub created_by: Option<String>,
+}
+
+/// How an invocation ended, as its agent (or the router, for one that was lost) reports it.
+#[derive(Debug, Clone)]
+pub struct InvocationEnd {
+    pub status: String,
+    pub exit_code: Option<i64>,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub error: Option<String>,
+    pub started_at: Option<UnixMillis>,
+    pub finished_at: UnixMillis,
+    pub credential_generation: Option<i64>,
+}
+
+/// Filters for listing invocations; `None` means "any".
+#[derive(Debug, Clone, Default)]
+pub struct InvocationFilter {
+    pub status: Option<String>,
+    pub agent_id: Option<String>,
+    pub workspace: Option<String>,
+    pub tool: Option<String>,
+}
+
+/// What a cancel request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// It had not reached an agent: it is `cancelled` now.
+    Cancelled(InvocationRecord),
+    /// An agent has it: the request is recorded and the agent must stop it.
+    Requested(InvocationRecord),
+    /// It had already ended.
+    AlreadyFinished(InvocationRecord),
+}
+
+const COLUMNS: &str = "id, tool, workspace, args, status, agent_id, created_at, created_by, \
+    dispatched_at, started_at, finished_at, exit_code, stdout, stderr, stdout_truncated, \
+    stderr_truncated, error, credential_generation, cancel_requested_at";
+
+fn sql(template: &str) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(template.replace("{cols}", COLUMNS))
+}
+
+fn from_row(row: &AnyRow) -> Result<InvocationRecord, sqlx::Error> {
+    Ok(InvocationRecord {
+        id: row.try_get("id")?,
+        tool: row.try_get("tool")?,
+        workspace: row.try_get("workspace")?,
+        args: row.try_get("args")?,
+        status: row.try_get("status")?,
+        agent_id: row.try_get("agent_id")?,
+        created_at: row.try_get("created_at")?,
+        created_by: row.try_get("created_by")?,
+        dispatched_at: row.try_get("dispatched_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        exit_code: row.try_get("exit_code")?,
+        stdout: row.try_get("stdout")?,
+        stderr: row.try_get("stderr")?,
+        stdout_truncated: row.try_get::<i64, _>("stdout_truncated")? != 0,
+        stderr_truncated: row.try_get::<i64, _>("stderr_truncated")? != 0,
+        error: row.try_get("error")?,
+        credential_generation: row.try_get("credential_generation")?,
+        cancel_requested_at: row.try_get("cancel_requested_at")?,
+    })
+}
+
+fn records(rows: &[AnyRow]) -> Result<Vec<InvocationRecord>, StoreError> {
+    Ok(rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?)
+}
+
+impl Store {
+    pub async fn create_invocation(
+        &self,
+        new: &NewInvocation,
+    ) -> Result<InvocationRecord, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(sql(
+            "INSERT INTO invocations (id, tool, workspace, args, status, created_at, created_by)
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6) RETURNING {cols}",
+        ))
+        .bind(&new.id)
+        .bind(&new.tool)
+        .bind(&new.workspace)
+        .bind(&new.args)
+        .bind(new.created_at)
+        .bind(&new.created_by)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(from_row(&row)?)
+    }
+
+    pub async fn invocation(&self, id: &str) -> Result<Option<InvocationRecord>, StoreError> {
+        let row = sqlx::query(sql("SELECT {cols} FROM invocations WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.as_ref().map(from_row).transpose()?)
+    }
+
+    /// Oldest first, like every listing here (ids sort by creation time).
+    pub async fn list_invocations(
+        &self,
+        filter: &InvocationFilter,
+        page: &PageRequest,
+    ) -> Result<PageSlice<InvocationRecord>, StoreError> {
+        let rows = sqlx::query(sql("SELECT {cols} FROM invocations
+             WHERE ($1 IS NULL OR id > $1) AND ($2 IS NULL OR status = $2)
+               AND ($3 IS NULL OR agent_id = $3) AND ($4 IS NULL OR workspace = $4)
+               AND ($5 IS NULL OR tool = $5)
+             ORDER BY id LIMIT $6"))
+        .bind(&page.after)
+        .bind(&filter.status)
+        .bind(&filter.agent_id)
+        .bind(&filter.workspace)
+        .bind(&filter.tool)
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(PageSlice::from_probe(records(&rows)?, page.limit))
+    }
+
+    /// Queued invocations no agent has claimed yet, oldest first.
+    pub async fn unclaimed_invocations(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<InvocationRecord>, StoreError> {
+        let rows = sqlx::query(sql("SELECT {cols} FROM invocations
+             WHERE status = 'queued' AND agent_id IS NULL ORDER BY id LIMIT $1"))
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        records(&rows)
+    }
+
+    /// Invocations an agent holds: claimed for it, or running on it.
+    pub async fn invocations_held_by(
+        &self,
+        agent_id: &str,
+    ) -> Result<Vec<InvocationRecord>, StoreError> {
+        let rows = sqlx::query(sql("SELECT {cols} FROM invocations
+             WHERE agent_id = $1 AND status IN ('queued', 'running') ORDER BY id"))
+        .bind(agent_id)
+        .fetch_all(self.pool())
+        .await?;
+        records(&rows)
+    }
+
+    /// Claims a queued invocation for `agent_id`. Exactly one claimant wins, on either backend
+    /// and across replicas; false means another did (or it was cancelled).
+    pub async fn claim_invocation(
+        &self,
+        id: &str,
+        agent_id: &str,
+        now: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE invocations SET agent_id = $2, dispatched_at = $3
+             WHERE id = $1 AND status = 'queued' AND agent_id IS NULL
+               AND cancel_requested_at IS NULL RETURNING id",
+        )
+        .bind(id)
+        .bind(agent_id)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row.is_some())
+    }
+
+    /// Puts a claimed but unstarted invocation back in the queue (its agent refused it or
+    /// went away before starting it).
+    pub async fn requeue_invocation(&self, id: &str, agent_id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE invocations SET agent_id = NULL, dispatched_at = NULL
+             WHERE id = $1 AND agent_id = $2 AND status = 'queued' RETURNING id",
+        )
+        .bind(id)
+        .bind(agent_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row.is_some())
+    }
+
+    /// The agent started it; false when it is no longer this agent's to start.
+    pub async fn start_invocation(
+        &self,
+        id: &str,
+        agent_id: &str,
+        now: UnixMillis,
+        credential_generation: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE invocations SET status = 'running', started_at = $3,
+                 credential_generation = $4
+             WHERE id = $1 AND agent_id = $2 AND status = 'queued' RETURNING id",
+        )
+        .bind(id)
+        .bind(agent_id)
+        .bind(now)
+        .bind(credential_generation)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row.is_some())
+    }
+
+    /// Records how the invocation ended, once: a second report (an agent re-sending an
+    /// unacknowledged result) changes nothing and returns false. `agent_id` None is the
+    /// router's own verdict (a lost invocation), which only applies to unfinished ones too.
+    pub async fn finish_invocation(
+        &self,
+        id: &str,
+        agent_id: Option<&str>,
+        end: &InvocationEnd,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE invocations SET status = $3, exit_code = $4, stdout = $5, stderr = $6,
+                 stdout_truncated = $7, stderr_truncated = $8, error = $9,
+                 started_at = COALESCE(started_at, $10), finished_at = $11,
+                 credential_generation = COALESCE($12, credential_generation)
+             WHERE id = $1 AND ($2 IS NULL OR agent_id = $2)
+               AND status IN ('queued', 'running') RETURNING id",
+        )
+        .bind(id)
+        .bind(agent_id)
+        .bind(&end.status)
+        .bind(end.exit_code)
+        .bind(&end.stdout)
+        .bind(&end.stderr)
+        .bind(i64::from(end.stdout_truncated))
+        .bind(i64::from(end.stderr_truncated))
+        .bind(&end.error)
+        .bind(end.started_at)
+        .bind(end.finished_at)
+        .bind(end.credential_generation)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row.is_some())
+    }
+
+    /// Cancels an invocation: at once if no agent has it, else by recording the request.
+    pub async fn cancel_invocation(
+        &self,
+        id: &str,
+        now: UnixMillis,
+    ) -> Result<CancelOutcome, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let cancelled =
+            sqlx::query(sql("UPDATE invocations SET status = 'cancelled', finished_at = $2,
+                 cancel_requested_at = $2, error = 'cancelled before it reached an agent'
+             WHERE id = $1 AND status = 'queued' AND agent_id IS NULL RETURNING {cols}"))
+            .bind(id)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = cancelled {
+            tx.commit().await?;
+            return Ok(CancelOutcome::Cancelled(from_row(&row)?));
+        }
+        let requested = sqlx::query(sql(
+            "UPDATE invocations SET cancel_requested_at = COALESCE(cancel_requested_at, $2)
+             WHERE id = $1 AND status IN ('queued', 'running') RETURNING {cols}",
+        ))
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if let Some(row) = requested {
+            return Ok(CancelOutcome::Requested(from_row(&row)?));
+        }
+        match self.invocation(id).await? {
+            Some(record) => Ok(CancelOutcome::AlreadyFinished(record)),
+            None => Err(StoreError::NotFound(format!("invocation {id}"))),
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Invocations and containment pauses, on both backends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::sync::Arc;
+
+use xerotier_store::{
+    AuditEntry, AuditFilter, CancelOutcome, InvocationEnd, InvocationFilter, NewInvocation,
+    PageRequest, PauseRecord, Store, StoreError,
+};
+use xerotier_testkit::TestDb;
+
+async fn stores() -> Vec<(TestDb, Store)> {
+    let mut out = Vec::new();
+    for db in TestDb::all().await {
+        let store = Store::connect(db.url()).await.unwrap();
+        out.push((db, store));
+    }
+    out
+}
+
+fn new_invocation(id: &str) -> NewInvocation {
+    NewInvocation {
+        id: id.into(),
+        tool: "noop".into(),
+        workspace: "prod".into(),
+        args: "{}".into(),
+        created_at: 10,
+        created_by: Some("key_op".into()),
+    }
+}
+
+fn end(status: &str) -> InvocationEnd {
+    InvocationEnd {
+        status: status.into(),
+        exit_code: Some(0),
+        stdout: "ok\n".into(),
+        stderr: String::new(),
+        stdout_truncated: false,
+        stderr_truncated: true,
+        error: None,
+        started_at: Some(20),
+        finished_at: 30,
+        credential_generation: Some(2),
+    }
+}
+
+fn audit(id: &str, action: &str) -> AuditEntry {
+    AuditEntry {
+        id: id.into(),
+        at: 1,
+        actor_key_id: Some("key_op".into()),
+        actor_name: Some("op".into()),
+        action: action.into(),
+        target_type: Some("agent".into()),
+        target_id: Some("agt_1".into()),
+        target_name: None,
+        reason: None,
+        request_id: None,
+        outcome: "success".into(),
+        client_addr: None,
+        details: None,
+    }
+}
+
+#[tokio::test]
+async fn an_invocation_goes_queued_claimed_running_finished_once() {
+    for (db, store) in stores().await {
+        let created = store.create_invocation(&new_invocation("inv_1")).await.unwrap();
+        assert_eq!(created.status, "queued", "[{}]", db.backend);
+        assert_eq!(store.unclaimed_invocations(10).await.unwrap().len(), 1);
+
+        assert!(store.claim_invocation("inv_1", "agt_1", 11).await.unwrap());
+        assert!(
+            !store.claim_invocation("inv_1", "agt_2", 11).await.unwrap(),
+            "[{}] claimed twice",
+            db.backend
+        );
+        assert!(store.unclaimed_invocations(10).await.unwrap().is_empty());
+        assert!(
+            !store.start_invocation("inv_1", "agt_2", 12, 1).await.unwrap(),
+            "another agent cannot start it"
+        );
+        assert!(store.start_invocation("inv_1", "agt_1", 12, 1).await.unwrap());
+        assert_eq!(store.invocations_held_by("agt_1").await.unwrap().len(), 1);
+
+        assert!(!store.finish_invocation("inv_1", Some("agt_2"), &end("succeeded")).await.unwrap());
+        assert!(store.finish_invocation("inv_1", Some("agt_1"), &end("succeeded")).await.unwrap());
+        assert!(
+            !store.finish_invocation("inv_1", Some("agt_1"), &end("failed")).await.unwrap(),
+            "[{}] a re-sent result changes nothing",
+            db.backend
+        );
+        let done = store.invocation("inv_1").await.unwrap().unwrap();
+        assert_eq!(done.status, "succeeded");
+        assert_eq!(done.stdout, "ok\n");
+        assert!(done.stderr_truncated && !done.stdout_truncated);
+        assert_eq!(done.started_at, Some(12), "the router's start time is kept");
+        assert_eq!(done.credential_generation, Some(2));
+        assert!(store.invocations_held_by("agt_1").await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn concurrent_claims_have_exactly_one_winner() {
+    for (db, store) in stores().await {
+        store.create_invocation(&new_invocation("inv_race")).await.unwrap();
+        let store = Arc::new(store);
+        let mut tasks = Vec::new();
+        for n in 0..16 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store.claim_invocation("inv_race", &format!("agt_{n}"), 5).await.unwrap()
+            }));
+        }
+        let mut winners = 0;
+        for task in tasks {
+            winners += usize::from(task.await.unwrap());
+        }
+        assert_eq!(winners, 1, "[{}]", db.backend);
+    }
+}
+
+#[tokio::test]
+async fn requeue_returns_an_unstarted_invocation_but_not_a_running_one() {
+    for (db, store) in stores().await {
+        store.create_invocation(&new_invocation("inv_a")).await.unwrap();
+        store.create_invocation(&new_invocation("inv_b")).await.unwrap();
+        store.claim_invocation("inv_a", "agt_1", 1).await.unwrap();
+        store.claim_invocation("inv_b", "agt_1", 1).await.unwrap();
+        store.start_invocation("inv_b", "agt_1", 2, 1).await.unwrap();
+        assert!(store.requeue_invocation("inv_a", "agt_1").await.unwrap(), "[{}]", db.backend);
+        assert!(!store.requeue_invocation("inv_b", "agt_1").await.unwrap(), "[{}]", db.backend);
+        let queued = store.unclaimed_invocations(10).await.unwrap();
+        assert_eq!(queued.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["inv_a"]);
+        assert_eq!(queued[0].dispatched_at, None);
+    }
+}
+
+#[tokio::test]
+async fn cancel_is_immediate_before_dispatch_requested_after_and_refused_when_done() {
+    for (db, store) in stores().await {
+        for id in ["inv_q", "inv_r", "inv_d"] {
+            store.create_invocation(&new_invocation(id)).await.unwrap();
+        }
+        match store.cancel_invocation("inv_q", 50).await.unwrap() {
+            CancelOutcome::Cancelled(r) => assert_eq!(r.status, "cancelled", "[{}]", db.backend),
+            other => panic!("[{}] {other:?}", db.backend),
+        }
+        assert!(
+            !store.claim_invocation("inv_q", "agt_1", 51).await.unwrap(),
+            "cancelled is never dispatched"
+        );
+
+        store.claim_invocation("inv_r", "agt_1", 1).await.unwrap();
+        store.start_invocation("inv_r", "agt_1", 2, 1).await.unwrap();
+        match store.cancel_invocation("inv_r", 60).await.unwrap() {
+            CancelOutcome::Requested(r) => {
+                assert_eq!(r.status, "running");
+                assert_eq!(r.cancel_requested_at, Some(60));
+            }
+            other => panic!("[{}] {other:?}", db.backend),
+        }
+
+        store.claim_invocation("inv_d", "agt_1", 1).await.unwrap();
+        store.finish_invocation("inv_d", Some("agt_1"), &end("succeeded")).await.unwrap();
+        assert!(matches!(
+            store.cancel_invocation("inv_d", 70).await.unwrap(),
+            CancelOutcome::AlreadyFinished(_)
+        ));
+        assert!(matches!(
+            store.cancel_invocation("inv_missing", 70).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}
+
+#[tokio::test]
+async fn listing_filters_and_pages() {
+    for (db, store) in stores().await {
+        for n in 0..5 {
+            let mut new = new_invocation(&format!("inv_{n}"));
+            if n % 2 == 0 {
+                new.tool = "other".into();
+            }
+            store.create_invocation(&new).await.unwrap();
+        }
+        let filter = InvocationFilter { tool: Some("other".into()), ..Default::default() };
+        let page =
+            store.list_invocations(&filter, &PageRequest { limit: 2, after: None }).await.unwrap();
+        assert_eq!(page.items.len(), 2, "[{}]", db.backend);
+        assert!(page.has_more);
+        let rest = store
+            .list_invocations(&filter, &PageRequest { limit: 2, after: Some("inv_2".into()) })
+            .await
+            .unwrap();
+        assert_eq!(rest.items.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["inv_4"]);
+        assert!(!rest.has_more);
+    }
+}
+
+#[tokio::test]
+async fn pauses_are_idempotent_audited_once_and_resume_refuses_what_is_not_paused() {
+    for (db, store) in stores().await {
+        let pause = |workspace: Option<&str>, at: i64| PauseRecord {
+            agent_id: "agt_1".into(),
+            workspace: workspace.map(str::to_string),
+            paused_at: at,
+            paused_by: Some("key_op".into()),
+            reason: Some("incident".into()),
+        };
+        let (first, created) =
+            store.pause_exec(&pause(None, 5), &audit("aud_p1", "agent.pause_exec")).await.unwrap();
+        assert!(created, "[{}]", db.backend);
+        let (again, created) =
+            store.pause_exec(&pause(None, 9), &audit("aud_p2", "agent.pause_exec")).await.unwrap();
+        assert!(!created);
+        assert_eq!(again, first, "the first pause stays in force");
+        store
+            .pause_exec(&pause(Some("prod"), 6), &audit("aud_p3", "agent.pause_exec"))
+            .await
+            .unwrap();
+        let pauses = store.exec_pauses(Some("agt_1")).await.unwrap();
+        assert_eq!(pauses.len(), 2);
+        assert_eq!(pauses[0].workspace, None, "the agent-wide pause sorts first");
+
+        store.resume_exec("agt_1", None, &audit("aud_r1", "agent.resume_exec")).await.unwrap();
+        let refused = store.resume_exec("agt_1", None, &audit("aud_r2", "agent.resume_exec")).await;
+        assert!(matches!(refused, Err(StoreError::NotPaused(_))), "[{}] {refused:?}", db.backend);
+        assert_eq!(store.exec_pauses(None).await.unwrap().len(), 1);
+
+        let page = PageRequest { limit: 50, after: None };
+        let records = store.list_audit(&AuditFilter::default(), &page).await.unwrap();
+        let ids: Vec<&str> = records.items.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            vec!["aud_p1", "aud_p3", "aud_r1"],
+            "[{}] no record for no change",
+            db.backend
+        );
+    }
+}
