@@ -1,6 +1,7 @@
 //! Load generators for `bench/run.sh`. Each prints one JSON line: operations, seconds, ops/s,
 //! latency percentiles.
 
+mod exec;
 mod fleet;
 mod keys;
 mod rotation;
@@ -66,6 +67,41 @@ enum Command {
     },
     /// The cryptography of one enrollment, without I/O: the floor under `enroll`.
     EnrollCryptoFloor,
+    /// ROUNDS sequential invocations of a no-op tool through router and XEM, against running
+    /// its EXECUTABLE directly ROUNDS times in the same process.
+    ExecRoundTrip {
+        #[arg(long)]
+        base_url: String,
+        #[arg(long)]
+        api_key: String,
+        #[arg(long, default_value = "kubernetes-prod")]
+        workspace: String,
+        #[arg(long, default_value = "noop")]
+        tool: String,
+        #[arg(long)]
+        executable: std::path::PathBuf,
+        #[arg(long, default_value_t = 200)]
+        rounds: usize,
+    },
+    /// Continuous invocations while the XEM's credential is replaced and reloaded RELOADS times.
+    ExecUnderReloads {
+        #[arg(long)]
+        base_url: String,
+        #[arg(long)]
+        api_key: String,
+        #[arg(long, default_value = "kubernetes-prod")]
+        workspace: String,
+        #[arg(long, default_value = "noop")]
+        tool: String,
+        #[arg(long)]
+        xem_pid: u32,
+        #[arg(long)]
+        credential: std::path::PathBuf,
+        #[arg(long, default_value_t = 100)]
+        reloads: usize,
+        #[arg(long, default_value_t = 50)]
+        interval_ms: u64,
+    },
     /// Enroll COUNT agents, connect them over CURVE from one thread, renew their leases.
     Agents {
         #[arg(long)]
@@ -156,6 +192,32 @@ fn main() -> anyhow::Result<()> {
             }
             Command::RotateFloor { base_url, api_key, rounds } => {
                 rotation::floor(base_url, api_key, rounds).await
+            }
+            Command::ExecRoundTrip { base_url, api_key, workspace, tool, executable, rounds } => {
+                exec::round_trip(base_url, api_key, workspace, tool, executable, rounds).await
+            }
+            Command::ExecUnderReloads {
+                base_url,
+                api_key,
+                workspace,
+                tool,
+                xem_pid,
+                credential,
+                reloads,
+                interval_ms,
+            } => {
+                exec::reloads_under_load(
+                    base_url,
+                    api_key,
+                    workspace,
+                    tool,
+                    xem_pid,
+                    credential,
+                    reloads,
+                    Duration::from_millis(interval_ms),
+                    args.concurrency,
+                )
+                .await
             }
             Command::Agents { base_url, api_key, count, lease_ms, router_addr } => {
                 fleet::many_agents(base_url, api_key, count, lease_ms, args.seconds, router_addr)

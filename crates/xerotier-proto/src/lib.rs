@@ -13,6 +13,7 @@ pub mod join_keys;
 pub mod mesh;
 pub mod page;
 pub mod rotation;
+pub mod schema;
 pub mod scope;
 
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};

@@ -40,6 +40,18 @@ pub enum ApiError {
         "rotation {0} is already in flight for this agent; wait for it to end (see the events stream)"
     )]
     RotationInFlight(String),
+    #[error("{message}")]
+    InvalidArguments { message: String, param: String },
+    #[error("no online agent offers tool {0:?}; see `GET /v1/exec/tools`")]
+    ToolNotFound(String),
+    #[error("no online agent serves workspace {0}")]
+    WorkspaceNotFound(String),
+    #[error("no agent available: {0}; retry later")]
+    NoAgentAvailable(String),
+    #[error("{0}")]
+    InvocationFinished(String),
+    #[error("{0}")]
+    NotPaused(String),
     #[error("request body larger than the {0} byte limit")]
     PayloadTooLarge(usize),
     #[error("method not allowed on this path")]
@@ -75,6 +87,12 @@ impl ApiError {
             ApiError::RegistrationNameTaken(_) => ErrorCode::RegistrationNameTaken,
             ApiError::CurveKeyTaken => ErrorCode::CurveKeyTaken,
             ApiError::RotationInFlight(_) => ErrorCode::RotationInFlight,
+            ApiError::InvalidArguments { .. } => ErrorCode::InvalidArguments,
+            ApiError::ToolNotFound(_) => ErrorCode::ToolNotFound,
+            ApiError::WorkspaceNotFound(_) => ErrorCode::WorkspaceNotFound,
+            ApiError::NoAgentAvailable(_) => ErrorCode::NoAgentAvailable,
+            ApiError::InvocationFinished(_) => ErrorCode::InvocationFinished,
+            ApiError::NotPaused(_) => ErrorCode::NotPaused,
             ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             ApiError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
@@ -93,11 +111,16 @@ impl ApiError {
             ErrorCode::JoinKeyUsed
             | ErrorCode::RegistrationNameTaken
             | ErrorCode::CurveKeyTaken
-            | ErrorCode::RotationInFlight => StatusCode::CONFLICT,
+            | ErrorCode::RotationInFlight
+            | ErrorCode::InvocationFinished
+            | ErrorCode::NotPaused => StatusCode::CONFLICT,
             ErrorCode::ScopeInsufficient => StatusCode::FORBIDDEN,
-            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::NotFound | ErrorCode::ToolNotFound | ErrorCode::WorkspaceNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            ErrorCode::NoAgentAvailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::NameTaken | ErrorCode::AlreadyRevoked => StatusCode::CONFLICT,
-            ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest | ErrorCode::InvalidArguments => StatusCode::BAD_REQUEST,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -119,6 +142,7 @@ impl ApiError {
             StoreError::JoinKeyRevoked(_) => ErrorCode::JoinKeyRevoked,
             StoreError::JoinKeyExpired(_) => ErrorCode::JoinKeyExpired,
             StoreError::NotFound(_) => ErrorCode::NotFound,
+            StoreError::NotPaused(_) => ErrorCode::NotPaused,
             StoreError::AlreadyRevoked(_) => ErrorCode::AlreadyRevoked,
             StoreError::Database(e) if is_unavailable(e) => ErrorCode::StoreUnavailable,
             _ => ErrorCode::Internal,
@@ -138,6 +162,9 @@ impl From<StoreError> for ApiError {
             StoreError::JoinKeyRevoked(id) => ApiError::JoinKeyRevoked(id),
             StoreError::JoinKeyExpired(id) => ApiError::JoinKeyExpired(id),
             StoreError::NotFound(what) => ApiError::NotFound(what),
+            StoreError::NotPaused(what) => {
+                ApiError::NotPaused(format!("there is no {what} to lift"))
+            }
             StoreError::AlreadyRevoked(what) => ApiError::AlreadyRevoked(what),
             StoreError::Database(sqlx_err) if is_unavailable(&sqlx_err) => {
                 ApiError::StoreUnavailable(StoreError::Database(sqlx_err))
@@ -167,6 +194,7 @@ impl IntoResponse for ApiError {
         };
         let param = match &self {
             ApiError::InvalidRequest { param, .. } => param.clone(),
+            ApiError::InvalidArguments { param, .. } => Some(param.clone()),
             _ => None,
         };
         let body = ErrorEnvelope::new(self.code(), message, param);

@@ -25,6 +25,7 @@ use xerotier_store::{Backend, Store};
 use crate::api_keys::ApiKeyService;
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;
+use crate::exec::ExecService;
 use crate::fleet::agents::AgentService;
 use crate::fleet::enroll::EnrollService;
 use crate::fleet::events::EventLog;
@@ -51,6 +52,7 @@ struct Inner {
     agents: AgentService,
     events: EventLog,
     rotations: RotationService,
+    exec: ExecService,
     metrics: Metrics,
 }
 
@@ -85,6 +87,7 @@ impl AppState {
             events.clone(),
             fleet.clone(),
         );
+        let exec = ExecService::new(store.clone(), clock.clone(), ids.clone(), fleet.clone());
         let enrollment = EnrollService::new(
             store.clone(),
             clock.clone(),
@@ -100,6 +103,7 @@ impl AppState {
             fleet.clone(),
             events.clone(),
             rotations.clone(),
+            exec.clone(),
         );
         Self(Arc::new(Inner {
             store,
@@ -113,6 +117,7 @@ impl AppState {
             agents,
             events,
             rotations,
+            exec,
             metrics: Metrics::default(),
         }))
     }
@@ -155,6 +160,10 @@ impl AppState {
 
     pub fn rotations(&self) -> &RotationService {
         &self.0.rotations
+    }
+
+    pub fn exec(&self) -> &ExecService {
+        &self.0.exec
     }
 
     pub fn store(&self) -> &Store {

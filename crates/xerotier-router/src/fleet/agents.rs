@@ -17,6 +17,7 @@ use crate::AppState;
 use crate::audit::{AuditLog, Target};
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::exec::ExecService;
 use crate::http::extract::{JsonBody, QueryParams, RequestContext};
 use crate::http::pagination::{into_page, page_request};
 use crate::validate;
@@ -32,6 +33,7 @@ pub struct AgentService {
     fleet: Arc<Fleet>,
     events: EventLog,
     rotations: RotationService,
+    exec: ExecService,
 }
 
 impl AgentService {
@@ -42,8 +44,9 @@ impl AgentService {
         fleet: Arc<Fleet>,
         events: EventLog,
         rotations: RotationService,
+        exec: ExecService,
     ) -> Self {
-        Self { store, clock, audit, fleet, events, rotations }
+        Self { store, clock, audit, fleet, events, rotations, exec }
     }
 
     fn view(&self, record: AgentRecord) -> AgentView {
@@ -107,6 +110,7 @@ impl AgentService {
             )
             .await;
         self.rotations.on_revoked(id).await?;
+        self.exec.on_agent_removed(id, "its credentials were revoked").await?;
         Ok(self.view(record))
     }
 }

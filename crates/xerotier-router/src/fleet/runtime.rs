@@ -12,6 +12,10 @@ use xerotier_store::{Heartbeat, StoreError};
 
 use crate::AppState;
 
+/// An invocation an agent was handed this long ago and no longer lists in its lease renewals
+/// was lost (frames in flight get this long to arrive).
+const LOST_INVOCATION_GRACE_MS: i64 = 5_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("loading the allow-list: {0}")]
@@ -46,6 +50,7 @@ pub async fn start(state: &AppState) -> Result<MeshRuntime, RuntimeError> {
     tokio::spawn(flush_heartbeats(state.clone()));
     tokio::spawn(refresh_periodically(state.clone()));
     tokio::spawn(sweep_rotations(state.clone()));
+    tokio::spawn(crate::exec::dispatch_loop(state.clone()));
     tokio::spawn(watch_health(server.clone(), fatal_tx));
     Ok(MeshRuntime { server, fatal })
 }
@@ -61,6 +66,7 @@ async fn handle_events(
             MeshEvent::Frame { agent_id, routing_id, frame, curve_key } => {
                 let now = state.clock().now_millis();
                 state.rotations().on_seen(&agent_id, &curve_key).await;
+                state.exec().on_seen(&agent_id);
                 match frame {
                     Frame::Hello { manifest_hash, manifest_version, xem_version, .. } => {
                         state.metrics().mesh_frame("hello");
@@ -75,6 +81,59 @@ async fn handle_events(
                         let key = xerotier_credentials::fingerprint(&curve_key);
                         state.events().append(&agent_id, "connected", None, serde_json::json!({ "curve_key_fingerprint": key, "xem_version": xem_version })).await;
                         state.rotations().on_hello(&agent_id, &curve_key).await;
+                        if let Err(err) = state.exec().on_hello(&agent_id).await {
+                            tracing::warn!(%agent_id, error = %err, "could not load the agent's offer");
+                        }
+                    }
+                    Frame::Manifest { manifest, .. } => {
+                        state.metrics().mesh_frame("manifest");
+                        if let Err(err) = state.exec().on_manifest(&agent_id, manifest).await {
+                            tracing::warn!(%agent_id, error = %err, "could not record the agent's manifest");
+                        }
+                    }
+                    Frame::InvocationStarted { invocation_id, credential_generation } => {
+                        state.metrics().mesh_frame("invocation_started");
+                        if let Err(err) = state
+                            .exec()
+                            .on_started(&agent_id, &invocation_id, credential_generation)
+                            .await
+                        {
+                            tracing::warn!(%agent_id, %invocation_id, error = %err, "could not record an invocation start");
+                        }
+                    }
+                    Frame::InvocationOutput { invocation_id, stream, chunk } => {
+                        state.metrics().mesh_frame("invocation_output");
+                        state.exec().on_output(&agent_id, &invocation_id, &stream, &chunk);
+                    }
+                    Frame::InvocationFinished { result } => {
+                        state.metrics().mesh_frame("invocation_finished");
+                        let invocation_id = result.invocation_id.clone();
+                        if let Err(err) = state.exec().on_finished(&agent_id, result).await {
+                            tracing::warn!(%agent_id, %invocation_id, error = %err, "could not record an invocation result; the agent will re-send it");
+                        }
+                    }
+                    Frame::InvocationRefused { invocation_id, reason } => {
+                        state.metrics().mesh_frame("invocation_refused");
+                        if let Err(err) =
+                            state.exec().on_refused(&agent_id, &invocation_id, &reason).await
+                        {
+                            tracing::warn!(%agent_id, %invocation_id, error = %err, "could not requeue a refused invocation");
+                        }
+                    }
+                    Frame::CredentialsReloaded { report } => {
+                        state.metrics().mesh_frame("credentials_reloaded");
+                        if report.ok {
+                            tracing::info!(%agent_id, trigger = %report.trigger, files = report.files.len(), "agent reloaded its workspace credentials");
+                        } else {
+                            tracing::warn!(%agent_id, trigger = %report.trigger, "agent credential reload failed for some files; their last good versions stay in use");
+                        }
+                        let event = if report.ok {
+                            "credentials_reloaded"
+                        } else {
+                            "credentials_reload_failed"
+                        };
+                        let details = serde_json::to_value(&report).unwrap_or_default();
+                        state.events().append(&agent_id, event, None, details).await;
                     }
                     Frame::RotateAck { payload, signature } => {
                         state.metrics().mesh_frame("rotate_ack");
@@ -85,13 +144,25 @@ async fn handle_events(
                             tracing::warn!(%agent_id, error = %err, "could not process a rotation acknowledgement");
                         }
                     }
-                    Frame::LeaseRenewal { seq, manifest_hash, manifest_version, .. } => {
+                    Frame::LeaseRenewal {
+                        seq, manifest_hash, manifest_version, in_flight, ..
+                    } => {
                         state.metrics().mesh_frame("lease_renewal");
                         fleet.send_raw(&routing_id, &Frame::LeaseAck { seq });
                         fleet.note_session(&agent_id, routing_id);
+                        if let Err(err) = state
+                            .exec()
+                            .on_lease(&agent_id, &in_flight, LOST_INVOCATION_GRACE_MS)
+                            .await
+                        {
+                            tracing::warn!(%agent_id, error = %err, "could not reconcile the agent's invocations");
+                        }
                         fleet.note_heartbeat(beat(agent_id, now, manifest_hash, manifest_version));
                     }
                     Frame::LeaseAck { .. }
+                    | Frame::Invoke { .. }
+                    | Frame::CancelInvocation { .. }
+                    | Frame::ResultAck { .. }
                     | Frame::Revoked { .. }
                     | Frame::RotateCurve { .. }
                     | Frame::RotationPromoted { .. }

@@ -94,9 +94,16 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .routes(routes!(rotation::curve_rotate))
         .routes(routes!(rotation::get_rotation))
         .routes(routes!(events::agent_events))
+        .routes(routes!(exec::pauses::pause_exec))
+        .routes(routes!(exec::pauses::resume_exec))
+        .routes(routes!(exec::pauses::list_pauses))
         .route_layer(from_fn_with_state(state.clone(), auth::require_management));
     let exec = OpenApiRouter::new()
-        .routes(routes!(exec::list_tools))
+        .routes(routes!(exec::handlers::list_tools))
+        .routes(routes!(exec::handlers::get_tool))
+        .routes(routes!(exec::handlers::create_invocation, exec::handlers::list_invocations))
+        .routes(routes!(exec::handlers::get_invocation))
+        .routes(routes!(exec::handlers::cancel_invocation))
         .route_layer(from_fn_with_state(state.clone(), auth::require_execution));
     let public = OpenApiRouter::new()
         .routes(routes!(enroll::enroll))

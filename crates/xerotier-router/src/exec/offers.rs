@@ -1,0 +1,231 @@
+//! What the agents connected to this replica offer: their manifests and when each was last
+//! heard from. Kept in memory so that `GET /v1/exec/tools` and dispatch cost no database read.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use xerotier_core::UnixMillis;
+use xerotier_proto::agents::{CapabilityManifest, ManifestTool};
+use xerotier_proto::invocation::{ToolDetail, ToolOffer, ToolSummary};
+
+/// An agent is offline once it missed this many lease renewals.
+const MISSED_LEASES_BEFORE_OFFLINE: i64 = 3;
+
+#[derive(Debug, Clone)]
+pub struct AgentOffer {
+    pub agent_id: String,
+    pub agent_name: String,
+    pub manifest: CapabilityManifest,
+    pub lease_interval_ms: i64,
+    pub last_seen: UnixMillis,
+}
+
+impl AgentOffer {
+    fn online(&self, now: UnixMillis) -> bool {
+        now - self.last_seen <= MISSED_LEASES_BEFORE_OFFLINE * self.lease_interval_ms.max(1)
+    }
+
+    pub fn serves(&self, tool: &str, workspace: &str) -> bool {
+        self.manifest.tools.iter().any(|t| t.name == tool)
+            && self.manifest.workspaces.iter().any(|w| w.id == workspace)
+    }
+
+    fn tool(&self, name: &str) -> Option<&ManifestTool> {
+        self.manifest.tools.iter().find(|t| t.name == name)
+    }
+
+    fn workspace_ids(&self) -> Vec<String> {
+        self.manifest.workspaces.iter().map(|w| w.id.clone()).collect()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Offers {
+    agents: Mutex<HashMap<String, AgentOffer>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl Offers {
+    pub fn upsert(&self, offer: AgentOffer) {
+        lock(&self.agents).insert(offer.agent_id.clone(), offer);
+    }
+
+    /// Replaces an agent's manifest; false if the agent is not known here (no hello yet).
+    pub fn set_manifest(&self, agent_id: &str, manifest: CapabilityManifest) -> bool {
+        match lock(&self.agents).get_mut(agent_id) {
+            Some(offer) => {
+                offer.manifest = manifest;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn seen(&self, agent_id: &str, now: UnixMillis) {
+        if let Some(offer) = lock(&self.agents).get_mut(agent_id) {
+            offer.last_seen = offer.last_seen.max(now);
+        }
+    }
+
+    pub fn remove(&self, agent_id: &str) {
+        lock(&self.agents).remove(agent_id);
+    }
+
+    pub fn online(&self, now: UnixMillis) -> Vec<AgentOffer> {
+        let mut online: Vec<AgentOffer> =
+            lock(&self.agents).values().filter(|o| o.online(now)).cloned().collect();
+        online.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        online
+    }
+
+    pub fn is_online(&self, agent_id: &str, now: UnixMillis) -> bool {
+        lock(&self.agents).get(agent_id).is_some_and(|o| o.online(now))
+    }
+
+    /// Every tool an online agent offers, by name; the first agent (by id) describes it.
+    pub fn tools(&self, now: UnixMillis) -> Vec<ToolSummary> {
+        let mut tools: BTreeMap<String, (ToolSummary, BTreeSet<String>)> = BTreeMap::new();
+        for offer in self.online(now) {
+            for tool in &offer.manifest.tools {
+                let (summary, workspaces) = tools.entry(tool.name.clone()).or_insert_with(|| {
+                    (
+                        ToolSummary {
+                            name: tool.name.clone(),
+                            description: tool.description.clone(),
+                            risk: tool.risk.clone(),
+                            timeout_seconds: tool.timeout_seconds,
+                            workspaces: Vec::new(),
+                            agents: 0,
+                        },
+                        BTreeSet::new(),
+                    )
+                });
+                summary.agents += 1;
+                workspaces.extend(offer.workspace_ids());
+            }
+        }
+        tools
+            .into_values()
+            .map(|(mut summary, workspaces)| {
+                summary.workspaces = workspaces.into_iter().collect();
+                summary
+            })
+            .collect()
+    }
+
+    pub fn tool(&self, name: &str, now: UnixMillis) -> Option<ToolDetail> {
+        let online = self.online(now);
+        let mut offering = online.iter().filter_map(|o| o.tool(name).map(|t| (o, t))).peekable();
+        let (_, first) = offering.peek()?;
+        let mut detail = ToolDetail {
+            name: first.name.clone(),
+            description: first.description.clone(),
+            risk: first.risk.clone(),
+            timeout_seconds: first.timeout_seconds,
+            args_schema: first.args_schema.clone(),
+            offered_by: Vec::new(),
+        };
+        for (offer, _) in offering {
+            detail.offered_by.push(ToolOffer {
+                agent_id: offer.agent_id.clone(),
+                agent_name: offer.agent_name.clone(),
+                workspaces: offer.workspace_ids(),
+            });
+        }
+        Some(detail)
+    }
+
+    /// Online agents that can run `tool` in `workspace`, and the tool's declaration.
+    pub fn candidates(
+        &self,
+        tool: &str,
+        workspace: &str,
+        now: UnixMillis,
+    ) -> (Vec<String>, Option<ManifestTool>) {
+        let online = self.online(now);
+        let declaration =
+            online.iter().filter(|o| o.serves(tool, workspace)).find_map(|o| o.tool(tool).cloned());
+        let agents =
+            online.into_iter().filter(|o| o.serves(tool, workspace)).map(|o| o.agent_id).collect();
+        (agents, declaration)
+    }
+
+    /// Whether any online agent knows the tool, and the workspace (each on its own).
+    pub fn knows(&self, tool: &str, workspace: &str, now: UnixMillis) -> (bool, bool) {
+        let online = self.online(now);
+        let tool_known = online.iter().any(|o| o.tool(tool).is_some());
+        let workspace_known =
+            online.iter().any(|o| o.manifest.workspaces.iter().any(|w| w.id == workspace));
+        (tool_known, workspace_known)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use xerotier_proto::agents::ManifestWorkspace;
+
+    use super::*;
+
+    fn offer(id: &str, tools: &[&str], workspaces: &[&str], last_seen: UnixMillis) -> AgentOffer {
+        AgentOffer {
+            agent_id: id.into(),
+            agent_name: format!("{id}-name"),
+            manifest: CapabilityManifest {
+                version: 1,
+                tools: tools
+                    .iter()
+                    .map(|t| ManifestTool {
+                        name: (*t).into(),
+                        description: String::new(),
+                        risk: "read".into(),
+                        timeout_seconds: 30,
+                        args_schema: serde_json::json!({"type": "object"}),
+                    })
+                    .collect(),
+                workspaces: workspaces
+                    .iter()
+                    .map(|w| ManifestWorkspace {
+                        id: (*w).into(),
+                        kind: "kubernetes".into(),
+                        credentials_ref: None,
+                    })
+                    .collect(),
+            },
+            lease_interval_ms: 1000,
+            last_seen,
+        }
+    }
+
+    #[test]
+    fn only_online_agents_that_serve_both_tool_and_workspace_are_candidates() {
+        let offers = Offers::default();
+        offers.upsert(offer("agt_a", &["noop", "get"], &["prod"], 10_000));
+        offers.upsert(offer("agt_b", &["noop"], &["staging"], 10_000));
+        offers.upsert(offer("agt_c", &["noop"], &["prod"], 1_000));
+        let (agents, tool) = offers.candidates("noop", "prod", 12_000);
+        assert_eq!(agents, vec!["agt_a".to_string()], "agt_c missed three leases");
+        assert_eq!(tool.map(|t| t.name), Some("noop".into()));
+        assert!(offers.candidates("get", "staging", 12_000).0.is_empty());
+        assert_eq!(offers.knows("get", "nowhere", 12_000), (true, false));
+    }
+
+    #[test]
+    fn tools_merge_offers_of_several_agents() {
+        let offers = Offers::default();
+        offers.upsert(offer("agt_a", &["noop"], &["prod"], 0));
+        offers.upsert(offer("agt_b", &["noop"], &["staging"], 0));
+        let tools = offers.tools(0);
+        assert_eq!(tools.len(), 1);
+        assert_eq!(tools[0].agents, 2);
+        assert_eq!(tools[0].workspaces, vec!["prod".to_string(), "staging".to_string()]);
+        let detail = offers.tool("noop", 0).unwrap();
+        assert_eq!(detail.offered_by.len(), 2);
+        assert!(offers.tool("missing", 0).is_none());
+    }
+}

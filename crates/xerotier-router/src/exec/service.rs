@@ -1,0 +1,579 @@
+//! Invocations: created over HTTP, dispatched to an online agent over the mesh, reconciled
+//! with what the agents report.
+//!
+//! The store decides every state change (claim, start, finish, cancel are conditional updates),
+//! so replicas sharing a database never run one invocation twice. What lives in memory is only
+//! what this replica's agents told it: their offers, the output streamed so far, and which
+//! invocations each of them holds.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use xerotier_core::{IdGenerator, IdKind, SharedClock, UnixMillis, format_rfc3339};
+use xerotier_proto::agents::CapabilityManifest;
+use xerotier_proto::invocation::{
+    InvocationQuery, InvocationResult, InvocationStatus, InvocationView, InvokeRequest,
+    MAX_OUTPUT_BYTES, ToolDetail, ToolList,
+};
+use xerotier_proto::mesh::Frame;
+use xerotier_proto::{Page, schema};
+use xerotier_store::{
+    CancelOutcome, InvocationEnd, InvocationFilter, InvocationRecord, NewInvocation, PauseRecord,
+    Store, StoreError,
+};
+
+use super::offers::{AgentOffer, Offers};
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::fleet::Fleet;
+use crate::http::pagination::{into_page, page_request};
+
+/// How long an agent that refused an invocation (it is shutting down, say) is left alone.
+const REFUSAL_BACKOFF_MS: i64 = 2_000;
+/// Unclaimed invocations looked at per dispatch pass.
+const DISPATCH_BATCH: u32 = 200;
+
+/// Output streamed so far by a running invocation (bounded like the final result).
+#[derive(Debug, Default, Clone)]
+struct LiveOutput {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    stdout_truncated: bool,
+    stderr_truncated: bool,
+}
+
+fn append_bounded(buffer: &mut Vec<u8>, truncated: &mut bool, chunk: &[u8]) {
+    let room = MAX_OUTPUT_BYTES.saturating_sub(buffer.len());
+    if chunk.len() > room {
+        *truncated = true;
+    }
+    buffer.extend_from_slice(&chunk[..chunk.len().min(room)]);
+}
+
+#[derive(Debug, Default)]
+struct Tracking {
+    /// agent id → invocations it holds (claimed for it or running) → when they were claimed.
+    held: HashMap<String, HashMap<String, UnixMillis>>,
+    live: HashMap<String, LiveOutput>,
+    /// agent id → no dispatch to it before this time.
+    refused_until: HashMap<String, UnixMillis>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecService {
+    store: Store,
+    clock: SharedClock,
+    ids: IdGenerator,
+    fleet: Arc<Fleet>,
+    offers: Arc<Offers>,
+    tracking: Arc<Mutex<Tracking>>,
+    wake: Arc<Notify>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn is_paused(pauses: &[PauseRecord], agent_id: &str, workspace: &str) -> bool {
+    pauses
+        .iter()
+        .any(|p| p.agent_id == agent_id && p.workspace.as_deref().is_none_or(|w| w == workspace))
+}
+
+impl ExecService {
+    pub fn new(store: Store, clock: SharedClock, ids: IdGenerator, fleet: Arc<Fleet>) -> Self {
+        Self {
+            store,
+            clock,
+            ids,
+            fleet,
+            offers: Arc::default(),
+            tracking: Arc::default(),
+            wake: Arc::default(),
+        }
+    }
+
+    /// Woken whenever dispatch may find something new to do.
+    pub fn wake_handle(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn tools(&self) -> ToolList {
+        ToolList { tools: self.offers.tools(self.clock.now_millis()) }
+    }
+
+    pub fn tool(&self, name: &str) -> Result<ToolDetail, ApiError> {
+        self.offers
+            .tool(name, self.clock.now_millis())
+            .ok_or_else(|| ApiError::ToolNotFound(name.to_string()))
+    }
+
+    /// Validates the request against what online agents offer, then queues it. Nothing is
+    /// created when no online agent could ever run it.
+    pub async fn create(
+        &self,
+        actor: &Principal,
+        request: InvokeRequest,
+    ) -> Result<InvocationView, ApiError> {
+        let now = self.clock.now_millis();
+        let args = request.args.unwrap_or_else(|| serde_json::json!({}));
+        if !args.is_object() {
+            return Err(ApiError::InvalidArguments {
+                message: "args must be a JSON object".into(),
+                param: "args".into(),
+            });
+        }
+        if self.offers.online(now).is_empty() {
+            return Err(ApiError::NoAgentAvailable(
+                "no agent is online; see `xeroctl agents`".into(),
+            ));
+        }
+        let (agents, declaration) = self.offers.candidates(&request.tool, &request.workspace, now);
+        let Some(declaration) = declaration.filter(|_| !agents.is_empty()) else {
+            return Err(match self.offers.knows(&request.tool, &request.workspace, now) {
+                (false, _) => ApiError::ToolNotFound(request.tool),
+                (_, false) => ApiError::WorkspaceNotFound(request.workspace),
+                _ => ApiError::NoAgentAvailable(format!(
+                    "no online agent offers tool {:?} in workspace {:?}",
+                    request.tool, request.workspace
+                )),
+            });
+        };
+        if let Err(err) = schema::validate(&declaration.args_schema, &args) {
+            return Err(ApiError::InvalidArguments {
+                message: format!("arguments do not match the schema of {}: {err}", request.tool),
+                param: format!("args{}", err.path),
+            });
+        }
+        let record = self
+            .store
+            .create_invocation(&NewInvocation {
+                id: self.ids.next(IdKind::Invocation),
+                tool: request.tool,
+                workspace: request.workspace,
+                args: args.to_string(),
+                created_at: now,
+                created_by: Some(actor.key_id.clone()),
+            })
+            .await?;
+        self.wake();
+        Ok(self.view(record))
+    }
+
+    pub async fn get(&self, id: &str) -> Result<InvocationView, ApiError> {
+        let record = self
+            .store
+            .invocation(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("invocation {id}")))?;
+        Ok(self.view(record))
+    }
+
+    pub async fn list(&self, query: InvocationQuery) -> Result<Page<InvocationView>, ApiError> {
+        let page = page_request(query.limit, query.after)?;
+        if let Some(status) = &query.status
+            && InvocationStatus::parse(status).is_none()
+        {
+            return Err(ApiError::invalid(
+                "status must be queued, running, succeeded, failed, cancelled or timed_out",
+                "status",
+            ));
+        }
+        let filter = InvocationFilter {
+            status: query.status,
+            agent_id: query.agent_id,
+            workspace: query.workspace,
+            tool: query.tool,
+        };
+        let slice = self.store.list_invocations(&filter, &page).await?;
+        Ok(into_page(slice, |r| r.id.clone(), |r| self.view(r)))
+    }
+
+    /// Cancels at once when no agent has it yet; otherwise tells the agent to kill it.
+    pub async fn cancel(&self, id: &str) -> Result<InvocationView, ApiError> {
+        match self.store.cancel_invocation(id, self.clock.now_millis()).await? {
+            CancelOutcome::Cancelled(record) => Ok(self.view(record)),
+            CancelOutcome::Requested(record) => {
+                if let Some(agent_id) = &record.agent_id {
+                    let frame = Frame::CancelInvocation { invocation_id: record.id.clone() };
+                    if !self.fleet.send_to(agent_id, &frame) {
+                        tracing::warn!(invocation_id = %record.id, %agent_id, "cancel recorded; the agent is not connected here");
+                    }
+                }
+                Ok(self.view(record))
+            }
+            CancelOutcome::AlreadyFinished(record) => Err(ApiError::InvocationFinished(format!(
+                "invocation {} already ended ({})",
+                record.id, record.status
+            ))),
+        }
+    }
+
+    pub fn view(&self, record: InvocationRecord) -> InvocationView {
+        let status = InvocationStatus::parse(&record.status).unwrap_or(InvocationStatus::Failed);
+        let live = (status == InvocationStatus::Running)
+            .then(|| lock(&self.tracking).live.get(&record.id).cloned())
+            .flatten();
+        let (stdout, stderr, stdout_truncated, stderr_truncated) = match live {
+            Some(live) => (
+                String::from_utf8_lossy(&live.stdout).into_owned(),
+                String::from_utf8_lossy(&live.stderr).into_owned(),
+                live.stdout_truncated,
+                live.stderr_truncated,
+            ),
+            None => {
+                (record.stdout, record.stderr, record.stdout_truncated, record.stderr_truncated)
+            }
+        };
+        InvocationView {
+            status,
+            args: serde_json::from_str(&record.args).unwrap_or(serde_json::Value::Null),
+            created_at: format_rfc3339(record.created_at),
+            dispatched_at: record.dispatched_at.map(format_rfc3339),
+            started_at: record.started_at.map(format_rfc3339),
+            finished_at: record.finished_at.map(format_rfc3339),
+            exit_code: record.exit_code.and_then(|c| i32::try_from(c).ok()),
+            credential_generation: record.credential_generation.and_then(|g| u64::try_from(g).ok()),
+            cancel_requested: record.cancel_requested_at.is_some(),
+            id: record.id,
+            tool: record.tool,
+            workspace: record.workspace,
+            agent_id: record.agent_id,
+            created_by: record.created_by,
+            stdout,
+            stderr,
+            stdout_truncated,
+            stderr_truncated,
+            error: record.error,
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Dispatch
+    // -----------------------------------------------------------------------------------------
+
+    /// One pass: hands each unclaimed invocation to the least busy online, unpaused agent that
+    /// serves its tool and workspace. What finds no agent stays queued for a later pass.
+    pub async fn dispatch_once(&self) -> Result<usize, StoreError> {
+        let queued = self.store.unclaimed_invocations(DISPATCH_BATCH).await?;
+        if queued.is_empty() {
+            return Ok(0);
+        }
+        let pauses = self.store.exec_pauses(None).await?;
+        let mut dispatched = 0;
+        for invocation in queued {
+            let now = self.clock.now_millis();
+            let (candidates, _) =
+                self.offers.candidates(&invocation.tool, &invocation.workspace, now);
+            let Some(agent_id) = self.least_busy(candidates, &pauses, &invocation.workspace, now)
+            else {
+                continue;
+            };
+            if !self.store.claim_invocation(&invocation.id, &agent_id, now).await? {
+                continue;
+            }
+            self.hold(&agent_id, &invocation.id, now);
+            let frame = Frame::Invoke {
+                invocation_id: invocation.id.clone(),
+                tool: invocation.tool.clone(),
+                workspace: invocation.workspace.clone(),
+                args_json: invocation.args.clone(),
+            };
+            if self.fleet.send_to(&agent_id, &frame) {
+                dispatched += 1;
+            } else {
+                self.release(&agent_id, &invocation.id);
+                self.store.requeue_invocation(&invocation.id, &agent_id).await?;
+            }
+        }
+        Ok(dispatched)
+    }
+
+    fn least_busy(
+        &self,
+        candidates: Vec<String>,
+        pauses: &[PauseRecord],
+        workspace: &str,
+        now: UnixMillis,
+    ) -> Option<String> {
+        let tracking = lock(&self.tracking);
+        candidates
+            .into_iter()
+            .filter(|agent| !is_paused(pauses, agent, workspace))
+            .filter(|agent| tracking.refused_until.get(agent).is_none_or(|until| *until <= now))
+            .min_by_key(|agent| tracking.held.get(agent).map_or(0, HashMap::len))
+    }
+
+    fn hold(&self, agent_id: &str, invocation_id: &str, at: UnixMillis) {
+        lock(&self.tracking)
+            .held
+            .entry(agent_id.to_string())
+            .or_default()
+            .insert(invocation_id.to_string(), at);
+    }
+
+    fn release(&self, agent_id: &str, invocation_id: &str) {
+        let mut tracking = lock(&self.tracking);
+        if let Some(held) = tracking.held.get_mut(agent_id) {
+            held.remove(invocation_id);
+        }
+        tracking.live.remove(invocation_id);
+    }
+
+    fn holds(&self, agent_id: &str, invocation_id: &str) -> bool {
+        lock(&self.tracking).held.get(agent_id).is_some_and(|h| h.contains_key(invocation_id))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // What agents report
+    // -----------------------------------------------------------------------------------------
+
+    /// An agent (re)connected: learn what it offers and which invocations it holds.
+    pub async fn on_hello(&self, agent_id: &str) -> Result<(), StoreError> {
+        let now = self.clock.now_millis();
+        let Some(agent) = self.store.agent(agent_id).await? else {
+            return Ok(());
+        };
+        let manifest: CapabilityManifest =
+            serde_json::from_str(&agent.manifest).unwrap_or_default();
+        self.offers.upsert(AgentOffer {
+            agent_id: agent.id.clone(),
+            agent_name: agent.name,
+            manifest,
+            lease_interval_ms: agent.lease_interval_ms,
+            last_seen: now,
+        });
+        let held = self.store.invocations_held_by(agent_id).await?;
+        {
+            let mut tracking = lock(&self.tracking);
+            let entry = tracking.held.entry(agent_id.to_string()).or_default();
+            for invocation in held {
+                entry.entry(invocation.id).or_insert(invocation.dispatched_at.unwrap_or(now));
+            }
+            tracking.refused_until.remove(agent_id);
+        }
+        self.wake();
+        Ok(())
+    }
+
+    pub fn on_seen(&self, agent_id: &str) {
+        self.offers.seen(agent_id, self.clock.now_millis());
+    }
+
+    /// The agent's full manifest (its hello carries only the hash).
+    pub async fn on_manifest(
+        &self,
+        agent_id: &str,
+        manifest: CapabilityManifest,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(&manifest).unwrap_or_default();
+        let hash = manifest.hash();
+        let version = i64::try_from(manifest.version).unwrap_or(i64::MAX);
+        self.store.update_agent_manifest(agent_id, &json, &hash, version).await?;
+        self.offers.set_manifest(agent_id, manifest);
+        self.wake();
+        Ok(())
+    }
+
+    pub async fn on_started(
+        &self,
+        agent_id: &str,
+        invocation_id: &str,
+        credential_generation: u64,
+    ) -> Result<(), StoreError> {
+        let generation = i64::try_from(credential_generation).unwrap_or(i64::MAX);
+        let now = self.clock.now_millis();
+        if self.store.start_invocation(invocation_id, agent_id, now, generation).await? {
+            self.hold(agent_id, invocation_id, now);
+            lock(&self.tracking).live.insert(invocation_id.to_string(), LiveOutput::default());
+        } else {
+            tracing::debug!(%agent_id, %invocation_id, "start report for an invocation this agent does not hold");
+        }
+        Ok(())
+    }
+
+    pub fn on_output(&self, agent_id: &str, invocation_id: &str, stream: &str, chunk: &[u8]) {
+        if !self.holds(agent_id, invocation_id) {
+            return;
+        }
+        let mut tracking = lock(&self.tracking);
+        let live = tracking.live.entry(invocation_id.to_string()).or_default();
+        match stream {
+            "stdout" => append_bounded(&mut live.stdout, &mut live.stdout_truncated, chunk),
+            "stderr" => append_bounded(&mut live.stderr, &mut live.stderr_truncated, chunk),
+            _ => {}
+        }
+    }
+
+    /// Records the result (once; re-sent results change nothing) and acknowledges it, so the
+    /// agent stops re-sending.
+    pub async fn on_finished(
+        &self,
+        agent_id: &str,
+        result: InvocationResult,
+    ) -> Result<(), StoreError> {
+        let mut end = InvocationEnd {
+            status: result.status.as_str().to_string(),
+            exit_code: result.exit_code.map(i64::from),
+            stdout: truncate_text(result.stdout),
+            stderr: truncate_text(result.stderr),
+            stdout_truncated: result.stdout_truncated,
+            stderr_truncated: result.stderr_truncated,
+            error: result.error,
+            started_at: Some(result.started_at_ms),
+            finished_at: result.finished_at_ms,
+            credential_generation: i64::try_from(result.credential_generation).ok(),
+        };
+        if !result.status.is_terminal() {
+            end.status = InvocationStatus::Failed.as_str().into();
+            end.error = Some(format!("agent reported a non-terminal result ({})", end.status));
+        }
+        let recorded =
+            self.store.finish_invocation(&result.invocation_id, Some(agent_id), &end).await?;
+        if !recorded {
+            tracing::debug!(%agent_id, invocation_id = %result.invocation_id, "duplicate or foreign result ignored");
+        }
+        self.release(agent_id, &result.invocation_id);
+        self.fleet
+            .send_to(agent_id, &Frame::ResultAck { invocation_id: result.invocation_id.clone() });
+        self.wake();
+        Ok(())
+    }
+
+    /// The agent will not run it: back to the queue, and that agent is left alone briefly.
+    pub async fn on_refused(
+        &self,
+        agent_id: &str,
+        invocation_id: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        tracing::info!(%agent_id, %invocation_id, %reason, "agent refused an invocation; requeued");
+        self.release(agent_id, invocation_id);
+        lock(&self.tracking)
+            .refused_until
+            .insert(agent_id.to_string(), self.clock.now_millis() + REFUSAL_BACKOFF_MS);
+        self.store.requeue_invocation(invocation_id, agent_id).await?;
+        self.wake();
+        Ok(())
+    }
+
+    /// A lease renewal lists what the agent holds. An invocation it no longer lists (past a
+    /// grace period for frames in flight) was lost: requeued if it never started, failed if it
+    /// was running (the agent restarted or crashed).
+    pub async fn on_lease(
+        &self,
+        agent_id: &str,
+        in_flight: &[String],
+        grace_ms: i64,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now_millis();
+        let listed: HashSet<&str> = in_flight.iter().map(String::as_str).collect();
+        let missing: Vec<String> = lock(&self.tracking)
+            .held
+            .get(agent_id)
+            .map(|held| {
+                held.iter()
+                    .filter(|(id, at)| !listed.contains(id.as_str()) && now - **at > grace_ms)
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for invocation_id in missing {
+            self.lost(
+                agent_id,
+                &invocation_id,
+                "the agent no longer reports it (it restarted or crashed)",
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The agent is gone for good (revoked): what it held is requeued or failed.
+    pub async fn on_agent_removed(&self, agent_id: &str, why: &str) -> Result<(), StoreError> {
+        self.offers.remove(agent_id);
+        let held = self.store.invocations_held_by(agent_id).await?;
+        for invocation in held {
+            self.lost(agent_id, &invocation.id, why).await?;
+        }
+        lock(&self.tracking).held.remove(agent_id);
+        Ok(())
+    }
+
+    async fn lost(&self, agent_id: &str, invocation_id: &str, why: &str) -> Result<(), StoreError> {
+        self.release(agent_id, invocation_id);
+        if self.store.requeue_invocation(invocation_id, agent_id).await? {
+            tracing::warn!(%agent_id, %invocation_id, %why, "unstarted invocation requeued");
+            self.wake();
+            return Ok(());
+        }
+        let end = InvocationEnd {
+            status: InvocationStatus::Failed.as_str().into(),
+            exit_code: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            error: Some(format!("lost on agent {agent_id}: {why}")),
+            started_at: None,
+            finished_at: self.clock.now_millis(),
+            credential_generation: None,
+        };
+        if self.store.finish_invocation(invocation_id, Some(agent_id), &end).await? {
+            tracing::warn!(%agent_id, %invocation_id, %why, "running invocation lost");
+        }
+        Ok(())
+    }
+}
+
+/// Agents bound their output; this keeps a misbehaving one from storing more.
+fn truncate_text(mut text: String) -> String {
+    if text.len() > MAX_OUTPUT_BYTES {
+        let mut cut = MAX_OUTPUT_BYTES;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_output_is_bounded_and_marks_truncation() {
+        let mut buffer = Vec::new();
+        let mut truncated = false;
+        append_bounded(&mut buffer, &mut truncated, &vec![b'a'; MAX_OUTPUT_BYTES - 1]);
+        assert!(!truncated);
+        append_bounded(&mut buffer, &mut truncated, b"bcd");
+        assert!(truncated);
+        assert_eq!(buffer.len(), MAX_OUTPUT_BYTES);
+        assert_eq!(buffer.last(), Some(&b'b'));
+    }
+
+    #[test]
+    fn agent_wide_and_workspace_pauses_both_block() {
+        let pause = |workspace: Option<&str>| PauseRecord {
+            agent_id: "agt_a".into(),
+            workspace: workspace.map(str::to_string),
+            paused_at: 0,
+            paused_by: None,
+            reason: None,
+        };
+        assert!(is_paused(&[pause(None)], "agt_a", "prod"));
+        assert!(is_paused(&[pause(Some("prod"))], "agt_a", "prod"));
+        assert!(!is_paused(&[pause(Some("prod"))], "agt_a", "staging"));
+        assert!(!is_paused(&[pause(None)], "agt_b", "prod"));
+    }
+}
