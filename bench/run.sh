@@ -28,7 +28,7 @@ cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 stop_router() { kill "$(cat "$OUT/$1/pid")"; wait "$(cat "$OUT/$1/pid")" 2>/dev/null || true; }
 rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
-SECTIONS="${SECTIONS:-http keys enroll fleet rotation}"
+SECTIONS="${SECTIONS:-http keys enroll fleet rotation exec}"
 AGENTS="${AGENTS:-1000}"
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 fresh_pg() { local name="bench_$1_$$"; psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >/dev/null; echo "$PG_BASE/$name"; }
@@ -133,4 +133,42 @@ one = json.load(open(sys.argv[2])); floor = json.load(open(sys.argv[3])); fleet 
 print(f"| {sys.argv[1]} | {one['p50_ms']:.2f} | {one['p99_ms']:.2f} | {floor['p50_ms']:.3f} | {floor['p99_ms']:.3f} | {one['p50_ms']/floor['p50_ms']:.1f} | {fleet['last_promotion_ms']/1000:.2f} | {fleet['p50_ms']:.0f} / {fleet['p99_ms']:.0f} |")
 PY
 done
+fi
+echo
+if want exec; then
+# A router and one real XEM offering examples/tools; the workspace credential is a stand-in.
+ROUNDS_EXEC="${ROUNDS_EXEC:-200}"
+echo "| backend | no-op via router + XEM p50 ms | p99 ms | same tool run directly p50 ms | p99 ms | p50 ratio | credential reloads under load | invocations | failed |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for backend in sqlite postgres; do
+  url=""; [ "$backend" = postgres ] && url=$(fresh_pg exec)
+  start_router "exec-$backend" "$url"
+  xdir="$OUT/exec-$backend/xem"; rm -rf "$xdir"; mkdir -p "$xdir/credentials"
+  printf 'apiVersion: v1\n' >"$xdir/staged"; install -m 0600 "$xdir/staged" "$xdir/credentials/kubernetes-prod.yaml"
+  token=$(./target/release/xeroctl --base-url "http://$ADDR" --api-key "$KEY" -o json agents join-keys --create --name "bench-xem" --ttl-seconds 300 | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  ./target/release/xerotier-xem --config /dev/null --router-url "http://$ADDR" --join-key "$token" --registration-name bench-xem \
+    --state-dir "$xdir/state" --curve-key-path "$xdir/curve.hex" --signing-key-path "$xdir/signing.hex" \
+    --tools-dir "$PWD/examples/tools" --credentials-dir "$xdir/credentials" --lease-renewal-interval-ms 1000 --log-level warn >"$xdir/xem.log" 2>&1 &
+  xem=$!
+  for _ in $(seq 1 200); do curl -fsS -H "Authorization: Bearer $KEY" "http://$ADDR/v1/exec/tools" | grep -q noop && break; sleep 0.1; done
+  ./target/release/xerotier-bench exec-round-trip --base-url "http://$ADDR" --api-key "$KEY" --executable "$PWD/examples/tools/noop/run.sh" --rounds "$ROUNDS_EXEC" >"$OUT/exec-rt-$backend.json"
+  ./target/release/xerotier-bench exec-under-reloads --base-url "http://$ADDR" --api-key "$KEY" --xem-pid "$xem" --credential "$xdir/credentials/kubernetes-prod.yaml" --reloads 100 --interval-ms 50 --concurrency 4 >"$OUT/exec-reload-$backend.json" 2>"$OUT/exec-reload-$backend.err"
+  kill "$xem"; wait "$xem" 2>/dev/null || true
+  stop_router "exec-$backend"
+  python3 - "$backend" "$OUT/exec-rt-$backend.json" "$OUT/exec-reload-$backend.json" <<'PY'
+import json, sys
+rt = json.load(open(sys.argv[2])); rl = json.load(open(sys.argv[3]))
+d50, d99 = rt['direct_p50_us'] / 1000, rt['direct_p99_us'] / 1000
+print(f"| {sys.argv[1]} | {rt['p50_ms']:.2f} | {rt['p99_ms']:.2f} | {d50:.2f} | {d99:.2f} | {rt['p50_ms']/d50:.1f} | {rl['reloads']} | {rl['ops'] + rl['failed']} | {rl['failed']} |")
+PY
+done
+echo
+echo "| credential files | reload p50 ms | p99 ms |"
+echo "|---|---|---|"
+./target/release/xerotier-bench credential-reload --files 100 --rounds 200 >"$OUT/reload-100.json"
+python3 - "$OUT/reload-100.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"| 100 | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
+PY
 fi

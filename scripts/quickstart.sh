@@ -41,6 +41,14 @@ tools_dir: $PWD/examples/tools
 lease_renewal_interval_ms: 2000
 log_level: info
 YAML
+# The example workspace's credential (a stand-in kubeconfig), installed the way the runbook
+# installs a real one: mode 0600, atomically.
+mkdir -p "$ROOT/xem/credentials"
+if [ ! -s "$ROOT/xem/credentials/kubernetes-prod.yaml" ]; then
+  printf 'apiVersion: v1\nkind: Config\ncurrent-context: quickstart\n' >"$ROOT/xem/kubeconfig.new"
+  install -m 0600 "$ROOT/xem/kubeconfig.new" "$ROOT/xem/credentials/kubernetes-prod.yaml"
+  rm -f "$ROOT/xem/kubeconfig.new"
+fi
 if [ ! -s "$ROOT/xem/state/identity.json" ]; then
   # First run: mint a short-lived single-use join key for this XEM.
   XEM_JOIN_KEY=$("$BIN/xeroctl" -o json agents join-keys --create --name quickstart-xem \
@@ -71,6 +79,15 @@ Next steps, in another shell:
   xeroctl keys create --scope execution --name fleet-ops-2026q2
   xeroctl keys revoke --name fleet-ops-2026q2
   xeroctl audit
+
+  # Run a tool on the XEM, then rotate its workspace credential without interrupting work:
+  xeroctl exec tools
+  xeroctl exec invoke --workspace kubernetes-prod --tool kubectl-get --args '{"kind":"pods","namespace":"default"}' --wait
+  xeroctl exec invoke --workspace kubernetes-prod --tool sleep --args '{"seconds":20}'   # in flight
+  install -m 0600 /path/to/new-kubeconfig $ROOT/xem/credentials/kubernetes-prod.yaml
+  kill -HUP \$(pgrep -f 'xerotier-xem --config $ROOT')                # = systemctl reload xerotier-xem
+  xeroctl agents \$(xeroctl -o json agents | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"][0]["id"])') --events
+  xeroctl exec list                                                 # the sleep finished on its old credential
 
 Press Ctrl-C to stop the router and the XEM.
 NEXT

@@ -3,20 +3,25 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::signal::unix::{SignalKind, signal};
-use xerotier_core::OsEntropy;
+use xerotier_core::{OsEntropy, SystemClock};
 use xerotier_credentials::{CurveKeyPair, SigningKeyPair};
 use xerotier_mesh::{ClientEvent, ClientKeys, MeshClient};
 use xerotier_proto::agents::CapabilityManifest;
+use xerotier_proto::invocation::ReloadReport;
 use xerotier_proto::mesh::Frame;
 
+use crate::catalog::Catalog;
 use crate::config::XemConfig;
+use crate::credentials::CredentialStore;
 use crate::enroll::{Enrollment, enroll};
 use crate::identity::{self, Identity};
 use crate::rotation;
+use crate::work::{Work, WorkEvent};
 
 /// The agent concludes its key is no longer accepted after this many consecutive handshake
 /// refusals spread over at least [`REJECTED_FOR_AT_LEAST`]: three times the router's default
@@ -29,6 +34,10 @@ const REJECTED_FOR_AT_LEAST: Duration = Duration::from_secs(6);
 fn rejection_backoff(rejections: u32) -> Duration {
     Duration::from_millis((250u64 << rejections.min(3)).min(2_000))
 }
+/// After the shutdown grace period, how long killed invocations get to report.
+const KILLED_RESULTS_WAIT: Duration = Duration::from_secs(5);
+/// How long a stopping agent waits for the router to acknowledge its last results.
+const RESULT_ACK_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Exit {
@@ -100,13 +109,30 @@ pub async fn run(config: XemConfig) -> anyhow::Result<Exit> {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
     }
+    let catalog = Catalog::load(&config.tools_dir)
+        .with_context(|| format!("tools_dir {}", config.tools_dir.display()))?;
+    let credentials =
+        Arc::new(CredentialStore::new(config.credentials_dir.clone(), catalog.credential_refs()));
     let curve = CurveKeyPair::load_or_create(&config.curve_key_path, &OsEntropy)
         .with_context(|| format!("CURVE key {}", config.curve_key_path.display()))?;
     let signing = SigningKeyPair::load_or_create(&config.signing_key_path, &OsEntropy)
         .with_context(|| format!("signing key {}", config.signing_key_path.display()))?;
-    let manifest = CapabilityManifest { version: 1, tools: Vec::new(), workspaces: Vec::new() };
+    let manifest = catalog.manifest();
     let manifest_hash = manifest.hash();
     let identity = identity(&config, &curve, &signing, &manifest).await?;
+
+    // Per-invocation directories hold credential copies; a crash may have left some behind.
+    let run_dir = config.state_dir.join("run");
+    if run_dir.exists() {
+        std::fs::remove_dir_all(&run_dir)
+            .with_context(|| format!("clearing {}", run_dir.display()))?;
+    }
+    ensure_private_dir(&run_dir)?;
+    let max_concurrent = usize::try_from(config.max_concurrent_executions).unwrap_or(usize::MAX);
+    let (mut work, mut work_events) =
+        Work::new(Arc::new(catalog), credentials, max_concurrent, run_dir, Arc::new(SystemClock));
+    let mut last_reload = work.reload("startup").await;
+    log_reload(&last_reload);
 
     let fault = TestFault::from_env();
     let mut curve = curve;
@@ -117,6 +143,8 @@ pub async fn run(config: XemConfig) -> anyhow::Result<Exit> {
         manifest_hash: manifest_hash.clone(),
         manifest_version: manifest.version,
     };
+    let manifest_frame =
+        Frame::Manifest { agent_id: identity.agent_id.clone(), manifest: manifest.clone() };
     // Hello goes out on every handshake (the `Connected` event), including the first.
     notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(agent_id = %identity.agent_id, mesh = %identity.mesh_addr, "connecting to the router mesh");
@@ -129,30 +157,49 @@ pub async fn run(config: XemConfig) -> anyhow::Result<Exit> {
     let mut rejections = 0;
     let mut first_rejection: Option<tokio::time::Instant> = None;
     let mut last_ack: Option<Frame> = None;
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
     loop {
+        if drain_deadline.is_some() && work.running() == 0 {
+            break;
+        }
+        let deadline = drain_deadline;
         tokio::select! {
             _ = lease.tick() => {
                 seq += 1;
                 client.send(&Frame::LeaseRenewal {
                     agent_id: identity.agent_id.clone(),
                     seq,
-                    in_flight: Vec::new(),
+                    in_flight: work.in_flight(),
                     manifest_hash: manifest_hash.clone(),
                     manifest_version: manifest.version,
                 })?;
+                for frame in work.unacknowledged() {
+                    client.send(&frame)?;
+                }
             }
+            event = work_events.recv() => match event {
+                Some(WorkEvent::Send(frame)) => client.send(&frame)?,
+                Some(WorkEvent::Finished(result)) => {
+                    tracing::info!(invocation_id = %result.invocation_id, status = result.status.as_str(), "invocation ended");
+                    client.send(&work.finished(result))?;
+                }
+                None => bail!("the invocation runner stopped"),
+            },
             event = events.recv() => match event {
                 Some(ClientEvent::Connected) => {
                     rejections = 0;
                     first_rejection = None;
                     tracing::info!("mesh session established");
                     client.send(&hello)?;
+                    client.send(&manifest_frame)?;
+                    client.send(&Frame::CredentialsReloaded { report: last_reload.clone() })?;
                 }
                 Some(ClientEvent::AuthRejected) => {
                     rejections += 1;
                     let first = *first_rejection.get_or_insert_with(tokio::time::Instant::now);
                     tracing::warn!(rejections, "the router refused this agent's CURVE key");
                     if rejections >= REJECTIONS_BEFORE_GIVING_UP && first.elapsed() >= REJECTED_FOR_AT_LEAST {
+                        work.cancel_all();
                         return Ok(Exit::Revoked("the router no longer accepts this agent's CURVE key".into()));
                     }
                     // libzmq does not retry a connection the server refused at the handshake;
@@ -163,8 +210,22 @@ pub async fn run(config: XemConfig) -> anyhow::Result<Exit> {
                     (client, events) = connect(&identity, &curve)?;
                 }
                 Some(ClientEvent::Disconnected) => tracing::warn!("mesh session lost; reconnecting"),
-                Some(ClientEvent::Frame(Frame::Revoked { reason })) => return Ok(Exit::Revoked(reason)),
+                Some(ClientEvent::Frame(Frame::Revoked { reason })) => {
+                    work.cancel_all();
+                    return Ok(Exit::Revoked(reason));
+                }
                 Some(ClientEvent::Frame(Frame::LeaseAck { seq })) => tracing::trace!(seq, "lease renewed"),
+                Some(ClientEvent::Frame(Frame::Invoke { invocation_id, tool, workspace, args_json })) => {
+                    tracing::info!(%invocation_id, %tool, %workspace, "invocation received");
+                    if let Some(refusal) = work.invoke(invocation_id, &tool, &workspace, args_json) {
+                        client.send(&refusal)?;
+                    }
+                }
+                Some(ClientEvent::Frame(Frame::CancelInvocation { invocation_id })) => {
+                    tracing::info!(%invocation_id, "cancel requested by the router");
+                    work.cancel(&invocation_id);
+                }
+                Some(ClientEvent::Frame(Frame::ResultAck { invocation_id })) => work.acknowledged(&invocation_id),
                 Some(ClientEvent::Frame(Frame::RotateCurve { request_id, nonce })) => {
                     tracing::info!(%request_id, "CURVE rotation requested by the router");
                     if fault == Some(TestFault::NeverAck) {
@@ -211,16 +272,109 @@ pub async fn run(config: XemConfig) -> anyhow::Result<Exit> {
             },
             _ = hangup.recv() => {
                 notify(&[sd_notify::NotifyState::Reloading]);
-                tracing::info!("SIGHUP: nothing to reload yet");
-                notify(&[sd_notify::NotifyState::Ready]);
+                last_reload = work.reload("sighup").await;
+                log_reload(&last_reload);
+                client.send(&Frame::CredentialsReloaded { report: last_reload.clone() })?;
+                let status = if last_reload.ok { "credentials reloaded".to_string() } else { reload_failure_summary(&last_reload) };
+                notify(&[sd_notify::NotifyState::Status(&status), sd_notify::NotifyState::Ready]);
             }
-            _ = term.recv() => break,
-            _ = interrupt.recv() => break,
+            _ = sleep_until(deadline) => {
+                tracing::warn!(running = work.running(), "shutdown grace period over; killing the remaining invocations");
+                work.cancel_all();
+                return finish_shutdown(&mut work, &mut work_events, &client).await;
+            }
+            _ = term.recv(), if drain_deadline.is_none() => {
+                drain_deadline = Some(begin_shutdown(&mut work, config.shutdown_grace_seconds));
+            }
+            _ = interrupt.recv(), if drain_deadline.is_none() => {
+                drain_deadline = Some(begin_shutdown(&mut work, config.shutdown_grace_seconds));
+            }
         }
     }
     notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopping");
+    flush_results(&mut work, &mut events, &client).await;
     Ok(Exit::Stopped)
+}
+
+/// Stops taking work; in-flight invocations get `grace_seconds` to finish.
+fn begin_shutdown(work: &mut Work, grace_seconds: u64) -> tokio::time::Instant {
+    notify(&[sd_notify::NotifyState::Stopping]);
+    work.stop_accepting();
+    tracing::info!(
+        running = work.running(),
+        grace_seconds,
+        "SIGTERM: draining in-flight invocations"
+    );
+    tokio::time::Instant::now() + Duration::from_secs(grace_seconds)
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// After the grace period: collect the killed invocations' results and send them.
+async fn finish_shutdown(
+    work: &mut Work,
+    work_events: &mut tokio::sync::mpsc::Receiver<WorkEvent>,
+    client: &MeshClient,
+) -> anyhow::Result<Exit> {
+    let deadline = tokio::time::Instant::now() + KILLED_RESULTS_WAIT;
+    while work.running() > 0 {
+        match tokio::time::timeout_at(deadline, work_events.recv()).await {
+            Ok(Some(WorkEvent::Finished(result))) => client.send(&work.finished(result))?,
+            Ok(Some(WorkEvent::Send(frame))) => client.send(&frame)?,
+            Ok(None) | Err(_) => break,
+        }
+    }
+    tracing::info!("stopping");
+    Ok(Exit::Stopped)
+}
+
+/// Gives the router a moment to acknowledge the last results, so they are not re-reported as
+/// lost after a restart. Bounded: the router may be away.
+async fn flush_results(
+    work: &mut Work,
+    events: &mut tokio::sync::mpsc::Receiver<ClientEvent>,
+    client: &MeshClient,
+) {
+    let deadline = tokio::time::Instant::now() + RESULT_ACK_WAIT;
+    for frame in work.unacknowledged() {
+        if client.send(&frame).is_err() {
+            return;
+        }
+    }
+    while !work.in_flight().is_empty() {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(ClientEvent::Frame(Frame::ResultAck { invocation_id }))) => {
+                work.acknowledged(&invocation_id)
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
+fn log_reload(report: &ReloadReport) {
+    for file in &report.files {
+        match &file.error {
+            None => {
+                tracing::info!(credentials_ref = %file.credentials_ref, generation = file.generation, sha256 = file.sha256.as_deref().unwrap_or("-"), trigger = %report.trigger, "credential loaded")
+            }
+            Some(error) => {
+                tracing::error!(credentials_ref = %file.credentials_ref, generation = file.generation, %error, trigger = %report.trigger, "credential NOT reloaded; the last good version stays in use")
+            }
+        }
+    }
+}
+
+fn reload_failure_summary(report: &ReloadReport) -> String {
+    let failed: Vec<&str> =
+        report.files.iter().filter(|f| !f.ok).map(|f| f.credentials_ref.as_str()).collect();
+    format!("credential reload FAILED for: {}", failed.join(", "))
 }
 
 fn connect(

@@ -2,7 +2,11 @@
 //! a CURVE session to the router with lease renewals.
 
 pub mod agent;
+pub mod catalog;
 pub mod config;
+pub mod credentials;
 pub mod enroll;
+pub mod executor;
 pub mod identity;
 pub mod rotation;
+pub mod work;

@@ -100,6 +100,16 @@ impl Xem {
         self.dir.path().join("xem.yaml")
     }
 
+    /// Its `tools_dir`: empty unless a test puts tool bundles there before the start.
+    pub fn tools_dir(&self) -> PathBuf {
+        self.dir.path().join("tools")
+    }
+
+    /// Its `credentials_dir`.
+    pub fn credentials_dir(&self) -> PathBuf {
+        self.dir.path().join("creds")
+    }
+
     fn out_path(&self, start: usize) -> PathBuf {
         self.dir.path().join(format!("xem-{start}.out"))
     }
@@ -117,8 +127,8 @@ impl Xem {
             ("state_dir", path(self.state_dir())),
             ("curve_key_path", path(self.curve_key_path())),
             ("signing_key_path", path(self.signing_key_path())),
-            ("tools_dir", path(self.dir.path().join("tools"))),
-            ("credentials_dir", path(self.dir.path().join("creds"))),
+            ("tools_dir", path(self.tools_dir())),
+            ("credentials_dir", path(self.credentials_dir())),
             ("lease_renewal_interval_ms", LEASE_MS.to_string()),
         ];
         if let Some(key) = join_key {
@@ -129,6 +139,8 @@ impl Xem {
 
     /// Starts the XEM, with a join key (first start) or without (restart of an enrolled host).
     pub fn start(&mut self, join_key: Option<&str>) {
+        // A XEM refuses a missing tools_dir; these agents offer no tools.
+        std::fs::create_dir_all(self.tools_dir()).expect("creating the tools dir");
         let settings = self.settings(join_key);
         let args: Vec<OsString> = match self.config {
             XemConfig::Flags => {
@@ -294,8 +306,19 @@ impl Drop for Xem {
 
 /// A XEM enrolled with a fresh join key, its agent `active`: returns it with its agent id.
 pub async fn enrolled_xem(router: &Router, name: &str) -> (Xem, String) {
+    enrolled_xem_with(router, name, |_| {}).await
+}
+
+/// As [`enrolled_xem`], with `prepare` run before the first start (tools, credentials).
+pub async fn enrolled_xem_with(
+    router: &Router,
+    name: &str,
+    prepare: impl FnOnce(&Xem),
+) -> (Xem, String) {
     let key = router.mint_join_key(&format!("{name}-key")).await;
-    let mut xem = Xem::enroll(router, name, &key.token);
+    let mut xem = Xem::new(router, name);
+    prepare(&xem);
+    xem.start(Some(&key.token));
     let id = xem.wait_enrolled().await;
     router.wait_agent_status(&id, "active", AGENT_DEADLINE).await;
     (xem, id)

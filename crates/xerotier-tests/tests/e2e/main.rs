@@ -13,6 +13,7 @@ mod agents;
 mod api_keys;
 mod cli;
 mod enrollment;
+mod exec;
 mod join_keys;
 mod mesh;
 mod protocol;

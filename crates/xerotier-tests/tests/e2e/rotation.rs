@@ -242,6 +242,8 @@ impl TestXem {
         // An empty config file, so that a /etc/xerotier/xem.yaml on the host is never read.
         let config = dir.join("empty.yaml");
         std::fs::write(&config, "").expect("writing an empty XEM config");
+        // A XEM refuses a missing tools_dir; these agents offer no tools.
+        std::fs::create_dir_all(dir.join("tools")).expect("creating the tools dir");
         let mut command = Command::new(binary(XEM_BIN));
         command.arg("--config").arg(&config);
         if let Some((router_url, join_key)) = enroll {
