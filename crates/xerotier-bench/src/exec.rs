@@ -190,3 +190,41 @@ pub async fn reloads_under_load(
         .with_extra("reloads", reloads as u64)
         .with_extra("failed", failed.load(Ordering::Relaxed)))
 }
+
+/// ROUNDS reloads of FILES credential files (each 0600, a few hundred bytes, one of them
+/// replaced before every reload so each reload also swaps in a new version).
+pub fn credential_reload(files: usize, rounds: usize) -> anyhow::Result<Report> {
+    let dir = tempfile::tempdir()?;
+    let mut refs = Vec::with_capacity(files);
+    for n in 0..files {
+        let name = format!("workspace-{n}.yaml");
+        let path = dir.path().join(&name);
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: ctx-{n}\n{}\n",
+                "x".repeat(256)
+            ),
+        )?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        refs.push(name);
+    }
+    let store = xerotier_xem::credentials::CredentialStore::new(dir.path().to_path_buf(), refs);
+    if !store.reload("startup").ok {
+        bail!("the first reload failed");
+    }
+    let mut latencies = Vec::with_capacity(rounds);
+    let started = Instant::now();
+    for round in 0..rounds {
+        let path = dir.path().join(format!("workspace-{}.yaml", round % files.max(1)));
+        std::fs::write(&path, format!("apiVersion: v1\nrotation: {round}\n"))?;
+        let begin = Instant::now();
+        let report = store.reload("bench");
+        latencies.push(begin.elapsed());
+        if !report.ok {
+            bail!("reload {round} failed: {report:?}");
+        }
+    }
+    Ok(Report::new("credential-reload", started.elapsed(), vec![latencies], 1)
+        .with_extra("files", files as u64))
+}

@@ -102,6 +102,13 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         interval_ms: u64,
     },
+    /// ROUNDS reloads of the XEM's credential store with FILES files.
+    CredentialReload {
+        #[arg(long, default_value_t = 100)]
+        files: usize,
+        #[arg(long, default_value_t = 200)]
+        rounds: usize,
+    },
     /// Enroll COUNT agents, connect them over CURVE from one thread, renew their leases.
     Agents {
         #[arg(long)]
@@ -219,6 +226,7 @@ fn main() -> anyhow::Result<()> {
                 )
                 .await
             }
+            Command::CredentialReload { files, rounds } => exec::credential_reload(files, rounds),
             Command::Agents { base_url, api_key, count, lease_ms, router_addr } => {
                 fleet::many_agents(base_url, api_key, count, lease_ms, args.seconds, router_addr)
                     .await

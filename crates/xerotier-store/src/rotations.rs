@@ -151,6 +151,14 @@ impl Store {
     }
 
     /// Pending rotations whose deadline has passed at `now`.
+    /// Every rotation still waiting for its acknowledgement (at most one per agent).
+    pub async fn pending_rotations(&self) -> Result<Vec<RotationRecord>, StoreError> {
+        let rows = sqlx::query(sql("SELECT {cols} FROM curve_rotations WHERE status = 'pending'"))
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?)
+    }
+
     pub async fn overdue_rotations(
         &self,
         now: UnixMillis,

@@ -210,6 +210,8 @@ async fn failed_rotation_changes_no_key_and_ends_once() {
         assert!(store.overdue_rotations(99).await.unwrap().is_empty(), "{}", db.backend);
         let overdue = store.overdue_rotations(100).await.unwrap();
         assert_eq!(overdue.len(), 1);
+        let pending = store.pending_rotations().await.unwrap();
+        assert_eq!(pending.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["r1"]);
         let failed = store
             .fail_rotation(
                 "r1",
@@ -222,6 +224,10 @@ async fn failed_rotation_changes_no_key_and_ends_once() {
             .unwrap()
             .unwrap();
         assert_eq!(failed.failure_reason.as_deref(), Some("acknowledgement timeout"));
+        assert!(
+            store.pending_rotations().await.unwrap().is_empty(),
+            "a failed rotation is not pending"
+        );
         assert!(
             store
                 .fail_rotation("r1", "signature mismatch", 101, &event("e3", "x"), &audit("a4"))

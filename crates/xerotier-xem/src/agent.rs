@@ -20,6 +20,7 @@ use crate::config::XemConfig;
 use crate::credentials::CredentialStore;
 use crate::enroll::{Enrollment, enroll};
 use crate::identity::{self, Identity};
+use crate::reload;
 use crate::rotation;
 use crate::work::{Work, WorkEvent};
 
@@ -133,6 +134,9 @@ pub async fn run(config: XemConfig) -> anyhow::Result<Exit> {
         Work::new(Arc::new(catalog), credentials, max_concurrent, run_dir, Arc::new(SystemClock));
     let mut last_reload = work.reload("startup").await;
     log_reload(&last_reload);
+    let mut reload_seq = 1;
+    record_reload(&config.state_dir, reload_seq, &last_reload);
+    reload::write_pid(&config.state_dir)?;
 
     let fault = TestFault::from_env();
     let mut curve = curve;
@@ -274,6 +278,8 @@ pub async fn run(config: XemConfig) -> anyhow::Result<Exit> {
                 notify(&[sd_notify::NotifyState::Reloading]);
                 last_reload = work.reload("sighup").await;
                 log_reload(&last_reload);
+                reload_seq += 1;
+                record_reload(&config.state_dir, reload_seq, &last_reload);
                 client.send(&Frame::CredentialsReloaded { report: last_reload.clone() })?;
                 let status = if last_reload.ok { "credentials reloaded".to_string() } else { reload_failure_summary(&last_reload) };
                 notify(&[sd_notify::NotifyState::Status(&status), sd_notify::NotifyState::Ready]);
@@ -368,6 +374,14 @@ fn log_reload(report: &ReloadReport) {
                 tracing::error!(credentials_ref = %file.credentials_ref, generation = file.generation, %error, trigger = %report.trigger, "credential NOT reloaded; the last good version stays in use")
             }
         }
+    }
+}
+
+/// For `xerotier-xem reload` (systemd's ExecReload), which waits for this to report.
+fn record_reload(state_dir: &Path, seq: u64, report: &ReloadReport) {
+    let status = reload::ReloadStatus { seq, pid: std::process::id(), report: report.clone() };
+    if let Err(err) = reload::write_status(state_dir, &status) {
+        tracing::warn!(error = %format!("{err:#}"), "could not record the reload status");
     }
 }
 

@@ -5,13 +5,16 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/xerotier/xem.yaml";
 
 #[derive(Debug, Parser, Default)]
 #[command(name = "xerotier-xem", version, about = "The Xerotier execution agent")]
 pub struct XemArgs {
+    /// Without a command, run the agent.
+    #[command(subcommand)]
+    pub command: Option<XemCommand>,
     /// Flat YAML config file [default: /etc/xerotier/xem.yaml when it exists].
     #[arg(long, env = "XEM_CONFIG")]
     pub config: Option<PathBuf>,
@@ -44,6 +47,21 @@ pub struct XemArgs {
     pub queue_db_path: Option<PathBuf>,
     #[arg(long, env = "XEM_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum XemCommand {
+    /// Reload the running agent's workspace credentials (SIGHUP) and wait for the outcome:
+    /// exits 1 if any file was refused (its last good version stays in use). This is the
+    /// systemd unit's ExecReload, so `systemctl reload xerotier-xem` reports a failed reload.
+    Reload {
+        /// The agent's pid [default: the pid file in state_dir].
+        #[arg(long)]
+        pid: Option<u32>,
+        /// How long to wait for the agent's report.
+        #[arg(long, default_value_t = 30)]
+        timeout_seconds: u64,
+    },
 }
 
 #[derive(Debug, Clone)]

@@ -8,5 +8,6 @@ pub mod credentials;
 pub mod enroll;
 pub mod executor;
 pub mod identity;
+pub mod reload;
 pub mod rotation;
 pub mod work;

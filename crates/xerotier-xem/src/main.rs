@@ -3,19 +3,25 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use xerotier_xem::agent::{self, Exit};
-use xerotier_xem::config::{XemArgs, XemConfig};
+use xerotier_xem::config::{XemArgs, XemCommand, XemConfig};
+use xerotier_xem::reload;
 
 /// Exit status when the router revoked this agent (systemd should not restart it blindly).
 const EXIT_REVOKED: u8 = 3;
 
 fn main() -> ExitCode {
-    let config = match XemConfig::resolve(XemArgs::parse()) {
+    let mut args = XemArgs::parse();
+    let command = args.command.take();
+    let config = match XemConfig::resolve(args) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("xerotier-xem: invalid configuration: {err}");
             return ExitCode::FAILURE;
         }
     };
+    if let Some(XemCommand::Reload { pid, timeout_seconds }) = command {
+        return reload(&config, pid, timeout_seconds);
+    }
     let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -47,6 +53,31 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("xerotier-xem: {err:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `xerotier-xem reload`: 0 when every credential file was reloaded, 1 when any was refused,
+/// 2 when the agent could not be asked or did not answer.
+fn reload(config: &XemConfig, pid: Option<u32>, timeout_seconds: u64) -> ExitCode {
+    let timeout = std::time::Duration::from_secs(timeout_seconds);
+    match reload::request(&config.state_dir, pid, timeout) {
+        Ok(report) => {
+            for line in reload::summary(&report) {
+                println!("{line}");
+            }
+            if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "xerotier-xem: credential reload FAILED for some files; fix them and reload again"
+                );
+                ExitCode::FAILURE
+            }
+        }
+        Err(err) => {
+            eprintln!("xerotier-xem: {err:#}");
+            ExitCode::from(2)
         }
     }
 }

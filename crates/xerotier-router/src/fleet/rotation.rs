@@ -6,7 +6,7 @@
 //! stays accepted, so no step can lock the agent out, and every rotation ends `promoted` or
 //! `failed` with one reason.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, State};
@@ -44,6 +44,15 @@ pub struct RotationService {
     fleet: Arc<Fleet>,
     /// Agents between promotion and first sight on the new key.
     promoted: Arc<Mutex<HashMap<String, Promoted>>>,
+    /// Pending rotations whose instruction this replica has sent (request ids).
+    delivered: Arc<Mutex<HashSet<String>>>,
+}
+
+fn lock_set(set: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    match set.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 pub fn monitor_path(agent_id: &str) -> String {
@@ -80,7 +89,16 @@ impl RotationService {
         events: EventLog,
         fleet: Arc<Fleet>,
     ) -> Self {
-        Self { store, clock, entropy, audit, events, fleet, promoted: Arc::default() }
+        Self {
+            store,
+            clock,
+            entropy,
+            audit,
+            events,
+            fleet,
+            promoted: Arc::default(),
+            delivered: Arc::default(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Promoted>> {
@@ -187,10 +205,7 @@ impl RotationService {
                 self.fail(&rotation, FAILURE_REVOKED_AGENT).await?.unwrap_or(rotation),
             ));
         }
-        self.fleet.send_to(
-            &agent.id,
-            &Frame::RotateCurve { request_id: rotation.id.clone(), nonce: rotation.nonce.clone() },
-        );
+        self.instruct(&rotation);
         Ok(view(rotation))
     }
 
@@ -365,10 +380,7 @@ impl RotationService {
         }
         match self.store.pending_rotation(agent_id).await {
             Ok(Some(rotation)) => {
-                self.fleet.send_to(
-                    agent_id,
-                    &Frame::RotateCurve { request_id: rotation.id, nonce: rotation.nonce },
-                );
+                self.instruct(&rotation);
             }
             Ok(None) => {}
             Err(err) => {
@@ -381,6 +393,31 @@ impl RotationService {
     pub async fn sweep(&self, now: UnixMillis) -> Result<(), ApiError> {
         for rotation in self.store.overdue_rotations(now).await? {
             self.fail(&rotation, FAILURE_ACK_TIMEOUT).await?;
+        }
+        self.deliver_pending().await?;
+        Ok(())
+    }
+
+    /// Sends the instruction over the agent's session, if it has one on this replica.
+    fn instruct(&self, rotation: &RotationRecord) {
+        let frame =
+            Frame::RotateCurve { request_id: rotation.id.clone(), nonce: rotation.nonce.clone() };
+        if self.fleet.send_to(&rotation.agent_id, &frame) {
+            lock_set(&self.delivered).insert(rotation.id.clone());
+        }
+    }
+
+    /// A rotation requested through another replica reaches an agent whose session is here:
+    /// each pending request is sent once by the replica that holds the session.
+    async fn deliver_pending(&self) -> Result<(), ApiError> {
+        let pending = self.store.pending_rotations().await?;
+        let undelivered: Vec<&RotationRecord> = {
+            let mut delivered = lock_set(&self.delivered);
+            delivered.retain(|id| pending.iter().any(|r| &r.id == id));
+            pending.iter().filter(|r| !delivered.contains(&r.id)).collect()
+        };
+        for rotation in undelivered {
+            self.instruct(rotation);
         }
         Ok(())
     }

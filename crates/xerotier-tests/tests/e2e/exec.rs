@@ -472,3 +472,21 @@ fn done_leases_after(since: &str, last: &str) -> bool {
     let parse = |t: &str| humantime::parse_rfc3339(t).unwrap();
     parse(last).duration_since(parse(since)).is_ok_and(|d| d >= Duration::from_millis(5 * LEASE_MS))
 }
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_invocations_before_the_xem_exits() {
+    for backend in backends().await {
+        let router = Router::start(&backend).await;
+        let (mut xem, _agent) = exec_fleet(&router, "xem-drain", "v1\n", |_| {}).await;
+        router.wait_tool("sleep").await;
+        let view = router.invoke(router.admin_key(), "sleep", json!({ "seconds": 2 })).await;
+        let id = view["id"].as_str().unwrap();
+        router.wait_status(id, &["running"]).await;
+        // Stop: the XEM takes no new work but lets the running tool finish and reports it.
+        let status = xem.stop_with_sigterm();
+        assert!(status.success(), "[{}] {status}\n{}", backend.name, xem.logs());
+        let done = router.invocation(id).await;
+        assert_eq!(done["status"], "succeeded", "[{}] reported before exit: {done}", backend.name);
+        assert!(xem.logs().contains("draining in-flight invocations"), "{}", xem.logs());
+    }
+}
