@@ -69,10 +69,10 @@ fn install_credential(xem: &Xem, content: &str, mode: &str) {
     std::fs::remove_file(staged).unwrap();
 }
 
-/// The seed's second step: `systemctl reload xerotier-xem` sends SIGHUP.
-fn reload(xem: &Xem) {
-    let status = Command::new("kill").args(["-HUP", &xem.pid().to_string()]).status().unwrap();
-    assert!(status.success());
+/// The seed's second step: `systemctl reload xerotier-xem` runs the unit's ExecReload,
+/// `xerotier-xem reload --pid $MAINPID`, which sends SIGHUP and waits for the outcome.
+fn reload(xem: &Xem) -> std::process::Output {
+    xem.reload_command().output().expect("running xerotier-xem reload")
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -200,7 +200,10 @@ async fn seed_rotation_under_load_keeps_in_flight_invocations_on_their_credentia
         // The seed's two steps, while they run.
         let events_before = event_count(&router, &agent_id).await;
         install_credential(&xem, new, "0600");
-        reload(&xem);
+        let reloaded = reload(&xem);
+        let said = String::from_utf8_lossy(&reloaded.stdout).to_string();
+        assert!(reloaded.status.success(), "{reloaded:?}");
+        assert!(said.contains(&format!("ok      {CREDENTIAL_FILE} generation 2")), "{said}");
         let reloaded = router.event_of_type(&agent_id, "credentials_reloaded", events_before).await;
         let file = &reloaded["details"]["files"][0];
         assert_eq!(file["credentials_ref"], CREDENTIAL_FILE, "{reloaded}");
@@ -248,7 +251,9 @@ async fn a_world_readable_credential_is_refused_and_the_previous_one_stays_in_us
 
         let events_before = event_count(&router, &agent_id).await;
         install_credential(&xem, "apiVersion: v1\nuser: leaked\n", "0644");
-        reload(&xem);
+        // A bare SIGHUP (what `kill -HUP` or an older unit sends) takes the same path...
+        let hup = Command::new("kill").args(["-HUP", &xem.pid().to_string()]).status().unwrap();
+        assert!(hup.success());
         let failed =
             router.event_of_type(&agent_id, "credentials_reload_failed", events_before).await;
         let file = &failed["details"]["files"][0];
@@ -265,6 +270,12 @@ async fn a_world_readable_credential_is_refused_and_the_previous_one_stays_in_us
         assert_eq!(done["status"], "succeeded", "[{}] {done}", backend.name);
         assert_eq!(used_credential(&done), sha256_hex(good));
         assert!(xem.logs().contains("NOT reloaded"), "the refusal is logged");
+        // ...and `systemctl reload` (ExecReload) fails while the file stays refused.
+        let reloaded = reload(&xem);
+        assert_eq!(reloaded.status.code(), Some(1), "{reloaded:?}");
+        let said = String::from_utf8_lossy(&reloaded.stdout).to_string();
+        assert!(said.contains(&format!("REFUSED {CREDENTIAL_FILE}")), "{said}");
+        assert!(said.contains("generation 1 stays in use"), "{said}");
     }
 }
 

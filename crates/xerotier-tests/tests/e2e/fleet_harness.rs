@@ -110,6 +110,19 @@ impl Xem {
         self.dir.path().join("creds")
     }
 
+    /// `xerotier-xem reload` for this agent, as the systemd unit's ExecReload runs it.
+    pub fn reload_command(&self) -> Command {
+        let config = self.dir.path().join("reload.yaml");
+        std::fs::write(&config, "").expect("writing an empty config");
+        let mut command = Command::new(binary(XEM_BIN));
+        command.arg("--config").arg(config).arg("--state-dir").arg(self.state_dir()).args([
+            "reload",
+            "--pid",
+            &self.pid().to_string(),
+        ]);
+        command
+    }
+
     fn out_path(&self, start: usize) -> PathBuf {
         self.dir.path().join(format!("xem-{start}.out"))
     }
