@@ -1,5 +1,6 @@
-use sqlx::Row;
-use sqlx::any::AnyRow;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, Row};
 use xerotier_core::UnixMillis;
 
 use crate::{PageRequest, PageSlice, Store, StoreError};
@@ -113,6 +114,15 @@ fn records(rows: &[AnyRow]) -> Result<Vec<InvocationRecord>, StoreError> {
 }
 
 impl Store {
+    /// Runs one conditional `UPDATE … RETURNING` in its own write transaction; true when it
+    /// changed a row (its condition held).
+    async fn update_one(&self, query: Query<'_, Any, AnyArguments>) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = query.fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(row.is_some())
+    }
+
     pub async fn create_invocation(
         &self,
         new: &NewInvocation,
@@ -198,35 +208,31 @@ impl Store {
         agent_id: &str,
         now: UnixMillis,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
-            "UPDATE invocations SET agent_id = $2, dispatched_at = $3
+        self.update_one(
+            sqlx::query(
+                "UPDATE invocations SET agent_id = $2, dispatched_at = $3
              WHERE id = $1 AND status = 'queued' AND agent_id IS NULL
                AND cancel_requested_at IS NULL RETURNING id",
+            )
+            .bind(id)
+            .bind(agent_id)
+            .bind(now),
         )
-        .bind(id)
-        .bind(agent_id)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(row.is_some())
+        .await
     }
 
     /// Puts a claimed but unstarted invocation back in the queue (its agent refused it or
     /// went away before starting it).
     pub async fn requeue_invocation(&self, id: &str, agent_id: &str) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
-            "UPDATE invocations SET agent_id = NULL, dispatched_at = NULL
+        self.update_one(
+            sqlx::query(
+                "UPDATE invocations SET agent_id = NULL, dispatched_at = NULL
              WHERE id = $1 AND agent_id = $2 AND status = 'queued' RETURNING id",
+            )
+            .bind(id)
+            .bind(agent_id),
         )
-        .bind(id)
-        .bind(agent_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(row.is_some())
+        .await
     }
 
     /// The agent started it; false when it is no longer this agent's to start.
@@ -237,20 +243,18 @@ impl Store {
         now: UnixMillis,
         credential_generation: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
-            "UPDATE invocations SET status = 'running', started_at = $3,
+        self.update_one(
+            sqlx::query(
+                "UPDATE invocations SET status = 'running', started_at = $3,
                  credential_generation = $4
              WHERE id = $1 AND agent_id = $2 AND status = 'queued' RETURNING id",
+            )
+            .bind(id)
+            .bind(agent_id)
+            .bind(now)
+            .bind(credential_generation),
         )
-        .bind(id)
-        .bind(agent_id)
-        .bind(now)
-        .bind(credential_generation)
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(row.is_some())
+        .await
     }
 
     /// Records how the invocation ended, once: a second report (an agent re-sending an
@@ -262,31 +266,29 @@ impl Store {
         agent_id: Option<&str>,
         end: &InvocationEnd,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
-            "UPDATE invocations SET status = $3, exit_code = $4, stdout = $5, stderr = $6,
+        self.update_one(
+            sqlx::query(
+                "UPDATE invocations SET status = $3, exit_code = $4, stdout = $5, stderr = $6,
                  stdout_truncated = $7, stderr_truncated = $8, error = $9,
                  started_at = COALESCE(started_at, $10), finished_at = $11,
                  credential_generation = COALESCE($12, credential_generation)
              WHERE id = $1 AND ($2 IS NULL OR agent_id = $2)
                AND status IN ('queued', 'running') RETURNING id",
+            )
+            .bind(id)
+            .bind(agent_id)
+            .bind(&end.status)
+            .bind(end.exit_code)
+            .bind(&end.stdout)
+            .bind(&end.stderr)
+            .bind(i64::from(end.stdout_truncated))
+            .bind(i64::from(end.stderr_truncated))
+            .bind(&end.error)
+            .bind(end.started_at)
+            .bind(end.finished_at)
+            .bind(end.credential_generation),
         )
-        .bind(id)
-        .bind(agent_id)
-        .bind(&end.status)
-        .bind(end.exit_code)
-        .bind(&end.stdout)
-        .bind(&end.stderr)
-        .bind(i64::from(end.stdout_truncated))
-        .bind(i64::from(end.stderr_truncated))
-        .bind(&end.error)
-        .bind(end.started_at)
-        .bind(end.finished_at)
-        .bind(end.credential_generation)
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(row.is_some())
+        .await
     }
 
     /// Cancels an invocation: at once if no agent has it, else by recording the request.
