@@ -215,3 +215,36 @@ pub struct PauseView {
 pub struct PauseList {
     pub pauses: Vec<PauseView>,
 }
+
+/// One workspace credential file on one agent, with its age against the routine cadence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CredentialView {
+    pub agent_id: String,
+    pub credentials_ref: String,
+    /// SHA-256 of the version in use (never the content).
+    pub sha256: Option<String>,
+    pub generation: u64,
+    /// When the version in use was written (its file's mtime).
+    pub last_changed_at: Option<String>,
+    pub age_days: Option<u64>,
+    /// `ok`, `due` (within 7 days of the cadence), `overdue`, or `unknown` (never read).
+    pub rotation: String,
+    pub cadence_days: u64,
+    /// False when the agent's latest reload refused the file (`error` says why); the version
+    /// described here stays in use.
+    pub reload_ok: bool,
+    pub error: Option<String>,
+    pub reported_at: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct CredentialList {
+    pub credentials: Vec<CredentialView>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CredentialQuery {
+    /// Only this agent's files.
+    pub agent_id: Option<String>,
+}

@@ -9,6 +9,7 @@ mod agents;
 mod api_keys;
 mod audit;
 mod backend;
+mod credentials;
 mod error;
 mod invocations;
 mod join_keys;
@@ -21,6 +22,7 @@ pub use agents::{AgentRecord, Heartbeat};
 pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use audit::{AuditEntry, AuditFilter, Outcome};
 pub use backend::{Backend, Store, redact_url, sqlite_path};
+pub use credentials::CredentialState;
 pub use error::StoreError;
 pub use invocations::{
     CancelOutcome, InvocationEnd, InvocationFilter, InvocationRecord, NewInvocation,

@@ -38,6 +38,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/common/0004_invocations_pauses.sql"),
         postgres: include_str!("../migrations/common/0004_invocations_pauses.sql"),
     },
+    Migration {
+        version: 5,
+        name: "agent_credentials",
+        sqlite: include_str!("../migrations/common/0005_agent_credentials.sql"),
+        postgres: include_str!("../migrations/common/0005_agent_credentials.sql"),
+    },
 ];
 
 /// Applies each pending migration in its own write transaction. Several routers starting at

@@ -231,3 +231,52 @@ async fn heartbeats_move_forward_and_skip_revoked_agents() {
         assert_eq!(store.agent("agt_2").await.unwrap().unwrap().last_heartbeat_at, None);
     }
 }
+
+#[tokio::test]
+async fn credential_reports_replace_the_agents_previous_one_and_late_reports_are_ignored() {
+    use xerotier_store::CredentialState;
+    let state = |file: &str, generation: i64, ok: bool| CredentialState {
+        agent_id: "agt_c".into(),
+        credentials_ref: file.into(),
+        sha256: Some(format!("hash-{generation}")),
+        generation,
+        mtime_ms: Some(1_000 * generation),
+        ok,
+        error: (!ok).then(|| "mode 644".to_string()),
+        reported_at: 0,
+    };
+    for (db, store) in stores().await {
+        store.create_join_key(&join_key("jk_c", 10_000), &audit("a1")).await.unwrap();
+        store
+            .enroll_agent(&agent("agt_c", "xem-c", "jk_c", "curve-c"), 1, &audit("a2"))
+            .await
+            .unwrap();
+        store
+            .record_credential_report(
+                "agt_c",
+                &[state("a.yaml", 1, true), state("b.yaml", 1, true)],
+                100,
+            )
+            .await
+            .unwrap();
+        store.record_credential_report("agt_c", &[state("a.yaml", 2, false)], 200).await.unwrap();
+        let states = store.credential_states(None).await.unwrap();
+        assert_eq!(states.len(), 1, "[{}] the latest report replaces the whole set", db.backend);
+        assert_eq!((states[0].generation, states[0].ok, states[0].reported_at), (2, false, 200));
+        assert_eq!(states[0].error.as_deref(), Some("mode 644"));
+
+        store.record_credential_report("agt_c", &[state("z.yaml", 9, true)], 150).await.unwrap();
+        let states = store.credential_states(Some("agt_c")).await.unwrap();
+        assert_eq!(
+            states[0].credentials_ref, "a.yaml",
+            "[{}] a late report changes nothing",
+            db.backend
+        );
+
+        store.revoke_agent("agt_c", 300, None, None, &audit("a3")).await.unwrap();
+        assert!(
+            store.credential_states(None).await.unwrap().is_empty(),
+            "revoked agents are not listed"
+        );
+    }
+}

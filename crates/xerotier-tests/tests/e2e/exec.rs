@@ -156,6 +156,16 @@ impl Exec for Router {
     }
 }
 
+/// The agent's one credential file in `GET /v1/management/credentials`.
+async fn credentials_of(router: &Router, agent_id: &str) -> Value {
+    let path = format!("/v1/management/credentials?agent_id={agent_id}");
+    let list = router.api().get(&path, Some(router.admin_key())).await.json();
+    let files = list["credentials"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{list}");
+    assert_eq!(files[0]["credentials_ref"], CREDENTIAL_FILE);
+    files[0].clone()
+}
+
 async fn event_count(router: &Router, agent_id: &str) -> usize {
     let page = router
         .api()
@@ -209,6 +219,15 @@ async fn seed_rotation_under_load_keeps_in_flight_invocations_on_their_credentia
         assert_eq!(file["credentials_ref"], CREDENTIAL_FILE, "{reloaded}");
         assert_eq!(file["generation"], 2, "{reloaded}");
         assert_eq!(file["sha256"], sha256_hex(new), "{reloaded}");
+        // The fleet's credential ages, centrally.
+        let listed = credentials_of(&router, &agent_id).await;
+        assert_eq!(listed["generation"], 2, "{listed}");
+        assert_eq!(listed["sha256"], sha256_hex(new), "{listed}");
+        assert_eq!(
+            (listed["age_days"].as_u64(), listed["rotation"].as_str()),
+            (Some(0), Some("ok"))
+        );
+        assert_eq!(listed["reload_ok"], true);
 
         let mut after = Vec::new();
         for _ in 0..3 {
@@ -264,6 +283,12 @@ async fn a_world_readable_credential_is_refused_and_the_previous_one_stays_in_us
         );
         assert_eq!(file["generation"], 1, "the last good version stays: {failed}");
         assert_eq!(file["sha256"], sha256_hex(good));
+        let listed = credentials_of(&router, &agent_id).await;
+        assert_eq!(
+            (listed["reload_ok"].as_bool(), listed["generation"].as_u64()),
+            (Some(false), Some(1))
+        );
+        assert!(listed["error"].as_str().unwrap().contains("644"), "{listed}");
 
         let view = router.invoke(router.admin_key(), "sleep", json!({ "seconds": 0 })).await;
         let done = router.wait_status(view["id"].as_str().unwrap(), &["succeeded", "failed"]).await;

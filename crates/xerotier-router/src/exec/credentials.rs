@@ -1,0 +1,127 @@
+//! The fleet's workspace credentials, centrally: every agent reports each file's hash,
+//! generation and mtime with every reload; this lists them with their age against the routine
+//! cadence (SPEC 3.6: 90 days for long-lived workspace credentials).
+
+use axum::Json;
+use axum::extract::State;
+use xerotier_core::{UnixMillis, format_rfc3339};
+use xerotier_proto::ErrorEnvelope;
+use xerotier_proto::invocation::{
+    CredentialFileReport, CredentialList, CredentialQuery, CredentialView, ReloadReport,
+};
+use xerotier_store::{CredentialState, Store, StoreError};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::http::extract::QueryParams;
+
+/// The routine cadence for long-lived workspace credentials.
+pub const CADENCE_DAYS: u64 = 90;
+/// A credential is `due` this many days before its cadence runs out.
+const DUE_WITHIN_DAYS: u64 = 7;
+const DAY_MS: i64 = 86_400_000;
+
+/// Records an agent's reload report as the current state of its credential files.
+pub async fn record(
+    store: &Store,
+    agent_id: &str,
+    report: &ReloadReport,
+    now: UnixMillis,
+) -> Result<(), StoreError> {
+    let states: Vec<CredentialState> =
+        report.files.iter().map(|file| state(agent_id, file, now)).collect();
+    store.record_credential_report(agent_id, &states, now).await
+}
+
+fn state(agent_id: &str, file: &CredentialFileReport, now: UnixMillis) -> CredentialState {
+    CredentialState {
+        agent_id: agent_id.to_string(),
+        credentials_ref: file.credentials_ref.clone(),
+        sha256: file.sha256.clone(),
+        generation: i64::try_from(file.generation).unwrap_or(i64::MAX),
+        mtime_ms: file.mtime_ms,
+        ok: file.ok,
+        error: file.error.clone(),
+        reported_at: now,
+    }
+}
+
+/// `ok`, `due`, `overdue` against the cadence, or `unknown` for a file never read.
+pub fn rotation_status(age_days: Option<u64>) -> &'static str {
+    match age_days {
+        None => "unknown",
+        Some(age) if age > CADENCE_DAYS => "overdue",
+        Some(age) if age + DUE_WITHIN_DAYS > CADENCE_DAYS => "due",
+        Some(_) => "ok",
+    }
+}
+
+fn view(state: CredentialState, now: UnixMillis) -> CredentialView {
+    let age_days = state.mtime_ms.map(|m| u64::try_from((now - m).max(0) / DAY_MS).unwrap_or(0));
+    CredentialView {
+        rotation: rotation_status(age_days).to_string(),
+        age_days,
+        cadence_days: CADENCE_DAYS,
+        last_changed_at: state.mtime_ms.map(format_rfc3339),
+        reported_at: format_rfc3339(state.reported_at),
+        generation: u64::try_from(state.generation).unwrap_or(0),
+        reload_ok: state.ok,
+        agent_id: state.agent_id,
+        credentials_ref: state.credentials_ref,
+        sha256: state.sha256,
+        error: state.error,
+    }
+}
+
+/// Workspace credential files across the fleet: hash, generation, age, due/overdue.
+#[utoipa::path(
+    get,
+    path = "/v1/management/credentials",
+    tag = "agents",
+    params(CredentialQuery),
+    responses(
+        (status = 200, description = "Every live agent's credential files", body = CredentialList),
+        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
+        (status = 403, description = "Key lacks the management scope", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn list_credentials(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<CredentialQuery>,
+) -> Result<Json<CredentialList>, ApiError> {
+    let now = state.clock().now_millis();
+    let states = state.store().credential_states(query.agent_id.as_deref()).await?;
+    Ok(Json(CredentialList { credentials: states.into_iter().map(|s| view(s, now)).collect() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cadence_status_by_age() {
+        assert_eq!(rotation_status(None), "unknown");
+        assert_eq!(rotation_status(Some(0)), "ok");
+        assert_eq!(rotation_status(Some(83)), "ok");
+        assert_eq!(rotation_status(Some(84)), "due");
+        assert_eq!(rotation_status(Some(90)), "due");
+        assert_eq!(rotation_status(Some(91)), "overdue");
+    }
+
+    #[test]
+    fn age_counts_whole_days_from_the_file_mtime() {
+        let state = CredentialState {
+            agent_id: "agt_a".into(),
+            credentials_ref: "k.yaml".into(),
+            sha256: None,
+            generation: 1,
+            mtime_ms: Some(0),
+            ok: true,
+            error: None,
+            reported_at: 0,
+        };
+        let seen = view(state, 100 * DAY_MS + 5);
+        assert_eq!((seen.age_days, seen.rotation.as_str()), (Some(100), "overdue"));
+    }
+}

@@ -1,0 +1,99 @@
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use xerotier_core::UnixMillis;
+
+use crate::{Store, StoreError};
+
+/// One workspace credential file on one agent, as its latest reload found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialState {
+    pub agent_id: String,
+    pub credentials_ref: String,
+    /// Of the version in use; none if no good version was ever read.
+    pub sha256: Option<String>,
+    pub generation: i64,
+    /// When the version in use was written (the file's mtime).
+    pub mtime_ms: Option<UnixMillis>,
+    /// Whether the latest reload read it (false: `error` says why; the version above stays).
+    pub ok: bool,
+    pub error: Option<String>,
+    pub reported_at: UnixMillis,
+}
+
+fn from_row(row: &AnyRow) -> Result<CredentialState, sqlx::Error> {
+    Ok(CredentialState {
+        agent_id: row.try_get("agent_id")?,
+        credentials_ref: row.try_get("credentials_ref")?,
+        sha256: row.try_get("sha256")?,
+        generation: row.try_get("generation")?,
+        mtime_ms: row.try_get("mtime_ms")?,
+        ok: row.try_get::<i64, _>("ok")? != 0,
+        error: row.try_get("error")?,
+        reported_at: row.try_get("reported_at")?,
+    })
+}
+
+impl Store {
+    /// Replaces what is known of the agent's credential files with its latest report. A report
+    /// older than the stored one (delivered late) changes nothing.
+    pub async fn record_credential_report(
+        &self,
+        agent_id: &str,
+        states: &[CredentialState],
+        reported_at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let newer = sqlx::query(
+            "SELECT 1 AS newer FROM agent_credentials WHERE agent_id = $1 AND reported_at > $2",
+        )
+        .bind(agent_id)
+        .bind(reported_at)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if newer.is_some() {
+            tx.rollback().await?;
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM agent_credentials WHERE agent_id = $1")
+            .bind(agent_id)
+            .execute(&mut *tx)
+            .await?;
+        for state in states {
+            sqlx::query(
+                "INSERT INTO agent_credentials (agent_id, credentials_ref, sha256, generation,
+                     mtime_ms, ok, error, reported_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(agent_id)
+            .bind(&state.credentials_ref)
+            .bind(&state.sha256)
+            .bind(state.generation)
+            .bind(state.mtime_ms)
+            .bind(i64::from(state.ok))
+            .bind(&state.error)
+            .bind(reported_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The credential files of every live agent (or of one), by agent then file.
+    pub async fn credential_states(
+        &self,
+        agent_id: Option<&str>,
+    ) -> Result<Vec<CredentialState>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.agent_id, c.credentials_ref, c.sha256, c.generation, c.mtime_ms, c.ok,
+                    c.error, c.reported_at
+             FROM agent_credentials c JOIN agents a ON a.id = c.agent_id
+             WHERE a.revoked_at IS NULL AND ($1 IS NULL OR c.agent_id = $1)
+             ORDER BY c.agent_id, c.credentials_ref",
+        )
+        .bind(agent_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?)
+    }
+}
