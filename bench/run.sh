@@ -17,6 +17,7 @@ PG_BASE="${PG_ADMIN%/*}"
 
 start_router() { # $1 = name, $2 = database url or ""
   local dir="$OUT/$1"; mkdir -p "$dir"
+  rm -f "$dir/state/http.addr"   # a previous run's address must not pass for this router's
   local db=(); [ -n "$2" ] && db=(--database-url "$2")
   ./target/release/xerotier-router --state-dir "$dir/state" --listen 127.0.0.1:0 --mesh-bind tcp://127.0.0.1:0 --log-level warn "${db[@]}" >"$dir/router.log" 2>&1 &
   echo $! >"$dir/pid"

@@ -117,7 +117,8 @@ async fn run_directly(executable: &Path) -> anyhow::Result<()> {
         .stderr(std::process::Stdio::piped())
         .spawn()?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(b"{}").await?;
+        // As in the XEM: a tool that ignores its stdin may close it first.
+        let _ = stdin.write_all(b"{}").await;
     }
     let output = child.wait_with_output().await?;
     if !output.status.success() {

@@ -65,6 +65,7 @@ impl MeshClient {
         let thread = std::thread::Builder::new()
             .name("mesh-client".into())
             .spawn(move || {
+                crate::socket::block_signals_on_this_thread();
                 if let Err(err) = pump(&dealer, &monitor, &pull, &tx, &thread_stop) {
                     tracing::error!(error = %err, "mesh client thread failed");
                 }
@@ -115,7 +116,12 @@ fn pump(
             monitor.as_poll_item(zmq::POLLIN),
             outbound.as_poll_item(zmq::POLLIN),
         ];
-        zmq::poll(&mut items, POLL_MS)?;
+        match zmq::poll(&mut items, POLL_MS) {
+            Ok(_) => {}
+            // A signal is not a failure: poll again.
+            Err(zmq::Error::EINTR) => continue,
+            Err(err) => return Err(err.into()),
+        }
         let ready = [items[0].is_readable(), items[1].is_readable(), items[2].is_readable()];
         if ready[1] {
             while let Ok(frames) = monitor.recv_multipart(zmq::DONTWAIT) {

@@ -136,6 +136,7 @@ impl MeshServer {
         let io_thread = std::thread::Builder::new()
             .name("mesh-io".into())
             .spawn(move || {
+                crate::socket::block_signals_on_this_thread();
                 if let Err(err) = pump(&router, &pull, &allow, &events_tx, &io_stop) {
                     let _ = fatal_tx.blocking_send(MeshEvent::Fatal(format!("mesh I/O: {err}")));
                 }
@@ -177,7 +178,12 @@ fn pump(
 ) -> Result<(), MeshError> {
     while !stop.load(Ordering::Relaxed) {
         let mut items = [router.as_poll_item(zmq::POLLIN), outbound.as_poll_item(zmq::POLLIN)];
-        zmq::poll(&mut items, POLL_MS)?;
+        match zmq::poll(&mut items, POLL_MS) {
+            Ok(_) => {}
+            // A signal is not a failure: poll again.
+            Err(zmq::Error::EINTR) => continue,
+            Err(err) => return Err(err.into()),
+        }
         let (inbound_ready, outbound_ready) = (items[0].is_readable(), items[1].is_readable());
         if inbound_ready {
             while let Some(event) = receive(router, allow)? {

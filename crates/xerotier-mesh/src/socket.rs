@@ -3,6 +3,17 @@ use xerotier_credentials::CurveKeyPair;
 
 use crate::MeshError;
 
+/// Keeps process-directed signals (SIGHUP on `systemctl reload`, SIGTERM) away from a mesh
+/// thread: delivered here, one would interrupt a blocking ZeroMQ call with EINTR. The
+/// application's signal handlers run on its other threads. Called first thing on each mesh
+/// thread; libzmq's own I/O threads block signals themselves.
+pub(crate) fn block_signals_on_this_thread() {
+    use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+    if let Err(err) = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), None) {
+        tracing::warn!(error = %err, "could not block signals on a mesh thread");
+    }
+}
+
 /// What a client needs to open a CURVE session.
 #[derive(Debug)]
 pub struct ClientKeys {

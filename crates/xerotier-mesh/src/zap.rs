@@ -23,14 +23,17 @@ pub(crate) fn start(
     socket.bind(ZAP_ENDPOINT).map_err(|e| MeshError::ZapStart(e.to_string()))?;
     std::thread::Builder::new()
         .name("mesh-zap".into())
-        .spawn(move || serve(socket, allow, stop))
+        .spawn(move || {
+            crate::socket::block_signals_on_this_thread();
+            serve(socket, allow, stop)
+        })
         .map_err(|e| MeshError::Thread(e.to_string()))
 }
 
 fn serve(socket: zmq::Socket, allow: AllowList, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         match socket.poll(zmq::POLLIN, POLL_MS) {
-            Ok(0) => continue,
+            Ok(0) | Err(zmq::Error::EINTR) => continue,
             Ok(_) => {}
             Err(err) => {
                 tracing::error!(error = %err, "ZAP poll failed");
