@@ -51,6 +51,11 @@ pub enum Command {
     Keys(KeysArgs),
     /// The fleet: list agents, show one (`xeroctl agents agt_…`), join keys, containment.
     Agents(AgentsArgs),
+    /// Tool execution: tools, invoke (with --wait), watch, show, list, cancel.
+    Exec {
+        #[command(subcommand)]
+        command: ExecCommand,
+    },
     /// Read the audit log.
     Audit(AuditArgs),
     /// Manage contexts (router URL + API key) in the config file.
@@ -186,6 +191,100 @@ pub enum AgentsCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Stop dispatching new invocations to the agent (or one workspace on it); work in flight
+    /// finishes, queued work waits.
+    PauseExec {
+        /// Agent id (agt_…).
+        id: String,
+        /// Only this workspace [default: all of the agent's].
+        #[arg(long)]
+        workspace: Option<String>,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resume dispatch to the agent (or one workspace on it); queued work runs.
+    ResumeExec {
+        /// Agent id (agt_…).
+        id: String,
+        /// The workspace paused with --workspace [default: the agent-wide pause].
+        #[arg(long)]
+        workspace: Option<String>,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// The pauses in force on an agent.
+    Pauses {
+        /// Agent id (agt_…).
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExecCommand {
+    /// Tools offered by online agents.
+    Tools,
+    /// One tool: its argument schema and the agents that offer it.
+    ToolShow { name: String },
+    /// Invoke a tool. With --wait, follow it and exit like it: 0 succeeded, 1 failed,
+    /// 124 timed out, 130 cancelled (2: --wait-timeout passed, it keeps running).
+    Invoke(InvokeArgs),
+    /// Follow an invocation's output until it ends (exit status as with invoke --wait).
+    Watch {
+        /// Invocation id (inv_…).
+        id: String,
+        /// Stop following after this long, e.g. 10m [default: until it ends].
+        #[arg(long)]
+        wait_timeout: Option<String>,
+    },
+    /// Show one invocation.
+    Show {
+        /// Invocation id (inv_…).
+        id: String,
+    },
+    /// List invocations, oldest first.
+    List(ExecListArgs),
+    /// Cancel an invocation (its agent kills the tool's process group).
+    Cancel {
+        /// Invocation id (inv_…).
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    /// Workspace to run in, e.g. kubernetes-prod.
+    #[arg(long)]
+    pub workspace: String,
+    /// Tool name.
+    #[arg(long)]
+    pub tool: String,
+    /// Arguments: a JSON object, or @file.json (@- for standard input) [default: {}].
+    #[arg(long)]
+    pub args: Option<String>,
+    /// Follow it until it ends; print its output; exit like it.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: stop waiting after this long, e.g. 10m.
+    #[arg(long)]
+    pub wait_timeout: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecListArgs {
+    /// queued, running, succeeded, failed, cancelled or timed_out.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only invocations dispatched to this agent (agt_…).
+    #[arg(long)]
+    pub agent: Option<String>,
+    #[arg(long)]
+    pub workspace: Option<String>,
+    #[arg(long)]
+    pub tool: Option<String>,
+    #[command(flatten)]
+    pub page: PageArgs,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,30 @@ use serde_json::Value;
 use xerotier_proto::ErrorEnvelope;
 
 use crate::cli::OutputFormat;
+
+/// The router refused a request: its error envelope, so commands can react to the `code`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message} ({code}, HTTP {status}, request {request_id})")]
+pub struct ApiError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    pub param: Option<String>,
+    pub request_id: String,
+}
+
+/// A value as one URL path segment (tool names may hold `.`; nothing else is special here).
+pub fn path_segment(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
 use crate::settings::Target;
 
 #[derive(Debug)]
@@ -133,12 +157,16 @@ impl Client {
         let bytes = response.bytes().await.map_err(|err| self.transport_error(err))?;
         if !status.is_success() {
             match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
-                Ok(envelope) => bail!(
-                    "{} ({}, HTTP {}, request {request_id})",
-                    envelope.error.message,
-                    envelope.error.code,
-                    status.as_u16()
-                ),
+                Ok(envelope) => {
+                    return Err(ApiError {
+                        status: status.as_u16(),
+                        code: envelope.error.code,
+                        message: envelope.error.message,
+                        param: envelope.error.param,
+                        request_id,
+                    }
+                    .into());
+                }
                 Err(_) => bail!("the router answered HTTP {status} (request {request_id})"),
             }
         }

@@ -17,10 +17,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
+        Err(err) => match err.downcast_ref::<commands::Exit>() {
+            // The outcome was already reported; only the status is left to give.
+            Some(commands::Exit(code)) => ExitCode::from(*code),
+            None => {
+                eprintln!("error: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -37,6 +41,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }),
         Command::Agents(args) => with_client(&global, |client| async move {
             commands::agents::run(&client, global.output, args).await
+        }),
+        Command::Exec { command } => with_client(&global, |client| async move {
+            commands::exec::run(&client, global.output, command).await
         }),
         Command::Audit(args) => with_client(&global, |client| async move {
             commands::audit::run(&client, global.output, args).await

@@ -16,6 +16,13 @@ pub async fn run(client: &Client, format: OutputFormat, args: AgentsArgs) -> any
         Some(AgentsCommand::CurveRotate { id, reason, wait }) => {
             super::rotation::curve_rotate(client, format, &id, &reason, wait).await
         }
+        Some(AgentsCommand::PauseExec { id, workspace, reason }) => {
+            super::pauses::pause_exec(client, format, &id, workspace, reason).await
+        }
+        Some(AgentsCommand::ResumeExec { id, workspace, reason }) => {
+            super::pauses::resume_exec(client, format, &id, workspace, reason).await
+        }
+        Some(AgentsCommand::Pauses { id }) => super::pauses::pauses(client, format, &id).await,
         None => match args.id {
             Some(id) if args.events => {
                 check_agent_id(&id)?;
@@ -61,7 +68,7 @@ async fn list(
     Ok(())
 }
 
-fn check_agent_id(id: &str) -> anyhow::Result<()> {
+pub(crate) fn check_agent_id(id: &str) -> anyhow::Result<()> {
     if !id.starts_with("agt_") {
         anyhow::bail!("{id:?} is not an agent id (agt_…); see `xeroctl agents`");
     }

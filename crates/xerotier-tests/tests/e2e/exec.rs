@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::fleet_harness::{AGENT_DEADLINE, LEASE_MS, Xem, enrolled_xem_with};
-use crate::harness::{Router, backends, eventually, xeroctl, xeroctl_with_key};
+use crate::harness::{Router, RouterOptions, backends, eventually, xeroctl, xeroctl_with_key};
 
 /// Deadline for invocations and reloads to settle.
 const SETTLE: Duration = Duration::from_secs(30);
@@ -447,7 +447,8 @@ async fn cancel_stops_a_running_invocation() {
 #[tokio::test]
 async fn pause_exec_holds_new_work_lets_in_flight_finish_and_resume_runs_the_queue() {
     for backend in backends().await {
-        let mut router = Router::start(&backend).await;
+        // A fixed mesh port: the agent keeps the address it enrolled with across the restart.
+        let mut router = Router::start_with(&backend, RouterOptions::fixed_mesh_port()).await;
         let (_xem, agent_id) = exec_fleet(&router, "xem-pause", "v1\n", |_| {}).await;
         router.wait_tool("sleep").await;
         let key = router.admin_key().to_string();
@@ -524,5 +525,91 @@ async fn sigterm_drains_in_flight_invocations_before_the_xem_exits() {
         let done = router.invocation(id).await;
         assert_eq!(done["status"], "succeeded", "[{}] reported before exit: {done}", backend.name);
         assert!(xem.logs().contains("draining in-flight invocations"), "{}", xem.logs());
+    }
+}
+
+#[tokio::test]
+async fn xeroctl_exec_invokes_waits_and_reports_like_the_tool() {
+    for backend in backends().await {
+        let router = Router::start(&backend).await;
+        let (_xem, agent_id) = exec_fleet(&router, "xem-cli", "current-context: prod\n", |tools| {
+            write_tool(tools, "fails", 10, "echo partial\necho broken >&2\nexit 3");
+        })
+        .await;
+        router.wait_tool("fails").await;
+
+        let tools = xeroctl(&router, &["exec", "tools"]);
+        assert!(tools.status.success(), "{tools:?}");
+        for name in ["kubectl-get", "noop", "sleep", "fails"] {
+            assert!(tools.stdout.contains(name), "{name}: {}", tools.stdout);
+        }
+
+        // The example tool, as the README runs it: its output, exit 0.
+        let args = r#"{"kind":"pods","namespace":"default"}"#;
+        let out = xeroctl(
+            &router,
+            &[
+                "exec",
+                "invoke",
+                "--workspace",
+                WORKSPACE,
+                "--tool",
+                "kubectl-get",
+                "--args",
+                args,
+                "--wait",
+            ],
+        );
+        assert!(out.status.success(), "[{}] {out:?}", backend.name);
+        assert!(out.stdout.contains("kubeconfig context: prod"), "{out:?}");
+        assert!(out.stdout.contains("kubectl get pods --namespace default"), "{out:?}");
+
+        // A failing tool: its stderr, and a non-zero exit.
+        let out = xeroctl(
+            &router,
+            &["exec", "invoke", "--workspace", WORKSPACE, "--tool", "fails", "--wait"],
+        );
+        assert_eq!(out.status.code(), Some(1), "[{}] {out:?}", backend.name);
+        assert!(out.stdout.contains("partial") && out.stderr.contains("broken"), "{out:?}");
+
+        // JSON, then show/list by id.
+        let out = xeroctl(
+            &router,
+            &["-o", "json", "exec", "invoke", "--workspace", WORKSPACE, "--tool", "noop"],
+        );
+        assert!(out.status.success(), "{out:?}");
+        let view: Value = serde_json::from_str(&out.stdout).unwrap();
+        let id = view["id"].as_str().unwrap().to_string();
+        router.wait_status(&id, &["succeeded"]).await;
+        let shown = xeroctl(&router, &["-o", "json", "exec", "show", &id]);
+        let shown: Value = serde_json::from_str(&shown.stdout).unwrap();
+        assert_eq!(
+            (shown["status"].as_str(), shown["agent_id"].as_str()),
+            (Some("succeeded"), Some(agent_id.as_str()))
+        );
+        let listed = xeroctl(&router, &["exec", "list", "--tool", "noop"]);
+        assert!(listed.status.success() && listed.stdout.contains(&id), "{listed:?}");
+
+        // Bad JSON is refused before any request; --dry-run sends nothing.
+        let before =
+            router.api().get("/v1/exec/invocations", Some(router.admin_key())).await.json();
+        let count = before["data"].as_array().unwrap().len();
+        let out = xeroctl(
+            &router,
+            &["exec", "invoke", "--workspace", WORKSPACE, "--tool", "noop", "--args", "{not json"],
+        );
+        assert!(!out.status.success(), "{out:?}");
+        let out = xeroctl(
+            &router,
+            &["--dry-run", "exec", "invoke", "--workspace", WORKSPACE, "--tool", "noop"],
+        );
+        assert!(out.status.success() && out.stdout.contains("/v1/exec/invocations"), "{out:?}");
+        let after = router.api().get("/v1/exec/invocations", Some(router.admin_key())).await.json();
+        assert_eq!(
+            after["data"].as_array().unwrap().len(),
+            count,
+            "[{}] nothing was created",
+            backend.name
+        );
     }
 }

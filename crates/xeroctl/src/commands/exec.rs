@@ -1,0 +1,465 @@
+//! `xeroctl exec …`: the tools online agents offer, invoking them, and following, listing and
+//! cancelling invocations (`/v1/exec/*`, scope `execution`).
+
+use std::io::Read as _;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, anyhow, bail};
+use serde_json::Value;
+use xerotier_proto::Page;
+use xerotier_proto::invocation::{InvocationView, InvokeRequest, ToolDetail, ToolList};
+
+use super::follow::{self, FollowOptions};
+use crate::cli::{ExecCommand, ExecListArgs, InvokeArgs, OutputFormat};
+use crate::client::{self, ApiError, Call, Client};
+use crate::output;
+
+const INVOCATIONS: &str = "/v1/exec/invocations";
+
+pub async fn run(
+    client: &Client,
+    format: OutputFormat,
+    command: ExecCommand,
+) -> anyhow::Result<()> {
+    match command {
+        ExecCommand::Tools => tools(client, format).await,
+        ExecCommand::ToolShow { name } => tool_show(client, format, &name).await,
+        ExecCommand::Invoke(args) => invoke(client, format, args).await,
+        ExecCommand::Watch { id, wait_timeout } => {
+            watch(client, format, &id, wait_timeout.as_deref()).await
+        }
+        ExecCommand::Show { id } => show(client, format, &id).await,
+        ExecCommand::List(args) => list(client, format, args).await,
+        ExecCommand::Cancel { id } => cancel(client, format, &id).await,
+    }
+}
+
+fn check_invocation_id(id: &str) -> anyhow::Result<()> {
+    if !id.starts_with("inv_") {
+        bail!("{id:?} is not an invocation id (inv_…); see `xeroctl exec list`");
+    }
+    Ok(())
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Parses `--args` text that came from `source` (`--args` itself, or `--args @file`).
+pub fn parse_args_text(text: &str, source: &str) -> anyhow::Result<Value> {
+    let value: Value =
+        serde_json::from_str(text).with_context(|| format!("{source} is not valid JSON"))?;
+    if !value.is_object() {
+        bail!(
+            "{source} must be a JSON object of the tool's arguments, such as \
+             '{{\"namespace\":\"default\"}}', not {}",
+            json_kind(&value)
+        );
+    }
+    Ok(value)
+}
+
+/// `--args` as given: absent (`{}`), inline JSON, `@path` (a file) or `@-` (standard input).
+/// Checked here so that a typo never reaches the router, nor a dry-run plan.
+pub fn parse_args(arg: Option<&str>) -> anyhow::Result<Value> {
+    let Some(arg) = arg else { return Ok(Value::Object(serde_json::Map::new())) };
+    let Some(file) = arg.strip_prefix('@') else { return parse_args_text(arg, "--args") };
+    let source = format!("--args @{file}");
+    let text = match file {
+        "" => bail!("--args @ needs a file name: --args @args.json (or @- for standard input)"),
+        "-" => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .with_context(|| format!("{source}: reading standard input"))?;
+            text
+        }
+        path => std::fs::read_to_string(Path::new(path))
+            .with_context(|| format!("{source}: cannot read the file"))?,
+    };
+    parse_args_text(&text, &source)
+}
+
+/// Turns the router's refusal of an invocation into what the operator can do about it.
+pub fn explain_invoke_error(err: anyhow::Error, tool: &str, workspace: &str) -> anyhow::Error {
+    let Some(api) = err.downcast_ref::<ApiError>() else { return err };
+    let hint = match api.code.as_str() {
+        "no_agent_available" => format!(
+            "nothing was queued. Check the fleet with `xeroctl agents` (are the agents serving \
+             workspace {workspace:?} online?) and `xeroctl exec tool-show {tool}` (which agents \
+             offer it). If dispatch to them is paused, `xeroctl agents pauses <agt_…>` shows it \
+             and `xeroctl agents resume-exec <agt_…>` lifts it. Then retry."
+        ),
+        "invalid_arguments" => format!(
+            "the argument at {} does not fit the tool's schema; `xeroctl exec tool-show {tool}` \
+             prints it.",
+            api.param.as_deref().unwrap_or("args")
+        ),
+        "tool_not_found" => {
+            "`xeroctl exec tools` lists the tools that online agents offer.".to_string()
+        }
+        "workspace_not_found" => {
+            format!("`xeroctl exec tool-show {tool}` lists the workspaces it can run in.")
+        }
+        _ => return err,
+    };
+    anyhow!("{api}\nhint: {hint}")
+}
+
+async fn tools(client: &Client, format: OutputFormat) -> anyhow::Result<()> {
+    let Some(list) = client.send::<ToolList>(Call::get("/v1/exec/tools")).await? else {
+        return Ok(());
+    };
+    if format == OutputFormat::Json {
+        return output::json(&list);
+    }
+    let rows = list
+        .tools
+        .iter()
+        .map(|t| {
+            vec![
+                t.name.clone(),
+                t.risk.clone(),
+                humantime::format_duration(Duration::from_secs(t.timeout_seconds)).to_string(),
+                t.workspaces.join(", "),
+                t.agents.to_string(),
+            ]
+        })
+        .collect();
+    output::table(&["NAME", "RISK", "TIMEOUT", "WORKSPACES", "AGENTS"], rows);
+    if list.tools.is_empty() {
+        eprintln!("(no online agent offers a tool; check the fleet with `xeroctl agents`)");
+    }
+    Ok(())
+}
+
+async fn tool_show(client: &Client, format: OutputFormat, name: &str) -> anyhow::Result<()> {
+    let path = format!("/v1/exec/tools/{}", client::path_segment(name));
+    let tool = match client.send::<ToolDetail>(Call::get(path)).await {
+        Ok(Some(tool)) => tool,
+        Ok(None) => return Ok(()),
+        Err(err) => {
+            let unknown = err
+                .downcast_ref::<ApiError>()
+                .is_some_and(|api| matches!(api.code.as_str(), "tool_not_found" | "not_found"));
+            if unknown {
+                return Err(anyhow!(
+                    "{err}\nhint: `xeroctl exec tools` lists the tools that online agents offer."
+                ));
+            }
+            return Err(err);
+        }
+    };
+    if format == OutputFormat::Json {
+        return output::json(&tool);
+    }
+    output::fields(&[
+        ("name", tool.name),
+        ("description", tool.description),
+        ("risk", tool.risk),
+        (
+            "timeout",
+            humantime::format_duration(Duration::from_secs(tool.timeout_seconds)).to_string(),
+        ),
+    ]);
+    println!("\nargs schema:\n{}", serde_json::to_string_pretty(&tool.args_schema)?);
+    println!("\noffered by:");
+    let rows = tool
+        .offered_by
+        .iter()
+        .map(|o| vec![o.agent_id.clone(), o.agent_name.clone(), o.workspaces.join(", ")])
+        .collect();
+    output::table(&["AGENT", "NAME", "WORKSPACES"], rows);
+    Ok(())
+}
+
+pub fn parse_wait_timeout(text: Option<&str>) -> anyhow::Result<Option<Duration>> {
+    let Some(text) = text else { return Ok(None) };
+    let timeout = humantime::parse_duration(text.trim()).with_context(|| {
+        format!("--wait-timeout {text:?} is not a duration (examples: 30s, 10m, 1h)")
+    })?;
+    if timeout.is_zero() {
+        bail!("--wait-timeout must be longer than 0s");
+    }
+    Ok(Some(timeout))
+}
+
+async fn invoke(client: &Client, format: OutputFormat, args: InvokeArgs) -> anyhow::Result<()> {
+    let tool_args = parse_args(args.args.as_deref())?;
+    let timeout = parse_wait_timeout(args.wait_timeout.as_deref())?;
+    let request = InvokeRequest {
+        workspace: args.workspace.clone(),
+        tool: args.tool.clone(),
+        args: Some(tool_args),
+    };
+    let call = Call::post(INVOCATIONS, serde_json::to_value(&request)?);
+    let view = match client.send::<InvocationView>(call).await {
+        Ok(Some(view)) => view,
+        Ok(None) => return Ok(()),
+        Err(err) => return Err(explain_invoke_error(err, &args.tool, &args.workspace)),
+    };
+    if args.wait {
+        return follow::follow(client, format, view, FollowOptions { stream: false, timeout })
+            .await;
+    }
+    if format == OutputFormat::Json {
+        return output::json(&view);
+    }
+    output::fields(&[("id", view.id.clone()), ("status", view.status.as_str().to_string())]);
+    eprintln!("(follow it with `xeroctl exec watch {}`)", view.id);
+    Ok(())
+}
+
+async fn watch(
+    client: &Client,
+    format: OutputFormat,
+    id: &str,
+    wait_timeout: Option<&str>,
+) -> anyhow::Result<()> {
+    check_invocation_id(id)?;
+    let timeout = parse_wait_timeout(wait_timeout)?;
+    let Some(view) =
+        client.send::<InvocationView>(Call::get(format!("{INVOCATIONS}/{id}"))).await?
+    else {
+        return Ok(());
+    };
+    follow::follow(client, format, view, FollowOptions { stream: true, timeout }).await
+}
+
+async fn show(client: &Client, format: OutputFormat, id: &str) -> anyhow::Result<()> {
+    check_invocation_id(id)?;
+    let Some(view) =
+        client.send::<InvocationView>(Call::get(format!("{INVOCATIONS}/{id}"))).await?
+    else {
+        return Ok(());
+    };
+    if format == OutputFormat::Json {
+        return output::json(&view);
+    }
+    output::fields(&[
+        ("id", view.id.clone()),
+        ("status", view.status.as_str().to_string()),
+        ("tool", view.tool.clone()),
+        ("workspace", view.workspace.clone()),
+        ("args", view.args.to_string()),
+        ("agent", output::or_dash(view.agent_id.as_deref())),
+        ("created", view.created_at.clone()),
+        ("created by", output::or_dash(view.created_by.as_deref())),
+        ("dispatched", output::or_dash(view.dispatched_at.as_deref())),
+        ("started", output::or_dash(view.started_at.as_deref())),
+        ("finished", output::or_dash(view.finished_at.as_deref())),
+        ("duration", follow::run_duration(&view, SystemTime::now())),
+        ("exit code", view.exit_code.map_or_else(|| "-".into(), |c| c.to_string())),
+        ("error", output::or_dash(view.error.as_deref())),
+        (
+            "credential generation",
+            view.credential_generation.map_or_else(|| "-".into(), |g| g.to_string()),
+        ),
+        ("cancel requested", if view.cancel_requested { "yes" } else { "no" }.to_string()),
+    ]);
+    for (name, text, truncated) in [
+        ("stdout", &view.stdout, view.stdout_truncated),
+        ("stderr", &view.stderr, view.stderr_truncated),
+    ] {
+        if text.is_empty() {
+            continue;
+        }
+        let note = if truncated { " (truncated)" } else { "" };
+        println!("\n--- {name}{note} ---");
+        print!("{text}");
+        if !text.ends_with('\n') {
+            println!();
+        }
+    }
+    Ok(())
+}
+
+async fn list(client: &Client, format: OutputFormat, args: ExecListArgs) -> anyhow::Result<()> {
+    if let Some(agent) = &args.agent
+        && !agent.starts_with("agt_")
+    {
+        bail!("--agent {agent:?} is not an agent id (agt_…); see `xeroctl agents`");
+    }
+    let call = Call::get(INVOCATIONS)
+        .query("limit", args.page.limit)
+        .query("after", args.page.after)
+        .query("status", args.status)
+        .query("agent_id", args.agent)
+        .query("workspace", args.workspace)
+        .query("tool", args.tool);
+    let Some(page) = client.send::<Page<InvocationView>>(call).await? else { return Ok(()) };
+    if format == OutputFormat::Json {
+        return output::json(&page);
+    }
+    let now = SystemTime::now();
+    let rows = page
+        .data
+        .iter()
+        .map(|i| {
+            vec![
+                i.id.clone(),
+                i.status.as_str().to_string(),
+                i.tool.clone(),
+                i.workspace.clone(),
+                output::or_dash(i.agent_id.as_deref()),
+                i.created_at.clone(),
+                follow::run_duration(i, now),
+            ]
+        })
+        .collect();
+    output::table(&["ID", "STATUS", "TOOL", "WORKSPACE", "AGENT", "CREATED", "DURATION"], rows);
+    output::more_hint(page.next_after.as_deref());
+    Ok(())
+}
+
+async fn cancel(client: &Client, format: OutputFormat, id: &str) -> anyhow::Result<()> {
+    check_invocation_id(id)?;
+    let call = Call::post(format!("{INVOCATIONS}/{id}/cancel"), serde_json::json!({}));
+    let view = match client.send::<InvocationView>(call).await {
+        Ok(Some(view)) => view,
+        Ok(None) => return Ok(()),
+        Err(err) => {
+            if err.downcast_ref::<ApiError>().is_some_and(|api| api.code == "invocation_finished") {
+                return Err(anyhow!("{err}\nhint: `xeroctl exec show {id}` shows how it ended."));
+            }
+            return Err(err);
+        }
+    };
+    if format == OutputFormat::Json {
+        return output::json(&view);
+    }
+    if view.status.is_terminal() {
+        println!("Cancelled invocation {} before it started; it will not run.", view.id);
+    } else {
+        println!(
+            "Cancellation of invocation {} requested: agent {} kills the tool. \
+             `xeroctl exec watch {}` shows when it has ended.",
+            view.id,
+            output::or_dash(view.agent_id.as_deref()),
+            view.id
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn args_default_to_an_empty_object() {
+        assert_eq!(parse_args(None).unwrap(), json!({}));
+    }
+
+    #[test]
+    fn inline_args_must_be_a_json_object() {
+        assert_eq!(
+            parse_args(Some(r#"{"namespace":"default","limit":5}"#)).unwrap(),
+            json!({ "namespace": "default", "limit": 5 })
+        );
+        let err = format!("{:#}", parse_args(Some("{namespace: default}")).unwrap_err());
+        assert!(err.starts_with("--args is not valid JSON: "), "{err}");
+        let err = format!("{:#}", parse_args(Some(r#"["a"]"#)).unwrap_err());
+        assert!(err.contains("must be a JSON object") && err.ends_with("not an array"), "{err}");
+        let err = format!("{:#}", parse_args(Some("42")).unwrap_err());
+        assert!(err.ends_with("not a number"), "{err}");
+    }
+
+    #[test]
+    fn args_come_from_a_file_with_at() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(br#"{"selector": {"app": "web"}}"#).unwrap();
+        let arg = format!("@{}", file.path().display());
+        assert_eq!(parse_args(Some(&arg)).unwrap(), json!({ "selector": { "app": "web" } }));
+
+        let mut bad = tempfile::NamedTempFile::new().unwrap();
+        bad.write_all(b"null").unwrap();
+        let arg = format!("@{}", bad.path().display());
+        let err = format!("{:#}", parse_args(Some(&arg)).unwrap_err());
+        assert!(err.starts_with(&format!("--args {arg} must be a JSON object")), "{err}");
+    }
+
+    #[test]
+    fn a_missing_args_file_is_named() {
+        let err = format!("{:#}", parse_args(Some("@/nonexistent/args.json")).unwrap_err());
+        assert!(err.starts_with("--args @/nonexistent/args.json: cannot read the file"), "{err}");
+        let err = format!("{:#}", parse_args(Some("@")).unwrap_err());
+        assert!(err.contains("needs a file name"), "{err}");
+    }
+
+    #[test]
+    fn wait_timeout_is_a_positive_duration() {
+        assert_eq!(parse_wait_timeout(None).unwrap(), None);
+        assert_eq!(parse_wait_timeout(Some("90s")).unwrap(), Some(Duration::from_secs(90)));
+        assert_eq!(parse_wait_timeout(Some("10m")).unwrap(), Some(Duration::from_secs(600)));
+        assert!(parse_wait_timeout(Some("0s")).is_err());
+        assert!(parse_wait_timeout(Some("soon")).is_err());
+    }
+
+    #[test]
+    fn invocation_ids_are_checked_before_any_request() {
+        assert!(check_invocation_id("inv_01").is_ok());
+        let err = check_invocation_id("agt_01").unwrap_err().to_string();
+        assert!(err.contains("xeroctl exec list"), "{err}");
+    }
+
+    fn api_error(status: u16, code: &str, param: Option<&str>) -> anyhow::Error {
+        ApiError {
+            status,
+            code: code.into(),
+            message: "refused".into(),
+            param: param.map(str::to_string),
+            request_id: "req_1".into(),
+        }
+        .into()
+    }
+
+    #[test]
+    fn no_agent_available_points_at_the_fleet_and_the_pauses() {
+        let err = explain_invoke_error(
+            api_error(503, "no_agent_available", None),
+            "kubectl-get",
+            "kubernetes-prod",
+        );
+        let text = format!("{err:#}");
+        assert!(
+            text.starts_with("refused (no_agent_available, HTTP 503, request req_1)"),
+            "{text}"
+        );
+        assert!(text.contains("nothing was queued"), "{text}");
+        assert!(text.contains("`xeroctl agents`"), "{text}");
+        assert!(text.contains("resume-exec"), "{text}");
+    }
+
+    #[test]
+    fn invalid_arguments_names_the_argument() {
+        let err = explain_invoke_error(
+            api_error(400, "invalid_arguments", Some("args.namespace")),
+            "kubectl-get",
+            "kubernetes-prod",
+        );
+        let text = format!("{err:#}");
+        assert!(text.contains("the argument at args.namespace"), "{text}");
+        assert!(text.contains("xeroctl exec tool-show kubectl-get"), "{text}");
+    }
+
+    #[test]
+    fn other_errors_pass_through_unchanged() {
+        let err = explain_invoke_error(api_error(403, "scope_insufficient", None), "t", "w");
+        assert_eq!(err.to_string(), "refused (scope_insufficient, HTTP 403, request req_1)");
+        let err = explain_invoke_error(anyhow!("cannot reach the router"), "t", "w");
+        assert_eq!(err.to_string(), "cannot reach the router");
+    }
+}
