@@ -215,7 +215,10 @@ async fn run(
     }
     match ending {
         Ending::Exited(status) => match status.code() {
-            Some(0) => result.status = InvocationStatus::Succeeded,
+            Some(0) => {
+                result.status = InvocationStatus::Succeeded;
+                result.exit_code = Some(0);
+            }
             Some(code) => result.exit_code = Some(code),
             None => {
                 let signal = std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0);
@@ -311,7 +314,11 @@ mod tests {
              stat -c '%a' \"$XEROTIER_CREDENTIALS_FILE\"\ncat \"$KUBECONFIG\"\necho err >&2",
         );
         let result = fx.run(fx.request(tool, "kubernetes", Some("secret-bytes\n"))).await;
-        assert_eq!(result.status, InvocationStatus::Succeeded, "{result:?}");
+        assert_eq!(
+            (result.status, result.exit_code),
+            (InvocationStatus::Succeeded, Some(0)),
+            "{result:?}"
+        );
         assert!(result.stdout.contains(r#"stdin={"n":1} env={"n":1}"#), "{}", result.stdout);
         let file = fx.dir.path().join("run/inv_test/credentials");
         assert!(result.stdout.contains(&format!("kubeconfig={0} file={0}", file.display())));
