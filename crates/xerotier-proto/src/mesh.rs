@@ -6,7 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::agents::CapabilityManifest;
-use crate::invocation::{InvocationResult, ReloadReport};
+use crate::invocation::InvocationResult;
+use crate::workspace_credentials::ReloadReport;
 
 /// The version every frame carries; a frame of another version is refused.
 pub const MESH_PROTOCOL_VERSION: u8 = 1;

@@ -1,5 +1,7 @@
+//! CURVE key rotation: the request, its view and the reasons a rotation can fail.
+
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 pub const DEFAULT_ROTATION_REASON: &str = "scheduled";
 
@@ -34,26 +36,4 @@ pub struct RotationView {
     pub new_key_fingerprint: Option<String>,
     /// Where to watch it: the agent's events stream.
     pub monitor: String,
-}
-
-/// One entry of an agent's event log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct AgentEventView {
-    pub id: String,
-    pub agent_id: String,
-    pub at: String,
-    /// e.g. `enrolled`, `connected`, `rotation_requested`, `rotation_acknowledged`,
-    /// `rotation_promoted`, `rotation_failed`, `rotation_completed`, `credentials_revoked`.
-    #[serde(rename = "type")]
-    pub event_type: String,
-    pub request_id: Option<String>,
-    pub details: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct EventQuery {
-    pub limit: Option<u32>,
-    /// Only events after this event id.
-    pub after: Option<String>,
 }

@@ -1,5 +1,5 @@
 use axum::Json;
-use xerotier_proto::exec::Health;
+use xerotier_proto::health::Health;
 
 /// Liveness: answers 200 while the router serves. No authentication.
 #[utoipa::path(

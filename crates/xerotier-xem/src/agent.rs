@@ -12,8 +12,8 @@ use xerotier_core::{OsEntropy, SystemClock};
 use xerotier_credentials::{CurveKeyPair, SigningKeyPair};
 use xerotier_mesh::{ClientEvent, ClientKeys, MeshClient};
 use xerotier_proto::agents::CapabilityManifest;
-use xerotier_proto::invocation::ReloadReport;
 use xerotier_proto::mesh::Frame;
+use xerotier_proto::workspace_credentials::ReloadReport;
 
 use crate::catalog::Catalog;
 use crate::config::XemConfig;

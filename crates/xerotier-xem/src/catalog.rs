@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use xerotier_proto::agents::{CapabilityManifest, ManifestTool, ManifestWorkspace};
-use xerotier_proto::invocation::RISKS;
 use xerotier_proto::schema;
+use xerotier_proto::tools::RISKS;
 
 const TOOL_FILE: &str = "tool.yaml";
 const WORKSPACES_FILE: &str = "workspaces.yaml";

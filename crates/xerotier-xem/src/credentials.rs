@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use sha2::{Digest, Sha256};
-use xerotier_proto::invocation::{CredentialFileReport, ReloadReport};
+use xerotier_proto::workspace_credentials::{CredentialFileReport, ReloadReport};
 use zeroize::Zeroizing;
 
 /// One version of a credential file's content.

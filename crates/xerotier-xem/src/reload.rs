@@ -10,7 +10,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use xerotier_credentials::write_secret_file;
-use xerotier_proto::invocation::ReloadReport;
+use xerotier_proto::workspace_credentials::ReloadReport;
 
 const STATUS_FILE: &str = "reload-status.json";
 const PID_FILE: &str = "xem.pid";

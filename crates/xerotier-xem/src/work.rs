@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc, watch};
 use xerotier_core::SharedClock;
-use xerotier_proto::invocation::{InvocationResult, InvocationStatus, ReloadReport};
+use xerotier_proto::invocation::{InvocationResult, InvocationStatus};
 use xerotier_proto::mesh::Frame;
+use xerotier_proto::workspace_credentials::ReloadReport;
 
 use crate::catalog::Catalog;
 use crate::credentials::CredentialStore;
@@ -153,7 +154,7 @@ impl Work {
             Err(err) => ReloadReport {
                 trigger: trigger.to_string(),
                 ok: false,
-                files: vec![xerotier_proto::invocation::CredentialFileReport {
+                files: vec![xerotier_proto::workspace_credentials::CredentialFileReport {
                     credentials_ref: "*".into(),
                     ok: false,
                     sha256: None,

@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context as _, anyhow, bail};
 use serde_json::Value;
 use xerotier_proto::Page;
-use xerotier_proto::invocation::{InvocationView, InvokeRequest, ToolDetail, ToolList};
+use xerotier_proto::invocation::{InvocationView, InvokeRequest};
+use xerotier_proto::tools::{ToolDetail, ToolList};
 
 use super::follow::{self, FollowOptions};
 use crate::cli::{ExecCommand, ExecListArgs, InvokeArgs, OutputFormat};

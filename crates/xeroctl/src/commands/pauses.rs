@@ -2,7 +2,7 @@
 //! to an agent, or to one workspace on it. The router audits both.
 
 use anyhow::anyhow;
-use xerotier_proto::invocation::{PauseExecRequest, PauseList, PauseView};
+use xerotier_proto::pauses::{PauseExecRequest, PauseList, PauseView};
 
 use super::agents::check_agent_id;
 use crate::cli::OutputFormat;

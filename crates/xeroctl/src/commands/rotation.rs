@@ -2,7 +2,8 @@ use anyhow::bail;
 use futures::StreamExt;
 use serde_json::json;
 use xerotier_proto::Page;
-use xerotier_proto::rotation::{AgentEventView, RotationView};
+use xerotier_proto::events::AgentEventView;
+use xerotier_proto::rotation::RotationView;
 
 use crate::cli::OutputFormat;
 use crate::client::{Call, Client};

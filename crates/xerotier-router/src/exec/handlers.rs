@@ -3,9 +3,8 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use xerotier_proto::invocation::{
-    InvocationQuery, InvocationView, InvokeRequest, ToolDetail, ToolList,
-};
+use xerotier_proto::invocation::{InvocationQuery, InvocationView, InvokeRequest};
+use xerotier_proto::tools::{ToolDetail, ToolList};
 use xerotier_proto::{ErrorEnvelope, Page};
 
 use crate::AppState;

@@ -1,7 +1,7 @@
 //! Tool execution: what online agents offer, invocations (create, dispatch, results, cancel),
 //! and containment pauses.
 
-pub mod credentials;
+pub mod credential_ages;
 pub mod handlers;
 pub mod offers;
 pub mod pauses;

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use xerotier_core::UnixMillis;
 use xerotier_proto::agents::{CapabilityManifest, ManifestTool};
-use xerotier_proto::invocation::{ToolDetail, ToolOffer, ToolSummary};
+use xerotier_proto::tools::{ToolDetail, ToolOffer, ToolSummary};
 
 /// An agent is offline once it missed this many lease renewals.
 const MISSED_LEASES_BEFORE_OFFLINE: i64 = 3;

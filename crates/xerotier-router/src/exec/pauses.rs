@@ -6,7 +6,7 @@ use axum::{Extension, Json};
 use xerotier_core::format_rfc3339;
 use xerotier_proto::ErrorEnvelope;
 use xerotier_proto::agents::CapabilityManifest;
-use xerotier_proto::invocation::{PauseExecRequest, PauseList, PauseView};
+use xerotier_proto::pauses::{PauseExecRequest, PauseList, PauseView};
 use xerotier_store::{Outcome, PauseRecord};
 
 use crate::AppState;

@@ -14,9 +14,10 @@ use xerotier_core::{IdGenerator, IdKind, SharedClock, UnixMillis, format_rfc3339
 use xerotier_proto::agents::CapabilityManifest;
 use xerotier_proto::invocation::{
     InvocationQuery, InvocationResult, InvocationStatus, InvocationView, InvokeRequest,
-    MAX_OUTPUT_BYTES, ToolDetail, ToolList,
+    MAX_OUTPUT_BYTES,
 };
 use xerotier_proto::mesh::Frame;
+use xerotier_proto::tools::{ToolDetail, ToolList};
 use xerotier_proto::{Page, schema};
 use xerotier_store::{
     CancelOutcome, InvocationEnd, InvocationFilter, InvocationRecord, NewInvocation, PauseRecord,

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use tokio::sync::Notify;
 use xerotier_core::{IdGenerator, IdKind, SharedClock, format_rfc3339};
-use xerotier_proto::rotation::{AgentEventView, EventQuery};
+use xerotier_proto::events::{AgentEventView, EventQuery};
 use xerotier_proto::{ErrorEnvelope, Page};
 use xerotier_store::{AgentEvent, PageRequest, Store};
 

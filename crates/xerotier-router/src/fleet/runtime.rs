@@ -127,9 +127,13 @@ async fn handle_events(
                         } else {
                             tracing::warn!(%agent_id, trigger = %report.trigger, "agent credential reload failed for some files; their last good versions stay in use");
                         }
-                        if let Err(err) =
-                            crate::exec::credentials::record(state.store(), &agent_id, &report, now)
-                                .await
+                        if let Err(err) = crate::exec::credential_ages::record(
+                            state.store(),
+                            &agent_id,
+                            &report,
+                            now,
+                        )
+                        .await
                         {
                             tracing::warn!(%agent_id, error = %err, "could not record the agent's credential report");
                         }

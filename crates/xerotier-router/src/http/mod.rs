@@ -97,7 +97,7 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .routes(routes!(exec::pauses::pause_exec))
         .routes(routes!(exec::pauses::resume_exec))
         .routes(routes!(exec::pauses::list_pauses))
-        .routes(routes!(exec::credentials::list_credentials))
+        .routes(routes!(exec::credential_ages::list_credentials))
         .route_layer(from_fn_with_state(state.clone(), auth::require_management));
     let exec = OpenApiRouter::new()
         .routes(routes!(exec::handlers::list_tools))

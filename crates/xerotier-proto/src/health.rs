@@ -1,3 +1,5 @@
+//! The health check body: `GET /healthz`.
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

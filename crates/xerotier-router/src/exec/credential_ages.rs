@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use xerotier_core::{UnixMillis, format_rfc3339};
 use xerotier_proto::ErrorEnvelope;
-use xerotier_proto::invocation::{
+use xerotier_proto::workspace_credentials::{
     CredentialFileReport, CredentialList, CredentialQuery, CredentialView, ReloadReport,
 };
 use xerotier_store::{CredentialState, Store, StoreError};
