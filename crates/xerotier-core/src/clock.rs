@@ -18,6 +18,7 @@ pub type SharedClock = Arc<dyn Clock>;
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    #[expect(clippy::disallowed_methods, reason = "the one production reading of the wall clock")]
     fn now_millis(&self) -> UnixMillis {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -3,7 +3,10 @@ use std::sync::{Arc, Mutex};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand_core::{OsRng, RngCore};
+// The one production source of randomness; every other crate is denied it by clippy.toml.
+#[expect(clippy::disallowed_types, reason = "OsEntropy is the one production source")]
+use rand_core::OsRng;
+use rand_core::RngCore;
 
 /// The source of randomness for ids and secrets.
 pub trait Entropy: Send + Sync + fmt::Debug {

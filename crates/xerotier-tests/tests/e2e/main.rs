@@ -5,6 +5,9 @@
 //! One test binary with modules, so that the harness is compiled once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Tests drive real processes on the real clock: deadlines and random names decide nothing in
+// the code under test.
+#![allow(clippy::disallowed_methods)]
 
 mod fleet_harness;
 mod harness;
