@@ -1,5 +1,7 @@
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
+
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// CURVE public keys allowed on the mesh, each mapped to its agent id. Shared by the ZAP thread
 /// (handshakes), the I/O thread (every message) and the router (enroll, revoke, rotate).
@@ -17,17 +19,11 @@ struct Entries {
 
 impl AllowList {
     fn read(&self) -> RwLockReadGuard<'_, Entries> {
-        match self.inner.read() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        self.inner.read()
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Entries> {
-        match self.inner.write() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        self.inner.write()
     }
 
     pub fn agent_for(&self, key: &[u8; 32]) -> Option<String> {

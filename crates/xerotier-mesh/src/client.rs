@@ -1,7 +1,9 @@
 //! The agent's side of the mesh: one CURVE DEALER socket on its own thread.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
@@ -79,10 +81,7 @@ impl MeshClient {
     /// Queues a frame for the router. Queued frames wait while disconnected (up to the
     /// high-water mark), so a lease renewal during a router restart is delivered on reconnect.
     pub fn send(&self, frame: &Frame) -> Result<(), MeshError> {
-        let socket = match self.outbound.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let socket = self.outbound.lock();
         socket.send(mesh::encode(frame), 0)?;
         Ok(())
     }

@@ -1,7 +1,9 @@
 //! The router's mesh endpoint: a CURVE ROUTER socket behind the ZAP allow-list.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::thread::JoinHandle;
 
 use secrecy::ExposeSecret;
@@ -73,12 +75,11 @@ impl MeshHandle {
     /// the ROUTER socket (the agent reconnects and says hello again).
     pub fn send(&self, routing_id: &[u8], frame: &Frame) -> Result<(), MeshError> {
         let payload = mesh::encode(frame);
-        let socket = match self.outbound.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        socket.send(routing_id, zmq::SNDMORE)?;
-        socket.send(payload, 0)?;
+        let socket = self.outbound.lock();
+        // Never block the caller (an async task): a full queue means the I/O thread is gone or
+        // far behind, and the agent resynchronises on reconnect.
+        socket.send(routing_id, zmq::SNDMORE | zmq::DONTWAIT)?;
+        socket.send(payload, zmq::DONTWAIT)?;
         Ok(())
     }
 }
@@ -158,6 +159,12 @@ impl MeshServer {
     pub fn is_healthy(&self) -> bool {
         self.threads.iter().all(|t| !t.is_finished())
     }
+
+    /// Stops the ZAP and I/O threads and waits for them (each polls its stop flag every
+    /// 100 ms and never blocks on a full event queue, so this takes at most about that long).
+    pub fn shutdown(self) {
+        drop(self);
+    }
 }
 
 impl Drop for MeshServer {
@@ -187,8 +194,8 @@ fn pump(
         let (inbound_ready, outbound_ready) = (items[0].is_readable(), items[1].is_readable());
         if inbound_ready {
             while let Some(event) = receive(router, allow)? {
-                if events.blocking_send(event).is_err() {
-                    return Ok(()); // the application is gone
+                if !deliver(events, event, stop) {
+                    return Ok(()); // the application is gone, or we are stopping
                 }
             }
         }
@@ -205,6 +212,25 @@ fn pump(
         }
     }
     Ok(())
+}
+
+/// Hands an event to the application, waiting while its queue is full but never past a stop
+/// request (a blocking send here once kept a stopping router from ever joining this thread).
+fn deliver(events: &mpsc::Sender<MeshEvent>, event: MeshEvent, stop: &AtomicBool) -> bool {
+    let mut event = event;
+    loop {
+        match events.try_send(event) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(back)) => {
+                if stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                event = back;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+    }
 }
 
 /// Reads one message if one is waiting, and decides whether the application may see it.

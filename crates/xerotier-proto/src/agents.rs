@@ -74,7 +74,7 @@ pub struct AgentView {
     pub id: String,
     pub name: String,
     /// `active` (lease fresh), `disconnected` (lease missed) or `revoked`.
-    pub status: String,
+    pub status: crate::status::AgentStatus,
     pub role: String,
     pub region: Option<String>,
     pub enrolled_at: String,
@@ -94,6 +94,7 @@ pub struct AgentView {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AgentQuery {
     pub limit: Option<u32>,

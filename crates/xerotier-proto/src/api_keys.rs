@@ -10,7 +10,7 @@ pub struct ApiKeyView {
     pub name: String,
     pub scopes: Scopes,
     /// `active`, `expired` or `revoked`.
-    pub status: String,
+    pub status: crate::status::ApiKeyStatus,
     pub created_at: String,
     pub created_by: Option<String>,
     pub expires_at: Option<String>,

@@ -22,6 +22,7 @@ pub struct AuditRecordView {
 
 /// Filters for `GET /v1/management/audit`, combined with `limit`/`after`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     pub limit: Option<u32>,

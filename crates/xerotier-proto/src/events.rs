@@ -18,6 +18,7 @@ pub struct AgentEventView {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventQuery {
     pub limit: Option<u32>,

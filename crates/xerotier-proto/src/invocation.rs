@@ -110,6 +110,7 @@ pub struct InvocationView {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct InvocationQuery {
     pub limit: Option<u32>,

@@ -26,7 +26,7 @@ pub struct JoinKeyView {
     pub role: String,
     pub router_addr: String,
     /// `active`, `used`, `expired` or `revoked`.
-    pub state: String,
+    pub state: crate::status::JoinKeyState,
     pub created_at: String,
     pub created_by: Option<String>,
     pub expires_at: String,
@@ -52,6 +52,7 @@ pub struct RevokeJoinKeyRequest {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct JoinKeyQuery {
     pub limit: Option<u32>,

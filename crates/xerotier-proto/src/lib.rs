@@ -17,6 +17,7 @@ pub mod pauses;
 pub mod rotation;
 pub mod schema;
 pub mod scope;
+pub mod status;
 pub mod tools;
 pub mod workspace_credentials;
 

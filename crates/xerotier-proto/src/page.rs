@@ -11,6 +11,7 @@ pub struct Page<T> {
 
 /// `?limit=&after=` on every listing.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// At most this many items (1..=500, default 50).

@@ -22,8 +22,7 @@ pub struct CurveRotateRequest {
 pub struct RotationView {
     pub request_id: String,
     pub agent_id: String,
-    /// `pending`, `promoted` or `failed`.
-    pub status: String,
+    pub status: crate::status::RotationStatus,
     pub reason: String,
     /// With `failed`: `acknowledgement timeout`, `signature mismatch` or `revoked agent`.
     pub failure_reason: Option<String>,

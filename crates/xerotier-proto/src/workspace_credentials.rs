@@ -58,6 +58,7 @@ pub struct CredentialList {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct CredentialQuery {
     /// Only this agent's files.

@@ -6,21 +6,26 @@
 //! secret is checked against the stored verifier in constant time.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use xerotier_core::{SharedClock, UnixMillis};
 use xerotier_credentials::{ApiKeyValue, Verifier};
 use xerotier_proto::{Scope, Scopes};
 use xerotier_store::{ApiKeyRecord, Outcome, Store};
 
-use crate::AppState;
+use crate::audit::{Actor, AuditContext, AuditLog, Change};
 use crate::error::ApiError;
 use crate::http::extract::RequestContext;
 use crate::key_cache::KeyCache;
+use crate::metrics::Metrics;
 
 /// `last_used_at` is written at most this often per key, so the hot path stays read-only.
 const LAST_USED_RESOLUTION_MILLIS: i64 = 60_000;
@@ -33,17 +38,60 @@ pub struct Principal {
     pub scopes: Scopes,
 }
 
+impl Principal {
+    pub fn actor(&self) -> Actor {
+        Actor { key_id: self.key_id.clone(), name: self.name.clone() }
+    }
+}
+
+/// Uses of a key waiting to be written as its `last_used_at`.
+const LAST_USED_QUEUE: usize = 1_024;
+
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     store: Store,
     clock: SharedClock,
     cache: Arc<KeyCache>,
     last_used_written: Arc<Mutex<HashMap<String, UnixMillis>>>,
+    last_used: mpsc::Sender<(String, UnixMillis)>,
+    /// Taken by [`Self::spawn_last_used_writer`].
+    last_used_queue: Arc<Mutex<Option<mpsc::Receiver<(String, UnixMillis)>>>>,
 }
 
 impl Authenticator {
     pub fn new(store: Store, clock: SharedClock, cache: Arc<KeyCache>) -> Self {
-        Self { store, clock, cache, last_used_written: Arc::default() }
+        let (last_used, queue) = mpsc::channel(LAST_USED_QUEUE);
+        Self {
+            store,
+            clock,
+            cache,
+            last_used_written: Arc::default(),
+            last_used,
+            last_used_queue: Arc::new(Mutex::new(Some(queue))),
+        }
+    }
+
+    /// Writes `last_used_at` off the request path until `shutdown`, then writes what is queued
+    /// and returns, before the store closes.
+    pub fn spawn_last_used_writer(&self, shutdown: CancellationToken) -> JoinHandle<()> {
+        let queue = self.last_used_queue.lock().take();
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let Some(mut queue) = queue else { return };
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    next = queue.recv() => next,
+                    () = shutdown.cancelled() => break,
+                };
+                let Some((key_id, at)) = next else { return };
+                touch(&store, &key_id, at).await;
+            }
+            queue.close();
+            while let Some((key_id, at)) = queue.recv().await {
+                touch(&store, &key_id, at).await;
+            }
+        })
     }
 
     async fn record(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, ApiError> {
@@ -73,17 +121,17 @@ impl Authenticator {
         }
         self.note_use(&record.id, now);
         let scopes = Scopes::from_csv(&record.scopes).map_err(|e| {
-            ApiError::Internal(anyhow::anyhow!("stored scopes of {}: {e}", record.id))
+            ApiError::Service(crate::service_error::ServiceError::internal(format!(
+                "stored scopes of {}: {e}",
+                record.id
+            )))
         })?;
         Ok(Principal { key_id: record.id, name: record.name, scopes })
     }
 
     fn note_use(&self, key_id: &str, now: UnixMillis) {
         let due = {
-            let mut written = match self.last_used_written.lock() {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut written = self.last_used_written.lock();
             match written.get(key_id) {
                 Some(last) if now - last < LAST_USED_RESOLUTION_MILLIS => false,
                 _ => {
@@ -92,15 +140,25 @@ impl Authenticator {
                 }
             }
         };
-        if due {
-            let (store, key_id) = (self.store.clone(), key_id.to_string());
-            tokio::spawn(async move {
-                if let Err(err) = store.touch_api_key(&key_id, now).await {
-                    tracing::warn!(%key_id, error = %err, "could not record last use");
-                }
-            });
+        // Only bookkeeping: when the writer is behind (or stopped), the use is not recorded.
+        if due && self.last_used.try_send((key_id.to_string(), now)).is_err() {
+            tracing::debug!(%key_id, "last use not recorded: writer busy or stopped");
         }
     }
+}
+
+async fn touch(store: &Store, key_id: &str, at: UnixMillis) {
+    if let Err(err) = store.touch_api_key(key_id, at).await {
+        tracing::warn!(%key_id, error = %err, "could not record last use");
+    }
+}
+
+/// What the scope-checking middleware needs.
+#[derive(Debug, Clone)]
+pub struct AuthGate {
+    pub auth: Authenticator,
+    pub audit: AuditLog,
+    pub metrics: Metrics,
 }
 
 /// Whether `record` accepts a presented secret with verifier `presented` at time `now`:
@@ -120,48 +178,40 @@ pub fn accepts(record: &ApiKeyRecord, presented: &Verifier, now: UnixMillis) -> 
     current | previous
 }
 
-pub async fn require_execution(state: State<AppState>, req: Request, next: Next) -> Response {
-    require(state, Scope::Execution, req, next).await
+pub async fn require_execution(gate: State<AuthGate>, req: Request, next: Next) -> Response {
+    require(gate, Scope::Execution, req, next).await
 }
 
-pub async fn require_management(state: State<AppState>, req: Request, next: Next) -> Response {
-    require(state, Scope::Management, req, next).await
+pub async fn require_management(gate: State<AuthGate>, req: Request, next: Next) -> Response {
+    require(gate, Scope::Management, req, next).await
 }
 
 async fn require(
-    State(state): State<AppState>,
+    State(gate): State<AuthGate>,
     scope: Scope,
     mut req: Request,
     next: Next,
 ) -> Response {
     let presented = req.headers().get(header::AUTHORIZATION);
-    let principal = match state.auth().authenticate(presented).await {
+    let principal = match gate.auth.authenticate(presented).await {
         Ok(principal) => principal,
         Err(err) => {
-            state.metrics().auth_failure(err.code().as_str());
+            gate.metrics.auth_failure(err.code().as_str());
             return err.into_response();
         }
     };
     if !principal.scopes.contains(scope) {
-        state.metrics().auth_failure("scope_insufficient");
+        gate.metrics.auth_failure("scope_insufficient");
         if req.method() != Method::GET {
-            let context = RequestContext::from_http(req.headers(), req.extensions());
-            let details = serde_json::json!({
+            let RequestContext { request_id, client_addr } =
+                RequestContext::from_http(req.headers(), req.extensions());
+            let context = AuditContext::new(principal.actor(), request_id, client_addr);
+            let change = Change::untargeted("authz.denied").details(serde_json::json!({
                 "method": req.method().as_str(),
                 "path": req.uri().path(),
                 "required_scope": scope.as_str(),
-            });
-            state
-                .audit()
-                .record_attempt(
-                    &principal,
-                    &context,
-                    "authz.denied",
-                    None,
-                    Outcome::Denied,
-                    details,
-                )
-                .await;
+            }));
+            gate.audit.record_attempt(&context, &change, Outcome::Denied).await;
         }
         return ApiError::ScopeInsufficient(scope).into_response();
     }

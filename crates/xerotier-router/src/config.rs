@@ -1,6 +1,7 @@
 //! Router configuration: flags, then `XEROTIER_ROUTER_*` environment, then the YAML file given
 //! with `--config`, then defaults.
 
+use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -78,7 +79,8 @@ struct FileConfig {
 pub struct RouterConfig {
     pub listen: SocketAddr,
     pub state_dir: PathBuf,
-    pub database_url: Option<String>,
+    /// May carry a password: held as a secret, shown only through `redact_url`.
+    pub database_url: Option<SecretString>,
     pub log_format: LogFormat,
     pub log_level: String,
     pub fleet: FleetSettings,
@@ -134,7 +136,7 @@ impl RouterConfig {
                 .state_dir
                 .or(file.state_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
-            database_url: args.database_url.or(file.database_url),
+            database_url: args.database_url.or(file.database_url).map(SecretString::from),
             log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
             log_level: args.log_level.or(file.log_level).unwrap_or_else(|| "info".to_string()),
             fleet,
@@ -142,9 +144,12 @@ impl RouterConfig {
     }
 
     /// The store URL: the given one, or the SQLite file in the state dir.
-    pub fn store_url(&self) -> String {
+    pub fn store_url(&self) -> SecretString {
         self.database_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}?mode=rwc", self.state_dir.join("router.db").display())
+            SecretString::from(format!(
+                "sqlite://{}?mode=rwc",
+                self.state_dir.join("router.db").display()
+            ))
         })
     }
 }
@@ -228,7 +233,10 @@ mod tests {
         assert_eq!(config.state_dir, PathBuf::from("/srv/router"));
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.log_level, "info");
-        assert!(config.store_url().starts_with("sqlite:///srv/router/router.db"));
+        assert!(
+            secrecy::ExposeSecret::expose_secret(&config.store_url())
+                .starts_with("sqlite:///srv/router/router.db")
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! back after the change invalidated it. Each invalidation bumps a generation; a reader notes the
 //! generation before it reads and only inserts if it is unchanged.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use xerotier_store::ApiKeyRecord;
 
@@ -38,19 +38,12 @@ impl KeyCache {
         Self { enabled, inner: Mutex::default() }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        match self.inner.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
     /// The cached row, or a ticket to present with the row read from the store.
     pub fn get(&self, key_id: &str) -> Result<ApiKeyRecord, ReadTicket> {
         if !self.enabled {
             return Err(ReadTicket(0));
         }
-        let inner = self.lock();
+        let inner = self.inner.lock();
         inner.rows.get(key_id).cloned().ok_or(ReadTicket(inner.generation))
     }
 
@@ -58,7 +51,7 @@ impl KeyCache {
         if !self.enabled {
             return;
         }
-        let mut inner = self.lock();
+        let mut inner = self.inner.lock();
         if inner.generation != ticket.0 {
             return;
         }
@@ -70,7 +63,7 @@ impl KeyCache {
 
     /// Called after a change to `key_id` committed and before the change is acknowledged.
     pub fn invalidate(&self, key_id: &str) {
-        let mut inner = self.lock();
+        let mut inner = self.inner.lock();
         inner.generation += 1;
         inner.rows.remove(key_id);
     }

@@ -1,8 +1,10 @@
-//! The Xerotier router: HTTP API, authentication, audit log.
+//! The Xerotier router: HTTP API, authentication, audit log, the fleet and tool execution.
 //!
 //! `server::run` is the daemon; [`http::app`] is the HTTP application, usable in-process by
-//! tests; [`AppState`] wires the store, the injected clock and entropy, and the services.
+//! tests; [`AppState`] wires the store, the injected clock and entropy, and the services. Each
+//! handler takes only the service it needs (`FromRef`), and no service knows HTTP.
 
+pub mod agent_events;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
@@ -13,51 +15,84 @@ pub mod fleet;
 pub mod health;
 pub mod http;
 pub mod key_cache;
+pub mod mesh_link;
+pub mod mesh_runtime;
 pub mod metrics;
 pub mod server;
+pub mod service_error;
 pub mod validate;
 
 use std::sync::Arc;
 
+use axum::extract::FromRef;
 use xerotier_core::{IdGenerator, SharedClock, SharedEntropy};
 use xerotier_store::{Backend, Store};
 
+use crate::agent_events::EventLog;
 use crate::api_keys::ApiKeyService;
 use crate::audit::AuditLog;
-use crate::auth::Authenticator;
+use crate::auth::{AuthGate, Authenticator};
 use crate::exec::ExecService;
+use crate::exec::credential_ages::CredentialAges;
+use crate::exec::pauses::PauseService;
 use crate::fleet::agents::AgentService;
 use crate::fleet::enroll::EnrollService;
-use crate::fleet::events::EventLog;
 use crate::fleet::join_keys::JoinKeyService;
 use crate::fleet::rotation::RotationService;
-use crate::fleet::{Fleet, FleetSettings, RouterIdentity};
+use crate::fleet::{FleetSettings, RouterIdentity};
 use crate::key_cache::KeyCache;
+use crate::mesh_link::MeshLink;
+use crate::mesh_runtime::{FrameHandler, RuntimeDeps};
 use crate::metrics::Metrics;
 
-/// Everything a request handler can reach. Cheap to clone.
+/// The services, wired once. Cheap to clone; handlers take the part they need through
+/// `FromRef`, never the whole.
 #[derive(Debug, Clone)]
-pub struct AppState(Arc<Inner>);
+pub struct AppState {
+    pub store: Store,
+    pub clock: SharedClock,
+    pub link: Arc<MeshLink>,
+    pub gate: AuthGate,
+    pub audit: AuditLog,
+    pub api_keys: ApiKeyService,
+    pub join_keys: JoinKeyService,
+    pub enrollment: EnrollService,
+    pub agents: AgentService,
+    pub events: EventLog,
+    pub rotations: RotationService,
+    pub exec: ExecService,
+    pub pauses: PauseService,
+    pub credential_ages: CredentialAges,
+    pub metrics: Metrics,
+}
 
-#[derive(Debug)]
-struct Inner {
-    store: Store,
-    clock: SharedClock,
-    auth: Authenticator,
+macro_rules! sub_state {
+    ($($field:ident: $ty:ty),+ $(,)?) => {
+        $(impl FromRef<AppState> for $ty {
+            fn from_ref(state: &AppState) -> Self {
+                state.$field.clone()
+            }
+        })+
+    };
+}
+
+sub_state!(
+    gate: AuthGate,
     audit: AuditLog,
     api_keys: ApiKeyService,
-    fleet: Arc<Fleet>,
     join_keys: JoinKeyService,
     enrollment: EnrollService,
     agents: AgentService,
     events: EventLog,
     rotations: RotationService,
     exec: ExecService,
+    pauses: PauseService,
+    credential_ages: CredentialAges,
     metrics: Metrics,
-}
+);
 
 impl AppState {
-    pub fn new(store: Store, clock: SharedClock, entropy: SharedEntropy, fleet: Fleet) -> Self {
+    pub fn new(store: Store, clock: SharedClock, entropy: SharedEntropy, link: MeshLink) -> Self {
         let ids = IdGenerator::new(clock.clone(), entropy.clone());
         let audit = AuditLog::new(store.clone(), clock.clone(), ids.clone());
         // Only a store this process owns alone can be cached (see key_cache).
@@ -69,14 +104,19 @@ impl AppState {
             audit.clone(),
             cache.clone(),
         );
-        let auth = Authenticator::new(store.clone(), clock.clone(), cache);
-        let fleet = Arc::new(fleet);
+        let metrics = Metrics::default();
+        let gate = AuthGate {
+            auth: Authenticator::new(store.clone(), clock.clone(), cache),
+            audit: audit.clone(),
+            metrics: metrics.clone(),
+        };
+        let link = Arc::new(link);
         let join_keys = JoinKeyService::new(
             store.clone(),
             clock.clone(),
             ids.clone(),
             audit.clone(),
-            fleet.clone(),
+            link.clone(),
         );
         let events = EventLog::new(store.clone(), clock.clone(), ids.clone());
         let rotations = RotationService::new(
@@ -85,41 +125,51 @@ impl AppState {
             entropy.clone(),
             audit.clone(),
             events.clone(),
-            fleet.clone(),
+            link.clone(),
         );
-        let exec = ExecService::new(store.clone(), clock.clone(), ids.clone(), fleet.clone());
+        let exec = ExecService::new(store.clone(), clock.clone(), ids.clone(), link.clone());
         let enrollment = EnrollService::new(
             store.clone(),
             clock.clone(),
             ids,
             audit.clone(),
-            fleet.clone(),
+            link.clone(),
             events.clone(),
         );
         let agents = AgentService::new(
             store.clone(),
             clock.clone(),
             audit.clone(),
-            fleet.clone(),
+            link.clone(),
             events.clone(),
             rotations.clone(),
             exec.clone(),
         );
-        Self(Arc::new(Inner {
+        let pauses = PauseService::new(
+            store.clone(),
+            clock.clone(),
+            audit.clone(),
+            events.clone(),
+            exec.clone(),
+        );
+        let credential_ages = CredentialAges::new(store.clone(), clock.clone());
+        Self {
             store,
             clock,
-            auth,
+            link,
+            gate,
             audit,
             api_keys,
-            fleet,
             join_keys,
             enrollment,
             agents,
             events,
             rotations,
             exec,
-            metrics: Metrics::default(),
-        }))
+            pauses,
+            credential_ages,
+            metrics,
+        }
     }
 
     /// Loads (or creates) the router identity from `store` and builds the state.
@@ -131,58 +181,24 @@ impl AppState {
     ) -> Result<Self, fleet::identity::IdentityError> {
         let identity =
             RouterIdentity::load_or_create(&store, clock.as_ref(), entropy.as_ref()).await?;
-        Ok(Self::new(store, clock, entropy, Fleet::new(settings, identity)))
+        Ok(Self::new(store, clock, entropy, MeshLink::new(settings, identity)))
     }
 
-    pub fn clock(&self) -> &SharedClock {
-        &self.0.clock
-    }
-
-    pub fn fleet(&self) -> &Fleet {
-        &self.0.fleet
-    }
-
-    pub fn join_keys(&self) -> &JoinKeyService {
-        &self.0.join_keys
-    }
-
-    pub fn enrollment(&self) -> &EnrollService {
-        &self.0.enrollment
-    }
-
-    pub fn agents(&self) -> &AgentService {
-        &self.0.agents
-    }
-
-    pub fn events(&self) -> &EventLog {
-        &self.0.events
-    }
-
-    pub fn rotations(&self) -> &RotationService {
-        &self.0.rotations
-    }
-
-    pub fn exec(&self) -> &ExecService {
-        &self.0.exec
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.0.store
-    }
-
-    pub fn auth(&self) -> &Authenticator {
-        &self.0.auth
-    }
-
-    pub fn audit(&self) -> &AuditLog {
-        &self.0.audit
-    }
-
-    pub fn api_keys(&self) -> &ApiKeyService {
-        &self.0.api_keys
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.0.metrics
+    /// What the mesh runtime's tasks use.
+    pub fn runtime_deps(&self) -> RuntimeDeps {
+        RuntimeDeps {
+            store: self.store.clone(),
+            frames: FrameHandler {
+                clock: self.clock.clone(),
+                link: self.link.clone(),
+                rotations: self.rotations.clone(),
+                exec: self.exec.clone(),
+                events: self.events.clone(),
+                credential_ages: self.credential_ages.clone(),
+                metrics: self.metrics.clone(),
+            },
+            rotations: self.rotations.clone(),
+            exec: self.exec.clone(),
+        }
     }
 }

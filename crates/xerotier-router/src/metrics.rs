@@ -13,8 +13,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::AppState;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     method: String,
@@ -107,7 +105,8 @@ impl Metrics {
 
 /// Counts and times every request by its route template (not its raw path, which would let
 /// callers create unbounded label sets).
-pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+#[expect(clippy::disallowed_methods, reason = "measures latency for /metrics; decides nothing")]
+pub async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().as_str().to_string();
     let route = req
@@ -116,7 +115,6 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
     let response = next.run(req).await;
-    let metrics = state.metrics();
     metrics
         .requests
         .get_or_create(&RequestLabels {
@@ -136,15 +134,16 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain"))
 )]
-pub async fn serve_metrics(State(state): State<AppState>) -> Response {
-    match state.metrics().encode() {
+pub async fn serve_metrics(State(metrics): State<Metrics>) -> Response {
+    match metrics.encode() {
         Ok(text) => (
             [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
             text,
         )
             .into_response(),
-        Err(_) => {
-            crate::error::ApiError::Internal(anyhow::anyhow!("encoding metrics")).into_response()
-        }
+        Err(_) => crate::error::ApiError::Service(crate::service_error::ServiceError::internal(
+            "encoding metrics",
+        ))
+        .into_response(),
     }
 }

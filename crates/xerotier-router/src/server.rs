@@ -5,9 +5,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use anyhow::Context;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use xerotier_core::{OsEntropy, SystemClock};
 use xerotier_store::{Store, redact_url, sqlite_path};
 
@@ -20,6 +25,15 @@ pub const HTTP_ADDR_FILE: &str = "http.addr";
 /// Written to the state dir once the mesh endpoint is bound: the address agents are given.
 pub const MESH_ADDR_FILE: &str = "mesh.addr";
 
+/// How long in-flight HTTP requests get to finish after SIGTERM before the router stops
+/// waiting for them (live event streams end at once).
+const HTTP_DRAIN: Duration = Duration::from_secs(10);
+/// How long the mesh's tasks get to finish the frame or pass they are on.
+const TASKS_DRAIN: Duration = Duration::from_secs(10);
+
+/// Runs the router until SIGTERM/SIGINT (or a dead mesh thread), then stops in order: HTTP
+/// drains, background tasks finish and are joined, the mesh threads stop, and only then does
+/// the store close, so nothing is written to a closed store.
 pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
@@ -27,11 +41,12 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
         .with_context(|| format!("restricting state dir {}", config.state_dir.display()))?;
 
     let store_url = config.store_url();
-    let _owner = lock_sqlite_store(&store_url)?;
-    let store = Store::connect(&store_url)
-        .await
-        .with_context(|| format!("opening the state store {}", redact_url(&store_url)))?;
+    let _owner = lock_sqlite_store(store_url.expose_secret())?;
+    let store = Store::connect(store_url.expose_secret()).await.with_context(|| {
+        format!("opening the state store {}", redact_url(store_url.expose_secret()))
+    })?;
     tracing::info!(backend = store.backend().name(), "state store ready");
+    // The one place production time and randomness are wired in.
     let state = AppState::load(
         store.clone(),
         Arc::new(SystemClock),
@@ -41,7 +56,7 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     .await
     .context("loading the router identity")?;
 
-    match state.api_keys().bootstrap(&config.state_dir).await {
+    match state.api_keys.bootstrap(&config.state_dir).await {
         Ok(Some(path)) => tracing::info!(
             file = %path.display(),
             "bootstrap admin API key created (scopes management,execution); its value is in the file only"
@@ -50,10 +65,13 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
         Err(err) => return Err(anyhow::anyhow!("bootstrapping the admin key: {err}")),
     }
 
-    let mut mesh = crate::fleet::runtime::start(&state).await?;
+    let shutdown = CancellationToken::new();
+    let mut mesh = crate::mesh_runtime::start(state.runtime_deps(), &shutdown).await?;
+    let last_used = state.gate.auth.spawn_last_used_writer(shutdown.child_token());
+    let reloads = acknowledge_reloads(shutdown.child_token());
     xerotier_credentials::write_secret_file(
         &config.state_dir.join(MESH_ADDR_FILE),
-        format!("{}\n", state.fleet().advertised_mesh_addr()).as_bytes(),
+        format!("{}\n", state.link.advertised_mesh_addr()).as_bytes(),
     )
     .context("writing the mesh address file")?;
 
@@ -69,26 +87,40 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     tracing::info!(addr = %local, "HTTP API listening on http://{local}");
     notify(&[sd_notify::NotifyState::Ready]);
 
-    tokio::spawn(acknowledge_reloads());
+    let events = state.events.clone();
     let app = crate::http::app(state).into_make_service_with_connect_info::<SocketAddr>();
-    let fatal = Arc::new(std::sync::Mutex::new(None::<String>));
-    let fatal_slot = fatal.clone();
-    let stop = async move {
-        tokio::select! {
-            () = shutdown_signal() => {}
-            message = mesh.fatal.recv() => {
-                let message = message.unwrap_or_else(|| "mesh runtime ended".into());
-                tracing::error!(%message, "mesh failed; stopping the router");
-                if let Ok(mut slot) = fatal_slot.lock() {
-                    *slot = Some(message);
-                }
-            }
+    let stopping = CancellationToken::new();
+    let mut fatal = None;
+    let serve =
+        axum::serve(listener, app).with_graceful_shutdown(stopping.clone().cancelled_owned());
+    let serve = tokio::spawn(async move { serve.await });
+    tokio::select! {
+        () = shutdown_signal() => {}
+        message = mesh.fatal.recv() => {
+            let message = message.unwrap_or_else(|| "mesh runtime ended".into());
+            tracing::error!(%message, "mesh failed; stopping the router");
+            fatal = Some(message);
         }
-    };
-    axum::serve(listener, app).with_graceful_shutdown(stop).await.context("serving HTTP")?;
+    }
     notify(&[sd_notify::NotifyState::Stopping]);
+    // Live event streams would hold HTTP open forever: end them, then drain the rest.
+    events.close();
+    stopping.cancel();
+    match tokio::time::timeout(HTTP_DRAIN, serve).await {
+        Ok(Ok(Ok(()))) => tracing::info!("HTTP drained"),
+        Ok(Ok(Err(err))) => tracing::error!(error = %err, "HTTP server failed"),
+        Ok(Err(err)) => tracing::error!(error = %err, "HTTP server task failed"),
+        Err(_) => tracing::warn!("HTTP requests still open after {HTTP_DRAIN:?}; abandoned"),
+    }
+    shutdown.cancel();
+    mesh.stop(TASKS_DRAIN).await;
+    for (name, task) in [("last-used writer", last_used), ("reload handler", reloads)] {
+        if let Err(err) = task.await {
+            tracing::error!(task = name, error = %err, "task failed");
+        }
+    }
     store.close().await;
-    if let Some(message) = fatal.lock().ok().and_then(|mut slot| slot.take()) {
+    if let Some(message) = fatal {
         anyhow::bail!("mesh failed: {message}");
     }
     tracing::info!("router stopped");
@@ -128,18 +160,22 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 
 /// `systemctl reload` sends SIGHUP, whose default action would kill the router. Nothing in the
 /// router is reloadable yet (settings apply at start), so acknowledge and say so.
-async fn acknowledge_reloads() {
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP");
-        return;
-    };
-    while hup.recv().await.is_some() {
-        notify(&[sd_notify::NotifyState::Reloading]);
-        tracing::info!(
-            "SIGHUP: the router has no reloadable settings; restart it to apply changes"
-        );
-        notify(&[sd_notify::NotifyState::Ready]);
-    }
+fn acknowledge_reloads(shutdown: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP");
+            return;
+        };
+        while shutdown.run_until_cancelled(hup.recv()).await.flatten().is_some() {
+            reloaded();
+        }
+    })
+}
+
+fn reloaded() {
+    notify(&[sd_notify::NotifyState::Reloading]);
+    tracing::info!("SIGHUP: the router has no reloadable settings; restart it to apply changes");
+    notify(&[sd_notify::NotifyState::Ready]);
 }
 
 async fn shutdown_signal() {

@@ -1,15 +1,15 @@
 //! Input rules shared by several resources.
 
-use crate::error::ApiError;
+use crate::service_error::ServiceError;
 
 pub const MAX_NAME_LEN: usize = 128;
 pub const MAX_REASON_LEN: usize = 1024;
 
 /// Names of keys, agents and join keys: 1-128 of letters, digits, `-`, `_`, `.`.
-pub fn name(value: &str, param: &str) -> Result<(), ApiError> {
+pub fn name(value: &str, param: &str) -> Result<(), ServiceError> {
     let ok_chars = value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if value.is_empty() || value.len() > MAX_NAME_LEN || !ok_chars {
-        return Err(ApiError::invalid(
+        return Err(ServiceError::invalid(
             format!(
                 "{param} must be 1-{MAX_NAME_LEN} characters of letters, digits, '-', '_' or '.'"
             ),
@@ -20,9 +20,9 @@ pub fn name(value: &str, param: &str) -> Result<(), ApiError> {
 }
 
 /// An optional free-text reason for the audit log; blank means none.
-pub fn reason(reason: Option<&str>) -> Result<Option<&str>, ApiError> {
+pub fn reason(reason: Option<&str>) -> Result<Option<&str>, ServiceError> {
     match reason {
-        Some(r) if r.len() > MAX_REASON_LEN => Err(ApiError::invalid(
+        Some(r) if r.len() > MAX_REASON_LEN => Err(ServiceError::invalid(
             format!("reason must be at most {MAX_REASON_LEN} bytes"),
             "reason",
         )),
@@ -32,9 +32,12 @@ pub fn reason(reason: Option<&str>) -> Result<Option<&str>, ApiError> {
 }
 
 /// A mesh address agents can connect to: `tcp://host:port`.
-pub fn mesh_addr(value: &str, param: &str) -> Result<(), ApiError> {
+pub fn mesh_addr(value: &str, param: &str) -> Result<(), ServiceError> {
     let invalid = || {
-        ApiError::invalid(format!("{param} must look like tcp://host:port, got {value:?}"), param)
+        ServiceError::invalid(
+            format!("{param} must look like tcp://host:port, got {value:?}"),
+            param,
+        )
     };
     let rest = value.strip_prefix("tcp://").ok_or_else(invalid)?;
     let (host, port) = rest.rsplit_once(':').ok_or_else(invalid)?;

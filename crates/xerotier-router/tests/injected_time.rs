@@ -6,13 +6,13 @@
 use std::sync::Arc;
 
 use axum::http::HeaderValue;
+use secrecy::ExposeSecret;
 use xerotier_core::{ManualClock, SeededEntropy};
 use xerotier_proto::api_keys::{CreateApiKeyRequest, RotateApiKeyRequest};
 use xerotier_proto::{ErrorCode, Scope, Scopes};
 use xerotier_router::AppState;
-use xerotier_router::auth::Principal;
+use xerotier_router::audit::{Actor, AuditContext};
 use xerotier_router::fleet::FleetSettings;
-use xerotier_router::http::extract::RequestContext;
 use xerotier_store::Store;
 use xerotier_testkit::TestDb;
 
@@ -22,7 +22,7 @@ struct Fixture {
     _db: TestDb,
     state: AppState,
     clock: Arc<ManualClock>,
-    admin: Principal,
+    admin: AuditContext,
 }
 
 async fn fixtures() -> Vec<Fixture> {
@@ -38,11 +38,11 @@ async fn fixtures() -> Vec<Fixture> {
         )
         .await
         .unwrap();
-        let admin = Principal {
-            key_id: "key_admin".into(),
-            name: "admin".into(),
-            scopes: Scopes::new(Scope::ALL.to_vec()),
-        };
+        let admin = AuditContext::new(
+            Actor { key_id: "key_admin".into(), name: "admin".into() },
+            None,
+            None,
+        );
         out.push(Fixture { _db: db, state, clock, admin });
     }
     out
@@ -59,17 +59,12 @@ impl Fixture {
             scopes: Scopes::new(vec![Scope::Execution]),
             expires_in_seconds,
         };
-        let issued = self
-            .state
-            .api_keys()
-            .create(&self.admin, &RequestContext::default(), request)
-            .await
-            .unwrap();
-        (issued.key.id, issued.value)
+        let issued = self.state.api_keys.create(&self.admin, request).await.unwrap();
+        (issued.key.record.id, issued.value.expose_secret().to_string())
     }
 
     async fn accepted(&self, value: &str) -> bool {
-        match self.state.auth().authenticate(Some(&bearer(value))).await {
+        match self.state.gate.auth.authenticate(Some(&bearer(value))).await {
             Ok(_) => true,
             Err(err) => {
                 assert_eq!(err.code(), ErrorCode::InvalidApiKey, "{err}");
@@ -85,20 +80,15 @@ async fn old_value_works_until_the_grace_window_ends_and_not_a_millisecond_longe
         let (id, old) = f.create("ops", None).await;
         let rotate =
             RotateApiKeyRequest { grace_seconds: Some(60), reason: Some("scheduled".into()) };
-        let new = f
-            .state
-            .api_keys()
-            .rotate(&f.admin, &RequestContext::default(), &id, rotate)
-            .await
-            .unwrap();
-        assert!(f.accepted(&old).await && f.accepted(&new.value).await);
+        let new = f.state.api_keys.rotate(&f.admin, &id, rotate).await.unwrap();
+        assert!(f.accepted(&old).await && f.accepted(new.value.expose_secret()).await);
         f.clock.advance_millis(59_999);
         assert!(f.accepted(&old).await, "still inside the grace window");
         f.clock.advance_millis(1);
         assert!(!f.accepted(&old).await, "the window is over");
-        assert!(f.accepted(&new.value).await);
-        let view = f.state.api_keys().get(&id).await.unwrap();
-        assert_eq!(view.previous_value_valid_until, None, "a closed window is not shown");
+        assert!(f.accepted(new.value.expose_secret()).await);
+        let view = f.state.api_keys.get(&id).await.unwrap();
+        assert_eq!(view.previous_valid_until, None, "a closed window is not shown");
     }
 }
 
@@ -106,11 +96,7 @@ async fn old_value_works_until_the_grace_window_ends_and_not_a_millisecond_longe
 async fn default_grace_is_a_day() {
     for f in fixtures().await {
         let (id, old) = f.create("ops", None).await;
-        f.state
-            .api_keys()
-            .rotate(&f.admin, &RequestContext::default(), &id, RotateApiKeyRequest::default())
-            .await
-            .unwrap();
+        f.state.api_keys.rotate(&f.admin, &id, RotateApiKeyRequest::default()).await.unwrap();
         f.clock.advance_secs(24 * 3600 - 1);
         assert!(f.accepted(&old).await);
         f.clock.advance_secs(1);
@@ -123,7 +109,7 @@ async fn zero_grace_ends_the_old_value_at_once() {
     for f in fixtures().await {
         let (id, old) = f.create("ops", None).await;
         let rotate = RotateApiKeyRequest { grace_seconds: Some(0), reason: None };
-        f.state.api_keys().rotate(&f.admin, &RequestContext::default(), &id, rotate).await.unwrap();
+        f.state.api_keys.rotate(&f.admin, &id, rotate).await.unwrap();
         assert!(!f.accepted(&old).await);
     }
 }
@@ -134,10 +120,10 @@ async fn key_expires_exactly_at_its_expiry() {
         let (id, value) = f.create("short", Some(30)).await;
         f.clock.advance_millis(29_999);
         assert!(f.accepted(&value).await);
-        assert_eq!(f.state.api_keys().get(&id).await.unwrap().status, "active");
+        assert_eq!(f.state.api_keys.get(&id).await.unwrap().status.as_str(), "active");
         f.clock.advance_millis(1);
         assert!(!f.accepted(&value).await);
-        assert_eq!(f.state.api_keys().get(&id).await.unwrap().status, "expired");
+        assert_eq!(f.state.api_keys.get(&id).await.unwrap().status.as_str(), "expired");
     }
 }
 
@@ -148,11 +134,7 @@ async fn revoke_holds_on_the_next_authentication_even_with_a_warm_cache() {
         for _ in 0..3 {
             assert!(f.accepted(&value).await, "warms the key cache on SQLite");
         }
-        f.state
-            .api_keys()
-            .revoke(&f.admin, &RequestContext::default(), &id, Some("leak"))
-            .await
-            .unwrap();
+        f.state.api_keys.revoke(&f.admin, &id, Some("leak")).await.unwrap();
         assert!(!f.accepted(&value).await);
     }
 }
@@ -161,14 +143,10 @@ async fn revoke_holds_on_the_next_authentication_even_with_a_warm_cache() {
 async fn revoking_also_ends_a_grace_window() {
     for f in fixtures().await {
         let (id, old) = f.create("ops", None).await;
-        let new = f
-            .state
-            .api_keys()
-            .rotate(&f.admin, &RequestContext::default(), &id, RotateApiKeyRequest::default())
-            .await
-            .unwrap();
-        f.state.api_keys().revoke(&f.admin, &RequestContext::default(), &id, None).await.unwrap();
-        assert!(!f.accepted(&old).await && !f.accepted(&new.value).await);
+        let new =
+            f.state.api_keys.rotate(&f.admin, &id, RotateApiKeyRequest::default()).await.unwrap();
+        f.state.api_keys.revoke(&f.admin, &id, None).await.unwrap();
+        assert!(!f.accepted(&old).await && !f.accepted(new.value.expose_secret()).await);
     }
 }
 
@@ -192,7 +170,7 @@ async fn last_used_is_written_once_per_minute_not_per_request() {
 async fn wait_for_last_used(f: &Fixture, id: &str, expected: i64) -> i64 {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let record = f.state.store().api_key(id).await.unwrap().unwrap();
+        let record = f.state.store.api_key(id).await.unwrap().unwrap();
         if record.last_used_at == Some(expected) || std::time::Instant::now() > deadline {
             return record.last_used_at.unwrap_or_default();
         }

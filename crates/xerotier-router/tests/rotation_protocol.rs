@@ -7,14 +7,13 @@ use std::sync::Arc;
 
 use xerotier_core::{ManualClock, SeededEntropy};
 use xerotier_credentials::{CurveKeyPair, SigningKeyPair};
+use xerotier_proto::ErrorCode;
 use xerotier_proto::agents::{CapabilityManifest, EnrollRequest};
 use xerotier_proto::join_keys::CreateJoinKeyRequest;
 use xerotier_proto::mesh::{RotateAckPayload, encode_ack_payload, rotate_ack_signing_input};
-use xerotier_proto::{ErrorCode, Scope, Scopes};
 use xerotier_router::AppState;
-use xerotier_router::auth::Principal;
+use xerotier_router::audit::{Actor, AuditContext};
 use xerotier_router::fleet::FleetSettings;
-use xerotier_router::http::extract::RequestContext;
 use xerotier_store::Store;
 use xerotier_testkit::TestDb;
 
@@ -28,7 +27,7 @@ struct Fixture {
     _db: TestDb,
     state: AppState,
     clock: Arc<ManualClock>,
-    admin: Principal,
+    admin: AuditContext,
     agent_id: String,
     signing: SigningKeyPair,
 }
@@ -43,12 +42,12 @@ async fn fixtures() -> Vec<Fixture> {
         let state = AppState::load(store, clock.clone(), Arc::new(SeededEntropy::new(7)), settings)
             .await
             .unwrap();
-        let admin = Principal {
-            key_id: "key_admin".into(),
-            name: "admin".into(),
-            scopes: Scopes::new(Scope::ALL.to_vec()),
-        };
-        let context = RequestContext::default();
+        let admin = AuditContext::new(
+            Actor { key_id: "key_admin".into(), name: "admin".into() },
+            None,
+            None,
+        );
+        let context = AuditContext::default();
         let request = CreateJoinKeyRequest {
             name: "xem".into(),
             region: None,
@@ -56,18 +55,18 @@ async fn fixtures() -> Vec<Fixture> {
             ttl_seconds: Some(600),
             agent_role: None,
         };
-        let issued = state.join_keys().create(&admin, &context, request).await.unwrap();
+        let issued = state.join_keys.create(&admin, request).await.unwrap();
         let entropy = SeededEntropy::new(99);
         let signing = SigningKeyPair::generate(&entropy);
         let enroll = EnrollRequest {
-            join_key: issued.token,
+            join_key: secrecy::ExposeSecret::expose_secret(&issued.token).to_string(),
             registration_name: "xem-1".into(),
             curve_public_key: CurveKeyPair::generate(&entropy).public_z85(),
             signing_public_key: signing.public_hex(),
             manifest: CapabilityManifest::default(),
             lease_renewal_interval_ms: None,
         };
-        let enrolled = state.enrollment().enroll(&context, enroll).await.unwrap();
+        let enrolled = state.enrollment.enroll(&context, enroll).await.unwrap();
         out.push(Fixture { _db: db, state, clock, admin, agent_id: enrolled.agent_id, signing });
     }
     out
@@ -75,20 +74,18 @@ async fn fixtures() -> Vec<Fixture> {
 
 impl Fixture {
     async fn request(&self) -> xerotier_proto::rotation::RotationView {
-        self.state
-            .rotations()
-            .request(&self.admin, &RequestContext::default(), &self.agent_id, None)
-            .await
-            .unwrap()
+        xerotier_router::fleet::views::rotation(
+            self.state.rotations.request(&self.admin, &self.agent_id, None).await.unwrap(),
+        )
     }
 
     async fn status(&self, request_id: &str) -> (String, Option<String>) {
-        let view = self.state.rotations().get(&self.agent_id, request_id).await.unwrap();
+        let view = self.state.rotations.get(&self.agent_id, request_id).await.unwrap();
         (view.status, view.failure_reason)
     }
 
     async fn nonce(&self, request_id: &str) -> String {
-        self.state.store().rotation(request_id).await.unwrap().unwrap().nonce
+        self.state.store.rotation(request_id).await.unwrap().unwrap().nonce
     }
 
     fn ack(
@@ -109,7 +106,7 @@ impl Fixture {
     }
 
     async fn current_key(&self) -> String {
-        self.state.store().agent(&self.agent_id).await.unwrap().unwrap().curve_public_key
+        self.state.store.agent(&self.agent_id).await.unwrap().unwrap().curve_public_key
     }
 }
 
@@ -118,28 +115,28 @@ async fn valid_acknowledgement_promotes_and_keeps_the_old_key_until_seen() {
     for f in fixtures().await {
         let old_key = f.current_key().await;
         let rotation = f.request().await;
-        assert_eq!(rotation.status, "pending");
+        assert_eq!(rotation.status.as_str(), "pending");
         assert_eq!(rotation.reason, "scheduled", "the default reason");
         assert_eq!(rotation.monitor, format!("/v1/management/agents/{}/events", f.agent_id));
         let new_key = CurveKeyPair::generate(&SeededEntropy::new(1));
         let (payload, signature) =
             f.ack(&rotation.request_id, &f.nonce(&rotation.request_id).await, &new_key, &f.signing);
-        f.state.rotations().on_ack(&f.agent_id, &payload, &signature).await.unwrap();
+        f.state.rotations.on_ack(&f.agent_id, &payload, &signature).await.unwrap();
         assert_eq!(f.status(&rotation.request_id).await, ("promoted".into(), None));
         assert_eq!(f.current_key().await, new_key.public_z85());
         let allowed: Vec<_> =
-            f.state.store().live_agent_keys().await.unwrap().into_iter().map(|(_, k)| k).collect();
+            f.state.store.live_agent_keys().await.unwrap().into_iter().map(|(_, k)| k).collect();
         assert!(
             allowed.contains(&old_key) && allowed.contains(&new_key.public_z85()),
             "old key still accepted"
         );
-        f.state.rotations().on_seen(&f.agent_id, &new_key.public_bytes()).await;
+        f.state.rotations.on_seen(&f.agent_id, &new_key.public_bytes()).await;
         let allowed: Vec<_> =
-            f.state.store().live_agent_keys().await.unwrap().into_iter().map(|(_, k)| k).collect();
+            f.state.store.live_agent_keys().await.unwrap().into_iter().map(|(_, k)| k).collect();
         assert_eq!(allowed, [new_key.public_z85()], "seen on the new key: the old one is retired");
         let kinds: Vec<_> = f
             .state
-            .store()
+            .store
             .list_events(&f.agent_id, &xerotier_store::PageRequest { limit: 50, after: None })
             .await
             .unwrap()
@@ -198,7 +195,7 @@ async fn forged_acknowledgements_end_in_signature_mismatch_and_change_no_key() {
                 &nonce,
                 &CurveKeyPair::generate(&SeededEntropy::new(6)),
             );
-            f.state.rotations().on_ack(&f.agent_id, &payload, &signature).await.unwrap();
+            f.state.rotations.on_ack(&f.agent_id, &payload, &signature).await.unwrap();
             assert_eq!(
                 f.status(&rotation.request_id).await,
                 ("failed".into(), Some("signature mismatch".into())),
@@ -216,11 +213,11 @@ async fn a_replayed_acknowledgement_from_an_earlier_rotation_fails_the_current_o
         let key = CurveKeyPair::generate(&SeededEntropy::new(8));
         let (payload, signature) =
             f.ack(&first.request_id, &f.nonce(&first.request_id).await, &key, &f.signing);
-        f.state.rotations().on_ack(&f.agent_id, &payload, &signature).await.unwrap();
+        f.state.rotations.on_ack(&f.agent_id, &payload, &signature).await.unwrap();
         assert_eq!(f.status(&first.request_id).await.0, "promoted");
-        f.state.rotations().on_seen(&f.agent_id, &key.public_bytes()).await;
+        f.state.rotations.on_seen(&f.agent_id, &key.public_bytes()).await;
         let second = f.request().await;
-        f.state.rotations().on_ack(&f.agent_id, &payload, &signature).await.unwrap();
+        f.state.rotations.on_ack(&f.agent_id, &payload, &signature).await.unwrap();
         assert_eq!(
             f.status(&second.request_id).await,
             ("failed".into(), Some("signature mismatch".into()))
@@ -234,18 +231,10 @@ async fn silence_ends_in_acknowledgement_timeout_exactly_at_the_deadline() {
     for f in fixtures().await {
         let rotation = f.request().await;
         f.clock.advance_millis(TIMEOUT_MS as i64 - 1);
-        f.state
-            .rotations()
-            .sweep(xerotier_core::Clock::now_millis(f.clock.as_ref()))
-            .await
-            .unwrap();
+        f.state.rotations.sweep(xerotier_core::Clock::now_millis(f.clock.as_ref())).await.unwrap();
         assert_eq!(f.status(&rotation.request_id).await.0, "pending");
         f.clock.advance_millis(1);
-        f.state
-            .rotations()
-            .sweep(xerotier_core::Clock::now_millis(f.clock.as_ref()))
-            .await
-            .unwrap();
+        f.state.rotations.sweep(xerotier_core::Clock::now_millis(f.clock.as_ref())).await.unwrap();
         assert_eq!(
             f.status(&rotation.request_id).await,
             ("failed".into(), Some("acknowledgement timeout".into()))
@@ -254,7 +243,7 @@ async fn silence_ends_in_acknowledgement_timeout_exactly_at_the_deadline() {
         let key = CurveKeyPair::generate(&SeededEntropy::new(9));
         let (payload, signature) =
             f.ack(&rotation.request_id, &f.nonce(&rotation.request_id).await, &key, &f.signing);
-        f.state.rotations().on_ack(&f.agent_id, &payload, &signature).await.unwrap();
+        f.state.rotations.on_ack(&f.agent_id, &payload, &signature).await.unwrap();
         assert_eq!(f.status(&rotation.request_id).await.0, "failed");
         assert_ne!(f.current_key().await, key.public_z85());
     }
@@ -264,19 +253,11 @@ async fn silence_ends_in_acknowledgement_timeout_exactly_at_the_deadline() {
 async fn one_rotation_in_flight_and_revoked_agents_fail() {
     for f in fixtures().await {
         let first = f.request().await;
-        let err = f
-            .state
-            .rotations()
-            .request(&f.admin, &RequestContext::default(), &f.agent_id, Some("again"))
-            .await
-            .unwrap_err();
+        let err =
+            f.state.rotations.request(&f.admin, &f.agent_id, Some("again")).await.unwrap_err();
         assert_eq!(err.code(), ErrorCode::RotationInFlight);
         assert!(err.to_string().contains(&first.request_id), "the conflict names the first: {err}");
-        f.state
-            .agents()
-            .revoke_credentials(&f.admin, &RequestContext::default(), &f.agent_id, Some("incident"))
-            .await
-            .unwrap();
+        f.state.agents.revoke_credentials(&f.admin, &f.agent_id, Some("incident")).await.unwrap();
         assert_eq!(
             f.status(&first.request_id).await,
             ("failed".into(), Some("revoked agent".into())),
@@ -295,28 +276,23 @@ async fn every_rotation_is_audited_with_operator_reason_and_outcome() {
     for f in fixtures().await {
         let rotation = f
             .state
-            .rotations()
+            .rotations
             .request(
-                &f.admin,
-                &RequestContext { request_id: Some("http-req-1".into()), client_addr: None },
+                &AuditContext { request_id: Some("http-req-1".into()), ..f.admin.clone() },
                 &f.agent_id,
                 Some("compliance"),
             )
             .await
             .unwrap();
         f.clock.advance_millis(TIMEOUT_MS as i64);
-        f.state
-            .rotations()
-            .sweep(xerotier_core::Clock::now_millis(f.clock.as_ref()))
-            .await
-            .unwrap();
+        f.state.rotations.sweep(xerotier_core::Clock::now_millis(f.clock.as_ref())).await.unwrap();
         let filter = xerotier_store::AuditFilter {
             action: Some("agent.curve_rotate".into()),
             ..Default::default()
         };
         let records = f
             .state
-            .store()
+            .store
             .list_audit(&filter, &xerotier_store::PageRequest { limit: 50, after: None })
             .await
             .unwrap()
@@ -327,7 +303,7 @@ async fn every_rotation_is_audited_with_operator_reason_and_outcome() {
             assert_eq!(record.actor_name.as_deref(), Some("admin"));
             assert_eq!(record.reason.as_deref(), Some("compliance"));
             assert_eq!(record.request_id.as_deref(), Some("http-req-1"));
-            assert!(record.details.as_deref().unwrap().contains(&rotation.request_id));
+            assert!(record.details.as_deref().unwrap().contains(&rotation.id));
         }
         assert_eq!(records[0].outcome, "success");
         assert_eq!(records[1].outcome, "failed");

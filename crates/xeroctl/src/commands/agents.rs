@@ -56,7 +56,7 @@ async fn list(
             vec![
                 a.id.clone(),
                 a.name.clone(),
-                a.status.clone(),
+                a.status.to_string(),
                 a.role.clone(),
                 output::or_dash(a.region.as_deref()),
                 output::or_dash(a.last_heartbeat_at.as_deref()),
@@ -86,7 +86,7 @@ async fn show(client: &Client, format: OutputFormat, id: &str) -> anyhow::Result
     output::fields(&[
         ("id", agent.id),
         ("name", agent.name),
-        ("status", agent.status),
+        ("status", agent.status.to_string()),
         ("role", agent.role),
         ("region", output::or_dash(agent.region.as_deref())),
         ("enrolled", agent.enrolled_at),

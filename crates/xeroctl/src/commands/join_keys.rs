@@ -107,7 +107,7 @@ async fn list(
         vec![
             k.id.clone(),
             k.name.clone(),
-            k.state.clone(),
+            k.state.to_string(),
             k.role.clone(),
             output::or_dash(k.region.as_deref()),
             k.expires_at.clone(),
@@ -134,7 +134,7 @@ async fn show(client: &Client, format: OutputFormat, id: &str) -> anyhow::Result
     output::fields(&[
         ("id", key.id),
         ("name", key.name),
-        ("state", key.state),
+        ("state", key.state.to_string()),
         ("role", key.role),
         ("region", output::or_dash(key.region.as_deref())),
         ("router_addr", key.router_addr),

@@ -4,6 +4,7 @@ use serde_json::json;
 use xerotier_proto::Page;
 use xerotier_proto::events::AgentEventView;
 use xerotier_proto::rotation::RotationView;
+use xerotier_proto::status::RotationStatus;
 
 use crate::cli::OutputFormat;
 use crate::client::{Call, Client};
@@ -39,7 +40,7 @@ pub async fn curve_rotate(
     if !wait {
         return Ok(());
     }
-    let outcome = if rotation.status == "pending" {
+    let outcome = if rotation.status == RotationStatus::Pending {
         follow_to_terminal(client, &rotation).await?
     } else {
         rotation
@@ -89,7 +90,7 @@ fn report_terminal(format: OutputFormat, rotation: &RotationView) -> anyhow::Res
             println!("new_key_fingerprint: {fingerprint}");
         }
     }
-    if rotation.status == "failed" {
+    if rotation.status == RotationStatus::Failed {
         bail!(
             "CURVE rotation {} failed: {}. Treat this as a containment trigger: pivot to incident \
              response (for example `xeroctl agents revoke-credentials {}`) before retrying.",

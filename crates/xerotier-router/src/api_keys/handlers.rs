@@ -1,20 +1,49 @@
+//! `/v1/management/api-keys`: requests in, views out.
+
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::{Extension, Json};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use utoipa::IntoParams;
+use xerotier_core::format_rfc3339;
 use xerotier_proto::api_keys::{
     ApiKeyView, CreateApiKeyRequest, IssuedApiKey, RevokeApiKeyRequest, RotateApiKeyRequest,
 };
-use xerotier_proto::{ErrorEnvelope, Page};
+use xerotier_proto::{ErrorEnvelope, Page, Scopes};
 
-use crate::AppState;
-use crate::auth::Principal;
+use super::service::{ApiKey, ApiKeyService, IssuedKey};
+use crate::audit::AuditContext;
 use crate::error::ApiError;
-use crate::http::extract::{JsonBody, QueryParams, RequestContext};
-use crate::http::pagination::page_request;
+use crate::http::extract::{JsonBody, QueryParams};
+use crate::http::pagination::{into_page, page_request};
+
+/// How a key appears in the API.
+pub fn view(key: ApiKey) -> ApiKeyView {
+    let ApiKey { record, status, previous_valid_until } = key;
+    ApiKeyView {
+        status,
+        scopes: Scopes::from_csv(&record.scopes).unwrap_or_default(),
+        created_at: format_rfc3339(record.created_at),
+        expires_at: record.expires_at.map(format_rfc3339),
+        last_used_at: record.last_used_at.map(format_rfc3339),
+        rotated_at: record.rotated_at.map(format_rfc3339),
+        previous_value_valid_until: previous_valid_until.map(format_rfc3339),
+        revoked_at: record.revoked_at.map(format_rfc3339),
+        id: record.id,
+        name: record.name,
+        created_by: record.created_by,
+        revoked_by: record.revoked_by,
+        revoked_reason: record.revoked_reason,
+    }
+}
+
+fn issued(issued: IssuedKey) -> IssuedApiKey {
+    IssuedApiKey { value: issued.value.expose_secret().to_string(), key: view(issued.key) }
+}
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListApiKeysQuery {
     pub limit: Option<u32>,
@@ -42,13 +71,12 @@ pub struct ListApiKeysQuery {
     security(("api_key" = []))
 )]
 pub async fn create_api_key(
-    State(state): State<AppState>,
-    Extension(actor): Extension<Principal>,
-    context: RequestContext,
+    State(keys): State<ApiKeyService>,
+    context: AuditContext,
     JsonBody(request): JsonBody<CreateApiKeyRequest>,
 ) -> Result<(StatusCode, Json<IssuedApiKey>), ApiError> {
-    let issued = state.api_keys().create(&actor, &context, request).await?;
-    Ok((StatusCode::CREATED, Json(issued)))
+    let created = keys.create(&context, request).await?;
+    Ok((StatusCode::CREATED, Json(issued(created))))
 }
 
 /// List API keys (never their values).
@@ -66,12 +94,12 @@ pub async fn create_api_key(
     security(("api_key" = []))
 )]
 pub async fn list_api_keys(
-    State(state): State<AppState>,
+    State(keys): State<ApiKeyService>,
     QueryParams(query): QueryParams<ListApiKeysQuery>,
 ) -> Result<Json<Page<ApiKeyView>>, ApiError> {
     let page = page_request(query.limit, query.after)?;
-    let listed = state.api_keys().list(&page, query.include_revoked, query.name.as_deref()).await?;
-    Ok(Json(listed))
+    let listed = keys.list(&page, query.include_revoked, query.name.as_deref()).await?;
+    Ok(Json(into_page(listed, |k| k.record.id.clone(), view)))
 }
 
 /// Show one API key.
@@ -89,10 +117,10 @@ pub async fn list_api_keys(
     security(("api_key" = []))
 )]
 pub async fn get_api_key(
-    State(state): State<AppState>,
+    State(keys): State<ApiKeyService>,
     Path(id): Path<String>,
 ) -> Result<Json<ApiKeyView>, ApiError> {
-    Ok(Json(state.api_keys().get(&id).await?))
+    Ok(Json(view(keys.get(&id).await?)))
 }
 
 /// Revoke an API key. Effective for the very next request on every replica.
@@ -112,15 +140,14 @@ pub async fn get_api_key(
     security(("api_key" = []))
 )]
 pub async fn revoke_api_key(
-    State(state): State<AppState>,
-    Extension(actor): Extension<Principal>,
-    context: RequestContext,
+    State(keys): State<ApiKeyService>,
+    context: AuditContext,
     Path(id): Path<String>,
     body: Option<JsonBody<RevokeApiKeyRequest>>,
 ) -> Result<Json<ApiKeyView>, ApiError> {
     let request = body.map(|JsonBody(b)| b).unwrap_or_default();
-    let revoked = state.api_keys().revoke(&actor, &context, &id, request.reason.as_deref()).await?;
-    Ok(Json(revoked))
+    let revoked = keys.revoke(&context, &id, request.reason.as_deref()).await?;
+    Ok(Json(view(revoked)))
 }
 
 /// Issue a new value for a key; the old value keeps working for the grace window.
@@ -141,12 +168,11 @@ pub async fn revoke_api_key(
     security(("api_key" = []))
 )]
 pub async fn rotate_api_key(
-    State(state): State<AppState>,
-    Extension(actor): Extension<Principal>,
-    context: RequestContext,
+    State(keys): State<ApiKeyService>,
+    context: AuditContext,
     Path(id): Path<String>,
     body: Option<JsonBody<RotateApiKeyRequest>>,
 ) -> Result<Json<IssuedApiKey>, ApiError> {
     let request = body.map(|JsonBody(b)| b).unwrap_or_default();
-    Ok(Json(state.api_keys().rotate(&actor, &context, &id, request).await?))
+    Ok(Json(issued(keys.rotate(&context, &id, request).await?)))
 }

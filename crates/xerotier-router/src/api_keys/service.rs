@@ -1,22 +1,19 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use xerotier_core::{IdGenerator, IdKind, SharedClock, SharedEntropy, UnixMillis, format_rfc3339};
 use xerotier_credentials::{IssuedSecret, write_secret_file};
 use xerotier_proto::api_keys::{
-    ApiKeyView, CreateApiKeyRequest, DEFAULT_ROTATE_GRACE_SECONDS, IssuedApiKey,
-    RotateApiKeyRequest,
+    CreateApiKeyRequest, DEFAULT_ROTATE_GRACE_SECONDS, RotateApiKeyRequest,
 };
-use xerotier_proto::{Page, Scope, Scopes};
-use xerotier_store::{ApiKeyRecord, NewApiKey, Outcome, PageRequest, Store};
+use xerotier_proto::status::ApiKeyStatus;
+use xerotier_proto::{Scope, Scopes};
+use xerotier_store::{ApiKeyRecord, NewApiKey, Outcome, PageRequest, PageSlice, Store};
 
-use crate::audit::{AuditLog, Target};
-use crate::auth::Principal;
-use crate::error::ApiError;
-use crate::http::extract::RequestContext;
-use crate::http::pagination::into_page;
+use crate::audit::{AuditContext, AuditLog, Change, Target};
 use crate::key_cache::KeyCache;
+use crate::service_error::ServiceError;
 use crate::validate;
 
 pub const BOOTSTRAP_KEY_NAME: &str = "bootstrap";
@@ -46,31 +43,30 @@ impl ApiKeyService {
         Self { store, clock, entropy, ids, audit, cache }
     }
 
-    pub fn view(&self, record: ApiKeyRecord) -> ApiKeyView {
-        view(record, self.clock.now_millis())
+    fn as_of_now(&self, record: ApiKeyRecord) -> ApiKey {
+        ApiKey::at(record, self.clock.now_millis())
     }
 
     pub async fn create(
         &self,
-        actor: &Principal,
-        context: &RequestContext,
+        context: &AuditContext,
         request: CreateApiKeyRequest,
-    ) -> Result<IssuedApiKey, ApiError> {
+    ) -> Result<IssuedKey, ServiceError> {
         validate::name(&request.name, "name")?;
         if request.scopes.is_empty() {
-            return Err(ApiError::invalid("at least one scope is required", "scopes"));
+            return Err(ServiceError::invalid("at least one scope is required", "scopes"));
         }
         let now = self.clock.now_millis();
         let expires_at = match request.expires_in_seconds {
             None => None,
             Some(0) => {
-                return Err(ApiError::invalid(
+                return Err(ServiceError::invalid(
                     "expires_in_seconds must be positive",
                     "expires_in_seconds",
                 ));
             }
             Some(secs) if secs > MAX_EXPIRES_IN_SECONDS => {
-                return Err(ApiError::invalid(
+                return Err(ServiceError::invalid(
                     format!("expires_in_seconds must be at most {MAX_EXPIRES_IN_SECONDS}"),
                     "expires_in_seconds",
                 ));
@@ -85,41 +81,33 @@ impl ApiKeyService {
             scopes: request.scopes.to_csv(),
             verifier: secret.verifier.to_hex(),
             created_at: now,
-            created_by: Some(actor.key_id.clone()),
+            created_by: context.actor_key_id().map(str::to_string),
             expires_at,
         };
         let target = Target { kind: "api_key", id: Some(&id), name: Some(&request.name) };
-        let details = serde_json::json!({ "scopes": request.scopes, "expires_at": expires_at.map(format_rfc3339) });
-        let entry = self.audit.entry(
-            Some(actor),
-            context,
-            "api_key.create",
-            Some(target.clone()),
-            Outcome::Success,
-            None,
-            details,
+        let change = Change::new("api_key.create", target).creating().details(
+            serde_json::json!({ "scopes": request.scopes, "expires_at": expires_at.map(format_rfc3339) }),
         );
-        if let Err(err) = self.store.create_api_key(&new_key, &entry).await {
-            let attempted = Target { id: None, ..target };
-            self.audit.record_failure(actor, context, "api_key.create", attempted, &err).await;
-            return Err(err.into());
-        }
-        tracing::info!(key_id = %id, name = %request.name, actor = %actor.key_id, "api key created");
+        self.audit
+            .audited(context, change, |entry| async move {
+                self.store.create_api_key(&new_key, &entry).await
+            })
+            .await?;
+        tracing::info!(key_id = %id, name = %request.name, actor = %context.actor_label(), "api key created");
         let record = self.get_record(&id).await?;
-        Ok(IssuedApiKey { key: self.view(record), value: secret.value.expose_secret().to_string() })
+        Ok(IssuedKey { key: self.as_of_now(record), value: secret.value })
     }
 
     pub async fn rotate(
         &self,
-        actor: &Principal,
-        context: &RequestContext,
+        context: &AuditContext,
         id: &str,
         request: RotateApiKeyRequest,
-    ) -> Result<IssuedApiKey, ApiError> {
+    ) -> Result<IssuedKey, ServiceError> {
         let reason = validate::reason(request.reason.as_deref())?;
         let grace = request.grace_seconds.unwrap_or(DEFAULT_ROTATE_GRACE_SECONDS);
         if grace > MAX_EXPIRES_IN_SECONDS {
-            return Err(ApiError::invalid("grace_seconds is too large", "grace_seconds"));
+            return Err(ServiceError::invalid("grace_seconds is too large", "grace_seconds"));
         }
         let now = self.clock.now_millis();
         let previous_valid_until = now + secs_to_millis(grace);
@@ -129,99 +117,83 @@ impl ApiKeyService {
             "grace_seconds": grace,
             "previous_value_valid_until": format_rfc3339(previous_valid_until),
         });
-        let entry = self.audit.entry(
-            Some(actor),
-            context,
-            "api_key.rotate",
-            Some(target.clone()),
-            Outcome::Success,
-            reason,
-            details,
-        );
-        let result = self
-            .store
-            .rotate_api_key(id, &secret.verifier.to_hex(), now, previous_valid_until, &entry)
-            .await;
-        // Before answering, whatever the result: the change must hold on the next request.
-        self.cache.invalidate(id);
-        let rotated = match result {
-            Ok(record) => record,
-            Err(err) => {
-                self.audit.record_failure(actor, context, "api_key.rotate", target, &err).await;
-                return Err(err.into());
-            }
-        };
-        tracing::info!(key_id = %id, grace_seconds = grace, actor = %actor.key_id, "api key rotated");
-        Ok(IssuedApiKey {
-            key: self.view(rotated),
-            value: secret.value.expose_secret().to_string(),
-        })
+        let change = Change::new("api_key.rotate", target).reason(reason).details(details);
+        let verifier = secret.verifier.to_hex();
+        let rotated = self
+            .audit
+            .audited(context, change, |entry| async move {
+                let result = self
+                    .store
+                    .rotate_api_key(id, &verifier, now, previous_valid_until, &entry)
+                    .await;
+                // Before answering, whatever the result: the change must hold on the next request.
+                self.cache.invalidate(id);
+                result
+            })
+            .await?;
+        tracing::info!(key_id = %id, grace_seconds = grace, actor = %context.actor_label(), "api key rotated");
+        Ok(IssuedKey { key: self.as_of_now(rotated), value: secret.value })
     }
 
     pub async fn revoke(
         &self,
-        actor: &Principal,
-        context: &RequestContext,
+        context: &AuditContext,
         id: &str,
         reason: Option<&str>,
-    ) -> Result<ApiKeyView, ApiError> {
+    ) -> Result<ApiKey, ServiceError> {
         let reason = validate::reason(reason)?;
         let now = self.clock.now_millis();
         let target = Target { kind: "api_key", id: Some(id), name: None };
-        let entry = self.audit.entry(
-            Some(actor),
-            context,
-            "api_key.revoke",
-            Some(target.clone()),
-            Outcome::Success,
-            reason,
-            serde_json::Value::Null,
-        );
-        let result = self.store.revoke_api_key(id, now, Some(&actor.key_id), reason, &entry).await;
-        // Before answering, whatever the result: the revoke must hold on the next request.
-        self.cache.invalidate(id);
-        match result {
-            Ok(record) => {
-                tracing::info!(key_id = %id, actor = %actor.key_id, "api key revoked");
-                Ok(self.view(record))
-            }
-            Err(err) => {
-                self.audit.record_failure(actor, context, "api_key.revoke", target, &err).await;
-                Err(err.into())
-            }
-        }
+        let change = Change::new("api_key.revoke", target).reason(reason);
+        let revoked = self
+            .audit
+            .audited(context, change, |entry| async move {
+                let result = self
+                    .store
+                    .revoke_api_key(id, now, context.actor_key_id(), reason, &entry)
+                    .await;
+                // Before answering, whatever the result: the revoke must hold on the next request.
+                self.cache.invalidate(id);
+                result
+            })
+            .await?;
+        tracing::info!(key_id = %id, actor = %context.actor_label(), "api key revoked");
+        Ok(self.as_of_now(revoked))
     }
 
-    pub async fn get(&self, id: &str) -> Result<ApiKeyView, ApiError> {
-        Ok(self.view(self.get_record(id).await?))
+    pub async fn get(&self, id: &str) -> Result<ApiKey, ServiceError> {
+        Ok(self.as_of_now(self.get_record(id).await?))
     }
 
-    async fn get_record(&self, id: &str) -> Result<ApiKeyRecord, ApiError> {
-        self.store.api_key(id).await?.ok_or_else(|| ApiError::NotFound(format!("API key {id}")))
+    async fn get_record(&self, id: &str) -> Result<ApiKeyRecord, ServiceError> {
+        self.store.api_key(id).await?.ok_or_else(|| ServiceError::NotFound(format!("API key {id}")))
     }
 
+    /// One page of keys, or the unrevoked key named `name` (a page of at most one).
     pub async fn list(
         &self,
         page: &PageRequest,
         include_revoked: bool,
         name: Option<&str>,
-    ) -> Result<Page<ApiKeyView>, ApiError> {
-        if let Some(name) = name {
-            let found = self.store.api_key_by_name(name).await?;
-            return Ok(Page {
-                data: found.into_iter().map(|r| self.view(r)).collect(),
+    ) -> Result<PageSlice<ApiKey>, ServiceError> {
+        let now = self.clock.now_millis();
+        let slice = match name {
+            Some(name) => PageSlice {
+                items: self.store.api_key_by_name(name).await?.into_iter().collect(),
                 has_more: false,
-                next_after: None,
-            });
-        }
-        let slice = self.store.list_api_keys(page, include_revoked).await?;
-        Ok(into_page(slice, |r| r.id.clone(), |r| self.view(r)))
+            },
+            None => self.store.list_api_keys(page, include_revoked).await?,
+        };
+        Ok(PageSlice {
+            items: slice.items.into_iter().map(|r| ApiKey::at(r, now)).collect(),
+            has_more: slice.has_more,
+        })
     }
 
     /// On a store no router has bootstrapped, creates the admin key and writes its value to
     /// `<state_dir>/bootstrap.key` (0600) inside the same transaction. Returns the file's path
     /// when this call created it.
-    pub async fn bootstrap(&self, state_dir: &Path) -> Result<Option<PathBuf>, ApiError> {
+    pub async fn bootstrap(&self, state_dir: &Path) -> Result<Option<PathBuf>, ServiceError> {
         let id = self.ids.next(IdKind::ApiKey);
         let secret = IssuedSecret::generate(&id, self.entropy.as_ref());
         let scopes = Scopes::new(Scope::ALL.to_vec());
@@ -236,22 +208,15 @@ impl ApiKeyService {
         };
         let target = Target { kind: "api_key", id: Some(&id), name: Some(BOOTSTRAP_KEY_NAME) };
         let details = serde_json::json!({ "scopes": scopes, "file": BOOTSTRAP_KEY_FILE });
-        let entry = self.audit.entry(
-            None,
-            &RequestContext::default(),
-            "api_key.bootstrap",
-            Some(target),
-            Outcome::Success,
-            None,
-            details,
-        );
+        let change = Change::new("api_key.bootstrap", target).details(details);
+        let entry = self.audit.entry(&AuditContext::default(), &change, Outcome::Success);
         let path = state_dir.join(BOOTSTRAP_KEY_FILE);
         let value = format!("{}\n", secret.value.expose_secret());
         let created = self
             .store
             .bootstrap_api_key(&new_key, &entry, || write_secret_file(&path, value.as_bytes()))
             .await?
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!("writing the bootstrap key: {e}")))?;
+            .map_err(|e| ServiceError::internal(format!("writing the bootstrap key: {e}")))?;
         Ok(created.then_some(path))
     }
 }
@@ -260,29 +225,32 @@ fn secs_to_millis(secs: u64) -> UnixMillis {
     i64::try_from(secs).unwrap_or(i64::MAX / 1000).saturating_mul(1000)
 }
 
-/// How a key appears in the API at time `now`.
-pub fn view(record: ApiKeyRecord, now: UnixMillis) -> ApiKeyView {
-    let status = if record.revoked_at.is_some() {
-        "revoked"
-    } else if record.expires_at.is_some_and(|at| now >= at) {
-        "expired"
-    } else {
-        "active"
-    };
-    let grace_open = record.previous_valid_until.filter(|until| now < *until);
-    ApiKeyView {
-        status: status.to_string(),
-        scopes: Scopes::from_csv(&record.scopes).unwrap_or_default(),
-        created_at: format_rfc3339(record.created_at),
-        expires_at: record.expires_at.map(format_rfc3339),
-        last_used_at: record.last_used_at.map(format_rfc3339),
-        rotated_at: record.rotated_at.map(format_rfc3339),
-        previous_value_valid_until: grace_open.map(format_rfc3339),
-        revoked_at: record.revoked_at.map(format_rfc3339),
-        id: record.id,
-        name: record.name,
-        created_by: record.created_by,
-        revoked_by: record.revoked_by,
-        revoked_reason: record.revoked_reason,
+/// A key as of a given time: its record and what that time makes of it.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub record: ApiKeyRecord,
+    pub status: ApiKeyStatus,
+    /// Until when the value from before the last rotation is still accepted, if still open.
+    pub previous_valid_until: Option<UnixMillis>,
+}
+
+impl ApiKey {
+    pub fn at(record: ApiKeyRecord, now: UnixMillis) -> Self {
+        let status = if record.revoked_at.is_some() {
+            ApiKeyStatus::Revoked
+        } else if record.expires_at.is_some_and(|at| now >= at) {
+            ApiKeyStatus::Expired
+        } else {
+            ApiKeyStatus::Active
+        };
+        let previous_valid_until = record.previous_valid_until.filter(|until| now < *until);
+        Self { record, status, previous_valid_until }
     }
+}
+
+/// A key together with its value: the only time the value leaves the service.
+#[derive(Debug)]
+pub struct IssuedKey {
+    pub key: ApiKey,
+    pub value: SecretString,
 }

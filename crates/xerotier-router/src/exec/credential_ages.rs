@@ -2,18 +2,11 @@
 //! generation and mtime with every reload; this lists them with their age against the routine
 //! cadence (SPEC 3.6: 90 days for long-lived workspace credentials).
 
-use axum::Json;
-use axum::extract::State;
-use xerotier_core::{UnixMillis, format_rfc3339};
-use xerotier_proto::ErrorEnvelope;
-use xerotier_proto::workspace_credentials::{
-    CredentialFileReport, CredentialList, CredentialQuery, CredentialView, ReloadReport,
-};
+use xerotier_core::{SharedClock, UnixMillis, format_rfc3339};
+use xerotier_proto::workspace_credentials::{CredentialFileReport, CredentialView, ReloadReport};
 use xerotier_store::{CredentialState, Store, StoreError};
 
-use crate::AppState;
-use crate::error::ApiError;
-use crate::http::extract::QueryParams;
+use crate::service_error::ServiceError;
 
 /// The routine cadence for long-lived workspace credentials.
 pub const CADENCE_DAYS: u64 = 90;
@@ -21,16 +14,34 @@ pub const CADENCE_DAYS: u64 = 90;
 const DUE_WITHIN_DAYS: u64 = 7;
 const DAY_MS: i64 = 86_400_000;
 
-/// Records an agent's reload report as the current state of its credential files.
-pub async fn record(
-    store: &Store,
-    agent_id: &str,
-    report: &ReloadReport,
-    now: UnixMillis,
-) -> Result<(), StoreError> {
-    let states: Vec<CredentialState> =
-        report.files.iter().map(|file| state(agent_id, file, now)).collect();
-    store.record_credential_report(agent_id, &states, now).await
+/// What agents reported of their credential files, and how old each is.
+#[derive(Debug, Clone)]
+pub struct CredentialAges {
+    store: Store,
+    clock: SharedClock,
+}
+
+impl CredentialAges {
+    pub fn new(store: Store, clock: SharedClock) -> Self {
+        Self { store, clock }
+    }
+
+    /// Records an agent's reload report as the current state of its credential files.
+    pub async fn record(&self, agent_id: &str, report: &ReloadReport) -> Result<(), StoreError> {
+        let now = self.clock.now_millis();
+        let states: Vec<CredentialState> =
+            report.files.iter().map(|file| state(agent_id, file, now)).collect();
+        self.store.record_credential_report(agent_id, &states, now).await
+    }
+
+    /// Every live agent's files (or one agent's), and the time their ages are counted to.
+    pub async fn list(
+        &self,
+        agent_id: Option<&str>,
+    ) -> Result<(Vec<CredentialState>, UnixMillis), ServiceError> {
+        let now = self.clock.now_millis();
+        Ok((self.store.credential_states(agent_id).await?, now))
+    }
 }
 
 fn state(agent_id: &str, file: &CredentialFileReport, now: UnixMillis) -> CredentialState {
@@ -56,7 +67,8 @@ pub fn rotation_status(age_days: Option<u64>) -> &'static str {
     }
 }
 
-fn view(state: CredentialState, now: UnixMillis) -> CredentialView {
+/// How one file appears in the API, its age counted to `now`.
+pub fn view(state: CredentialState, now: UnixMillis) -> CredentialView {
     let age_days = state.mtime_ms.map(|m| u64::try_from((now - m).max(0) / DAY_MS).unwrap_or(0));
     CredentialView {
         rotation: rotation_status(age_days).to_string(),
@@ -71,28 +83,6 @@ fn view(state: CredentialState, now: UnixMillis) -> CredentialView {
         sha256: state.sha256,
         error: state.error,
     }
-}
-
-/// Workspace credential files across the fleet: hash, generation, age, due/overdue.
-#[utoipa::path(
-    get,
-    path = "/v1/management/credentials",
-    tag = "agents",
-    params(CredentialQuery),
-    responses(
-        (status = 200, description = "Every live agent's credential files", body = CredentialList),
-        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
-        (status = 403, description = "Key lacks the management scope", body = ErrorEnvelope),
-    ),
-    security(("api_key" = []))
-)]
-pub async fn list_credentials(
-    State(state): State<AppState>,
-    QueryParams(query): QueryParams<CredentialQuery>,
-) -> Result<Json<CredentialList>, ApiError> {
-    let now = state.clock().now_millis();
-    let states = state.store().credential_states(query.agent_id.as_deref()).await?;
-    Ok(Json(CredentialList { credentials: states.into_iter().map(|s| view(s, now)).collect() }))
 }
 
 #[cfg(test)]

@@ -1,16 +1,29 @@
 //! The execution API, `/v1/exec/*` (scope `execution`).
 
+//! Each handler takes the one service it needs and maps its answer to a view. Containment
+//! (`pause-exec`) and the fleet's credential ages are management routes, served here because
+//! their services live in this area.
+
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::{Extension, Json};
-use xerotier_proto::invocation::{InvocationQuery, InvocationView, InvokeRequest};
+use xerotier_core::format_rfc3339;
+use xerotier_proto::invocation::{
+    InvocationQuery, InvocationStatus, InvocationView, InvokeRequest,
+};
+use xerotier_proto::pauses::{PauseExecRequest, PauseList, PauseView};
 use xerotier_proto::tools::{ToolDetail, ToolList};
+use xerotier_proto::workspace_credentials::{CredentialList, CredentialQuery};
 use xerotier_proto::{ErrorEnvelope, Page};
+use xerotier_store::PauseRecord;
 
-use crate::AppState;
-use crate::auth::Principal;
+use super::credential_ages::{self, CredentialAges};
+use super::pauses::PauseService;
+use super::service::{ExecService, Invocation, InvocationSearch};
+use crate::audit::AuditContext;
 use crate::error::ApiError;
 use crate::http::extract::{JsonBody, QueryParams};
+use crate::http::pagination::{into_page, page_request};
 
 /// Tools offered by the online agents connected to this router.
 #[utoipa::path(
@@ -24,8 +37,8 @@ use crate::http::extract::{JsonBody, QueryParams};
     ),
     security(("api_key" = []))
 )]
-pub async fn list_tools(State(state): State<AppState>) -> Json<ToolList> {
-    Json(state.exec().tools())
+pub async fn list_tools(State(exec): State<ExecService>) -> Json<ToolList> {
+    Json(exec.tools())
 }
 
 /// One tool: its argument schema and the agents that offer it.
@@ -41,10 +54,10 @@ pub async fn list_tools(State(state): State<AppState>) -> Json<ToolList> {
     security(("api_key" = []))
 )]
 pub async fn get_tool(
-    State(state): State<AppState>,
+    State(exec): State<ExecService>,
     Path(name): Path<String>,
 ) -> Result<Json<ToolDetail>, ApiError> {
-    Ok(Json(state.exec().tool(&name)?))
+    Ok(Json(exec.tool(&name)?))
 }
 
 /// Invoke a tool in a workspace. Arguments are checked against the tool's schema before
@@ -63,11 +76,12 @@ pub async fn get_tool(
     security(("api_key" = []))
 )]
 pub async fn create_invocation(
-    State(state): State<AppState>,
-    Extension(actor): Extension<Principal>,
+    State(exec): State<ExecService>,
+    context: AuditContext,
     JsonBody(request): JsonBody<InvokeRequest>,
 ) -> Result<(StatusCode, Json<InvocationView>), ApiError> {
-    Ok((StatusCode::ACCEPTED, Json(state.exec().create(&actor, request).await?)))
+    let created = exec.create(context.actor_key_id(), request).await?;
+    Ok((StatusCode::ACCEPTED, Json(invocation(created))))
 }
 
 /// Invocations, oldest first, with filters.
@@ -83,10 +97,27 @@ pub async fn create_invocation(
     security(("api_key" = []))
 )]
 pub async fn list_invocations(
-    State(state): State<AppState>,
+    State(exec): State<ExecService>,
     QueryParams(query): QueryParams<InvocationQuery>,
 ) -> Result<Json<Page<InvocationView>>, ApiError> {
-    Ok(Json(state.exec().list(query).await?))
+    let page = page_request(query.limit, query.after)?;
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(text) => Some(InvocationStatus::parse(text).ok_or_else(|| {
+            ApiError::invalid(
+                "status must be queued, running, succeeded, failed, cancelled or timed_out",
+                "status",
+            )
+        })?),
+    };
+    let search = InvocationSearch {
+        status,
+        agent_id: query.agent_id,
+        workspace: query.workspace,
+        tool: query.tool,
+    };
+    let slice = exec.list(search, &page).await?;
+    Ok(Json(into_page(slice, |i| i.record.id.clone(), invocation)))
 }
 
 /// One invocation; while it runs, its output so far.
@@ -102,10 +133,10 @@ pub async fn list_invocations(
     security(("api_key" = []))
 )]
 pub async fn get_invocation(
-    State(state): State<AppState>,
+    State(exec): State<ExecService>,
     Path(id): Path<String>,
 ) -> Result<Json<InvocationView>, ApiError> {
-    Ok(Json(state.exec().get(&id).await?))
+    Ok(Json(invocation(exec.get(&id).await?)))
 }
 
 /// Cancel an invocation: at once if it has not started, else its agent kills the tool.
@@ -122,8 +153,148 @@ pub async fn get_invocation(
     security(("api_key" = []))
 )]
 pub async fn cancel_invocation(
-    State(state): State<AppState>,
+    State(exec): State<ExecService>,
     Path(id): Path<String>,
 ) -> Result<Json<InvocationView>, ApiError> {
-    Ok(Json(state.exec().cancel(&id).await?))
+    Ok(Json(invocation(exec.cancel(&id).await?)))
+}
+
+/// Stop dispatching to an agent (or one workspace on it). Idempotent.
+#[utoipa::path(
+    post,
+    path = "/v1/management/agents/{id}/pause-exec",
+    tag = "agents",
+    params(("id" = String, Path, description = "Agent id, `agt_…`")),
+    request_body(content = PauseExecRequest, description = "Optional workspace and reason"),
+    responses(
+        (status = 200, description = "The pause in force", body = PauseView),
+        (status = 404, description = "No such agent or workspace", body = ErrorEnvelope),
+        (status = 409, description = "The agent is revoked", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn pause_exec(
+    State(pauses): State<PauseService>,
+    context: AuditContext,
+    Path(agent_id): Path<String>,
+    body: Option<JsonBody<PauseExecRequest>>,
+) -> Result<Json<PauseView>, ApiError> {
+    let request = body.map(|JsonBody(b)| b).unwrap_or_default();
+    let workspace = request.workspace.as_deref();
+    let pause = pauses.pause(&context, &agent_id, workspace, request.reason.as_deref()).await?;
+    Ok(Json(pause_view(pause)))
+}
+
+/// Resume dispatch; answers with the pauses still in force on the agent.
+#[utoipa::path(
+    post,
+    path = "/v1/management/agents/{id}/resume-exec",
+    tag = "agents",
+    params(("id" = String, Path, description = "Agent id, `agt_…`")),
+    request_body(content = PauseExecRequest, description = "Optional workspace"),
+    responses(
+        (status = 200, description = "Pauses still in force", body = PauseList),
+        (status = 404, description = "No such agent", body = ErrorEnvelope),
+        (status = 409, description = "Not paused (`not_paused`)", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn resume_exec(
+    State(pauses): State<PauseService>,
+    context: AuditContext,
+    Path(agent_id): Path<String>,
+    body: Option<JsonBody<PauseExecRequest>>,
+) -> Result<Json<PauseList>, ApiError> {
+    let request = body.map(|JsonBody(b)| b).unwrap_or_default();
+    let workspace = request.workspace.as_deref();
+    let left = pauses.resume(&context, &agent_id, workspace, request.reason.as_deref()).await?;
+    Ok(Json(pause_list(left)))
+}
+
+/// The pauses in force on an agent.
+#[utoipa::path(
+    get,
+    path = "/v1/management/agents/{id}/pauses",
+    tag = "agents",
+    params(("id" = String, Path, description = "Agent id, `agt_…`")),
+    responses((status = 200, description = "Pauses in force", body = PauseList)),
+    security(("api_key" = []))
+)]
+pub async fn list_pauses(
+    State(pauses): State<PauseService>,
+    Path(agent_id): Path<String>,
+) -> Result<Json<PauseList>, ApiError> {
+    Ok(Json(pause_list(pauses.list(&agent_id).await?)))
+}
+
+/// Workspace credential files across the fleet: hash, generation, age, due/overdue.
+#[utoipa::path(
+    get,
+    path = "/v1/management/credentials",
+    tag = "agents",
+    params(CredentialQuery),
+    responses(
+        (status = 200, description = "Every live agent's credential files", body = CredentialList),
+        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
+        (status = 403, description = "Key lacks the management scope", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn list_credentials(
+    State(ages): State<CredentialAges>,
+    QueryParams(query): QueryParams<CredentialQuery>,
+) -> Result<Json<CredentialList>, ApiError> {
+    let (states, now) = ages.list(query.agent_id.as_deref()).await?;
+    let credentials = states.into_iter().map(|s| credential_ages::view(s, now)).collect();
+    Ok(Json(CredentialList { credentials }))
+}
+
+fn pause_view(record: PauseRecord) -> PauseView {
+    PauseView {
+        agent_id: record.agent_id,
+        workspace: record.workspace,
+        paused_at: format_rfc3339(record.paused_at),
+        paused_by: record.paused_by,
+        reason: record.reason,
+    }
+}
+
+fn pause_list(records: Vec<PauseRecord>) -> PauseList {
+    PauseList { pauses: records.into_iter().map(pause_view).collect() }
+}
+
+/// How an invocation appears in the API: while it runs, with the output streamed so far.
+pub fn invocation(invocation: Invocation) -> InvocationView {
+    let Invocation { record, live } = invocation;
+    let status = InvocationStatus::parse(&record.status).unwrap_or(InvocationStatus::Failed);
+    let (stdout, stderr, stdout_truncated, stderr_truncated) = match live {
+        Some(live) => (
+            String::from_utf8_lossy(&live.stdout).into_owned(),
+            String::from_utf8_lossy(&live.stderr).into_owned(),
+            live.stdout_truncated,
+            live.stderr_truncated,
+        ),
+        None => (record.stdout, record.stderr, record.stdout_truncated, record.stderr_truncated),
+    };
+    InvocationView {
+        status,
+        args: serde_json::from_str(&record.args).unwrap_or(serde_json::Value::Null),
+        created_at: format_rfc3339(record.created_at),
+        dispatched_at: record.dispatched_at.map(format_rfc3339),
+        started_at: record.started_at.map(format_rfc3339),
+        finished_at: record.finished_at.map(format_rfc3339),
+        exit_code: record.exit_code.and_then(|c| i32::try_from(c).ok()),
+        credential_generation: record.credential_generation.and_then(|g| u64::try_from(g).ok()),
+        cancel_requested: record.cancel_requested_at.is_some(),
+        id: record.id,
+        tool: record.tool,
+        workspace: record.workspace,
+        agent_id: record.agent_id,
+        created_by: record.created_by,
+        stdout,
+        stderr,
+        stdout_truncated,
+        stderr_truncated,
+        error: record.error,
+    }
 }

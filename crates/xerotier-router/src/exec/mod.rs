@@ -9,23 +9,28 @@ pub mod service;
 
 use std::time::Duration;
 
-pub use service::ExecService;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-use crate::AppState;
+pub use service::ExecService;
 
 /// Dispatch runs when woken (a new invocation, an agent connecting, a result, a resume) and at
 /// least this often, for invocations queued through other replicas.
 const DISPATCH_POLL: Duration = Duration::from_millis(500);
 
-pub async fn dispatch_loop(state: AppState) {
-    let wake = state.exec().wake_handle();
-    loop {
-        if let Err(err) = state.exec().dispatch_once().await {
-            tracing::warn!(error = %err, "dispatch pass failed");
+/// Hands queued invocations to agents until `shutdown`; a pass under way finishes first.
+pub fn spawn_dispatch(exec: ExecService, shutdown: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let wake = exec.wake_handle();
+        while !shutdown.is_cancelled() {
+            if let Err(err) = exec.dispatch_once().await {
+                tracing::warn!(error = %err, "dispatch pass failed");
+            }
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(DISPATCH_POLL) => {}
+                () = shutdown.cancelled() => {}
+            }
         }
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(DISPATCH_POLL) => {}
-        }
-    }
+    })
 }

@@ -1,8 +1,8 @@
 //! What the agents connected to this replica offer: their manifests and when each was last
 //! heard from. Kept in memory so that `GET /v1/exec/tools` and dispatch cost no database read.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Mutex;
 
 use xerotier_core::UnixMillis;
 use xerotier_proto::agents::{CapabilityManifest, ManifestTool};
@@ -44,21 +44,14 @@ pub struct Offers {
     agents: Mutex<HashMap<String, AgentOffer>>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
-
 impl Offers {
     pub fn upsert(&self, offer: AgentOffer) {
-        lock(&self.agents).insert(offer.agent_id.clone(), offer);
+        self.agents.lock().insert(offer.agent_id.clone(), offer);
     }
 
     /// Replaces an agent's manifest; false if the agent is not known here (no hello yet).
     pub fn set_manifest(&self, agent_id: &str, manifest: CapabilityManifest) -> bool {
-        match lock(&self.agents).get_mut(agent_id) {
+        match self.agents.lock().get_mut(agent_id) {
             Some(offer) => {
                 offer.manifest = manifest;
                 true
@@ -68,24 +61,24 @@ impl Offers {
     }
 
     pub fn seen(&self, agent_id: &str, now: UnixMillis) {
-        if let Some(offer) = lock(&self.agents).get_mut(agent_id) {
+        if let Some(offer) = self.agents.lock().get_mut(agent_id) {
             offer.last_seen = offer.last_seen.max(now);
         }
     }
 
     pub fn remove(&self, agent_id: &str) {
-        lock(&self.agents).remove(agent_id);
+        self.agents.lock().remove(agent_id);
     }
 
     pub fn online(&self, now: UnixMillis) -> Vec<AgentOffer> {
         let mut online: Vec<AgentOffer> =
-            lock(&self.agents).values().filter(|o| o.online(now)).cloned().collect();
+            self.agents.lock().values().filter(|o| o.online(now)).cloned().collect();
         online.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
         online
     }
 
     pub fn is_online(&self, agent_id: &str, now: UnixMillis) -> bool {
-        lock(&self.agents).get(agent_id).is_some_and(|o| o.online(now))
+        self.agents.lock().get(agent_id).is_some_and(|o| o.online(now))
     }
 
     /// Every tool an online agent offers, by name; the first agent (by id) describes it.

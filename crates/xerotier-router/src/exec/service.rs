@@ -7,28 +7,27 @@
 //! invocations each of them holds.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use tokio::sync::Notify;
-use xerotier_core::{IdGenerator, IdKind, SharedClock, UnixMillis, format_rfc3339};
+use xerotier_core::{IdGenerator, IdKind, SharedClock, UnixMillis};
 use xerotier_proto::agents::CapabilityManifest;
 use xerotier_proto::invocation::{
-    InvocationQuery, InvocationResult, InvocationStatus, InvocationView, InvokeRequest,
-    MAX_OUTPUT_BYTES,
+    InvocationResult, InvocationStatus, InvokeRequest, MAX_OUTPUT_BYTES,
 };
 use xerotier_proto::mesh::Frame;
+use xerotier_proto::schema;
 use xerotier_proto::tools::{ToolDetail, ToolList};
-use xerotier_proto::{Page, schema};
 use xerotier_store::{
-    CancelOutcome, InvocationEnd, InvocationFilter, InvocationRecord, NewInvocation, PauseRecord,
-    Store, StoreError,
+    CancelOutcome, InvocationEnd, InvocationFilter, InvocationRecord, NewInvocation, PageRequest,
+    PageSlice, PauseRecord, Store, StoreError,
 };
 
 use super::offers::{AgentOffer, Offers};
-use crate::auth::Principal;
-use crate::error::ApiError;
-use crate::fleet::Fleet;
-use crate::http::pagination::{into_page, page_request};
+use crate::mesh_link::MeshLink;
+use crate::service_error::ServiceError;
 
 /// How long an agent that refused an invocation (it is shutting down, say) is left alone.
 const REFUSAL_BACKOFF_MS: i64 = 2_000;
@@ -37,11 +36,27 @@ const DISPATCH_BATCH: u32 = 200;
 
 /// Output streamed so far by a running invocation (bounded like the final result).
 #[derive(Debug, Default, Clone)]
-struct LiveOutput {
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    stdout_truncated: bool,
-    stderr_truncated: bool,
+pub struct LiveOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+}
+
+/// An invocation as stored, with the output streamed so far while it runs.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub record: InvocationRecord,
+    pub live: Option<LiveOutput>,
+}
+
+/// What `GET /v1/exec/invocations` filters on.
+#[derive(Debug, Clone, Default)]
+pub struct InvocationSearch {
+    pub status: Option<InvocationStatus>,
+    pub agent_id: Option<String>,
+    pub workspace: Option<String>,
+    pub tool: Option<String>,
 }
 
 fn append_bounded(buffer: &mut Vec<u8>, truncated: &mut bool, chunk: &[u8]) {
@@ -66,17 +81,10 @@ pub struct ExecService {
     store: Store,
     clock: SharedClock,
     ids: IdGenerator,
-    fleet: Arc<Fleet>,
+    link: Arc<MeshLink>,
     offers: Arc<Offers>,
     tracking: Arc<Mutex<Tracking>>,
     wake: Arc<Notify>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
 }
 
 fn is_paused(pauses: &[PauseRecord], agent_id: &str, workspace: &str) -> bool {
@@ -86,12 +94,12 @@ fn is_paused(pauses: &[PauseRecord], agent_id: &str, workspace: &str) -> bool {
 }
 
 impl ExecService {
-    pub fn new(store: Store, clock: SharedClock, ids: IdGenerator, fleet: Arc<Fleet>) -> Self {
+    pub fn new(store: Store, clock: SharedClock, ids: IdGenerator, link: Arc<MeshLink>) -> Self {
         Self {
             store,
             clock,
             ids,
-            fleet,
+            link,
             offers: Arc::default(),
             tracking: Arc::default(),
             wake: Arc::default(),
@@ -111,45 +119,46 @@ impl ExecService {
         ToolList { tools: self.offers.tools(self.clock.now_millis()) }
     }
 
-    pub fn tool(&self, name: &str) -> Result<ToolDetail, ApiError> {
+    pub fn tool(&self, name: &str) -> Result<ToolDetail, ServiceError> {
         self.offers
             .tool(name, self.clock.now_millis())
-            .ok_or_else(|| ApiError::ToolNotFound(name.to_string()))
+            .ok_or_else(|| ServiceError::ToolNotFound(name.to_string()))
     }
 
     /// Validates the request against what online agents offer, then queues it. Nothing is
     /// created when no online agent could ever run it.
+    /// `created_by`: the API key id that asked.
     pub async fn create(
         &self,
-        actor: &Principal,
+        created_by: Option<&str>,
         request: InvokeRequest,
-    ) -> Result<InvocationView, ApiError> {
+    ) -> Result<Invocation, ServiceError> {
         let now = self.clock.now_millis();
         let args = request.args.unwrap_or_else(|| serde_json::json!({}));
         if !args.is_object() {
-            return Err(ApiError::InvalidArguments {
+            return Err(ServiceError::InvalidArguments {
                 message: "args must be a JSON object".into(),
                 param: "args".into(),
             });
         }
         if self.offers.online(now).is_empty() {
-            return Err(ApiError::NoAgentAvailable(
+            return Err(ServiceError::NoAgentAvailable(
                 "no agent is online; see `xeroctl agents`".into(),
             ));
         }
         let (agents, declaration) = self.offers.candidates(&request.tool, &request.workspace, now);
         let Some(declaration) = declaration.filter(|_| !agents.is_empty()) else {
             return Err(match self.offers.knows(&request.tool, &request.workspace, now) {
-                (false, _) => ApiError::ToolNotFound(request.tool),
-                (_, false) => ApiError::WorkspaceNotFound(request.workspace),
-                _ => ApiError::NoAgentAvailable(format!(
+                (false, _) => ServiceError::ToolNotFound(request.tool),
+                (_, false) => ServiceError::WorkspaceNotFound(request.workspace),
+                _ => ServiceError::NoAgentAvailable(format!(
                     "no online agent offers tool {:?} in workspace {:?}",
                     request.tool, request.workspace
                 )),
             });
         };
         if let Err(err) = schema::validate(&declaration.args_schema, &args) {
-            return Err(ApiError::InvalidArguments {
+            return Err(ServiceError::InvalidArguments {
                 message: format!("arguments do not match the schema of {}: {err}", request.tool),
                 param: format!("args{}", err.path),
             });
@@ -162,99 +171,64 @@ impl ExecService {
                 workspace: request.workspace,
                 args: args.to_string(),
                 created_at: now,
-                created_by: Some(actor.key_id.clone()),
+                created_by: created_by.map(str::to_string),
             })
             .await?;
         self.wake();
-        Ok(self.view(record))
+        Ok(self.with_live(record))
     }
 
-    pub async fn get(&self, id: &str) -> Result<InvocationView, ApiError> {
+    pub async fn get(&self, id: &str) -> Result<Invocation, ServiceError> {
         let record = self
             .store
             .invocation(id)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("invocation {id}")))?;
-        Ok(self.view(record))
+            .ok_or_else(|| ServiceError::NotFound(format!("invocation {id}")))?;
+        Ok(self.with_live(record))
     }
 
-    pub async fn list(&self, query: InvocationQuery) -> Result<Page<InvocationView>, ApiError> {
-        let page = page_request(query.limit, query.after)?;
-        if let Some(status) = &query.status
-            && InvocationStatus::parse(status).is_none()
-        {
-            return Err(ApiError::invalid(
-                "status must be queued, running, succeeded, failed, cancelled or timed_out",
-                "status",
-            ));
-        }
+    pub async fn list(
+        &self,
+        search: InvocationSearch,
+        page: &PageRequest,
+    ) -> Result<PageSlice<Invocation>, ServiceError> {
         let filter = InvocationFilter {
-            status: query.status,
-            agent_id: query.agent_id,
-            workspace: query.workspace,
-            tool: query.tool,
+            status: search.status.map(|s| s.as_str().to_string()),
+            agent_id: search.agent_id,
+            workspace: search.workspace,
+            tool: search.tool,
         };
-        let slice = self.store.list_invocations(&filter, &page).await?;
-        Ok(into_page(slice, |r| r.id.clone(), |r| self.view(r)))
+        let slice = self.store.list_invocations(&filter, page).await?;
+        Ok(PageSlice {
+            items: slice.items.into_iter().map(|r| self.with_live(r)).collect(),
+            has_more: slice.has_more,
+        })
     }
 
     /// Cancels at once when no agent has it yet; otherwise tells the agent to kill it.
-    pub async fn cancel(&self, id: &str) -> Result<InvocationView, ApiError> {
+    pub async fn cancel(&self, id: &str) -> Result<Invocation, ServiceError> {
         match self.store.cancel_invocation(id, self.clock.now_millis()).await? {
-            CancelOutcome::Cancelled(record) => Ok(self.view(record)),
+            CancelOutcome::Cancelled(record) => Ok(self.with_live(record)),
             CancelOutcome::Requested(record) => {
                 if let Some(agent_id) = &record.agent_id {
                     let frame = Frame::CancelInvocation { invocation_id: record.id.clone() };
-                    if !self.fleet.send_to(agent_id, &frame) {
+                    if !self.link.send_to(agent_id, &frame) {
                         tracing::warn!(invocation_id = %record.id, %agent_id, "cancel recorded; the agent is not connected here");
                     }
                 }
-                Ok(self.view(record))
+                Ok(self.with_live(record))
             }
-            CancelOutcome::AlreadyFinished(record) => Err(ApiError::InvocationFinished(format!(
-                "invocation {} already ended ({})",
-                record.id, record.status
-            ))),
+            CancelOutcome::AlreadyFinished(record) => Err(ServiceError::InvocationFinished(
+                format!("invocation {} already ended ({})", record.id, record.status),
+            )),
         }
     }
 
-    pub fn view(&self, record: InvocationRecord) -> InvocationView {
-        let status = InvocationStatus::parse(&record.status).unwrap_or(InvocationStatus::Failed);
-        let live = (status == InvocationStatus::Running)
-            .then(|| lock(&self.tracking).live.get(&record.id).cloned())
-            .flatten();
-        let (stdout, stderr, stdout_truncated, stderr_truncated) = match live {
-            Some(live) => (
-                String::from_utf8_lossy(&live.stdout).into_owned(),
-                String::from_utf8_lossy(&live.stderr).into_owned(),
-                live.stdout_truncated,
-                live.stderr_truncated,
-            ),
-            None => {
-                (record.stdout, record.stderr, record.stdout_truncated, record.stderr_truncated)
-            }
-        };
-        InvocationView {
-            status,
-            args: serde_json::from_str(&record.args).unwrap_or(serde_json::Value::Null),
-            created_at: format_rfc3339(record.created_at),
-            dispatched_at: record.dispatched_at.map(format_rfc3339),
-            started_at: record.started_at.map(format_rfc3339),
-            finished_at: record.finished_at.map(format_rfc3339),
-            exit_code: record.exit_code.and_then(|c| i32::try_from(c).ok()),
-            credential_generation: record.credential_generation.and_then(|g| u64::try_from(g).ok()),
-            cancel_requested: record.cancel_requested_at.is_some(),
-            id: record.id,
-            tool: record.tool,
-            workspace: record.workspace,
-            agent_id: record.agent_id,
-            created_by: record.created_by,
-            stdout,
-            stderr,
-            stdout_truncated,
-            stderr_truncated,
-            error: record.error,
-        }
+    /// The record, and while it runs the output streamed so far (held here, not stored).
+    fn with_live(&self, record: InvocationRecord) -> Invocation {
+        let running = record.status == InvocationStatus::Running.as_str();
+        let live = running.then(|| self.tracking.lock().live.get(&record.id).cloned()).flatten();
+        Invocation { record, live }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -288,7 +262,7 @@ impl ExecService {
                 workspace: invocation.workspace.clone(),
                 args_json: invocation.args.clone(),
             };
-            if self.fleet.send_to(&agent_id, &frame) {
+            if self.link.send_to(&agent_id, &frame) {
                 dispatched += 1;
             } else {
                 self.release(&agent_id, &invocation.id);
@@ -305,7 +279,7 @@ impl ExecService {
         workspace: &str,
         now: UnixMillis,
     ) -> Option<String> {
-        let tracking = lock(&self.tracking);
+        let tracking = self.tracking.lock();
         candidates
             .into_iter()
             .filter(|agent| !is_paused(pauses, agent, workspace))
@@ -314,7 +288,8 @@ impl ExecService {
     }
 
     fn hold(&self, agent_id: &str, invocation_id: &str, at: UnixMillis) {
-        lock(&self.tracking)
+        self.tracking
+            .lock()
             .held
             .entry(agent_id.to_string())
             .or_default()
@@ -322,7 +297,7 @@ impl ExecService {
     }
 
     fn release(&self, agent_id: &str, invocation_id: &str) {
-        let mut tracking = lock(&self.tracking);
+        let mut tracking = self.tracking.lock();
         if let Some(held) = tracking.held.get_mut(agent_id) {
             held.remove(invocation_id);
         }
@@ -330,7 +305,7 @@ impl ExecService {
     }
 
     fn holds(&self, agent_id: &str, invocation_id: &str) -> bool {
-        lock(&self.tracking).held.get(agent_id).is_some_and(|h| h.contains_key(invocation_id))
+        self.tracking.lock().held.get(agent_id).is_some_and(|h| h.contains_key(invocation_id))
     }
 
     // -----------------------------------------------------------------------------------------
@@ -354,7 +329,7 @@ impl ExecService {
         });
         let held = self.store.invocations_held_by(agent_id).await?;
         {
-            let mut tracking = lock(&self.tracking);
+            let mut tracking = self.tracking.lock();
             let entry = tracking.held.entry(agent_id.to_string()).or_default();
             for invocation in held {
                 entry.entry(invocation.id).or_insert(invocation.dispatched_at.unwrap_or(now));
@@ -394,7 +369,7 @@ impl ExecService {
         let now = self.clock.now_millis();
         if self.store.start_invocation(invocation_id, agent_id, now, generation).await? {
             self.hold(agent_id, invocation_id, now);
-            lock(&self.tracking).live.insert(invocation_id.to_string(), LiveOutput::default());
+            self.tracking.lock().live.insert(invocation_id.to_string(), LiveOutput::default());
         } else {
             tracing::debug!(%agent_id, %invocation_id, "start report for an invocation this agent does not hold");
         }
@@ -405,7 +380,7 @@ impl ExecService {
         if !self.holds(agent_id, invocation_id) {
             return;
         }
-        let mut tracking = lock(&self.tracking);
+        let mut tracking = self.tracking.lock();
         let live = tracking.live.entry(invocation_id.to_string()).or_default();
         match stream {
             "stdout" => append_bounded(&mut live.stdout, &mut live.stdout_truncated, chunk),
@@ -443,7 +418,7 @@ impl ExecService {
             tracing::debug!(%agent_id, invocation_id = %result.invocation_id, "duplicate or foreign result ignored");
         }
         self.release(agent_id, &result.invocation_id);
-        self.fleet
+        self.link
             .send_to(agent_id, &Frame::ResultAck { invocation_id: result.invocation_id.clone() });
         self.wake();
         Ok(())
@@ -458,7 +433,8 @@ impl ExecService {
     ) -> Result<(), StoreError> {
         tracing::info!(%agent_id, %invocation_id, %reason, "agent refused an invocation; requeued");
         self.release(agent_id, invocation_id);
-        lock(&self.tracking)
+        self.tracking
+            .lock()
             .refused_until
             .insert(agent_id.to_string(), self.clock.now_millis() + REFUSAL_BACKOFF_MS);
         self.store.requeue_invocation(invocation_id, agent_id).await?;
@@ -477,7 +453,9 @@ impl ExecService {
     ) -> Result<(), StoreError> {
         let now = self.clock.now_millis();
         let listed: HashSet<&str> = in_flight.iter().map(String::as_str).collect();
-        let missing: Vec<String> = lock(&self.tracking)
+        let missing: Vec<String> = self
+            .tracking
+            .lock()
             .held
             .get(agent_id)
             .map(|held| {
@@ -505,7 +483,7 @@ impl ExecService {
         for invocation in held {
             self.lost(agent_id, &invocation.id, why).await?;
         }
-        lock(&self.tracking).held.remove(agent_id);
+        self.tracking.lock().held.remove(agent_id);
         Ok(())
     }
 

@@ -2,25 +2,47 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::{Extension, Json};
+use secrecy::SecretString;
 use xerotier_core::{IdGenerator, IdKind, SharedClock, UnixMillis, format_rfc3339};
 use xerotier_proto::join_keys::{
-    AGENT_ROLES, CreateJoinKeyRequest, IssuedJoinKey, JOIN_KEY_AUDIENCE, JOIN_KEY_ISSUER,
-    JoinKeyClaims, JoinKeyQuery, JoinKeyView, RevokeJoinKeyRequest,
+    AGENT_ROLES, CreateJoinKeyRequest, JOIN_KEY_AUDIENCE, JOIN_KEY_ISSUER, JoinKeyClaims,
 };
-use xerotier_proto::{ErrorEnvelope, Page};
-use xerotier_store::{JoinKeyRecord, Outcome, Store};
+use xerotier_proto::status::JoinKeyState;
+use xerotier_store::{JoinKeyRecord, PageRequest, PageSlice, Store};
 
-use super::Fleet;
-use crate::AppState;
-use crate::audit::{AuditLog, Target};
-use crate::auth::Principal;
-use crate::error::ApiError;
-use crate::http::extract::{JsonBody, QueryParams, RequestContext};
-use crate::http::pagination::{into_page, page_request};
+use crate::audit::{AuditContext, AuditLog, Change, Target};
+use crate::mesh_link::MeshLink;
+use crate::service_error::ServiceError;
 use crate::validate;
+
+/// A join key as of a given time.
+#[derive(Debug, Clone)]
+pub struct JoinKey {
+    pub record: JoinKeyRecord,
+    pub state: JoinKeyState,
+}
+
+impl JoinKey {
+    pub fn at(record: JoinKeyRecord, now: UnixMillis) -> Self {
+        let state = if record.consumed_at.is_some() {
+            JoinKeyState::Used
+        } else if record.revoked_at.is_some() {
+            JoinKeyState::Revoked
+        } else if now >= record.expires_at {
+            JoinKeyState::Expired
+        } else {
+            JoinKeyState::Active
+        };
+        Self { record, state }
+    }
+}
+
+/// A freshly minted key and its token: the only time the token leaves the service.
+#[derive(Debug)]
+pub struct IssuedJoin {
+    pub key: JoinKey,
+    pub token: SecretString,
+}
 
 #[derive(Debug, Clone)]
 pub struct JoinKeyService {
@@ -28,15 +50,15 @@ pub struct JoinKeyService {
     clock: SharedClock,
     ids: IdGenerator,
     audit: AuditLog,
-    fleet: Arc<Fleet>,
+    link: Arc<MeshLink>,
 }
 
 /// Checks an agent role against the two the product knows.
-pub fn validate_role(role: &str) -> Result<(), ApiError> {
+pub fn validate_role(role: &str) -> Result<(), ServiceError> {
     if AGENT_ROLES.contains(&role) {
         Ok(())
     } else {
-        Err(ApiError::invalid(
+        Err(ServiceError::invalid(
             format!("agent_role must be inference or execution, got {role:?}"),
             "agent_role",
         ))
@@ -49,18 +71,17 @@ impl JoinKeyService {
         clock: SharedClock,
         ids: IdGenerator,
         audit: AuditLog,
-        fleet: Arc<Fleet>,
+        link: Arc<MeshLink>,
     ) -> Self {
-        Self { store, clock, ids, audit, fleet }
+        Self { store, clock, ids, audit, link }
     }
 
     pub async fn create(
         &self,
-        actor: &Principal,
-        context: &RequestContext,
+        context: &AuditContext,
         request: CreateJoinKeyRequest,
-    ) -> Result<IssuedJoinKey, ApiError> {
-        let settings = &self.fleet.settings;
+    ) -> Result<IssuedJoin, ServiceError> {
+        let settings = &self.link.settings;
         validate::name(&request.name, "name")?;
         if let Some(region) = &request.region {
             validate::name(region, "region")?;
@@ -69,11 +90,11 @@ impl JoinKeyService {
             request.agent_role.clone().unwrap_or_else(|| settings.default_agent_role.clone());
         validate_role(&role)?;
         let router_addr =
-            request.router_addr.clone().unwrap_or_else(|| self.fleet.advertised_mesh_addr());
+            request.router_addr.clone().unwrap_or_else(|| self.link.advertised_mesh_addr());
         validate::mesh_addr(&router_addr, "router_addr")?;
         let ttl = request.ttl_seconds.unwrap_or(settings.join_key_default_ttl_seconds);
         if ttl == 0 || ttl > settings.join_key_max_ttl_seconds {
-            return Err(ApiError::invalid(
+            return Err(ServiceError::invalid(
                 format!(
                     "ttl_seconds must be between 1 and the router maximum of {}",
                     settings.join_key_max_ttl_seconds
@@ -90,7 +111,7 @@ impl JoinKeyService {
             role: role.clone(),
             router_addr: router_addr.clone(),
             created_at: now,
-            created_by: Some(actor.key_id.clone()),
+            created_by: context.actor_key_id().map(str::to_string),
             expires_at,
             consumed_at: None,
             consumed_by_agent: None,
@@ -108,188 +129,71 @@ impl JoinKeyService {
             region: record.region.clone(),
             role,
             router_addr,
-            router_curve_key: self.fleet.router_curve_public_z85(),
+            router_curve_key: self.link.router_curve_public_z85(),
         };
-        let token = self
-            .fleet
-            .identity
-            .join_signer
-            .issue(&claims)
-            .map_err(|e| ApiError::Internal(e.into()))?;
+        let token =
+            self.link.identity.join_signer.issue(&claims).map_err(ServiceError::internal)?;
         let target = Target { kind: "join_key", id: Some(&record.id), name: Some(&record.name) };
         let details = serde_json::json!({
             "role": record.role, "region": record.region, "router_addr": record.router_addr,
             "ttl_seconds": ttl, "expires_at": format_rfc3339(expires_at),
         });
-        let entry = self.audit.entry(
-            Some(actor),
-            context,
-            "join_key.create",
-            Some(target),
-            Outcome::Success,
-            None,
-            details,
-        );
-        self.store.create_join_key(&record, &entry).await?;
-        tracing::info!(join_key = %record.id, name = %record.name, ttl, actor = %actor.key_id, "join key created");
-        Ok(IssuedJoinKey { join_key: view(record, now), token })
+        let change = Change::new("join_key.create", target).creating().details(details);
+        let created = &record;
+        self.audit
+            .audited(context, change, |entry| async move {
+                self.store.create_join_key(created, &entry).await
+            })
+            .await?;
+        tracing::info!(join_key = %record.id, name = %record.name, ttl, actor = %context.actor_label(), "join key created");
+        Ok(IssuedJoin { key: JoinKey::at(record, now), token: SecretString::from(token) })
     }
 
-    pub async fn list(&self, query: JoinKeyQuery) -> Result<Page<JoinKeyView>, ApiError> {
-        let page = page_request(query.limit, query.after)?;
+    pub async fn list(
+        &self,
+        page: &PageRequest,
+        include_terminal: bool,
+    ) -> Result<PageSlice<JoinKey>, ServiceError> {
         let now = self.clock.now_millis();
-        let slice = self.store.list_join_keys(&page, query.include_terminal, now).await?;
-        Ok(into_page(slice, |k| k.id.clone(), |k| view(k, now)))
+        let slice = self.store.list_join_keys(page, include_terminal, now).await?;
+        Ok(PageSlice {
+            items: slice.items.into_iter().map(|k| JoinKey::at(k, now)).collect(),
+            has_more: slice.has_more,
+        })
     }
 
-    pub async fn get(&self, id: &str) -> Result<JoinKeyView, ApiError> {
+    pub async fn get(&self, id: &str) -> Result<JoinKey, ServiceError> {
         let record = self
             .store
             .join_key(id)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("join key {id}")))?;
-        Ok(view(record, self.clock.now_millis()))
+            .ok_or_else(|| ServiceError::NotFound(format!("join key {id}")))?;
+        Ok(JoinKey::at(record, self.clock.now_millis()))
     }
 
     pub async fn revoke(
         &self,
-        actor: &Principal,
-        context: &RequestContext,
+        context: &AuditContext,
         id: &str,
         reason: Option<&str>,
-    ) -> Result<JoinKeyView, ApiError> {
+    ) -> Result<JoinKey, ServiceError> {
         let reason = validate::reason(reason)?;
         let now = self.clock.now_millis();
         let target = Target { kind: "join_key", id: Some(id), name: None };
-        let entry = self.audit.entry(
-            Some(actor),
-            context,
-            "join_key.revoke",
-            Some(target.clone()),
-            Outcome::Success,
-            reason,
-            serde_json::Value::Null,
-        );
-        match self.store.revoke_join_key(id, now, Some(&actor.key_id), reason, &entry).await {
-            Ok(record) => {
-                tracing::info!(join_key = %id, actor = %actor.key_id, "join key revoked");
-                Ok(view(record, now))
-            }
-            Err(err) => {
-                self.audit.record_failure(actor, context, "join_key.revoke", target, &err).await;
-                Err(match err {
-                    xerotier_store::StoreError::JoinKeyRevoked(id) => {
-                        ApiError::AlreadyRevoked(format!("join key {id}"))
-                    }
-                    other => other.into(),
-                })
-            }
-        }
+        let change = Change::new("join_key.revoke", target).reason(reason);
+        let revoked = self
+            .audit
+            .audited(context, change, |entry| async move {
+                self.store.revoke_join_key(id, now, context.actor_key_id(), reason, &entry).await
+            })
+            .await
+            .map_err(|err| match err {
+                ServiceError::JoinKeyRevoked(id) => {
+                    ServiceError::AlreadyRevoked(format!("join key {id}"))
+                }
+                other => other,
+            })?;
+        tracing::info!(join_key = %id, actor = %context.actor_label(), "join key revoked");
+        Ok(JoinKey::at(revoked, now))
     }
-}
-
-pub fn view(record: JoinKeyRecord, now: UnixMillis) -> JoinKeyView {
-    JoinKeyView {
-        state: record.state(now).to_string(),
-        created_at: format_rfc3339(record.created_at),
-        expires_at: format_rfc3339(record.expires_at),
-        used_at: record.consumed_at.map(format_rfc3339),
-        revoked_at: record.revoked_at.map(format_rfc3339),
-        id: record.id,
-        name: record.name,
-        region: record.region,
-        role: record.role,
-        router_addr: record.router_addr,
-        created_by: record.created_by,
-        used_by_agent: record.consumed_by_agent,
-        revoked_by: record.revoked_by,
-        revoked_reason: record.revoked_reason,
-    }
-}
-
-/// Mint a join key. The token is shown once.
-#[utoipa::path(
-    post,
-    path = "/v1/management/join-keys",
-    tag = "join-keys",
-    request_body = CreateJoinKeyRequest,
-    responses(
-        (status = 201, description = "Created; `token` cannot be shown again", body = IssuedJoinKey),
-        (status = 400, description = "Invalid name, role, address or TTL", body = ErrorEnvelope),
-        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
-        (status = 403, description = "Key lacks the management scope", body = ErrorEnvelope),
-    ),
-    security(("api_key" = []))
-)]
-pub async fn create_join_key(
-    State(state): State<AppState>,
-    Extension(actor): Extension<Principal>,
-    context: RequestContext,
-    JsonBody(request): JsonBody<CreateJoinKeyRequest>,
-) -> Result<(StatusCode, Json<IssuedJoinKey>), ApiError> {
-    Ok((StatusCode::CREATED, Json(state.join_keys().create(&actor, &context, request).await?)))
-}
-
-/// List join keys: active ones, or all with `include_terminal`.
-#[utoipa::path(
-    get,
-    path = "/v1/management/join-keys",
-    tag = "join-keys",
-    params(JoinKeyQuery),
-    responses(
-        (status = 200, description = "One page of join keys", body = Page<JoinKeyView>),
-        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
-        (status = 403, description = "Key lacks the management scope", body = ErrorEnvelope),
-    ),
-    security(("api_key" = []))
-)]
-pub async fn list_join_keys(
-    State(state): State<AppState>,
-    QueryParams(query): QueryParams<JoinKeyQuery>,
-) -> Result<Json<Page<JoinKeyView>>, ApiError> {
-    Ok(Json(state.join_keys().list(query).await?))
-}
-
-/// Show one join key.
-#[utoipa::path(
-    get,
-    path = "/v1/management/join-keys/{id}",
-    tag = "join-keys",
-    params(("id" = String, Path, description = "Join key id, `jk_…`")),
-    responses(
-        (status = 200, description = "The join key", body = JoinKeyView),
-        (status = 404, description = "No such join key", body = ErrorEnvelope),
-    ),
-    security(("api_key" = []))
-)]
-pub async fn get_join_key(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<JoinKeyView>, ApiError> {
-    Ok(Json(state.join_keys().get(&id).await?))
-}
-
-/// Revoke an unconsumed join key.
-#[utoipa::path(
-    post,
-    path = "/v1/management/join-keys/{id}/revoke",
-    tag = "join-keys",
-    params(("id" = String, Path, description = "Join key id, `jk_…`")),
-    request_body(content = RevokeJoinKeyRequest, description = "Optional reason"),
-    responses(
-        (status = 200, description = "Revoked", body = JoinKeyView),
-        (status = 404, description = "No such join key", body = ErrorEnvelope),
-        (status = 409, description = "Already used or revoked", body = ErrorEnvelope),
-    ),
-    security(("api_key" = []))
-)]
-pub async fn revoke_join_key(
-    State(state): State<AppState>,
-    Extension(actor): Extension<Principal>,
-    context: RequestContext,
-    Path(id): Path<String>,
-    body: Option<JsonBody<RevokeJoinKeyRequest>>,
-) -> Result<Json<JoinKeyView>, ApiError> {
-    let request = body.map(|JsonBody(b)| b).unwrap_or_default();
-    Ok(Json(state.join_keys().revoke(&actor, &context, &id, request.reason.as_deref()).await?))
 }

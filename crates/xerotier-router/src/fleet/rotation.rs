@@ -7,28 +7,23 @@
 //! `failed` with one reason.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::{Extension, Json};
+use parking_lot::Mutex;
+
 use xerotier_core::{SharedClock, SharedEntropy, UnixMillis, format_rfc3339};
 use xerotier_credentials::{curve_public_z85, fingerprint, parse_curve_public, verify_signature};
 use xerotier_proto::mesh::{Frame, decode_ack_payload, rotate_ack_signing_input};
 use xerotier_proto::rotation::{
-    CurveRotateRequest, DEFAULT_ROTATION_REASON, FAILURE_ACK_TIMEOUT, FAILURE_REVOKED_AGENT,
-    FAILURE_SIGNATURE_MISMATCH, RotationView,
+    DEFAULT_ROTATION_REASON, FAILURE_ACK_TIMEOUT, FAILURE_REVOKED_AGENT, FAILURE_SIGNATURE_MISMATCH,
 };
-use xerotier_proto::{ErrorEnvelope, Scopes};
+use xerotier_proto::status::RotationStatus;
 use xerotier_store::{Outcome, RotationRecord, Store, StoreError};
 
-use super::Fleet;
-use super::events::EventLog;
-use crate::AppState;
-use crate::audit::{AuditLog, Target};
-use crate::auth::Principal;
-use crate::error::ApiError;
-use crate::http::extract::{JsonBody, RequestContext};
+use crate::agent_events::EventLog;
+use crate::audit::{Actor, AuditContext, AuditLog, Change, Target};
+use crate::mesh_link::MeshLink;
+use crate::service_error::ServiceError;
 use crate::validate;
 
 /// A promoted key the agent has not been seen on yet: (request id, new key, old key).
@@ -41,43 +36,11 @@ pub struct RotationService {
     entropy: SharedEntropy,
     audit: AuditLog,
     events: EventLog,
-    fleet: Arc<Fleet>,
+    link: Arc<MeshLink>,
     /// Agents between promotion and first sight on the new key.
     promoted: Arc<Mutex<HashMap<String, Promoted>>>,
     /// Pending rotations whose instruction this replica has sent (request ids).
     delivered: Arc<Mutex<HashSet<String>>>,
-}
-
-fn lock_set(set: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
-    match set.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
-
-pub fn monitor_path(agent_id: &str) -> String {
-    format!("/v1/management/agents/{agent_id}/events")
-}
-
-pub fn view(r: RotationRecord) -> RotationView {
-    RotationView {
-        monitor: monitor_path(&r.agent_id),
-        new_key_fingerprint: r
-            .new_public_key
-            .as_deref()
-            .and_then(|k| parse_curve_public(k).ok())
-            .map(|k| fingerprint(&k)),
-        requested_at: format_rfc3339(r.requested_at),
-        deadline_at: format_rfc3339(r.deadline_at),
-        acknowledged_at: r.acknowledged_at.map(format_rfc3339),
-        completed_at: r.completed_at.map(format_rfc3339),
-        request_id: r.id,
-        agent_id: r.agent_id,
-        status: r.status,
-        reason: r.reason,
-        failure_reason: r.failure_reason,
-        requested_by: r.requested_by,
-    }
 }
 
 impl RotationService {
@@ -87,7 +50,7 @@ impl RotationService {
         entropy: SharedEntropy,
         audit: AuditLog,
         events: EventLog,
-        fleet: Arc<Fleet>,
+        link: Arc<MeshLink>,
     ) -> Self {
         Self {
             store,
@@ -95,16 +58,9 @@ impl RotationService {
             entropy,
             audit,
             events,
-            fleet,
+            link,
             promoted: Arc::default(),
             delivered: Arc::default(),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Promoted>> {
-        match self.promoted.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
         }
     }
 
@@ -132,7 +88,7 @@ impl RotationService {
                 {
                     let request_id =
                         self.store.latest_promoted_rotation(&agent.id).await?.unwrap_or_default();
-                    self.lock().insert(
+                    self.promoted.lock().insert(
                         agent.id.clone(),
                         (request_id, current, parse_curve_public(previous).ok()),
                     );
@@ -149,30 +105,29 @@ impl RotationService {
     /// here (otherwise it is instructed when it says hello, or the deadline fails it).
     pub async fn request(
         &self,
-        actor: &Principal,
-        context: &RequestContext,
+        context: &AuditContext,
         agent_id: &str,
         reason: Option<&str>,
-    ) -> Result<RotationView, ApiError> {
+    ) -> Result<RotationRecord, ServiceError> {
         let reason = validate::reason(reason)?.unwrap_or(DEFAULT_ROTATION_REASON).to_string();
         let agent = self
             .store
             .agent(agent_id)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("agent {agent_id}")))?;
+            .ok_or_else(|| ServiceError::NotFound(format!("agent {agent_id}")))?;
         let now = self.clock.now_millis();
-        let timeout_ms = i64::try_from(self.fleet.settings.curve_rotation_ack_timeout_ms)
-            .unwrap_or(i64::MAX / 2);
+        let timeout_ms =
+            i64::try_from(self.link.settings.curve_rotation_ack_timeout_ms).unwrap_or(i64::MAX / 2);
         let rotation = RotationRecord {
             id: self.random_hex(16),
             agent_id: agent.id.clone(),
             reason: reason.clone(),
             nonce: self.random_hex(32),
-            status: "pending".into(),
+            status: RotationStatus::Pending.as_str().into(),
             failure_reason: None,
             requested_at: now,
-            requested_by: Some(actor.key_id.clone()),
-            requested_by_name: Some(actor.name.clone()),
+            requested_by: context.actor.as_ref().map(|a| a.key_id.clone()),
+            requested_by_name: context.actor.as_ref().map(|a| a.name.clone()),
             deadline_at: now + timeout_ms,
             acknowledged_at: None,
             completed_at: None,
@@ -180,39 +135,34 @@ impl RotationService {
             request_id: context.request_id.clone(),
         };
         let event = self.events.event(&agent.id, "rotation_requested", Some(&rotation.id), serde_json::json!({
-            "reason": reason, "requested_by": actor.key_id, "deadline_at": format_rfc3339(rotation.deadline_at),
+            "reason": reason, "requested_by": context.actor_key_id(), "deadline_at": format_rfc3339(rotation.deadline_at),
         }));
         let target = Target { kind: "agent", id: Some(&agent.id), name: Some(&agent.name) };
         let details =
             serde_json::json!({ "rotation_request_id": rotation.id, "phase": "requested" });
-        let entry = self.audit.entry(
-            Some(actor),
-            context,
-            "agent.curve_rotate",
-            Some(target),
-            Outcome::Success,
-            Some(&reason),
-            details,
-        );
-        self.store.create_rotation(&rotation, &event, &entry).await.map_err(|err| match err {
-            StoreError::RotationInFlight(first) => ApiError::RotationInFlight(first),
-            other => other.into(),
-        })?;
+        let change =
+            Change::new("agent.curve_rotate", target).reason(Some(&reason)).details(details);
+        let entry = self.audit.entry(context, &change, Outcome::Success);
+        // A refusal (one already in flight) changes nothing and is answered, not audited: the
+        // request that is in flight has its own record.
+        self.store.create_rotation(&rotation, &event, &entry).await?;
         self.events.written();
-        tracing::info!(agent_id = %agent.id, request_id = %rotation.id, %reason, actor = %actor.key_id, "CURVE rotation requested");
+        tracing::info!(agent_id = %agent.id, request_id = %rotation.id, %reason, actor = %context.actor_label(), "CURVE rotation requested");
         if agent.revoked_at.is_some() {
-            return Ok(view(
-                self.fail(&rotation, FAILURE_REVOKED_AGENT).await?.unwrap_or(rotation),
-            ));
+            return Ok(self.fail(&rotation, FAILURE_REVOKED_AGENT).await?.unwrap_or(rotation));
         }
         self.instruct(&rotation);
-        Ok(view(rotation))
+        Ok(rotation)
     }
 
-    pub async fn get(&self, agent_id: &str, request_id: &str) -> Result<RotationView, ApiError> {
+    pub async fn get(
+        &self,
+        agent_id: &str,
+        request_id: &str,
+    ) -> Result<RotationRecord, ServiceError> {
         match self.store.rotation(request_id).await? {
-            Some(r) if r.agent_id == agent_id => Ok(view(r)),
-            _ => Err(ApiError::NotFound(format!("rotation {request_id} of agent {agent_id}"))),
+            Some(r) if r.agent_id == agent_id => Ok(r),
+            _ => Err(ServiceError::NotFound(format!("rotation {request_id} of agent {agent_id}"))),
         }
     }
 
@@ -221,7 +171,7 @@ impl RotationService {
         &self,
         rotation: &RotationRecord,
         reason: &str,
-    ) -> Result<Option<RotationRecord>, ApiError> {
+    ) -> Result<Option<RotationRecord>, ServiceError> {
         let now = self.clock.now_millis();
         let event = self.events.event(
             &rotation.agent_id,
@@ -234,7 +184,7 @@ impl RotationService {
         if failed.is_some() {
             self.events.written();
             tracing::warn!(agent_id = %rotation.agent_id, request_id = %rotation.id, %reason, "CURVE rotation failed: treat as a containment trigger");
-            self.fleet.send_to(
+            self.link.send_to(
                 &rotation.agent_id,
                 &Frame::RotationFailed {
                     request_id: rotation.id.clone(),
@@ -252,22 +202,19 @@ impl RotationService {
         outcome: Outcome,
         details: serde_json::Value,
     ) -> xerotier_store::AuditEntry {
-        let operator = Principal {
-            key_id: rotation.requested_by.clone().unwrap_or_default(),
-            name: rotation.requested_by_name.clone().unwrap_or_default(),
-            scopes: Scopes::default(),
+        let context = AuditContext {
+            actor: Some(Actor {
+                key_id: rotation.requested_by.clone().unwrap_or_default(),
+                name: rotation.requested_by_name.clone().unwrap_or_default(),
+            }),
+            request_id: rotation.request_id.clone(),
+            client_addr: None,
         };
-        let context = RequestContext { request_id: rotation.request_id.clone(), client_addr: None };
         let target = Target { kind: "agent", id: Some(&rotation.agent_id), name: None };
-        self.audit.entry(
-            Some(&operator),
-            &context,
-            "agent.curve_rotate",
-            Some(target),
-            outcome,
-            Some(&rotation.reason),
-            details,
-        )
+        let change = Change::new("agent.curve_rotate", target)
+            .reason(Some(&rotation.reason))
+            .details(details);
+        self.audit.entry(&context, &change, outcome)
     }
 
     /// An acknowledgement arrived on the agent's authenticated session.
@@ -276,7 +223,7 @@ impl RotationService {
         agent_id: &str,
         payload: &[u8],
         signature: &[u8],
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ServiceError> {
         let Some(rotation) = self.store.pending_rotation(agent_id).await? else {
             tracing::warn!(%agent_id, "rotation acknowledgement with no rotation pending; ignored");
             return Ok(());
@@ -285,7 +232,7 @@ impl RotationService {
             .store
             .agent(agent_id)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("agent {agent_id}")))?;
+            .ok_or_else(|| ServiceError::NotFound(format!("agent {agent_id}")))?;
         // Verify the exact bytes received, then read them.
         let signed = verify_signature(
             &agent.signing_public_key,
@@ -339,16 +286,16 @@ impl RotationService {
         }
         self.events.written();
         let old_key = parse_curve_public(&agent.curve_public_key).ok();
-        self.fleet.allow.allow(new_key, agent_id);
-        self.lock().insert(agent_id.to_string(), (rotation.id.clone(), new_key, old_key));
+        self.link.allow.allow(new_key, agent_id);
+        self.promoted.lock().insert(agent_id.to_string(), (rotation.id.clone(), new_key, old_key));
         tracing::info!(%agent_id, request_id = %rotation.id, "CURVE key promoted");
-        self.fleet.send_to(agent_id, &Frame::RotationPromoted { request_id: rotation.id.clone() });
+        self.link.send_to(agent_id, &Frame::RotationPromoted { request_id: rotation.id.clone() });
         Ok(())
     }
 
     /// Every authenticated frame: an agent seen on its promoted key retires the old one.
     pub async fn on_seen(&self, agent_id: &str, curve_key: &[u8; 32]) {
-        let promoted = self.lock().get(agent_id).cloned();
+        let promoted = self.promoted.lock().get(agent_id).cloned();
         let Some((request_id, new_key, old_key)) = promoted else { return };
         if &new_key != curve_key {
             return;
@@ -357,9 +304,9 @@ impl RotationService {
         match self.store.retire_previous_key(agent_id, &curve_public_z85(&new_key), &event).await {
             Ok(_) => {
                 if let Some(old) = old_key {
-                    self.fleet.allow.remove_key(&old);
+                    self.link.allow.remove_key(&old);
                 }
-                self.lock().remove(agent_id);
+                self.promoted.lock().remove(agent_id);
                 self.events.written();
                 tracing::info!(%agent_id, %request_id, "agent on its new CURVE key; old key retired");
             }
@@ -371,10 +318,10 @@ impl RotationService {
 
     /// On (re)connect: re-send what the agent may have missed (a crash at any step).
     pub async fn on_hello(&self, agent_id: &str, curve_key: &[u8; 32]) {
-        let promoted = self.lock().get(agent_id).cloned();
+        let promoted = self.promoted.lock().get(agent_id).cloned();
         if let Some((request_id, new_key, _)) = promoted {
             if &new_key != curve_key {
-                self.fleet.send_to(agent_id, &Frame::RotationPromoted { request_id });
+                self.link.send_to(agent_id, &Frame::RotationPromoted { request_id });
             }
             return;
         }
@@ -390,7 +337,7 @@ impl RotationService {
     }
 
     /// Fails rotations whose acknowledgement did not arrive in time.
-    pub async fn sweep(&self, now: UnixMillis) -> Result<(), ApiError> {
+    pub async fn sweep(&self, now: UnixMillis) -> Result<(), ServiceError> {
         for rotation in self.store.overdue_rotations(now).await? {
             self.fail(&rotation, FAILURE_ACK_TIMEOUT).await?;
         }
@@ -402,17 +349,17 @@ impl RotationService {
     fn instruct(&self, rotation: &RotationRecord) {
         let frame =
             Frame::RotateCurve { request_id: rotation.id.clone(), nonce: rotation.nonce.clone() };
-        if self.fleet.send_to(&rotation.agent_id, &frame) {
-            lock_set(&self.delivered).insert(rotation.id.clone());
+        if self.link.send_to(&rotation.agent_id, &frame) {
+            self.delivered.lock().insert(rotation.id.clone());
         }
     }
 
     /// A rotation requested through another replica reaches an agent whose session is here:
     /// each pending request is sent once by the replica that holds the session.
-    async fn deliver_pending(&self) -> Result<(), ApiError> {
+    async fn deliver_pending(&self) -> Result<(), ServiceError> {
         let pending = self.store.pending_rotations().await?;
         let undelivered: Vec<&RotationRecord> = {
-            let mut delivered = lock_set(&self.delivered);
+            let mut delivered = self.delivered.lock();
             delivered.retain(|id| pending.iter().any(|r| &r.id == id));
             pending.iter().filter(|r| !delivered.contains(&r.id)).collect()
         };
@@ -423,56 +370,11 @@ impl RotationService {
     }
 
     /// The agent was revoked: its pending rotation can never complete.
-    pub async fn on_revoked(&self, agent_id: &str) -> Result<(), ApiError> {
+    pub async fn on_revoked(&self, agent_id: &str) -> Result<(), ServiceError> {
         if let Some(rotation) = self.store.pending_rotation(agent_id).await? {
             self.fail(&rotation, FAILURE_REVOKED_AGENT).await?;
         }
-        self.lock().remove(agent_id);
+        self.promoted.lock().remove(agent_id);
         Ok(())
     }
-}
-
-/// Rotate the agent's CURVE key. Answers at once with the request id; watch the events stream.
-#[utoipa::path(
-    post,
-    path = "/v1/management/agents/{id}/curve-rotate",
-    tag = "agents",
-    params(("id" = String, Path, description = "Agent id, `agt_…`")),
-    request_body(content = CurveRotateRequest, description = "Reason for the audit log (default `scheduled`)"),
-    responses(
-        (status = 202, description = "Requested: status `pending` (or `failed` for a revoked agent)", body = RotationView),
-        (status = 404, description = "No such agent", body = ErrorEnvelope),
-        (status = 409, description = "A rotation is already in flight (`rotation_in_flight`, the message names it)", body = ErrorEnvelope),
-    ),
-    security(("api_key" = []))
-)]
-pub async fn curve_rotate(
-    State(state): State<AppState>,
-    Extension(actor): Extension<Principal>,
-    context: RequestContext,
-    Path(id): Path<String>,
-    body: Option<JsonBody<CurveRotateRequest>>,
-) -> Result<(StatusCode, Json<RotationView>), ApiError> {
-    let request = body.map(|JsonBody(b)| b).unwrap_or_default();
-    let view = state.rotations().request(&actor, &context, &id, request.reason.as_deref()).await?;
-    Ok((StatusCode::ACCEPTED, Json(view)))
-}
-
-/// One rotation request and its state.
-#[utoipa::path(
-    get,
-    path = "/v1/management/agents/{id}/curve-rotations/{request_id}",
-    tag = "agents",
-    params(("id" = String, Path, description = "Agent id"), ("request_id" = String, Path, description = "Rotation request id")),
-    responses(
-        (status = 200, description = "The rotation", body = RotationView),
-        (status = 404, description = "No such rotation", body = ErrorEnvelope),
-    ),
-    security(("api_key" = []))
-)]
-pub async fn get_rotation(
-    State(state): State<AppState>,
-    Path((id, request_id)): Path<(String, String)>,
-) -> Result<Json<RotationView>, ApiError> {
-    Ok(Json(state.rotations().get(&id, &request_id).await?))
 }

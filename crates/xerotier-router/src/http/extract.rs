@@ -9,7 +9,10 @@ use axum::http::{Extensions, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 use xerotier_proto::REQUEST_ID_HEADER;
 
+use crate::audit::AuditContext;
+use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::service_error::ServiceError;
 
 /// `axum::Json`, with malformed, oversized or mistyped bodies answered in the error envelope.
 #[derive(Debug)]
@@ -36,7 +39,9 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(
             "send the body as JSON with `Content-Type: application/json`".into(),
         ),
-        _ => ApiError::InvalidRequest { message: rejection.body_text(), param: None },
+        _ => {
+            ApiError::Service(ServiceError::Invalid { message: rejection.body_text(), param: None })
+        }
     }
 }
 
@@ -55,9 +60,11 @@ where
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Query(value)| QueryParams(value))
-            .map_err(|rejection: QueryRejection| ApiError::InvalidRequest {
-                message: rejection.body_text(),
-                param: None,
+            .map_err(|rejection: QueryRejection| {
+                ApiError::Service(ServiceError::Invalid {
+                    message: rejection.body_text(),
+                    param: None,
+                })
             })
     }
 }
@@ -100,5 +107,18 @@ where
             return Ok(None);
         }
         <JsonBody<T> as FromRequest<S>>::from_request(req, state).await.map(Some)
+    }
+}
+
+/// The audit context of an authenticated request: the caller (set by the auth middleware),
+/// the request id and the peer address.
+impl<S: Send + Sync> FromRequestParts<S> for AuditContext {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let RequestContext { request_id, client_addr } =
+            RequestContext::from_http(&parts.headers, &parts.extensions);
+        let actor = parts.extensions.get::<Principal>().map(Principal::actor);
+        Ok(AuditContext { actor, request_id, client_addr })
     }
 }

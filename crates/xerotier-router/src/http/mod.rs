@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::get;
 use axum::{Extension, Json};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -17,9 +16,12 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::api_keys::handlers as api_keys;
+use crate::audit::handlers as audit;
 use crate::error::ApiError;
-use crate::fleet::{agents, enroll, events, join_keys, rotation};
-use crate::{AppState, api_keys, audit, auth, exec, health, metrics};
+use crate::exec::handlers as exec;
+use crate::fleet::handlers as fleet;
+use crate::{AppState, auth, health, metrics};
 
 /// Request bodies above this are refused with 413 before they are parsed.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -32,7 +34,6 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
                        envelope `{\"error\":{\"message\",\"type\",\"code\",\"param\"}}`; every \
                        response carries `X-Request-ID`."
     ),
-    paths(openapi_document),
     modifiers(&BearerApiKey),
     tags(
         (name = "api-keys", description = "Client API keys (scope management)"),
@@ -64,7 +65,7 @@ impl Modify for BearerApiKey {
     }
 }
 
-/// This OpenAPI document, generated from the route table.
+/// This OpenAPI document, generated from the route table (of which it is itself a route).
 #[utoipa::path(
     get,
     path = "/v1/openapi.json",
@@ -79,37 +80,39 @@ async fn openapi_document(
 
 /// The route table and its OpenAPI document; one cannot gain a route the other lacks.
 pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+    let gate = state.gate.clone();
     let management = OpenApiRouter::new()
         .routes(routes!(api_keys::create_api_key, api_keys::list_api_keys))
         .routes(routes!(api_keys::get_api_key))
         .routes(routes!(api_keys::revoke_api_key))
         .routes(routes!(api_keys::rotate_api_key))
         .routes(routes!(audit::list_audit))
-        .routes(routes!(join_keys::create_join_key, join_keys::list_join_keys))
-        .routes(routes!(join_keys::get_join_key))
-        .routes(routes!(join_keys::revoke_join_key))
-        .routes(routes!(agents::list_agents))
-        .routes(routes!(agents::get_agent))
-        .routes(routes!(agents::revoke_agent_credentials))
-        .routes(routes!(rotation::curve_rotate))
-        .routes(routes!(rotation::get_rotation))
-        .routes(routes!(events::agent_events))
-        .routes(routes!(exec::pauses::pause_exec))
-        .routes(routes!(exec::pauses::resume_exec))
-        .routes(routes!(exec::pauses::list_pauses))
-        .routes(routes!(exec::credential_ages::list_credentials))
-        .route_layer(from_fn_with_state(state.clone(), auth::require_management));
+        .routes(routes!(fleet::create_join_key, fleet::list_join_keys))
+        .routes(routes!(fleet::get_join_key))
+        .routes(routes!(fleet::revoke_join_key))
+        .routes(routes!(fleet::list_agents))
+        .routes(routes!(fleet::get_agent))
+        .routes(routes!(fleet::revoke_agent_credentials))
+        .routes(routes!(fleet::curve_rotate))
+        .routes(routes!(fleet::get_rotation))
+        .routes(routes!(fleet::agent_events))
+        .routes(routes!(exec::pause_exec))
+        .routes(routes!(exec::resume_exec))
+        .routes(routes!(exec::list_pauses))
+        .routes(routes!(exec::list_credentials))
+        .route_layer(from_fn_with_state(gate.clone(), auth::require_management));
     let exec = OpenApiRouter::new()
-        .routes(routes!(exec::handlers::list_tools))
-        .routes(routes!(exec::handlers::get_tool))
-        .routes(routes!(exec::handlers::create_invocation, exec::handlers::list_invocations))
-        .routes(routes!(exec::handlers::get_invocation))
-        .routes(routes!(exec::handlers::cancel_invocation))
-        .route_layer(from_fn_with_state(state.clone(), auth::require_execution));
+        .routes(routes!(exec::list_tools))
+        .routes(routes!(exec::get_tool))
+        .routes(routes!(exec::create_invocation, exec::list_invocations))
+        .routes(routes!(exec::get_invocation))
+        .routes(routes!(exec::cancel_invocation))
+        .route_layer(from_fn_with_state(gate, auth::require_execution));
     let public = OpenApiRouter::new()
-        .routes(routes!(enroll::enroll))
+        .routes(routes!(fleet::enroll))
         .routes(routes!(health::healthz))
-        .routes(routes!(metrics::serve_metrics));
+        .routes(routes!(metrics::serve_metrics))
+        .routes(routes!(openapi_document));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(management)
         .merge(exec)
@@ -120,11 +123,10 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
 pub fn app(state: AppState) -> axum::Router {
     let (router, doc) = routes(&state);
     router
-        .route("/v1/openapi.json", get(openapi_document))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(Arc::new(doc)))
-        .layer(from_fn_with_state(state.clone(), metrics::track))
+        .layer(from_fn_with_state(state.metrics.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())

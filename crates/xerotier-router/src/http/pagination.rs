@@ -2,12 +2,15 @@ use xerotier_proto::Page;
 use xerotier_proto::page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 use xerotier_store::{PageRequest, PageSlice};
 
-use crate::error::ApiError;
+use crate::service_error::ServiceError;
 
-pub fn page_request(limit: Option<u32>, after: Option<String>) -> Result<PageRequest, ApiError> {
+pub fn page_request(
+    limit: Option<u32>,
+    after: Option<String>,
+) -> Result<PageRequest, ServiceError> {
     let limit = limit.unwrap_or(DEFAULT_PAGE_LIMIT);
     if limit == 0 || limit > MAX_PAGE_LIMIT {
-        return Err(ApiError::invalid(
+        return Err(ServiceError::invalid(
             format!("limit must be between 1 and {MAX_PAGE_LIMIT}"),
             "limit",
         ));

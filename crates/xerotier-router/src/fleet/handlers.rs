@@ -1,0 +1,290 @@
+//! The fleet's HTTP surface: join keys, enrollment, agents, CURVE rotation and the event log.
+//! Each handler takes the one service it needs, calls it, and maps the answer to a view.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use xerotier_proto::agents::{
+    AgentQuery, AgentView, EnrollRequest, EnrollResponse, RevokeAgentRequest,
+};
+use xerotier_proto::events::{AgentEventView, EventQuery};
+use xerotier_proto::join_keys::{
+    CreateJoinKeyRequest, IssuedJoinKey, JoinKeyQuery, JoinKeyView, RevokeJoinKeyRequest,
+};
+use xerotier_proto::rotation::{CurveRotateRequest, RotationView};
+use xerotier_proto::{ErrorEnvelope, Page};
+
+use super::agents::AgentService;
+use super::enroll::EnrollService;
+use super::join_keys::JoinKeyService;
+use super::rotation::RotationService;
+use super::views;
+use crate::agent_events::EventLog;
+use crate::audit::AuditContext;
+use crate::error::ApiError;
+use crate::http::extract::{JsonBody, QueryParams};
+use crate::http::pagination::{into_page, page_request};
+
+/// Mint a join key. The token is shown once.
+#[utoipa::path(
+    post,
+    path = "/v1/management/join-keys",
+    tag = "join-keys",
+    request_body = CreateJoinKeyRequest,
+    responses(
+        (status = 201, description = "Created; `token` cannot be shown again", body = IssuedJoinKey),
+        (status = 400, description = "Invalid name, role, address or TTL", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
+        (status = 403, description = "Key lacks the management scope", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn create_join_key(
+    State(join_keys): State<JoinKeyService>,
+    context: AuditContext,
+    JsonBody(request): JsonBody<CreateJoinKeyRequest>,
+) -> Result<(StatusCode, Json<IssuedJoinKey>), ApiError> {
+    let issued = join_keys.create(&context, request).await?;
+    Ok((StatusCode::CREATED, Json(views::issued_join_key(issued))))
+}
+
+/// List join keys: active ones, or all with `include_terminal`.
+#[utoipa::path(
+    get,
+    path = "/v1/management/join-keys",
+    tag = "join-keys",
+    params(JoinKeyQuery),
+    responses(
+        (status = 200, description = "One page of join keys", body = Page<JoinKeyView>),
+        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
+        (status = 403, description = "Key lacks the management scope", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn list_join_keys(
+    State(join_keys): State<JoinKeyService>,
+    QueryParams(query): QueryParams<JoinKeyQuery>,
+) -> Result<Json<Page<JoinKeyView>>, ApiError> {
+    let page = page_request(query.limit, query.after)?;
+    let slice = join_keys.list(&page, query.include_terminal).await?;
+    Ok(Json(into_page(slice, |k| k.record.id.clone(), views::join_key)))
+}
+
+/// Show one join key.
+#[utoipa::path(
+    get,
+    path = "/v1/management/join-keys/{id}",
+    tag = "join-keys",
+    params(("id" = String, Path, description = "Join key id, `jk_…`")),
+    responses(
+        (status = 200, description = "The join key", body = JoinKeyView),
+        (status = 404, description = "No such join key", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn get_join_key(
+    State(join_keys): State<JoinKeyService>,
+    Path(id): Path<String>,
+) -> Result<Json<JoinKeyView>, ApiError> {
+    Ok(Json(views::join_key(join_keys.get(&id).await?)))
+}
+
+/// Revoke an unconsumed join key.
+#[utoipa::path(
+    post,
+    path = "/v1/management/join-keys/{id}/revoke",
+    tag = "join-keys",
+    params(("id" = String, Path, description = "Join key id, `jk_…`")),
+    request_body(content = RevokeJoinKeyRequest, description = "Optional reason"),
+    responses(
+        (status = 200, description = "Revoked", body = JoinKeyView),
+        (status = 404, description = "No such join key", body = ErrorEnvelope),
+        (status = 409, description = "Already used or revoked", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn revoke_join_key(
+    State(join_keys): State<JoinKeyService>,
+    context: AuditContext,
+    Path(id): Path<String>,
+    body: Option<JsonBody<RevokeJoinKeyRequest>>,
+) -> Result<Json<JoinKeyView>, ApiError> {
+    let request = body.map(|JsonBody(b)| b).unwrap_or_default();
+    let revoked = join_keys.revoke(&context, &id, request.reason.as_deref()).await?;
+    Ok(Json(views::join_key(revoked)))
+}
+
+/// Enroll an agent with a join key (single use). No API key: the join key is the credential.
+#[utoipa::path(
+    post,
+    path = "/v1/enroll",
+    tag = "enrollment",
+    request_body = EnrollRequest,
+    responses(
+        (status = 200, description = "Enrolled", body = EnrollResponse),
+        (status = 400, description = "Malformed keys, name or manifest", body = ErrorEnvelope),
+        (status = 401, description = "Join key invalid (`join_key_invalid`), expired (`join_key_expired`) or revoked (`join_key_revoked`)", body = ErrorEnvelope),
+        (status = 409, description = "Join key already used (`join_key_used`), registration name taken (`registration_name_taken`) or CURVE key reused (`curve_key_taken`)", body = ErrorEnvelope),
+    )
+)]
+pub async fn enroll(
+    State(enrollment): State<EnrollService>,
+    context: AuditContext,
+    JsonBody(request): JsonBody<EnrollRequest>,
+) -> Result<Json<EnrollResponse>, ApiError> {
+    Ok(Json(enrollment.enroll(&context, request).await?))
+}
+
+/// The fleet: agents with their status.
+#[utoipa::path(
+    get,
+    path = "/v1/management/agents",
+    tag = "agents",
+    params(AgentQuery),
+    responses(
+        (status = 200, description = "One page of agents", body = Page<AgentView>),
+        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
+        (status = 403, description = "Key lacks the management scope", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn list_agents(
+    State(agents): State<AgentService>,
+    QueryParams(query): QueryParams<AgentQuery>,
+) -> Result<Json<Page<AgentView>>, ApiError> {
+    let page = page_request(query.limit, query.after)?;
+    let slice = agents.list(&page, query.include_revoked).await?;
+    Ok(Json(into_page(slice, |a| a.record.id.clone(), views::agent)))
+}
+
+/// One agent, with its manifest summary and CURVE key fingerprint.
+#[utoipa::path(
+    get,
+    path = "/v1/management/agents/{id}",
+    tag = "agents",
+    params(("id" = String, Path, description = "Agent id, `agt_…`")),
+    responses(
+        (status = 200, description = "The agent", body = AgentView),
+        (status = 404, description = "No such agent", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn get_agent(
+    State(agents): State<AgentService>,
+    Path(id): Path<String>,
+) -> Result<Json<AgentView>, ApiError> {
+    Ok(Json(views::agent(agents.get(&id).await?)))
+}
+
+/// Revoke an agent's credentials: its live session is cut at once; it must re-enroll.
+#[utoipa::path(
+    post,
+    path = "/v1/management/agents/{id}/revoke-credentials",
+    tag = "agents",
+    params(("id" = String, Path, description = "Agent id, `agt_…`")),
+    request_body(content = RevokeAgentRequest, description = "Optional reason"),
+    responses(
+        (status = 200, description = "Revoked", body = AgentView),
+        (status = 404, description = "No such agent", body = ErrorEnvelope),
+        (status = 409, description = "Already revoked", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn revoke_agent_credentials(
+    State(agents): State<AgentService>,
+    context: AuditContext,
+    Path(id): Path<String>,
+    body: Option<JsonBody<RevokeAgentRequest>>,
+) -> Result<Json<AgentView>, ApiError> {
+    let request = body.map(|JsonBody(b)| b).unwrap_or_default();
+    let revoked = agents.revoke_credentials(&context, &id, request.reason.as_deref()).await?;
+    Ok(Json(views::agent(revoked)))
+}
+
+/// Rotate the agent's CURVE key. Answers at once with the request id; watch the events stream.
+#[utoipa::path(
+    post,
+    path = "/v1/management/agents/{id}/curve-rotate",
+    tag = "agents",
+    params(("id" = String, Path, description = "Agent id, `agt_…`")),
+    request_body(content = CurveRotateRequest, description = "Reason for the audit log (default `scheduled`)"),
+    responses(
+        (status = 202, description = "Requested: status `pending` (or `failed` for a revoked agent)", body = RotationView),
+        (status = 404, description = "No such agent", body = ErrorEnvelope),
+        (status = 409, description = "A rotation is already in flight (`rotation_in_flight`, the message names it)", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn curve_rotate(
+    State(rotations): State<RotationService>,
+    context: AuditContext,
+    Path(id): Path<String>,
+    body: Option<JsonBody<CurveRotateRequest>>,
+) -> Result<(StatusCode, Json<RotationView>), ApiError> {
+    let request = body.map(|JsonBody(b)| b).unwrap_or_default();
+    let rotation = rotations.request(&context, &id, request.reason.as_deref()).await?;
+    Ok((StatusCode::ACCEPTED, Json(views::rotation(rotation))))
+}
+
+/// One rotation request and its state.
+#[utoipa::path(
+    get,
+    path = "/v1/management/agents/{id}/curve-rotations/{request_id}",
+    tag = "agents",
+    params(("id" = String, Path, description = "Agent id"), ("request_id" = String, Path, description = "Rotation request id")),
+    responses(
+        (status = 200, description = "The rotation", body = RotationView),
+        (status = 404, description = "No such rotation", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn get_rotation(
+    State(rotations): State<RotationService>,
+    Path((id, request_id)): Path<(String, String)>,
+) -> Result<Json<RotationView>, ApiError> {
+    Ok(Json(views::rotation(rotations.get(&id, &request_id).await?)))
+}
+
+/// The agent's events: a JSON page, or with `Accept: text/event-stream` a live SSE stream that
+/// resumes after `Last-Event-ID` (or `after`).
+#[utoipa::path(
+    get,
+    path = "/v1/management/agents/{id}/events",
+    tag = "agents",
+    params(("id" = String, Path, description = "Agent id, `agt_…`"), EventQuery),
+    responses(
+        (status = 200, description = "A page of events (JSON) or a live stream (text/event-stream)", body = Page<AgentEventView>),
+        (status = 404, description = "No such agent", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn agent_events(
+    State(events): State<EventLog>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    QueryParams(query): QueryParams<EventQuery>,
+) -> Result<Response, ApiError> {
+    let wants_stream = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if !wants_stream {
+        let page = page_request(query.limit, query.after)?;
+        let slice = events.list(&id, &page).await?;
+        return Ok(Json(into_page(slice, |e| e.id.clone(), views::event)).into_response());
+    }
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or(query.after);
+    let stream = events.follow(&id, resume).await?.map(|event| {
+        let (id, kind) = (event.id.clone(), event.event_type.clone());
+        let data = serde_json::to_string(&views::event(event)).unwrap_or_default();
+        Ok::<_, std::convert::Infallible>(Event::default().id(id).event(kind).data(data))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}

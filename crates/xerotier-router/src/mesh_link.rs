@@ -1,0 +1,148 @@
+//! The router's side of the CURVE mesh, below both the fleet and tool execution.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use parking_lot::Mutex;
+use xerotier_core::UnixMillis;
+use xerotier_mesh::{AllowList, MeshHandle};
+use xerotier_proto::mesh::Frame;
+use xerotier_store::Heartbeat;
+
+use crate::fleet::RouterIdentity;
+
+/// Fleet policy, from the router's configuration.
+#[derive(Debug, Clone)]
+pub struct FleetSettings {
+    /// Where the mesh endpoint binds, `tcp://host:port`.
+    pub mesh_bind: String,
+    /// The address written into join keys when `--router-addr` is not given [default: the
+    /// bound endpoint].
+    pub mesh_public_addr: Option<String>,
+    pub join_key_default_ttl_seconds: u64,
+    pub join_key_max_ttl_seconds: u64,
+    /// `inference` or `execution`.
+    pub default_agent_role: String,
+    /// How often the allow-list is re-read from the store (other replicas' changes).
+    pub allow_list_refresh_ms: u64,
+    /// How often buffered lease renewals are written to the store.
+    pub heartbeat_flush_ms: u64,
+    /// How long a CURVE rotation waits for the agent's signed acknowledgement.
+    pub curve_rotation_ack_timeout_ms: u64,
+}
+
+impl Default for FleetSettings {
+    fn default() -> Self {
+        Self {
+            mesh_bind: "tcp://127.0.0.1:5555".into(),
+            mesh_public_addr: None,
+            join_key_default_ttl_seconds: 600,
+            join_key_max_ttl_seconds: 86_400,
+            default_agent_role: "execution".into(),
+            allow_list_refresh_ms: 2_000,
+            heartbeat_flush_ms: 1_000,
+            curve_rotation_ack_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// The router's side of the mesh: its settings and identity, the allow-list, the live
+/// sessions and the lease renewals not yet written. Shared by `fleet` and `exec`, which send to
+/// agents through it; it depends on neither.
+#[derive(Debug)]
+pub struct MeshLink {
+    pub settings: FleetSettings,
+    pub identity: RouterIdentity,
+    pub allow: AllowList,
+    mesh: OnceLock<(MeshHandle, String)>,
+    /// The latest routing id of each connected agent.
+    sessions: Mutex<HashMap<String, Vec<u8>>>,
+    /// Lease renewals not yet written to the store.
+    pending_heartbeats: Mutex<HashMap<String, Heartbeat>>,
+}
+
+impl MeshLink {
+    pub fn new(settings: FleetSettings, identity: RouterIdentity) -> Self {
+        Self {
+            settings,
+            identity,
+            allow: AllowList::default(),
+            mesh: OnceLock::new(),
+            sessions: Mutex::default(),
+            pending_heartbeats: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn attach_mesh(&self, handle: MeshHandle, endpoint: String) {
+        let _ = self.mesh.set((handle, endpoint));
+    }
+
+    /// The mesh address agents are told to connect to.
+    pub fn advertised_mesh_addr(&self) -> String {
+        if let Some(addr) = &self.settings.mesh_public_addr {
+            return addr.clone();
+        }
+        match self.mesh.get() {
+            Some((_, endpoint)) => endpoint.clone(),
+            None => self.settings.mesh_bind.clone(),
+        }
+    }
+
+    pub fn router_curve_public_z85(&self) -> String {
+        self.identity.mesh_keys.public_z85()
+    }
+
+    pub(crate) fn note_session(&self, agent_id: &str, routing_id: Vec<u8>) {
+        self.sessions.lock().insert(agent_id.to_string(), routing_id);
+    }
+
+    pub(crate) fn note_heartbeat(&self, beat: Heartbeat) {
+        self.pending_heartbeats.lock().insert(beat.agent_id.clone(), beat);
+    }
+
+    pub(crate) fn take_heartbeats(&self) -> Vec<Heartbeat> {
+        self.pending_heartbeats.lock().drain().map(|(_, beat)| beat).collect()
+    }
+
+    /// The newest lease renewal seen here but maybe not yet stored.
+    pub fn pending_heartbeat_at(&self, agent_id: &str) -> Option<UnixMillis> {
+        self.pending_heartbeats.lock().get(agent_id).map(|b| b.at)
+    }
+
+    pub fn connected_sessions(&self) -> usize {
+        self.sessions.lock().len()
+    }
+
+    /// Sends `frame` to the agent's live session, if it has one on this replica.
+    pub(crate) fn send_to(&self, agent_id: &str, frame: &Frame) -> bool {
+        let routing_id = self.sessions.lock().get(agent_id).cloned();
+        match (routing_id, self.mesh.get()) {
+            (Some(routing_id), Some((handle, _))) => match handle.send(&routing_id, frame) {
+                Ok(()) => true,
+                Err(err) => {
+                    tracing::warn!(%agent_id, error = %err, "mesh send failed");
+                    false
+                }
+            },
+            _ => false,
+        }
+    }
+
+    pub(crate) fn send_raw(&self, routing_id: &[u8], frame: &Frame) {
+        if let Some((handle, _)) = self.mesh.get()
+            && let Err(err) = handle.send(routing_id, frame)
+        {
+            tracing::warn!(error = %err, "mesh send failed");
+        }
+    }
+
+    /// Ends the agent's session on this replica: tells it why, forgets its routing id.
+    pub(crate) fn end_session(&self, agent_id: &str, reason: &str) {
+        self.send_to(agent_id, &Frame::Revoked { reason: reason.to_string() });
+        self.sessions.lock().remove(agent_id);
+    }
+
+    pub(crate) fn session_agents(&self) -> Vec<String> {
+        self.sessions.lock().keys().cloned().collect()
+    }
+}

@@ -1,0 +1,298 @@
+//! Agents' frames: one task per agent with a bounded queue, so one agent's frames never wait
+//! behind another's database write, and a flooding agent fills only its own queue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+use xerotier_core::SharedClock;
+use xerotier_mesh::MeshEvent;
+use xerotier_proto::mesh::Frame;
+use xerotier_store::Heartbeat;
+
+use crate::agent_events::EventLog;
+use crate::exec::ExecService;
+use crate::exec::credential_ages::CredentialAges;
+use crate::fleet::rotation::RotationService;
+use crate::mesh_link::MeshLink;
+use crate::metrics::Metrics;
+
+/// Frames waiting for one agent's task; past this the agent's frames are dropped (counted as
+/// `agent_queue_full`), never anyone else's.
+pub const AGENT_QUEUE: usize = 256;
+/// An agent's task ends after this long without a frame (a new one starts with the next).
+const WORKER_IDLE: Duration = Duration::from_secs(30);
+/// An invocation an agent was handed this long ago and no longer lists in its lease renewals
+/// was lost (frames in flight get this long to arrive).
+const LOST_INVOCATION_GRACE_MS: i64 = 5_000;
+
+/// One authenticated frame, as the mesh delivered it.
+#[derive(Debug)]
+struct Inbound {
+    routing_id: Vec<u8>,
+    curve_key: [u8; 32],
+    frame: Frame,
+}
+
+/// What handling a frame touches.
+#[derive(Debug, Clone)]
+pub struct FrameHandler {
+    pub clock: SharedClock,
+    pub link: Arc<MeshLink>,
+    pub rotations: RotationService,
+    pub exec: ExecService,
+    pub events: EventLog,
+    pub credential_ages: CredentialAges,
+    pub metrics: Metrics,
+}
+
+/// Routes the mesh's events to per-agent tasks until `shutdown` (or the mesh ends); then waits
+/// for each agent's task to finish the frame it is handling. A dead mesh thread is reported on
+/// `fatal`.
+pub fn spawn(
+    handler: FrameHandler,
+    mut events: mpsc::Receiver<MeshEvent>,
+    fatal: mpsc::Sender<String>,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let handler = Arc::new(handler);
+        let mut workers: HashMap<String, mpsc::Sender<Inbound>> = HashMap::new();
+        let mut tasks = JoinSet::new();
+        loop {
+            let event = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                event = events.recv() => event,
+            };
+            let Some(event) = event else { break };
+            match event {
+                MeshEvent::Frame { agent_id, routing_id, frame, curve_key } => {
+                    let inbound = Inbound { routing_id, curve_key, frame };
+                    route(&handler, &mut workers, &mut tasks, &shutdown, agent_id, inbound);
+                }
+                MeshEvent::Dropped { reason, agent_id } => {
+                    handler.metrics.mesh_dropped(reason.as_str());
+                    tracing::debug!(
+                        reason = reason.as_str(),
+                        agent_id = agent_id.as_deref().unwrap_or("-"),
+                        "mesh frame dropped"
+                    );
+                }
+                MeshEvent::Fatal(message) => {
+                    let _ = fatal.send(message).await;
+                    break;
+                }
+            }
+            reap(&mut tasks);
+        }
+        drop(workers);
+        while let Some(done) = tasks.join_next().await {
+            if let Err(err) = done {
+                tracing::error!(error = %err, "an agent's frame task failed");
+            }
+        }
+    })
+}
+
+fn reap(tasks: &mut JoinSet<()>) {
+    while let Some(done) = tasks.try_join_next() {
+        if let Err(err) = done {
+            tracing::error!(error = %err, "an agent's frame task failed");
+        }
+    }
+}
+
+fn route(
+    handler: &Arc<FrameHandler>,
+    workers: &mut HashMap<String, mpsc::Sender<Inbound>>,
+    tasks: &mut JoinSet<()>,
+    shutdown: &CancellationToken,
+    agent_id: String,
+    inbound: Inbound,
+) {
+    let inbound = match workers.get(&agent_id) {
+        None => inbound,
+        Some(queue) => match queue.try_send(inbound) {
+            Ok(()) => return,
+            Err(TrySendError::Full(_)) => {
+                handler.metrics.mesh_dropped("agent_queue_full");
+                tracing::debug!(%agent_id, "agent's frame queue full; frame dropped");
+                return;
+            }
+            // Its task ended (idle): start another.
+            Err(TrySendError::Closed(inbound)) => inbound,
+        },
+    };
+    let (queue, frames) = mpsc::channel(AGENT_QUEUE);
+    if queue.try_send(inbound).is_err() {
+        return;
+    }
+    workers.insert(agent_id.clone(), queue);
+    tasks.spawn(agent_task(handler.clone(), agent_id, frames, shutdown.clone()));
+}
+
+/// Handles one agent's frames in order; stops between frames at shutdown.
+async fn agent_task(
+    handler: Arc<FrameHandler>,
+    agent_id: String,
+    mut frames: mpsc::Receiver<Inbound>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return,
+            next = frames.recv() => next,
+            () = tokio::time::sleep(WORKER_IDLE) => return,
+        };
+        let Some(inbound) = next else { return };
+        handler.handle(&agent_id, inbound).await;
+    }
+}
+
+impl FrameHandler {
+    async fn handle(&self, agent_id: &str, inbound: Inbound) {
+        let Inbound { routing_id, curve_key, frame } = inbound;
+        let kind = frame_kind(&frame);
+        if kind != "unexpected" {
+            self.metrics.mesh_frame(kind);
+        }
+        self.rotations.on_seen(agent_id, &curve_key).await;
+        self.exec.on_seen(agent_id);
+        match frame {
+            Frame::Hello { manifest_hash, manifest_version, xem_version, .. } => {
+                self.on_hello(
+                    agent_id,
+                    routing_id,
+                    curve_key,
+                    manifest_hash,
+                    manifest_version,
+                    xem_version,
+                )
+                .await;
+            }
+            Frame::Manifest { manifest, .. } => {
+                if let Err(err) = self.exec.on_manifest(agent_id, manifest).await {
+                    tracing::warn!(%agent_id, error = %err, "could not record the agent's manifest");
+                }
+            }
+            Frame::InvocationStarted { invocation_id, credential_generation } => {
+                if let Err(err) =
+                    self.exec.on_started(agent_id, &invocation_id, credential_generation).await
+                {
+                    tracing::warn!(%agent_id, %invocation_id, error = %err, "could not record an invocation start");
+                }
+            }
+            Frame::InvocationOutput { invocation_id, stream, chunk } => {
+                self.exec.on_output(agent_id, &invocation_id, &stream, &chunk);
+            }
+            Frame::InvocationFinished { result } => {
+                let invocation_id = result.invocation_id.clone();
+                if let Err(err) = self.exec.on_finished(agent_id, result).await {
+                    tracing::warn!(%agent_id, %invocation_id, error = %err, "could not record an invocation result; the agent will re-send it");
+                }
+            }
+            Frame::InvocationRefused { invocation_id, reason } => {
+                if let Err(err) = self.exec.on_refused(agent_id, &invocation_id, &reason).await {
+                    tracing::warn!(%agent_id, %invocation_id, error = %err, "could not requeue a refused invocation");
+                }
+            }
+            Frame::CredentialsReloaded { report } => self.on_credentials(agent_id, report).await,
+            Frame::RotateAck { payload, signature } => {
+                self.link.note_session(agent_id, routing_id);
+                if let Err(err) = self.rotations.on_ack(agent_id, &payload, &signature).await {
+                    tracing::warn!(%agent_id, error = %err, "could not process a rotation acknowledgement");
+                }
+            }
+            Frame::LeaseRenewal { seq, manifest_hash, manifest_version, in_flight, .. } => {
+                self.link.send_raw(&routing_id, &Frame::LeaseAck { seq });
+                self.link.note_session(agent_id, routing_id);
+                if let Err(err) =
+                    self.exec.on_lease(agent_id, &in_flight, LOST_INVOCATION_GRACE_MS).await
+                {
+                    tracing::warn!(%agent_id, error = %err, "could not reconcile the agent's invocations");
+                }
+                self.note_heartbeat(agent_id, manifest_hash, manifest_version);
+            }
+            Frame::LeaseAck { .. }
+            | Frame::Invoke { .. }
+            | Frame::CancelInvocation { .. }
+            | Frame::ResultAck { .. }
+            | Frame::Revoked { .. }
+            | Frame::RotateCurve { .. }
+            | Frame::RotationPromoted { .. }
+            | Frame::RotationFailed { .. } => {
+                self.metrics.mesh_dropped("unexpected");
+                tracing::debug!(%agent_id, "router-bound frame of a router-sent type; dropped");
+            }
+        }
+    }
+
+    async fn on_hello(
+        &self,
+        agent_id: &str,
+        routing_id: Vec<u8>,
+        curve_key: [u8; 32],
+        manifest_hash: String,
+        manifest_version: u64,
+        xem_version: String,
+    ) {
+        tracing::info!(%agent_id, %xem_version, "agent connected");
+        self.link.note_session(agent_id, routing_id);
+        self.note_heartbeat(agent_id, manifest_hash, manifest_version);
+        let key = xerotier_credentials::fingerprint(&curve_key);
+        let details =
+            serde_json::json!({ "curve_key_fingerprint": key, "xem_version": xem_version });
+        self.events.append(agent_id, "connected", None, details).await;
+        self.rotations.on_hello(agent_id, &curve_key).await;
+        if let Err(err) = self.exec.on_hello(agent_id).await {
+            tracing::warn!(%agent_id, error = %err, "could not load the agent's offer");
+        }
+    }
+
+    async fn on_credentials(
+        &self,
+        agent_id: &str,
+        report: xerotier_proto::workspace_credentials::ReloadReport,
+    ) {
+        if report.ok {
+            tracing::info!(%agent_id, trigger = %report.trigger, files = report.files.len(), "agent reloaded its workspace credentials");
+        } else {
+            tracing::warn!(%agent_id, trigger = %report.trigger, "agent credential reload failed for some files; their last good versions stay in use");
+        }
+        if let Err(err) = self.credential_ages.record(agent_id, &report).await {
+            tracing::warn!(%agent_id, error = %err, "could not record the agent's credential report");
+        }
+        let event = if report.ok { "credentials_reloaded" } else { "credentials_reload_failed" };
+        let details = serde_json::to_value(&report).unwrap_or_default();
+        self.events.append(agent_id, event, None, details).await;
+    }
+
+    fn note_heartbeat(&self, agent_id: &str, manifest_hash: String, manifest_version: u64) {
+        self.link.note_heartbeat(Heartbeat {
+            agent_id: agent_id.to_string(),
+            at: self.clock.now_millis(),
+            manifest_hash,
+            manifest_version: i64::try_from(manifest_version).unwrap_or(i64::MAX),
+        });
+    }
+}
+
+fn frame_kind(frame: &Frame) -> &'static str {
+    match frame {
+        Frame::Hello { .. } => "hello",
+        Frame::Manifest { .. } => "manifest",
+        Frame::InvocationStarted { .. } => "invocation_started",
+        Frame::InvocationOutput { .. } => "invocation_output",
+        Frame::InvocationFinished { .. } => "invocation_finished",
+        Frame::InvocationRefused { .. } => "invocation_refused",
+        Frame::CredentialsReloaded { .. } => "credentials_reloaded",
+        Frame::RotateAck { .. } => "rotate_ack",
+        Frame::LeaseRenewal { .. } => "lease_renewal",
+        _ => "unexpected",
+    }
+}

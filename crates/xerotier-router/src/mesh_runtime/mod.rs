@@ -1,0 +1,129 @@
+//! The mesh runtime: the CURVE endpoint, the per-agent frame tasks, and the background loops
+//! that keep the allow-list, lease times and rotations in step with the store.
+//!
+//! Every task takes the shutdown token and is joined by [`MeshRuntime::stop`], which returns
+//! only when none of them can touch the store again; the caller closes the store after it.
+
+mod frames;
+mod loops;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use xerotier_mesh::{MeshError, MeshServer};
+use xerotier_store::{Store, StoreError};
+
+pub use frames::{AGENT_QUEUE, FrameHandler};
+pub use loops::refresh_allow_list;
+
+use crate::exec::ExecService;
+use crate::fleet::rotation::RotationService;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("loading the allow-list: {0}")]
+    Store(#[from] StoreError),
+    #[error("starting the mesh endpoint: {0}")]
+    Mesh(#[from] MeshError),
+}
+
+/// What the runtime's loops use besides the frame handler's services.
+#[derive(Debug, Clone)]
+pub struct RuntimeDeps {
+    pub store: Store,
+    pub frames: FrameHandler,
+    pub rotations: RotationService,
+    pub exec: ExecService,
+}
+
+/// A running mesh: the endpoint's threads and the tasks around it.
+#[derive(Debug)]
+pub struct MeshRuntime {
+    server: Arc<MeshServer>,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+    /// Receives a message when the mesh can no longer serve (a thread died).
+    pub fatal: mpsc::Receiver<String>,
+}
+
+/// Loads the allow-list, binds the endpoint and starts the tasks, each stopping on `shutdown`.
+pub async fn start(
+    deps: RuntimeDeps,
+    shutdown: &CancellationToken,
+) -> Result<MeshRuntime, RuntimeError> {
+    let link = deps.frames.link.clone();
+    refresh_allow_list(&deps.store, &link).await?;
+    deps.rotations.load_promoted().await?;
+    let (server, handle, events) =
+        MeshServer::start(&link.settings.mesh_bind, &link.identity.mesh_keys, link.allow.clone())?;
+    link.attach_mesh(handle, server.endpoint().to_string());
+    tracing::info!(endpoint = %server.endpoint(), agents = link.allow.len(), "mesh endpoint listening (CURVE)");
+    let server = Arc::new(server);
+    let (fatal_tx, fatal) = mpsc::channel(4);
+    let settings = &link.settings;
+    let tasks = vec![
+        (
+            "frames",
+            frames::spawn(deps.frames.clone(), events, fatal_tx.clone(), shutdown.child_token()),
+        ),
+        (
+            "heartbeat flush",
+            loops::spawn_heartbeat_flush(
+                deps.store.clone(),
+                link.clone(),
+                Duration::from_millis(settings.heartbeat_flush_ms),
+                shutdown.child_token(),
+            ),
+        ),
+        (
+            "allow-list refresh",
+            loops::spawn_allow_list_refresh(
+                deps.store.clone(),
+                link.clone(),
+                Duration::from_millis(settings.allow_list_refresh_ms),
+                shutdown.child_token(),
+            ),
+        ),
+        (
+            "rotation sweep",
+            loops::spawn_rotation_sweep(
+                deps.rotations.clone(),
+                deps.frames.clock.clone(),
+                shutdown.child_token(),
+            ),
+        ),
+        ("dispatch", crate::exec::spawn_dispatch(deps.exec.clone(), shutdown.child_token())),
+        (
+            "mesh health",
+            loops::spawn_health_watch(server.clone(), fatal_tx, shutdown.child_token()),
+        ),
+    ];
+    Ok(MeshRuntime { server, tasks, fatal })
+}
+
+impl MeshRuntime {
+    /// After the shutdown token was cancelled: waits for every task (each finishes what it is
+    /// doing; the heartbeat flush writes what is buffered), at most `deadline` in all, then
+    /// stops the endpoint's threads. When this returns nothing of the mesh uses the store.
+    pub async fn stop(self, deadline: Duration) {
+        let until = tokio::time::Instant::now() + deadline;
+        for (name, mut task) in self.tasks {
+            match tokio::time::timeout_at(until, &mut task).await {
+                Ok(Ok(())) => tracing::debug!(task = name, "stopped"),
+                Ok(Err(err)) => tracing::error!(task = name, error = %err, "task failed"),
+                Err(_) => {
+                    tracing::warn!(task = name, "did not stop in time; abandoned");
+                    task.abort();
+                    let _ = task.await;
+                }
+            }
+        }
+        // The threads poll their stop flag every 100 ms and never block on a full queue.
+        match Arc::try_unwrap(self.server) {
+            Ok(server) => server.shutdown(),
+            Err(_) => tracing::warn!("mesh endpoint still referenced; its threads stop at exit"),
+        }
+    }
+}
