@@ -101,9 +101,7 @@ impl Store {
             tx.rollback().await?;
             return Err(refusal);
         }
-        audit.insert(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        audit.commit_with(tx).await
     }
 
     pub async fn agent(&self, id: &str) -> Result<Option<AgentRecord>, StoreError> {

@@ -76,9 +76,7 @@ impl Store {
             }
             other => other?,
         };
-        audit.insert(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        audit.commit_with(tx).await
     }
 
     /// Creates the first admin key if, and only if, no router has bootstrapped this store yet.

@@ -87,13 +87,22 @@ impl AuditEntry {
     }
 }
 
+impl AuditEntry {
+    /// Writes this record in `tx` and commits: the end of every audited change.
+    pub(crate) async fn commit_with(
+        &self,
+        mut tx: Transaction<'static, Any>,
+    ) -> Result<(), StoreError> {
+        self.insert(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
 impl Store {
     /// Records an attempt that changed nothing (denied or failed).
     pub async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        entry.insert(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        entry.commit_with(self.begin_write().await?).await
     }
 
     pub async fn list_audit(

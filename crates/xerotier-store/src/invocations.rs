@@ -273,9 +273,9 @@ impl Store {
         .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some(record) = rows::one(cancelled)? {
+        if let Some(row) = cancelled {
             tx.commit().await?;
-            return Ok(CancelOutcome::Cancelled(record));
+            return Ok(CancelOutcome::Cancelled(InvocationRecord::from_row(&row)?));
         }
         let requested = sqlx::query(sql::<InvocationRecord>(
             "UPDATE {table} SET cancel_requested_at = COALESCE(cancel_requested_at, $2)

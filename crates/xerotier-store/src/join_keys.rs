@@ -63,9 +63,7 @@ impl Store {
         .bind(key.expires_at)
         .execute(&mut *tx)
         .await?;
-        audit.insert(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        audit.commit_with(tx).await
     }
 
     pub async fn join_key(&self, id: &str) -> Result<Option<JoinKeyRecord>, StoreError> {

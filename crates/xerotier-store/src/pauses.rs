@@ -95,9 +95,7 @@ impl Store {
             };
             return Err(StoreError::NotPaused(what));
         }
-        audit.insert(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        audit.commit_with(tx).await
     }
 
     /// Every pause in force, by agent then workspace (the agent-wide one first).

@@ -103,9 +103,7 @@ impl Store {
             return Err(err.into());
         }
         event.insert(&mut tx).await?;
-        audit.insert(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        audit.commit_with(tx).await
     }
 
     pub async fn rotation(&self, id: &str) -> Result<Option<RotationRecord>, StoreError> {
@@ -216,8 +214,7 @@ impl Store {
         for event in events {
             event.insert(&mut tx).await?;
         }
-        audit.insert(&mut tx).await?;
-        tx.commit().await?;
+        audit.commit_with(tx).await?;
         Ok(Some(rotation))
     }
 

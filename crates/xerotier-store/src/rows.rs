@@ -141,8 +141,7 @@ impl Store {
         for event in events {
             event.insert(&mut tx).await?;
         }
-        audit.insert(&mut tx).await?;
-        tx.commit().await?;
+        audit.commit_with(tx).await?;
         Ok(Some(T::from_row(&row)?))
     }
 
