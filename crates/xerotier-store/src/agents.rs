@@ -1,7 +1,7 @@
 use sqlx::Row;
-use sqlx::any::AnyRow;
 use xerotier_core::UnixMillis;
 
+use crate::rows::{RevokeSql, record};
 use crate::{AuditEntry, PageRequest, PageSlice, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,35 +38,11 @@ pub struct Heartbeat {
     pub manifest_version: i64,
 }
 
-const COLUMNS: &str = "id, name, role, region, join_key_id, enrolled_at, curve_public_key, \
-    signing_public_key, manifest, manifest_hash, manifest_version, lease_interval_ms, \
-    last_heartbeat_at, revoked_at, revoked_by, revoked_reason, previous_curve_public_key";
-
-fn sql(template: &str) -> sqlx::AssertSqlSafe<String> {
-    sqlx::AssertSqlSafe(template.replace("{cols}", COLUMNS))
-}
-
-fn from_row(row: &AnyRow) -> Result<AgentRecord, sqlx::Error> {
-    Ok(AgentRecord {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        role: row.try_get("role")?,
-        region: row.try_get("region")?,
-        join_key_id: row.try_get("join_key_id")?,
-        enrolled_at: row.try_get("enrolled_at")?,
-        curve_public_key: row.try_get("curve_public_key")?,
-        signing_public_key: row.try_get("signing_public_key")?,
-        manifest: row.try_get("manifest")?,
-        manifest_hash: row.try_get("manifest_hash")?,
-        manifest_version: row.try_get("manifest_version")?,
-        lease_interval_ms: row.try_get("lease_interval_ms")?,
-        last_heartbeat_at: row.try_get("last_heartbeat_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-        revoked_by: row.try_get("revoked_by")?,
-        revoked_reason: row.try_get("revoked_reason")?,
-        previous_curve_public_key: row.try_get("previous_curve_public_key")?,
-    })
-}
+record!(AgentRecord in "agents" {
+    id, name, role, region, join_key_id, enrolled_at, curve_public_key, signing_public_key,
+    manifest, manifest_hash, manifest_version, lease_interval_ms, last_heartbeat_at, revoked_at,
+    revoked_by, revoked_reason, previous_curve_public_key,
+});
 
 impl Store {
     /// Consumes the join key and creates the agent, atomically: exactly one enrollment per key
@@ -125,17 +101,11 @@ impl Store {
             tx.rollback().await?;
             return Err(refusal);
         }
-        audit.insert(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        audit.commit_with(tx).await
     }
 
     pub async fn agent(&self, id: &str) -> Result<Option<AgentRecord>, StoreError> {
-        let row = sqlx::query(sql("SELECT {cols} FROM agents WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(row.as_ref().map(from_row).transpose()?)
+        self.get(id).await
     }
 
     pub async fn list_agents(
@@ -143,16 +113,8 @@ impl Store {
         page: &PageRequest,
         include_revoked: bool,
     ) -> Result<PageSlice<AgentRecord>, StoreError> {
-        let rows = sqlx::query(sql("SELECT {cols} FROM agents
-             WHERE ($1 IS NULL OR id > $1) AND ($2 = 1 OR revoked_at IS NULL)
-             ORDER BY id LIMIT $3"))
-        .bind(&page.after)
-        .bind(i64::from(include_revoked))
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(self.pool())
-        .await?;
-        let records = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-        Ok(PageSlice::from_probe(records, page.limit))
+        self.page(page, "$3 = 1 OR revoked_at IS NULL", |q| q.bind(i64::from(include_revoked)))
+            .await
     }
 
     /// `(agent id, CURVE public key)` of every unrevoked agent, including a rotated-away key not
@@ -227,27 +189,10 @@ impl Store {
         reason: Option<&str>,
         audit: &AuditEntry,
     ) -> Result<AgentRecord, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query(sql(
-            "UPDATE agents SET revoked_at = $2, revoked_by = $3, revoked_reason = $4
-             WHERE id = $1 AND revoked_at IS NULL RETURNING {cols}",
-        ))
-        .bind(id)
-        .bind(now)
-        .bind(revoked_by)
-        .bind(reason)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            tx.rollback().await?;
-            return Err(match self.agent(id).await? {
-                Some(_) => StoreError::AlreadyRevoked(id.to_string()),
-                None => StoreError::NotFound(format!("agent {id}")),
-            });
-        };
-        audit.insert(&mut tx).await?;
-        tx.commit().await?;
-        Ok(from_row(&row)?)
+        match self.revoke(id, now, revoked_by, reason, RevokeSql::PLAIN, audit).await? {
+            Some(agent) => Ok(agent),
+            None => Err(self.why_not_revocable::<AgentRecord>(id, format!("agent {id}")).await?),
+        }
     }
 }
 

@@ -1,7 +1,7 @@
-use sqlx::Row;
-use sqlx::any::AnyRow;
+use sqlx::{Any, Transaction};
 use xerotier_core::UnixMillis;
 
+use crate::rows::{RevokeSql, record, sql};
 use crate::{AuditEntry, PageRequest, PageSlice, Store, StoreError};
 
 /// An API key row. `verifier` and `previous_verifier` are hashes, never secrets.
@@ -35,31 +35,29 @@ pub struct NewApiKey {
     pub expires_at: Option<UnixMillis>,
 }
 
-const COLUMNS: &str = "id, name, scopes, verifier, previous_verifier, previous_valid_until, \
-    created_at, created_by, expires_at, last_used_at, rotated_at, revoked_at, revoked_by, \
-    revoked_reason";
+record!(ApiKeyRecord in "api_keys" {
+    id, name, scopes, verifier, previous_verifier, previous_valid_until, created_at, created_by,
+    expires_at, last_used_at, rotated_at, revoked_at, revoked_by, revoked_reason,
+});
 
-fn from_row(row: &AnyRow) -> Result<ApiKeyRecord, sqlx::Error> {
-    Ok(ApiKeyRecord {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        scopes: row.try_get("scopes")?,
-        verifier: row.try_get("verifier")?,
-        previous_verifier: row.try_get("previous_verifier")?,
-        previous_valid_until: row.try_get("previous_valid_until")?,
-        created_at: row.try_get("created_at")?,
-        created_by: row.try_get("created_by")?,
-        expires_at: row.try_get("expires_at")?,
-        last_used_at: row.try_get("last_used_at")?,
-        rotated_at: row.try_get("rotated_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-        revoked_by: row.try_get("revoked_by")?,
-        revoked_reason: row.try_get("revoked_reason")?,
-    })
-}
-
-fn sql(template: &str) -> sqlx::AssertSqlSafe<String> {
-    sqlx::AssertSqlSafe(template.replace("{cols}", COLUMNS))
+impl NewApiKey {
+    /// Inserts the key in `tx`; the raw error, so that a caller can tell a taken name.
+    async fn insert(&self, tx: &mut Transaction<'static, Any>) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, scopes, verifier, created_at, created_by, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&self.id)
+        .bind(&self.name)
+        .bind(&self.scopes)
+        .bind(&self.verifier)
+        .bind(self.created_at)
+        .bind(&self.created_by)
+        .bind(self.expires_at)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
 }
 
 impl Store {
@@ -71,28 +69,14 @@ impl Store {
         audit: &AuditEntry,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO api_keys (id, name, scopes, verifier, created_at, created_by, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&key.id)
-        .bind(&key.name)
-        .bind(&key.scopes)
-        .bind(&key.verifier)
-        .bind(key.created_at)
-        .bind(&key.created_by)
-        .bind(key.expires_at)
-        .execute(&mut *tx)
-        .await;
+        let inserted = key.insert(&mut tx).await;
         match inserted {
             Err(err) if StoreError::is_unique_violation(&err) => {
                 return Err(StoreError::NameTaken(key.name.clone()));
             }
             other => other?,
         };
-        audit.insert(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        audit.commit_with(tx).await
     }
 
     /// Creates the first admin key if, and only if, no router has bootstrapped this store yet.
@@ -119,19 +103,7 @@ impl Store {
         if !won {
             return Ok(Ok(false));
         }
-        sqlx::query(
-            "INSERT INTO api_keys (id, name, scopes, verifier, created_at, created_by, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&key.id)
-        .bind(&key.name)
-        .bind(&key.scopes)
-        .bind(&key.verifier)
-        .bind(key.created_at)
-        .bind(&key.created_by)
-        .bind(key.expires_at)
-        .execute(&mut *tx)
-        .await?;
+        key.insert(&mut tx).await?;
         audit.insert(&mut tx).await?;
         if let Err(err) = before_commit() {
             tx.rollback().await?;
@@ -142,21 +114,18 @@ impl Store {
     }
 
     pub async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let row = sqlx::query(sql("SELECT {cols} FROM api_keys WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(row.as_ref().map(from_row).transpose()?)
+        self.get(id).await
     }
 
     /// The unrevoked key with this name, if any.
     pub async fn api_key_by_name(&self, name: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let row =
-            sqlx::query(sql("SELECT {cols} FROM api_keys WHERE name = $1 AND revoked_at IS NULL"))
-                .bind(name)
-                .fetch_optional(self.pool())
-                .await?;
-        Ok(row.as_ref().map(from_row).transpose()?)
+        self.fetch_optional(
+            sqlx::query(sql::<ApiKeyRecord>(
+                "SELECT {cols} FROM {table} WHERE name = $1 AND revoked_at IS NULL",
+            ))
+            .bind(name),
+        )
+        .await
     }
 
     pub async fn list_api_keys(
@@ -164,16 +133,8 @@ impl Store {
         page: &PageRequest,
         include_revoked: bool,
     ) -> Result<PageSlice<ApiKeyRecord>, StoreError> {
-        let rows = sqlx::query(sql("SELECT {cols} FROM api_keys
-             WHERE ($1 IS NULL OR id > $1) AND ($2 = 1 OR revoked_at IS NULL)
-             ORDER BY id LIMIT $3"))
-        .bind(&page.after)
-        .bind(i64::from(include_revoked))
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(self.pool())
-        .await?;
-        let records = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-        Ok(PageSlice::from_probe(records, page.limit))
+        self.page(page, "$3 = 1 OR revoked_at IS NULL", |q| q.bind(i64::from(include_revoked)))
+            .await
     }
 
     /// Replaces the key's verifier; the old one stays valid until `previous_valid_until`.
@@ -185,25 +146,19 @@ impl Store {
         previous_valid_until: UnixMillis,
         audit: &AuditEntry,
     ) -> Result<ApiKeyRecord, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query(sql(
-            "UPDATE api_keys SET previous_verifier = verifier, previous_valid_until = $2,
+        let query = sqlx::query(sql::<ApiKeyRecord>(
+            "UPDATE {table} SET previous_verifier = verifier, previous_valid_until = $2,
                  verifier = $3, rotated_at = $4
              WHERE id = $1 AND revoked_at IS NULL RETURNING {cols}",
         ))
         .bind(id)
         .bind(previous_valid_until)
         .bind(new_verifier)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            tx.rollback().await?;
-            return Err(self.why_not_mutable(id).await?);
-        };
-        audit.insert(&mut tx).await?;
-        tx.commit().await?;
-        Ok(from_row(&row)?)
+        .bind(now);
+        match self.update_audited(query, &[], audit).await? {
+            Some(key) => Ok(key),
+            None => Err(self.why_not_revocable::<ApiKeyRecord>(id, id.to_string()).await?),
+        }
     }
 
     /// Soft-revokes: the row stays for the record, the key stops authenticating at once.
@@ -215,32 +170,14 @@ impl Store {
         reason: Option<&str>,
         audit: &AuditEntry,
     ) -> Result<ApiKeyRecord, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query(sql(
-            "UPDATE api_keys SET revoked_at = $2, revoked_by = $3, revoked_reason = $4,
-                 previous_verifier = NULL, previous_valid_until = NULL
-             WHERE id = $1 AND revoked_at IS NULL RETURNING {cols}",
-        ))
-        .bind(id)
-        .bind(now)
-        .bind(revoked_by)
-        .bind(reason)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            tx.rollback().await?;
-            return Err(self.why_not_mutable(id).await?);
+        let also = RevokeSql {
+            also_set: ", previous_verifier = NULL, previous_valid_until = NULL",
+            only_if: "",
         };
-        audit.insert(&mut tx).await?;
-        tx.commit().await?;
-        Ok(from_row(&row)?)
-    }
-
-    async fn why_not_mutable(&self, id: &str) -> Result<StoreError, StoreError> {
-        Ok(match self.api_key(id).await? {
-            Some(_) => StoreError::AlreadyRevoked(id.to_string()),
-            None => StoreError::NotFound(id.to_string()),
-        })
+        match self.revoke(id, now, revoked_by, reason, also, audit).await? {
+            Some(key) => Ok(key),
+            None => Err(self.why_not_revocable::<ApiKeyRecord>(id, id.to_string()).await?),
+        }
     }
 
     /// Records use; only ever moves `last_used_at` forward.

@@ -1,7 +1,7 @@
-use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, Transaction};
 use xerotier_core::UnixMillis;
 
+use crate::rows::{record, sql};
 use crate::{PageRequest, PageSlice, Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,16 +54,20 @@ pub struct AuditFilter {
     pub until: Option<UnixMillis>,
 }
 
+record!(AuditEntry in "audit_log" {
+    id, at, actor_key_id, actor_name, action, target_type, target_id, target_name, reason,
+    request_id, outcome, client_addr, details,
+});
+
 impl AuditEntry {
     pub(crate) async fn insert(
         &self,
         tx: &mut Transaction<'static, Any>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO audit_log (id, at, actor_key_id, actor_name, action, target_type,
-                 target_id, target_name, reason, request_id, outcome, client_addr, details)
+        sqlx::query(sql::<Self>(
+            "INSERT INTO {table} ({cols})
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
+        ))
         .bind(&self.id)
         .bind(self.at)
         .bind(&self.actor_key_id)
@@ -81,33 +85,24 @@ impl AuditEntry {
         .await?;
         Ok(())
     }
+}
 
-    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            id: row.try_get("id")?,
-            at: row.try_get("at")?,
-            actor_key_id: row.try_get("actor_key_id")?,
-            actor_name: row.try_get("actor_name")?,
-            action: row.try_get("action")?,
-            target_type: row.try_get("target_type")?,
-            target_id: row.try_get("target_id")?,
-            target_name: row.try_get("target_name")?,
-            reason: row.try_get("reason")?,
-            request_id: row.try_get("request_id")?,
-            outcome: row.try_get("outcome")?,
-            client_addr: row.try_get("client_addr")?,
-            details: row.try_get("details")?,
-        })
+impl AuditEntry {
+    /// Writes this record in `tx` and commits: the end of every audited change.
+    pub(crate) async fn commit_with(
+        &self,
+        mut tx: Transaction<'static, Any>,
+    ) -> Result<(), StoreError> {
+        self.insert(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 
 impl Store {
     /// Records an attempt that changed nothing (denied or failed).
     pub async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
-        entry.insert(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        entry.commit_with(self.begin_write().await?).await
     }
 
     pub async fn list_audit(
@@ -115,32 +110,25 @@ impl Store {
         filter: &AuditFilter,
         page: &PageRequest,
     ) -> Result<PageSlice<AuditEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, at, actor_key_id, actor_name, action, target_type, target_id,
-                 target_name, reason, request_id, outcome, client_addr, details
-             FROM audit_log
-             WHERE ($1 IS NULL OR id > $1)
-               AND ($2 IS NULL OR action = $2)
-               AND ($3 IS NULL OR actor_key_id = $3)
-               AND ($4 IS NULL OR target_id = $4)
-               AND ($5 IS NULL OR outcome = $5)
-               AND ($6 IS NULL OR request_id = $6)
-               AND ($7 IS NULL OR at >= $7)
-               AND ($8 IS NULL OR at < $8)
-             ORDER BY id LIMIT $9",
+        self.page(
+            page,
+            "($3 IS NULL OR action = $3)
+               AND ($4 IS NULL OR actor_key_id = $4)
+               AND ($5 IS NULL OR target_id = $5)
+               AND ($6 IS NULL OR outcome = $6)
+               AND ($7 IS NULL OR request_id = $7)
+               AND ($8 IS NULL OR at >= $8)
+               AND ($9 IS NULL OR at < $9)",
+            |q| {
+                q.bind(&filter.action)
+                    .bind(&filter.actor_key_id)
+                    .bind(&filter.target_id)
+                    .bind(&filter.outcome)
+                    .bind(&filter.request_id)
+                    .bind(filter.since)
+                    .bind(filter.until)
+            },
         )
-        .bind(&page.after)
-        .bind(&filter.action)
-        .bind(&filter.actor_key_id)
-        .bind(&filter.target_id)
-        .bind(&filter.outcome)
-        .bind(&filter.request_id)
-        .bind(filter.since)
-        .bind(filter.until)
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(self.pool())
-        .await?;
-        let entries = rows.iter().map(AuditEntry::from_row).collect::<Result<Vec<_>, _>>()?;
-        Ok(PageSlice::from_probe(entries, page.limit))
+        .await
     }
 }

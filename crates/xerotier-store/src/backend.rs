@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor, Transaction};
+use xerotier_core::{Clock, SystemClock};
 
 use crate::StoreError;
 use crate::migrate::run_migrations;
@@ -65,8 +66,15 @@ impl Store {
         Self::connect(&format!("sqlite://{}?mode=rwc", path.display())).await
     }
 
-    /// Connects to `sqlite:…` or `postgres://…` and applies pending migrations.
+    /// Connects to `sqlite:…` or `postgres://…` and applies pending migrations: the production
+    /// entry, and the one place the store is handed the wall clock ([`SystemClock`], which
+    /// only dates the migrations it applies). Everything else takes its time from the caller.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with_clock(url, &SystemClock).await
+    }
+
+    /// [`Store::connect`] with the clock that dates applied migrations chosen by the caller.
+    pub async fn connect_with_clock(url: &str, clock: &dyn Clock) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
         let options = AnyConnectOptions::from_str(url)?;
@@ -92,7 +100,7 @@ impl Store {
         };
         let pool = pool_options.connect_with(options).await?;
         let store = Self { pool, backend };
-        run_migrations(&store).await?;
+        run_migrations(&store, clock).await?;
         Ok(store)
     }
 

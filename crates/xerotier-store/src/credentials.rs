@@ -1,7 +1,6 @@
-use sqlx::Row;
-use sqlx::any::AnyRow;
 use xerotier_core::UnixMillis;
 
+use crate::rows::{record, sql};
 use crate::{Store, StoreError};
 
 /// One workspace credential file on one agent, as its latest reload found it.
@@ -20,18 +19,9 @@ pub struct CredentialState {
     pub reported_at: UnixMillis,
 }
 
-fn from_row(row: &AnyRow) -> Result<CredentialState, sqlx::Error> {
-    Ok(CredentialState {
-        agent_id: row.try_get("agent_id")?,
-        credentials_ref: row.try_get("credentials_ref")?,
-        sha256: row.try_get("sha256")?,
-        generation: row.try_get("generation")?,
-        mtime_ms: row.try_get("mtime_ms")?,
-        ok: row.try_get::<i64, _>("ok")? != 0,
-        error: row.try_get("error")?,
-        reported_at: row.try_get("reported_at")?,
-    })
-}
+record!(CredentialState in "agent_credentials" {
+    agent_id, credentials_ref, sha256, generation, mtime_ms, ok, error, reported_at,
+});
 
 impl Store {
     /// Replaces what is known of the agent's credential files with its latest report. A report
@@ -59,11 +49,9 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         for state in states {
-            sqlx::query(
-                "INSERT INTO agent_credentials (agent_id, credentials_ref, sha256, generation,
-                     mtime_ms, ok, error, reported_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
+            sqlx::query(sql::<CredentialState>(
+                "INSERT INTO {table} ({cols}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            ))
             .bind(agent_id)
             .bind(&state.credentials_ref)
             .bind(&state.sha256)
@@ -84,16 +72,15 @@ impl Store {
         &self,
         agent_id: Option<&str>,
     ) -> Result<Vec<CredentialState>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT c.agent_id, c.credentials_ref, c.sha256, c.generation, c.mtime_ms, c.ok,
-                    c.error, c.reported_at
-             FROM agent_credentials c JOIN agents a ON a.id = c.agent_id
-             WHERE a.revoked_at IS NULL AND ($1 IS NULL OR c.agent_id = $1)
-             ORDER BY c.agent_id, c.credentials_ref",
+        self.fetch_all(
+            sqlx::query(sql::<CredentialState>(
+                "SELECT {cols} FROM {table}
+                 WHERE agent_id IN (SELECT id FROM agents WHERE revoked_at IS NULL)
+                   AND ($1 IS NULL OR agent_id = $1)
+                 ORDER BY agent_id, credentials_ref",
+            ))
+            .bind(agent_id),
         )
-        .bind(agent_id)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?)
+        .await
     }
 }

@@ -1,8 +1,6 @@
-use sqlx::any::{AnyArguments, AnyRow};
-use sqlx::query::Query;
-use sqlx::{Any, Row};
 use xerotier_core::UnixMillis;
 
+use crate::rows::{self, AnyQuery, Record, record, sql};
 use crate::{PageRequest, PageSlice, Store, StoreError};
 
 /// A tool invocation. `status` is `queued`, `running`, `succeeded`, `failed`, `cancelled` or
@@ -77,46 +75,16 @@ pub enum CancelOutcome {
     AlreadyFinished(InvocationRecord),
 }
 
-const COLUMNS: &str = "id, tool, workspace, args, status, agent_id, created_at, created_by, \
-    dispatched_at, started_at, finished_at, exit_code, stdout, stderr, stdout_truncated, \
-    stderr_truncated, error, credential_generation, cancel_requested_at";
-
-fn sql(template: &str) -> sqlx::AssertSqlSafe<String> {
-    sqlx::AssertSqlSafe(template.replace("{cols}", COLUMNS))
-}
-
-fn from_row(row: &AnyRow) -> Result<InvocationRecord, sqlx::Error> {
-    Ok(InvocationRecord {
-        id: row.try_get("id")?,
-        tool: row.try_get("tool")?,
-        workspace: row.try_get("workspace")?,
-        args: row.try_get("args")?,
-        status: row.try_get("status")?,
-        agent_id: row.try_get("agent_id")?,
-        created_at: row.try_get("created_at")?,
-        created_by: row.try_get("created_by")?,
-        dispatched_at: row.try_get("dispatched_at")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-        exit_code: row.try_get("exit_code")?,
-        stdout: row.try_get("stdout")?,
-        stderr: row.try_get("stderr")?,
-        stdout_truncated: row.try_get::<i64, _>("stdout_truncated")? != 0,
-        stderr_truncated: row.try_get::<i64, _>("stderr_truncated")? != 0,
-        error: row.try_get("error")?,
-        credential_generation: row.try_get("credential_generation")?,
-        cancel_requested_at: row.try_get("cancel_requested_at")?,
-    })
-}
-
-fn records(rows: &[AnyRow]) -> Result<Vec<InvocationRecord>, StoreError> {
-    Ok(rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?)
-}
+record!(InvocationRecord in "invocations" {
+    id, tool, workspace, args, status, agent_id, created_at, created_by, dispatched_at,
+    started_at, finished_at, exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error,
+    credential_generation, cancel_requested_at,
+});
 
 impl Store {
     /// Runs one conditional `UPDATE … RETURNING` in its own write transaction; true when it
     /// changed a row (its condition held).
-    async fn update_one(&self, query: Query<'_, Any, AnyArguments>) -> Result<bool, StoreError> {
+    async fn update_one(&self, query: AnyQuery<'_>) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         let row = query.fetch_optional(&mut *tx).await?;
         tx.commit().await?;
@@ -128,8 +96,8 @@ impl Store {
         new: &NewInvocation,
     ) -> Result<InvocationRecord, StoreError> {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(sql(
-            "INSERT INTO invocations (id, tool, workspace, args, status, created_at, created_by)
+        let row = sqlx::query(sql::<InvocationRecord>(
+            "INSERT INTO {table} (id, tool, workspace, args, status, created_at, created_by)
              VALUES ($1, $2, $3, $4, 'queued', $5, $6) RETURNING {cols}",
         ))
         .bind(&new.id)
@@ -141,15 +109,11 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(from_row(&row)?)
+        Ok(InvocationRecord::from_row(&row)?)
     }
 
     pub async fn invocation(&self, id: &str) -> Result<Option<InvocationRecord>, StoreError> {
-        let row = sqlx::query(sql("SELECT {cols} FROM invocations WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(row.as_ref().map(from_row).transpose()?)
+        self.get(id).await
     }
 
     /// Oldest first, like every listing here (ids sort by creation time).
@@ -158,20 +122,18 @@ impl Store {
         filter: &InvocationFilter,
         page: &PageRequest,
     ) -> Result<PageSlice<InvocationRecord>, StoreError> {
-        let rows = sqlx::query(sql("SELECT {cols} FROM invocations
-             WHERE ($1 IS NULL OR id > $1) AND ($2 IS NULL OR status = $2)
-               AND ($3 IS NULL OR agent_id = $3) AND ($4 IS NULL OR workspace = $4)
-               AND ($5 IS NULL OR tool = $5)
-             ORDER BY id LIMIT $6"))
-        .bind(&page.after)
-        .bind(&filter.status)
-        .bind(&filter.agent_id)
-        .bind(&filter.workspace)
-        .bind(&filter.tool)
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(PageSlice::from_probe(records(&rows)?, page.limit))
+        self.page(
+            page,
+            "($3 IS NULL OR status = $3) AND ($4 IS NULL OR agent_id = $4)
+               AND ($5 IS NULL OR workspace = $5) AND ($6 IS NULL OR tool = $6)",
+            |q| {
+                q.bind(&filter.status)
+                    .bind(&filter.agent_id)
+                    .bind(&filter.workspace)
+                    .bind(&filter.tool)
+            },
+        )
+        .await
     }
 
     /// Queued invocations no agent has claimed yet, oldest first.
@@ -179,12 +141,14 @@ impl Store {
         &self,
         limit: u32,
     ) -> Result<Vec<InvocationRecord>, StoreError> {
-        let rows = sqlx::query(sql("SELECT {cols} FROM invocations
-             WHERE status = 'queued' AND agent_id IS NULL ORDER BY id LIMIT $1"))
-        .bind(i64::from(limit))
-        .fetch_all(self.pool())
-        .await?;
-        records(&rows)
+        self.fetch_all(
+            sqlx::query(sql::<InvocationRecord>(
+                "SELECT {cols} FROM {table}
+                 WHERE status = 'queued' AND agent_id IS NULL ORDER BY id LIMIT $1",
+            ))
+            .bind(i64::from(limit)),
+        )
+        .await
     }
 
     /// Invocations an agent holds: claimed for it, or running on it.
@@ -192,12 +156,14 @@ impl Store {
         &self,
         agent_id: &str,
     ) -> Result<Vec<InvocationRecord>, StoreError> {
-        let rows = sqlx::query(sql("SELECT {cols} FROM invocations
-             WHERE agent_id = $1 AND status IN ('queued', 'running') ORDER BY id"))
-        .bind(agent_id)
-        .fetch_all(self.pool())
-        .await?;
-        records(&rows)
+        self.fetch_all(
+            sqlx::query(sql::<InvocationRecord>(
+                "SELECT {cols} FROM {table}
+                 WHERE agent_id = $1 AND status IN ('queued', 'running') ORDER BY id",
+            ))
+            .bind(agent_id),
+        )
+        .await
     }
 
     /// Claims a queued invocation for `agent_id`. Exactly one claimant wins, on either backend
@@ -298,20 +264,21 @@ impl Store {
         now: UnixMillis,
     ) -> Result<CancelOutcome, StoreError> {
         let mut tx = self.begin_write().await?;
-        let cancelled =
-            sqlx::query(sql("UPDATE invocations SET status = 'cancelled', finished_at = $2,
+        let cancelled = sqlx::query(sql::<InvocationRecord>(
+            "UPDATE {table} SET status = 'cancelled', finished_at = $2,
                  cancel_requested_at = $2, error = 'cancelled before it reached an agent'
-             WHERE id = $1 AND status = 'queued' AND agent_id IS NULL RETURNING {cols}"))
-            .bind(id)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
+             WHERE id = $1 AND status = 'queued' AND agent_id IS NULL RETURNING {cols}",
+        ))
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
         if let Some(row) = cancelled {
             tx.commit().await?;
-            return Ok(CancelOutcome::Cancelled(from_row(&row)?));
+            return Ok(CancelOutcome::Cancelled(InvocationRecord::from_row(&row)?));
         }
-        let requested = sqlx::query(sql(
-            "UPDATE invocations SET cancel_requested_at = COALESCE(cancel_requested_at, $2)
+        let requested = sqlx::query(sql::<InvocationRecord>(
+            "UPDATE {table} SET cancel_requested_at = COALESCE(cancel_requested_at, $2)
              WHERE id = $1 AND status IN ('queued', 'running') RETURNING {cols}",
         ))
         .bind(id)
@@ -319,8 +286,8 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
-        if let Some(row) = requested {
-            return Ok(CancelOutcome::Requested(from_row(&row)?));
+        if let Some(record) = rows::one(requested)? {
+            return Ok(CancelOutcome::Requested(record));
         }
         match self.invocation(id).await? {
             Some(record) => Ok(CancelOutcome::AlreadyFinished(record)),

@@ -1,7 +1,6 @@
-use sqlx::Row;
-use sqlx::any::AnyRow;
 use xerotier_core::UnixMillis;
 
+use crate::rows::{RevokeSql, record};
 use crate::{AuditEntry, PageRequest, PageSlice, Store, StoreError};
 
 /// A join key row. The token itself is never stored.
@@ -37,30 +36,10 @@ impl JoinKeyRecord {
     }
 }
 
-const COLUMNS: &str = "id, name, region, role, router_addr, created_at, created_by, expires_at, \
-    consumed_at, consumed_by_agent, revoked_at, revoked_by, revoked_reason";
-
-fn sql(template: &str) -> sqlx::AssertSqlSafe<String> {
-    sqlx::AssertSqlSafe(template.replace("{cols}", COLUMNS))
-}
-
-pub(crate) fn from_row(row: &AnyRow) -> Result<JoinKeyRecord, sqlx::Error> {
-    Ok(JoinKeyRecord {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        region: row.try_get("region")?,
-        role: row.try_get("role")?,
-        router_addr: row.try_get("router_addr")?,
-        created_at: row.try_get("created_at")?,
-        created_by: row.try_get("created_by")?,
-        expires_at: row.try_get("expires_at")?,
-        consumed_at: row.try_get("consumed_at")?,
-        consumed_by_agent: row.try_get("consumed_by_agent")?,
-        revoked_at: row.try_get("revoked_at")?,
-        revoked_by: row.try_get("revoked_by")?,
-        revoked_reason: row.try_get("revoked_reason")?,
-    })
-}
+record!(JoinKeyRecord in "join_keys" {
+    id, name, region, role, router_addr, created_at, created_by, expires_at, consumed_at,
+    consumed_by_agent, revoked_at, revoked_by, revoked_reason,
+});
 
 impl Store {
     pub async fn create_join_key(
@@ -84,17 +63,11 @@ impl Store {
         .bind(key.expires_at)
         .execute(&mut *tx)
         .await?;
-        audit.insert(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        audit.commit_with(tx).await
     }
 
     pub async fn join_key(&self, id: &str) -> Result<Option<JoinKeyRecord>, StoreError> {
-        let row = sqlx::query(sql("SELECT {cols} FROM join_keys WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(row.as_ref().map(from_row).transpose()?)
+        self.get(id).await
     }
 
     /// Active keys (unconsumed, unrevoked, unexpired at `now`), or all with `include_terminal`.
@@ -104,18 +77,12 @@ impl Store {
         include_terminal: bool,
         now: UnixMillis,
     ) -> Result<PageSlice<JoinKeyRecord>, StoreError> {
-        let rows = sqlx::query(sql("SELECT {cols} FROM join_keys
-             WHERE ($1 IS NULL OR id > $1)
-               AND ($2 = 1 OR (consumed_at IS NULL AND revoked_at IS NULL AND expires_at > $3))
-             ORDER BY id LIMIT $4"))
-        .bind(&page.after)
-        .bind(i64::from(include_terminal))
-        .bind(now)
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(self.pool())
-        .await?;
-        let records = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-        Ok(PageSlice::from_probe(records, page.limit))
+        self.page(
+            page,
+            "$3 = 1 OR (consumed_at IS NULL AND revoked_at IS NULL AND expires_at > $4)",
+            |q| q.bind(i64::from(include_terminal)).bind(now),
+        )
+        .await
     }
 
     /// Revokes an unconsumed, unrevoked key.
@@ -127,24 +94,11 @@ impl Store {
         reason: Option<&str>,
         audit: &AuditEntry,
     ) -> Result<JoinKeyRecord, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query(sql(
-            "UPDATE join_keys SET revoked_at = $2, revoked_by = $3, revoked_reason = $4
-             WHERE id = $1 AND consumed_at IS NULL AND revoked_at IS NULL RETURNING {cols}",
-        ))
-        .bind(id)
-        .bind(now)
-        .bind(revoked_by)
-        .bind(reason)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            tx.rollback().await?;
-            return Err(self.why_join_key_unusable(id, now).await?);
-        };
-        audit.insert(&mut tx).await?;
-        tx.commit().await?;
-        Ok(from_row(&row)?)
+        let unconsumed = RevokeSql { also_set: "", only_if: " AND consumed_at IS NULL" };
+        match self.revoke(id, now, revoked_by, reason, unconsumed, audit).await? {
+            Some(key) => Ok(key),
+            None => Err(self.why_join_key_unusable(id, now).await?),
+        }
     }
 
     /// Why `id` cannot be consumed or revoked now.

@@ -17,6 +17,7 @@ mod migrate;
 mod page;
 mod pauses;
 mod rotations;
+mod rows;
 
 pub use agents::{AgentRecord, Heartbeat};
 pub use api_keys::{ApiKeyRecord, NewApiKey};

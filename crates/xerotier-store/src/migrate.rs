@@ -1,5 +1,5 @@
 use sqlx::Row;
-use xerotier_core::{Clock, SystemClock};
+use xerotier_core::Clock;
 
 use crate::{Backend, Store, StoreError};
 
@@ -48,7 +48,8 @@ const MIGRATIONS: &[Migration] = &[
 
 /// Applies each pending migration in its own write transaction. Several routers starting at
 /// once against one PostgreSQL serialize on an advisory lock; on SQLite `BEGIN IMMEDIATE` does.
-pub(crate) async fn run_migrations(store: &Store) -> Result<(), StoreError> {
+/// `clock` says when each was applied (recorded for people; no decision depends on it).
+pub(crate) async fn run_migrations(store: &Store, clock: &dyn Clock) -> Result<(), StoreError> {
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
@@ -80,8 +81,7 @@ pub(crate) async fn run_migrations(store: &Store) -> Result<(), StoreError> {
         )
         .bind(migration.version)
         .bind(migration.name)
-        // Informational only; no decision depends on it.
-        .bind(SystemClock.now_millis())
+        .bind(clock.now_millis())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -102,5 +102,24 @@ impl Store {
             .fetch_one(self.pool())
             .await?;
         Ok(row.try_get::<i64, _>("v")?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use xerotier_core::ManualClock;
+    use xerotier_testkit::TestDb;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn migrations_record_the_injected_time() {
+        let db = TestDb::sqlite();
+        let store = Store::connect_with_clock(db.url(), &ManualClock::new(4_242)).await.unwrap();
+        let rows = sqlx::query("SELECT applied_at FROM schema_migrations").fetch_all(store.pool());
+        let applied: Vec<i64> =
+            rows.await.unwrap().iter().map(|r| r.try_get("applied_at").unwrap()).collect();
+        assert_eq!(applied.len(), MIGRATIONS.len());
+        assert!(applied.iter().all(|at| *at == 4_242), "{applied:?}");
     }
 }

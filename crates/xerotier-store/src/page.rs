@@ -1,3 +1,8 @@
+//! Keyset pagination over time-ordered ids, written once for every listing.
+
+use crate::rows::{AnyQuery, Record, sql};
+use crate::{Store, StoreError};
+
 /// Cursor pagination over time-ordered ids.
 #[derive(Debug, Clone, Default)]
 pub struct PageRequest {
@@ -19,5 +24,27 @@ impl<T> PageSlice<T> {
         let has_more = rows.len() > limit;
         rows.truncate(limit);
         Self { items: rows, has_more }
+    }
+}
+
+impl Store {
+    /// One page of `T`'s table in id order: `SELECT {cols} FROM {table} WHERE id > $1 AND
+    /// (filter) ORDER BY id LIMIT $2`, fetching one row more than asked to learn `has_more`.
+    /// `$1` (the cursor) and `$2` (the limit) are bound here; `filter` numbers its own
+    /// placeholders from `$3`, and `bind` binds them in that order.
+    pub(crate) async fn page<'q, T: Record>(
+        &self,
+        page: &PageRequest,
+        filter: &str,
+        bind: impl FnOnce(AnyQuery<'q>) -> AnyQuery<'q>,
+    ) -> Result<PageSlice<T>, StoreError> {
+        let template = format!(
+            "SELECT {{cols}} FROM {{table}} WHERE ($1 IS NULL OR id > $1) AND ({filter})
+             ORDER BY id LIMIT $2"
+        );
+        let query =
+            sqlx::query(sql::<T>(&template)).bind(&page.after).bind(i64::from(page.limit) + 1);
+        let items = self.fetch_all(bind(query)).await?;
+        Ok(PageSlice::from_probe(items, page.limit))
     }
 }

@@ -2,6 +2,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use xerotier_core::UnixMillis;
 
+use crate::rows::{Column, Record, sql};
 use crate::{AuditEntry, Store, StoreError};
 
 /// A containment pause: no new dispatch to the agent (`workspace` None) or to one workspace
@@ -18,15 +19,20 @@ pub struct PauseRecord {
 /// The whole agent is stored as the empty workspace, so one primary key covers both kinds.
 const WHOLE_AGENT: &str = "";
 
-fn from_row(row: &AnyRow) -> Result<PauseRecord, sqlx::Error> {
-    let workspace: String = row.try_get("workspace")?;
-    Ok(PauseRecord {
-        agent_id: row.try_get("agent_id")?,
-        workspace: (workspace != WHOLE_AGENT).then_some(workspace),
-        paused_at: row.try_get("paused_at")?,
-        paused_by: row.try_get("paused_by")?,
-        reason: row.try_get("reason")?,
-    })
+impl Record for PauseRecord {
+    const TABLE: &'static str = "exec_pauses";
+    const COLUMNS: &'static str = "agent_id, workspace, paused_at, paused_by, reason";
+
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        let workspace: String = row.try_get("workspace")?;
+        Ok(Self {
+            agent_id: Column::read(row, "agent_id")?,
+            workspace: (workspace != WHOLE_AGENT).then_some(workspace),
+            paused_at: Column::read(row, "paused_at")?,
+            paused_by: Column::read(row, "paused_by")?,
+            reason: Column::read(row, "reason")?,
+        })
+    }
 }
 
 impl Store {
@@ -55,16 +61,15 @@ impl Store {
         if inserted.is_some() {
             audit.insert(&mut tx).await?;
         }
-        let row = sqlx::query(
-            "SELECT agent_id, workspace, paused_at, paused_by, reason FROM exec_pauses
-             WHERE agent_id = $1 AND workspace = $2",
-        )
+        let row = sqlx::query(sql::<PauseRecord>(
+            "SELECT {cols} FROM {table} WHERE agent_id = $1 AND workspace = $2",
+        ))
         .bind(&pause.agent_id)
         .bind(workspace)
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok((from_row(&row)?, inserted.is_some()))
+        Ok((PauseRecord::from_row(&row)?, inserted.is_some()))
     }
 
     /// Lifts one pause. `NotFound` (and nothing written) when there is no such pause.
@@ -90,9 +95,7 @@ impl Store {
             };
             return Err(StoreError::NotPaused(what));
         }
-        audit.insert(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        audit.commit_with(tx).await
     }
 
     /// Every pause in force, by agent then workspace (the agent-wide one first).
@@ -100,13 +103,13 @@ impl Store {
         &self,
         agent_id: Option<&str>,
     ) -> Result<Vec<PauseRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT agent_id, workspace, paused_at, paused_by, reason FROM exec_pauses
-             WHERE ($1 IS NULL OR agent_id = $1) ORDER BY agent_id, workspace",
+        self.fetch_all(
+            sqlx::query(sql::<PauseRecord>(
+                "SELECT {cols} FROM {table}
+                 WHERE ($1 IS NULL OR agent_id = $1) ORDER BY agent_id, workspace",
+            ))
+            .bind(agent_id),
         )
-        .bind(agent_id)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?)
+        .await
     }
 }

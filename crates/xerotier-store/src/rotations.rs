@@ -1,7 +1,7 @@
-use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use xerotier_core::UnixMillis;
 
+use crate::rows::{self, record, sql};
 use crate::{AuditEntry, PageRequest, PageSlice, Store, StoreError};
 
 /// A CURVE rotation request. `status` is `pending`, `promoted` or `failed`.
@@ -37,50 +37,27 @@ pub struct AgentEvent {
     pub details: Option<String>,
 }
 
-const COLUMNS: &str = "id, agent_id, reason, nonce, status, failure_reason, requested_at, \
-    requested_by, requested_by_name, deadline_at, acknowledged_at, completed_at, new_public_key, \
-    request_id";
+record!(RotationRecord in "curve_rotations" {
+    id, agent_id, reason, nonce, status, failure_reason, requested_at, requested_by,
+    requested_by_name, deadline_at, acknowledged_at, completed_at, new_public_key, request_id,
+});
 
-fn sql(template: &str) -> sqlx::AssertSqlSafe<String> {
-    sqlx::AssertSqlSafe(template.replace("{cols}", COLUMNS))
-}
-
-fn from_row(row: &AnyRow) -> Result<RotationRecord, sqlx::Error> {
-    Ok(RotationRecord {
-        id: row.try_get("id")?,
-        agent_id: row.try_get("agent_id")?,
-        reason: row.try_get("reason")?,
-        nonce: row.try_get("nonce")?,
-        status: row.try_get("status")?,
-        failure_reason: row.try_get("failure_reason")?,
-        requested_at: row.try_get("requested_at")?,
-        requested_by: row.try_get("requested_by")?,
-        requested_by_name: row.try_get("requested_by_name")?,
-        deadline_at: row.try_get("deadline_at")?,
-        acknowledged_at: row.try_get("acknowledged_at")?,
-        completed_at: row.try_get("completed_at")?,
-        new_public_key: row.try_get("new_public_key")?,
-        request_id: row.try_get("request_id")?,
-    })
-}
+record!(AgentEvent in "agent_events" { id, agent_id, at, event_type, request_id, details });
 
 impl AgentEvent {
     pub(crate) async fn insert(
         &self,
         tx: &mut Transaction<'static, Any>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO agent_events (id, agent_id, at, event_type, request_id, details)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&self.id)
-        .bind(&self.agent_id)
-        .bind(self.at)
-        .bind(&self.event_type)
-        .bind(&self.request_id)
-        .bind(&self.details)
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query(sql::<Self>("INSERT INTO {table} ({cols}) VALUES ($1, $2, $3, $4, $5, $6)"))
+            .bind(&self.id)
+            .bind(&self.agent_id)
+            .bind(self.at)
+            .bind(&self.event_type)
+            .bind(&self.request_id)
+            .bind(&self.details)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 }
@@ -95,8 +72,10 @@ impl Store {
         audit: &AuditEntry,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        let inserted = sqlx::query(sql("INSERT INTO curve_rotations ({cols})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"))
+        let inserted = sqlx::query(sql::<RotationRecord>(
+            "INSERT INTO {table} ({cols})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        ))
         .bind(&rotation.id)
         .bind(&rotation.agent_id)
         .bind(&rotation.reason)
@@ -124,52 +103,46 @@ impl Store {
             return Err(err.into());
         }
         event.insert(&mut tx).await?;
-        audit.insert(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        audit.commit_with(tx).await
     }
 
     pub async fn rotation(&self, id: &str) -> Result<Option<RotationRecord>, StoreError> {
-        let row = sqlx::query(sql("SELECT {cols} FROM curve_rotations WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(row.as_ref().map(from_row).transpose()?)
+        self.get(id).await
     }
 
     pub async fn pending_rotation(
         &self,
         agent_id: &str,
     ) -> Result<Option<RotationRecord>, StoreError> {
-        let row = sqlx::query(sql(
-            "SELECT {cols} FROM curve_rotations WHERE agent_id = $1 AND status = 'pending'",
-        ))
-        .bind(agent_id)
-        .fetch_optional(self.pool())
-        .await?;
-        Ok(row.as_ref().map(from_row).transpose()?)
+        self.fetch_optional(
+            sqlx::query(sql::<RotationRecord>(
+                "SELECT {cols} FROM {table} WHERE agent_id = $1 AND status = 'pending'",
+            ))
+            .bind(agent_id),
+        )
+        .await
+    }
+
+    /// Every rotation still waiting for its acknowledgement (at most one per agent).
+    pub async fn pending_rotations(&self) -> Result<Vec<RotationRecord>, StoreError> {
+        self.fetch_all(sqlx::query(sql::<RotationRecord>(
+            "SELECT {cols} FROM {table} WHERE status = 'pending'",
+        )))
+        .await
     }
 
     /// Pending rotations whose deadline has passed at `now`.
-    /// Every rotation still waiting for its acknowledgement (at most one per agent).
-    pub async fn pending_rotations(&self) -> Result<Vec<RotationRecord>, StoreError> {
-        let rows = sqlx::query(sql("SELECT {cols} FROM curve_rotations WHERE status = 'pending'"))
-            .fetch_all(self.pool())
-            .await?;
-        Ok(rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?)
-    }
-
     pub async fn overdue_rotations(
         &self,
         now: UnixMillis,
     ) -> Result<Vec<RotationRecord>, StoreError> {
-        let rows = sqlx::query(sql(
-            "SELECT {cols} FROM curve_rotations WHERE status = 'pending' AND deadline_at <= $1",
-        ))
-        .bind(now)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?)
+        self.fetch_all(
+            sqlx::query(sql::<RotationRecord>(
+                "SELECT {cols} FROM {table} WHERE status = 'pending' AND deadline_at <= $1",
+            ))
+            .bind(now),
+        )
+        .await
     }
 
     /// Ends a pending rotation as failed with `reason`. Returns the record, or `None` when it
@@ -182,24 +155,14 @@ impl Store {
         event: &AgentEvent,
         audit: &AuditEntry,
     ) -> Result<Option<RotationRecord>, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query(sql(
-            "UPDATE curve_rotations SET status = 'failed', failure_reason = $2, completed_at = $3
+        let query = sqlx::query(sql::<RotationRecord>(
+            "UPDATE {table} SET status = 'failed', failure_reason = $2, completed_at = $3
              WHERE id = $1 AND status = 'pending' RETURNING {cols}",
         ))
         .bind(id)
         .bind(reason)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            tx.rollback().await?;
-            return Ok(None);
-        };
-        event.insert(&mut tx).await?;
-        audit.insert(&mut tx).await?;
-        tx.commit().await?;
-        Ok(Some(from_row(&row)?))
+        .bind(now);
+        self.update_audited(query, std::slice::from_ref(event), audit).await
     }
 
     /// Promotes a verified new key: the rotation ends `promoted`, the agent's current key becomes
@@ -214,8 +177,8 @@ impl Store {
         audit: &AuditEntry,
     ) -> Result<Option<RotationRecord>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(sql(
-            "UPDATE curve_rotations SET status = 'promoted', acknowledged_at = $2, completed_at = $2,
+        let row = sqlx::query(sql::<RotationRecord>(
+            "UPDATE {table} SET status = 'promoted', acknowledged_at = $2, completed_at = $2,
                  new_public_key = $3
              WHERE id = $1 AND status = 'pending' RETURNING {cols}",
         ))
@@ -224,11 +187,10 @@ impl Store {
         .bind(new_public_key)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(row) = row else {
+        let Some(rotation) = rows::one::<RotationRecord>(row)? else {
             tx.rollback().await?;
             return Ok(None);
         };
-        let rotation = from_row(&row)?;
         let updated = sqlx::query(
             "UPDATE agents SET previous_curve_public_key = curve_public_key, curve_public_key = $2
              WHERE id = $1 AND revoked_at IS NULL",
@@ -252,8 +214,7 @@ impl Store {
         for event in events {
             event.insert(&mut tx).await?;
         }
-        audit.insert(&mut tx).await?;
-        tx.commit().await?;
+        audit.commit_with(tx).await?;
         Ok(Some(rotation))
     }
 
@@ -310,28 +271,6 @@ impl Store {
         agent_id: &str,
         page: &PageRequest,
     ) -> Result<PageSlice<AgentEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, agent_id, at, event_type, request_id, details FROM agent_events
-             WHERE agent_id = $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3",
-        )
-        .bind(agent_id)
-        .bind(&page.after)
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(self.pool())
-        .await?;
-        let events = rows
-            .iter()
-            .map(|row| {
-                Ok(AgentEvent {
-                    id: row.try_get("id")?,
-                    agent_id: row.try_get("agent_id")?,
-                    at: row.try_get("at")?,
-                    event_type: row.try_get("event_type")?,
-                    request_id: row.try_get("request_id")?,
-                    details: row.try_get("details")?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        Ok(PageSlice::from_probe(events, page.limit))
+        self.page(page, "agent_id = $3", |q| q.bind(agent_id)).await
     }
 }

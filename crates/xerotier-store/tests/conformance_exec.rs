@@ -8,15 +8,11 @@ use xerotier_store::{
     AuditEntry, AuditFilter, CancelOutcome, InvocationEnd, InvocationFilter, NewInvocation,
     PageRequest, PauseRecord, Store, StoreError,
 };
-use xerotier_testkit::TestDb;
+use xerotier_testkit::{TestDb, per_backend};
 
-async fn stores() -> Vec<(TestDb, Store)> {
-    let mut out = Vec::new();
-    for db in TestDb::all().await {
-        let store = Store::connect(db.url()).await.unwrap();
-        out.push((db, store));
-    }
-    out
+/// A store on `db`, migrated.
+async fn open(db: &TestDb) -> Store {
+    Store::connect(db.url()).await.unwrap()
 }
 
 fn new_invocation(id: &str) -> NewInvocation {
@@ -63,83 +59,75 @@ fn audit(id: &str, action: &str) -> AuditEntry {
     }
 }
 
-#[tokio::test]
-async fn an_invocation_goes_queued_claimed_running_finished_once() {
-    for (db, store) in stores().await {
-        let created = store.create_invocation(&new_invocation("inv_1")).await.unwrap();
-        assert_eq!(created.status, "queued", "[{}]", db.backend);
-        assert_eq!(store.unclaimed_invocations(10).await.unwrap().len(), 1);
+per_backend!(an_invocation_goes_queued_claimed_running_finished_once, open, |db, store| {
+    let created = store.create_invocation(&new_invocation("inv_1")).await.unwrap();
+    assert_eq!(created.status, "queued", "[{}]", db.backend);
+    assert_eq!(store.unclaimed_invocations(10).await.unwrap().len(), 1);
 
-        assert!(store.claim_invocation("inv_1", "agt_1", 11).await.unwrap());
-        assert!(
-            !store.claim_invocation("inv_1", "agt_2", 11).await.unwrap(),
-            "[{}] claimed twice",
-            db.backend
-        );
-        assert!(store.unclaimed_invocations(10).await.unwrap().is_empty());
-        assert!(
-            !store.start_invocation("inv_1", "agt_2", 12, 1).await.unwrap(),
-            "another agent cannot start it"
-        );
-        assert!(store.start_invocation("inv_1", "agt_1", 12, 1).await.unwrap());
-        assert_eq!(store.invocations_held_by("agt_1").await.unwrap().len(), 1);
+    assert!(store.claim_invocation("inv_1", "agt_1", 11).await.unwrap());
+    assert!(
+        !store.claim_invocation("inv_1", "agt_2", 11).await.unwrap(),
+        "[{}] claimed twice",
+        db.backend
+    );
+    assert!(store.unclaimed_invocations(10).await.unwrap().is_empty());
+    assert!(
+        !store.start_invocation("inv_1", "agt_2", 12, 1).await.unwrap(),
+        "another agent cannot start it"
+    );
+    assert!(store.start_invocation("inv_1", "agt_1", 12, 1).await.unwrap());
+    assert_eq!(store.invocations_held_by("agt_1").await.unwrap().len(), 1);
 
-        assert!(!store.finish_invocation("inv_1", Some("agt_2"), &end("succeeded")).await.unwrap());
-        assert!(store.finish_invocation("inv_1", Some("agt_1"), &end("succeeded")).await.unwrap());
-        assert!(
-            !store.finish_invocation("inv_1", Some("agt_1"), &end("failed")).await.unwrap(),
-            "[{}] a re-sent result changes nothing",
-            db.backend
-        );
-        let done = store.invocation("inv_1").await.unwrap().unwrap();
-        assert_eq!(done.status, "succeeded");
-        assert_eq!(done.stdout, "ok\n");
-        assert!(done.stderr_truncated && !done.stdout_truncated);
-        assert_eq!(done.started_at, Some(12), "the router's start time is kept");
-        assert_eq!(done.credential_generation, Some(2));
-        assert!(store.invocations_held_by("agt_1").await.unwrap().is_empty());
+    assert!(!store.finish_invocation("inv_1", Some("agt_2"), &end("succeeded")).await.unwrap());
+    assert!(store.finish_invocation("inv_1", Some("agt_1"), &end("succeeded")).await.unwrap());
+    assert!(
+        !store.finish_invocation("inv_1", Some("agt_1"), &end("failed")).await.unwrap(),
+        "[{}] a re-sent result changes nothing",
+        db.backend
+    );
+    let done = store.invocation("inv_1").await.unwrap().unwrap();
+    assert_eq!(done.status, "succeeded");
+    assert_eq!(done.stdout, "ok\n");
+    assert!(done.stderr_truncated && !done.stdout_truncated);
+    assert_eq!(done.started_at, Some(12), "the router's start time is kept");
+    assert_eq!(done.credential_generation, Some(2));
+    assert!(store.invocations_held_by("agt_1").await.unwrap().is_empty());
+});
+
+per_backend!(concurrent_claims_have_exactly_one_winner, open, |db, store| {
+    store.create_invocation(&new_invocation("inv_race")).await.unwrap();
+    let store = Arc::new(store);
+    let mut tasks = Vec::new();
+    for n in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.claim_invocation("inv_race", &format!("agt_{n}"), 5).await.unwrap()
+        }));
     }
-}
-
-#[tokio::test]
-async fn concurrent_claims_have_exactly_one_winner() {
-    for (db, store) in stores().await {
-        store.create_invocation(&new_invocation("inv_race")).await.unwrap();
-        let store = Arc::new(store);
-        let mut tasks = Vec::new();
-        for n in 0..16 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                store.claim_invocation("inv_race", &format!("agt_{n}"), 5).await.unwrap()
-            }));
-        }
-        let mut winners = 0;
-        for task in tasks {
-            winners += usize::from(task.await.unwrap());
-        }
-        assert_eq!(winners, 1, "[{}]", db.backend);
+    let mut winners = 0;
+    for task in tasks {
+        winners += usize::from(task.await.unwrap());
     }
-}
+    assert_eq!(winners, 1, "[{}]", db.backend);
+});
 
-#[tokio::test]
-async fn requeue_returns_an_unstarted_invocation_but_not_a_running_one() {
-    for (db, store) in stores().await {
-        store.create_invocation(&new_invocation("inv_a")).await.unwrap();
-        store.create_invocation(&new_invocation("inv_b")).await.unwrap();
-        store.claim_invocation("inv_a", "agt_1", 1).await.unwrap();
-        store.claim_invocation("inv_b", "agt_1", 1).await.unwrap();
-        store.start_invocation("inv_b", "agt_1", 2, 1).await.unwrap();
-        assert!(store.requeue_invocation("inv_a", "agt_1").await.unwrap(), "[{}]", db.backend);
-        assert!(!store.requeue_invocation("inv_b", "agt_1").await.unwrap(), "[{}]", db.backend);
-        let queued = store.unclaimed_invocations(10).await.unwrap();
-        assert_eq!(queued.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["inv_a"]);
-        assert_eq!(queued[0].dispatched_at, None);
-    }
-}
+per_backend!(requeue_returns_an_unstarted_invocation_but_not_a_running_one, open, |db, store| {
+    store.create_invocation(&new_invocation("inv_a")).await.unwrap();
+    store.create_invocation(&new_invocation("inv_b")).await.unwrap();
+    store.claim_invocation("inv_a", "agt_1", 1).await.unwrap();
+    store.claim_invocation("inv_b", "agt_1", 1).await.unwrap();
+    store.start_invocation("inv_b", "agt_1", 2, 1).await.unwrap();
+    assert!(store.requeue_invocation("inv_a", "agt_1").await.unwrap(), "[{}]", db.backend);
+    assert!(!store.requeue_invocation("inv_b", "agt_1").await.unwrap(), "[{}]", db.backend);
+    let queued = store.unclaimed_invocations(10).await.unwrap();
+    assert_eq!(queued.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["inv_a"]);
+    assert_eq!(queued[0].dispatched_at, None);
+});
 
-#[tokio::test]
-async fn cancel_is_immediate_before_dispatch_requested_after_and_refused_when_done() {
-    for (db, store) in stores().await {
+per_backend!(
+    cancel_is_immediate_before_dispatch_requested_after_and_refused_when_done,
+    open,
+    |db, store| {
         for id in ["inv_q", "inv_r", "inv_d"] {
             store.create_invocation(&new_invocation(id)).await.unwrap();
         }
@@ -173,35 +161,33 @@ async fn cancel_is_immediate_before_dispatch_requested_after_and_refused_when_do
             Err(StoreError::NotFound(_))
         ));
     }
-}
+);
 
-#[tokio::test]
-async fn listing_filters_and_pages() {
-    for (db, store) in stores().await {
-        for n in 0..5 {
-            let mut new = new_invocation(&format!("inv_{n}"));
-            if n % 2 == 0 {
-                new.tool = "other".into();
-            }
-            store.create_invocation(&new).await.unwrap();
+per_backend!(listing_filters_and_pages, open, |db, store| {
+    for n in 0..5 {
+        let mut new = new_invocation(&format!("inv_{n}"));
+        if n % 2 == 0 {
+            new.tool = "other".into();
         }
-        let filter = InvocationFilter { tool: Some("other".into()), ..Default::default() };
-        let page =
-            store.list_invocations(&filter, &PageRequest { limit: 2, after: None }).await.unwrap();
-        assert_eq!(page.items.len(), 2, "[{}]", db.backend);
-        assert!(page.has_more);
-        let rest = store
-            .list_invocations(&filter, &PageRequest { limit: 2, after: Some("inv_2".into()) })
-            .await
-            .unwrap();
-        assert_eq!(rest.items.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["inv_4"]);
-        assert!(!rest.has_more);
+        store.create_invocation(&new).await.unwrap();
     }
-}
+    let filter = InvocationFilter { tool: Some("other".into()), ..Default::default() };
+    let page =
+        store.list_invocations(&filter, &PageRequest { limit: 2, after: None }).await.unwrap();
+    assert_eq!(page.items.len(), 2, "[{}]", db.backend);
+    assert!(page.has_more);
+    let rest = store
+        .list_invocations(&filter, &PageRequest { limit: 2, after: Some("inv_2".into()) })
+        .await
+        .unwrap();
+    assert_eq!(rest.items.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["inv_4"]);
+    assert!(!rest.has_more);
+});
 
-#[tokio::test]
-async fn pauses_are_idempotent_audited_once_and_resume_refuses_what_is_not_paused() {
-    for (db, store) in stores().await {
+per_backend!(
+    pauses_are_idempotent_audited_once_and_resume_refuses_what_is_not_paused,
+    open,
+    |db, store| {
         let pause = |workspace: Option<&str>, at: i64| PauseRecord {
             agent_id: "agt_1".into(),
             workspace: workspace.map(str::to_string),
@@ -239,4 +225,4 @@ async fn pauses_are_idempotent_audited_once_and_resume_refuses_what_is_not_pause
             db.backend
         );
     }
-}
+);

@@ -5,15 +5,11 @@
 use xerotier_store::{
     AgentRecord, AuditEntry, AuditFilter, Heartbeat, JoinKeyRecord, PageRequest, Store, StoreError,
 };
-use xerotier_testkit::TestDb;
+use xerotier_testkit::{TestDb, per_backend};
 
-async fn stores() -> Vec<(TestDb, Store)> {
-    let mut out = Vec::new();
-    for db in TestDb::all().await {
-        let store = Store::connect(db.url()).await.unwrap();
-        out.push((db, store));
-    }
-    out
+/// A store on `db`, migrated.
+async fn open(db: &TestDb) -> Store {
+    Store::connect(db.url()).await.unwrap()
 }
 
 fn join_key(id: &str, expires_at: i64) -> JoinKeyRecord {
@@ -79,114 +75,96 @@ async fn audit_count(store: &Store) -> usize {
     store.list_audit(&AuditFilter::default(), &page).await.unwrap().items.len()
 }
 
-#[tokio::test]
-async fn join_key_lists_active_and_terminal_states() {
-    for (db, store) in stores().await {
-        for (id, exp) in [("jk_1", 1_000), ("jk_2", 1_000), ("jk_3", 1_000), ("jk_4", 50)] {
-            store.create_join_key(&join_key(id, exp), &audit(&format!("a{id}"))).await.unwrap();
+per_backend!(join_key_lists_active_and_terminal_states, open, |db, store| {
+    for (id, exp) in [("jk_1", 1_000), ("jk_2", 1_000), ("jk_3", 1_000), ("jk_4", 50)] {
+        store.create_join_key(&join_key(id, exp), &audit(&format!("a{id}"))).await.unwrap();
+    }
+    store.enroll_agent(&agent("agt_1", "xem-1", "jk_1", "c1"), 10, &audit("e1")).await.unwrap();
+    store.revoke_join_key("jk_2", 20, Some("key_admin"), Some("leak"), &audit("r2")).await.unwrap();
+    let now = 100;
+    let page = PageRequest { limit: 50, after: None };
+    let active = store.list_join_keys(&page, false, now).await.unwrap();
+    let ids: Vec<_> = active.items.iter().map(|k| k.id.as_str()).collect();
+    assert_eq!(ids, ["jk_3"], "{}", db.backend);
+    let all = store.list_join_keys(&page, true, now).await.unwrap();
+    let states: Vec<_> = all.items.iter().map(|k| (k.id.as_str(), k.state(now))).collect();
+    assert_eq!(
+        states,
+        [("jk_1", "used"), ("jk_2", "revoked"), ("jk_3", "active"), ("jk_4", "expired")]
+    );
+    let used = store.join_key("jk_1").await.unwrap().unwrap();
+    assert_eq!(used.consumed_by_agent.as_deref(), Some("agt_1"));
+    let revoked = store.join_key("jk_2").await.unwrap().unwrap();
+    assert_eq!(
+        (revoked.revoked_by.as_deref(), revoked.revoked_reason.as_deref()),
+        (Some("key_admin"), Some("leak"))
+    );
+});
+
+per_backend!(a_join_key_enrolls_once_and_terminal_keys_say_why, open, |db, store| {
+    store.create_join_key(&join_key("jk_1", 1_000), &audit("a1")).await.unwrap();
+    store.create_join_key(&join_key("jk_2", 1_000), &audit("a2")).await.unwrap();
+    store.create_join_key(&join_key("jk_3", 50), &audit("a3")).await.unwrap();
+    store.enroll_agent(&agent("agt_1", "xem-1", "jk_1", "c1"), 10, &audit("e1")).await.unwrap();
+    let again = store.enroll_agent(&agent("agt_2", "xem-2", "jk_1", "c2"), 11, &audit("e2")).await;
+    assert!(matches!(again, Err(StoreError::JoinKeyUsed(_))), "{}: {again:?}", db.backend);
+    store.revoke_join_key("jk_2", 12, None, None, &audit("r2")).await.unwrap();
+    let revoked =
+        store.enroll_agent(&agent("agt_3", "xem-3", "jk_2", "c3"), 13, &audit("e3")).await;
+    assert!(matches!(revoked, Err(StoreError::JoinKeyRevoked(_))));
+    let expired =
+        store.enroll_agent(&agent("agt_4", "xem-4", "jk_3", "c4"), 50, &audit("e4")).await;
+    assert!(matches!(expired, Err(StoreError::JoinKeyExpired(_))));
+    let unknown =
+        store.enroll_agent(&agent("agt_5", "xem-5", "jk_9", "c5"), 10, &audit("e5")).await;
+    assert!(matches!(unknown, Err(StoreError::NotFound(_))));
+    let used_revoke = store.revoke_join_key("jk_1", 14, None, None, &audit("r1")).await;
+    assert!(matches!(used_revoke, Err(StoreError::JoinKeyUsed(_))));
+    for id in ["agt_2", "agt_3", "agt_4", "agt_5"] {
+        assert!(store.agent(id).await.unwrap().is_none());
+    }
+    assert_eq!(audit_count(&store).await, 5, "3 creates + 1 enroll + 1 revoke");
+});
+
+per_backend!(thirty_two_concurrent_enrollments_with_one_key_make_one_agent, open, |db, store| {
+    store.create_join_key(&join_key("jk_1", 1_000_000), &audit("a1")).await.unwrap();
+    let attempts = (0..32).map(|i| {
+        let store = store.clone();
+        async move {
+            let a = agent(&format!("agt_{i:02}"), &format!("xem-{i}"), "jk_1", &format!("c{i}"));
+            store.enroll_agent(&a, 10, &audit(&format!("e{i}"))).await
         }
-        store.enroll_agent(&agent("agt_1", "xem-1", "jk_1", "c1"), 10, &audit("e1")).await.unwrap();
-        store
-            .revoke_join_key("jk_2", 20, Some("key_admin"), Some("leak"), &audit("r2"))
-            .await
-            .unwrap();
-        let now = 100;
-        let page = PageRequest { limit: 50, after: None };
-        let active = store.list_join_keys(&page, false, now).await.unwrap();
-        let ids: Vec<_> = active.items.iter().map(|k| k.id.as_str()).collect();
-        assert_eq!(ids, ["jk_3"], "{}", db.backend);
-        let all = store.list_join_keys(&page, true, now).await.unwrap();
-        let states: Vec<_> = all.items.iter().map(|k| (k.id.as_str(), k.state(now))).collect();
-        assert_eq!(
-            states,
-            [("jk_1", "used"), ("jk_2", "revoked"), ("jk_3", "active"), ("jk_4", "expired")]
-        );
-        let used = store.join_key("jk_1").await.unwrap().unwrap();
-        assert_eq!(used.consumed_by_agent.as_deref(), Some("agt_1"));
-        let revoked = store.join_key("jk_2").await.unwrap().unwrap();
-        assert_eq!(
-            (revoked.revoked_by.as_deref(), revoked.revoked_reason.as_deref()),
-            (Some("key_admin"), Some("leak"))
-        );
-    }
-}
+    });
+    let results = futures::future::join_all(attempts).await;
+    let winners = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(winners, 1, "{}: {results:?}", db.backend);
+    assert!(results.iter().all(|r| r.is_ok() || matches!(r, Err(StoreError::JoinKeyUsed(_)))));
+    let page = PageRequest { limit: 100, after: None };
+    assert_eq!(store.list_agents(&page, true).await.unwrap().items.len(), 1);
+});
 
-#[tokio::test]
-async fn a_join_key_enrolls_once_and_terminal_keys_say_why() {
-    for (db, store) in stores().await {
-        store.create_join_key(&join_key("jk_1", 1_000), &audit("a1")).await.unwrap();
-        store.create_join_key(&join_key("jk_2", 1_000), &audit("a2")).await.unwrap();
-        store.create_join_key(&join_key("jk_3", 50), &audit("a3")).await.unwrap();
-        store.enroll_agent(&agent("agt_1", "xem-1", "jk_1", "c1"), 10, &audit("e1")).await.unwrap();
-        let again =
-            store.enroll_agent(&agent("agt_2", "xem-2", "jk_1", "c2"), 11, &audit("e2")).await;
-        assert!(matches!(again, Err(StoreError::JoinKeyUsed(_))), "{}: {again:?}", db.backend);
-        store.revoke_join_key("jk_2", 12, None, None, &audit("r2")).await.unwrap();
-        let revoked =
-            store.enroll_agent(&agent("agt_3", "xem-3", "jk_2", "c3"), 13, &audit("e3")).await;
-        assert!(matches!(revoked, Err(StoreError::JoinKeyRevoked(_))));
-        let expired =
-            store.enroll_agent(&agent("agt_4", "xem-4", "jk_3", "c4"), 50, &audit("e4")).await;
-        assert!(matches!(expired, Err(StoreError::JoinKeyExpired(_))));
-        let unknown =
-            store.enroll_agent(&agent("agt_5", "xem-5", "jk_9", "c5"), 10, &audit("e5")).await;
-        assert!(matches!(unknown, Err(StoreError::NotFound(_))));
-        let used_revoke = store.revoke_join_key("jk_1", 14, None, None, &audit("r1")).await;
-        assert!(matches!(used_revoke, Err(StoreError::JoinKeyUsed(_))));
-        for id in ["agt_2", "agt_3", "agt_4", "agt_5"] {
-            assert!(store.agent(id).await.unwrap().is_none());
-        }
-        assert_eq!(audit_count(&store).await, 5, "3 creates + 1 enroll + 1 revoke");
-    }
-}
+per_backend!(refused_agent_leaves_the_join_key_usable, open, |db, store| {
+    store.create_join_key(&join_key("jk_1", 1_000), &audit("a1")).await.unwrap();
+    store.create_join_key(&join_key("jk_2", 1_000), &audit("a2")).await.unwrap();
+    store.create_join_key(&join_key("jk_3", 1_000), &audit("a3")).await.unwrap();
+    store.enroll_agent(&agent("agt_1", "xem-1", "jk_1", "c1"), 10, &audit("e1")).await.unwrap();
+    let name = store.enroll_agent(&agent("agt_2", "xem-1", "jk_2", "c2"), 11, &audit("e2")).await;
+    assert!(
+        matches!(name, Err(StoreError::AgentNameTaken(ref n)) if n == "xem-1"),
+        "{}: {name:?}",
+        db.backend
+    );
+    let curve = store.enroll_agent(&agent("agt_3", "xem-3", "jk_3", "c1"), 12, &audit("e3")).await;
+    assert!(matches!(curve, Err(StoreError::CurveKeyTaken)), "{curve:?}");
+    assert_eq!(store.join_key("jk_2").await.unwrap().unwrap().state(13), "active");
+    assert_eq!(store.join_key("jk_3").await.unwrap().unwrap().state(13), "active");
+    store.enroll_agent(&agent("agt_2", "xem-2", "jk_2", "c2"), 14, &audit("e4")).await.unwrap();
+});
 
-#[tokio::test]
-async fn thirty_two_concurrent_enrollments_with_one_key_make_one_agent() {
-    for (db, store) in stores().await {
-        store.create_join_key(&join_key("jk_1", 1_000_000), &audit("a1")).await.unwrap();
-        let attempts = (0..32).map(|i| {
-            let store = store.clone();
-            async move {
-                let a =
-                    agent(&format!("agt_{i:02}"), &format!("xem-{i}"), "jk_1", &format!("c{i}"));
-                store.enroll_agent(&a, 10, &audit(&format!("e{i}"))).await
-            }
-        });
-        let results = futures::future::join_all(attempts).await;
-        let winners = results.iter().filter(|r| r.is_ok()).count();
-        assert_eq!(winners, 1, "{}: {results:?}", db.backend);
-        assert!(results.iter().all(|r| r.is_ok() || matches!(r, Err(StoreError::JoinKeyUsed(_)))));
-        let page = PageRequest { limit: 100, after: None };
-        assert_eq!(store.list_agents(&page, true).await.unwrap().items.len(), 1);
-    }
-}
-
-#[tokio::test]
-async fn refused_agent_leaves_the_join_key_usable() {
-    for (db, store) in stores().await {
-        store.create_join_key(&join_key("jk_1", 1_000), &audit("a1")).await.unwrap();
-        store.create_join_key(&join_key("jk_2", 1_000), &audit("a2")).await.unwrap();
-        store.create_join_key(&join_key("jk_3", 1_000), &audit("a3")).await.unwrap();
-        store.enroll_agent(&agent("agt_1", "xem-1", "jk_1", "c1"), 10, &audit("e1")).await.unwrap();
-        let name =
-            store.enroll_agent(&agent("agt_2", "xem-1", "jk_2", "c2"), 11, &audit("e2")).await;
-        assert!(
-            matches!(name, Err(StoreError::AgentNameTaken(ref n)) if n == "xem-1"),
-            "{}: {name:?}",
-            db.backend
-        );
-        let curve =
-            store.enroll_agent(&agent("agt_3", "xem-3", "jk_3", "c1"), 12, &audit("e3")).await;
-        assert!(matches!(curve, Err(StoreError::CurveKeyTaken)), "{curve:?}");
-        assert_eq!(store.join_key("jk_2").await.unwrap().unwrap().state(13), "active");
-        assert_eq!(store.join_key("jk_3").await.unwrap().unwrap().state(13), "active");
-        store.enroll_agent(&agent("agt_2", "xem-2", "jk_2", "c2"), 14, &audit("e4")).await.unwrap();
-    }
-}
-
-#[tokio::test]
-async fn revoked_agent_leaves_the_allow_list_and_frees_its_name_not_its_key() {
-    for (db, store) in stores().await {
+per_backend!(
+    revoked_agent_leaves_the_allow_list_and_frees_its_name_not_its_key,
+    open,
+    |db, store| {
         for id in ["jk_1", "jk_2", "jk_3"] {
             store.create_join_key(&join_key(id, 1_000), &audit(&format!("a{id}"))).await.unwrap();
         }
@@ -208,44 +186,42 @@ async fn revoked_agent_leaves_the_allow_list_and_frees_its_name_not_its_key() {
         assert!(matches!(reuse_key, Err(StoreError::CurveKeyTaken)));
         store.enroll_agent(&agent("agt_3", "xem-1", "jk_3", "c3"), 23, &audit("e3")).await.unwrap();
     }
-}
+);
 
-#[tokio::test]
-async fn heartbeats_move_forward_and_skip_revoked_agents() {
-    for (db, store) in stores().await {
-        store.create_join_key(&join_key("jk_1", 1_000), &audit("a1")).await.unwrap();
-        store.create_join_key(&join_key("jk_2", 1_000), &audit("a2")).await.unwrap();
-        store.enroll_agent(&agent("agt_1", "xem-1", "jk_1", "c1"), 10, &audit("e1")).await.unwrap();
-        store.enroll_agent(&agent("agt_2", "xem-2", "jk_2", "c2"), 10, &audit("e2")).await.unwrap();
-        store.revoke_agent("agt_2", 15, None, None, &audit("r2")).await.unwrap();
-        let beat = |id: &str, at: i64, v: i64| Heartbeat {
-            agent_id: id.into(),
-            at,
-            manifest_hash: format!("h{v}"),
-            manifest_version: v,
-        };
-        store.record_heartbeats(&[beat("agt_1", 100, 2), beat("agt_2", 100, 2)]).await.unwrap();
-        store.record_heartbeats(&[beat("agt_1", 90, 1)]).await.unwrap();
-        let a1 = store.agent("agt_1").await.unwrap().unwrap();
-        assert_eq!((a1.last_heartbeat_at, a1.manifest_version), (Some(100), 2), "{}", db.backend);
-        assert_eq!(store.agent("agt_2").await.unwrap().unwrap().last_heartbeat_at, None);
-    }
-}
-
-#[tokio::test]
-async fn credential_reports_replace_the_agents_previous_one_and_late_reports_are_ignored() {
-    use xerotier_store::CredentialState;
-    let state = |file: &str, generation: i64, ok: bool| CredentialState {
-        agent_id: "agt_c".into(),
-        credentials_ref: file.into(),
-        sha256: Some(format!("hash-{generation}")),
-        generation,
-        mtime_ms: Some(1_000 * generation),
-        ok,
-        error: (!ok).then(|| "mode 644".to_string()),
-        reported_at: 0,
+per_backend!(heartbeats_move_forward_and_skip_revoked_agents, open, |db, store| {
+    store.create_join_key(&join_key("jk_1", 1_000), &audit("a1")).await.unwrap();
+    store.create_join_key(&join_key("jk_2", 1_000), &audit("a2")).await.unwrap();
+    store.enroll_agent(&agent("agt_1", "xem-1", "jk_1", "c1"), 10, &audit("e1")).await.unwrap();
+    store.enroll_agent(&agent("agt_2", "xem-2", "jk_2", "c2"), 10, &audit("e2")).await.unwrap();
+    store.revoke_agent("agt_2", 15, None, None, &audit("r2")).await.unwrap();
+    let beat = |id: &str, at: i64, v: i64| Heartbeat {
+        agent_id: id.into(),
+        at,
+        manifest_hash: format!("h{v}"),
+        manifest_version: v,
     };
-    for (db, store) in stores().await {
+    store.record_heartbeats(&[beat("agt_1", 100, 2), beat("agt_2", 100, 2)]).await.unwrap();
+    store.record_heartbeats(&[beat("agt_1", 90, 1)]).await.unwrap();
+    let a1 = store.agent("agt_1").await.unwrap().unwrap();
+    assert_eq!((a1.last_heartbeat_at, a1.manifest_version), (Some(100), 2), "{}", db.backend);
+    assert_eq!(store.agent("agt_2").await.unwrap().unwrap().last_heartbeat_at, None);
+});
+
+per_backend!(
+    credential_reports_replace_the_agents_previous_one_and_late_reports_are_ignored,
+    open,
+    |db, store| {
+        use xerotier_store::CredentialState;
+        let state = |file: &str, generation: i64, ok: bool| CredentialState {
+            agent_id: "agt_c".into(),
+            credentials_ref: file.into(),
+            sha256: Some(format!("hash-{generation}")),
+            generation,
+            mtime_ms: Some(1_000 * generation),
+            ok,
+            error: (!ok).then(|| "mode 644".to_string()),
+            reported_at: 0,
+        };
         store.create_join_key(&join_key("jk_c", 10_000), &audit("a1")).await.unwrap();
         store
             .enroll_agent(&agent("agt_c", "xem-c", "jk_c", "curve-c"), 1, &audit("a2"))
@@ -279,4 +255,4 @@ async fn credential_reports_replace_the_agents_previous_one_and_late_reports_are
             "revoked agents are not listed"
         );
     }
-}
+);

@@ -6,51 +6,48 @@ use xerotier_store::{
     AgentEvent, AgentRecord, AuditEntry, JoinKeyRecord, PageRequest, RotationRecord, Store,
     StoreError,
 };
-use xerotier_testkit::TestDb;
+use xerotier_testkit::{TestDb, per_backend};
 
-async fn store_with_agent() -> Vec<(TestDb, Store)> {
-    let mut out = Vec::new();
-    for db in TestDb::all().await {
-        let store = Store::connect(db.url()).await.unwrap();
-        let jk = JoinKeyRecord {
-            id: "jk_1".into(),
-            name: "n".into(),
-            region: None,
-            role: "execution".into(),
-            router_addr: "tcp://r:1".into(),
-            created_at: 0,
-            created_by: None,
-            expires_at: 1_000_000,
-            consumed_at: None,
-            consumed_by_agent: None,
-            revoked_at: None,
-            revoked_by: None,
-            revoked_reason: None,
-        };
-        store.create_join_key(&jk, &audit("a0")).await.unwrap();
-        let agent = AgentRecord {
-            id: "agt_1".into(),
-            name: "xem-1".into(),
-            role: "execution".into(),
-            region: None,
-            join_key_id: "jk_1".into(),
-            enrolled_at: 1,
-            curve_public_key: "old-key".into(),
-            signing_public_key: "ab".repeat(32),
-            manifest: "{}".into(),
-            manifest_hash: "h".into(),
-            manifest_version: 1,
-            lease_interval_ms: 1000,
-            last_heartbeat_at: None,
-            revoked_at: None,
-            revoked_by: None,
-            revoked_reason: None,
-            previous_curve_public_key: None,
-        };
-        store.enroll_agent(&agent, 1, &audit("a1")).await.unwrap();
-        out.push((db, store));
-    }
-    out
+/// A store on `db` with one enrolled agent, `agt_1`, on CURVE key `old-key`.
+async fn store_with_agent(db: &TestDb) -> Store {
+    let store = Store::connect(db.url()).await.unwrap();
+    let jk = JoinKeyRecord {
+        id: "jk_1".into(),
+        name: "n".into(),
+        region: None,
+        role: "execution".into(),
+        router_addr: "tcp://r:1".into(),
+        created_at: 0,
+        created_by: None,
+        expires_at: 1_000_000,
+        consumed_at: None,
+        consumed_by_agent: None,
+        revoked_at: None,
+        revoked_by: None,
+        revoked_reason: None,
+    };
+    store.create_join_key(&jk, &audit("a0")).await.unwrap();
+    let agent = AgentRecord {
+        id: "agt_1".into(),
+        name: "xem-1".into(),
+        role: "execution".into(),
+        region: None,
+        join_key_id: "jk_1".into(),
+        enrolled_at: 1,
+        curve_public_key: "old-key".into(),
+        signing_public_key: "ab".repeat(32),
+        manifest: "{}".into(),
+        manifest_hash: "h".into(),
+        manifest_version: 1,
+        lease_interval_ms: 1000,
+        last_heartbeat_at: None,
+        revoked_at: None,
+        revoked_by: None,
+        revoked_reason: None,
+        previous_curve_public_key: None,
+    };
+    store.enroll_agent(&agent, 1, &audit("a1")).await.unwrap();
+    store
 }
 
 fn audit(id: &str) -> AuditEntry {
@@ -108,42 +105,40 @@ async fn keys(store: &Store) -> Vec<String> {
     keys
 }
 
-#[tokio::test]
-async fn one_rotation_in_flight_per_agent() {
-    for (db, store) in store_with_agent().await {
-        store
-            .create_rotation(&rotation("r1", 100), &event("e1", "rotation_requested"), &audit("a2"))
-            .await
-            .unwrap();
-        let second = store
-            .create_rotation(&rotation("r2", 100), &event("e2", "rotation_requested"), &audit("a3"))
-            .await;
-        assert!(
-            matches!(second, Err(StoreError::RotationInFlight(ref first)) if first == "r1"),
-            "{}: {second:?}",
-            db.backend
-        );
-        store
-            .fail_rotation(
-                "r1",
-                "acknowledgement timeout",
-                50,
-                &event("e3", "rotation_failed"),
-                &audit("a4"),
-            )
-            .await
-            .unwrap()
-            .unwrap();
-        store
-            .create_rotation(&rotation("r2", 100), &event("e4", "rotation_requested"), &audit("a5"))
-            .await
-            .unwrap();
-    }
-}
+per_backend!(one_rotation_in_flight_per_agent, store_with_agent, |db, store| {
+    store
+        .create_rotation(&rotation("r1", 100), &event("e1", "rotation_requested"), &audit("a2"))
+        .await
+        .unwrap();
+    let second = store
+        .create_rotation(&rotation("r2", 100), &event("e2", "rotation_requested"), &audit("a3"))
+        .await;
+    assert!(
+        matches!(second, Err(StoreError::RotationInFlight(ref first)) if first == "r1"),
+        "{}: {second:?}",
+        db.backend
+    );
+    store
+        .fail_rotation(
+            "r1",
+            "acknowledgement timeout",
+            50,
+            &event("e3", "rotation_failed"),
+            &audit("a4"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .create_rotation(&rotation("r2", 100), &event("e4", "rotation_requested"), &audit("a5"))
+        .await
+        .unwrap();
+});
 
-#[tokio::test]
-async fn promotion_keeps_the_old_key_until_the_agent_is_seen_on_the_new_one() {
-    for (db, store) in store_with_agent().await {
+per_backend!(
+    promotion_keeps_the_old_key_until_the_agent_is_seen_on_the_new_one,
+    store_with_agent,
+    |db, store| {
         store
             .create_rotation(&rotation("r1", 100), &event("e1", "rotation_requested"), &audit("a2"))
             .await
@@ -198,61 +193,55 @@ async fn promotion_keeps_the_old_key_until_the_agent_is_seen_on_the_new_one() {
             ]
         );
     }
-}
+);
 
-#[tokio::test]
-async fn failed_rotation_changes_no_key_and_ends_once() {
-    for (db, store) in store_with_agent().await {
+per_backend!(failed_rotation_changes_no_key_and_ends_once, store_with_agent, |db, store| {
+    store
+        .create_rotation(&rotation("r1", 100), &event("e1", "rotation_requested"), &audit("a2"))
+        .await
+        .unwrap();
+    assert!(store.overdue_rotations(99).await.unwrap().is_empty(), "{}", db.backend);
+    let overdue = store.overdue_rotations(100).await.unwrap();
+    assert_eq!(overdue.len(), 1);
+    let pending = store.pending_rotations().await.unwrap();
+    assert_eq!(pending.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["r1"]);
+    let failed = store
+        .fail_rotation(
+            "r1",
+            "acknowledgement timeout",
+            100,
+            &event("e2", "rotation_failed"),
+            &audit("a3"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed.failure_reason.as_deref(), Some("acknowledgement timeout"));
+    assert!(
+        store.pending_rotations().await.unwrap().is_empty(),
+        "a failed rotation is not pending"
+    );
+    assert!(
         store
-            .create_rotation(&rotation("r1", 100), &event("e1", "rotation_requested"), &audit("a2"))
-            .await
-            .unwrap();
-        assert!(store.overdue_rotations(99).await.unwrap().is_empty(), "{}", db.backend);
-        let overdue = store.overdue_rotations(100).await.unwrap();
-        assert_eq!(overdue.len(), 1);
-        let pending = store.pending_rotations().await.unwrap();
-        assert_eq!(pending.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["r1"]);
-        let failed = store
-            .fail_rotation(
-                "r1",
-                "acknowledgement timeout",
-                100,
-                &event("e2", "rotation_failed"),
-                &audit("a3"),
-            )
+            .fail_rotation("r1", "signature mismatch", 101, &event("e3", "x"), &audit("a4"))
             .await
             .unwrap()
-            .unwrap();
-        assert_eq!(failed.failure_reason.as_deref(), Some("acknowledgement timeout"));
-        assert!(
-            store.pending_rotations().await.unwrap().is_empty(),
-            "a failed rotation is not pending"
-        );
-        assert!(
-            store
-                .fail_rotation("r1", "signature mismatch", 101, &event("e3", "x"), &audit("a4"))
-                .await
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            store
-                .promote_rotation("r1", "new-key", 102, &[], &audit("a5"))
-                .await
-                .unwrap()
-                .is_none()
-        );
-        assert_eq!(keys(&store).await, ["old-key"]);
-        assert_eq!(
-            store.rotation("r1").await.unwrap().unwrap().failure_reason.as_deref(),
-            Some("acknowledgement timeout")
-        );
-    }
-}
+            .is_none()
+    );
+    assert!(
+        store.promote_rotation("r1", "new-key", 102, &[], &audit("a5")).await.unwrap().is_none()
+    );
+    assert_eq!(keys(&store).await, ["old-key"]);
+    assert_eq!(
+        store.rotation("r1").await.unwrap().unwrap().failure_reason.as_deref(),
+        Some("acknowledgement timeout")
+    );
+});
 
-#[tokio::test]
-async fn promotion_of_a_revoked_agent_is_refused_and_rolled_back() {
-    for (db, store) in store_with_agent().await {
+per_backend!(
+    promotion_of_a_revoked_agent_is_refused_and_rolled_back,
+    store_with_agent,
+    |db, store| {
         store
             .create_rotation(&rotation("r1", 100), &event("e1", "rotation_requested"), &audit("a2"))
             .await
@@ -271,35 +260,31 @@ async fn promotion_of_a_revoked_agent_is_refused_and_rolled_back() {
         );
         assert!(store.live_agent_keys().await.unwrap().is_empty());
     }
-}
+);
 
-#[tokio::test]
-async fn events_page_by_id() {
-    for (db, store) in store_with_agent().await {
-        for i in 0..5 {
-            store.append_event(&event(&format!("e{i}"), "connected")).await.unwrap();
-        }
-        let first =
-            store.list_events("agt_1", &PageRequest { limit: 2, after: None }).await.unwrap();
-        assert_eq!(
-            first.items.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
-            ["e0", "e1"],
-            "{}",
-            db.backend
-        );
-        assert!(first.has_more);
-        let rest = store
-            .list_events("agt_1", &PageRequest { limit: 10, after: Some("e1".into()) })
-            .await
-            .unwrap();
-        assert_eq!(rest.items.len(), 3);
-        assert!(
-            store
-                .list_events("agt_other", &PageRequest { limit: 10, after: None })
-                .await
-                .unwrap()
-                .items
-                .is_empty()
-        );
+per_backend!(events_page_by_id, store_with_agent, |db, store| {
+    for i in 0..5 {
+        store.append_event(&event(&format!("e{i}"), "connected")).await.unwrap();
     }
-}
+    let first = store.list_events("agt_1", &PageRequest { limit: 2, after: None }).await.unwrap();
+    assert_eq!(
+        first.items.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["e0", "e1"],
+        "{}",
+        db.backend
+    );
+    assert!(first.has_more);
+    let rest = store
+        .list_events("agt_1", &PageRequest { limit: 10, after: Some("e1".into()) })
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 3);
+    assert!(
+        store
+            .list_events("agt_other", &PageRequest { limit: 10, after: None })
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+});

@@ -4,6 +4,9 @@
 //! PostgreSQL is found through `XEROTIER_TEST_POSTGRES_URL` (an admin URL such as
 //! `postgres://postgres@127.0.0.1:55432/postgres`). Without it the PostgreSQL half is skipped
 //! with a loud message, unless `XEROTIER_REQUIRE_POSTGRES=1` (set by CI), which makes it fail.
+//!
+//! [`per_backend!`] writes one test body once and makes it two tests, `name::sqlite` and
+//! `name::postgres`, so that a failure on one backend never hides the other.
 
 use std::path::PathBuf;
 
@@ -100,4 +103,44 @@ async fn admin_execute(admin_url: &str, sql: &str) {
 #[allow(clippy::panic)] // test support: a broken test environment must stop the test
 fn fail(message: &str) -> ! {
     panic!("{message}")
+}
+
+/// One test body, two tests: `mod $name { async fn sqlite(); async fn postgres() }`, each on a
+/// fresh database of its own. `$open` turns the [`TestDb`] into what the body tests (it is
+/// awaited: `async fn(&TestDb) -> T`); the body sees the database as `$db` (for
+/// `$db.backend` in messages) and that subject as `$subject`. The PostgreSQL test follows the
+/// policy of [`TestDb::postgres`]: skipped with a warning when none is configured, failed
+/// when `XEROTIER_REQUIRE_POSTGRES=1`.
+///
+/// ```ignore
+/// per_backend!(migrations_are_idempotent, open, |db, store| {
+///     assert_eq!(store.schema_version().await.unwrap(), 5, "{}", db.backend);
+/// });
+/// ```
+#[macro_export]
+macro_rules! per_backend {
+    ($name:ident, $open:path, |$db:ident, $subject:pat_param| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($db: $crate::TestDb) {
+                #[allow(clippy::let_unit_value)]
+                let $subject = $open(&$db).await;
+                $body
+            }
+
+            #[tokio::test]
+            async fn sqlite() {
+                run($crate::TestDb::sqlite()).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(db) = $crate::TestDb::postgres().await {
+                    run(db).await;
+                }
+            }
+        }
+    };
 }
