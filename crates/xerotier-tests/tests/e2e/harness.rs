@@ -436,16 +436,22 @@ impl Router {
 
     // --- Shortcuts over the HTTP API, with the admin key -------------------------------------
 
+    /// `GET path` with the admin key; panics unless the answer is 200; its JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let resp = self.api.get(path, Some(self.admin_key())).await;
+        resp.assert_status(200);
+        resp.json()
+    }
+
+    /// `POST path` with the admin key and `body`; the answer, whatever it is.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Resp {
+        self.api.post(path, Some(self.admin_key()), body).await
+    }
+
     /// Creates a key over HTTP; panics unless the answer is 201.
     pub async fn create_key(&self, name: &str, scopes: &[&str]) -> Issued {
-        let resp = self
-            .api
-            .post(
-                "/v1/management/api-keys",
-                Some(self.admin_key()),
-                &json!({ "name": name, "scopes": scopes }),
-            )
-            .await;
+        let body = json!({ "name": name, "scopes": scopes });
+        let resp = self.post_json("/v1/management/api-keys", &body).await;
         resp.assert_status(201);
         let issued = Issued::from_json(&resp.json());
         assert_eq!(issued.name, name);
@@ -453,20 +459,11 @@ impl Router {
     }
 
     pub async fn revoke_key(&self, id: &str) -> Resp {
-        self.api
-            .post(
-                &format!("/v1/management/api-keys/{id}/revoke"),
-                Some(self.admin_key()),
-                &json!({}),
-            )
-            .await
+        self.post_json(&format!("/v1/management/api-keys/{id}/revoke"), &json!({})).await
     }
 
     pub async fn show_key(&self, id: &str) -> Value {
-        let resp =
-            self.api.get(&format!("/v1/management/api-keys/{id}"), Some(self.admin_key())).await;
-        resp.assert_status(200);
-        resp.json()
+        self.get_json(&format!("/v1/management/api-keys/{id}")).await
     }
 
     /// All keys (revoked too), walking every page.
@@ -483,7 +480,8 @@ impl Router {
         }
     }
 
-    async fn collect_pages(&self, path: &str) -> Vec<Value> {
+    /// Every item of a paginated listing (`path` with or without a query), walking the pages.
+    pub async fn collect_pages(&self, path: &str) -> Vec<Value> {
         let sep = if path.contains('?') { '&' } else { '?' };
         let mut items = Vec::new();
         let mut after: Option<String> = None;
@@ -492,9 +490,7 @@ impl Router {
             if let Some(after) = &after {
                 url.push_str(&format!("&after={after}"));
             }
-            let resp = self.api.get(&url, Some(self.admin_key())).await;
-            resp.assert_status(200);
-            let page = resp.json();
+            let page = self.get_json(&url).await;
             items.extend(page["data"].as_array().expect("page data").iter().cloned());
             match page["next_after"].as_str() {
                 Some(next) if page["has_more"] == json!(true) => after = Some(next.to_string()),
@@ -514,7 +510,7 @@ impl Router {
 
     /// `POST /v1/management/join-keys` with `body` as is.
     pub async fn post_join_key(&self, body: &Value) -> Resp {
-        self.api.post("/v1/management/join-keys", Some(self.admin_key()), body).await
+        self.post_json("/v1/management/join-keys", body).await
     }
 
     /// Mints a join key for this router's mesh address (from `mesh.addr`); panics unless 201.
@@ -533,20 +529,11 @@ impl Router {
     }
 
     pub async fn revoke_join_key(&self, id: &str) -> Resp {
-        self.api
-            .post(
-                &format!("/v1/management/join-keys/{id}/revoke"),
-                Some(self.admin_key()),
-                &json!({}),
-            )
-            .await
+        self.post_json(&format!("/v1/management/join-keys/{id}/revoke"), &json!({})).await
     }
 
     pub async fn join_key(&self, id: &str) -> Value {
-        let resp =
-            self.api.get(&format!("/v1/management/join-keys/{id}"), Some(self.admin_key())).await;
-        resp.assert_status(200);
-        resp.json()
+        self.get_json(&format!("/v1/management/join-keys/{id}")).await
     }
 
     /// All join keys, terminal ones too.
@@ -555,10 +542,7 @@ impl Router {
     }
 
     pub async fn agent(&self, id: &str) -> Value {
-        let resp =
-            self.api.get(&format!("/v1/management/agents/{id}"), Some(self.admin_key())).await;
-        resp.assert_status(200);
-        resp.json()
+        self.get_json(&format!("/v1/management/agents/{id}")).await
     }
 
     /// All agents, revoked ones too.
@@ -576,13 +560,7 @@ impl Router {
     }
 
     pub async fn revoke_agent(&self, id: &str) -> Resp {
-        self.api
-            .post(
-                &format!("/v1/management/agents/{id}/revoke-credentials"),
-                Some(self.admin_key()),
-                &json!({}),
-            )
-            .await
+        self.post_json(&format!("/v1/management/agents/{id}/revoke-credentials"), &json!({})).await
     }
 
     /// `POST /v1/enroll` (no API key) with `body` as is.
