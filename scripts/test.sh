@@ -1,17 +1,38 @@
 #!/usr/bin/env bash
 # Runs every test: unit, store conformance and end-to-end, on SQLite and on a throwaway
-# PostgreSQL 15 (started here, stopped on exit).
+# PostgreSQL 15 (started here, stopped on exit). Extra arguments go to `cargo nextest run`
+# (or `cargo test`). With CI=true, nextest uses its `ci` profile (.config/nextest.toml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 eval "$(scripts/postgres-for-tests.sh start)"
 trap 'scripts/postgres-for-tests.sh stop' EXIT
 export XEROTIER_REQUIRE_POSTGRES=1
-# The end-to-end tests run the real binaries; build them all first.
-cargo build --workspace --bins
+
+# The end-to-end suite runs the real router, XEM and xeroctl binaries from target/<profile>/;
+# it never builds them itself. The XEM's fault injection (for the rotation crash tests) is
+# compiled in only with its `test-faults` feature: pass it when this tree has it.
+features=()
+if command -v jq >/dev/null 2>&1; then
+  has_faults=$(cargo metadata --format-version 1 --no-deps --locked |
+    jq -r '.packages[] | select(.name == "xerotier-xem") | .features | has("test-faults")')
+else
+  has_faults=false
+  grep -Eq '^test-faults *=' crates/xerotier-xem/Cargo.toml && has_faults=true
+fi
+if [ "$has_faults" = true ]; then
+  features=(--features xerotier-xem/test-faults)
+else
+  echo "xerotier-xem has no test-faults feature in this tree; building without it" >&2
+fi
+cargo build --workspace --bins --locked "${features[@]}"
+
+# The same features for the test build, so that it never rebuilds a binary differently.
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast "$@"
+  profile=()
+  [ "${CI:-}" = true ] && profile=(--profile ci)
+  cargo nextest run --workspace --locked "${features[@]}" "${profile[@]}" --no-fail-fast "$@"
 else
   echo "cargo-nextest not found; using cargo test" >&2
-  cargo test --workspace --no-fail-fast "$@"
+  cargo test --workspace --locked "${features[@]}" --no-fail-fast "$@"
 fi

@@ -74,10 +74,8 @@ async fn rotate_with_and_without_grace() {
 
         // A second rotation replaces the grace value: the first value is gone.
         let third = router
-            .api()
-            .post(
+            .post_json(
                 &format!("{KEYS}/{}/rotate", shown["id"].as_str().unwrap()),
-                Some(router.admin_key()),
                 &json!({ "grace_seconds": 3600, "reason": "second" }),
             )
             .await;
@@ -94,10 +92,7 @@ async fn rotate_with_and_without_grace() {
 
         // Rotating a revoked key is refused, over HTTP and with the CLI.
         let id = shown["id"].as_str().unwrap();
-        let refused = router
-            .api()
-            .post(&format!("{KEYS}/{id}/rotate"), Some(router.admin_key()), &json!({}))
-            .await;
+        let refused = router.post_json(&format!("{KEYS}/{id}/rotate"), &json!({})).await;
         refused.assert_error(409, "already_revoked");
         let cli = xeroctl(&router, &["keys", "rotate", id]).failure();
         assert!(cli.stderr.contains("already_revoked"), "{}", cli.stderr);
@@ -106,12 +101,7 @@ async fn rotate_with_and_without_grace() {
 
         // Rotating an unknown key: 404.
         router
-            .api()
-            .post(
-                &format!("{KEYS}/key_00000000000000000000000000/rotate"),
-                Some(router.admin_key()),
-                &json!({}),
-            )
+            .post_json(&format!("{KEYS}/key_00000000000000000000000000/rotate"), &json!({}))
             .await
             .assert_error(404, "not_found");
     }
@@ -136,14 +126,8 @@ async fn names_are_unique_among_active_keys() {
         assert!(cli.stderr.contains("409"), "{}", cli.stderr);
         assert!(!cli.stdout.contains("xero_"), "{}", cli.stdout);
 
-        let http = router
-            .api()
-            .post(
-                KEYS,
-                Some(router.admin_key()),
-                &json!({ "name": "dup-name", "scopes": ["management"] }),
-            )
-            .await;
+        let http =
+            router.post_json(KEYS, &json!({ "name": "dup-name", "scopes": ["management"] })).await;
         http.assert_error(409, "name_taken");
         assert!(http.json()["error"]["message"].as_str().unwrap().contains("dup-name"));
 

@@ -17,6 +17,8 @@ use crate::harness::{Router, RouterOptions, backends, eventually, xeroctl, xeroc
 /// Deadline for invocations and reloads to settle.
 const SETTLE: Duration = Duration::from_secs(30);
 /// The workspace the example bundle declares.
+/// Every status an invocation ends in.
+const FINISHED: &[&str] = &["succeeded", "failed", "timed_out", "cancelled"];
 const WORKSPACE: &str = "kubernetes-prod";
 const CREDENTIAL_FILE: &str = "kubernetes-prod.yaml";
 
@@ -116,10 +118,7 @@ impl Exec for Router {
     }
 
     async fn invocation(&self, id: &str) -> Value {
-        let resp =
-            self.api().get(&format!("/v1/exec/invocations/{id}"), Some(self.admin_key())).await;
-        resp.assert_status(200);
-        resp.json()
+        self.get_json(&format!("/v1/exec/invocations/{id}")).await
     }
 
     async fn wait_status(&self, id: &str, wanted: &[&str]) -> Value {
@@ -142,15 +141,8 @@ impl Exec for Router {
     /// The first event of `kind` after the agent's first `after` events.
     async fn event_of_type(&self, agent_id: &str, kind: &str, after: usize) -> Value {
         eventually(&format!("a {kind} event of {agent_id}"), SETTLE, || async {
-            let page = self
-                .api()
-                .get(
-                    &format!("/v1/management/agents/{agent_id}/events?limit=500"),
-                    Some(self.admin_key()),
-                )
-                .await
-                .json();
-            page["data"].as_array().unwrap().iter().skip(after).find(|e| e["type"] == kind).cloned()
+            let events = first_events(self, agent_id).await;
+            events.into_iter().skip(after).find(|e| e["type"] == kind)
         })
         .await
     }
@@ -166,16 +158,14 @@ async fn credentials_of(router: &Router, agent_id: &str) -> Value {
     files[0].clone()
 }
 
+/// The agent's first 500 events (one page), oldest first.
+async fn first_events(router: &Router, agent_id: &str) -> Vec<Value> {
+    let page = router.get_json(&format!("/v1/management/agents/{agent_id}/events?limit=500")).await;
+    page["data"].as_array().unwrap().clone()
+}
+
 async fn event_count(router: &Router, agent_id: &str) -> usize {
-    let page = router
-        .api()
-        .get(
-            &format!("/v1/management/agents/{agent_id}/events?limit=500"),
-            Some(router.admin_key()),
-        )
-        .await
-        .json();
-    page["data"].as_array().unwrap().len()
+    first_events(router, agent_id).await.len()
 }
 
 fn used_credential(view: &Value) -> String {
@@ -234,23 +224,13 @@ async fn seed_rotation_under_load_keeps_in_flight_invocations_on_their_credentia
             after.push(router.invoke(&key, "sleep", json!({ "seconds": 0 })).await);
         }
         for view in &before {
-            let done = router
-                .wait_status(
-                    view["id"].as_str().unwrap(),
-                    &["succeeded", "failed", "timed_out", "cancelled"],
-                )
-                .await;
+            let done = router.wait_status(view["id"].as_str().unwrap(), FINISHED).await;
             assert_eq!(done["status"], "succeeded", "[{}] {done}", backend.name);
             assert_eq!(used_credential(&done), sha256_hex(old), "in-flight keeps its snapshot");
             assert_eq!(done["credential_generation"], 1);
         }
         for view in &after {
-            let done = router
-                .wait_status(
-                    view["id"].as_str().unwrap(),
-                    &["succeeded", "failed", "timed_out", "cancelled"],
-                )
-                .await;
+            let done = router.wait_status(view["id"].as_str().unwrap(), FINISHED).await;
             assert_eq!(done["status"], "succeeded", "[{}] {done}", backend.name);
             assert_eq!(used_credential(&done), sha256_hex(new), "the next one uses the new file");
             assert_eq!(done["credential_generation"], 2);
@@ -420,25 +400,13 @@ async fn cancel_stops_a_running_invocation() {
         let view = router.invoke(router.admin_key(), "sleep", json!({ "seconds": 300 })).await;
         let id = view["id"].as_str().unwrap();
         router.wait_status(id, &["running"]).await;
-        let resp = router
-            .api()
-            .post(
-                &format!("/v1/exec/invocations/{id}/cancel"),
-                Some(router.admin_key()),
-                &json!({}),
-            )
-            .await;
+        let resp = router.post_json(&format!("/v1/exec/invocations/{id}/cancel"), &json!({})).await;
         resp.assert_status(200);
         assert_eq!(resp.json()["cancel_requested"], true);
         let done = router.wait_status(id, &["cancelled", "failed", "succeeded"]).await;
         assert_eq!(done["status"], "cancelled", "[{}] {done}", backend.name);
         router
-            .api()
-            .post(
-                &format!("/v1/exec/invocations/{id}/cancel"),
-                Some(router.admin_key()),
-                &json!({}),
-            )
+            .post_json(&format!("/v1/exec/invocations/{id}/cancel"), &json!({}))
             .await
             .assert_error(409, "invocation_finished");
     }

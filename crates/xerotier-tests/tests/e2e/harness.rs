@@ -4,9 +4,8 @@
 
 use std::fs::File;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -65,134 +64,32 @@ pub fn wait_for_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus>
 // Binaries
 // ---------------------------------------------------------------------------------------------
 
-/// `target/<profile>`: the test binary lives in `target/<profile>/deps/`.
-fn profile_dir() -> PathBuf {
+/// How to get the binaries the suite runs, for the message when one is missing.
+pub const BUILD_HINT: &str = "run `cargo build --workspace --bins --features \
+                              xerotier-xem/test-faults` first, or use scripts/test.sh";
+
+/// Where the workspace binaries are: `XEROTIER_E2E_BIN_DIR` when set, else the profile
+/// directory of this test binary (`<target dir>/[<triple>/]<profile>/deps/e2e-…` →
+/// `…/<profile>/`), where `cargo build` of the same profile puts them. Going from the test
+/// binary rather than from `CARGO_TARGET_DIR` follows any target dir (and `--target`,
+/// `--release`, `--cargo-profile`) the suite was built with, under `cargo test` and nextest.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XEROTIER_E2E_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
     let exe = std::env::current_exe().expect("path of the test binary");
     let deps = exe.parent().expect("the test binary's directory");
     deps.parent().expect("the target profile directory").to_path_buf()
 }
 
-/// The path of a workspace binary, built by this test run if needed.
-///
-/// Cargo only builds the binaries of the package under test for its integration tests, so
-/// `cargo nextest run --workspace` does not build `xeroctl`, and a binary left over from an
-/// earlier build may be stale. Once per test run (per nextest run id, or per process under
-/// `cargo test`), `cargo build` brings the three binaries up to date; it is a no-op when they
-/// are.
-/// Set `XEROTIER_E2E_NO_BUILD=1` to use the binaries as they are, or `XEROTIER_E2E_BIN_DIR` to
-/// take them from another directory (never built).
+/// The path of a workspace binary (`xerotier-router`, `xerotier-xem`, `xeroctl`), as the last
+/// `cargo build` left it. The suite never builds: Cargo only builds the binaries of the package
+/// under test for its integration tests, and this package has none, so they are built first
+/// (`scripts/test.sh` does it). Panics with how to build them when one is missing.
 pub fn binary(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    let dir = match std::env::var_os("XEROTIER_E2E_BIN_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            BUILT.get_or_init(build_binaries);
-            profile_dir()
-        }
-    };
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} does not exist: build the workspace first (`cargo build --workspace`), or unset \
-         XEROTIER_E2E_NO_BUILD / XEROTIER_E2E_BIN_DIR so that the tests build it",
-        path.display()
-    );
+    let path = bin_dir().join(name);
+    assert!(path.is_file(), "{} does not exist: {BUILD_HINT}", path.display());
     path
-}
-
-fn build_binaries() {
-    if std::env::var("XEROTIER_E2E_NO_BUILD").as_deref() == Ok("1") {
-        return;
-    }
-    let profile_dir = profile_dir();
-    let target_dir = profile_dir.parent().expect("the target directory").to_path_buf();
-    let stamps = target_dir.join("tmp").join("xerotier-e2e");
-    std::fs::create_dir_all(&stamps).expect("creating the build stamp directory");
-    let lock = File::create(stamps.join("build.lock")).expect("creating the build lock");
-    lock.lock().expect("locking the build lock");
-    let run =
-        std::env::var("NEXTEST_RUN_ID").unwrap_or_else(|_| format!("pid-{}", std::process::id()));
-    let stamp = stamps.join(format!("built-{run}"));
-    if stamp.exists() {
-        return;
-    }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let mut command = Command::new(cargo);
-    // The variables Cargo set for this test crate (its manifest dir, package name, …) are not
-    // the build's: some build scripts track them (ring tracks CARGO_MANIFEST_DIR), so passing
-    // them on would rebuild half the dependency tree whenever the last build came from a
-    // shell, and the next shell build would rebuild it back.
-    for (var, _) in std::env::vars_os() {
-        let name = var.to_string_lossy();
-        let per_crate = [
-            "CARGO_MANIFEST_DIR",
-            "CARGO_MANIFEST_PATH",
-            "CARGO_MANIFEST_LINKS",
-            "CARGO_CRATE_NAME",
-            "CARGO_BIN_NAME",
-            "CARGO_PRIMARY_PACKAGE",
-            "CARGO_TARGET_TMPDIR",
-            "CARGO_RUSTC_CURRENT_DIR",
-        ];
-        if per_crate.contains(&name.as_ref())
-            || name.starts_with("CARGO_PKG_")
-            || name.starts_with("CARGO_BIN_EXE_")
-        {
-            command.env_remove(&var);
-        }
-    }
-    command
-        .arg("build")
-        .arg("--quiet")
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .args(["-p", ROUTER_BIN, "-p", XEROCTL_BIN, "-p", XEM_BIN, "--bins"]);
-    match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => {}
-        Some("release") => {
-            command.arg("--release");
-        }
-        Some(other) => {
-            command.args(["--profile", other]);
-        }
-        None => panic!("unexpected target directory layout: {}", profile_dir.display()),
-    }
-    let log = stamps.join(format!("build-{run}.log"));
-    let log_file = File::create(&log).expect("creating the build log");
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().expect("cloning the build log handle"))
-        .stderr(log_file)
-        .spawn()
-        .expect("running cargo build for the router, XEM and xeroctl binaries");
-    let Some(status) = wait_for_exit(&mut child, Duration::from_secs(600)) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!(
-            "`cargo build` of {ROUTER_BIN}, {XEM_BIN} and {XEROCTL_BIN} did not finish (blocked \
-             on the build lock?); build the workspace first and set XEROTIER_E2E_NO_BUILD=1. \
-             Log: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    };
-    assert!(
-        status.success(),
-        "`cargo build` of {ROUTER_BIN}, {XEM_BIN} and {XEROCTL_BIN} failed ({status}):\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    // Stamps of earlier runs are of no further use.
-    if let Ok(entries) = std::fs::read_dir(&stamps) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if (name.starts_with("built-") || name.starts_with("build-")) && !name.contains(&run) {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
-    File::create(&stamp).expect("writing the build stamp");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -470,20 +367,29 @@ impl Router {
 
     /// Sends SIGTERM and waits for the exit; panics if it does not come within the deadline.
     pub fn stop_with_sigterm(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("the router is not running");
-        send_sigterm(child.id());
-        match wait_for_exit(&mut child, EXIT_DEADLINE) {
-            Some(status) => status,
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "[{}] the router did not exit within {EXIT_DEADLINE:?} of SIGTERM:\n{}",
-                    self.backend,
-                    self.logs()
-                );
-            }
+        match self.sigterm_within(EXIT_DEADLINE) {
+            Ok((status, _)) => status,
+            Err(hung) => panic!("[{}] {hung}:\n{}", self.backend, self.logs()),
         }
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit: its status and how long it took.
+    /// A router still running then is killed; the error says so, with the threads it still had
+    /// (names from `/proc`, e.g. ZeroMQ's `ZMQbg/…`).
+    pub fn sigterm_within(&mut self, timeout: Duration) -> Result<(ExitStatus, Duration), String> {
+        let mut child = self.child.take().expect("the router is not running");
+        let sent = Instant::now();
+        send_sigterm(child.id());
+        if let Some(status) = wait_for_exit(&mut child, timeout) {
+            return Ok((status, sent.elapsed()));
+        }
+        let threads = thread_names(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(format!(
+            "the router did not exit within {timeout:?} of SIGTERM (killed); its threads then: \
+             {threads:?}"
+        ))
     }
 
     /// Kills the router with SIGKILL (a crash) and reaps it.
@@ -530,16 +436,22 @@ impl Router {
 
     // --- Shortcuts over the HTTP API, with the admin key -------------------------------------
 
+    /// `GET path` with the admin key; panics unless the answer is 200; its JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let resp = self.api.get(path, Some(self.admin_key())).await;
+        resp.assert_status(200);
+        resp.json()
+    }
+
+    /// `POST path` with the admin key and `body`; the answer, whatever it is.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Resp {
+        self.api.post(path, Some(self.admin_key()), body).await
+    }
+
     /// Creates a key over HTTP; panics unless the answer is 201.
     pub async fn create_key(&self, name: &str, scopes: &[&str]) -> Issued {
-        let resp = self
-            .api
-            .post(
-                "/v1/management/api-keys",
-                Some(self.admin_key()),
-                &json!({ "name": name, "scopes": scopes }),
-            )
-            .await;
+        let body = json!({ "name": name, "scopes": scopes });
+        let resp = self.post_json("/v1/management/api-keys", &body).await;
         resp.assert_status(201);
         let issued = Issued::from_json(&resp.json());
         assert_eq!(issued.name, name);
@@ -547,20 +459,11 @@ impl Router {
     }
 
     pub async fn revoke_key(&self, id: &str) -> Resp {
-        self.api
-            .post(
-                &format!("/v1/management/api-keys/{id}/revoke"),
-                Some(self.admin_key()),
-                &json!({}),
-            )
-            .await
+        self.post_json(&format!("/v1/management/api-keys/{id}/revoke"), &json!({})).await
     }
 
     pub async fn show_key(&self, id: &str) -> Value {
-        let resp =
-            self.api.get(&format!("/v1/management/api-keys/{id}"), Some(self.admin_key())).await;
-        resp.assert_status(200);
-        resp.json()
+        self.get_json(&format!("/v1/management/api-keys/{id}")).await
     }
 
     /// All keys (revoked too), walking every page.
@@ -577,7 +480,8 @@ impl Router {
         }
     }
 
-    async fn collect_pages(&self, path: &str) -> Vec<Value> {
+    /// Every item of a paginated listing (`path` with or without a query), walking the pages.
+    pub async fn collect_pages(&self, path: &str) -> Vec<Value> {
         let sep = if path.contains('?') { '&' } else { '?' };
         let mut items = Vec::new();
         let mut after: Option<String> = None;
@@ -586,9 +490,7 @@ impl Router {
             if let Some(after) = &after {
                 url.push_str(&format!("&after={after}"));
             }
-            let resp = self.api.get(&url, Some(self.admin_key())).await;
-            resp.assert_status(200);
-            let page = resp.json();
+            let page = self.get_json(&url).await;
             items.extend(page["data"].as_array().expect("page data").iter().cloned());
             match page["next_after"].as_str() {
                 Some(next) if page["has_more"] == json!(true) => after = Some(next.to_string()),
@@ -608,7 +510,7 @@ impl Router {
 
     /// `POST /v1/management/join-keys` with `body` as is.
     pub async fn post_join_key(&self, body: &Value) -> Resp {
-        self.api.post("/v1/management/join-keys", Some(self.admin_key()), body).await
+        self.post_json("/v1/management/join-keys", body).await
     }
 
     /// Mints a join key for this router's mesh address (from `mesh.addr`); panics unless 201.
@@ -627,20 +529,11 @@ impl Router {
     }
 
     pub async fn revoke_join_key(&self, id: &str) -> Resp {
-        self.api
-            .post(
-                &format!("/v1/management/join-keys/{id}/revoke"),
-                Some(self.admin_key()),
-                &json!({}),
-            )
-            .await
+        self.post_json(&format!("/v1/management/join-keys/{id}/revoke"), &json!({})).await
     }
 
     pub async fn join_key(&self, id: &str) -> Value {
-        let resp =
-            self.api.get(&format!("/v1/management/join-keys/{id}"), Some(self.admin_key())).await;
-        resp.assert_status(200);
-        resp.json()
+        self.get_json(&format!("/v1/management/join-keys/{id}")).await
     }
 
     /// All join keys, terminal ones too.
@@ -649,10 +542,7 @@ impl Router {
     }
 
     pub async fn agent(&self, id: &str) -> Value {
-        let resp =
-            self.api.get(&format!("/v1/management/agents/{id}"), Some(self.admin_key())).await;
-        resp.assert_status(200);
-        resp.json()
+        self.get_json(&format!("/v1/management/agents/{id}")).await
     }
 
     /// All agents, revoked ones too.
@@ -670,13 +560,7 @@ impl Router {
     }
 
     pub async fn revoke_agent(&self, id: &str) -> Resp {
-        self.api
-            .post(
-                &format!("/v1/management/agents/{id}/revoke-credentials"),
-                Some(self.admin_key()),
-                &json!({}),
-            )
-            .await
+        self.post_json(&format!("/v1/management/agents/{id}/revoke-credentials"), &json!({})).await
     }
 
     /// `POST /v1/enroll` (no API key) with `body` as is.
@@ -734,6 +618,18 @@ pub fn send_sigterm(pid: u32) {
         .status()
         .expect("running kill -TERM");
     assert!(status.success(), "kill -TERM {pid} failed: {status}");
+}
+
+/// The names of the threads of process `pid` (Linux `/proc`), by thread count: `name×count`.
+pub fn thread_names(pid: u32) -> Vec<String> {
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            *counts.entry(name.trim().to_string()).or_default() += 1;
+        }
+    }
+    counts.into_iter().map(|(name, n)| format!("{name}×{n}")).collect()
 }
 
 /// A key as `POST /v1/management/api-keys` (or `…/rotate`) returned it.

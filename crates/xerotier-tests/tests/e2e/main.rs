@@ -24,4 +24,5 @@ mod rotation;
 mod router;
 mod security;
 mod seed;
+mod shutdown;
 mod xem;

@@ -85,24 +85,15 @@ async fn bad_input_gets_the_error_envelope() {
 
         // Bad scopes.
         for scopes in [json!(["admin"]), json!([]), json!(["execution", "root"])] {
-            let resp = router
-                .api()
-                .post(KEYS, Some(router.admin_key()), &json!({ "name": "x", "scopes": scopes }))
-                .await;
+            let resp = router.post_json(KEYS, &json!({ "name": "x", "scopes": scopes })).await;
             resp.assert_error(400, "invalid_request");
         }
 
         // Bad names name the parameter.
         let too_long = "n".repeat(129);
         for name in ["", "has space", "slash/name", "émoji", too_long.as_str(), "semi;colon"] {
-            let resp = router
-                .api()
-                .post(
-                    KEYS,
-                    Some(router.admin_key()),
-                    &json!({ "name": name, "scopes": ["execution"] }),
-                )
-                .await;
+            let resp =
+                router.post_json(KEYS, &json!({ "name": name, "scopes": ["execution"] })).await;
             resp.assert_error(400, "invalid_request");
             assert_eq!(resp.json()["error"]["param"], "name", "{name:?}: {}", resp.text);
         }

@@ -20,7 +20,7 @@ use xerotier_proto::mesh::Frame;
 
 use crate::fleet_harness::{Handshake, RawMesh};
 use crate::harness::{
-    Api, Backend, EXIT_DEADLINE, Resp, Router, RouterOptions, XEM_BIN, Xeroctl, backends, binary,
+    Api, Backend, EXIT_DEADLINE, Router, RouterOptions, XEM_BIN, Xeroctl, backends, binary,
     eventually, send_sigterm, wait_for_exit, xeroctl,
 };
 
@@ -58,8 +58,6 @@ async fn start_router(backend: &Backend, ack_timeout_s: u64) -> Router {
 
 /// Rotation calls on a [`Router`], with its admin key.
 trait Rotations {
-    async fn get_json(&self, path: &str) -> Value;
-    async fn post_json(&self, path: &str, body: &Value) -> Resp;
     /// `GET …/curve-rotations/{request_id}`.
     async fn rotation(&self, agent_id: &str, request_id: &str) -> Value;
     /// `POST …/curve-rotate`; panics unless 202.
@@ -77,16 +75,6 @@ trait Rotations {
 }
 
 impl Rotations for Router {
-    async fn get_json(&self, path: &str) -> Value {
-        let resp = self.api().get(path, Some(self.admin_key())).await;
-        resp.assert_status(200);
-        resp.json()
-    }
-
-    async fn post_json(&self, path: &str, body: &Value) -> Resp {
-        self.api().post(path, Some(self.admin_key()), body).await
-    }
-
     async fn rotation(&self, agent_id: &str, request_id: &str) -> Value {
         self.get_json(&format!("/v1/management/agents/{agent_id}/curve-rotations/{request_id}"))
             .await
@@ -102,20 +90,7 @@ impl Rotations for Router {
     }
 
     async fn events(&self, agent_id: &str) -> Vec<Value> {
-        let mut items = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let mut url = format!("/v1/management/agents/{agent_id}/events?limit=500");
-            if let Some(after) = &after {
-                url.push_str(&format!("&after={after}"));
-            }
-            let page = self.get_json(&url).await;
-            items.extend(page["data"].as_array().expect("page data").iter().cloned());
-            match page["next_after"].as_str() {
-                Some(next) if page["has_more"] == json!(true) => after = Some(next.to_string()),
-                _ => return items,
-            }
-        }
+        self.collect_pages(&format!("/v1/management/agents/{agent_id}/events")).await
     }
 
     async fn hellos(&self) -> f64 {

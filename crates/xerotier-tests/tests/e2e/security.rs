@@ -380,10 +380,7 @@ async fn secrets_never_appear_in_logs_or_later_answers() {
         // Issue and rotate keys over HTTP and with the CLI, and use every value.
         let http_key = router.create_key("http-made", &["execution"]).await;
         secrets.push(http_key.value.clone());
-        let rotated = router
-            .api()
-            .post(&format!("{KEYS}/{}/rotate", http_key.id), Some(router.admin_key()), &json!({}))
-            .await;
+        let rotated = router.post_json(&format!("{KEYS}/{}/rotate", http_key.id), &json!({})).await;
         rotated.assert_status(200);
         secrets.push(Issued::from_json(&rotated.json()).value);
 
