@@ -38,6 +38,9 @@ async fn fixtures() -> Vec<Fixture> {
         )
         .await
         .unwrap();
+        // What the daemon starts beside the HTTP API: the writer of `last_used_at`.
+        let _writer =
+            state.gate.auth.spawn_last_used_writer(tokio_util::sync::CancellationToken::new());
         let admin = AuditContext::new(
             Actor { key_id: "key_admin".into(), name: "admin".into() },
             None,

@@ -225,6 +225,7 @@ impl Store {
         agent_id: &str,
         current_key: &str,
         event: &AgentEvent,
+        audit: &AuditEntry,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         let result = sqlx::query(
@@ -240,7 +241,7 @@ impl Store {
             return Ok(false);
         }
         event.insert(&mut tx).await?;
-        tx.commit().await?;
+        audit.commit_with(tx).await?;
         Ok(true)
     }
 

@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-use xerotier_store::{
+use xerotier_store::{AuditFilter, 
     AgentEvent, AgentRecord, AuditEntry, JoinKeyRecord, PageRequest, RotationRecord, Store,
     StoreError,
 };
@@ -162,16 +162,34 @@ per_backend!(
         );
         assert_eq!(store.latest_promoted_rotation("agt_1").await.unwrap().as_deref(), Some("r1"));
         assert!(
-            !store.retire_previous_key("agt_1", "old-key", &event("e4", "x")).await.unwrap(),
+            !store
+                .retire_previous_key("agt_1", "old-key", &event("e4", "x"), &audit("a5"))
+                .await
+                .unwrap(),
             "seen on the old key: nothing retired"
         );
         assert!(
             store
-                .retire_previous_key("agt_1", "new-key", &event("e5", "rotation_completed"))
+                .retire_previous_key(
+                    "agt_1",
+                    "new-key",
+                    &event("e5", "rotation_completed"),
+                    &audit("a6")
+                )
                 .await
                 .unwrap()
         );
         assert_eq!(keys(&store).await, ["new-key"]);
+        let audited: Vec<String> = store
+            .list_audit(&AuditFilter::default(), &PageRequest { limit: 100, after: None })
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert!(audited.contains(&"a6".to_string()), "a retirement is audited: {audited:?}");
+        assert!(!audited.contains(&"a5".to_string()), "a refused retirement records nothing");
         let again = store.promote_rotation("r1", "newer", 30, &[], &audit("a4")).await.unwrap();
         assert!(again.is_none(), "a terminal rotation is never promoted twice");
         let page = PageRequest { limit: 50, after: None };

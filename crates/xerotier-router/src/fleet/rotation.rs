@@ -301,7 +301,17 @@ impl RotationService {
             return;
         }
         let event = self.events.event(agent_id, "rotation_completed", Some(&request_id), serde_json::json!({ "detail": "agent seen on the new key; the old key is no longer accepted" }));
-        match self.store.retire_previous_key(agent_id, &curve_public_z85(&new_key), &event).await {
+        // The router acts here (the agent proved it holds the new key), so the record names no
+        // operator; the old key's fingerprint says what stopped being accepted.
+        let target = Target { kind: "agent", id: Some(agent_id), name: None };
+        let change = Change::new("agent.curve_key_retire", target).details(serde_json::json!({
+            "rotation_request_id": request_id,
+            "retired_key_fingerprint": old_key.as_ref().map(|k| fingerprint(k)),
+            "current_key_fingerprint": fingerprint(&new_key),
+        }));
+        let entry = self.audit.entry(&AuditContext::default(), &change, Outcome::Success);
+        let current = curve_public_z85(&new_key);
+        match self.store.retire_previous_key(agent_id, &current, &event, &entry).await {
             Ok(_) => {
                 if let Some(old) = old_key {
                     self.link.allow.remove_key(&old);
