@@ -2,9 +2,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-use xerotier_store::{AuditFilter, 
-    AgentEvent, AgentRecord, AuditEntry, JoinKeyRecord, PageRequest, RotationRecord, Store,
-    StoreError,
+use xerotier_store::{
+    AgentEvent, AgentRecord, AuditEntry, AuditFilter, JoinKeyRecord, PageRequest, RotationRecord,
+    Store, StoreError,
 };
 use xerotier_testkit::{TestDb, per_backend};
 

@@ -186,3 +186,28 @@ async fn json_logs_are_one_object_per_line() {
         assert!(!logs.contains('\u{1b}'), "no terminal colours in JSON logs");
     }
 }
+
+/// A misspelt filter is an error, never a silently ignored one that returns everything.
+#[tokio::test]
+async fn unknown_query_parameters_are_refused() {
+    for backend in backends().await {
+        let router = Router::start(&backend).await;
+        let api = router.api();
+        let key = Some(router.admin_key());
+        for path in [
+            "/v1/management/audit?actr=key_x",
+            "/v1/management/api-keys?include_revokd=true",
+            "/v1/management/agents?limt=5",
+            "/v1/management/join-keys?include_terminl=true",
+            "/v1/exec/invocations?stauts=running",
+            "/v1/management/credentials?agent=agt_x",
+        ] {
+            let resp = api.get(path, key).await;
+            resp.assert_error(400, "invalid_request");
+            assert!(resp.text.contains("unknown field"), "{path}: {}", resp.text);
+        }
+        // The honest spelling still works.
+        api.get("/v1/management/audit?actor_key_id=key_x", key).await.assert_status(200);
+        api.get("/v1/management/api-keys?include_revoked=true", key).await.assert_status(200);
+    }
+}
