@@ -62,6 +62,10 @@ impl Session {
             }
         }
         tracing::info!("stopping");
+        // As after a drain in time: the mesh client discards unsent frames when it closes, so
+        // exiting right after the send could lose the killed invocations' results and leave
+        // them `running` on the router.
+        self.flush_results().await;
         Ok(ControlFlow::Break(Exit::Stopped))
     }
 
