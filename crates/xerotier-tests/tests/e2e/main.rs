@@ -25,3 +25,4 @@ mod router;
 mod security;
 mod seed;
 mod xem;
+mod xem_shutdown;
