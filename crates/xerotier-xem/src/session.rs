@@ -4,6 +4,7 @@
 //! ([`Session::on_timer`]). [`Session::run`] only waits for the next input and hands it over,
 //! so each decision can be read (and changed) in one place.
 
+mod credentials;
 mod rotate;
 mod shutdown;
 
@@ -26,10 +27,10 @@ use crate::agent::Exit;
 #[cfg(not(feature = "test-faults"))]
 use crate::faults_off::Faults;
 use crate::identity::Identity;
-use crate::reload;
 #[cfg(feature = "test-faults")]
 use crate::test_faults::Faults;
 use crate::work::{Work, WorkEvent};
+use credentials::{log_reload, record_reload};
 
 /// The agent concludes its key is no longer accepted after this many consecutive handshake
 /// refusals spread over at least [`REJECTED_FOR_AT_LEAST`]: three times the router's default
@@ -160,7 +161,8 @@ impl Session {
     /// Connects (or reconnects) with the current key. Hello goes out on the `Connected` event
     /// of every handshake, including the first.
     pub fn connect(&mut self) -> anyhow::Result<()> {
-        // The old connection goes first: two sockets with one key would confuse the router.
+        // Close the old connection (its thread joined) before opening the next: the agent
+        // never holds two sockets at once.
         self.link = None;
         let keys = ClientKeys::new(&self.curve, &self.identity.router_curve_key);
         let (client, events) = MeshClient::connect(&self.identity.mesh_addr, &keys)?;
@@ -325,22 +327,6 @@ impl Session {
         Ok(())
     }
 
-    async fn reload_on_sighup(&mut self) -> anyhow::Result<()> {
-        notify(&[sd_notify::NotifyState::Reloading]);
-        self.last_reload = self.work.reload("sighup").await;
-        log_reload(&self.last_reload);
-        self.reload_seq += 1;
-        record_reload(&self.state_dir, self.reload_seq, &self.last_reload);
-        self.send(&Frame::CredentialsReloaded { report: self.last_reload.clone() })?;
-        let status = if self.last_reload.ok {
-            "credentials reloaded".to_string()
-        } else {
-            reload_failure_summary(&self.last_reload)
-        };
-        notify(&[sd_notify::NotifyState::Status(&status), sd_notify::NotifyState::Ready]);
-        Ok(())
-    }
-
     /// Queues `frame` for the router. Without a connection (only while a refused handshake
     /// waits for its retry, when nothing sends) it is dropped; results are kept by [`Work`]
     /// and go out again with the next lease.
@@ -367,33 +353,6 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
-}
-
-fn log_reload(report: &ReloadReport) {
-    for file in &report.files {
-        match &file.error {
-            None => {
-                tracing::info!(credentials_ref = %file.credentials_ref, generation = file.generation, sha256 = file.sha256.as_deref().unwrap_or("-"), trigger = %report.trigger, "credential loaded")
-            }
-            Some(error) => {
-                tracing::error!(credentials_ref = %file.credentials_ref, generation = file.generation, %error, trigger = %report.trigger, "credential NOT reloaded; the last good version stays in use")
-            }
-        }
-    }
-}
-
-/// For `xerotier-xem reload` (systemd's ExecReload), which waits for this to report.
-fn record_reload(state_dir: &std::path::Path, seq: u64, report: &ReloadReport) {
-    let status = reload::ReloadStatus { seq, pid: std::process::id(), report: report.clone() };
-    if let Err(err) = reload::write_status(state_dir, &status) {
-        tracing::warn!(error = %format!("{err:#}"), "could not record the reload status");
-    }
-}
-
-fn reload_failure_summary(report: &ReloadReport) -> String {
-    let failed: Vec<&str> =
-        report.files.iter().filter(|f| !f.ok).map(|f| f.credentials_ref.as_str()).collect();
-    format!("credential reload FAILED for: {}", failed.join(", "))
 }
 
 pub(crate) fn notify(states: &[sd_notify::NotifyState<'_>]) {
