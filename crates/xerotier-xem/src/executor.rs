@@ -354,7 +354,7 @@ mod tests {
         assert!(result.error.as_deref().unwrap().contains("timed out after 1s"));
         assert_eq!(result.stdout, "started\n");
         let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .ok()
@@ -362,7 +362,7 @@ mod tests {
             if state.is_none() || state.as_deref() == Some("Z") {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "grandchild {pid} survived: {state:?}");
+            assert!(tokio::time::Instant::now() < deadline, "grandchild {pid} survived: {state:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

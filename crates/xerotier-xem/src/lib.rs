@@ -7,7 +7,12 @@ pub mod config;
 pub mod credentials;
 pub mod enroll;
 pub mod executor;
+#[cfg(not(feature = "test-faults"))]
+mod faults_off;
 pub mod identity;
 pub mod reload;
 pub mod rotation;
+pub mod session;
+#[cfg(feature = "test-faults")]
+mod test_faults;
 pub mod work;

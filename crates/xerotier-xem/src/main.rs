@@ -1,8 +1,10 @@
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use xerotier_xem::agent::{self, Exit};
+use xerotier_core::{OsEntropy, SystemClock};
+use xerotier_xem::agent::{self, Deps, Exit};
 use xerotier_xem::config::{XemArgs, XemCommand, XemConfig};
 use xerotier_xem::reload;
 
@@ -37,7 +39,9 @@ fn main() -> ExitCode {
             }
         };
     let (state_dir, curve_key_path) = (config.state_dir.clone(), config.curve_key_path.clone());
-    match runtime.block_on(agent::run(config)) {
+    // The one place the real clock and the OS's randomness are wired in.
+    let deps = Deps { clock: Arc::new(SystemClock), entropy: Arc::new(OsEntropy) };
+    match runtime.block_on(agent::run(config, deps)) {
         Ok(Exit::Stopped) => ExitCode::SUCCESS,
         Ok(Exit::Revoked(reason)) => {
             tracing::error!(%reason, "credentials revoked");
@@ -61,7 +65,15 @@ fn main() -> ExitCode {
 /// 2 when the agent could not be asked or did not answer.
 fn reload(config: &XemConfig, pid: Option<u32>, timeout_seconds: u64) -> ExitCode {
     let timeout = std::time::Duration::from_secs(timeout_seconds);
-    match reload::request(&config.state_dir, pid, timeout) {
+    // A small runtime of its own: the wait for the daemon's report is a tokio timeout.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("xerotier-xem: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(reload::request(&config.state_dir, pid, timeout)) {
         Ok(report) => {
             for line in reload::summary(&report) {
                 println!("{line}");

@@ -3,7 +3,7 @@
 //! makes `systemctl reload` fail (a bare `kill -HUP` would always succeed).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
@@ -56,8 +56,9 @@ fn daemon_pid(state_dir: &Path, pid: Option<u32>) -> anyhow::Result<u32> {
     text.trim().parse().with_context(|| format!("{} does not hold a pid", path.display()))
 }
 
-/// Signals the daemon and waits for its report of this reload.
-pub fn request(
+/// Signals the daemon and waits for its report of this reload. Needs a tokio runtime with
+/// time enabled (the wait is a tokio timeout, so a test can drive it with paused time).
+pub async fn request(
     state_dir: &Path,
     pid: Option<u32>,
     timeout: Duration,
@@ -67,15 +68,20 @@ pub fn request(
     let target = i32::try_from(pid).context("pid out of range")?;
     kill(Pid::from_raw(target), Signal::SIGHUP)
         .with_context(|| format!("sending SIGHUP to the XEM (pid {pid})"))?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = read_status(state_dir).filter(|s| s.pid == pid && s.seq > before) {
-            return Ok(status.report);
+    let report = async {
+        loop {
+            if let Some(status) = read_status(state_dir).filter(|s| s.pid == pid && s.seq > before)
+            {
+                return status.report;
+            }
+            tokio::time::sleep(POLL).await;
         }
-        if Instant::now() >= deadline {
-            bail!("the XEM (pid {pid}) did not report the reload within {}s", timeout.as_secs());
+    };
+    match tokio::time::timeout(timeout, report).await {
+        Ok(report) => Ok(report),
+        Err(_) => {
+            bail!("the XEM (pid {pid}) did not report the reload within {}s", timeout.as_secs())
         }
-        std::thread::sleep(POLL);
     }
 }
 

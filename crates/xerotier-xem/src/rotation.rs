@@ -79,6 +79,22 @@ pub fn acknowledgement(
     Frame::RotateAck { payload, signature }
 }
 
+/// What an honest acknowledgement is made of, less the new key.
+#[derive(Debug, Clone, Copy)]
+pub struct Ack<'a> {
+    pub agent_id: &'a str,
+    pub request_id: &'a str,
+    pub nonce: &'a str,
+    pub signing: &'a SigningKeyPair,
+}
+
+impl Ack<'_> {
+    /// The acknowledgement of `new_key`.
+    pub fn sign(&self, new_key: &CurveKeyPair) -> Frame {
+        acknowledgement(self.agent_id, self.request_id, self.nonce, new_key, self.signing)
+    }
+}
+
 /// Makes the pending key the agent's key: written over the key file atomically, then the
 /// pending file is removed. A crash between the two leaves the new key in place and a pending
 /// file that a later rotation replaces.

@@ -26,3 +26,4 @@ mod security;
 mod seed;
 mod shutdown;
 mod xem;
+mod xem_shutdown;

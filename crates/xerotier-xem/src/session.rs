@@ -1,0 +1,362 @@
+//! The agent's session with the router: the state kept between inputs, and one method per kind
+//! of input — a frame from the router ([`Session::on_frame`]), news from the running work
+//! ([`Session::on_work_event`]), a signal ([`Session::on_signal`]), a timer
+//! ([`Session::on_timer`]). [`Session::run`] only waits for the next input and hands it over,
+//! so each decision can be read (and changed) in one place.
+
+mod credentials;
+mod rotate;
+mod shutdown;
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Interval};
+use xerotier_core::SharedEntropy;
+use xerotier_credentials::{CurveKeyPair, SigningKeyPair};
+use xerotier_mesh::{ClientEvent, ClientKeys, MeshClient};
+use xerotier_proto::agents::CapabilityManifest;
+use xerotier_proto::mesh::Frame;
+use xerotier_proto::workspace_credentials::ReloadReport;
+
+use crate::agent::Exit;
+#[cfg(not(feature = "test-faults"))]
+use crate::faults_off::Faults;
+use crate::identity::Identity;
+#[cfg(feature = "test-faults")]
+use crate::test_faults::Faults;
+use crate::work::{Work, WorkEvent};
+use credentials::{log_reload, record_reload};
+
+/// The agent concludes its key is no longer accepted after this many consecutive handshake
+/// refusals spread over at least [`REJECTED_FOR_AT_LEAST`]: three times the router's default
+/// allow-list refresh, so an agent enrolled through one replica and connecting to another is
+/// not mistaken for a revoked one.
+const REJECTIONS_BEFORE_GIVING_UP: u32 = 3;
+const REJECTED_FOR_AT_LEAST: Duration = Duration::from_secs(6);
+
+/// 0.5 s, 1 s, then 2 s between handshake retries.
+fn rejection_backoff(rejections: u32) -> Duration {
+    Duration::from_millis((250u64 << rejections.min(3)).min(2_000))
+}
+
+/// What an input handler decided: go on, or end the agent's life with this exit.
+type Step = anyhow::Result<ControlFlow<Exit>>;
+const GO_ON: Step = Ok(ControlFlow::Continue(()));
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGHUP: re-read the credential files.
+    Reload,
+    /// SIGTERM or SIGINT: drain and stop.
+    Stop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// Time to renew the lease (and re-send unacknowledged results).
+    Lease,
+    /// The pause after a refused handshake is over: connect again.
+    Retry,
+    /// The shutdown grace period is over: kill what still runs.
+    GraceOver,
+}
+
+/// Everything the session is made from, gathered at startup.
+#[derive(Debug)]
+pub struct Setup {
+    pub identity: Identity,
+    pub curve: CurveKeyPair,
+    pub signing: SigningKeyPair,
+    pub manifest: CapabilityManifest,
+    pub curve_key_path: PathBuf,
+    pub state_dir: PathBuf,
+    pub lease_interval: Duration,
+    pub shutdown_grace: Duration,
+    pub entropy: SharedEntropy,
+}
+
+/// A live connection to the router's mesh endpoint.
+#[derive(Debug)]
+struct Link {
+    client: MeshClient,
+    events: mpsc::Receiver<ClientEvent>,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    identity: Identity,
+    curve: CurveKeyPair,
+    signing: SigningKeyPair,
+    curve_key_path: PathBuf,
+    state_dir: PathBuf,
+    shutdown_grace: Duration,
+    entropy: SharedEntropy,
+    /// Said on every handshake: Hello, then the manifest.
+    hello: Frame,
+    manifest_frame: Frame,
+    manifest_hash: String,
+    manifest_version: u64,
+    /// `None` only while waiting to retry a refused handshake.
+    link: Option<Link>,
+    retry_at: Option<Instant>,
+    rejections: u32,
+    first_rejection: Option<Instant>,
+    lease: Interval,
+    lease_seq: u64,
+    work: Work,
+    work_events: mpsc::Receiver<WorkEvent>,
+    last_reload: ReloadReport,
+    reload_seq: u64,
+    /// Set by SIGTERM: when the grace period for in-flight work ends.
+    drain_deadline: Option<Instant>,
+    faults: Faults,
+}
+
+impl Session {
+    /// A session not yet connected, its credential files read for the first time.
+    pub async fn new(setup: Setup, work: Work, work_events: mpsc::Receiver<WorkEvent>) -> Self {
+        let last_reload = work.reload("startup").await;
+        log_reload(&last_reload);
+        let reload_seq = 1;
+        record_reload(&setup.state_dir, reload_seq, &last_reload);
+        let agent_id = setup.identity.agent_id.clone();
+        let manifest_hash = setup.manifest.hash();
+        Self {
+            hello: Frame::Hello {
+                agent_id: agent_id.clone(),
+                xem_version: env!("CARGO_PKG_VERSION").to_string(),
+                manifest_hash: manifest_hash.clone(),
+                manifest_version: setup.manifest.version,
+            },
+            manifest_version: setup.manifest.version,
+            manifest_frame: Frame::Manifest { agent_id, manifest: setup.manifest },
+            manifest_hash,
+            identity: setup.identity,
+            curve: setup.curve,
+            signing: setup.signing,
+            curve_key_path: setup.curve_key_path,
+            state_dir: setup.state_dir,
+            shutdown_grace: setup.shutdown_grace,
+            entropy: setup.entropy,
+            link: None,
+            retry_at: None,
+            rejections: 0,
+            first_rejection: None,
+            lease: tokio::time::interval(setup.lease_interval),
+            lease_seq: 0,
+            work,
+            work_events,
+            last_reload,
+            reload_seq,
+            drain_deadline: None,
+            faults: Faults::load(),
+        }
+    }
+
+    /// Connects (or reconnects) with the current key. Hello goes out on the `Connected` event
+    /// of every handshake, including the first.
+    pub fn connect(&mut self) -> anyhow::Result<()> {
+        // Close the old connection (its thread joined) before opening the next: the agent
+        // never holds two sockets at once.
+        self.link = None;
+        let keys = ClientKeys::new(&self.curve, &self.identity.router_curve_key);
+        let (client, events) = MeshClient::connect(&self.identity.mesh_addr, &keys)?;
+        self.link = Some(Link { client, events });
+        Ok(())
+    }
+
+    /// Waits for inputs until the agent stops or is revoked.
+    pub async fn run(mut self) -> anyhow::Result<Exit> {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        loop {
+            if self.drained() {
+                return Ok(self.stop().await);
+            }
+            // While a refused handshake waits for its retry, only the retry and a stop request
+            // are heard; everything else waits (queued) for the new connection, as it would
+            // for a session that is merely reconnecting.
+            let connected = self.link.is_some();
+            let draining = self.drain_deadline.is_some();
+            let step = tokio::select! {
+                _ = sleep_until(self.retry_at) => self.on_timer(Timer::Retry).await,
+                _ = self.lease.tick(), if connected => self.on_timer(Timer::Lease).await,
+                event = self.work_events.recv(), if connected => match event {
+                    Some(event) => self.on_work_event(event),
+                    None => Err(anyhow!("the invocation runner stopped")),
+                },
+                event = next_client_event(&mut self.link) => match event {
+                    Some(event) => self.on_client_event(event),
+                    None => Err(anyhow!("the mesh client stopped")),
+                },
+                _ = hangup.recv(), if connected => self.on_signal(Signal::Reload).await,
+                _ = sleep_until(self.drain_deadline), if connected => {
+                    self.on_timer(Timer::GraceOver).await
+                }
+                _ = term.recv(), if !draining => self.on_signal(Signal::Stop).await,
+                _ = interrupt.recv(), if !draining => self.on_signal(Signal::Stop).await,
+            };
+            if let ControlFlow::Break(exit) = step? {
+                return Ok(exit);
+            }
+        }
+    }
+
+    pub async fn on_timer(&mut self, timer: Timer) -> Step {
+        match timer {
+            Timer::Lease => self.renew_lease()?,
+            Timer::Retry => {
+                self.retry_at = None;
+                self.connect()?;
+            }
+            Timer::GraceOver => return self.grace_over().await,
+        }
+        GO_ON
+    }
+
+    pub async fn on_signal(&mut self, signal: Signal) -> Step {
+        match signal {
+            Signal::Reload => self.reload_on_sighup().await?,
+            Signal::Stop => self.begin_shutdown(),
+        }
+        GO_ON
+    }
+
+    pub fn on_work_event(&mut self, event: WorkEvent) -> Step {
+        match event {
+            WorkEvent::Send(frame) => self.send(&frame)?,
+            WorkEvent::Finished(result) => {
+                tracing::info!(invocation_id = %result.invocation_id, status = result.status.as_str(), "invocation ended");
+                let frame = self.work.finished(result);
+                self.send(&frame)?;
+            }
+        }
+        GO_ON
+    }
+
+    /// The mesh connection's news: handshakes, losses, and frames.
+    fn on_client_event(&mut self, event: ClientEvent) -> Step {
+        match event {
+            ClientEvent::Connected => self.on_connected()?,
+            ClientEvent::AuthRejected => return self.on_auth_rejected(),
+            ClientEvent::Disconnected => tracing::warn!("mesh session lost; reconnecting"),
+            ClientEvent::Frame(frame) => return self.on_frame(frame),
+            ClientEvent::Malformed(err) => {
+                tracing::warn!(error = %err, "malformed frame from the router")
+            }
+        }
+        GO_ON
+    }
+
+    pub fn on_frame(&mut self, frame: Frame) -> Step {
+        match frame {
+            Frame::Revoked { reason } => {
+                self.work.cancel_all();
+                return Ok(ControlFlow::Break(Exit::Revoked(reason)));
+            }
+            Frame::LeaseAck { seq } => tracing::trace!(seq, "lease renewed"),
+            Frame::Invoke { invocation_id, tool, workspace, args_json } => {
+                tracing::info!(%invocation_id, %tool, %workspace, "invocation received");
+                if let Some(refusal) = self.work.invoke(invocation_id, &tool, &workspace, args_json)
+                {
+                    self.send(&refusal)?;
+                }
+            }
+            Frame::CancelInvocation { invocation_id } => {
+                tracing::info!(%invocation_id, "cancel requested by the router");
+                self.work.cancel(&invocation_id);
+            }
+            Frame::ResultAck { invocation_id } => self.work.acknowledged(&invocation_id),
+            Frame::RotateCurve { request_id, nonce } => self.on_rotate(&request_id, &nonce)?,
+            Frame::RotationPromoted { request_id } => self.on_promoted(&request_id)?,
+            Frame::RotationFailed { request_id, reason } => {
+                self.on_rotation_failed(&request_id, &reason)?
+            }
+            other => tracing::debug!(?other, "unexpected frame from the router"),
+        }
+        GO_ON
+    }
+
+    fn on_connected(&mut self) -> anyhow::Result<()> {
+        self.rejections = 0;
+        self.first_rejection = None;
+        tracing::info!("mesh session established");
+        self.send(&self.hello)?;
+        self.send(&self.manifest_frame)?;
+        self.send(&Frame::CredentialsReloaded { report: self.last_reload.clone() })
+    }
+
+    fn on_auth_rejected(&mut self) -> Step {
+        self.rejections += 1;
+        let first = *self.first_rejection.get_or_insert_with(Instant::now);
+        tracing::warn!(rejections = self.rejections, "the router refused this agent's CURVE key");
+        if self.rejections >= REJECTIONS_BEFORE_GIVING_UP
+            && first.elapsed() >= REJECTED_FOR_AT_LEAST
+        {
+            self.work.cancel_all();
+            let why = "the router no longer accepts this agent's CURVE key";
+            return Ok(ControlFlow::Break(Exit::Revoked(why.into())));
+        }
+        // libzmq does not retry a connection the server refused at the handshake; retry
+        // ourselves after a pause: the refusal may be transient (a replica that has not yet
+        // re-read its allow-list after an enrollment elsewhere).
+        self.link = None;
+        self.retry_at = Some(Instant::now() + rejection_backoff(self.rejections));
+        GO_ON
+    }
+
+    fn renew_lease(&mut self) -> anyhow::Result<()> {
+        self.lease_seq += 1;
+        self.send(&Frame::LeaseRenewal {
+            agent_id: self.identity.agent_id.clone(),
+            seq: self.lease_seq,
+            in_flight: self.work.in_flight(),
+            manifest_hash: self.manifest_hash.clone(),
+            manifest_version: self.manifest_version,
+        })?;
+        // Until the router acknowledges a result, it goes out again with every lease.
+        for frame in self.work.unacknowledged() {
+            self.send(&frame)?;
+        }
+        Ok(())
+    }
+
+    /// Queues `frame` for the router. Without a connection (only while a refused handshake
+    /// waits for its retry, when nothing sends) it is dropped; results are kept by [`Work`]
+    /// and go out again with the next lease.
+    fn send(&self, frame: &Frame) -> anyhow::Result<()> {
+        match &self.link {
+            Some(link) => Ok(link.client.send(frame)?),
+            None => {
+                tracing::debug!("no mesh connection; frame dropped");
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn next_client_event(link: &mut Option<Link>) -> Option<ClientEvent> {
+    match link {
+        Some(link) => link.events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+pub(crate) fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(err) = sd_notify::notify(false, states) {
+        tracing::debug!(error = %err, "sd_notify failed");
+    }
+}
