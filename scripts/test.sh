@@ -11,20 +11,9 @@ export XEROTIER_REQUIRE_POSTGRES=1
 
 # The end-to-end suite runs the real router, XEM and xeroctl binaries from target/<profile>/;
 # it never builds them itself. The XEM's fault injection (for the rotation crash tests) is
-# compiled in only with its `test-faults` feature: pass it when this tree has it.
-features=()
-if command -v jq >/dev/null 2>&1; then
-  has_faults=$(cargo metadata --format-version 1 --no-deps --locked |
-    jq -r '.packages[] | select(.name == "xerotier-xem") | .features | has("test-faults")')
-else
-  has_faults=false
-  grep -Eq '^test-faults *=' crates/xerotier-xem/Cargo.toml && has_faults=true
-fi
-if [ "$has_faults" = true ]; then
-  features=(--features xerotier-xem/test-faults)
-else
-  echo "xerotier-xem has no test-faults feature in this tree; building without it" >&2
-fi
+# compiled in only with its `test-faults` feature, which release builds never have
+# (scripts/check-release-no-test-faults.sh).
+features=(--features xerotier-xem/test-faults)
 cargo build --workspace --bins --locked "${features[@]}"
 
 # The same features for the test build, so that it never rebuilds a binary differently.

@@ -44,6 +44,9 @@ impl Principal {
     }
 }
 
+/// The writer's end of the last-used queue, until the writer task takes it.
+type LastUsedQueue = Arc<Mutex<Option<mpsc::Receiver<(String, UnixMillis)>>>>;
+
 /// Uses of a key waiting to be written as its `last_used_at`.
 const LAST_USED_QUEUE: usize = 1_024;
 
@@ -55,7 +58,7 @@ pub struct Authenticator {
     last_used_written: Arc<Mutex<HashMap<String, UnixMillis>>>,
     last_used: mpsc::Sender<(String, UnixMillis)>,
     /// Taken by [`Self::spawn_last_used_writer`].
-    last_used_queue: Arc<Mutex<Option<mpsc::Receiver<(String, UnixMillis)>>>>,
+    last_used_queue: LastUsedQueue,
 }
 
 impl Authenticator {

@@ -1,7 +1,10 @@
 //! Expiry, grace windows and revocation decided by the injected clock: deterministic, no sleeps,
 //! against a real store on both backends.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// test code
+// A deadline on polling a background write; the code under test runs on the ManualClock.
+#![allow(clippy::disallowed_methods)]
 
 use std::sync::Arc;
 

@@ -2,7 +2,7 @@
 //! progress display, printing output as it grows, the summary and the exit status.
 
 use std::io::{IsTerminal, Write};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use xerotier_proto::invocation::{InvocationStatus, InvocationView, MAX_OUTPUT_BYTES};
@@ -248,13 +248,13 @@ pub async fn follow(
     mut view: InvocationView,
     options: FollowOptions,
 ) -> anyhow::Result<()> {
-    let began = Instant::now();
+    let began = tokio::time::Instant::now();
     let deadline = options.timeout.map(|t| tokio::time::Instant::now() + t);
     let path = format!("/v1/exec/invocations/{}", view.id);
     let stream = options.stream && format == OutputFormat::Table;
     let mut cursor = OutputCursor::default();
     let mut progress = Progress::new();
-    let mut failing_since: Option<Instant> = None;
+    let mut failing_since: Option<tokio::time::Instant> = None;
     let mut note: Option<String> = None;
     // One listener for the whole follow: once it exists, SIGINT no longer kills the process,
     // so a fresh one per poll could miss a Ctrl-C that lands between two polls.
@@ -290,7 +290,7 @@ pub async fn follow(
                     note = None;
                 }
                 Err(err) if is_transient(&err) => {
-                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
                     if since.elapsed() > RETRY_WINDOW {
                         progress.finish();
                         return Err(err.context(format!(
