@@ -1,5 +1,7 @@
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -44,12 +46,7 @@ impl fmt::Debug for SeededEntropy {
 
 impl Entropy for SeededEntropy {
     fn fill(&self, dest: &mut [u8]) {
-        // A poisoned lock only means another test thread panicked; the generator state is still
-        // usable for producing bytes.
-        let mut rng = match self.rng.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut rng = self.rng.lock();
         rng.fill_bytes(dest);
     }
 }

@@ -1,4 +1,6 @@
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use crate::{SharedClock, SharedEntropy};
 
@@ -55,10 +57,7 @@ impl IdGenerator {
             value |= u128::from(*byte) << (8 * (9 - i));
         }
         {
-            let mut last = match self.last.lock() {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut last = self.last.lock();
             if value <= *last {
                 value = *last + 1;
             }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use secrecy::ExposeSecret;
 use xerotier_core::{SharedClock, SharedEntropy};
 use xerotier_credentials::{CurveKeyPair, SigningKeyPair};
 use xerotier_proto::agents::CapabilityManifest;
@@ -78,7 +79,7 @@ async fn identity(
     };
     let identity = enroll(Enrollment {
         router_url,
-        join_key,
+        join_key: join_key.expose_secret(),
         registration_name: &registration_name,
         curve,
         signing,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
+use secrecy::SecretString;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/xerotier/xem.yaml";
 
@@ -67,7 +68,8 @@ pub enum XemCommand {
 #[derive(Debug, Clone)]
 pub struct XemConfig {
     pub router_url: Option<String>,
-    pub join_key: Option<String>,
+    /// Single-use enrollment secret: held as a secret, never logged or shown by `Debug`.
+    pub join_key: Option<SecretString>,
     pub registration_name: Option<String>,
     pub tools_dir: PathBuf,
     pub credentials_dir: PathBuf,
@@ -175,7 +177,11 @@ impl XemConfig {
             .unwrap_or_else(|| "/var/lib/xerotier/state".into());
         let config = Self {
             router_url: args.router_url.or(text("router_url")),
-            join_key: args.join_key.or(text("join_key")).filter(|k| !k.trim().is_empty()),
+            join_key: args
+                .join_key
+                .or(text("join_key"))
+                .filter(|k| !k.trim().is_empty())
+                .map(SecretString::from),
             registration_name: args.registration_name.or(text("registration_name")),
             tools_dir: args
                 .tools_dir

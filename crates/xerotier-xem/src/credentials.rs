@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 
 use sha2::{Digest, Sha256};
 use xerotier_proto::workspace_credentials::{CredentialFileReport, ReloadReport};
@@ -42,7 +44,7 @@ pub struct CredentialStore {
     refs: Vec<String>,
     current: RwLock<Arc<CredentialSet>>,
     /// Serializes reloads (SIGHUP twice in a row), so generations count up one at a time.
-    reloading: std::sync::Mutex<()>,
+    reloading: Mutex<()>,
 }
 
 fn read_credential(path: &Path) -> Result<(Zeroizing<Vec<u8>>, i64), String> {
@@ -68,19 +70,11 @@ fn read_credential(path: &Path) -> Result<(Zeroizing<Vec<u8>>, i64), String> {
 impl CredentialStore {
     /// Nothing is read until the first [`Self::reload`].
     pub fn new(dir: PathBuf, refs: Vec<String>) -> Self {
-        Self {
-            dir,
-            refs,
-            current: RwLock::new(Arc::default()),
-            reloading: std::sync::Mutex::new(()),
-        }
+        Self { dir, refs, current: RwLock::new(Arc::default()), reloading: Mutex::new(()) }
     }
 
     fn current(&self) -> Arc<CredentialSet> {
-        match self.current.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.current.read().clone()
     }
 
     /// The version in use of one file, to hold for a whole invocation.
@@ -90,10 +84,7 @@ impl CredentialStore {
 
     /// Re-reads every file (blocking I/O), then swaps the whole set in at once.
     pub fn reload(&self, trigger: &str) -> ReloadReport {
-        let _one_at_a_time = match self.reloading.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let _one_at_a_time = self.reloading.lock();
         let previous = self.current();
         let mut next = CredentialSet::new();
         let mut files = Vec::with_capacity(self.refs.len());
@@ -133,10 +124,7 @@ impl CredentialStore {
             }
         }
         let swapped = Arc::new(next);
-        match self.current.write() {
-            Ok(mut guard) => *guard = swapped,
-            Err(poisoned) => *poisoned.into_inner() = swapped,
-        }
+        *self.current.write() = swapped;
         ReloadReport { trigger: trigger.to_string(), ok: files.iter().all(|f| f.ok), files }
     }
 }

@@ -4,6 +4,7 @@ use anyhow::bail;
 use serde_json::json;
 use xerotier_proto::Page;
 use xerotier_proto::join_keys::{IssuedJoinKey, JoinKeyView};
+use xerotier_proto::status::JoinKeyState;
 
 use crate::cli::{JoinKeysArgs, OutputFormat};
 use crate::client::{Call, Client};
@@ -98,11 +99,11 @@ async fn list(
         return output::json(&page);
     }
     let rows = page.data.iter().map(|k| {
-        let (when, by) = match k.state.as_str() {
-            "used" => (k.used_at.clone(), k.used_by_agent.clone()),
-            "revoked" => (k.revoked_at.clone(), k.revoked_by.clone()),
-            "expired" => (Some(k.expires_at.clone()), None),
-            _ => (None, None),
+        let (when, by) = match k.state {
+            JoinKeyState::Used => (k.used_at.clone(), k.used_by_agent.clone()),
+            JoinKeyState::Revoked => (k.revoked_at.clone(), k.revoked_by.clone()),
+            JoinKeyState::Expired => (Some(k.expires_at.clone()), None),
+            JoinKeyState::Active => (None, None),
         };
         vec![
             k.id.clone(),

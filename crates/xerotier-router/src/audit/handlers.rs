@@ -5,7 +5,7 @@ use axum::extract::State;
 use xerotier_core::{format_rfc3339, parse_rfc3339};
 use xerotier_proto::Page;
 use xerotier_proto::audit::{AuditQuery, AuditRecordView};
-use xerotier_store::{AuditEntry, AuditFilter};
+use xerotier_store::{AuditEntry, AuditFilter, Outcome};
 
 use super::AuditLog;
 use crate::error::ApiError;
@@ -59,7 +59,9 @@ pub async fn list_audit(
 ) -> Result<Json<Page<AuditRecordView>>, ApiError> {
     let page = page_request(query.limit, query.after.clone())?;
     if let Some(outcome) = &query.outcome
-        && !["success", "denied", "failed"].contains(&outcome.as_str())
+        && ![Outcome::Success, Outcome::Denied, Outcome::Failed]
+            .iter()
+            .any(|known| known.as_str() == outcome)
     {
         return Err(ApiError::invalid("outcome must be success, denied or failed", "outcome"));
     }
