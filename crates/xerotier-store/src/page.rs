@@ -25,6 +25,11 @@ impl<T> PageSlice<T> {
         rows.truncate(limit);
         Self { items: rows, has_more }
     }
+
+    /// The same page with each item turned into something else.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> PageSlice<U> {
+        PageSlice { items: self.items.into_iter().map(f).collect(), has_more: self.has_more }
+    }
 }
 
 impl Store {

@@ -184,10 +184,7 @@ impl ApiKeyService {
             },
             None => self.store.list_api_keys(page, include_revoked).await?,
         };
-        Ok(PageSlice {
-            items: slice.items.into_iter().map(|r| ApiKey::at(r, now)).collect(),
-            has_more: slice.has_more,
-        })
+        Ok(slice.map(|r| ApiKey::at(r, now)))
     }
 
     /// On a store no router has bootstrapped, creates the admin key and writes its value to

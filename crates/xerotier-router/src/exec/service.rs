@@ -199,10 +199,7 @@ impl ExecService {
             tool: search.tool,
         };
         let slice = self.store.list_invocations(&filter, page).await?;
-        Ok(PageSlice {
-            items: slice.items.into_iter().map(|r| self.with_live(r)).collect(),
-            has_more: slice.has_more,
-        })
+        Ok(slice.map(|r| self.with_live(r)))
     }
 
     /// Cancels at once when no agent has it yet; otherwise tells the agent to kill it.

@@ -80,10 +80,7 @@ impl AgentService {
         include_revoked: bool,
     ) -> Result<PageSlice<Agent>, ServiceError> {
         let slice = self.store.list_agents(page, include_revoked).await?;
-        Ok(PageSlice {
-            items: slice.items.into_iter().map(|a| self.as_of_now(a)).collect(),
-            has_more: slice.has_more,
-        })
+        Ok(slice.map(|a| self.as_of_now(a)))
     }
 
     pub async fn get(&self, id: &str) -> Result<Agent, ServiceError> {

@@ -156,10 +156,7 @@ impl JoinKeyService {
     ) -> Result<PageSlice<JoinKey>, ServiceError> {
         let now = self.clock.now_millis();
         let slice = self.store.list_join_keys(page, include_terminal, now).await?;
-        Ok(PageSlice {
-            items: slice.items.into_iter().map(|k| JoinKey::at(k, now)).collect(),
-            has_more: slice.has_more,
-        })
+        Ok(slice.map(|k| JoinKey::at(k, now)))
     }
 
     pub async fn get(&self, id: &str) -> Result<JoinKey, ServiceError> {
