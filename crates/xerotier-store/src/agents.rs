@@ -27,6 +27,9 @@ pub struct AgentRecord {
     pub revoked_reason: Option<String>,
     /// A rotated-away key still accepted until the agent is seen on its new one.
     pub previous_curve_public_key: Option<String>,
+    /// `approved`, `pending` (its join key requires approval: no work, no rotation) or
+    /// `rejected`. Set at enrollment from the join key; whatever the record says is ignored.
+    pub approval: String,
 }
 
 /// A lease renewal to record.
@@ -41,7 +44,7 @@ pub struct Heartbeat {
 record!(AgentRecord in "agents" {
     id, name, role, region, join_key_id, enrolled_at, curve_public_key, signing_public_key,
     manifest, manifest_hash, manifest_version, lease_interval_ms, last_heartbeat_at, revoked_at,
-    revoked_by, revoked_reason, previous_curve_public_key,
+    revoked_by, revoked_reason, previous_curve_public_key, approval,
 });
 
 impl Store {
@@ -73,8 +76,10 @@ impl Store {
         let inserted = sqlx::query(
             "INSERT INTO agents (id, name, role, region, join_key_id, enrolled_at,
                  curve_public_key, signing_public_key, manifest, manifest_hash, manifest_version,
-                 lease_interval_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 lease_interval_ms, approval)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                 (SELECT CASE WHEN require_approval = 1 THEN 'pending' ELSE 'approved' END
+                  FROM join_keys WHERE id = $5))",
         )
         .bind(&agent.id)
         .bind(&agent.name)

@@ -19,6 +19,11 @@ pub struct JoinKeyRecord {
     pub revoked_at: Option<UnixMillis>,
     pub revoked_by: Option<String>,
     pub revoked_reason: Option<String>,
+    /// The workspaces an agent enrolled with this key serves at once, JSON list; none: the key
+    /// grants nothing by itself.
+    pub grant_workspaces: Option<String>,
+    /// The agent waits, whole, for an operator's approval.
+    pub require_approval: bool,
 }
 
 impl JoinKeyRecord {
@@ -38,7 +43,7 @@ impl JoinKeyRecord {
 
 record!(JoinKeyRecord in "join_keys" {
     id, name, region, role, router_addr, created_at, created_by, expires_at, consumed_at,
-    consumed_by_agent, revoked_at, revoked_by, revoked_reason,
+    consumed_by_agent, revoked_at, revoked_by, revoked_reason, grant_workspaces, require_approval,
 });
 
 impl Store {
@@ -50,8 +55,8 @@ impl Store {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO join_keys (id, name, region, role, router_addr, created_at, created_by,
-                 expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 expires_at, grant_workspaces, require_approval)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&key.id)
         .bind(&key.name)
@@ -61,6 +66,8 @@ impl Store {
         .bind(key.created_at)
         .bind(&key.created_by)
         .bind(key.expires_at)
+        .bind(&key.grant_workspaces)
+        .bind(i64::from(key.require_approval))
         .execute(&mut *tx)
         .await?;
         audit.commit_with(tx).await

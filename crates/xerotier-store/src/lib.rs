@@ -18,6 +18,7 @@ mod page;
 mod pauses;
 mod rotations;
 mod rows;
+mod workspaces;
 
 pub use agents::{AgentRecord, Heartbeat};
 pub use api_keys::{ApiKeyRecord, NewApiKey};
@@ -33,3 +34,7 @@ pub use page::{PageRequest, PageSlice};
 pub use pauses::PauseRecord;
 pub use rotations::{AgentEvent, RotationRecord};
 pub use sqlx::Error as SqlxError;
+pub use workspaces::{
+    CANDIDATE, Decision, DeclaredWorkspace, GRANTED, REJECTED, Transition, WITHDRAWN,
+    WorkspaceDecision,
+};

@@ -44,6 +44,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/common/0005_agent_credentials.sql"),
         postgres: include_str!("../migrations/common/0005_agent_credentials.sql"),
     },
+    Migration {
+        version: 6,
+        name: "grants_candidates",
+        sqlite: include_str!("../migrations/common/0006_grants_candidates.sql"),
+        postgres: include_str!("../migrations/common/0006_grants_candidates.sql"),
+    },
 ];
 
 /// Applies each pending migration in its own write transaction. Several routers starting at

@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use xerotier_store::{
-    AgentRecord, AuditEntry, AuditFilter, Heartbeat, JoinKeyRecord, PageRequest, Store, StoreError,
+    AgentRecord, AuditEntry, AuditFilter, CANDIDATE, Decision, DeclaredWorkspace, GRANTED,
+    Heartbeat, JoinKeyRecord, PageRequest, REJECTED, Store, StoreError, WITHDRAWN,
 };
 use xerotier_testkit::{TestDb, per_backend};
 
@@ -27,6 +28,8 @@ fn join_key(id: &str, expires_at: i64) -> JoinKeyRecord {
         revoked_at: None,
         revoked_by: None,
         revoked_reason: None,
+        grant_workspaces: None,
+        require_approval: false,
     }
 }
 
@@ -49,6 +52,7 @@ fn agent(id: &str, name: &str, jk: &str, curve: &str) -> AgentRecord {
         revoked_by: None,
         revoked_reason: None,
         previous_curve_public_key: None,
+        approval: "approved".into(),
     }
 }
 
@@ -256,3 +260,125 @@ per_backend!(
         );
     }
 );
+
+fn declared(workspace: &str, hash: &str) -> DeclaredWorkspace {
+    DeclaredWorkspace {
+        workspace: workspace.into(),
+        definitions_hash: hash.into(),
+        tools: format!("[{{\"hash\":\"{hash}\"}}]"),
+    }
+}
+
+async fn states(store: &Store, agent: &str) -> Vec<(String, String, String)> {
+    let rows = store.agent_workspaces(agent).await.unwrap();
+    rows.into_iter().map(|d| (d.workspace, d.state, d.source)).collect()
+}
+
+per_backend!(a_grant_serves_at_once_and_the_rest_waits_as_candidates, open, |db, store| {
+    let mut key = join_key("jk_1", 1_000);
+    key.grant_workspaces = Some(r#"["prod"]"#.into());
+    store.create_join_key(&key, &audit("a1")).await.unwrap();
+    store.enroll_agent(&agent("agt_1", "xem-1", "jk_1", "c1"), 10, &audit("e1")).await.unwrap();
+    assert_eq!(store.agent("agt_1").await.unwrap().unwrap().approval, "approved");
+    let grant = vec!["prod".to_string()];
+    let changed = store
+        .declare_workspaces(
+            "agt_1",
+            &[declared("prod", "h1"), declared("staging", "h1")],
+            Some(("jk_1", &grant)),
+            20,
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed.len(), 2, "{}", db.backend);
+    assert_eq!(
+        states(&store, "agt_1").await,
+        [
+            ("prod".into(), GRANTED.into(), "join_key".into()),
+            ("staging".into(), CANDIDATE.into(), "manifest".into())
+        ]
+    );
+    // Declaring the same again changes nothing; a grant is never taken from a later manifest.
+    let again = store
+        .declare_workspaces("agt_1", &[declared("prod", "h1"), declared("qa", "h1")], None, 21)
+        .await
+        .unwrap();
+    assert_eq!(again, [("qa".to_string(), CANDIDATE.to_string())]);
+    // New tool definitions make even a granted workspace a candidate again.
+    store.declare_workspaces("agt_1", &[declared("prod", "h2")], None, 22).await.unwrap();
+    let prod = store.agent_workspaces("agt_1").await.unwrap().remove(0);
+    assert_eq!((prod.state.as_str(), prod.definitions_hash.as_str()), (CANDIDATE, "h2"));
+    // Approve one, reject the rest; each decision is audited; a decision with nothing to decide
+    // writes nothing.
+    let before = audit_count(&store).await;
+    let approved = store
+        .decide_workspaces(
+            "agt_1",
+            Some("prod"),
+            Decision::Approve,
+            Some("key_op"),
+            30,
+            &audit("d1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(approved.len(), 1);
+    assert_eq!(
+        (approved[0].state.as_str(), approved[0].decided_by.as_deref()),
+        (GRANTED, Some("key_op"))
+    );
+    let rejected = store
+        .decide_workspaces("agt_1", None, Decision::Reject, Some("key_op"), 31, &audit("d2"))
+        .await
+        .unwrap();
+    assert_eq!(rejected.len(), 2, "qa and staging");
+    let nothing =
+        store.decide_workspaces("agt_1", None, Decision::Reject, None, 32, &audit("d3")).await;
+    assert!(matches!(nothing, Err(StoreError::NotFound(_))), "{nothing:?}");
+    assert_eq!(audit_count(&store).await, before + 2);
+    // Withdraw a grant; approve brings it back.
+    store
+        .decide_workspaces("agt_1", Some("prod"), Decision::Withdraw, None, 33, &audit("d4"))
+        .await
+        .unwrap();
+    assert_eq!(store.workspaces_in_state(WITHDRAWN).await.unwrap().len(), 1);
+    let not_granted = store
+        .decide_workspaces("agt_1", Some("prod"), Decision::Withdraw, None, 34, &audit("d5"))
+        .await;
+    assert!(matches!(not_granted, Err(StoreError::NotFound(_))));
+    assert_eq!(store.workspaces_in_state(CANDIDATE).await.unwrap().len(), 0);
+    assert_eq!(store.workspaces_in_state(REJECTED).await.unwrap().len(), 2);
+});
+
+per_backend!(a_key_that_requires_approval_enrolls_a_pending_agent, open, |db, store| {
+    let mut key = join_key("jk_1", 1_000);
+    key.require_approval = true;
+    store.create_join_key(&key, &audit("a1")).await.unwrap();
+    let listed = store.join_key("jk_1").await.unwrap().unwrap();
+    assert!(listed.require_approval && listed.grant_workspaces.is_none(), "{}", db.backend);
+    // Whatever the enrolling side claims, the join key decides.
+    store.enroll_agent(&agent("agt_1", "xem-1", "jk_1", "c1"), 10, &audit("e1")).await.unwrap();
+    assert_eq!(store.agent("agt_1").await.unwrap().unwrap().approval, "pending");
+    store.declare_workspaces("agt_1", &[declared("prod", "h1")], None, 11).await.unwrap();
+    store
+        .decide_workspaces(
+            "agt_1",
+            Some("prod"),
+            Decision::Approve,
+            Some("key_op"),
+            12,
+            &audit("d1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.agent("agt_1").await.unwrap().unwrap().approval, "approved");
+    // A revoked agent's workspaces are not candidates and cannot be decided.
+    store.create_join_key(&join_key("jk_2", 1_000), &audit("a2")).await.unwrap();
+    store.enroll_agent(&agent("agt_2", "xem-2", "jk_2", "c2"), 10, &audit("e2")).await.unwrap();
+    store.declare_workspaces("agt_2", &[declared("prod", "h1")], None, 11).await.unwrap();
+    store.revoke_agent("agt_2", 13, None, None, &audit("r2")).await.unwrap();
+    assert!(store.workspaces_in_state(CANDIDATE).await.unwrap().is_empty());
+    let refused =
+        store.decide_workspaces("agt_2", None, Decision::Approve, None, 14, &audit("d2")).await;
+    assert!(matches!(refused, Err(StoreError::NotFound(_))));
+});

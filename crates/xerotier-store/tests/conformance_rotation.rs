@@ -25,6 +25,8 @@ async fn store_with_agent(db: &TestDb) -> Store {
         revoked_at: None,
         revoked_by: None,
         revoked_reason: None,
+        grant_workspaces: None,
+        require_approval: false,
     };
     store.create_join_key(&jk, &audit("a0")).await.unwrap();
     let agent = AgentRecord {
@@ -45,6 +47,7 @@ async fn store_with_agent(db: &TestDb) -> Store {
         revoked_by: None,
         revoked_reason: None,
         previous_curve_public_key: None,
+        approval: "approved".into(),
     };
     store.enroll_agent(&agent, 1, &audit("a1")).await.unwrap();
     store
