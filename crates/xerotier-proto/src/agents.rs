@@ -12,6 +12,17 @@ pub struct CapabilityManifest {
 }
 
 impl CapabilityManifest {
+    /// SHA-256 of the tool definitions alone, hex: what a workspace grant is pinned to, so a
+    /// changed definition needs approval again.
+    pub fn definitions_hash(&self) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(serde_json::to_vec(&self.tools).unwrap_or_default()))
+    }
+
+    pub fn declares_workspace(&self, workspace: &str) -> bool {
+        self.workspaces.iter().any(|w| w.id == workspace)
+    }
+
     /// SHA-256 of the manifest's canonical JSON (fields in declaration order), hex. Agents and
     /// the router compute it the same way, so a lease renewal's hash names one manifest.
     pub fn hash(&self) -> String {
@@ -34,6 +45,14 @@ pub struct ManifestTool {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub args_schema: serde_json::Value,
+}
+
+impl ManifestTool {
+    /// SHA-256 of this one definition, hex: tells variants of a tool apart.
+    pub fn definition_hash(&self) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(serde_json::to_vec(self).unwrap_or_default()))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -91,6 +110,65 @@ pub struct AgentView {
     pub revoked_at: Option<String>,
     pub revoked_by: Option<String>,
     pub revoked_reason: Option<String>,
+    /// `pending` while its join key's approval requirement waits for an operator.
+    pub approval: crate::status::AgentApproval,
+    /// Each declared workspace and what was decided about it (shown for one agent, not in
+    /// listings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspaces: Option<Vec<AgentWorkspaceView>>,
+}
+
+/// A workspace an agent declared, and what was decided about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AgentWorkspaceView {
+    pub workspace: String,
+    pub state: crate::status::WorkspaceState,
+    /// SHA-256 of the tool definitions the state holds for.
+    pub definitions_hash: String,
+    pub since: String,
+    pub decided_at: Option<String>,
+    /// An API key id, or the join key whose grant it is.
+    pub decided_by: Option<String>,
+    /// `join_key`, `operator` or `manifest` (declared; nothing decided yet).
+    pub source: String,
+}
+
+/// A workspace an agent declared beyond what it was granted, waiting for an operator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CandidateView {
+    pub agent_id: String,
+    pub agent_name: String,
+    /// `pending` when the whole agent waits for approval.
+    pub agent_approval: crate::status::AgentApproval,
+    pub workspace: String,
+    /// SHA-256 of the tool definitions below.
+    pub definitions_hash: String,
+    /// The tool definitions it would run there.
+    #[schema(value_type = Object)]
+    pub tools: serde_json::Value,
+    pub since: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct CandidateList {
+    pub candidates: Vec<CandidateView>,
+}
+
+/// `…/candidates/approve`, `…/candidates/reject` and `…/grants/withdraw`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecideWorkspaceRequest {
+    /// Only this workspace [default: every one the decision applies to; required to withdraw].
+    pub workspace: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// What a decision changed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct DecisionView {
+    pub agent_id: String,
+    pub approval: Option<crate::status::AgentApproval>,
+    pub workspaces: Vec<AgentWorkspaceView>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]

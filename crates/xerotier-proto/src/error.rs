@@ -32,6 +32,8 @@ pub enum ErrorCode {
     NoAgentAvailable,
     InvocationFinished,
     NotPaused,
+    /// The agent waits for an operator's approval (its join key requires it): no rotation.
+    AgentNotApproved,
     PayloadTooLarge,
     MethodNotAllowed,
     UnsupportedMediaType,
@@ -62,6 +64,7 @@ impl ErrorCode {
             ErrorCode::NoAgentAvailable => "no_agent_available",
             ErrorCode::InvocationFinished => "invocation_finished",
             ErrorCode::NotPaused => "not_paused",
+            ErrorCode::AgentNotApproved => "agent_not_approved",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
@@ -83,7 +86,8 @@ impl ErrorCode {
             | ErrorCode::CurveKeyTaken
             | ErrorCode::RotationInFlight
             | ErrorCode::InvocationFinished
-            | ErrorCode::NotPaused => "conflict_error",
+            | ErrorCode::NotPaused
+            | ErrorCode::AgentNotApproved => "conflict_error",
             ErrorCode::ScopeInsufficient => "permission_error",
             ErrorCode::NotFound | ErrorCode::ToolNotFound | ErrorCode::WorkspaceNotFound => {
                 "not_found_error"

@@ -15,6 +15,13 @@ pub struct CreateJoinKeyRequest {
     pub ttl_seconds: Option<u64>,
     /// `inference` or `execution` [default: the router's default role].
     pub agent_role: Option<String>,
+    /// The workspaces an agent enrolled with this key serves at once; whatever else it declares
+    /// waits for approval [default: none — the key grants nothing by itself].
+    #[serde(default)]
+    pub workspaces: Option<Vec<String>>,
+    /// The whole agent waits for an operator's approval (no work, no rotation) [default: false].
+    #[serde(default)]
+    pub require_approval: Option<bool>,
 }
 
 /// A join key as listings show it: never the token.
@@ -35,6 +42,9 @@ pub struct JoinKeyView {
     pub revoked_at: Option<String>,
     pub revoked_by: Option<String>,
     pub revoked_reason: Option<String>,
+    /// The workspaces it grants; none: it grants nothing by itself.
+    pub workspaces: Option<Vec<String>>,
+    pub require_approval: bool,
 }
 
 /// The one answer that carries the token.
@@ -78,6 +88,11 @@ pub struct JoinKeyClaims {
     pub router_addr: String,
     /// The router's CURVE public key, Z85.
     pub router_curve_key: String,
+    /// The grant it carries (informational for the agent; the router decides from its store).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workspaces: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_approval: bool,
 }
 
 pub const JOIN_KEY_ISSUER: &str = "xerotier-router";

@@ -51,6 +51,22 @@ wire_enum!(
 );
 
 wire_enum!(
+    /// Whether an agent may be given work at all: `pending` while its join key's
+    /// `require_approval` waits for an operator.
+    AgentApproval { Approved => "approved", Pending => "pending", Rejected => "rejected" }
+);
+
+wire_enum!(
+    /// What was decided about a workspace an agent declared.
+    WorkspaceState {
+        Granted => "granted",
+        Candidate => "candidate",
+        Rejected => "rejected",
+        Withdrawn => "withdrawn",
+    }
+);
+
+wire_enum!(
     /// A CURVE rotation: `pending` until it ends `promoted` or `failed`.
     RotationStatus { Pending => "pending", Promoted => "promoted", Failed => "failed" }
 );

@@ -18,6 +18,8 @@ pub struct ToolSummary {
     pub workspaces: Vec<String>,
     /// How many online agents offer it.
     pub agents: usize,
+    /// The agents offering it declare different definitions (see its variants).
+    pub conflict: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -42,4 +44,19 @@ pub struct ToolDetail {
     #[schema(value_type = Object)]
     pub args_schema: serde_json::Value,
     pub offered_by: Vec<ToolOffer>,
+    /// Each distinct definition and the agents that declare it; never merged.
+    pub variants: Vec<ToolVariant>,
+}
+
+/// One definition of a tool, as some agents declare it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ToolVariant {
+    /// SHA-256 of the definition.
+    pub hash: String,
+    pub description: String,
+    pub risk: String,
+    pub timeout_seconds: u64,
+    #[schema(value_type = Object)]
+    pub args_schema: serde_json::Value,
+    pub agents: Vec<String>,
 }

@@ -65,7 +65,8 @@ impl ApiError {
             | ErrorCode::CurveKeyTaken
             | ErrorCode::RotationInFlight
             | ErrorCode::InvocationFinished
-            | ErrorCode::NotPaused => StatusCode::CONFLICT,
+            | ErrorCode::NotPaused
+            | ErrorCode::AgentNotApproved => StatusCode::CONFLICT,
             ErrorCode::ScopeInsufficient => StatusCode::FORBIDDEN,
             ErrorCode::NotFound | ErrorCode::ToolNotFound | ErrorCode::WorkspaceNotFound => {
                 StatusCode::NOT_FOUND

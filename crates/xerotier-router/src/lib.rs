@@ -37,6 +37,7 @@ use crate::exec::credential_ages::CredentialAges;
 use crate::exec::pauses::PauseService;
 use crate::fleet::agents::AgentService;
 use crate::fleet::enroll::EnrollService;
+use crate::fleet::grants::GrantService;
 use crate::fleet::join_keys::JoinKeyService;
 use crate::fleet::rotation::RotationService;
 use crate::fleet::{FleetSettings, RouterIdentity};
@@ -58,6 +59,7 @@ pub struct AppState {
     pub join_keys: JoinKeyService,
     pub enrollment: EnrollService,
     pub agents: AgentService,
+    pub grants: GrantService,
     pub events: EventLog,
     pub rotations: RotationService,
     pub exec: ExecService,
@@ -83,6 +85,7 @@ sub_state!(
     join_keys: JoinKeyService,
     enrollment: EnrollService,
     agents: AgentService,
+    grants: GrantService,
     events: EventLog,
     rotations: RotationService,
     exec: ExecService,
@@ -153,6 +156,13 @@ impl AppState {
             exec.clone(),
         );
         let credential_ages = CredentialAges::new(store.clone(), clock.clone());
+        let grants = GrantService::new(
+            store.clone(),
+            clock.clone(),
+            audit.clone(),
+            events.clone(),
+            exec.clone(),
+        );
         Self {
             store,
             clock,
@@ -163,6 +173,7 @@ impl AppState {
             join_keys,
             enrollment,
             agents,
+            grants,
             events,
             rotations,
             exec,

@@ -44,6 +44,10 @@ pub enum ServiceError {
     InvocationFinished(String),
     #[error("{0}")]
     NotPaused(String),
+    #[error(
+        "agent {0} waits for approval (its join key requires it); approve it with `xeroctl agents candidates {0} --approve`"
+    )]
+    AgentNotApproved(String),
     #[error("the state store is unavailable; retry")]
     StoreUnavailable(#[source] StoreError),
     #[error("internal error")]
@@ -80,6 +84,7 @@ impl ServiceError {
             ServiceError::NoAgentAvailable(_) => ErrorCode::NoAgentAvailable,
             ServiceError::InvocationFinished(_) => ErrorCode::InvocationFinished,
             ServiceError::NotPaused(_) => ErrorCode::NotPaused,
+            ServiceError::AgentNotApproved(_) => ErrorCode::AgentNotApproved,
             ServiceError::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
             ServiceError::Internal(_) => ErrorCode::Internal,
         }

@@ -183,6 +183,18 @@ impl Store {
         .await
     }
 
+    /// The granted workspaces of every live agent that may be given work at all (approved,
+    /// role `execution`): what each replica's dispatch is allowed to use.
+    pub async fn servable_grants(&self) -> Result<Vec<WorkspaceDecision>, StoreError> {
+        self.fetch_all(sqlx::query(sql::<WorkspaceDecision>(
+            "SELECT {cols} FROM {table} WHERE state = 'granted'
+               AND agent_id IN (SELECT id FROM agents WHERE revoked_at IS NULL
+                                AND approval = 'approved' AND role = 'execution')
+             ORDER BY agent_id, workspace",
+        )))
+        .await
+    }
+
     /// Applies an operator's decision to one workspace of an agent (or all that the decision
     /// applies to), with its audit record, in one transaction. `NotFound` when nothing was in a
     /// state the decision applies to (nothing is written then).

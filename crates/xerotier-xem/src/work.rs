@@ -90,6 +90,26 @@ impl Work {
         let Some(workspace) = self.catalog.workspace(workspace).cloned() else {
             return refuse(format!("unknown workspace {workspace:?}"));
         };
+        // The router checked the arguments against this agent's definition; a router is not
+        // trusted to have done so. Refused arguments never reach a process.
+        if let Err(why) = check_arguments(&tool.args_schema, &args_json) {
+            tracing::warn!(%invocation_id, tool = %tool.name, "arguments refused: {why}");
+            let now = self.clock.now_millis();
+            let result = InvocationResult {
+                invocation_id: invocation_id.clone(),
+                status: InvocationStatus::Failed,
+                exit_code: None,
+                stdout: String::new(),
+                stderr: String::new(),
+                stdout_truncated: false,
+                stderr_truncated: false,
+                error: Some(format!("invalid_arguments: {why}")),
+                started_at_ms: now,
+                finished_at_ms: now,
+                credential_generation: 0,
+            };
+            return Some(self.finished(result));
+        }
         let (cancel_tx, cancel_rx) = watch::channel(false);
         self.active.insert(invocation_id.clone(), cancel_tx);
         let context = Running {
@@ -165,6 +185,17 @@ impl Work {
             },
         }
     }
+}
+
+/// The arguments as the tool's own schema accepts them: a JSON object that validates.
+fn check_arguments(args_schema: &serde_json::Value, args_json: &str) -> Result<(), String> {
+    let args: serde_json::Value =
+        serde_json::from_str(args_json).map_err(|e| format!("not JSON: {e}"))?;
+    if !args.is_object() {
+        return Err("arguments must be a JSON object".into());
+    }
+    xerotier_proto::schema::validate(args_schema, &args)
+        .map_err(|e| format!("arguments do not match the tool's schema: {e}"))
 }
 
 /// One accepted invocation, from waiting for a slot to its result.
@@ -261,6 +292,31 @@ impl Running {
             started_at_ms: at,
             finished_at_ms: self.clock.now_millis(),
             credential_generation: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod argument_tests {
+    use super::check_arguments;
+
+    #[test]
+    fn arguments_outside_the_tools_own_schema_are_refused() {
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {"kind": {"type": "string", "enum": ["pods", "services"]}},
+            "required": ["kind"],
+            "additionalProperties": false
+        });
+        assert!(check_arguments(&schema, r#"{"kind":"pods"}"#).is_ok());
+        for hostile in [
+            r#"{"kind":"secrets"}"#,
+            r#"{"kind":"pods","extra":"--kubeconfig=/etc/passwd"}"#,
+            r#"{}"#,
+            r#"["kind","pods"]"#,
+            "not json",
+        ] {
+            assert!(check_arguments(&schema, hostile).is_err(), "{hostile}");
         }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use xerotier_core::UnixMillis;
 use xerotier_proto::agents::{CapabilityManifest, ManifestTool};
-use xerotier_proto::tools::{ToolDetail, ToolOffer, ToolSummary};
+use xerotier_proto::tools::{ToolDetail, ToolOffer, ToolSummary, ToolVariant};
 
 /// An agent is offline once it missed this many lease renewals.
 const MISSED_LEASES_BEFORE_OFFLINE: i64 = 3;
@@ -18,6 +18,9 @@ pub struct AgentOffer {
     pub manifest: CapabilityManifest,
     pub lease_interval_ms: i64,
     pub last_seen: UnixMillis,
+    /// The workspaces it may be given work in: granted for its current tool definitions, and
+    /// only for an approved `execution` agent. What it merely declares is not here.
+    pub served: BTreeSet<String>,
 }
 
 impl AgentOffer {
@@ -26,16 +29,22 @@ impl AgentOffer {
     }
 
     pub fn serves(&self, tool: &str, workspace: &str) -> bool {
-        self.manifest.tools.iter().any(|t| t.name == tool)
-            && self.manifest.workspaces.iter().any(|w| w.id == workspace)
+        self.served.contains(workspace)
+            && self.manifest.declares_workspace(workspace)
+            && self.manifest.tools.iter().any(|t| t.name == tool)
     }
 
-    fn tool(&self, name: &str) -> Option<&ManifestTool> {
+    /// Offers nothing until something is granted.
+    fn offers_anything(&self) -> bool {
+        !self.served.is_empty()
+    }
+
+    pub fn tool(&self, name: &str) -> Option<&ManifestTool> {
         self.manifest.tools.iter().find(|t| t.name == name)
     }
 
     fn workspace_ids(&self) -> Vec<String> {
-        self.manifest.workspaces.iter().map(|w| w.id.clone()).collect()
+        self.served.iter().filter(|w| self.manifest.declares_workspace(w)).cloned().collect()
     }
 }
 
@@ -60,6 +69,22 @@ impl Offers {
         }
     }
 
+    /// Replaces what an agent may serve (after a decision, or a refresh from the store).
+    pub fn set_served(&self, agent_id: &str, served: BTreeSet<String>) {
+        if let Some(offer) = self.agents.lock().get_mut(agent_id) {
+            offer.served = served;
+        }
+    }
+
+    /// The agents known here, with the hash of their current tool definitions.
+    pub fn definitions(&self) -> Vec<(String, String)> {
+        self.agents
+            .lock()
+            .values()
+            .map(|o| (o.agent_id.clone(), o.manifest.definitions_hash()))
+            .collect()
+    }
+
     pub fn seen(&self, agent_id: &str, now: UnixMillis) {
         if let Some(offer) = self.agents.lock().get_mut(agent_id) {
             offer.last_seen = offer.last_seen.max(now);
@@ -70,9 +95,15 @@ impl Offers {
         self.agents.lock().remove(agent_id);
     }
 
+    /// Online agents that serve something.
     pub fn online(&self, now: UnixMillis) -> Vec<AgentOffer> {
-        let mut online: Vec<AgentOffer> =
-            self.agents.lock().values().filter(|o| o.online(now)).cloned().collect();
+        let mut online: Vec<AgentOffer> = self
+            .agents
+            .lock()
+            .values()
+            .filter(|o| o.online(now) && o.offers_anything())
+            .cloned()
+            .collect();
         online.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
         online
     }
@@ -81,32 +112,36 @@ impl Offers {
         self.agents.lock().get(agent_id).is_some_and(|o| o.online(now))
     }
 
-    /// Every tool an online agent offers, by name; the first agent (by id) describes it.
+    /// Every tool an online agent offers, by name; the first agent (by id) describes it, and
+    /// `conflict` says when agents declare different definitions of it.
     pub fn tools(&self, now: UnixMillis) -> Vec<ToolSummary> {
-        let mut tools: BTreeMap<String, (ToolSummary, BTreeSet<String>)> = BTreeMap::new();
+        type Seen = (ToolSummary, BTreeSet<String>, BTreeSet<String>);
+        let mut tools: BTreeMap<String, Seen> = BTreeMap::new();
         for offer in self.online(now) {
             for tool in &offer.manifest.tools {
-                let (summary, workspaces) = tools.entry(tool.name.clone()).or_insert_with(|| {
-                    (
-                        ToolSummary {
+                let (summary, workspaces, hashes) =
+                    tools.entry(tool.name.clone()).or_insert_with(|| {
+                        let summary = ToolSummary {
                             name: tool.name.clone(),
                             description: tool.description.clone(),
                             risk: tool.risk.clone(),
                             timeout_seconds: tool.timeout_seconds,
                             workspaces: Vec::new(),
                             agents: 0,
-                        },
-                        BTreeSet::new(),
-                    )
-                });
+                            conflict: false,
+                        };
+                        (summary, BTreeSet::new(), BTreeSet::new())
+                    });
                 summary.agents += 1;
                 workspaces.extend(offer.workspace_ids());
+                hashes.insert(tool.definition_hash());
             }
         }
         tools
             .into_values()
-            .map(|(mut summary, workspaces)| {
+            .map(|(mut summary, workspaces, hashes)| {
                 summary.workspaces = workspaces.into_iter().collect();
+                summary.conflict = hashes.len() > 1;
                 summary
             })
             .collect()
@@ -123,38 +158,50 @@ impl Offers {
             timeout_seconds: first.timeout_seconds,
             args_schema: first.args_schema.clone(),
             offered_by: Vec::new(),
+            variants: Vec::new(),
         };
-        for (offer, _) in offering {
+        for (offer, tool) in offering {
             detail.offered_by.push(ToolOffer {
                 agent_id: offer.agent_id.clone(),
                 agent_name: offer.agent_name.clone(),
                 workspaces: offer.workspace_ids(),
             });
+            let hash = tool.definition_hash();
+            match detail.variants.iter_mut().find(|v| v.hash == hash) {
+                Some(variant) => variant.agents.push(offer.agent_id.clone()),
+                None => detail.variants.push(ToolVariant {
+                    hash,
+                    description: tool.description.clone(),
+                    risk: tool.risk.clone(),
+                    timeout_seconds: tool.timeout_seconds,
+                    args_schema: tool.args_schema.clone(),
+                    agents: vec![offer.agent_id.clone()],
+                }),
+            }
         }
         Some(detail)
     }
 
-    /// Online agents that can run `tool` in `workspace`, and the tool's declaration.
+    /// Online agents that can run `tool` in `workspace`, each with its own definition of it:
+    /// arguments are checked against the definition of the agent that will run them.
     pub fn candidates(
         &self,
         tool: &str,
         workspace: &str,
         now: UnixMillis,
-    ) -> (Vec<String>, Option<ManifestTool>) {
-        let online = self.online(now);
-        let declaration =
-            online.iter().filter(|o| o.serves(tool, workspace)).find_map(|o| o.tool(tool).cloned());
-        let agents =
-            online.into_iter().filter(|o| o.serves(tool, workspace)).map(|o| o.agent_id).collect();
-        (agents, declaration)
+    ) -> Vec<(String, ManifestTool)> {
+        self.online(now)
+            .into_iter()
+            .filter(|o| o.serves(tool, workspace))
+            .filter_map(|o| o.tool(tool).cloned().map(|t| (o.agent_id, t)))
+            .collect()
     }
 
     /// Whether any online agent knows the tool, and the workspace (each on its own).
     pub fn knows(&self, tool: &str, workspace: &str, now: UnixMillis) -> (bool, bool) {
         let online = self.online(now);
         let tool_known = online.iter().any(|o| o.tool(tool).is_some());
-        let workspace_known =
-            online.iter().any(|o| o.manifest.workspaces.iter().any(|w| w.id == workspace));
+        let workspace_known = online.iter().any(|o| o.workspace_ids().iter().any(|w| w == workspace));
         (tool_known, workspace_known)
     }
 }
@@ -192,6 +239,7 @@ mod tests {
             },
             lease_interval_ms: 1000,
             last_seen,
+            served: workspaces.iter().map(|w| (*w).to_string()).collect(),
         }
     }
 
@@ -201,10 +249,11 @@ mod tests {
         offers.upsert(offer("agt_a", &["noop", "get"], &["prod"], 10_000));
         offers.upsert(offer("agt_b", &["noop"], &["staging"], 10_000));
         offers.upsert(offer("agt_c", &["noop"], &["prod"], 1_000));
-        let (agents, tool) = offers.candidates("noop", "prod", 12_000);
-        assert_eq!(agents, vec!["agt_a".to_string()], "agt_c missed three leases");
-        assert_eq!(tool.map(|t| t.name), Some("noop".into()));
-        assert!(offers.candidates("get", "staging", 12_000).0.is_empty());
+        let candidates = offers.candidates("noop", "prod", 12_000);
+        let agents: Vec<&str> = candidates.iter().map(|(a, _)| a.as_str()).collect();
+        assert_eq!(agents, ["agt_a"], "agt_c missed three leases");
+        assert_eq!(candidates[0].1.name, "noop");
+        assert!(offers.candidates("get", "staging", 12_000).is_empty());
         assert_eq!(offers.knows("get", "nowhere", 12_000), (true, false));
     }
 
@@ -220,5 +269,34 @@ mod tests {
         let detail = offers.tool("noop", 0).unwrap();
         assert_eq!(detail.offered_by.len(), 2);
         assert!(offers.tool("missing", 0).is_none());
+    }
+
+    #[test]
+    fn a_declared_workspace_that_was_not_granted_offers_nothing() {
+        let offers = Offers::default();
+        let mut rogue = offer("agt_rogue", &["kubectl-get"], &["kubernetes-prod"], 0);
+        rogue.served.clear();
+        offers.upsert(rogue);
+        assert!(offers.candidates("kubectl-get", "kubernetes-prod", 0).is_empty());
+        assert!(offers.tools(0).is_empty(), "its tools are not offered either");
+        assert_eq!(offers.knows("kubectl-get", "kubernetes-prod", 0), (false, false));
+        offers.set_served("agt_rogue", ["kubernetes-prod".to_string()].into());
+        assert_eq!(offers.candidates("kubectl-get", "kubernetes-prod", 0).len(), 1);
+    }
+
+    #[test]
+    fn different_definitions_of_one_tool_are_shown_never_merged() {
+        let offers = Offers::default();
+        offers.upsert(offer("agt_a", &["get"], &["prod"], 0));
+        let mut loose = offer("agt_b", &["get"], &["prod"], 0);
+        loose.manifest.tools[0].args_schema = serde_json::json!({"type": "object", "properties": {}});
+        offers.upsert(loose);
+        let summary = offers.tools(0);
+        assert!(summary[0].conflict);
+        let detail = offers.tool("get", 0).unwrap();
+        assert_eq!(detail.variants.len(), 2);
+        assert!(detail.variants.iter().all(|v| v.agents.len() == 1));
+        let candidates = offers.candidates("get", "prod", 0);
+        assert_ne!(candidates[0].1.args_schema, candidates[1].1.args_schema, "each its own");
     }
 }

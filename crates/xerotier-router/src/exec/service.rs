@@ -6,14 +6,14 @@
 //! what this replica's agents told it: their offers, the output streamed so far, and which
 //! invocations each of them holds.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use tokio::sync::Notify;
 use xerotier_core::{IdGenerator, IdKind, SharedClock, UnixMillis};
-use xerotier_proto::agents::CapabilityManifest;
+use xerotier_proto::agents::{CapabilityManifest, ManifestTool};
 use xerotier_proto::invocation::{
     InvocationResult, InvocationStatus, InvokeRequest, MAX_OUTPUT_BYTES,
 };
@@ -21,8 +21,9 @@ use xerotier_proto::mesh::Frame;
 use xerotier_proto::schema;
 use xerotier_proto::tools::{ToolDetail, ToolList};
 use xerotier_store::{
-    CancelOutcome, InvocationEnd, InvocationFilter, InvocationRecord, NewInvocation, PageRequest,
-    PageSlice, PauseRecord, Store, StoreError,
+    AgentRecord, CancelOutcome, DeclaredWorkspace, GRANTED, InvocationEnd, InvocationFilter,
+    InvocationRecord, JoinKeyRecord, NewInvocation, PageRequest, PageSlice, PauseRecord, Store, StoreError,
+    Transition,
 };
 
 use super::offers::{AgentOffer, Offers};
@@ -85,6 +86,7 @@ pub struct ExecService {
     offers: Arc<Offers>,
     tracking: Arc<Mutex<Tracking>>,
     wake: Arc<Notify>,
+    check_arguments: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn is_paused(pauses: &[PauseRecord], agent_id: &str, workspace: &str) -> bool {
@@ -103,7 +105,19 @@ impl ExecService {
             offers: Arc::default(),
             tracking: Arc::default(),
             wake: Arc::default(),
+            check_arguments: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
+    }
+
+    /// Test builds only: lets arguments through unchecked, so that the XEM's own check can be
+    /// shown to hold. Not compiled into a release binary.
+    #[cfg(feature = "test-faults")]
+    pub fn skip_argument_check(&self) {
+        self.check_arguments.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn checks_arguments(&self) -> bool {
+        self.check_arguments.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Woken whenever dispatch may find something new to do.
@@ -146,8 +160,8 @@ impl ExecService {
                 "no agent is online; see `xeroctl agents`".into(),
             ));
         }
-        let (agents, declaration) = self.offers.candidates(&request.tool, &request.workspace, now);
-        let Some(declaration) = declaration.filter(|_| !agents.is_empty()) else {
+        let candidates = self.offers.candidates(&request.tool, &request.workspace, now);
+        if candidates.is_empty() {
             return Err(match self.offers.knows(&request.tool, &request.workspace, now) {
                 (false, _) => ServiceError::ToolNotFound(request.tool),
                 (_, false) => ServiceError::WorkspaceNotFound(request.workspace),
@@ -156,12 +170,26 @@ impl ExecService {
                     request.tool, request.workspace
                 )),
             });
-        };
-        if let Err(err) = schema::validate(&declaration.args_schema, &args) {
-            return Err(ServiceError::InvalidArguments {
-                message: format!("arguments do not match the schema of {}: {err}", request.tool),
-                param: format!("args{}", err.path),
+        }
+        // Queued only if some agent that serves it accepts these arguments under its own
+        // definition; dispatch then picks among those agents only.
+        if self.checks_arguments() {
+            let mut refusal = None;
+            let accepted = candidates.iter().any(|(_, tool)| {
+                match schema::validate(&tool.args_schema, &args) {
+                    Ok(()) => true,
+                    Err(err) => {
+                        refusal.get_or_insert(err);
+                        false
+                    }
+                }
             });
+            if let (false, Some(err)) = (accepted, refusal) {
+                return Err(ServiceError::InvalidArguments {
+                    message: format!("arguments do not match the schema of {}: {err}", request.tool),
+                    param: format!("args{}", err.path),
+                });
+            }
         }
         let record = self
             .store
@@ -243,9 +271,13 @@ impl ExecService {
         let mut dispatched = 0;
         for invocation in queued {
             let now = self.clock.now_millis();
-            let (candidates, _) =
-                self.offers.candidates(&invocation.tool, &invocation.workspace, now);
-            let Some(agent_id) = self.least_busy(candidates, &pauses, &invocation.workspace, now)
+            let serving = self.offers.candidates(&invocation.tool, &invocation.workspace, now);
+            let accepting = self.accepting(&invocation, &serving);
+            if accepting.is_empty() && !serving.is_empty() {
+                self.refuse_arguments(&invocation, &serving).await?;
+                continue;
+            }
+            let Some(agent_id) = self.least_busy(accepting, &pauses, &invocation.workspace, now)
             else {
                 continue;
             };
@@ -267,6 +299,51 @@ impl ExecService {
             }
         }
         Ok(dispatched)
+    }
+
+    /// The serving agents whose own definition of the tool accepts the invocation's arguments.
+    fn accepting(&self, invocation: &InvocationRecord, serving: &[(String, ManifestTool)]) -> Vec<String> {
+        let args: serde_json::Value =
+            serde_json::from_str(&invocation.args).unwrap_or(serde_json::Value::Null);
+        serving
+            .iter()
+            .filter(|(_, tool)| {
+                !self.checks_arguments() || schema::validate(&tool.args_schema, &args).is_ok()
+            })
+            .map(|(agent, _)| agent.clone())
+            .collect()
+    }
+
+    /// No agent that serves the invocation accepts its arguments (definitions changed since it
+    /// was queued): it ends `failed` rather than run anywhere.
+    async fn refuse_arguments(
+        &self,
+        invocation: &InvocationRecord,
+        serving: &[(String, ManifestTool)],
+    ) -> Result<(), StoreError> {
+        let args: serde_json::Value =
+            serde_json::from_str(&invocation.args).unwrap_or(serde_json::Value::Null);
+        let why = serving
+            .iter()
+            .find_map(|(_, tool)| schema::validate(&tool.args_schema, &args).err())
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        let end = InvocationEnd {
+            status: InvocationStatus::Failed.as_str().into(),
+            exit_code: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            error: Some(format!("invalid_arguments: no agent serving it accepts them: {why}")),
+            started_at: None,
+            finished_at: self.clock.now_millis(),
+            credential_generation: None,
+        };
+        if self.store.finish_invocation(&invocation.id, None, &end).await? {
+            tracing::warn!(invocation_id = %invocation.id, "no serving agent accepts the arguments; failed");
+        }
+        Ok(())
     }
 
     fn least_busy(
@@ -317,12 +394,15 @@ impl ExecService {
         };
         let manifest: CapabilityManifest =
             serde_json::from_str(&agent.manifest).unwrap_or_default();
+        self.ensure_declared(&agent, &manifest, now).await?;
+        let served = self.served(&agent, &manifest).await?;
         self.offers.upsert(AgentOffer {
             agent_id: agent.id.clone(),
             agent_name: agent.name,
             manifest,
             lease_interval_ms: agent.lease_interval_ms,
             last_seen: now,
+            served,
         });
         let held = self.store.invocations_held_by(agent_id).await?;
         {
@@ -341,18 +421,95 @@ impl ExecService {
         self.offers.seen(agent_id, self.clock.now_millis());
     }
 
-    /// The agent's full manifest (its hello carries only the hash).
+    /// The agent's full manifest (its hello carries only the hash). Workspaces it declares
+    /// beyond its grants, or with new tool definitions, become candidates; returns those
+    /// changes (for the agent's event log).
     pub async fn on_manifest(
         &self,
         agent_id: &str,
         manifest: CapabilityManifest,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<Transition>, StoreError> {
         let json = serde_json::to_string(&manifest).unwrap_or_default();
         let hash = manifest.hash();
         let version = i64::try_from(manifest.version).unwrap_or(i64::MAX);
         self.store.update_agent_manifest(agent_id, &json, &hash, version).await?;
+        let declared = declared_workspaces(&manifest);
+        let changed =
+            self.store.declare_workspaces(agent_id, &declared, None, self.clock.now_millis()).await?;
         self.offers.set_manifest(agent_id, manifest);
+        self.reload_served(agent_id).await?;
         self.wake();
+        Ok(changed)
+    }
+
+    /// What an agent may be given: its granted workspaces, for its current tool definitions,
+    /// if it is an approved `execution` agent. Nothing it merely declares.
+    async fn served(
+        &self,
+        agent: &AgentRecord,
+        manifest: &CapabilityManifest,
+    ) -> Result<BTreeSet<String>, StoreError> {
+        if agent.role != "execution" || agent.approval != "approved" || agent.revoked_at.is_some()
+        {
+            return Ok(BTreeSet::new());
+        }
+        let definitions = manifest.definitions_hash();
+        let decisions = self.store.agent_workspaces(&agent.id).await?;
+        Ok(decisions
+            .into_iter()
+            .filter(|d| d.state == GRANTED && d.definitions_hash == definitions)
+            .filter(|d| manifest.declares_workspace(&d.workspace))
+            .map(|d| d.workspace)
+            .collect())
+    }
+
+    /// Enrollment records the declared workspaces right after the agent; if the router stopped
+    /// in between, the first hello records them, with the join key's grant.
+    async fn ensure_declared(
+        &self,
+        agent: &AgentRecord,
+        manifest: &CapabilityManifest,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        if manifest.workspaces.is_empty() || !self.store.agent_workspaces(&agent.id).await?.is_empty()
+        {
+            return Ok(());
+        }
+        let grant = match self.store.join_key(&agent.join_key_id).await? {
+            Some(key) => granted_by(&key),
+            None => Vec::new(),
+        };
+        let declared = declared_workspaces(manifest);
+        self.store.declare_workspaces(&agent.id, &declared, Some((&agent.join_key_id, &grant)), now).await?;
+        Ok(())
+    }
+
+    /// Re-reads what one agent may serve (after a decision about it).
+    pub async fn reload_served(&self, agent_id: &str) -> Result<(), StoreError> {
+        let Some(agent) = self.store.agent(agent_id).await? else {
+            self.offers.set_served(agent_id, BTreeSet::new());
+            return Ok(());
+        };
+        let manifest: CapabilityManifest =
+            serde_json::from_str(&agent.manifest).unwrap_or_default();
+        let served = self.served(&agent, &manifest).await?;
+        self.offers.set_served(agent_id, served);
+        self.wake();
+        Ok(())
+    }
+
+    /// Re-reads what every agent known here may serve, in one query: decisions made through
+    /// other replicas reach this one's dispatch within one refresh.
+    pub async fn refresh_served(&self) -> Result<(), StoreError> {
+        let grants = self.store.servable_grants().await?;
+        for (agent_id, definitions) in self.offers.definitions() {
+            let served = grants
+                .iter()
+                .filter(|g| g.agent_id == agent_id && g.definitions_hash == definitions)
+                .map(|g| g.workspace.clone())
+                .collect();
+            self.offers.set_served(&agent_id, served);
+        }
         Ok(())
     }
 
@@ -508,6 +665,31 @@ impl ExecService {
         }
         Ok(())
     }
+}
+
+/// The workspaces a stored join key grants.
+pub fn granted_by(record: &JoinKeyRecord) -> Vec<String> {
+    record
+        .grant_workspaces
+        .as_deref()
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_default()
+}
+
+/// Each declared workspace with the definitions of the tools the agent would run there (an
+/// agent's tools serve all of its workspaces).
+pub fn declared_workspaces(manifest: &CapabilityManifest) -> Vec<DeclaredWorkspace> {
+    let definitions_hash = manifest.definitions_hash();
+    let tools = serde_json::to_string(&manifest.tools).unwrap_or_default();
+    manifest
+        .workspaces
+        .iter()
+        .map(|w| DeclaredWorkspace {
+            workspace: w.id.clone(),
+            definitions_hash: definitions_hash.clone(),
+            tools: tools.clone(),
+        })
+        .collect()
 }
 
 /// Agents bound their output; this keeps a misbehaving one from storing more.

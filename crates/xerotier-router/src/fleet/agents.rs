@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use xerotier_core::{SharedClock, UnixMillis};
 use xerotier_proto::status::AgentStatus;
-use xerotier_store::{AgentRecord, PageRequest, PageSlice, Store};
+use xerotier_store::{AgentRecord, PageRequest, PageSlice, Store, WorkspaceDecision};
 
 use super::rotation::RotationService;
 use crate::agent_events::EventLog;
@@ -21,6 +21,8 @@ pub struct Agent {
     pub record: AgentRecord,
     pub last_heartbeat_at: Option<UnixMillis>,
     pub status: AgentStatus,
+    /// What was decided about each workspace it declared (read for one agent, not listings).
+    pub workspaces: Option<Vec<WorkspaceDecision>>,
 }
 
 impl Agent {
@@ -38,7 +40,7 @@ impl Agent {
         } else {
             AgentStatus::Disconnected
         };
-        Self { record, last_heartbeat_at: last, status }
+        Self { record, last_heartbeat_at: last, status, workspaces: None }
     }
 }
 
@@ -89,7 +91,8 @@ impl AgentService {
             .agent(id)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("agent {id}")))?;
-        Ok(self.as_of_now(record))
+        let workspaces = self.store.agent_workspaces(id).await?;
+        Ok(Agent { workspaces: Some(workspaces), ..self.as_of_now(record) })
     }
 
     /// Revokes the agent's keys: removed from the allow-list (its live session's next frame is

@@ -8,6 +8,7 @@ use xerotier_proto::agents::{EnrollRequest, EnrollResponse};
 use xerotier_store::{AgentRecord, Store};
 
 use super::join_keys::validate_role;
+use crate::exec::service::{declared_workspaces, granted_by};
 use crate::agent_events::EventLog;
 use crate::audit::{Actor, AuditContext, AuditLog, Change, Target};
 use crate::mesh_link::MeshLink;
@@ -77,9 +78,10 @@ impl EnrollService {
         )?;
         validate_role(&claims.role)
             .map_err(|_| ServiceError::JoinKeyInvalid("unknown role".into()))?;
-        if self.store.join_key(&claims.jti).await?.is_none() {
+        // The grant is read from the store, not from the token: the router decides.
+        let Some(join_key) = self.store.join_key(&claims.jti).await? else {
             return Err(ServiceError::JoinKeyInvalid("unknown to this router".into()));
-        }
+        };
 
         let agent = AgentRecord {
             id: self.ids.next(IdKind::Agent),
@@ -99,6 +101,8 @@ impl EnrollService {
             revoked_by: None,
             revoked_reason: None,
             previous_curve_public_key: None,
+            // Decided by the store from the join key, whatever is written here.
+            approval: String::new(),
         };
         // The join key is the actor of its own enrollment.
         let context = AuditContext {
@@ -120,13 +124,25 @@ impl EnrollService {
                 self.store.enroll_agent(record, now, &entry).await
             })
             .await?;
+        let grant = granted_by(&join_key);
+        let declared = declared_workspaces(manifest);
+        let decided = self
+            .store
+            .declare_workspaces(&agent.id, &declared, Some((&join_key.id, &grant)), now)
+            .await?;
         self.link.allow.allow(curve, &agent.id);
         self.events
             .append(
                 &agent.id,
                 "enrolled",
                 None,
-                serde_json::json!({ "join_key_id": claims.jti, "name": agent.name }),
+                serde_json::json!({
+                    "join_key_id": claims.jti, "name": agent.name,
+                    "require_approval": join_key.require_approval,
+                    "workspaces": decided.iter()
+                        .map(|(w, state)| serde_json::json!({ "workspace": w, "state": state }))
+                        .collect::<Vec<_>>(),
+                }),
             )
             .await;
         tracing::info!(agent_id = %agent.id, name = %agent.name, join_key = %claims.jti, "agent enrolled");

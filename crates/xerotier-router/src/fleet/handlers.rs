@@ -8,7 +8,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use xerotier_proto::agents::{
-    AgentQuery, AgentView, EnrollRequest, EnrollResponse, RevokeAgentRequest,
+    AgentQuery, AgentView, CandidateList, DecideWorkspaceRequest, DecisionView, EnrollRequest,
+    EnrollResponse, RevokeAgentRequest,
 };
 use xerotier_proto::events::{AgentEventView, EventQuery};
 use xerotier_proto::join_keys::{
@@ -16,9 +17,11 @@ use xerotier_proto::join_keys::{
 };
 use xerotier_proto::rotation::{CurveRotateRequest, RotationView};
 use xerotier_proto::{ErrorEnvelope, Page};
+use xerotier_store::Decision;
 
 use super::agents::AgentService;
 use super::enroll::EnrollService;
+use super::grants::GrantService;
 use super::join_keys::JoinKeyService;
 use super::rotation::RotationService;
 use super::views;
@@ -287,4 +290,107 @@ pub async fn agent_events(
         Ok::<_, std::convert::Infallible>(Event::default().id(id).event(kind).data(data))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// Workspaces agents declared beyond their grants (or with new tool definitions), and agents
+/// whose join key requires approval: nothing is dispatched to them until an operator decides.
+#[utoipa::path(
+    get,
+    path = "/v1/management/candidates",
+    tag = "agents",
+    responses(
+        (status = 200, description = "Every candidate", body = CandidateList),
+        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
+        (status = 403, description = "Key lacks the management scope", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn list_candidates(
+    State(grants): State<GrantService>,
+) -> Result<Json<CandidateList>, ApiError> {
+    let candidates = grants.candidates().await?;
+    Ok(Json(CandidateList { candidates: candidates.into_iter().map(views::candidate).collect() }))
+}
+
+/// Approve an agent's candidate workspaces (all, or `workspace`), for the tool definitions it
+/// declared them with; a pending agent is approved with them.
+#[utoipa::path(
+    post,
+    path = "/v1/management/agents/{id}/candidates/approve",
+    tag = "agents",
+    params(("id" = String, Path, description = "Agent id, `agt_…`")),
+    request_body(content = DecideWorkspaceRequest, description = "Optional workspace and reason"),
+    responses(
+        (status = 200, description = "What changed", body = DecisionView),
+        (status = 404, description = "No such agent, or nothing to approve", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn approve_candidates(
+    State(grants): State<GrantService>,
+    context: AuditContext,
+    Path(id): Path<String>,
+    body: Option<JsonBody<DecideWorkspaceRequest>>,
+) -> Result<Json<DecisionView>, ApiError> {
+    decide(grants, context, id, body, Decision::Approve).await
+}
+
+/// Reject an agent's candidate workspaces (all, or `workspace`); without a workspace, a
+/// pending agent is rejected as a whole.
+#[utoipa::path(
+    post,
+    path = "/v1/management/agents/{id}/candidates/reject",
+    tag = "agents",
+    params(("id" = String, Path, description = "Agent id, `agt_…`")),
+    request_body(content = DecideWorkspaceRequest, description = "Optional workspace and reason"),
+    responses(
+        (status = 200, description = "What changed", body = DecisionView),
+        (status = 404, description = "No such agent, or nothing to reject", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn reject_candidates(
+    State(grants): State<GrantService>,
+    context: AuditContext,
+    Path(id): Path<String>,
+    body: Option<JsonBody<DecideWorkspaceRequest>>,
+) -> Result<Json<DecisionView>, ApiError> {
+    decide(grants, context, id, body, Decision::Reject).await
+}
+
+/// Withdraw a granted workspace from an agent: no new work there from the next dispatch.
+#[utoipa::path(
+    post,
+    path = "/v1/management/agents/{id}/grants/withdraw",
+    tag = "agents",
+    params(("id" = String, Path, description = "Agent id, `agt_…`")),
+    request_body(content = DecideWorkspaceRequest, description = "The workspace (required) and a reason"),
+    responses(
+        (status = 200, description = "What changed", body = DecisionView),
+        (status = 400, description = "No workspace named", body = ErrorEnvelope),
+        (status = 404, description = "No such agent, or the workspace is not granted", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn withdraw_grant(
+    State(grants): State<GrantService>,
+    context: AuditContext,
+    Path(id): Path<String>,
+    body: Option<JsonBody<DecideWorkspaceRequest>>,
+) -> Result<Json<DecisionView>, ApiError> {
+    decide(grants, context, id, body, Decision::Withdraw).await
+}
+
+async fn decide(
+    grants: GrantService,
+    context: AuditContext,
+    id: String,
+    body: Option<JsonBody<DecideWorkspaceRequest>>,
+    decision: Decision,
+) -> Result<Json<DecisionView>, ApiError> {
+    let request = body.map(|JsonBody(b)| b).unwrap_or_default();
+    let workspace = request.workspace.as_deref();
+    let decided =
+        grants.decide(&context, &id, workspace, decision, request.reason.as_deref()).await?;
+    Ok(Json(views::decision(decided)))
 }

@@ -53,6 +53,28 @@ pub struct JoinKeyService {
     link: Arc<MeshLink>,
 }
 
+/// Most workspaces one join key may grant.
+const MAX_GRANTED_WORKSPACES: usize = 100;
+
+/// A join key's grant: workspace names, each checked, without duplicates. `None`: no grant.
+fn grant_workspaces(requested: Option<&[String]>) -> Result<Option<Vec<String>>, ServiceError> {
+    let Some(requested) = requested else { return Ok(None) };
+    if requested.len() > MAX_GRANTED_WORKSPACES {
+        return Err(ServiceError::invalid(
+            format!("a join key grants at most {MAX_GRANTED_WORKSPACES} workspaces"),
+            "workspaces",
+        ));
+    }
+    let mut grant: Vec<String> = Vec::with_capacity(requested.len());
+    for workspace in requested {
+        validate::name(workspace, "workspaces")?;
+        if !grant.contains(workspace) {
+            grant.push(workspace.clone());
+        }
+    }
+    Ok(Some(grant))
+}
+
 /// Checks an agent role against the two the product knows.
 pub fn validate_role(role: &str) -> Result<(), ServiceError> {
     if AGENT_ROLES.contains(&role) {
@@ -102,6 +124,8 @@ impl JoinKeyService {
                 "ttl_seconds",
             ));
         }
+        let grant = grant_workspaces(request.workspaces.as_deref())?;
+        let require_approval = request.require_approval.unwrap_or(false);
         let now = self.clock.now_millis();
         let expires_at = now + i64::try_from(ttl).unwrap_or(i64::MAX / 1000) * 1000;
         let record = JoinKeyRecord {
@@ -118,6 +142,8 @@ impl JoinKeyService {
             revoked_at: None,
             revoked_by: None,
             revoked_reason: None,
+            grant_workspaces: grant.as_ref().map(|g| serde_json::json!(g).to_string()),
+            require_approval,
         };
         let claims = JoinKeyClaims {
             iss: JOIN_KEY_ISSUER.into(),
@@ -130,6 +156,8 @@ impl JoinKeyService {
             role,
             router_addr,
             router_curve_key: self.link.router_curve_public_z85(),
+            workspaces: grant.clone().unwrap_or_default(),
+            require_approval,
         };
         let token =
             self.link.identity.join_signer.issue(&claims).map_err(ServiceError::internal)?;
@@ -137,6 +165,7 @@ impl JoinKeyService {
         let details = serde_json::json!({
             "role": record.role, "region": record.region, "router_addr": record.router_addr,
             "ttl_seconds": ttl, "expires_at": format_rfc3339(expires_at),
+            "grant_workspaces": grant, "require_approval": require_approval,
         });
         let change = Change::new("join_key.create", target).creating().details(details);
         let created = &record;

@@ -115,6 +115,10 @@ impl RotationService {
             .agent(agent_id)
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("agent {agent_id}")))?;
+        // An agent waiting for approval is a candidate: no work and no rotation.
+        if agent.revoked_at.is_none() && agent.approval != "approved" {
+            return Err(ServiceError::AgentNotApproved(agent.id));
+        }
         let now = self.clock.now_millis();
         let timeout_ms =
             i64::try_from(self.link.settings.curve_rotation_ack_timeout_ms).unwrap_or(i64::MAX / 2);

@@ -3,18 +3,21 @@
 use secrecy::ExposeSecret;
 use xerotier_core::format_rfc3339;
 use xerotier_credentials::{fingerprint, parse_curve_public};
-use xerotier_proto::agents::{AgentView, CapabilityManifest};
+use xerotier_proto::agents::{
+    AgentView, AgentWorkspaceView, CandidateView, CapabilityManifest, DecisionView,
+};
 use xerotier_proto::events::AgentEventView;
 use xerotier_proto::join_keys::{IssuedJoinKey, JoinKeyView};
 use xerotier_proto::rotation::RotationView;
-use xerotier_proto::status::RotationStatus;
-use xerotier_store::{AgentEvent, RotationRecord};
+use xerotier_proto::status::{AgentApproval, RotationStatus, WorkspaceState};
+use xerotier_store::{AgentEvent, RotationRecord, WorkspaceDecision};
 
 use super::agents::Agent;
+use super::grants::{Candidate, Decided};
 use super::join_keys::{IssuedJoin, JoinKey};
 
 pub fn agent(agent: Agent) -> AgentView {
-    let Agent { record, last_heartbeat_at, status } = agent;
+    let Agent { record, last_heartbeat_at, status, workspaces } = agent;
     let manifest: CapabilityManifest = serde_json::from_str(&record.manifest).unwrap_or_default();
     let curve_key_fingerprint =
         parse_curve_public(&record.curve_public_key).map(|k| fingerprint(&k)).unwrap_or_default();
@@ -37,12 +40,29 @@ pub fn agent(agent: Agent) -> AgentView {
         manifest_hash: record.manifest_hash,
         revoked_by: record.revoked_by,
         revoked_reason: record.revoked_reason,
+        approval: AgentApproval::parse(&record.approval).unwrap_or(AgentApproval::Pending),
+        workspaces: workspaces.map(|w| w.into_iter().map(agent_workspace).collect()),
+    }
+}
+
+pub fn agent_workspace(decision: WorkspaceDecision) -> AgentWorkspaceView {
+    AgentWorkspaceView {
+        // Only the four states are ever written; anything else would not be served.
+        state: WorkspaceState::parse(&decision.state).unwrap_or(WorkspaceState::Candidate),
+        since: format_rfc3339(decision.since),
+        decided_at: decision.decided_at.map(format_rfc3339),
+        workspace: decision.workspace,
+        definitions_hash: decision.definitions_hash,
+        decided_by: decision.decided_by,
+        source: decision.source,
     }
 }
 
 pub fn join_key(key: JoinKey) -> JoinKeyView {
     let JoinKey { record, state } = key;
     JoinKeyView {
+        workspaces: record.grant_workspaces.as_deref().and_then(|g| serde_json::from_str(g).ok()),
+        require_approval: record.require_approval,
         state,
         created_at: format_rfc3339(record.created_at),
         expires_at: format_rfc3339(record.expires_at),
@@ -103,5 +123,27 @@ pub fn event(event: AgentEvent) -> AgentEventView {
         agent_id: event.agent_id,
         event_type: event.event_type,
         request_id: event.request_id,
+    }
+}
+
+pub fn candidate(candidate: Candidate) -> CandidateView {
+    let Candidate { agent, decision } = candidate;
+    CandidateView {
+        agent_approval: AgentApproval::parse(&agent.approval).unwrap_or(AgentApproval::Pending),
+        agent_id: agent.id,
+        agent_name: agent.name,
+        tools: serde_json::from_str(&decision.tools).unwrap_or(serde_json::Value::Null),
+        since: format_rfc3339(decision.since),
+        workspace: decision.workspace,
+        definitions_hash: decision.definitions_hash,
+    }
+}
+
+pub fn decision(decided: Decided) -> DecisionView {
+    let Decided { agent, workspaces } = decided;
+    DecisionView {
+        approval: AgentApproval::parse(&agent.approval),
+        agent_id: agent.id,
+        workspaces: workspaces.into_iter().map(agent_workspace).collect(),
     }
 }

@@ -175,11 +175,7 @@ impl FrameHandler {
                 )
                 .await;
             }
-            Frame::Manifest { manifest, .. } => {
-                if let Err(err) = self.exec.on_manifest(agent_id, manifest).await {
-                    tracing::warn!(%agent_id, error = %err, "could not record the agent's manifest");
-                }
-            }
+            Frame::Manifest { manifest, .. } => self.on_manifest(agent_id, manifest).await,
             Frame::InvocationStarted { invocation_id, credential_generation } => {
                 if let Err(err) =
                     self.exec.on_started(agent_id, &invocation_id, credential_generation).await
@@ -251,6 +247,25 @@ impl FrameHandler {
         self.rotations.on_hello(agent_id, &curve_key).await;
         if let Err(err) = self.exec.on_hello(agent_id).await {
             tracing::warn!(%agent_id, error = %err, "could not load the agent's offer");
+        }
+    }
+
+    /// New candidates (declared beyond its grants, or with new tool definitions) are shown to
+    /// operators: an event each, and the agent gets no work there until one decides.
+    async fn on_manifest(&self, agent_id: &str, manifest: xerotier_proto::agents::CapabilityManifest) {
+        let changed = match self.exec.on_manifest(agent_id, manifest).await {
+            Ok(changed) => changed,
+            Err(err) => {
+                tracing::warn!(%agent_id, error = %err, "could not record the agent's manifest");
+                return;
+            }
+        };
+        for (workspace, state) in changed {
+            if state == xerotier_store::CANDIDATE {
+                tracing::warn!(%agent_id, %workspace, "workspace waits for approval (see `xeroctl agents candidates`)");
+                let details = serde_json::json!({ "workspace": workspace });
+                self.events.append(agent_id, "workspace_candidate", None, details).await;
+            }
         }
     }
 

@@ -11,6 +11,7 @@ use xerotier_credentials::parse_curve_public;
 use xerotier_mesh::MeshServer;
 use xerotier_store::{Store, StoreError};
 
+use crate::exec::ExecService;
 use crate::fleet::rotation::RotationService;
 use crate::mesh_link::MeshLink;
 
@@ -94,9 +95,12 @@ pub async fn refresh_allow_list(store: &Store, link: &MeshLink) -> Result<(), St
     Ok(())
 }
 
+/// Re-reads the allow-list and what each agent may serve, every `period`: revocations,
+/// enrollments and grant decisions made through other replicas take effect here.
 pub fn spawn_allow_list_refresh(
     store: Store,
     link: Arc<MeshLink>,
+    exec: ExecService,
     period: Duration,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
@@ -107,10 +111,13 @@ pub fn spawn_allow_list_refresh(
             () = tokio::time::sleep(period) => {}
         }
         let _ = every(period, shutdown, move || {
-            let (store, link) = (store.clone(), link.clone());
+            let (store, link, exec) = (store.clone(), link.clone(), exec.clone());
             async move {
                 if let Err(err) = refresh_allow_list(&store, &link).await {
                     tracing::warn!(error = %err, "could not refresh the mesh allow-list");
+                }
+                if let Err(err) = exec.refresh_served().await {
+                    tracing::warn!(error = %err, "could not refresh what agents may serve");
                 }
                 true
             }

@@ -82,6 +82,7 @@ pub async fn start(
             loops::spawn_allow_list_refresh(
                 deps.store.clone(),
                 link.clone(),
+                deps.exec.clone(),
                 Duration::from_millis(settings.allow_list_refresh_ms),
                 shutdown.child_token(),
             ),
