@@ -326,12 +326,13 @@ fn drive_fairness(
     // Acknowledgements of the last round get a second to arrive.
     while Instant::now() < deadline + Duration::from_secs(1) {
         let now = Instant::now();
-        if now >= flood_at && flood_thread.is_none() {
-            if let Some(agent) = flooder.take() {
-                let stop = stop.clone();
-                flood_thread = Some(std::thread::spawn(move || flood(agent, stop)));
-                eprintln!("flooding with hellos from one agent");
-            }
+        if now >= flood_at
+            && flood_thread.is_none()
+            && let Some(agent) = flooder.take()
+        {
+            let stop = stop.clone();
+            flood_thread = Some(std::thread::spawn(move || flood(agent, stop)));
+            eprintln!("flooding with hellos from one agent");
         }
         if now >= next_round && now < deadline {
             seq += 1;
