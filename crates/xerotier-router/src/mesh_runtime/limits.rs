@@ -11,6 +11,10 @@ use crate::mesh_link::FleetSettings;
 
 /// Repeated hellos within this long of the last announced one are one `connected` event.
 pub const HELLO_WINDOW_MS: i64 = 5_000;
+/// Hellos on a new session (routing id) are announced within a window up to this many times
+/// in all: a restarted XEM, or one reconnecting on its promoted key, is still a `connected`
+/// event, and an agent reconnecting in a loop is a handful per window, not one per reconnect.
+pub const HELLO_ANNOUNCEMENTS_PER_WINDOW: u32 = 5;
 
 /// Tokens are counted in thousandths of a frame, so refill is exact integer arithmetic:
 /// `rate` frames per second is `rate` milli-tokens per millisecond.
@@ -171,11 +175,14 @@ pub struct HelloAction {
     pub repeated: u64,
 }
 
-/// One agent's hellos: at most one announcement per [`HELLO_WINDOW_MS`], and one resync per
-/// window unless the routing id changed (a real reconnect).
+/// One agent's hellos: one announcement per [`HELLO_WINDOW_MS`] (a few more for new sessions,
+/// [`HELLO_ANNOUNCEMENTS_PER_WINDOW`] in all), and one resync per window unless the routing id
+/// changed (a real reconnect).
 #[derive(Debug, Clone, Default)]
 pub struct HelloWindow {
+    /// When the current window began (its first announcement) and how many it made.
     announced_at: Option<UnixMillis>,
+    announced: u32,
     resynced_at: Option<UnixMillis>,
     routing_id: Option<Vec<u8>>,
     repeated: u64,
@@ -184,11 +191,16 @@ pub struct HelloWindow {
 impl HelloWindow {
     pub fn on_hello(&mut self, routing_id: &[u8], now: UnixMillis) -> HelloAction {
         let elapsed = |at: Option<UnixMillis>| at.is_none_or(|at| now - at >= HELLO_WINDOW_MS);
-        let announce = elapsed(self.announced_at);
         let new_route = self.routing_id.as_deref() != Some(routing_id);
         let resync = new_route || elapsed(self.resynced_at);
+        let new_window = elapsed(self.announced_at);
+        let announce = new_window || (new_route && self.announced < HELLO_ANNOUNCEMENTS_PER_WINDOW);
         let repeated = if announce {
-            self.announced_at = Some(now);
+            if new_window {
+                self.announced_at = Some(now);
+                self.announced = 0;
+            }
+            self.announced += 1;
             std::mem::take(&mut self.repeated)
         } else {
             self.repeated += 1;
@@ -399,18 +411,29 @@ mod tests {
     }
 
     #[test]
-    fn a_reconnect_in_the_window_resyncs_without_a_second_announcement() {
+    fn a_reconnect_in_the_window_is_announced_and_resyncs_a_few_times_at_most() {
         let clock = Arc::new(ManualClock::new(T0));
         let mut window = HelloWindow::default();
         assert!(window.on_hello(b"route-1", clock.now_millis()).announce);
         clock.advance_millis(1_000);
         // The XEM restarted (or reconnected on a promoted key): a new routing id.
         let restarted = window.on_hello(b"route-2", clock.now_millis());
-        assert_eq!(restarted, HelloAction { announce: false, resync: true, repeated: 0 });
+        assert_eq!(restarted, HelloAction { announce: true, resync: true, repeated: 0 });
         let repeated = window.on_hello(b"route-2", clock.now_millis());
         assert_eq!(repeated, HelloAction { announce: false, resync: false, repeated: 0 });
-        clock.advance_millis(HELLO_WINDOW_MS);
-        let later = window.on_hello(b"route-2", clock.now_millis());
-        assert_eq!(later, HelloAction { announce: true, resync: true, repeated: 2 });
+        // Reconnecting in a loop: every new session resyncs, five in all are announced.
+        for route in 3..=5u32 {
+            let again = window.on_hello(&route.to_be_bytes(), clock.now_millis());
+            assert!(again.announce);
+        }
+        for route in 6..100u32 {
+            let again = window.on_hello(&route.to_be_bytes(), clock.now_millis());
+            assert_eq!(again, HelloAction { announce: false, resync: true, repeated: 0 });
+        }
+        // The window is counted from its first announcement.
+        clock.advance_millis(HELLO_WINDOW_MS - 1_000);
+        let later = window.on_hello(&99u32.to_be_bytes(), clock.now_millis());
+        // Same session, resynced 4 s ago: announced (new window), not resynced.
+        assert_eq!(later, HelloAction { announce: true, resync: false, repeated: 94 });
     }
 }
