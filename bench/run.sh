@@ -29,7 +29,7 @@ cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 stop_router() { kill "$(cat "$OUT/$1/pid")"; wait "$(cat "$OUT/$1/pid")" 2>/dev/null || true; }
 rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
-SECTIONS="${SECTIONS:-http keys enroll fleet rotation exec}"
+SECTIONS="${SECTIONS:-http keys enroll fleet rotation exec fairness}"
 AGENTS="${AGENTS:-1000}"
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 fresh_pg() { local name="bench_$1_$$"; psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >/dev/null; echo "$PG_BASE/$name"; }
@@ -172,4 +172,24 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 print(f"| 100 | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
 PY
+fi
+echo
+if want fairness; then
+# 100 honest simulated agents renew every 200 ms; FAIR_SECONDS without, then FAIR_SECONDS while
+# one more enrolled agent sends hellos back to back. Same router, same run.
+FAIR_SECONDS="${FAIR_SECONDS:-10}"
+echo "| backend | honest agents | lease acks without flood p50 / p99 ms | with flood p50 / p99 ms | p99 ratio | flood hellos sent | renewals acknowledged (quiet / flood) |"
+echo "|---|---|---|---|---|---|---|"
+for backend in sqlite postgres; do
+  url=""; [ "$backend" = postgres ] && url=$(fresh_pg fair)
+  start_router "fair-$backend" "$url"
+  ./target/release/xerotier-bench fairness --base-url "http://$ADDR" --api-key "$KEY" --count 100 --lease-ms 200 --seconds "$FAIR_SECONDS" >"$OUT/fair-$backend.json" 2>"$OUT/fair-$backend.err"
+  stop_router "fair-$backend"
+  python3 - "$backend" "$OUT/fair-$backend.json" <<'PY'
+import json, sys
+f = json.load(open(sys.argv[2]))
+q50, q99 = f['quiet_p50_us'] / 1000, f['quiet_p99_us'] / 1000
+print(f"| {sys.argv[1]} | {f['concurrency']} | {q50:.2f} / {q99:.2f} | {f['p50_ms']:.2f} / {f['p99_ms']:.2f} | {f['p99_ms'] / max(q99, 0.001):.2f} | {f['flood_hellos']} | {f['acked_quiet']}/{f['sent_quiet']} / {f['ops']}/{f['sent_flood']} |")
+PY
+done
 fi

@@ -233,3 +233,165 @@ fn drive_agents(agents: Vec<Enrolled>, lease_ms: u64, seconds: u64) -> anyhow::R
     Ok(Report::new("fleet_lease_renewals", started.elapsed(), vec![latencies], agents.len())
         .with_extra("sent", sent))
 }
+
+/// Lease acknowledgement latency of `count` honest agents (one thread, renewing every
+/// `lease_ms`) for `seconds` without a flood, then `seconds` while one more agent, with a valid
+/// identity, sends hellos as fast as its socket takes them. Reports the flood phase; the quiet
+/// phase is in `quiet_p50_us` / `quiet_p99_us`.
+pub async fn fairness(
+    base_url: String,
+    api_key: String,
+    count: usize,
+    lease_ms: u64,
+    seconds: u64,
+    router_addr: Option<String>,
+) -> anyhow::Result<Report> {
+    let client = reqwest::Client::new();
+    let run = std::process::id();
+    let mut enrolled = Vec::with_capacity(count + 1);
+    for chunk in (0..=count).collect::<Vec<_>>().chunks(16) {
+        let names: Vec<String> = chunk.iter().map(|i| format!("fair-{run}-{i}")).collect();
+        let batch = names.iter().map(|name| {
+            mint_and_enroll(&client, &base_url, &api_key, name, router_addr.as_deref())
+        });
+        enrolled.extend(futures::future::try_join_all(batch).await?.into_iter().map(|(e, _)| e));
+    }
+    let flooder = enrolled.pop().context("the flooder")?;
+    tokio::task::spawn_blocking(move || drive_fairness(enrolled, flooder, lease_ms, seconds))
+        .await?
+}
+
+fn open_agent(context: &zmq::Context, agent: &Enrolled) -> anyhow::Result<zmq::Socket> {
+    let socket = context.socket(zmq::DEALER)?;
+    configure_client_socket(
+        &socket,
+        &ClientKeys::new(&agent.curve, &agent.answer.router_curve_key),
+    )?;
+    socket.connect(&agent.answer.mesh_addr).context("connect")?;
+    let hello = Frame::Hello {
+        agent_id: agent.answer.agent_id.clone(),
+        xem_version: "bench".into(),
+        manifest_hash: "h".into(),
+        manifest_version: 1,
+    };
+    socket.send(mesh::encode(&hello), 0)?;
+    Ok(socket)
+}
+
+/// The flooder: hellos back to back until `stop`; returns how many it sent.
+fn flood(agent: Enrolled, stop: Arc<std::sync::atomic::AtomicBool>) -> anyhow::Result<u64> {
+    let context = zmq::Context::new();
+    let socket = open_agent(&context, &agent)?;
+    let hello = mesh::encode(&Frame::Hello {
+        agent_id: agent.answer.agent_id.clone(),
+        xem_version: "flood".into(),
+        manifest_hash: "h".into(),
+        manifest_version: 1,
+    });
+    let mut sent = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        // Non-blocking so that the stop flag is seen; a full queue is retried at once.
+        if socket.send(&hello, zmq::DONTWAIT).is_ok() {
+            sent += 1;
+        }
+    }
+    Ok(sent)
+}
+
+fn drive_fairness(
+    agents: Vec<Enrolled>,
+    flooder: Enrolled,
+    lease_ms: u64,
+    seconds: u64,
+) -> anyhow::Result<Report> {
+    let context = zmq::Context::new();
+    let sockets = agents
+        .iter()
+        .map(|agent| open_agent(&context, agent))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Connects and first renewals settle before anything is measured.
+    let warmup = Duration::from_secs(2);
+    let phase = Duration::from_secs(seconds);
+    let started = Instant::now();
+    let flood_at = started + warmup + phase;
+    let deadline = flood_at + phase;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut flooder = Some(flooder);
+    let mut flood_thread = None;
+    let mut next_round = Instant::now();
+    let mut seq = 0u64;
+    let mut sent_at: std::collections::HashMap<u64, Instant> = std::collections::HashMap::new();
+    let (mut quiet, mut flooded) = (Vec::new(), Vec::new());
+    let (mut sent_quiet, mut sent_flood) = (0u64, 0u64);
+    // Acknowledgements of the last round get a second to arrive.
+    while Instant::now() < deadline + Duration::from_secs(1) {
+        let now = Instant::now();
+        if now >= flood_at
+            && flood_thread.is_none()
+            && let Some(agent) = flooder.take()
+        {
+            let stop = stop.clone();
+            flood_thread = Some(std::thread::spawn(move || flood(agent, stop)));
+            eprintln!("flooding with hellos from one agent");
+        }
+        if now >= next_round && now < deadline {
+            seq += 1;
+            for (socket, agent) in sockets.iter().zip(&agents) {
+                let renewal = Frame::LeaseRenewal {
+                    agent_id: agent.answer.agent_id.clone(),
+                    seq,
+                    in_flight: Vec::new(),
+                    manifest_hash: "h".into(),
+                    manifest_version: 1,
+                };
+                if socket.send(mesh::encode(&renewal), zmq::DONTWAIT).is_ok() {
+                    if now >= flood_at {
+                        sent_flood += 1;
+                    } else if now >= started + warmup {
+                        sent_quiet += 1;
+                    }
+                }
+            }
+            sent_at.insert(seq, now);
+            next_round += Duration::from_millis(lease_ms);
+        }
+        let mut items: Vec<_> = sockets.iter().map(|s| s.as_poll_item(zmq::POLLIN)).collect();
+        zmq::poll(&mut items, 5)?;
+        let readable: Vec<bool> = items.iter().map(|i| i.is_readable()).collect();
+        for (socket, ready) in sockets.iter().zip(readable) {
+            if !ready {
+                continue;
+            }
+            while let Ok(bytes) = socket.recv_bytes(zmq::DONTWAIT) {
+                if let Ok(Frame::LeaseAck { seq }) = mesh::decode(&bytes)
+                    && let Some(at) = sent_at.get(&seq)
+                {
+                    if *at >= flood_at {
+                        flooded.push(at.elapsed());
+                    } else if *at >= started + warmup {
+                        quiet.push(at.elapsed());
+                    }
+                }
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let flood_sent = match flood_thread {
+        Some(thread) => thread.join().map_err(|_| anyhow::anyhow!("the flooder panicked"))??,
+        None => 0,
+    };
+    let quiet = Report::new("quiet", phase, vec![quiet], agents.len());
+    let percentile_us = |report: &Report, p: f64| (report.percentile_ms(p) * 1000.0) as u64;
+    eprintln!(
+        "quiet: {} of {sent_quiet} renewals acknowledged; flood ({flood_sent} hellos): {} of {sent_flood}",
+        quiet.latencies.len(),
+        flooded.len()
+    );
+    Ok(Report::new("fairness_lease_acks_under_flood", phase, vec![flooded], agents.len())
+        .with_extra("flood_hellos", flood_sent)
+        .with_extra("sent_flood", sent_flood)
+        .with_extra("sent_quiet", sent_quiet)
+        .with_extra("acked_quiet", quiet.latencies.len() as u64)
+        .with_extra("quiet_p50_us", percentile_us(&quiet, 0.50))
+        .with_extra("quiet_p99_us", percentile_us(&quiet, 0.99)))
+}

@@ -126,6 +126,20 @@ enum Command {
         #[arg(long)]
         router_addr: Option<String>,
     },
+    /// COUNT honest agents renewing leases for SECONDS without, then SECONDS with, one more
+    /// agent flooding the mesh with hellos; lease acknowledgement latency of both phases.
+    Fairness {
+        #[arg(long)]
+        base_url: String,
+        #[arg(long)]
+        api_key: String,
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        #[arg(long, default_value_t = 200)]
+        lease_ms: u64,
+        #[arg(long)]
+        router_addr: Option<String>,
+    },
 }
 
 /// One benchmark's result.
@@ -233,6 +247,9 @@ fn main() -> anyhow::Result<()> {
             Command::Agents { base_url, api_key, count, lease_ms, router_addr } => {
                 fleet::many_agents(base_url, api_key, count, lease_ms, args.seconds, router_addr)
                     .await
+            }
+            Command::Fairness { base_url, api_key, count, lease_ms, router_addr } => {
+                fleet::fairness(base_url, api_key, count, lease_ms, args.seconds, router_addr).await
             }
         }
     })?;

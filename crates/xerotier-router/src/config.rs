@@ -56,6 +56,15 @@ pub struct RouterArgs {
     /// How long a CURVE rotation waits for the agent's signed acknowledgement [default: 30].
     #[arg(long, env = "XEROTIER_ROUTER_CURVE_ROTATION_ACK_TIMEOUT_SECONDS")]
     pub curve_rotation_ack_timeout_seconds: Option<u64>,
+    /// Each agent's control frames per second on the mesh; past it they are dropped [default: 200].
+    #[arg(long, env = "XEROTIER_ROUTER_MESH_AGENT_FRAMES_PER_SECOND")]
+    pub mesh_agent_frames_per_second: Option<u32>,
+    /// Each agent's control frames at once (burst) [default: 400].
+    #[arg(long, env = "XEROTIER_ROUTER_MESH_AGENT_FRAME_BURST")]
+    pub mesh_agent_frame_burst: Option<u32>,
+    /// How long an agent that floods the mesh is silenced, in seconds [default: 30].
+    #[arg(long, env = "XEROTIER_ROUTER_MESH_FLOOD_COOLDOWN_SECONDS")]
+    pub mesh_flood_cooldown_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,6 +81,9 @@ struct FileConfig {
     join_key_default_ttl_seconds: Option<u64>,
     default_agent_role: Option<String>,
     curve_rotation_ack_timeout_seconds: Option<u64>,
+    mesh_agent_frames_per_second: Option<u32>,
+    mesh_agent_frame_burst: Option<u32>,
+    mesh_flood_cooldown_seconds: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -127,6 +139,19 @@ impl RouterConfig {
                 .or(file.curve_rotation_ack_timeout_seconds)
                 .map(|s| s.saturating_mul(1000))
                 .unwrap_or(defaults.curve_rotation_ack_timeout_ms),
+            mesh_agent_frames_per_second: args
+                .mesh_agent_frames_per_second
+                .or(file.mesh_agent_frames_per_second)
+                .unwrap_or(defaults.mesh_agent_frames_per_second),
+            mesh_agent_frame_burst: args
+                .mesh_agent_frame_burst
+                .or(file.mesh_agent_frame_burst)
+                .unwrap_or(defaults.mesh_agent_frame_burst),
+            mesh_flood_cooldown_ms: args
+                .mesh_flood_cooldown_seconds
+                .or(file.mesh_flood_cooldown_seconds)
+                .map(|s| s.saturating_mul(1000))
+                .unwrap_or(defaults.mesh_flood_cooldown_ms),
             ..defaults
         };
         validate_fleet(&fleet)?;
@@ -164,6 +189,12 @@ fn validate_fleet(fleet: &FleetSettings) -> Result<(), ConfigError> {
     }
     if fleet.curve_rotation_ack_timeout_ms == 0 {
         return invalid("curve_rotation_ack_timeout_seconds", "must be positive".into());
+    }
+    if fleet.mesh_agent_frames_per_second == 0 {
+        return invalid("mesh_agent_frames_per_second", "must be positive".into());
+    }
+    if fleet.mesh_agent_frame_burst == 0 {
+        return invalid("mesh_agent_frame_burst", "must be positive".into());
     }
     if fleet.join_key_max_ttl_seconds == 0 {
         return invalid("join_key_max_ttl_seconds", "must be positive".into());

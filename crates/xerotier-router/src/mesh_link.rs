@@ -29,6 +29,20 @@ pub struct FleetSettings {
     pub heartbeat_flush_ms: u64,
     /// How long a CURVE rotation waits for the agent's signed acknowledgement.
     pub curve_rotation_ack_timeout_ms: u64,
+    /// Each agent's control frames (everything but invocation output) per second, sustained;
+    /// past it they are dropped (`mesh_frames_dropped{reason="rate_limited"}`).
+    pub mesh_agent_frames_per_second: u32,
+    /// Each agent's control frames at once (the token bucket's size).
+    pub mesh_agent_frame_burst: u32,
+    /// Each agent's invocation output chunks per second, sustained.
+    pub mesh_agent_output_frames_per_second: u32,
+    /// Each agent's invocation output chunks at once.
+    pub mesh_agent_output_frame_burst: u32,
+    /// More control frames than this dropped over the rate within `mesh_flood_window_ms`
+    /// silences the agent for `mesh_flood_cooldown_ms` (`disconnected_flooding`).
+    pub mesh_flood_drops: u32,
+    pub mesh_flood_window_ms: u64,
+    pub mesh_flood_cooldown_ms: u64,
 }
 
 impl Default for FleetSettings {
@@ -42,6 +56,16 @@ impl Default for FleetSettings {
             allow_list_refresh_ms: 2_000,
             heartbeat_flush_ms: 1_000,
             curve_rotation_ack_timeout_ms: 30_000,
+            // An honest XEM sends a lease renewal every 100 ms at the fastest, plus 2-3 frames
+            // per invocation: 200/s is 20 times its renewals and 60 invocations a second.
+            mesh_agent_frames_per_second: 200,
+            mesh_agent_frame_burst: 400,
+            // 20 concurrent tools' whole stdout (64 KiB each) at once in 80-byte lines.
+            mesh_agent_output_frames_per_second: 4_000,
+            mesh_agent_output_frame_burst: 16_384,
+            mesh_flood_drops: 1_000,
+            mesh_flood_window_ms: 10_000,
+            mesh_flood_cooldown_ms: 30_000,
         }
     }
 }
@@ -139,6 +163,12 @@ impl MeshLink {
     /// Ends the agent's session on this replica: tells it why, forgets its routing id.
     pub(crate) fn end_session(&self, agent_id: &str, reason: &str) {
         self.send_to(agent_id, &Frame::Revoked { reason: reason.to_string() });
+        self.sessions.lock().remove(agent_id);
+    }
+
+    /// Forgets the agent's session on this replica without telling it anything (a flooding
+    /// agent is silenced, not revoked: it keeps its identity).
+    pub(crate) fn forget_session(&self, agent_id: &str) {
         self.sessions.lock().remove(agent_id);
     }
 

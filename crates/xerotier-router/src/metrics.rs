@@ -43,6 +43,7 @@ pub struct Metrics {
     auth_failures: Family<ReasonLabels, Counter>,
     mesh_frames: Family<KindLabels, Counter>,
     mesh_dropped: Family<ReasonLabels, Counter>,
+    mesh_flood_disconnects: Counter,
 }
 
 impl Default for Metrics {
@@ -72,6 +73,12 @@ impl Default for Metrics {
             "Mesh frames dropped before the application, by reason",
             mesh_dropped.clone(),
         );
+        let mesh_flood_disconnects = Counter::default();
+        registry.register(
+            "mesh_flood_disconnects",
+            "Agents silenced for a cool-down because they flooded the mesh past their frame rate",
+            mesh_flood_disconnects.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
@@ -79,6 +86,7 @@ impl Default for Metrics {
             auth_failures,
             mesh_frames,
             mesh_dropped,
+            mesh_flood_disconnects,
         }
     }
 }
@@ -94,6 +102,10 @@ impl Metrics {
 
     pub fn mesh_dropped(&self, reason: &str) {
         self.mesh_dropped.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
+    }
+
+    pub fn mesh_flood_disconnect(&self) {
+        self.mesh_flood_disconnects.inc();
     }
 
     pub fn encode(&self) -> Result<String, std::fmt::Error> {

@@ -630,6 +630,13 @@ impl ExecService {
         Ok(())
     }
 
+    /// The agent was silenced for a while (it flooded the mesh): no new dispatch until it is
+    /// served again and its offer reloaded. What it holds stays with it; its lease renewals
+    /// reconcile that when they resume.
+    pub fn on_agent_silenced(&self, agent_id: &str) {
+        self.offers.remove(agent_id);
+    }
+
     /// The agent is gone for good (revoked): what it held is requeued or failed.
     pub async fn on_agent_removed(&self, agent_id: &str, why: &str) -> Result<(), StoreError> {
         self.offers.remove(agent_id);

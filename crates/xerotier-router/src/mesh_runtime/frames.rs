@@ -1,5 +1,7 @@
 //! Agents' frames: one task per agent with a bounded queue, so one agent's frames never wait
-//! behind another's database write, and a flooding agent fills only its own queue.
+//! behind another's database write, and a flooding agent fills only its own queue. Before a
+//! frame is queued the router loop applies the agent's limits (`limits.rs`): over its rate a
+//! frame is dropped, and an agent that keeps flooding is silenced for a cool-down.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +22,8 @@ use crate::fleet::rotation::RotationService;
 use crate::mesh_link::MeshLink;
 use crate::metrics::Metrics;
 
+use super::limits::{AgentLimiter, FrameClass, FrameLimits, HelloAction, HelloWindow, Verdict};
+
 /// Frames waiting for one agent's task; past this the agent's frames are dropped (counted as
 /// `agent_queue_full`), never anyone else's.
 pub const AGENT_QUEUE: usize = 256;
@@ -35,6 +39,16 @@ struct Inbound {
     routing_id: Vec<u8>,
     curve_key: [u8; 32],
     frame: Frame,
+    /// The first frame after a flood cool-down: re-establish the session as a hello would.
+    resync: bool,
+}
+
+/// An agent's task, as the router loop sees it.
+#[derive(Debug)]
+struct Worker {
+    queue: mpsc::Sender<Inbound>,
+    /// Cancelled to stop the task between frames (the agent was silenced).
+    stop: CancellationToken,
 }
 
 /// What handling a frame touches.
@@ -60,7 +74,9 @@ pub fn spawn(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let handler = Arc::new(handler);
-        let mut workers: HashMap<String, mpsc::Sender<Inbound>> = HashMap::new();
+        let limits = FrameLimits::from_settings(&handler.link.settings);
+        let mut limiters: HashMap<String, AgentLimiter> = HashMap::new();
+        let mut workers: HashMap<String, Worker> = HashMap::new();
         let mut tasks = JoinSet::new();
         loop {
             let event = tokio::select! {
@@ -71,8 +87,36 @@ pub fn spawn(
             let Some(event) = event else { break };
             match event {
                 MeshEvent::Frame { agent_id, routing_id, frame, curve_key } => {
-                    let inbound = Inbound { routing_id, curve_key, frame };
-                    route(&handler, &mut workers, &mut tasks, &shutdown, agent_id, inbound);
+                    let class = match frame {
+                        Frame::InvocationOutput { .. } => FrameClass::Output,
+                        _ => FrameClass::Control,
+                    };
+                    let now = handler.clock.now_millis();
+                    let limiter = match limiters.get_mut(&agent_id) {
+                        Some(limiter) => limiter,
+                        None => limiters
+                            .entry(agent_id.clone())
+                            .or_insert_with(|| AgentLimiter::new(&limits, now)),
+                    };
+                    match limiter.check(&limits, class, now) {
+                        Verdict::Accept { resync } => {
+                            let inbound = Inbound { routing_id, curve_key, frame, resync };
+                            route(&handler, &mut workers, &mut tasks, &shutdown, agent_id, inbound);
+                        }
+                        Verdict::Drop(reason) => handler.metrics.mesh_dropped(reason),
+                        Verdict::Disconnect { dropped, window_ms } => {
+                            handler.metrics.mesh_dropped("rate_limited");
+                            silence(
+                                &handler,
+                                &mut workers,
+                                &mut tasks,
+                                &limits,
+                                agent_id,
+                                dropped,
+                                window_ms,
+                            );
+                        }
+                    }
                 }
                 MeshEvent::Dropped { reason, agent_id } => {
                     handler.metrics.mesh_dropped(reason.as_str());
@@ -106,9 +150,47 @@ fn reap(tasks: &mut JoinSet<()>) {
     }
 }
 
+/// Silences a flooding agent for the cool-down: its task stops between frames, its session and
+/// offer are forgotten (nothing is sent to it, no dispatch), and one event and one warning say
+/// so. It is not revoked: it keeps its identity and is served again after the cool-down.
+fn silence(
+    handler: &Arc<FrameHandler>,
+    workers: &mut HashMap<String, Worker>,
+    tasks: &mut JoinSet<()>,
+    limits: &FrameLimits,
+    agent_id: String,
+    dropped: u64,
+    window_ms: i64,
+) {
+    if let Some(worker) = workers.remove(&agent_id) {
+        worker.stop.cancel();
+    }
+    handler.link.forget_session(&agent_id);
+    handler.exec.on_agent_silenced(&agent_id);
+    handler.metrics.mesh_flood_disconnect();
+    tracing::warn!(
+        %agent_id,
+        dropped,
+        window_ms,
+        cooldown_ms = limits.cooldown_ms,
+        "agent flooded the mesh past its frame rate; its session is dropped for the cool-down"
+    );
+    let details = serde_json::json!({
+        "dropped_frames": dropped,
+        "window_ms": window_ms,
+        "cooldown_ms": limits.cooldown_ms,
+        "frames_per_second": limits.rate,
+        "burst": limits.burst,
+    });
+    let events = handler.events.clone();
+    tasks.spawn(async move {
+        events.append(&agent_id, "disconnected_flooding", None, details).await;
+    });
+}
+
 fn route(
     handler: &Arc<FrameHandler>,
-    workers: &mut HashMap<String, mpsc::Sender<Inbound>>,
+    workers: &mut HashMap<String, Worker>,
     tasks: &mut JoinSet<()>,
     shutdown: &CancellationToken,
     agent_id: String,
@@ -116,7 +198,7 @@ fn route(
 ) {
     let inbound = match workers.get(&agent_id) {
         None => inbound,
-        Some(queue) => match queue.try_send(inbound) {
+        Some(worker) => match worker.queue.try_send(inbound) {
             Ok(()) => return,
             Err(TrySendError::Full(_)) => {
                 handler.metrics.mesh_dropped("agent_queue_full");
@@ -131,17 +213,21 @@ fn route(
     if queue.try_send(inbound).is_err() {
         return;
     }
-    workers.insert(agent_id.clone(), queue);
-    tasks.spawn(agent_task(handler.clone(), agent_id, frames, shutdown.clone()));
+    let stop = shutdown.child_token();
+    workers.insert(agent_id.clone(), Worker { queue, stop: stop.clone() });
+    tasks.spawn(agent_task(handler.clone(), agent_id, frames, stop));
 }
 
-/// Handles one agent's frames in order; stops between frames at shutdown.
+/// Handles one agent's frames in order; stops between frames at shutdown (or when the agent
+/// is silenced).
 async fn agent_task(
     handler: Arc<FrameHandler>,
     agent_id: String,
     mut frames: mpsc::Receiver<Inbound>,
     shutdown: CancellationToken,
 ) {
+    // Outlives the hello window (5 s) by far: the task idles out only after 30 s.
+    let mut hellos = HelloWindow::default();
     loop {
         let next = tokio::select! {
             biased;
@@ -150,30 +236,30 @@ async fn agent_task(
             () = tokio::time::sleep(WORKER_IDLE) => return,
         };
         let Some(inbound) = next else { return };
-        handler.handle(&agent_id, inbound).await;
+        handler.handle(&agent_id, inbound, &mut hellos).await;
     }
 }
 
 impl FrameHandler {
-    async fn handle(&self, agent_id: &str, inbound: Inbound) {
-        let Inbound { routing_id, curve_key, frame } = inbound;
+    async fn handle(&self, agent_id: &str, inbound: Inbound, hellos: &mut HelloWindow) {
+        let Inbound { routing_id, curve_key, frame, resync } = inbound;
         let kind = frame_kind(&frame);
         if kind != "unexpected" {
             self.metrics.mesh_frame(kind);
         }
         self.rotations.on_seen(agent_id, &curve_key).await;
         self.exec.on_seen(agent_id);
+        if resync && !matches!(frame, Frame::Hello { .. }) {
+            // Served again after a flood cool-down: what a hello would re-establish.
+            tracing::info!(%agent_id, "agent served again after its flood cool-down");
+            self.link.note_session(agent_id, routing_id.clone());
+            self.resync(agent_id, &curve_key).await;
+        }
         match frame {
             Frame::Hello { manifest_hash, manifest_version, xem_version, .. } => {
-                self.on_hello(
-                    agent_id,
-                    routing_id,
-                    curve_key,
-                    manifest_hash,
-                    manifest_version,
-                    xem_version,
-                )
-                .await;
+                let action = hellos.on_hello(&routing_id, self.clock.now_millis());
+                let hello = Hello { manifest_hash, manifest_version, xem_version };
+                self.on_hello(agent_id, routing_id, curve_key, hello, action).await;
             }
             Frame::Manifest { manifest, .. } => self.on_manifest(agent_id, manifest).await,
             Frame::InvocationStarted { invocation_id, credential_generation } => {
@@ -228,23 +314,42 @@ impl FrameHandler {
         }
     }
 
+    /// A hello always refreshes the session (routing id) and the heartbeat. The first in a
+    /// [`HELLO_WINDOW_MS`](super::limits::HELLO_WINDOW_MS) is a `connected` event and an info
+    /// line (later ones log at debug and are counted into the next event); the pending rotation
+    /// and the offer are re-sent/reloaded once per window, or whenever the routing id changed
+    /// (a real reconnect: a restarted XEM, or one on its promoted key).
     async fn on_hello(
         &self,
         agent_id: &str,
         routing_id: Vec<u8>,
         curve_key: [u8; 32],
-        manifest_hash: String,
-        manifest_version: u64,
-        xem_version: String,
+        hello: Hello,
+        action: HelloAction,
     ) {
-        tracing::info!(%agent_id, %xem_version, "agent connected");
+        let Hello { manifest_hash, manifest_version, xem_version } = hello;
         self.link.note_session(agent_id, routing_id);
         self.note_heartbeat(agent_id, manifest_hash, manifest_version);
-        let key = xerotier_credentials::fingerprint(&curve_key);
-        let details =
-            serde_json::json!({ "curve_key_fingerprint": key, "xem_version": xem_version });
-        self.events.append(agent_id, "connected", None, details).await;
-        self.rotations.on_hello(agent_id, &curve_key).await;
+        if action.announce {
+            tracing::info!(%agent_id, %xem_version, "agent connected");
+            let key = xerotier_credentials::fingerprint(&curve_key);
+            let details = serde_json::json!({
+                "curve_key_fingerprint": key,
+                "xem_version": xem_version,
+                "repeated_hellos": action.repeated,
+            });
+            self.events.append(agent_id, "connected", None, details).await;
+        } else {
+            tracing::debug!(%agent_id, resync = action.resync, "repeated hello within the window");
+        }
+        if action.resync {
+            self.resync(agent_id, &curve_key).await;
+        }
+    }
+
+    /// Re-sends what a reconnected agent may have missed and reloads its offer.
+    async fn resync(&self, agent_id: &str, curve_key: &[u8; 32]) {
+        self.rotations.on_hello(agent_id, curve_key).await;
         if let Err(err) = self.exec.on_hello(agent_id).await {
             tracing::warn!(%agent_id, error = %err, "could not load the agent's offer");
         }
@@ -295,6 +400,14 @@ impl FrameHandler {
             manifest_version: i64::try_from(manifest_version).unwrap_or(i64::MAX),
         });
     }
+}
+
+/// What a hello carries besides the agent id.
+#[derive(Debug)]
+struct Hello {
+    manifest_hash: String,
+    manifest_version: u64,
+    xem_version: String,
 }
 
 fn frame_kind(frame: &Frame) -> &'static str {

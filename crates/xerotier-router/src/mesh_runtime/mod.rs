@@ -5,6 +5,7 @@
 //! only when none of them can touch the store again; the caller closes the store after it.
 
 mod frames;
+pub mod limits;
 mod loops;
 
 use std::sync::Arc;

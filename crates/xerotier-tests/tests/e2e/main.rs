@@ -19,6 +19,7 @@ mod enrollment;
 mod exec;
 mod join_keys;
 mod mesh;
+mod mesh_fairness;
 mod protocol;
 mod rotation;
 mod router;
