@@ -34,6 +34,14 @@ variants=$(sed -n '/^enum TestFault {/,/^}/p' "$MODULE" | sed -nE 's/^ +([A-Z][A
 mapfile -t NAMES < <(printf '%s\n' "$env_var" $fault_names $variants TestFault | sed '/^$/d' | sort -u)
 
 [ -n "$env_var" ] || fail "could not read the environment variable name from $MODULE"
+
+# The router's one fault (skip its argument check, so the XEM's own check can be tested).
+ROUTER_MODULE=crates/xerotier-router/src/test_faults.rs
+ROUTER_FAULT_BIN=target/debug/xerotier-router
+[ -f "$ROUTER_MODULE" ] || fail "$ROUTER_MODULE not found"
+mapfile -t ROUTER_NAMES < <(sed -nE 's/^const [A-Z_]+: &str = "([A-Za-z0-9_]+)";$/\1/p' "$ROUTER_MODULE")
+[ ${#ROUTER_NAMES[@]} -ge 2 ] || fail "could not read the router's fault names from $ROUTER_MODULE"
+echo "router fault names taken from $ROUTER_MODULE: ${ROUTER_NAMES[*]}"
 n_faults=$(printf '%s\n' $fault_names | sed '/^$/d' | wc -l)
 n_variants=$(printf '%s\n' $variants | sed '/^$/d' | wc -l)
 if [ "$n_faults" -lt 1 ] || [ "$n_faults" -ne "$n_variants" ]; then
@@ -52,8 +60,15 @@ names_in() {
 echo "building the release binaries (cargo build --release --locked -p xerotier-xem -p xerotier-router)"
 cargo build --release --locked -p xerotier-xem -p xerotier-router
 
-echo "building a debug xerotier-xem WITH --features test-faults (the control: the check must be able to fail)"
+echo "building debug xerotier-xem and xerotier-router WITH --features test-faults (the control: the check must be able to fail)"
 cargo build --locked -p xerotier-xem --features test-faults
+cargo build --locked -p xerotier-router --features test-faults
+for name in "${ROUTER_NAMES[@]}"; do
+  grep -aqF -- "$name" "$ROUTER_FAULT_BIN" ||
+    fail "the --features test-faults router lacks $name: the check would prove nothing"
+done
+echo "control ok: $ROUTER_FAULT_BIN (with test-faults) contains ${ROUTER_NAMES[*]}"
+NAMES+=("${ROUTER_NAMES[@]}")
 
 # The control: every name must be found in the binary that has the fault code, or the search
 # would pass vacuously (a pattern or a name that can never match).

@@ -50,9 +50,10 @@ if [ ! -s "$ROOT/xem/credentials/kubernetes-prod.yaml" ]; then
   rm -f "$ROOT/xem/kubeconfig.new"
 fi
 if [ ! -s "$ROOT/xem/state/identity.json" ]; then
-  # First run: mint a short-lived single-use join key for this XEM.
+  # First run: mint a short-lived single-use join key for this XEM, granting the example
+  # tools' workspace (anything else it declares would wait for approval).
   XEM_JOIN_KEY=$("$BIN/xeroctl" -o json agents join-keys --create --name quickstart-xem \
-    --router-addr "$(cat "$ROOT/router/mesh.addr")" --ttl-seconds 300 2>/dev/null |
+    --workspaces kubernetes-prod --router-addr "$(cat "$ROOT/router/mesh.addr")" --ttl-seconds 300 2>/dev/null |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
   export XEM_JOIN_KEY
 fi

@@ -13,7 +13,7 @@ export XEROTIER_REQUIRE_POSTGRES=1
 # it never builds them itself. The XEM's fault injection (for the rotation crash tests) is
 # compiled in only with its `test-faults` feature, which release builds never have
 # (scripts/check-release-no-test-faults.sh).
-features=(--features xerotier-xem/test-faults)
+features=(--features xerotier-xem/test-faults,xerotier-router/test-faults)
 cargo build --workspace --bins --locked "${features[@]}"
 
 # The same features for the test build, so that it never rebuilds a binary differently.

@@ -219,6 +219,37 @@ pub enum AgentsCommand {
         /// Agent id (agt_…).
         id: String,
     },
+    /// Workspaces agents declared beyond their grant (or with changed tool definitions) and
+    /// agents waiting for approval; with an agent id, --approve or --reject them.
+    #[command(group(clap::ArgGroup::new("decision").args(["approve", "reject"]).multiple(false)))]
+    Candidates {
+        /// Agent id (agt_…) to decide about.
+        id: Option<String>,
+        /// Grant the agent's candidate workspaces (or --workspace), for the tool definitions
+        /// listed; approves an agent waiting for approval.
+        #[arg(long, requires = "id")]
+        approve: bool,
+        /// Refuse them (without --workspace, a waiting agent as a whole).
+        #[arg(long, requires = "id")]
+        reject: bool,
+        /// Only this workspace.
+        #[arg(long, requires = "id")]
+        workspace: Option<String>,
+        /// Why, for the audit log.
+        #[arg(long, requires = "id")]
+        reason: Option<String>,
+    },
+    /// Take a granted workspace back from an agent: no new work there.
+    WithdrawGrant {
+        /// Agent id (agt_…).
+        id: String,
+        /// The workspace to withdraw.
+        #[arg(long)]
+        workspace: String,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -316,6 +347,14 @@ pub struct JoinKeysArgs {
     /// With --create: inference or execution [default: the router's].
     #[arg(long, value_parser = ["inference", "execution"])]
     pub agent_role: Option<String>,
+    /// With --create: the workspaces an agent enrolled with it serves at once, comma-separated
+    /// (whatever else it declares waits for approval) [default: none].
+    #[arg(long, value_delimiter = ',')]
+    pub workspaces: Option<Vec<String>>,
+    /// With --create: the whole agent waits for approval (`xeroctl agents candidates`) before
+    /// it gets any work or rotation.
+    #[arg(long)]
+    pub require_approval: bool,
     /// With --revoke: do not ask for confirmation.
     #[arg(long)]
     pub force: bool,

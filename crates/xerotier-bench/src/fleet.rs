@@ -120,6 +120,8 @@ pub async fn crypto_floor(seconds: u64, concurrency: usize) -> anyhow::Result<Re
                     role: "execution".into(),
                     router_addr: "tcp://127.0.0.1:5555".into(),
                     router_curve_key: "x".repeat(40),
+                    workspaces: Vec::new(),
+                    require_approval: false,
                 };
                 let token = signer.issue(&claims)?;
                 let curve = CurveKeyPair::generate(&OsEntropy);

@@ -127,6 +127,8 @@ mod tests {
             role: "execution".into(),
             router_addr: "tcp://router:5555".into(),
             router_curve_key: "x".repeat(40),
+            workspaces: vec!["kubernetes-prod".into()],
+            require_approval: false,
         }
     }
 

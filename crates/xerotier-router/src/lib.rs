@@ -20,6 +20,8 @@ pub mod mesh_runtime;
 pub mod metrics;
 pub mod server;
 pub mod service_error;
+#[cfg(feature = "test-faults")]
+pub mod test_faults;
 pub mod validate;
 
 use std::sync::Arc;

@@ -57,10 +57,7 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     .context("loading the router identity")?;
 
     #[cfg(feature = "test-faults")]
-    if std::env::var("XEROTIER_ROUTER_TEST_FAULT").as_deref() == Ok("skip_argument_check") {
-        tracing::warn!("TEST FAULT: the router does not check tool arguments (test build only)");
-        state.exec.skip_argument_check();
-    }
+    crate::test_faults::arm(&state);
 
     match state.api_keys.bootstrap(&config.state_dir).await {
         Ok(Some(path)) => tracing::info!(

@@ -57,6 +57,8 @@ async fn fixtures() -> Vec<Fixture> {
             router_addr: Some("tcp://127.0.0.1:5555".into()),
             ttl_seconds: Some(600),
             agent_role: None,
+            workspaces: None,
+            require_approval: None,
         };
         let issued = state.join_keys.create(&admin, request).await.unwrap();
         let entropy = SeededEntropy::new(99);

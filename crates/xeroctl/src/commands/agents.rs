@@ -23,6 +23,17 @@ pub async fn run(client: &Client, format: OutputFormat, args: AgentsArgs) -> any
             super::pauses::resume_exec(client, format, &id, workspace, reason).await
         }
         Some(AgentsCommand::Pauses { id }) => super::pauses::pauses(client, format, &id).await,
+        Some(AgentsCommand::Candidates { id, approve, reject, workspace, reason }) => {
+            let decision = match (approve, reject) {
+                (true, _) => Some("approve"),
+                (_, true) => Some("reject"),
+                _ => None,
+            };
+            super::candidates::run(client, format, id, decision, workspace, reason).await
+        }
+        Some(AgentsCommand::WithdrawGrant { id, workspace, reason }) => {
+            super::candidates::withdraw(client, format, &id, &workspace, reason).await
+        }
         None => match args.id {
             Some(id) if args.events => {
                 check_agent_id(&id)?;
@@ -105,10 +116,16 @@ async fn show(client: &Client, format: OutputFormat, id: &str) -> anyhow::Result
                 agent.manifest_hash
             ),
         ),
+        ("approval", agent.approval.to_string()),
         ("revoked", output::or_dash(agent.revoked_at.as_deref())),
         ("revoked by", output::or_dash(agent.revoked_by.as_deref())),
         ("revoke reason", output::or_dash(agent.revoked_reason.as_deref())),
     ]);
+    let workspaces = agent.workspaces.unwrap_or_default();
+    if !workspaces.is_empty() {
+        println!();
+        super::candidates::workspace_table(&workspaces);
+    }
     Ok(())
 }
 

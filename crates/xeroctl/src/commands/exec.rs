@@ -132,12 +132,18 @@ async fn tools(client: &Client, format: OutputFormat) -> anyhow::Result<()> {
                 humantime::format_duration(Duration::from_secs(t.timeout_seconds)).to_string(),
                 t.workspaces.join(", "),
                 t.agents.to_string(),
+                if t.conflict { "CONFLICT".into() } else { "-".into() },
             ]
         })
         .collect();
-    output::table(&["NAME", "RISK", "TIMEOUT", "WORKSPACES", "AGENTS"], rows);
+    output::table(&["NAME", "RISK", "TIMEOUT", "WORKSPACES", "AGENTS", "DEFINITIONS"], rows);
     if list.tools.is_empty() {
         eprintln!("(no online agent offers a tool; check the fleet with `xeroctl agents`)");
+    }
+    if list.tools.iter().any(|t| t.conflict) {
+        eprintln!(
+            "CONFLICT: agents declare different definitions of a tool; `xeroctl exec tool-show NAME` lists each"
+        );
     }
     Ok(())
 }
@@ -179,6 +185,22 @@ async fn tool_show(client: &Client, format: OutputFormat, name: &str) -> anyhow:
         .map(|o| vec![o.agent_id.clone(), o.agent_name.clone(), o.workspaces.join(", ")])
         .collect();
     output::table(&["AGENT", "NAME", "WORKSPACES"], rows);
+    if tool.variants.len() > 1 {
+        println!(
+            "\nCONFLICT: {} definitions of this tool; each agent is held to its own:",
+            tool.variants.len()
+        );
+        for variant in &tool.variants {
+            println!(
+                "\ndefinition {} ({}): risk {}, timeout {}s\n{}",
+                variant.hash.chars().take(12).collect::<String>(),
+                variant.agents.join(", "),
+                variant.risk,
+                variant.timeout_seconds,
+                serde_json::to_string_pretty(&variant.args_schema)?
+            );
+        }
+    }
     Ok(())
 }
 

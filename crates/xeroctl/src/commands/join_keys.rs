@@ -19,6 +19,8 @@ pub async fn run(client: &Client, format: OutputFormat, args: JoinKeysArgs) -> a
         ("--router-addr", args.router_addr.is_some()),
         ("--ttl-seconds", args.ttl_seconds.is_some()),
         ("--agent-role", args.agent_role.is_some()),
+        ("--workspaces", args.workspaces.is_some()),
+        ("--require-approval", args.require_approval),
     ];
     if !args.create
         && let Some((flag, _)) = create_options.iter().find(|(_, given)| *given)
@@ -61,6 +63,8 @@ async fn create(client: &Client, format: OutputFormat, args: JoinKeysArgs) -> an
         "router_addr": args.router_addr,
         "ttl_seconds": args.ttl_seconds,
         "agent_role": args.agent_role,
+        "workspaces": args.workspaces,
+        "require_approval": args.require_approval,
     });
     let Some(issued) = client.send::<IssuedJoinKey>(Call::post(BASE, body)).await? else {
         return Ok(());
@@ -78,6 +82,8 @@ async fn create(client: &Client, format: OutputFormat, args: JoinKeysArgs) -> an
         ("region", output::or_dash(key.region.as_deref())),
         ("role", key.role),
         ("router_addr", key.router_addr),
+        ("workspaces", grant(key.workspaces.as_deref())),
+        ("require_approval", key.require_approval.to_string()),
         ("expires_at", key.expires_at),
         ("token", issued.token),
     ]);
@@ -111,13 +117,14 @@ async fn list(
             k.state.to_string(),
             k.role.clone(),
             output::or_dash(k.region.as_deref()),
+            grant(k.workspaces.as_deref()),
             k.expires_at.clone(),
             output::or_dash(when.as_deref()),
             output::or_dash(by.as_deref()),
         ]
     });
     output::table(
-        &["ID", "NAME", "STATE", "ROLE", "REGION", "EXPIRES", "ENDED", "BY"],
+        &["ID", "NAME", "STATE", "ROLE", "REGION", "WORKSPACES", "EXPIRES", "ENDED", "BY"],
         rows.collect(),
     );
     output::more_hint(page.next_after.as_deref());
@@ -139,6 +146,8 @@ async fn show(client: &Client, format: OutputFormat, id: &str) -> anyhow::Result
         ("role", key.role),
         ("region", output::or_dash(key.region.as_deref())),
         ("router_addr", key.router_addr),
+        ("workspaces", grant(key.workspaces.as_deref())),
+        ("require approval", key.require_approval.to_string()),
         ("created", key.created_at),
         ("created by", output::or_dash(key.created_by.as_deref())),
         ("expires", key.expires_at),
@@ -149,6 +158,14 @@ async fn show(client: &Client, format: OutputFormat, id: &str) -> anyhow::Result
         ("revoke reason", output::or_dash(key.revoked_reason.as_deref())),
     ]);
     Ok(())
+}
+
+/// A join key's grant as one cell: the workspaces, or `none` (it grants nothing by itself).
+fn grant(workspaces: Option<&[String]>) -> String {
+    match workspaces {
+        Some(w) if !w.is_empty() => w.join(","),
+        _ => "none".into(),
+    }
 }
 
 /// Asks on the terminal; without one (scripts, CI) it refuses unless --force was given.

@@ -1,5 +1,6 @@
 pub mod agents;
 pub mod audit;
+pub mod candidates;
 pub mod completion;
 pub mod config;
 pub mod exec;

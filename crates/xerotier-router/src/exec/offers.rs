@@ -201,7 +201,8 @@ impl Offers {
     pub fn knows(&self, tool: &str, workspace: &str, now: UnixMillis) -> (bool, bool) {
         let online = self.online(now);
         let tool_known = online.iter().any(|o| o.tool(tool).is_some());
-        let workspace_known = online.iter().any(|o| o.workspace_ids().iter().any(|w| w == workspace));
+        let workspace_known =
+            online.iter().any(|o| o.workspace_ids().iter().any(|w| w == workspace));
         (tool_known, workspace_known)
     }
 }
@@ -289,7 +290,8 @@ mod tests {
         let offers = Offers::default();
         offers.upsert(offer("agt_a", &["get"], &["prod"], 0));
         let mut loose = offer("agt_b", &["get"], &["prod"], 0);
-        loose.manifest.tools[0].args_schema = serde_json::json!({"type": "object", "properties": {}});
+        loose.manifest.tools[0].args_schema =
+            serde_json::json!({"type": "object", "properties": {}});
         offers.upsert(loose);
         let summary = offers.tools(0);
         assert!(summary[0].conflict);

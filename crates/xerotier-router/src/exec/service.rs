@@ -22,8 +22,8 @@ use xerotier_proto::schema;
 use xerotier_proto::tools::{ToolDetail, ToolList};
 use xerotier_store::{
     AgentRecord, CancelOutcome, DeclaredWorkspace, GRANTED, InvocationEnd, InvocationFilter,
-    InvocationRecord, JoinKeyRecord, NewInvocation, PageRequest, PageSlice, PauseRecord, Store, StoreError,
-    Transition,
+    InvocationRecord, JoinKeyRecord, NewInvocation, PageRequest, PageSlice, PauseRecord, Store,
+    StoreError, Transition,
 };
 
 use super::offers::{AgentOffer, Offers};
@@ -186,7 +186,10 @@ impl ExecService {
             });
             if let (false, Some(err)) = (accepted, refusal) {
                 return Err(ServiceError::InvalidArguments {
-                    message: format!("arguments do not match the schema of {}: {err}", request.tool),
+                    message: format!(
+                        "arguments do not match the schema of {}: {err}",
+                        request.tool
+                    ),
                     param: format!("args{}", err.path),
                 });
             }
@@ -302,7 +305,11 @@ impl ExecService {
     }
 
     /// The serving agents whose own definition of the tool accepts the invocation's arguments.
-    fn accepting(&self, invocation: &InvocationRecord, serving: &[(String, ManifestTool)]) -> Vec<String> {
+    fn accepting(
+        &self,
+        invocation: &InvocationRecord,
+        serving: &[(String, ManifestTool)],
+    ) -> Vec<String> {
         let args: serde_json::Value =
             serde_json::from_str(&invocation.args).unwrap_or(serde_json::Value::Null);
         serving
@@ -434,8 +441,10 @@ impl ExecService {
         let version = i64::try_from(manifest.version).unwrap_or(i64::MAX);
         self.store.update_agent_manifest(agent_id, &json, &hash, version).await?;
         let declared = declared_workspaces(&manifest);
-        let changed =
-            self.store.declare_workspaces(agent_id, &declared, None, self.clock.now_millis()).await?;
+        let changed = self
+            .store
+            .declare_workspaces(agent_id, &declared, None, self.clock.now_millis())
+            .await?;
         self.offers.set_manifest(agent_id, manifest);
         self.reload_served(agent_id).await?;
         self.wake();
@@ -449,8 +458,7 @@ impl ExecService {
         agent: &AgentRecord,
         manifest: &CapabilityManifest,
     ) -> Result<BTreeSet<String>, StoreError> {
-        if agent.role != "execution" || agent.approval != "approved" || agent.revoked_at.is_some()
-        {
+        if agent.role != "execution" || agent.approval != "approved" || agent.revoked_at.is_some() {
             return Ok(BTreeSet::new());
         }
         let definitions = manifest.definitions_hash();
@@ -471,7 +479,8 @@ impl ExecService {
         manifest: &CapabilityManifest,
         now: UnixMillis,
     ) -> Result<(), StoreError> {
-        if manifest.workspaces.is_empty() || !self.store.agent_workspaces(&agent.id).await?.is_empty()
+        if manifest.workspaces.is_empty()
+            || !self.store.agent_workspaces(&agent.id).await?.is_empty()
         {
             return Ok(());
         }
@@ -480,7 +489,9 @@ impl ExecService {
             None => Vec::new(),
         };
         let declared = declared_workspaces(manifest);
-        self.store.declare_workspaces(&agent.id, &declared, Some((&agent.join_key_id, &grant)), now).await?;
+        self.store
+            .declare_workspaces(&agent.id, &declared, Some((&agent.join_key_id, &grant)), now)
+            .await?;
         Ok(())
     }
 

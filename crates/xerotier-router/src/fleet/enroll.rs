@@ -8,9 +8,9 @@ use xerotier_proto::agents::{EnrollRequest, EnrollResponse};
 use xerotier_store::{AgentRecord, Store};
 
 use super::join_keys::validate_role;
-use crate::exec::service::{declared_workspaces, granted_by};
 use crate::agent_events::EventLog;
 use crate::audit::{Actor, AuditContext, AuditLog, Change, Target};
+use crate::exec::service::{declared_workspaces, granted_by};
 use crate::mesh_link::MeshLink;
 use crate::service_error::ServiceError;
 use crate::validate;

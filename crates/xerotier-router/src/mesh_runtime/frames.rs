@@ -357,7 +357,11 @@ impl FrameHandler {
 
     /// New candidates (declared beyond its grants, or with new tool definitions) are shown to
     /// operators: an event each, and the agent gets no work there until one decides.
-    async fn on_manifest(&self, agent_id: &str, manifest: xerotier_proto::agents::CapabilityManifest) {
+    async fn on_manifest(
+        &self,
+        agent_id: &str,
+        manifest: xerotier_proto::agents::CapabilityManifest,
+    ) {
         let changed = match self.exec.on_manifest(agent_id, manifest).await {
             Ok(changed) => changed,
             Err(err) => {

@@ -513,9 +513,11 @@ impl Router {
         self.post_json("/v1/management/join-keys", body).await
     }
 
-    /// Mints a join key for this router's mesh address (from `mesh.addr`); panics unless 201.
+    /// Mints a join key for this router's mesh address (from `mesh.addr`) that grants the
+    /// example tools' workspace (`kubernetes-prod`), as an operator would for that agent;
+    /// panics unless 201.
     pub async fn mint_join_key(&self, name: &str) -> JoinKey {
-        self.mint_join_key_with(json!({ "name": name })).await
+        self.mint_join_key_with(json!({ "name": name, "workspaces": [EXAMPLE_WORKSPACE] })).await
     }
 
     /// Mints a join key with `body` (the `router_addr` of `mesh.addr` is added when absent).
@@ -653,6 +655,9 @@ impl Issued {
         }
     }
 }
+
+/// The workspace `examples/tools` declares.
+pub const EXAMPLE_WORKSPACE: &str = "kubernetes-prod";
 
 /// A join key as `POST /v1/management/join-keys` returned it.
 #[derive(Debug, Clone)]
