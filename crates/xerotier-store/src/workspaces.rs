@@ -183,6 +183,14 @@ impl Store {
         .await
     }
 
+    /// Live agents waiting, as a whole, for an operator's approval.
+    pub async fn pending_agents(&self) -> Result<Vec<crate::AgentRecord>, StoreError> {
+        self.fetch_all(sqlx::query(sql::<crate::AgentRecord>(
+            "SELECT {cols} FROM {table} WHERE approval = 'pending' AND revoked_at IS NULL ORDER BY id",
+        )))
+        .await
+    }
+
     /// The granted workspaces of every live agent that may be given work at all (approved,
     /// role `execution`): what each replica's dispatch is allowed to use.
     pub async fn servable_grants(&self) -> Result<Vec<WorkspaceDecision>, StoreError> {

@@ -117,14 +117,13 @@ async fn list(
             k.state.to_string(),
             k.role.clone(),
             output::or_dash(k.region.as_deref()),
-            grant(k.workspaces.as_deref()),
             k.expires_at.clone(),
             output::or_dash(when.as_deref()),
             output::or_dash(by.as_deref()),
         ]
     });
     output::table(
-        &["ID", "NAME", "STATE", "ROLE", "REGION", "WORKSPACES", "EXPIRES", "ENDED", "BY"],
+        &["ID", "NAME", "STATE", "ROLE", "REGION", "EXPIRES", "ENDED", "BY"],
         rows.collect(),
     );
     output::more_hint(page.next_after.as_deref());

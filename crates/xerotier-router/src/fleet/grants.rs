@@ -62,6 +62,21 @@ impl GrantService {
             };
             candidates.push(Candidate { agent, decision });
         }
+        // An agent whose join key requires approval waits as a whole: each workspace it
+        // declared is shown with it, whatever its grant says.
+        for agent in self.store.pending_agents().await? {
+            for decision in self.store.agent_workspaces(&agent.id).await? {
+                let listed = candidates
+                    .iter()
+                    .any(|c| c.agent.id == agent.id && c.decision.workspace == decision.workspace);
+                if !listed {
+                    candidates.push(Candidate { agent: agent.clone(), decision });
+                }
+            }
+        }
+        candidates.sort_by(|a, b| {
+            (&a.agent.id, &a.decision.workspace).cmp(&(&b.agent.id, &b.decision.workspace))
+        });
         Ok(candidates)
     }
 

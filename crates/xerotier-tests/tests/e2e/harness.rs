@@ -139,6 +139,9 @@ pub struct RouterOptions {
     pub mesh_bind: Option<String>,
     /// More flags, e.g. `--join-key-max-ttl-seconds 60`.
     pub extra_args: Vec<String>,
+    /// Environment for the router process (set after the test's own `XEROTIER_ROUTER_*` are
+    /// removed), e.g. a test fault.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for RouterOptions {
@@ -148,6 +151,7 @@ impl Default for RouterOptions {
             log_format: None,
             mesh_bind: None,
             extra_args: vec![],
+            env: vec![],
         }
     }
 }
@@ -257,6 +261,7 @@ impl Router {
                 command.env_remove(var);
             }
         }
+        command.envs(self.options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         command.env_remove("NOTIFY_SOCKET").env_remove("NO_COLOR");
         command.stdin(Stdio::null());
         command

@@ -17,6 +17,7 @@ mod api_keys;
 mod cli;
 mod enrollment;
 mod exec;
+mod grants;
 mod join_keys;
 mod mesh;
 mod mesh_fairness;
