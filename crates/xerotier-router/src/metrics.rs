@@ -43,6 +43,7 @@ pub struct Metrics {
     auth_failures: Family<ReasonLabels, Counter>,
     mesh_frames: Family<KindLabels, Counter>,
     mesh_dropped: Family<ReasonLabels, Counter>,
+    enroll_denied_unrecorded: Counter,
 }
 
 impl Default for Metrics {
@@ -72,8 +73,15 @@ impl Default for Metrics {
             "Mesh frames dropped before the application, by reason",
             mesh_dropped.clone(),
         );
+        let enroll_denied_unrecorded = Counter::default();
+        registry.register(
+            "enroll_denied_unrecorded",
+            "Refused enrollment attempts not written to the audit log (per-source rate limit)",
+            enroll_denied_unrecorded.clone(),
+        );
         Self {
             registry: Arc::new(registry),
+            enroll_denied_unrecorded,
             requests,
             latency,
             auth_failures,
@@ -94,6 +102,10 @@ impl Metrics {
 
     pub fn mesh_dropped(&self, reason: &str) {
         self.mesh_dropped.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
+    }
+
+    pub fn enroll_denied_unrecorded(&self) {
+        self.enroll_denied_unrecorded.inc();
     }
 
     pub fn encode(&self) -> Result<String, std::fmt::Error> {

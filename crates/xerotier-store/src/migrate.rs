@@ -44,6 +44,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/common/0005_agent_credentials.sql"),
         postgres: include_str!("../migrations/common/0005_agent_credentials.sql"),
     },
+    Migration {
+        version: 7,
+        name: "agent_curve_keys",
+        sqlite: include_str!("../migrations/common/0007_agent_curve_keys.sql"),
+        postgres: include_str!("../migrations/common/0007_agent_curve_keys.sql"),
+    },
 ];
 
 /// Applies each pending migration in its own write transaction. Several routers starting at
