@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use xerotier_core::UnixMillis;
+use xerotier_core::{IdKind, UnixMillis, is_valid_id};
 use xerotier_proto::join_keys::{JOIN_KEY_AUDIENCE, JOIN_KEY_ISSUER, JoinKeyClaims};
 
 use crate::keys::{SigningKeyPair, fingerprint};
@@ -103,6 +103,24 @@ impl JoinTokenSigner {
     }
 }
 
+/// The join key id a token *claims* (`jti`), read without verifying anything: for labelling a
+/// refused enrollment attempt only, never for a decision. Returned only when it has the exact
+/// join-key id format (`jk_` + 26 characters of the id alphabet), so an attacker cannot put
+/// arbitrary text into the audit log through it.
+pub fn unverified_join_key_id(token: &str) -> Option<String> {
+    const MAX_TOKEN_BYTES: usize = 8 * 1024;
+    let token = token.trim();
+    if token.len() > MAX_TOKEN_BYTES {
+        return None;
+    }
+    let mut parts = token.split('.');
+    let (_header, payload) = (parts.next()?, parts.next()?);
+    let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let payload: serde_json::Value = serde_json::from_slice(&payload).ok()?;
+    let jti = payload.get("jti")?.as_str()?;
+    is_valid_id(IdKind::JoinKey, jti).then(|| jti.to_string())
+}
+
 fn raw_header_alg(token: &str) -> Option<String> {
     let header = URL_SAFE_NO_PAD.decode(token.split('.').next()?).ok()?;
     let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
@@ -193,5 +211,40 @@ mod tests {
         other.aud = "someone-else".into();
         assert_eq!(s.verify(&s.issue(&other).unwrap(), 0), Err(JoinTokenError::WrongAudience));
         assert_eq!(s.verify("not-a-token", 0), Err(JoinTokenError::Malformed));
+    }
+
+    #[test]
+    fn the_claimed_join_key_id_is_read_only_when_it_looks_like_one() {
+        let s = signer(1);
+        let id = "jk_01jbxq5e4y6n2v3r8t9w0z1a2b";
+        let mut c = claims(2_000);
+        c.jti = id.into();
+        let token = s.issue(&c).unwrap();
+        assert_eq!(unverified_join_key_id(&token).as_deref(), Some(id));
+        // Forged by anyone: still only a label, read the same way.
+        let forged = format!(
+            "{}.{}.",
+            b64(&serde_json::json!({"alg": "none"})),
+            b64(&serde_json::json!({"jti": id}))
+        );
+        assert_eq!(unverified_join_key_id(&forged).as_deref(), Some(id));
+        for jti in [
+            "jk_1",
+            "key_01jbxq5e4y6n2v3r8t9w0z1a2b",
+            "jk_01jbxq5e4y6n2v3r8t9w0z1a2b\n",
+            "jk_01JBXQ5E4Y6N2V3R8T9W0Z1A2B",
+        ] {
+            let t = format!("x.{}.y", b64(&serde_json::json!({ "jti": jti })));
+            assert_eq!(unverified_join_key_id(&t), None, "{jti}");
+        }
+        for t in [
+            "",
+            "garbage",
+            "..",
+            "a.!!!.b",
+            &format!("a.{}.b", b64(&serde_json::json!({ "jti": 5 }))),
+        ] {
+            assert_eq!(unverified_join_key_id(t), None, "{t}");
+        }
     }
 }

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::Path;
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier as _, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use x25519_dalek::{PublicKey, StaticSecret};
@@ -86,7 +86,9 @@ impl fmt::Debug for CurveKeyPair {
     }
 }
 
-/// Parses a Z85 CURVE public key (40 characters).
+/// Parses a Z85 CURVE public key (40 characters), without judging it (display, the allow-list
+/// loaded from the store). What an agent offers as its identity goes through
+/// [`parse_agent_curve_public`].
 pub fn parse_curve_public(z85_text: &str) -> Result<[u8; 32], KeyError> {
     let bytes = z85::decode(z85_text.trim()).map_err(|e| KeyError::InvalidPublic {
         what: "CURVE public key (Z85)",
@@ -96,6 +98,27 @@ pub fn parse_curve_public(z85_text: &str) -> Result<[u8; 32], KeyError> {
         what: "CURVE public key (Z85)",
         detail: "expected 32 bytes".into(),
     })
+}
+
+/// Parses a CURVE public key an agent offers as its identity (enrollment, rotation): refuses
+/// the all-zero key and every low-order point, on which any Diffie-Hellman result is known.
+pub fn parse_agent_curve_public(z85_text: &str) -> Result<[u8; 32], KeyError> {
+    let key = parse_curve_public(z85_text)?;
+    if is_weak_curve_public(&key) {
+        return Err(KeyError::InvalidPublic {
+            what: "CURVE public key (Z85)",
+            detail: "a low-order point (weak key)".into(),
+        });
+    }
+    Ok(key)
+}
+
+/// Whether an X25519 public key is a low-order point (all-zero included, non-canonical
+/// encodings too): a clamped scalar is a multiple of 8, so the shared secret with such a point
+/// is all zeros whatever the secret (`was_contributory` is false).
+pub fn is_weak_curve_public(key: &[u8; 32]) -> bool {
+    let probe = StaticSecret::from([0x5a; 32]);
+    !probe.diffie_hellman(&PublicKey::from(*key)).was_contributory()
 }
 
 /// The Z85 text of a raw CURVE public key.
@@ -163,13 +186,18 @@ impl fmt::Debug for SigningKeyPair {
     }
 }
 
-/// Verifies an Ed25519 signature by a hex public key.
+/// Verifies an Ed25519 signature by a hex public key, strictly: a weak (small-order) key is
+/// refused, and `verify_strict` refuses non-canonical and small-order signature components, so
+/// no signature verifies for more than one message-key pair by construction.
 pub fn verify_signature(public_hex: &str, message: &[u8], signature: &[u8]) -> bool {
     let Ok(bytes) = hex::decode(public_hex) else { return false };
     let Ok(bytes) = <[u8; 32]>::try_from(bytes) else { return false };
     let Ok(key) = VerifyingKey::from_bytes(&bytes) else { return false };
+    if key.is_weak() {
+        return false;
+    }
     let Ok(signature) = Signature::from_slice(signature) else { return false };
-    key.verify(message, &signature).is_ok()
+    key.verify_strict(message, &signature).is_ok()
 }
 
 /// Parses a hex Ed25519 public key (64 characters).
@@ -180,7 +208,10 @@ pub fn parse_signing_public(text: &str) -> Result<[u8; 32], KeyError> {
     };
     let bytes = hex::decode(text.trim()).map_err(|_| invalid("not hex"))?;
     let bytes: [u8; 32] = bytes.try_into().map_err(|_| invalid("expected 32 bytes"))?;
-    VerifyingKey::from_bytes(&bytes).map_err(|_| invalid("not a curve point"))?;
+    let key = VerifyingKey::from_bytes(&bytes).map_err(|_| invalid("not a curve point"))?;
+    if key.is_weak() {
+        return Err(invalid("a small-order point (weak key)"));
+    }
     Ok(bytes)
 }
 
@@ -248,6 +279,78 @@ mod tests {
         assert!(!verify_signature(&other.public_hex(), b"message", &signature));
         assert!(parse_signing_public(&key.public_hex()).is_ok());
         assert!(parse_signing_public("zz").is_err());
+    }
+
+    /// The eight small-order points of edwards25519 in their canonical encodings, plus the
+    /// non-canonical zero with the sign bit.
+    const SMALL_ORDER_ED25519: [&str; 8] = [
+        // identity (order 1)
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        // order 2: y = -1
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        // order 4: y = 0, both signs of x
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000080",
+        // order 8
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+    ];
+
+    #[test]
+    fn small_order_ed25519_keys_are_refused() {
+        for hex_key in SMALL_ORDER_ED25519 {
+            let bytes: [u8; 32] = hex::decode(hex_key).unwrap().try_into().unwrap();
+            // Each is a point dalek decodes, and calls weak: the test list is right.
+            let key = VerifyingKey::from_bytes(&bytes).unwrap();
+            assert!(key.is_weak(), "{hex_key}");
+            assert!(parse_signing_public(hex_key).is_err(), "{hex_key} accepted as a signing key");
+            assert!(!verify_signature(hex_key, b"anything", &[0u8; 64]), "{hex_key}");
+        }
+    }
+
+    #[test]
+    fn a_signature_that_fits_every_message_under_the_identity_key_is_refused() {
+        let identity = SMALL_ORDER_ED25519[0];
+        // R = identity, s = 0: [s]B = R + [k]A holds for every message when A is the identity.
+        let mut forged = [0u8; 64];
+        forged[0] = 1;
+        let key =
+            VerifyingKey::from_bytes(&hex::decode(identity).unwrap().try_into().unwrap()).unwrap();
+        let signature = Signature::from_bytes(&forged);
+        use ed25519_dalek::Verifier as _;
+        assert!(key.verify(b"any message", &signature).is_ok(), "the lax check is fooled");
+        assert!(!verify_signature(identity, b"any message", &forged), "the strict one is not");
+        assert!(!verify_signature(identity, b"another message", &forged));
+    }
+
+    /// Low-order X25519 points (u-coordinates), including non-canonical encodings (u >= p) and
+    /// the same points with the ignored top bit set.
+    const LOW_ORDER_X25519: [&str; 9] = [
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+        "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "0000000000000000000000000000000000000000000000000000000000000080",
+        "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b880",
+    ];
+
+    #[test]
+    fn low_order_curve_keys_are_refused() {
+        for hex_key in LOW_ORDER_X25519 {
+            let bytes: [u8; 32] = hex::decode(hex_key).unwrap().try_into().unwrap();
+            assert!(is_weak_curve_public(&bytes), "{hex_key}");
+            let z85_text = curve_public_z85(&bytes);
+            assert!(parse_curve_public(&z85_text).is_ok(), "still parses for display");
+            assert!(parse_agent_curve_public(&z85_text).is_err(), "{hex_key} accepted");
+        }
+        let honest = CurveKeyPair::generate(&SeededEntropy::new(3));
+        assert!(!is_weak_curve_public(&honest.public_bytes()));
+        assert_eq!(parse_agent_curve_public(&honest.public_z85()).unwrap(), honest.public_bytes());
     }
 
     #[test]

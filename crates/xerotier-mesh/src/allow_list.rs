@@ -15,6 +15,17 @@ struct Entries {
     /// Bumped by every local `allow`, so a refresh can keep what was added while it read.
     generation: u64,
     keys: HashMap<[u8; 32], (String, u64)>,
+    /// Every key this list ever mapped, to the agent it mapped it to; kept after the key is
+    /// removed (rotation retirement, revocation), so a key can never be re-mapped to another
+    /// agent in this process's life. The store's `agent_curve_keys` says the same durably.
+    owners: HashMap<[u8; 32], String>,
+}
+
+impl Entries {
+    /// Whether `key` may map to `agent_id`: it never mapped to any other agent.
+    fn may_map(&self, key: &[u8; 32], agent_id: &str) -> bool {
+        self.owners.get(key).is_none_or(|owner| owner == agent_id)
+    }
 }
 
 impl AllowList {
@@ -30,11 +41,25 @@ impl AllowList {
         self.read().keys.get(key).map(|(agent, _)| agent.clone())
     }
 
-    pub fn allow(&self, key: [u8; 32], agent_id: &str) {
+    /// Maps `key` to `agent_id`. Refused (and logged) if the key ever mapped to another agent:
+    /// returns whether the key is now allowed for `agent_id`.
+    pub fn allow(&self, key: [u8; 32], agent_id: &str) -> bool {
         let mut entries = self.write();
+        if !entries.may_map(&key, agent_id) {
+            let owner = entries.owners.get(&key).cloned().unwrap_or_default();
+            drop(entries);
+            tracing::error!(
+                %agent_id,
+                owner = %owner,
+                "refused to map a CURVE key already used by another agent onto this one"
+            );
+            return false;
+        }
         entries.generation += 1;
         let generation = entries.generation;
+        entries.owners.insert(key, agent_id.to_string());
         entries.keys.insert(key, (agent_id.to_string(), generation));
+        true
     }
 
     pub fn contains_agent(&self, agent_id: &str) -> bool {
@@ -60,15 +85,34 @@ impl AllowList {
 
     /// Replaces the list with `fresh` (read from the store), keeping keys allowed locally after
     /// `since` (they may have committed after the store was read).
+    /// A key that ever mapped to another agent is left out (and logged), whatever the store says.
     pub fn replace_all(&self, fresh: impl IntoIterator<Item = ([u8; 32], String)>, since: u64) {
         let mut entries = self.write();
-        let mut keys: HashMap<_, _> = fresh.into_iter().map(|(k, a)| (k, (a, 0))).collect();
+        let mut keys: HashMap<[u8; 32], (String, u64)> = HashMap::new();
+        let mut refused = 0usize;
+        for (key, agent) in fresh {
+            if !entries.may_map(&key, &agent) || keys.get(&key).is_some_and(|(a, _)| *a != agent) {
+                refused += 1;
+                continue;
+            }
+            keys.insert(key, (agent, 0));
+        }
         for (key, (agent, generation)) in &entries.keys {
-            if *generation > since {
+            if *generation > since && keys.get(key).is_none_or(|(a, _)| a == agent) {
                 keys.insert(*key, (agent.clone(), *generation));
             }
         }
+        for (key, (agent, _)) in &keys {
+            entries.owners.entry(*key).or_insert_with(|| agent.clone());
+        }
         entries.keys = keys;
+        drop(entries);
+        if refused > 0 {
+            tracing::error!(
+                refused,
+                "allow-list refresh: left out CURVE keys already used by another agent"
+            );
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -105,5 +149,27 @@ mod tests {
         );
         list.replace_all([([9; 32], "agt_c".to_string())], list.generation());
         assert_eq!(list.agent_for(&[4; 32]), None);
+    }
+
+    #[test]
+    fn a_key_never_maps_to_a_second_agent() {
+        let list = AllowList::default();
+        assert!(list.allow([1; 32], "agt_a"));
+        assert!(list.allow([1; 32], "agt_a"), "the same mapping again is fine");
+        assert!(!list.allow([1; 32], "agt_b"), "a live key is not re-mapped");
+        assert_eq!(list.agent_for(&[1; 32]).as_deref(), Some("agt_a"));
+        // Retired (rotation) or revoked: gone from the list, still never re-mapped.
+        list.remove_key(&[1; 32]);
+        assert!(!list.allow([1; 32], "agt_b"), "a retired key is not re-mapped");
+        assert_eq!(list.agent_for(&[1; 32]), None);
+        assert!(list.allow([2; 32], "agt_c"));
+        assert_eq!(list.remove_agent("agt_c"), 1);
+        assert!(!list.allow([2; 32], "agt_b"), "a revoked agent's key is not re-mapped");
+        // Nor by a refresh from a store that says otherwise.
+        list.replace_all([([2; 32], "agt_b".to_string()), ([3; 32], "agt_d".to_string())], 0);
+        assert_eq!(list.agent_for(&[2; 32]), None);
+        assert_eq!(list.agent_for(&[3; 32]).as_deref(), Some("agt_d"));
+        list.replace_all([([3; 32], "agt_e".to_string())], list.generation());
+        assert_eq!(list.agent_for(&[3; 32]), None, "a refresh cannot re-map its own keys either");
     }
 }

@@ -39,6 +39,7 @@ use crate::exec::credential_ages::CredentialAges;
 use crate::exec::pauses::PauseService;
 use crate::fleet::agents::AgentService;
 use crate::fleet::enroll::EnrollService;
+use crate::fleet::enroll_attempts::EnrollAttempts;
 use crate::fleet::grants::GrantService;
 use crate::fleet::join_keys::JoinKeyService;
 use crate::fleet::rotation::RotationService;
@@ -140,6 +141,7 @@ impl AppState {
             audit.clone(),
             link.clone(),
             events.clone(),
+            EnrollAttempts::new(audit.clone(), clock.clone(), metrics.clone()),
         );
         let agents = AgentService::new(
             store.clone(),

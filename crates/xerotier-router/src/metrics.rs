@@ -44,6 +44,7 @@ pub struct Metrics {
     mesh_frames: Family<KindLabels, Counter>,
     mesh_dropped: Family<ReasonLabels, Counter>,
     mesh_flood_disconnects: Counter,
+    enroll_denied_unrecorded: Counter,
 }
 
 impl Default for Metrics {
@@ -79,8 +80,15 @@ impl Default for Metrics {
             "Agents silenced for a cool-down because they flooded the mesh past their frame rate",
             mesh_flood_disconnects.clone(),
         );
+        let enroll_denied_unrecorded = Counter::default();
+        registry.register(
+            "enroll_denied_unrecorded",
+            "Refused enrollment attempts not written to the audit log (per-source rate limit)",
+            enroll_denied_unrecorded.clone(),
+        );
         Self {
             registry: Arc::new(registry),
+            enroll_denied_unrecorded,
             requests,
             latency,
             auth_failures,
@@ -106,6 +114,10 @@ impl Metrics {
 
     pub fn mesh_flood_disconnect(&self) {
         self.mesh_flood_disconnects.inc();
+    }
+
+    pub fn enroll_denied_unrecorded(&self) {
+        self.enroll_denied_unrecorded.inc();
     }
 
     pub fn encode(&self) -> Result<String, std::fmt::Error> {

@@ -106,7 +106,28 @@ impl Store {
             tx.rollback().await?;
             return Err(refusal);
         }
+        if let Err(refusal) =
+            bind_curve_key(&mut tx, &agent.curve_public_key, &agent.id, agent.enrolled_at).await
+        {
+            tx.rollback().await?;
+            return Err(refusal);
+        }
         audit.commit_with(tx).await
+    }
+
+    /// Every CURVE key ever bound to `agent_id` (enrolled with or promoted to), oldest first.
+    pub async fn agent_curve_keys(&self, agent_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT curve_public_key FROM agent_curve_keys WHERE agent_id = $1
+             ORDER BY bound_at, curve_public_key",
+        )
+        .bind(agent_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get("curve_public_key"))
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(StoreError::from)
     }
 
     pub async fn agent(&self, id: &str) -> Result<Option<AgentRecord>, StoreError> {
@@ -226,5 +247,29 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(row.try_get("secret_hex")?)
+    }
+}
+
+/// Records that `key` is bound to `agent_id`, inside the enrollment or promotion transaction:
+/// a key any agent ever used (current, previous, retired or revoked) is refused with
+/// [`StoreError::CurveKeyTaken`] by the table's primary key, on both backends.
+pub(crate) async fn bind_curve_key(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    key: &str,
+    agent_id: &str,
+    at: UnixMillis,
+) -> Result<(), StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO agent_curve_keys (curve_public_key, agent_id, bound_at) VALUES ($1, $2, $3)",
+    )
+    .bind(key)
+    .bind(agent_id)
+    .bind(at)
+    .execute(&mut **tx)
+    .await;
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(err) if StoreError::is_unique_violation(&err) => Err(StoreError::CurveKeyTaken),
+        Err(err) => Err(err.into()),
     }
 }

@@ -50,6 +50,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/common/0006_grants_candidates.sql"),
         postgres: include_str!("../migrations/common/0006_grants_candidates.sql"),
     },
+    Migration {
+        version: 7,
+        name: "agent_curve_keys",
+        sqlite: include_str!("../migrations/common/0007_agent_curve_keys.sql"),
+        postgres: include_str!("../migrations/common/0007_agent_curve_keys.sql"),
+    },
 ];
 
 /// Applies each pending migration in its own write transaction. Several routers starting at

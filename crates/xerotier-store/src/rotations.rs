@@ -211,6 +211,12 @@ impl Store {
             }
             Err(err) => return Err(err.into()),
         }
+        if let Err(refusal) =
+            crate::agents::bind_curve_key(&mut tx, new_public_key, &rotation.agent_id, now).await
+        {
+            tx.rollback().await?;
+            return Err(refusal);
+        }
         for event in events {
             event.insert(&mut tx).await?;
         }

@@ -3,6 +3,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use anyhow::bail;
 use serde_json::json;
 use xerotier_proto::Page;
+use xerotier_proto::audit::AuditRecordView;
 use xerotier_proto::join_keys::{IssuedJoinKey, JoinKeyView};
 use xerotier_proto::status::JoinKeyState;
 
@@ -11,6 +12,8 @@ use crate::client::{Call, Client};
 use crate::output;
 
 const BASE: &str = "/v1/management/join-keys";
+/// Refused attempts shown with a join key (the oldest first; the rest via `xeroctl audit`).
+const ATTEMPTS_SHOWN: u32 = 100;
 
 pub async fn run(client: &Client, format: OutputFormat, args: JoinKeysArgs) -> anyhow::Result<()> {
     let create_options = [
@@ -135,8 +138,25 @@ async fn show(client: &Client, format: OutputFormat, id: &str) -> anyhow::Result
     let Some(key) = client.send::<JoinKeyView>(Call::get(format!("{BASE}/{id}"))).await? else {
         return Ok(());
     };
+    // The refused enrollment attempts that named this key (forged, expired, replayed after
+    // use or revocation, …), newest last.
+    let attempts = client
+        .send::<Page<AuditRecordView>>(
+            Call::get("/v1/management/audit")
+                .query("target_id", Some(id))
+                .query("action", Some("agent.enroll"))
+                .query("outcome", Some("denied"))
+                .query("limit", Some(ATTEMPTS_SHOWN)),
+        )
+        .await?
+        .unwrap_or_else(|| Page { data: Vec::new(), has_more: false, next_after: None });
     if format == OutputFormat::Json {
-        return output::json(&key);
+        let mut value = serde_json::to_value(&key)?;
+        if let Some(object) = value.as_object_mut() {
+            object.insert("refused_attempts".into(), serde_json::to_value(&attempts.data)?);
+            object.insert("more_refused_attempts".into(), attempts.has_more.into());
+        }
+        return output::json(&value);
     }
     output::fields(&[
         ("id", key.id),
@@ -155,7 +175,27 @@ async fn show(client: &Client, format: OutputFormat, id: &str) -> anyhow::Result
         ("revoked", output::or_dash(key.revoked_at.as_deref())),
         ("revoked by", output::or_dash(key.revoked_by.as_deref())),
         ("revoke reason", output::or_dash(key.revoked_reason.as_deref())),
+        ("refused attempts", attempts.data.len().to_string()),
     ]);
+    if !attempts.data.is_empty() {
+        let rows = attempts
+            .data
+            .iter()
+            .map(|r| {
+                vec![
+                    r.at.clone(),
+                    output::or_dash(r.reason.as_deref()),
+                    output::or_dash(r.client_addr.as_deref()),
+                    output::or_dash(r.request_id.as_deref()),
+                ]
+            })
+            .collect();
+        println!();
+        output::table(&["TIME", "REASON", "PEER", "REQUEST"], rows);
+        if attempts.has_more {
+            println!("(more: xeroctl audit --target {id} --action agent.enroll --outcome denied)");
+        }
+    }
     Ok(())
 }
 

@@ -155,6 +155,21 @@ impl AuditLog {
         }
     }
 
+    /// [`Self::audited`] for a caller that records refusals itself (enrollment: a `denied`
+    /// record naming the join key, rate-limited per peer): the success record commits with the
+    /// change; a refusal comes back unrecorded, as the store's error.
+    pub async fn audited_refusal_to_caller<T, Fut>(
+        &self,
+        context: &AuditContext,
+        change: &Change<'_>,
+        commit: impl FnOnce(AuditEntry) -> Fut,
+    ) -> Result<T, StoreError>
+    where
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        commit(self.entry(context, change, Outcome::Success)).await
+    }
+
     /// Records a mutation the store refused (nothing changed), with the error code it answers.
     pub async fn record_failure(
         &self,

@@ -2,11 +2,17 @@
 
 use std::sync::Arc;
 
-use xerotier_core::{IdGenerator, IdKind, SharedClock};
-use xerotier_credentials::{JoinTokenError, parse_curve_public, parse_signing_public};
+use xerotier_core::{IdGenerator, IdKind, SharedClock, UnixMillis};
+use xerotier_credentials::{
+    JoinTokenError, parse_agent_curve_public, parse_curve_public, parse_signing_public,
+    unverified_join_key_id,
+};
+use xerotier_proto::ErrorCode;
 use xerotier_proto::agents::{EnrollRequest, EnrollResponse};
-use xerotier_store::{AgentRecord, Store};
+use xerotier_proto::join_keys::JoinKeyClaims;
+use xerotier_store::{AgentRecord, JoinKeyRecord, Outcome, Store, StoreError};
 
+use super::enroll_attempts::{Attempt, EnrollAttempts};
 use super::join_keys::validate_role;
 use crate::agent_events::EventLog;
 use crate::audit::{Actor, AuditContext, AuditLog, Change, Target};
@@ -27,6 +33,48 @@ pub struct EnrollService {
     audit: AuditLog,
     link: Arc<MeshLink>,
     events: EventLog,
+    attempts: EnrollAttempts,
+}
+
+/// A refused enrollment: what the caller is answered, and the reason its record gives.
+#[derive(Debug)]
+struct Refused {
+    reason: &'static str,
+    error: ServiceError,
+}
+
+impl Refused {
+    fn new(reason: &'static str, error: ServiceError) -> Self {
+        Self { reason, error }
+    }
+}
+
+impl From<ServiceError> for Refused {
+    fn from(error: ServiceError) -> Self {
+        let reason = match &error {
+            ServiceError::JoinKeyExpired(_) => "expired",
+            ServiceError::JoinKeyUsed(_) => "used",
+            ServiceError::JoinKeyRevoked(_) => "revoked",
+            ServiceError::JoinKeyInvalid(_) => "invalid",
+            ServiceError::NotFound(_) => "unknown_key",
+            ServiceError::RegistrationNameTaken(_) => "name_taken",
+            ServiceError::CurveKeyTaken => "curve_key_taken",
+            ServiceError::Invalid { .. } => "malformed",
+            _ => "internal",
+        };
+        Self { reason, error }
+    }
+}
+
+impl From<StoreError> for Refused {
+    fn from(error: StoreError) -> Self {
+        ServiceError::from(error).into()
+    }
+}
+
+/// The agent's keys, checked.
+struct OfferedKeys {
+    curve: [u8; 32],
 }
 
 impl EnrollService {
@@ -37,21 +85,80 @@ impl EnrollService {
         audit: AuditLog,
         link: Arc<MeshLink>,
         events: EventLog,
+        attempts: EnrollAttempts,
     ) -> Self {
-        Self { store, clock, ids, audit, link, events }
+        Self { store, clock, ids, audit, link, events, attempts }
     }
 
-    /// `context` carries the request id and peer address; the join key becomes the actor.
+    /// `context` carries the request id and peer address; the join key becomes the actor. A
+    /// refusal is audited (`denied`, rate-limited per peer) naming the join key the token
+    /// claims, as a label only.
     pub async fn enroll(
         &self,
         context: &AuditContext,
         request: EnrollRequest,
     ) -> Result<EnrollResponse, ServiceError> {
+        let mut actor = None;
+        let refused = match self.try_enroll(context, &request, &mut actor).await {
+            Ok(response) => return Ok(response),
+            Err(refused) => refused,
+        };
+        let claimed = unverified_join_key_id(&request.join_key);
+        let param = match &refused.error {
+            ServiceError::Invalid { param, .. } => param.as_deref(),
+            _ => None,
+        };
+        let name = validate::name(&request.registration_name, "registration_name")
+            .is_ok()
+            .then_some(request.registration_name.as_str());
+        let outcome = match refused.error {
+            ServiceError::Internal(_) | ServiceError::StoreUnavailable(_) => Outcome::Failed,
+            _ => Outcome::Denied,
+        };
+        let context = AuditContext { actor, ..context.clone() };
+        let attempt = Attempt {
+            join_key_id: claimed.as_deref(),
+            reason: refused.reason,
+            error_code: refused.error.code().as_str(),
+            registration_name: name,
+            param,
+            outcome,
+        };
+        self.attempts.record(&context, attempt).await;
+        Err(refused.error)
+    }
+
+    /// A body that never became an `EnrollRequest` (not JSON, wrong shape): refused before the
+    /// service runs, audited here all the same.
+    pub async fn record_malformed(&self, context: &AuditContext, error_code: ErrorCode) {
+        let attempt = Attempt {
+            join_key_id: None,
+            reason: "malformed",
+            error_code: error_code.as_str(),
+            registration_name: None,
+            param: None,
+            outcome: Outcome::Denied,
+        };
+        self.attempts.record(context, attempt).await;
+    }
+
+    /// The request's own fields: name, keys (weak ones refused), manifest, lease interval.
+    fn check_request(&self, request: &EnrollRequest) -> Result<OfferedKeys, Refused> {
         validate::name(&request.registration_name, "registration_name")?;
-        let curve = parse_curve_public(&request.curve_public_key)
-            .map_err(|e| ServiceError::invalid(e.to_string(), "curve_public_key"))?;
-        parse_signing_public(&request.signing_public_key)
-            .map_err(|e| ServiceError::invalid(e.to_string(), "signing_public_key"))?;
+        let curve = parse_agent_curve_public(&request.curve_public_key).map_err(|e| {
+            let weak = parse_curve_public(&request.curve_public_key).is_ok();
+            Refused::new(
+                if weak { "weak_key" } else { "malformed" },
+                ServiceError::invalid(e.to_string(), "curve_public_key"),
+            )
+        })?;
+        parse_signing_public(&request.signing_public_key).map_err(|e| {
+            let weak = e.to_string().contains("weak");
+            Refused::new(
+                if weak { "weak_key" } else { "malformed" },
+                ServiceError::invalid(e.to_string(), "signing_public_key"),
+            )
+        })?;
         let manifest = &request.manifest;
         if manifest.tools.len() > MAX_MANIFEST_ENTRIES
             || manifest.workspaces.len() > MAX_MANIFEST_ENTRIES
@@ -59,29 +166,70 @@ impl EnrollService {
             return Err(ServiceError::invalid(
                 "the manifest lists too many tools or workspaces",
                 "manifest",
-            ));
+            )
+            .into());
         }
         let lease_interval = request.lease_renewal_interval_ms.unwrap_or(DEFAULT_LEASE_INTERVAL_MS);
         if !(100..=600_000).contains(&lease_interval) {
             return Err(ServiceError::invalid(
                 "lease_renewal_interval_ms must be 100..=600000",
                 "lease_renewal_interval_ms",
-            ));
+            )
+            .into());
         }
+        Ok(OfferedKeys { curve })
+    }
 
-        let now = self.clock.now_millis();
-        let claims = self.link.identity.join_signer.verify(&request.join_key, now).map_err(
-            |err| match err {
+    /// The token: signed by this router, EdDSA, unexpired, a known role and a join key this
+    /// router minted.
+    async fn verify_token(
+        &self,
+        token: &str,
+        now: UnixMillis,
+    ) -> Result<(JoinKeyClaims, JoinKeyRecord), Refused> {
+        let claims = self.link.identity.join_signer.verify(token, now).map_err(|err| {
+            let reason = match err {
+                JoinTokenError::Expired => "expired",
+                JoinTokenError::Malformed => "malformed",
+                JoinTokenError::WrongAlgorithm => "wrong_algorithm",
+                JoinTokenError::BadSignature => "bad_signature",
+                JoinTokenError::WrongAudience => "wrong_audience",
+                JoinTokenError::WrongIssuer => "wrong_issuer",
+                JoinTokenError::Signing(_) => "internal",
+            };
+            let error = match err {
                 JoinTokenError::Expired => ServiceError::JoinKeyExpired("(token)".into()),
                 other => ServiceError::JoinKeyInvalid(other.to_string()),
-            },
-        )?;
-        validate_role(&claims.role)
-            .map_err(|_| ServiceError::JoinKeyInvalid("unknown role".into()))?;
+            };
+            Refused::new(reason, error)
+        })?;
+        validate_role(&claims.role).map_err(|_| {
+            Refused::new("unknown_role", ServiceError::JoinKeyInvalid("unknown role".into()))
+        })?;
         // The grant is read from the store, not from the token: the router decides.
         let Some(join_key) = self.store.join_key(&claims.jti).await? else {
-            return Err(ServiceError::JoinKeyInvalid("unknown to this router".into()));
+            return Err(Refused::new(
+                "unknown_key",
+                ServiceError::JoinKeyInvalid("unknown to this router".into()),
+            ));
         };
+        Ok((claims, join_key))
+    }
+
+    async fn try_enroll(
+        &self,
+        context: &AuditContext,
+        request: &EnrollRequest,
+        actor: &mut Option<Actor>,
+    ) -> Result<EnrollResponse, Refused> {
+        let OfferedKeys { curve } = self.check_request(request)?;
+        let manifest = &request.manifest;
+        let lease_interval = request.lease_renewal_interval_ms.unwrap_or(DEFAULT_LEASE_INTERVAL_MS);
+        let now = self.clock.now_millis();
+        let (claims, join_key) = self.verify_token(&request.join_key, now).await?;
+        // The join key (its signature verified) is the actor of its own enrollment.
+        *actor =
+            Some(Actor { key_id: claims.jti.clone(), name: format!("join key {}", claims.name) });
 
         let agent = AgentRecord {
             id: self.ids.next(IdKind::Agent),
@@ -104,14 +252,7 @@ impl EnrollService {
             // Decided by the store from the join key, whatever is written here.
             approval: String::new(),
         };
-        // The join key is the actor of its own enrollment.
-        let context = AuditContext {
-            actor: Some(Actor {
-                key_id: claims.jti.clone(),
-                name: format!("join key {}", claims.name),
-            }),
-            ..context.clone()
-        };
+        let context = AuditContext { actor: actor.clone(), ..context.clone() };
         let target = Target { kind: "agent", id: Some(&agent.id), name: Some(&agent.name) };
         let change = Change::new("agent.enroll", target).creating().details(serde_json::json!({
             "join_key_id": claims.jti, "role": agent.role, "region": agent.region,
@@ -119,8 +260,10 @@ impl EnrollService {
             "registration_name": agent.name,
         }));
         let record = &agent;
+        // A refusal (key used, revoked or expired; name or CURVE key taken) is recorded by
+        // `enroll`, as a denied attempt on the join key.
         self.audit
-            .audited(&context, change, |entry| async move {
+            .audited_refusal_to_caller(&context, &change, |entry| async move {
                 self.store.enroll_agent(record, now, &entry).await
             })
             .await?;
@@ -130,7 +273,9 @@ impl EnrollService {
             .store
             .declare_workspaces(&agent.id, &declared, Some((&join_key.id, &grant)), now)
             .await?;
-        self.link.allow.allow(curve, &agent.id);
+        if !self.link.allow.allow(curve, &agent.id) {
+            tracing::error!(agent_id = %agent.id, "enrolled, but its CURVE key maps to another agent on the allow-list");
+        }
         self.events
             .append(
                 &agent.id,

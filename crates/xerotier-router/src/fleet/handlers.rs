@@ -136,8 +136,16 @@ pub async fn revoke_join_key(
 pub async fn enroll(
     State(enrollment): State<EnrollService>,
     context: AuditContext,
-    JsonBody(request): JsonBody<EnrollRequest>,
+    body: Result<JsonBody<EnrollRequest>, ApiError>,
 ) -> Result<Json<EnrollResponse>, ApiError> {
+    // A body that is not an enrollment request is a refused attempt too: audited, then answered.
+    let request = match body {
+        Ok(JsonBody(request)) => request,
+        Err(rejection) => {
+            enrollment.record_malformed(&context, rejection.code()).await;
+            return Err(rejection);
+        }
+    };
     Ok(Json(enrollment.enroll(&context, request).await?))
 }
 

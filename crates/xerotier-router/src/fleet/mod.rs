@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod enroll;
+pub mod enroll_attempts;
 pub mod grants;
 pub mod handlers;
 pub mod identity;

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use xerotier_core::{SharedClock, SharedEntropy, UnixMillis, format_rfc3339};
-use xerotier_credentials::{curve_public_z85, fingerprint, parse_curve_public, verify_signature};
+use xerotier_credentials::{
+    curve_public_z85, fingerprint, parse_agent_curve_public, parse_curve_public, verify_signature,
+};
 use xerotier_proto::mesh::{Frame, decode_ack_payload, rotate_ack_signing_input};
 use xerotier_proto::rotation::{
     DEFAULT_ROTATION_REASON, FAILURE_ACK_TIMEOUT, FAILURE_REVOKED_AGENT, FAILURE_SIGNATURE_MISMATCH,
@@ -244,7 +246,8 @@ impl RotationService {
             signature,
         );
         let body = decode_ack_payload(payload).ok();
-        let new_key = body.as_ref().and_then(|b| parse_curve_public(&b.new_public_key).ok());
+        // A weak (low-order) new key is refused like a forgery.
+        let new_key = body.as_ref().and_then(|b| parse_agent_curve_public(&b.new_public_key).ok());
         let binds = body.as_ref().is_some_and(|b| {
             b.agent_id == agent.id && b.request_id == rotation.id && b.nonce == rotation.nonce
         });
@@ -290,7 +293,9 @@ impl RotationService {
         }
         self.events.written();
         let old_key = parse_curve_public(&agent.curve_public_key).ok();
-        self.link.allow.allow(new_key, agent_id);
+        if !self.link.allow.allow(new_key, agent_id) {
+            tracing::error!(%agent_id, request_id = %rotation.id, "promoted, but the new CURVE key maps to another agent on the allow-list");
+        }
         self.promoted.lock().insert(agent_id.to_string(), (rotation.id.clone(), new_key, old_key));
         tracing::info!(%agent_id, request_id = %rotation.id, "CURVE key promoted");
         self.link.send_to(agent_id, &Frame::RotationPromoted { request_id: rotation.id.clone() });

@@ -260,16 +260,23 @@ async fn fleet_actions_are_audited_once() {
         assert_eq!(enrolls.len(), 1, "[{}] {enrolls:?}", backend.name);
         assert_eq!(enrolls[0]["target_id"], agent_id.as_str());
         assert_eq!(enrolls[0]["actor_key_id"], used.id.as_str(), "the join key enrolled it");
-        // The replay is on record as a failure, never as a success.
-        let failed = records(&router, "agent.enroll", "failed").await;
-        assert_eq!(failed.len(), 1, "[{}] the replay: {failed:?}", backend.name);
+        // The replay and the forgery are on record as denied attempts, never as successes.
+        assert!(records(&router, "agent.enroll", "failed").await.is_empty());
+        let denied = records(&router, "agent.enroll", "denied").await;
+        assert_eq!(denied.len(), 2, "[{}] the replay and the forgery: {denied:?}", backend.name);
+        let replay = &denied[0];
         assert!(
-            failed[0].to_string().contains("join_key_used")
-                && failed[0].to_string().contains("xem-replay"),
-            "{}",
-            failed[0]
+            replay.to_string().contains("join_key_used")
+                && replay.to_string().contains("xem-replay"),
+            "{replay}"
         );
-        assert_eq!(failed[0]["actor_key_id"], used.id.as_str());
+        assert_eq!(replay["reason"], "used", "{replay}");
+        assert_eq!(replay["target_type"], "join_key", "{replay}");
+        assert_eq!(replay["target_id"], used.id.as_str(), "{replay}");
+        assert_eq!(replay["actor_key_id"], used.id.as_str(), "its signature verified");
+        assert_eq!(denied[1]["reason"], "malformed", "{}", denied[1]);
+        assert!(denied[1]["target_id"].is_null(), "garbage names no join key: {}", denied[1]);
+        assert!(denied[1]["actor_key_id"].is_null(), "{}", denied[1]);
 
         let revocations = records(&router, "agent.revoke_credentials", "success").await;
         assert_eq!(revocations.len(), 1, "[{}] {revocations:?}", backend.name);
