@@ -160,6 +160,13 @@ pub struct AgentsArgs {
     /// With --events: keep following new events as they happen.
     #[arg(long, requires = "events")]
     pub follow: bool,
+    /// With an agent id: lift its quarantine (a suspected clone), once the second session is
+    /// stopped.
+    #[arg(long, requires = "id", conflicts_with = "events")]
+    pub release_quarantine: bool,
+    /// With --release-quarantine: why, for the audit log.
+    #[arg(long, requires = "release_quarantine")]
+    pub reason: Option<String>,
     /// Also list revoked agents.
     #[arg(long)]
     pub include_revoked: bool,

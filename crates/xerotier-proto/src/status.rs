@@ -42,7 +42,12 @@ wire_enum!(
 
 wire_enum!(
     /// An agent as the fleet view shows it.
-    AgentStatus { Active => "active", Disconnected => "disconnected", Revoked => "revoked" }
+    AgentStatus {
+        Active => "active",
+        Disconnected => "disconnected",
+        Revoked => "revoked",
+        Quarantined => "quarantined",
+    }
 );
 
 wire_enum!(

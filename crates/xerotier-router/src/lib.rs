@@ -211,6 +211,7 @@ impl AppState {
                 events: self.events.clone(),
                 credential_ages: self.credential_ages.clone(),
                 metrics: self.metrics.clone(),
+                agents: self.agents.clone(),
             },
             rotations: self.rotations.clone(),
             exec: self.exec.clone(),

@@ -45,6 +45,7 @@ pub struct Metrics {
     mesh_dropped: Family<ReasonLabels, Counter>,
     mesh_flood_disconnects: Counter,
     enroll_denied_unrecorded: Counter,
+    agents_quarantined: Counter,
 }
 
 impl Default for Metrics {
@@ -80,6 +81,12 @@ impl Default for Metrics {
             "Agents silenced for a cool-down because they flooded the mesh past their frame rate",
             mesh_flood_disconnects.clone(),
         );
+        let agents_quarantined = Counter::default();
+        registry.register(
+            "agents_quarantined",
+            "Agents put in quarantine as suspected clones (two live sessions on one key)",
+            agents_quarantined.clone(),
+        );
         let enroll_denied_unrecorded = Counter::default();
         registry.register(
             "enroll_denied_unrecorded",
@@ -95,6 +102,7 @@ impl Default for Metrics {
             mesh_frames,
             mesh_dropped,
             mesh_flood_disconnects,
+            agents_quarantined,
         }
     }
 }
@@ -114,6 +122,10 @@ impl Metrics {
 
     pub fn mesh_flood_disconnect(&self) {
         self.mesh_flood_disconnects.inc();
+    }
+
+    pub fn agent_quarantined(&self) {
+        self.agents_quarantined.inc();
     }
 
     pub fn enroll_denied_unrecorded(&self) {

@@ -30,6 +30,9 @@ pub struct AgentRecord {
     /// `approved`, `pending` (its join key requires approval: no work, no rotation) or
     /// `rejected`. Set at enrollment from the join key; whatever the record says is ignored.
     pub approval: String,
+    /// Set while the agent is quarantined (a suspected clone): no dispatch.
+    pub quarantined_at: Option<UnixMillis>,
+    pub quarantine_reason: Option<String>,
 }
 
 /// A lease renewal to record.
@@ -44,7 +47,8 @@ pub struct Heartbeat {
 record!(AgentRecord in "agents" {
     id, name, role, region, join_key_id, enrolled_at, curve_public_key, signing_public_key,
     manifest, manifest_hash, manifest_version, lease_interval_ms, last_heartbeat_at, revoked_at,
-    revoked_by, revoked_reason, previous_curve_public_key, approval,
+    revoked_by, revoked_reason, previous_curve_public_key, approval, quarantined_at,
+    quarantine_reason,
 });
 
 impl Store {
@@ -271,5 +275,54 @@ pub(crate) async fn bind_curve_key(
         Ok(_) => Ok(()),
         Err(err) if StoreError::is_unique_violation(&err) => Err(StoreError::CurveKeyTaken),
         Err(err) => Err(err.into()),
+    }
+}
+
+impl Store {
+    /// Quarantines a live agent (a suspected clone), with its event and audit record. `None`
+    /// when it is already quarantined or revoked (nothing is written).
+    pub async fn quarantine_agent(
+        &self,
+        id: &str,
+        now: UnixMillis,
+        reason: &str,
+        event: &crate::AgentEvent,
+        audit: &AuditEntry,
+    ) -> Result<Option<AgentRecord>, StoreError> {
+        self.update_audited(
+            sqlx::query(crate::rows::sql::<AgentRecord>(
+                "UPDATE {table} SET quarantined_at = $2, quarantine_reason = $3
+                 WHERE id = $1 AND quarantined_at IS NULL AND revoked_at IS NULL
+                 RETURNING {cols}",
+            ))
+            .bind(id)
+            .bind(now)
+            .bind(reason),
+            std::slice::from_ref(event),
+            audit,
+        )
+        .await
+    }
+
+    /// Lifts an agent's quarantine, with its audit record. `NotFound` when it is not
+    /// quarantined (nothing is written).
+    pub async fn release_quarantine(
+        &self,
+        id: &str,
+        audit: &AuditEntry,
+    ) -> Result<AgentRecord, StoreError> {
+        let released = self
+            .update_audited(
+                sqlx::query(crate::rows::sql::<AgentRecord>(
+                    "UPDATE {table} SET quarantined_at = NULL, quarantine_reason = NULL
+                     WHERE id = $1 AND quarantined_at IS NOT NULL AND revoked_at IS NULL
+                     RETURNING {cols}",
+                ))
+                .bind(id),
+                &[],
+                audit,
+            )
+            .await?;
+        released.ok_or_else(|| StoreError::NotFound(format!("quarantine of agent {id}")))
     }
 }

@@ -56,6 +56,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/common/0007_agent_curve_keys.sql"),
         postgres: include_str!("../migrations/common/0007_agent_curve_keys.sql"),
     },
+    Migration {
+        version: 8,
+        name: "quarantine",
+        sqlite: include_str!("../migrations/common/0008_quarantine.sql"),
+        postgres: include_str!("../migrations/common/0008_quarantine.sql"),
+    },
 ];
 
 /// Applies each pending migration in its own write transaction. Several routers starting at

@@ -58,7 +58,7 @@ pub enum Decision {
 }
 
 impl Decision {
-    fn from_states(self) -> &'static [&'static str] {
+    fn applies_to(self) -> &'static [&'static str] {
         match self {
             Decision::Approve => &[CANDIDATE, REJECTED, WITHDRAWN],
             Decision::Reject => &[CANDIDATE],
@@ -197,7 +197,8 @@ impl Store {
         self.fetch_all(sqlx::query(sql::<WorkspaceDecision>(
             "SELECT {cols} FROM {table} WHERE state = 'granted'
                AND agent_id IN (SELECT id FROM agents WHERE revoked_at IS NULL
-                                AND approval = 'approved' AND role = 'execution')
+                                AND approval = 'approved' AND role = 'execution'
+                                AND quarantined_at IS NULL)
              ORDER BY agent_id, workspace",
         )))
         .await
@@ -216,7 +217,7 @@ impl Store {
         audit: &AuditEntry,
     ) -> Result<Vec<WorkspaceDecision>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let states = decision.from_states();
+        let states = decision.applies_to();
         let rows = sqlx::query(sql::<WorkspaceDecision>(
             "UPDATE {table} SET state = $1, decided_at = $2, decided_by = $3, source = 'operator'
              WHERE agent_id = $4 AND ($5 IS NULL OR workspace = $5)

@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use xerotier_store::{
-    AgentRecord, AuditEntry, AuditFilter, CANDIDATE, Decision, DeclaredWorkspace, GRANTED,
-    Heartbeat, JoinKeyRecord, PageRequest, REJECTED, Store, StoreError, WITHDRAWN,
+    AgentEvent, AgentRecord, AuditEntry, AuditFilter, CANDIDATE, Decision, DeclaredWorkspace,
+    GRANTED, Heartbeat, JoinKeyRecord, PageRequest, REJECTED, Store, StoreError, WITHDRAWN,
 };
 use xerotier_testkit::{TestDb, per_backend};
 
@@ -53,6 +53,8 @@ fn agent(id: &str, name: &str, jk: &str, curve: &str) -> AgentRecord {
         revoked_reason: None,
         previous_curve_public_key: None,
         approval: "approved".into(),
+        quarantined_at: None,
+        quarantine_reason: None,
     }
 }
 
@@ -381,4 +383,47 @@ per_backend!(a_key_that_requires_approval_enrolls_a_pending_agent, open, |db, st
     let refused =
         store.decide_workspaces("agt_2", None, Decision::Approve, None, 14, &audit("d2")).await;
     assert!(matches!(refused, Err(StoreError::NotFound(_))));
+});
+
+fn event(id: &str, agent: &str) -> AgentEvent {
+    AgentEvent {
+        id: id.into(),
+        agent_id: agent.into(),
+        at: 1,
+        event_type: "quarantined".into(),
+        request_id: None,
+        details: None,
+    }
+}
+
+per_backend!(a_quarantine_is_recorded_once_and_lifted_once, open, |db, store| {
+    store.create_join_key(&join_key("jk_1", 1_000), &audit("a1")).await.unwrap();
+    store.enroll_agent(&agent("agt_1", "xem-1", "jk_1", "c1"), 10, &audit("e1")).await.unwrap();
+    let before = audit_count(&store).await;
+    let quarantined = store
+        .quarantine_agent("agt_1", 20, "two live sessions", &event("ev1", "agt_1"), &audit("q1"))
+        .await
+        .unwrap()
+        .expect("quarantined");
+    assert_eq!(quarantined.quarantined_at, Some(20), "{}", db.backend);
+    let again = store
+        .quarantine_agent("agt_1", 21, "again", &event("ev2", "agt_1"), &audit("q2"))
+        .await
+        .unwrap();
+    assert!(again.is_none(), "already quarantined: nothing written");
+    assert_eq!(audit_count(&store).await, before + 1);
+    let page = PageRequest { limit: 10, after: None };
+    assert_eq!(store.list_events("agt_1", &page).await.unwrap().items.len(), 1);
+    let released = store.release_quarantine("agt_1", &audit("r1")).await.unwrap();
+    assert_eq!((released.quarantined_at, released.quarantine_reason), (None, None));
+    let twice = store.release_quarantine("agt_1", &audit("r2")).await;
+    assert!(matches!(twice, Err(StoreError::NotFound(_))), "{twice:?}");
+    assert_eq!(audit_count(&store).await, before + 2);
+    // A revoked agent is neither quarantined nor released.
+    store.revoke_agent("agt_1", 30, None, None, &audit("v1")).await.unwrap();
+    let revoked = store
+        .quarantine_agent("agt_1", 31, "late", &event("ev3", "agt_1"), &audit("q3"))
+        .await
+        .unwrap();
+    assert!(revoked.is_none());
 });

@@ -49,6 +49,8 @@ fn agent(id: &str, name: &str, jk: &str, curve: &str) -> AgentRecord {
         revoked_reason: None,
         previous_curve_public_key: None,
         approval: "approved".into(),
+        quarantined_at: None,
+        quarantine_reason: None,
     }
 }
 

@@ -48,6 +48,8 @@ async fn store_with_agent(db: &TestDb) -> Store {
         revoked_reason: None,
         previous_curve_public_key: None,
         approval: "approved".into(),
+        quarantined_at: None,
+        quarantine_reason: None,
     };
     store.enroll_agent(&agent, 1, &audit("a1")).await.unwrap();
     store

@@ -35,6 +35,9 @@ pub async fn run(client: &Client, format: OutputFormat, args: AgentsArgs) -> any
             super::candidates::withdraw(client, format, &id, &workspace, reason).await
         }
         None => match args.id {
+            Some(id) if args.release_quarantine => {
+                release_quarantine(client, format, &id, args.reason).await
+            }
             Some(id) if args.events => {
                 check_agent_id(&id)?;
                 let (limit, after) = (args.page.limit, args.page.after);
@@ -146,6 +149,28 @@ async fn revoke(
     }
     println!(
         "Revoked the credentials of agent {} ({}). Its mesh session is cut; it must re-enroll with a new join key.",
+        agent.name, agent.id
+    );
+    Ok(())
+}
+
+async fn release_quarantine(
+    client: &Client,
+    format: OutputFormat,
+    id: &str,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    check_agent_id(id)?;
+    let call = Call::post(
+        format!("{BASE}/{id}/release-quarantine"),
+        serde_json::json!({ "reason": reason }),
+    );
+    let Some(agent) = client.send::<AgentView>(call).await? else { return Ok(()) };
+    if format == OutputFormat::Json {
+        return output::json(&agent);
+    }
+    println!(
+        "Released agent {} ({}) from quarantine: it is dispatched to again.",
         agent.name, agent.id
     );
     Ok(())

@@ -458,7 +458,11 @@ impl ExecService {
         agent: &AgentRecord,
         manifest: &CapabilityManifest,
     ) -> Result<BTreeSet<String>, StoreError> {
-        if agent.role != "execution" || agent.approval != "approved" || agent.revoked_at.is_some() {
+        let may_work = agent.role == "execution"
+            && agent.approval == "approved"
+            && agent.revoked_at.is_none()
+            && agent.quarantined_at.is_none();
+        if !may_work {
             return Ok(BTreeSet::new());
         }
         let definitions = manifest.definitions_hash();

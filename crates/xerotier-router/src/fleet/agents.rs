@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use xerotier_core::{SharedClock, UnixMillis};
 use xerotier_proto::status::AgentStatus;
-use xerotier_store::{AgentRecord, PageRequest, PageSlice, Store, WorkspaceDecision};
+use xerotier_store::{AgentRecord, Outcome, PageRequest, PageSlice, Store, WorkspaceDecision};
 
 use super::rotation::RotationService;
 use crate::agent_events::EventLog;
@@ -33,6 +33,8 @@ impl Agent {
         };
         let status = if record.revoked_at.is_some() {
             AgentStatus::Revoked
+        } else if record.quarantined_at.is_some() {
+            AgentStatus::Quarantined
         } else if last.is_some_and(|at| {
             now - at <= MISSED_LEASES_BEFORE_DISCONNECTED * record.lease_interval_ms
         }) {
@@ -127,6 +129,50 @@ impl AgentService {
             .await;
         self.rotations.on_revoked(id).await?;
         self.exec.on_agent_removed(id, "its credentials were revoked").await?;
+        Ok(self.as_of_now(record))
+    }
+
+    /// Two live sessions on the agent's key (its identity copied to another host): no
+    /// dispatch from now on, an event and an audit record, until an operator revokes its
+    /// credentials or releases it. False if it already was (nothing is written).
+    pub async fn quarantine(&self, id: &str, sessions: usize) -> Result<bool, ServiceError> {
+        let now = self.clock.now_millis();
+        let reason = "two live sessions on one agent key (identity copied to another host?)";
+        let details = serde_json::json!({ "reason": reason, "sessions_seen": sessions });
+        let event = self.events.event(id, "quarantined", None, details.clone());
+        let target = Target { kind: "agent", id: Some(id), name: None };
+        let change = Change::new("agent.quarantine", target).reason(Some(reason)).details(details);
+        let entry = self.audit.entry(&AuditContext::default(), &change, Outcome::Success);
+        let quarantined = self.store.quarantine_agent(id, now, reason, &event, &entry).await?;
+        if quarantined.is_none() {
+            return Ok(false);
+        }
+        self.events.written();
+        self.exec.reload_served(id).await?;
+        tracing::error!(agent_id = %id, sessions, "agent QUARANTINED: two live sessions on its key; revoke its credentials or release it");
+        Ok(true)
+    }
+
+    /// Lifts a quarantine (the operator found the second session benign and stopped it).
+    pub async fn release_quarantine(
+        &self,
+        context: &AuditContext,
+        id: &str,
+        reason: Option<&str>,
+    ) -> Result<Agent, ServiceError> {
+        let reason = validate::reason(reason)?;
+        let target = Target { kind: "agent", id: Some(id), name: None };
+        let change = Change::new("agent.release_quarantine", target).reason(reason);
+        let record = self
+            .audit
+            .audited(context, change, |entry| async move {
+                self.store.release_quarantine(id, &entry).await
+            })
+            .await?;
+        let details = serde_json::json!({ "by": context.actor_key_id(), "reason": reason });
+        self.events.append(id, "quarantine_released", context.request_id.as_deref(), details).await;
+        self.exec.reload_served(id).await?;
+        tracing::warn!(agent_id = %id, actor = %context.actor_label(), "quarantine released");
         Ok(self.as_of_now(record))
     }
 }

@@ -251,6 +251,8 @@ impl EnrollService {
             previous_curve_public_key: None,
             // Decided by the store from the join key, whatever is written here.
             approval: String::new(),
+            quarantined_at: None,
+            quarantine_reason: None,
         };
         let context = AuditContext { actor: actor.clone(), ..context.clone() };
         let target = Target { kind: "agent", id: Some(&agent.id), name: Some(&agent.name) };

@@ -402,3 +402,27 @@ async fn decide(
         grants.decide(&context, &id, workspace, decision, request.reason.as_deref()).await?;
     Ok(Json(views::decision(decided)))
 }
+
+/// Lift an agent's quarantine (a suspected clone) once the second session is dealt with.
+#[utoipa::path(
+    post,
+    path = "/v1/management/agents/{id}/release-quarantine",
+    tag = "agents",
+    params(("id" = String, Path, description = "Agent id, `agt_…`")),
+    request_body(content = RevokeAgentRequest, description = "Optional reason"),
+    responses(
+        (status = 200, description = "Released", body = AgentView),
+        (status = 404, description = "No such agent, or it is not quarantined", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn release_quarantine(
+    State(agents): State<AgentService>,
+    context: AuditContext,
+    Path(id): Path<String>,
+    body: Option<JsonBody<RevokeAgentRequest>>,
+) -> Result<Json<AgentView>, ApiError> {
+    let request = body.map(|JsonBody(b)| b).unwrap_or_default();
+    let released = agents.release_quarantine(&context, &id, request.reason.as_deref()).await?;
+    Ok(Json(views::agent(released)))
+}

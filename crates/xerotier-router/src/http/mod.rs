@@ -100,6 +100,7 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .routes(routes!(fleet::approve_candidates))
         .routes(routes!(fleet::reject_candidates))
         .routes(routes!(fleet::withdraw_grant))
+        .routes(routes!(fleet::release_quarantine))
         .routes(routes!(exec::pause_exec))
         .routes(routes!(exec::resume_exec))
         .routes(routes!(exec::list_pauses))

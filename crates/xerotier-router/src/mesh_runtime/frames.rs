@@ -61,6 +61,7 @@ pub struct FrameHandler {
     pub events: EventLog,
     pub credential_ages: CredentialAges,
     pub metrics: Metrics,
+    pub agents: crate::fleet::agents::AgentService,
 }
 
 /// Routes the mesh's events to per-agent tasks until `shutdown` (or the mesh ends); then waits
@@ -228,6 +229,7 @@ async fn agent_task(
 ) {
     // Outlives the hello window (5 s) by far: the task idles out only after 30 s.
     let mut hellos = HelloWindow::default();
+    let mut clones = super::clones::CloneWatch::default();
     loop {
         let next = tokio::select! {
             biased;
@@ -236,11 +238,25 @@ async fn agent_task(
             () = tokio::time::sleep(WORKER_IDLE) => return,
         };
         let Some(inbound) = next else { return };
+        if clones.observe(&inbound.routing_id, handler.clock.now_millis()) {
+            handler.suspected_clone(&agent_id, clones.sessions()).await;
+        }
         handler.handle(&agent_id, inbound, &mut hellos).await;
     }
 }
 
 impl FrameHandler {
+    /// Two live sessions on one key: quarantined (no dispatch) until an operator acts.
+    async fn suspected_clone(&self, agent_id: &str, sessions: usize) {
+        match self.agents.quarantine(agent_id, sessions).await {
+            Ok(true) => self.metrics.agent_quarantined(),
+            Ok(false) => {}
+            Err(err) => {
+                tracing::error!(%agent_id, error = %err, "could not quarantine a suspected clone")
+            }
+        }
+    }
+
     async fn handle(&self, agent_id: &str, inbound: Inbound, hellos: &mut HelloWindow) {
         let Inbound { routing_id, curve_key, frame, resync } = inbound;
         let kind = frame_kind(&frame);

@@ -4,6 +4,7 @@
 //! Every task takes the shutdown token and is joined by [`MeshRuntime::stop`], which returns
 //! only when none of them can touch the store again; the caller closes the store after it.
 
+mod clones;
 mod frames;
 pub mod limits;
 mod loops;

@@ -15,6 +15,7 @@ mod harness;
 mod agents;
 mod api_keys;
 mod cli;
+mod clones;
 mod enroll_attempts;
 mod enrollment;
 mod exec;
