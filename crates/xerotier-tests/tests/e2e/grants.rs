@@ -172,6 +172,16 @@ async fn a_rogue_agent_declaring_the_real_workspace_gets_nothing_until_approved(
             );
         }
 
+        // Rejected, it leaves the candidates and still gets nothing; a decision needs an action.
+        xeroctl(&router, &["agents", "candidates", &rogue, "--reject", "--reason", "unknown host"])
+            .success();
+        assert!(candidates(&router).await.iter().all(|c| c["agent_id"] != rogue.as_str()));
+        let view = router.get_json(&format!("/v1/management/agents/{rogue}")).await;
+        assert_eq!(view["workspaces"][0]["state"], "rejected", "{view}");
+        assert_eq!(router.audit("action=agent.candidate_reject").await.len(), 1);
+        assert!(!xeroctl(&router, &["agents", "candidates", &rogue]).status.success());
+        wait_offered_by(&router, &[&honest]).await;
+
         // Approved, the two definitions are shown side by side, never merged, and each agent
         // is held to its own: what only the rogue's accepts never reaches the honest XEM.
         xeroctl(
