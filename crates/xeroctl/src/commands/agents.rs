@@ -138,15 +138,9 @@ async fn revoke(
     id: &str,
     reason: Option<String>,
 ) -> anyhow::Result<()> {
-    check_agent_id(id)?;
-    let call = Call::post(
-        format!("{BASE}/{id}/revoke-credentials"),
-        serde_json::json!({ "reason": reason }),
-    );
-    let Some(agent) = client.send::<AgentView>(call).await? else { return Ok(()) };
-    if format == OutputFormat::Json {
-        return output::json(&agent);
-    }
+    let Some(agent) = act(client, format, id, "revoke-credentials", reason).await? else {
+        return Ok(());
+    };
     println!(
         "Revoked the credentials of agent {} ({}). Its mesh session is cut; it must re-enroll with a new join key.",
         agent.name, agent.id
@@ -160,18 +154,31 @@ async fn release_quarantine(
     id: &str,
     reason: Option<String>,
 ) -> anyhow::Result<()> {
-    check_agent_id(id)?;
-    let call = Call::post(
-        format!("{BASE}/{id}/release-quarantine"),
-        serde_json::json!({ "reason": reason }),
-    );
-    let Some(agent) = client.send::<AgentView>(call).await? else { return Ok(()) };
-    if format == OutputFormat::Json {
-        return output::json(&agent);
-    }
+    let Some(agent) = act(client, format, id, "release-quarantine", reason).await? else {
+        return Ok(());
+    };
     println!(
         "Released agent {} ({}) from quarantine: it is dispatched to again.",
         agent.name, agent.id
     );
     Ok(())
+}
+
+/// `POST /v1/management/agents/{id}/{action}` with a reason; the agent as it is now, unless
+/// the answer was already printed (`-o json`, `--dry-run`).
+async fn act(
+    client: &Client,
+    format: OutputFormat,
+    id: &str,
+    action: &str,
+    reason: Option<String>,
+) -> anyhow::Result<Option<AgentView>> {
+    check_agent_id(id)?;
+    let call = Call::post(format!("{BASE}/{id}/{action}"), serde_json::json!({ "reason": reason }));
+    let Some(agent) = client.send::<AgentView>(call).await? else { return Ok(None) };
+    if format == OutputFormat::Json {
+        output::json(&agent)?;
+        return Ok(None);
+    }
+    Ok(Some(agent))
 }

@@ -335,18 +335,8 @@ impl ExecService {
             .find_map(|(_, tool)| schema::validate(&tool.args_schema, &args).err())
             .map(|e| e.to_string())
             .unwrap_or_default();
-        let end = InvocationEnd {
-            status: InvocationStatus::Failed.as_str().into(),
-            exit_code: None,
-            stdout: String::new(),
-            stderr: String::new(),
-            stdout_truncated: false,
-            stderr_truncated: false,
-            error: Some(format!("invalid_arguments: no agent serving it accepts them: {why}")),
-            started_at: None,
-            finished_at: self.clock.now_millis(),
-            credential_generation: None,
-        };
+        let error = format!("invalid_arguments: no agent serving it accepts them: {why}");
+        let end = failed_without_running(error, self.clock.now_millis());
         if self.store.finish_invocation(&invocation.id, None, &end).await? {
             tracing::warn!(invocation_id = %invocation.id, "no serving agent accepts the arguments; failed");
         }
@@ -670,22 +660,30 @@ impl ExecService {
             self.wake();
             return Ok(());
         }
-        let end = InvocationEnd {
-            status: InvocationStatus::Failed.as_str().into(),
-            exit_code: None,
-            stdout: String::new(),
-            stderr: String::new(),
-            stdout_truncated: false,
-            stderr_truncated: false,
-            error: Some(format!("lost on agent {agent_id}: {why}")),
-            started_at: None,
-            finished_at: self.clock.now_millis(),
-            credential_generation: None,
-        };
+        let end = failed_without_running(
+            format!("lost on agent {agent_id}: {why}"),
+            self.clock.now_millis(),
+        );
         if self.store.finish_invocation(invocation_id, Some(agent_id), &end).await? {
             tracing::warn!(%agent_id, %invocation_id, %why, "running invocation lost");
         }
         Ok(())
+    }
+}
+
+/// An end the router records itself: failed, with no output or exit code of a tool.
+fn failed_without_running(error: String, at: UnixMillis) -> InvocationEnd {
+    InvocationEnd {
+        status: InvocationStatus::Failed.as_str().into(),
+        exit_code: None,
+        stdout: String::new(),
+        stderr: String::new(),
+        stdout_truncated: false,
+        stderr_truncated: false,
+        error: Some(error),
+        started_at: None,
+        finished_at: at,
+        credential_generation: None,
     }
 }
 

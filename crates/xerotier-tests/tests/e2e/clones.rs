@@ -2,39 +2,17 @@
 //! in quarantine (no dispatch, an event, an audit record, a metric) until an operator releases
 //! it or revokes it; restarts and reconnects of one host never do.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::fleet_harness::{AGENT_DEADLINE, Xem};
+use crate::fleet_harness::{AGENT_DEADLINE, Xem, copy_dir, prepare_examples};
 use crate::harness::{
     EXAMPLE_WORKSPACE as WORKSPACE, Router, RouterOptions, backends, eventually, xeroctl,
 };
 
 const SETTLE: Duration = Duration::from_secs(30);
 const QUARANTINED: &str = "xerotier_router_agents_quarantined_total";
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
-fn prepare_examples(xem: &Xem) {
-    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/tools"), &xem.tools_dir());
-    std::fs::create_dir_all(xem.credentials_dir()).unwrap();
-    let file = xem.credentials_dir().join("kubernetes-prod.yaml");
-    std::fs::write(&file, "current-context: e2e\n").unwrap();
-    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-}
 
 async fn enrolled(router: &Router, name: &str) -> (Xem, String) {
     let key = router.mint_join_key(&format!("{name}-key")).await;

@@ -4,14 +4,16 @@
 //! in-flight invocations, containment, timeouts, cancellation and argument checks.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::fleet_harness::{AGENT_DEADLINE, LEASE_MS, Xem, enrolled_xem_with};
+use crate::fleet_harness::{
+    AGENT_DEADLINE, LEASE_MS, Xem, copy_dir, enrolled_xem_with, examples_dir,
+};
 use crate::harness::{Router, RouterOptions, backends, eventually, xeroctl, xeroctl_with_key};
 
 /// Deadline for invocations and reloads to settle.
@@ -21,23 +23,6 @@ const SETTLE: Duration = Duration::from_secs(30);
 const FINISHED: &[&str] = &["succeeded", "failed", "timed_out", "cancelled"];
 const WORKSPACE: &str = "kubernetes-prod";
 const CREDENTIAL_FILE: &str = "kubernetes-prod.yaml";
-
-fn examples_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/tools")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
 
 /// A tool bundle written by the test: `script` runs with `sh`, under `timeout_seconds`.
 fn write_tool(tools_dir: &Path, name: &str, timeout_seconds: u64, script: &str) {

@@ -560,3 +560,37 @@ pub fn lease_renewal(agent_id: &str, seq: u64) -> Frame {
         manifest_version: 1,
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The example tools
+// ---------------------------------------------------------------------------------------------
+
+/// `examples/tools`: the bundles the quickstart uses (`kubectl-get`, `noop`, `sleep`) and
+/// their workspace.
+pub fn examples_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/tools")
+}
+
+/// Copies a directory tree (tool bundles, a XEM's state).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Gives `xem` the example tools and a 0600 credential for their workspace.
+pub fn prepare_examples(xem: &Xem) {
+    use std::os::unix::fs::PermissionsExt;
+    copy_dir(&examples_dir(), &xem.tools_dir());
+    std::fs::create_dir_all(xem.credentials_dir()).unwrap();
+    let file = xem.credentials_dir().join("kubernetes-prod.yaml");
+    std::fs::write(&file, "current-context: e2e\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+}

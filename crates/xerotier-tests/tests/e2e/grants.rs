@@ -3,13 +3,11 @@
 //! XEM's own argument check — each tried the way an attacker holding one join key would, next
 //! to the honest path. Real router and XEM processes running the example tools.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::fleet_harness::{AGENT_DEADLINE, Xem};
+use crate::fleet_harness::{AGENT_DEADLINE, Xem, prepare_examples};
 use crate::harness::{
     EXAMPLE_WORKSPACE as WORKSPACE, Router, RouterOptions, backends, eventually, xeroctl,
 };
@@ -19,32 +17,6 @@ const TOOL: &str = "kubectl-get";
 /// Arguments the real `kubectl-get` forbids: a kind outside its enum and an extra flag.
 fn hostile_args() -> Value {
     json!({ "kind": "secrets", "extra": "--kubeconfig=/etc/shadow" })
-}
-
-fn examples_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/tools")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
-/// The example tools and a 0600 credential for their workspace.
-fn prepare_examples(xem: &Xem) {
-    copy_dir(&examples_dir(), &xem.tools_dir());
-    std::fs::create_dir_all(xem.credentials_dir()).unwrap();
-    let file = xem.credentials_dir().join("kubernetes-prod.yaml");
-    std::fs::write(&file, "current-context: e2e\n").unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// Replaces `kubectl-get`'s argument schema in `xem`'s tools dir.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::fleet_harness::{AGENT_DEADLINE, LEASE_MS, Xem, XemConfig};
+use crate::fleet_harness::{AGENT_DEADLINE, LEASE_MS, Xem, XemConfig, copy_dir, examples_dir};
 use crate::harness::{Router, backends, eventually, send_sigterm};
 
 /// The XEM's `shutdown_grace_seconds` in this test.
@@ -24,23 +24,6 @@ const LONG: usize = 3;
 const SETTLE: Duration = Duration::from_secs(30);
 const WORKSPACE: &str = "kubernetes-prod";
 const TERMINAL: [&str; 4] = ["succeeded", "failed", "timed_out", "cancelled"];
-
-fn examples_dir() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/tools")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
 
 /// A XEM offering the example tools (among them `sleep`) with a short shutdown grace, enrolled
 /// and `active`. The harness's flags do not include the grace, so the whole config is written.
