@@ -1,5 +1,6 @@
 //! The router's mesh endpoint: a CURVE ROUTER socket behind the ZAP allow-list.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -8,6 +9,7 @@ use std::thread::JoinHandle;
 
 use secrecy::ExposeSecret;
 use tokio::sync::mpsc;
+use xerotier_core::{SharedClock, UnixMillis};
 use xerotier_credentials::CurveKeyPair;
 use xerotier_proto::mesh::{self, Frame, MAX_FRAME_BYTES};
 
@@ -56,6 +58,8 @@ pub enum MeshEvent {
     },
     /// A mesh thread died; the router must not keep serving without it.
     Fatal(String),
+    /// Nothing to deliver (a message over its agent's cap); never sent to the application.
+    Skipped,
 }
 
 /// Sends frames to connected agents. Cheap to clone.
@@ -84,12 +88,78 @@ impl MeshHandle {
     }
 }
 
+/// A per-agent cap on inbound messages, applied by the I/O thread before a message is decoded
+/// or queued for the application: one agent flooding the endpoint can fill neither the event
+/// queue nor the application's time, so other agents' frames are never queued behind it. Set
+/// well above the application's own limits, which decide (and report) what a flood is.
+#[derive(Debug, Clone)]
+pub struct InboundCap {
+    /// Messages per second per agent, sustained.
+    pub per_second: u32,
+    /// Messages an agent may send at once.
+    pub burst: u32,
+    /// The clock the cap refills by.
+    pub clock: SharedClock,
+}
+
+/// Messages over each agent's [`InboundCap`], dropped by the I/O thread (for metrics).
+#[derive(Debug, Default)]
+pub struct CapDrops(AtomicU64);
+
+impl CapDrops {
+    pub fn count(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One agent's allowance, in thousandths of a message.
+#[derive(Debug)]
+struct Allowance {
+    milli: u64,
+    at: UnixMillis,
+}
+
+/// The I/O thread's view of every agent's allowance.
+struct Caps {
+    cap: InboundCap,
+    agents: HashMap<String, Allowance>,
+    drops: Arc<CapDrops>,
+}
+
+impl Caps {
+    /// Takes one message from `agent_id`'s allowance; false when it has none left.
+    fn admit(&mut self, agent_id: &str) -> bool {
+        let now = self.cap.clock.now_millis();
+        let full = u64::from(self.cap.burst) * 1_000;
+        let rate = u64::from(self.cap.per_second);
+        if self.agents.len() > MAX_CAPPED_AGENTS && !self.agents.contains_key(agent_id) {
+            // Only agents that were allowed at handshake reach here; forget idle allowances.
+            self.agents.retain(|_, a| now - a.at < 60_000);
+        }
+        let allowance =
+            self.agents.entry(agent_id.to_string()).or_insert(Allowance { milli: full, at: now });
+        let elapsed = u64::try_from(now - allowance.at).unwrap_or(0);
+        allowance.milli = (allowance.milli + elapsed * rate).min(full);
+        allowance.at = allowance.at.max(now);
+        if allowance.milli >= 1_000 {
+            allowance.milli -= 1_000;
+            return true;
+        }
+        self.drops.0.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+}
+
+/// Allowances kept before idle ones are forgotten.
+const MAX_CAPPED_AGENTS: usize = 100_000;
+
 /// A running mesh endpoint. Dropping it stops its threads.
 #[derive(Debug)]
 pub struct MeshServer {
     endpoint: String,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    cap_drops: Arc<CapDrops>,
 }
 
 impl MeshServer {
@@ -99,6 +169,16 @@ impl MeshServer {
         bind: &str,
         server_keys: &CurveKeyPair,
         allow: AllowList,
+    ) -> Result<(Self, MeshHandle, mpsc::Receiver<MeshEvent>), MeshError> {
+        Self::start_capped(bind, server_keys, allow, None)
+    }
+
+    /// As [`Self::start`], with a per-agent [`InboundCap`] applied in the I/O thread.
+    pub fn start_capped(
+        bind: &str,
+        server_keys: &CurveKeyPair,
+        allow: AllowList,
+        cap: Option<InboundCap>,
     ) -> Result<(Self, MeshHandle, mpsc::Receiver<MeshEvent>), MeshError> {
         require_curve()?;
         let context = zmq::Context::new();
@@ -133,19 +213,23 @@ impl MeshServer {
 
         let (events_tx, events_rx) = mpsc::channel(100_000);
         let io_stop = stop.clone();
+        let cap_drops = Arc::new(CapDrops::default());
+        let mut caps =
+            cap.map(|cap| Caps { cap, agents: HashMap::new(), drops: cap_drops.clone() });
         let fatal_tx = events_tx.clone();
         let io_thread = std::thread::Builder::new()
             .name("mesh-io".into())
             .spawn(move || {
                 crate::socket::block_signals_on_this_thread();
-                if let Err(err) = pump(&router, &pull, &allow, &events_tx, &io_stop) {
+                if let Err(err) = pump(&router, &pull, &allow, caps.as_mut(), &events_tx, &io_stop)
+                {
                     let _ = fatal_tx.blocking_send(MeshEvent::Fatal(format!("mesh I/O: {err}")));
                 }
                 // Keep the context alive until the sockets are gone.
                 drop(context);
             })
             .map_err(|e| MeshError::Thread(e.to_string()))?;
-        let server = Self { endpoint, stop, threads: vec![zap_thread, io_thread] };
+        let server = Self { endpoint, stop, threads: vec![zap_thread, io_thread], cap_drops };
         Ok((server, MeshHandle { outbound: Arc::new(Mutex::new(push)) }, events_rx))
     }
 
@@ -158,6 +242,11 @@ impl MeshServer {
     /// router treats this turning false as fatal.
     pub fn is_healthy(&self) -> bool {
         self.threads.iter().all(|t| !t.is_finished())
+    }
+
+    /// Messages dropped so far by the per-agent [`InboundCap`].
+    pub fn cap_drops(&self) -> u64 {
+        self.cap_drops.count()
     }
 
     /// Stops the ZAP and I/O threads and waits for them (each polls its stop flag every
@@ -180,6 +269,7 @@ fn pump(
     router: &zmq::Socket,
     outbound: &zmq::Socket,
     allow: &AllowList,
+    mut caps: Option<&mut Caps>,
     events: &mpsc::Sender<MeshEvent>,
     stop: &AtomicBool,
 ) -> Result<(), MeshError> {
@@ -193,7 +283,10 @@ fn pump(
         }
         let (inbound_ready, outbound_ready) = (items[0].is_readable(), items[1].is_readable());
         if inbound_ready {
-            while let Some(event) = receive(router, allow)? {
+            while let Some(event) = receive(router, allow, caps.as_deref_mut())? {
+                if matches!(event, MeshEvent::Skipped) {
+                    continue;
+                }
                 if !deliver(events, event, stop) {
                     return Ok(()); // the application is gone, or we are stopping
                 }
@@ -234,7 +327,11 @@ fn deliver(events: &mpsc::Sender<MeshEvent>, event: MeshEvent, stop: &AtomicBool
 }
 
 /// Reads one message if one is waiting, and decides whether the application may see it.
-fn receive(router: &zmq::Socket, allow: &AllowList) -> Result<Option<MeshEvent>, MeshError> {
+fn receive(
+    router: &zmq::Socket,
+    allow: &AllowList,
+    caps: Option<&mut Caps>,
+) -> Result<Option<MeshEvent>, MeshError> {
     let routing = match router.recv_msg(zmq::DONTWAIT) {
         Ok(message) => message,
         Err(zmq::Error::EAGAIN) => return Ok(None),
@@ -258,6 +355,13 @@ fn receive(router: &zmq::Socket, allow: &AllowList) -> Result<Option<MeshEvent>,
     let Some(agent_id) = allow.agent_for(&key) else {
         return dropped(DropReason::Unauthorized, None);
     };
+    // Over its cap: dropped here, before decoding or queueing, and only counted (an event per
+    // message would queue the flood it stops).
+    if let Some(caps) = caps
+        && !caps.admit(&agent_id)
+    {
+        return Ok(Some(MeshEvent::Skipped));
+    }
     let frame = match mesh::decode(&payload) {
         Ok(frame) => frame,
         Err(_) => return dropped(DropReason::Malformed, Some(agent_id)),
@@ -270,4 +374,28 @@ fn receive(router: &zmq::Socket, allow: &AllowList) -> Result<Option<MeshEvent>,
         return dropped(DropReason::Spoofed, Some(agent_id));
     }
     Ok(Some(MeshEvent::Frame { agent_id, curve_key: key, routing_id, frame }))
+}
+
+#[cfg(test)]
+mod cap_tests {
+    use std::sync::Arc;
+
+    use xerotier_core::ManualClock;
+
+    use super::*;
+
+    #[test]
+    fn an_agent_gets_its_burst_then_its_rate_and_others_are_untouched() {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let drops = Arc::new(CapDrops::default());
+        let cap = InboundCap { per_second: 100, burst: 10, clock: clock.clone() };
+        let mut caps = Caps { cap, agents: HashMap::new(), drops: drops.clone() };
+        assert_eq!((0..50).filter(|_| caps.admit("agt_flood")).count(), 10, "the burst");
+        assert_eq!(drops.count(), 40);
+        assert!(caps.admit("agt_honest"), "another agent has its own allowance");
+        clock.advance_millis(100);
+        assert_eq!((0..50).filter(|_| caps.admit("agt_flood")).count(), 10, "100/s for 0.1 s");
+        clock.advance_millis(-50);
+        assert!(!caps.admit("agt_flood"), "a clock going back refills nothing");
+    }
 }

@@ -127,6 +127,7 @@ pub fn spawn(
                         "mesh frame dropped"
                     );
                 }
+                MeshEvent::Skipped => {}
                 MeshEvent::Fatal(message) => {
                     let _ = fatal.send(message).await;
                     break;

@@ -15,7 +15,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use xerotier_mesh::{MeshError, MeshServer};
+use xerotier_mesh::{InboundCap, MeshError, MeshServer};
+
+/// Messages a second one agent may put through the mesh thread (see `start`).
+pub const TRANSPORT_CAP_PER_SECOND: u32 = 10_000;
+/// Messages one agent may put through at once.
+pub const TRANSPORT_CAP_BURST: u32 = 20_000;
 use xerotier_store::{Store, StoreError};
 
 pub use frames::{AGENT_QUEUE, FrameHandler};
@@ -58,8 +63,20 @@ pub async fn start(
     let link = deps.frames.link.clone();
     refresh_allow_list(&deps.store, &link).await?;
     deps.rotations.load_promoted().await?;
-    let (server, handle, events) =
-        MeshServer::start(&link.settings.mesh_bind, &link.identity.mesh_keys, link.allow.clone())?;
+    // Well above what an honest agent sends (the frame loop's limits are 200 control frames
+    // and 4,000 output frames a second): only a flood reaches it, and then the mesh thread
+    // drops it before it can fill the queue every agent's frames share.
+    let cap = InboundCap {
+        per_second: TRANSPORT_CAP_PER_SECOND,
+        burst: TRANSPORT_CAP_BURST,
+        clock: deps.frames.clock.clone(),
+    };
+    let (server, handle, events) = MeshServer::start_capped(
+        &link.settings.mesh_bind,
+        &link.identity.mesh_keys,
+        link.allow.clone(),
+        Some(cap),
+    )?;
     link.attach_mesh(handle, server.endpoint().to_string());
     tracing::info!(endpoint = %server.endpoint(), agents = link.allow.len(), "mesh endpoint listening (CURVE)");
     let server = Arc::new(server);
