@@ -13,6 +13,10 @@ use crate::workspace_credentials::ReloadReport;
 pub const MESH_PROTOCOL_VERSION: u8 = 1;
 /// Frames above this size are refused (and the socket is told to drop such messages).
 pub const MAX_FRAME_BYTES: usize = 256 * 1024;
+/// Frames nested deeper than this (maps and arrays, the envelope included) are refused, so
+/// decoding cannot exhaust a thread's stack. The same limit as `serde_json`'s, so whatever a
+/// frame carries can be stored as JSON and read back.
+pub const MAX_NESTING: usize = 128;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -128,8 +132,10 @@ pub fn decode(bytes: &[u8]) -> Result<Frame, FrameError> {
     if bytes.len() > MAX_FRAME_BYTES {
         return Err(FrameError::TooLarge(bytes.len()));
     }
-    let envelope: Envelope =
-        rmp_serde::from_slice(bytes).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let mut deserializer = rmp_serde::Deserializer::from_read_ref(bytes);
+    deserializer.set_max_depth(MAX_NESTING);
+    let envelope = Envelope::deserialize(&mut deserializer)
+        .map_err(|e| FrameError::Malformed(e.to_string()))?;
     if envelope.v != MESH_PROTOCOL_VERSION {
         return Err(FrameError::Version(envelope.v));
     }
@@ -159,5 +165,50 @@ mod tests {
             rmp_serde::to_vec_named(&Envelope { v: 9, frame: Frame::LeaseAck { seq: 1 } }).unwrap();
         assert_eq!(decode(&other), Err(FrameError::Version(9)));
         assert!(matches!(decode(&vec![0u8; MAX_FRAME_BYTES + 1]), Err(FrameError::TooLarge(_))));
+    }
+
+    /// A `Manifest` frame whose tool schema is `depth` one-element MessagePack arrays deep.
+    fn nested_manifest_frame(depth: usize) -> Vec<u8> {
+        let manifest = CapabilityManifest {
+            version: 1,
+            tools: vec![crate::agents::ManifestTool {
+                name: "t".into(),
+                description: String::new(),
+                risk: "read".into(),
+                timeout_seconds: 1,
+                args_schema: serde_json::Value::String("PLACEHOLDER".into()),
+            }],
+            workspaces: vec![],
+        };
+        let bytes = encode(&Frame::Manifest { agent_id: "agt_1".into(), manifest });
+        let placeholder = b"\xabPLACEHOLDER";
+        let at = bytes.windows(placeholder.len()).position(|w| w == placeholder).unwrap();
+        let mut nested = bytes[..at].to_vec();
+        nested.extend(std::iter::repeat_n(0x91u8, depth)); // fixarray of one element
+        nested.push(0xc0); // nil
+        nested.extend_from_slice(&bytes[at + placeholder.len()..]);
+        nested
+    }
+
+    #[test]
+    fn deeply_nested_frames_are_refused_without_exhausting_the_stack() {
+        // Found while writing the `mesh_frame` fuzz target (fuzz/). Decoding recurses once per
+        // nesting level and the mesh I/O threads have the default 2 MiB stack; with only
+        // rmp-serde's own limit (1024 levels) a 1 KiB frame overflowed it in a debug build
+        // and aborted the process; any enrolled agent can send such a frame to the router.
+        let decode_on_mesh_thread = |bytes: Vec<u8>| {
+            std::thread::Builder::new()
+                .stack_size(2 * 1024 * 1024)
+                .spawn(move || decode(&bytes))
+                .unwrap()
+                .join()
+                .unwrap()
+        };
+        let shallow = decode_on_mesh_thread(nested_manifest_frame(MAX_NESTING - 10));
+        assert!(matches!(shallow, Ok(Frame::Manifest { .. })), "{shallow:?}");
+        for depth in [MAX_NESTING, 1_000, 100_000] {
+            let deep = decode_on_mesh_thread(nested_manifest_frame(depth));
+            assert!(matches!(deep, Err(FrameError::Malformed(_))), "{depth}: {deep:?}");
+        }
     }
 }
