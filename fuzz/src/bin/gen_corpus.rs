@@ -74,6 +74,8 @@ fn claims(exp: i64) -> JoinKeyClaims {
         role: "execution".into(),
         router_addr: "tcp://router:5555".into(),
         router_curve_key: CurveKeyPair::generate(&SeededEntropy::new(9)).public_z85(),
+        workspaces: vec!["kubernetes-prod".into()],
+        require_approval: false,
     }
 }
 
