@@ -120,6 +120,14 @@ impl Metrics {
         self.mesh_dropped.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
     }
 
+    pub fn mesh_dropped_many(&self, reason: &str, count: u64) {
+        if count > 0 {
+            self.mesh_dropped
+                .get_or_create(&ReasonLabels { reason: reason.to_string() })
+                .inc_by(count);
+        }
+    }
+
     pub fn mesh_flood_disconnect(&self) {
         self.mesh_flood_disconnects.inc();
     }

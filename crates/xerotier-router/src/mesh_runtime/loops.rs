@@ -14,6 +14,7 @@ use xerotier_store::{Store, StoreError};
 use crate::exec::ExecService;
 use crate::fleet::rotation::RotationService;
 use crate::mesh_link::MeshLink;
+use crate::metrics::Metrics;
 
 /// How often overdue rotations are failed and undelivered ones sent.
 const ROTATION_SWEEP: Duration = Duration::from_millis(250);
@@ -143,15 +144,22 @@ pub fn spawn_rotation_sweep(
     })
 }
 
-/// Reports a dead mesh thread once.
+/// Reports a dead mesh thread once, and every second what the mesh thread's per-agent cap
+/// dropped (`mesh_frames_dropped{reason="transport_cap"}`).
 pub fn spawn_health_watch(
     server: Arc<MeshServer>,
+    metrics: Metrics,
     fatal: tokio::sync::mpsc::Sender<String>,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
+    let reported = Arc::new(std::sync::atomic::AtomicU64::new(0));
     every(HEALTH_CHECK, shutdown, move || {
-        let (server, fatal) = (server.clone(), fatal.clone());
+        let (server, fatal, metrics) = (server.clone(), fatal.clone(), metrics.clone());
+        let reported = reported.clone();
         async move {
+            let dropped = server.cap_drops();
+            let before = reported.swap(dropped, std::sync::atomic::Ordering::Relaxed);
+            metrics.mesh_dropped_many("transport_cap", dropped.saturating_sub(before));
             if server.is_healthy() {
                 return true;
             }

@@ -117,7 +117,12 @@ pub async fn start(
         ("dispatch", crate::exec::spawn_dispatch(deps.exec.clone(), shutdown.child_token())),
         (
             "mesh health",
-            loops::spawn_health_watch(server.clone(), fatal_tx, shutdown.child_token()),
+            loops::spawn_health_watch(
+                server.clone(),
+                deps.frames.metrics.clone(),
+                fatal_tx,
+                shutdown.child_token(),
+            ),
         ),
     ];
     Ok(MeshRuntime { server, tasks, fatal })
