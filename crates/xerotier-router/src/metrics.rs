@@ -117,7 +117,7 @@ impl Metrics {
     }
 
     pub fn mesh_dropped(&self, reason: &str) {
-        self.mesh_dropped.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
+        self.mesh_dropped_many(reason, 1);
     }
 
     pub fn mesh_dropped_many(&self, reason: &str, count: u64) {

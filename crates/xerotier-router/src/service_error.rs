@@ -114,25 +114,6 @@ impl From<StoreError> for ServiceError {
     }
 }
 
-/// The code a store error will answer with, for audit records of failed attempts.
-pub fn store_error_code(err: &StoreError) -> &'static str {
-    match err {
-        StoreError::NameTaken(_) => ErrorCode::NameTaken,
-        StoreError::AgentNameTaken(_) => ErrorCode::RegistrationNameTaken,
-        StoreError::CurveKeyTaken => ErrorCode::CurveKeyTaken,
-        StoreError::RotationInFlight(_) => ErrorCode::RotationInFlight,
-        StoreError::JoinKeyUsed(_) => ErrorCode::JoinKeyUsed,
-        StoreError::JoinKeyRevoked(_) => ErrorCode::JoinKeyRevoked,
-        StoreError::JoinKeyExpired(_) => ErrorCode::JoinKeyExpired,
-        StoreError::NotFound(_) => ErrorCode::NotFound,
-        StoreError::NotPaused(_) => ErrorCode::NotPaused,
-        StoreError::AlreadyRevoked(_) => ErrorCode::AlreadyRevoked,
-        StoreError::Database(e) if is_unavailable(e) => ErrorCode::StoreUnavailable,
-        _ => ErrorCode::Internal,
-    }
-    .as_str()
-}
-
 fn is_unavailable(err: &SqlxError) -> bool {
     matches!(err, SqlxError::PoolTimedOut | SqlxError::PoolClosed | SqlxError::Io(_))
 }

@@ -268,15 +268,6 @@ impl Store {
         audit.commit_with(tx).await?;
         Ok(changed)
     }
-
-    /// Sets an agent's approval (`pending` at enrollment with a join key that requires it).
-    pub async fn agent_approval(&self, agent_id: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT approval FROM agents WHERE id = $1")
-            .bind(agent_id)
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(row.map(|r| sqlx::Row::try_get(&r, "approval")).transpose()?)
-    }
 }
 
 fn decision_object(decision: Decision) -> &'static str {

@@ -125,6 +125,6 @@ pub fn workspace_table(workspaces: &[AgentWorkspaceView]) {
 }
 
 /// The first 12 hex digits: enough to tell definitions apart at a glance (`-o json` has all).
-fn short(hash: &str) -> String {
+pub fn short(hash: &str) -> String {
     hash.chars().take(12).collect()
 }

@@ -193,7 +193,7 @@ async fn tool_show(client: &Client, format: OutputFormat, name: &str) -> anyhow:
         for variant in &tool.variants {
             println!(
                 "\ndefinition {} ({}): risk {}, timeout {}s\n{}",
-                variant.hash.chars().take(12).collect::<String>(),
+                super::candidates::short(&variant.hash),
                 variant.agents.join(", "),
                 variant.risk,
                 variant.timeout_seconds,

@@ -8,7 +8,7 @@ use std::future::Future;
 use xerotier_core::{IdGenerator, IdKind, SharedClock};
 use xerotier_store::{AuditEntry, Outcome, Store, StoreError};
 
-use crate::service_error::{ServiceError, store_error_code};
+use crate::service_error::ServiceError;
 
 /// What an audited action acted on.
 #[derive(Debug, Clone)]
@@ -149,8 +149,9 @@ impl AuditLog {
         match commit(entry).await {
             Ok(value) => Ok(value),
             Err(err) => {
+                let err = ServiceError::from(err);
                 self.record_failure(context, change, &err).await;
-                Err(err.into())
+                Err(err)
             }
         }
     }
@@ -175,7 +176,7 @@ impl AuditLog {
         &self,
         context: &AuditContext,
         change: Change<'_>,
-        err: &StoreError,
+        err: &ServiceError,
     ) {
         let mut change = change;
         if change.creates_target
@@ -187,7 +188,7 @@ impl AuditLog {
             serde_json::Value::Object(map) => map,
             _ => serde_json::Map::new(),
         };
-        details.insert("error".into(), store_error_code(err).into());
+        details.insert("error".into(), err.code().as_str().into());
         change.details = serde_json::Value::Object(details);
         self.record_attempt(context, &change, Outcome::Failed).await;
     }

@@ -23,7 +23,7 @@ use xerotier_proto::tools::{ToolDetail, ToolList};
 use xerotier_store::{
     AgentRecord, CancelOutcome, DeclaredWorkspace, GRANTED, InvocationEnd, InvocationFilter,
     InvocationRecord, JoinKeyRecord, NewInvocation, PageRequest, PageSlice, PauseRecord, Store,
-    StoreError, Transition,
+    StoreError, Transition, WorkspaceDecision,
 };
 
 use super::offers::{AgentOffer, Offers};
@@ -391,8 +391,8 @@ impl ExecService {
         };
         let manifest: CapabilityManifest =
             serde_json::from_str(&agent.manifest).unwrap_or_default();
-        self.ensure_declared(&agent, &manifest, now).await?;
-        let served = self.served(&agent, &manifest).await?;
+        let decisions = self.ensure_declared(&agent, &manifest, now).await?;
+        let served = served(&agent, &manifest, decisions);
         self.offers.upsert(AgentOffer {
             agent_id: agent.id.clone(),
             agent_name: agent.name,
@@ -441,42 +441,18 @@ impl ExecService {
         Ok(changed)
     }
 
-    /// What an agent may be given: its granted workspaces, for its current tool definitions,
-    /// if it is an approved `execution` agent. Nothing it merely declares.
-    async fn served(
-        &self,
-        agent: &AgentRecord,
-        manifest: &CapabilityManifest,
-    ) -> Result<BTreeSet<String>, StoreError> {
-        let may_work = agent.role == "execution"
-            && agent.approval == "approved"
-            && agent.revoked_at.is_none()
-            && agent.quarantined_at.is_none();
-        if !may_work {
-            return Ok(BTreeSet::new());
-        }
-        let definitions = manifest.definitions_hash();
-        let decisions = self.store.agent_workspaces(&agent.id).await?;
-        Ok(decisions
-            .into_iter()
-            .filter(|d| d.state == GRANTED && d.definitions_hash == definitions)
-            .filter(|d| manifest.declares_workspace(&d.workspace))
-            .map(|d| d.workspace)
-            .collect())
-    }
-
-    /// Enrollment records the declared workspaces right after the agent; if the router stopped
-    /// in between, the first hello records them, with the join key's grant.
+    /// The agent's workspace decisions. Enrollment records the declared workspaces right after
+    /// the agent; if the router stopped in between, the first hello records them, with the
+    /// join key's grant.
     async fn ensure_declared(
         &self,
         agent: &AgentRecord,
         manifest: &CapabilityManifest,
         now: UnixMillis,
-    ) -> Result<(), StoreError> {
-        if manifest.workspaces.is_empty()
-            || !self.store.agent_workspaces(&agent.id).await?.is_empty()
-        {
-            return Ok(());
+    ) -> Result<Vec<WorkspaceDecision>, StoreError> {
+        let decisions = self.store.agent_workspaces(&agent.id).await?;
+        if manifest.workspaces.is_empty() || !decisions.is_empty() {
+            return Ok(decisions);
         }
         let grant = match self.store.join_key(&agent.join_key_id).await? {
             Some(key) => granted_by(&key),
@@ -486,7 +462,7 @@ impl ExecService {
         self.store
             .declare_workspaces(&agent.id, &declared, Some((&agent.join_key_id, &grant)), now)
             .await?;
-        Ok(())
+        self.store.agent_workspaces(&agent.id).await
     }
 
     /// Re-reads what one agent may serve (after a decision about it).
@@ -497,8 +473,8 @@ impl ExecService {
         };
         let manifest: CapabilityManifest =
             serde_json::from_str(&agent.manifest).unwrap_or_default();
-        let served = self.served(&agent, &manifest).await?;
-        self.offers.set_served(agent_id, served);
+        let decisions = self.store.agent_workspaces(agent_id).await?;
+        self.offers.set_served(agent_id, served(&agent, &manifest, decisions));
         self.wake();
         Ok(())
     }
@@ -685,6 +661,29 @@ fn failed_without_running(error: String, at: UnixMillis) -> InvocationEnd {
         finished_at: at,
         credential_generation: None,
     }
+}
+
+/// What an agent may be given: its granted workspaces, for its current tool definitions, if
+/// it is an approved, unquarantined `execution` agent. Nothing it merely declares.
+fn served(
+    agent: &AgentRecord,
+    manifest: &CapabilityManifest,
+    decisions: Vec<WorkspaceDecision>,
+) -> BTreeSet<String> {
+    let may_work = agent.role == "execution"
+        && agent.approval == "approved"
+        && agent.revoked_at.is_none()
+        && agent.quarantined_at.is_none();
+    if !may_work {
+        return BTreeSet::new();
+    }
+    let definitions = manifest.definitions_hash();
+    decisions
+        .into_iter()
+        .filter(|d| d.state == GRANTED && d.definitions_hash == definitions)
+        .filter(|d| manifest.declares_workspace(&d.workspace))
+        .map(|d| d.workspace)
+        .collect()
 }
 
 /// The workspaces a stored join key grants.

@@ -24,15 +24,9 @@ pub struct JoinKey {
 
 impl JoinKey {
     pub fn at(record: JoinKeyRecord, now: UnixMillis) -> Self {
-        let state = if record.consumed_at.is_some() {
-            JoinKeyState::Used
-        } else if record.revoked_at.is_some() {
-            JoinKeyState::Revoked
-        } else if now >= record.expires_at {
-            JoinKeyState::Expired
-        } else {
-            JoinKeyState::Active
-        };
+        // The store decides the state (a terminal state wins over expiry); it only ever
+        // answers one of the four.
+        let state = JoinKeyState::parse(record.state(now)).unwrap_or(JoinKeyState::Expired);
         Self { record, state }
     }
 }

@@ -17,10 +17,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use xerotier_mesh::{InboundCap, MeshError, MeshServer};
 
-/// Messages a second one agent may put through the mesh thread (see `start`).
-pub const TRANSPORT_CAP_PER_SECOND: u32 = 10_000;
-/// Messages one agent may put through at once.
-pub const TRANSPORT_CAP_BURST: u32 = 20_000;
 use xerotier_store::{Store, StoreError};
 
 pub use frames::{AGENT_QUEUE, FrameHandler};
@@ -28,6 +24,11 @@ pub use loops::refresh_allow_list;
 
 use crate::exec::ExecService;
 use crate::fleet::rotation::RotationService;
+
+/// Messages a second one agent may put through the mesh thread (see `start`).
+pub const TRANSPORT_CAP_PER_SECOND: u32 = 10_000;
+/// Messages one agent may put through at once.
+pub const TRANSPORT_CAP_BURST: u32 = 20_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::fleet_harness::{AGENT_DEADLINE, Xem, copy_dir, prepare_examples};
+use crate::fleet_harness::{Xem, copy_dir, enrolled_xem_with, prepare_examples};
 use crate::harness::{
     EXAMPLE_WORKSPACE as WORKSPACE, Router, RouterOptions, backends, eventually, xeroctl,
 };
@@ -15,13 +15,7 @@ const SETTLE: Duration = Duration::from_secs(30);
 const QUARANTINED: &str = "xerotier_router_agents_quarantined_total";
 
 async fn enrolled(router: &Router, name: &str) -> (Xem, String) {
-    let key = router.mint_join_key(&format!("{name}-key")).await;
-    let mut xem = Xem::new(router, name);
-    prepare_examples(&xem);
-    xem.start(Some(&key.token));
-    let id = xem.wait_enrolled().await;
-    router.wait_agent_status(&id, "active", AGENT_DEADLINE).await;
-    (xem, id)
+    enrolled_xem_with(router, name, prepare_examples).await
 }
 
 async fn invoke(router: &Router) -> crate::harness::Resp {
