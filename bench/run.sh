@@ -19,7 +19,7 @@ start_router() { # $1 = name, $2 = database url or ""
   local dir="$OUT/$1"; mkdir -p "$dir"
   rm -f "$dir/state/http.addr"   # a previous run's address must not pass for this router's
   local db=(); [ -n "$2" ] && db=(--database-url "$2")
-  ./target/release/xerotier-router --state-dir "$dir/state" --listen 127.0.0.1:0 --mesh-bind tcp://127.0.0.1:0 --log-level warn "${db[@]}" >"$dir/router.log" 2>&1 &
+  ./target/release/xerotier-router --state-dir "$dir/state" --insecure-http --listen 127.0.0.1:0 --mesh-bind tcp://127.0.0.1:0 --log-level warn "${db[@]}" >"$dir/router.log" 2>&1 &
   echo $! >"$dir/pid"
   for _ in $(seq 1 200); do [ -s "$dir/state/http.addr" ] && break; sleep 0.05; done
   ADDR=$(cat "$dir/state/http.addr"); KEY=$(cat "$dir/state/bootstrap.key")

@@ -36,6 +36,29 @@ pub fn path_segment(value: &str) -> String {
 }
 use crate::settings::Target;
 
+/// True when the TLS handshake failed on the router's certificate (somewhere in the chain of
+/// causes reqwest wraps it in).
+fn is_untrusted_certificate(err: &reqwest::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(err);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if text.contains("invalid peer certificate") || text.contains("UnknownIssuer") {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// The CA of `--ca-file`, `XEROCTL_CA_FILE` or the context's `ca_file`.
+fn read_ca(path: &std::path::Path) -> anyhow::Result<reqwest::Certificate> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("reading the CA file {} (--ca-file)", path.display()))?;
+    reqwest::Certificate::from_pem(&pem).with_context(|| {
+        format!("{} is not a PEM certificate (give the router's tls/ca.pem)", path.display())
+    })
+}
+
 #[derive(Debug)]
 pub struct Client {
     http: reqwest::Client,
@@ -72,12 +95,15 @@ impl<'a> Call<'a> {
 
 impl Client {
     pub fn new(target: Target, dry_run: bool, output: OutputFormat) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
-            .user_agent(concat!("xeroctl/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("building the HTTP client")?;
+            .user_agent(concat!("xeroctl/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca_file) = &target.ca_file {
+            builder =
+                builder.tls_built_in_root_certs(false).add_root_certificate(read_ca(ca_file)?);
+        }
+        let http = builder.build().context("building the HTTP client")?;
         Ok(Self { http, target, dry_run, output })
     }
 
@@ -211,7 +237,13 @@ impl Client {
 
     fn transport_error(&self, err: reqwest::Error) -> anyhow::Error {
         let base = &self.target.base_url;
-        if err.is_connect() {
+        if is_untrusted_certificate(&err) {
+            anyhow!(
+                "the router at {base} presented a TLS certificate this client does not trust: \
+                 give the router's CA with --ca-file (its <state-dir>/tls/ca.pem), \
+                 XEROCTL_CA_FILE or the context's ca_file"
+            )
+        } else if err.is_connect() {
             anyhow!(
                 "cannot reach the router at {base}: is it running? (set --base-url or XEROCTL_BASE_URL)"
             )

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::GlobalArgs;
 
-pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:8080";
+pub const DEFAULT_BASE_URL: &str = "https://127.0.0.1:8080";
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +28,9 @@ pub struct ContextEntry {
     pub api_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key_file: Option<PathBuf>,
+    /// The CA the router's HTTPS certificate chains to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 pub fn config_path(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
@@ -70,6 +73,8 @@ impl ConfigFile {
 pub struct Target {
     pub base_url: String,
     pub api_key: Option<SecretString>,
+    /// Trust only this CA (PEM) for HTTPS.
+    pub ca_file: Option<PathBuf>,
 }
 
 pub fn resolve(global: &GlobalArgs) -> anyhow::Result<Target> {
@@ -105,5 +110,6 @@ pub fn resolve(global: &GlobalArgs) -> anyhow::Result<Target> {
     if api_key.as_ref().is_some_and(|k| k.expose_secret().trim().is_empty()) {
         bail!("the API key is empty");
     }
-    Ok(Target { base_url: base_url.trim_end_matches('/').to_string(), api_key })
+    let ca_file = global.ca_file.clone().or_else(|| context.and_then(|c| c.ca_file));
+    Ok(Target { base_url: base_url.trim_end_matches('/').to_string(), api_key, ca_file })
 }

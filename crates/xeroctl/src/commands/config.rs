@@ -22,7 +22,9 @@ pub fn run(global: &GlobalArgs, command: ConfigCommand) -> anyhow::Result<()> {
                 bail!("give --api-key or --api-key-file, not both");
             }
             let api_key_file = api_key_file.map(absolute).transpose()?;
-            let entry = ContextEntry { base_url, api_key: global.api_key.clone(), api_key_file };
+            let ca_file = global.ca_file.clone().map(absolute).transpose()?;
+            let entry =
+                ContextEntry { base_url, api_key: global.api_key.clone(), api_key_file, ca_file };
             file.contexts.insert(name.clone(), entry);
             if file.current_context.is_none() {
                 file.current_context = Some(name.clone());

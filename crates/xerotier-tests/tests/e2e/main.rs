@@ -30,5 +30,6 @@ mod router;
 mod security;
 mod seed;
 mod shutdown;
+mod tls;
 mod xem;
 mod xem_shutdown;

@@ -400,7 +400,9 @@ struct EventStream {
 impl EventStream {
     async fn open(router: &Router, agent_id: &str, last_event_id: Option<&str>) -> EventStream {
         // No overall timeout: the stream stays open; each read has its own deadline.
-        let client = reqwest::Client::new();
+        let client = crate::harness::client_builder(router.ca_file().as_deref())
+            .build()
+            .expect("HTTP client");
         let mut request = client
             .request(
                 Method::GET,
