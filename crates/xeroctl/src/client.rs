@@ -50,6 +50,18 @@ fn is_untrusted_certificate(err: &reqwest::Error) -> bool {
     false
 }
 
+/// The client settings every request shares: connect timeout, user agent, and the one CA
+/// trusted when `--ca-file` (or its env or context) names one.
+fn http_builder(target: &Target) -> anyhow::Result<reqwest::ClientBuilder> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("xeroctl/", env!("CARGO_PKG_VERSION")));
+    if let Some(ca_file) = &target.ca_file {
+        builder = builder.tls_built_in_root_certs(false).add_root_certificate(read_ca(ca_file)?);
+    }
+    Ok(builder)
+}
+
 /// The CA of `--ca-file`, `XEROCTL_CA_FILE` or the context's `ca_file`.
 fn read_ca(path: &std::path::Path) -> anyhow::Result<reqwest::Certificate> {
     let pem = std::fs::read(path)
@@ -211,7 +223,7 @@ impl Client {
         let api_key = self.target.api_key.as_ref().ok_or_else(|| anyhow!("no API key"))?;
         let url = self.url(&Call::get(path))?;
         // A stream stays open: no overall timeout, only the connect timeout.
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
+        let http = http_builder(&self.target)?.build()?;
         let response = http
             .get(url)
             .bearer_auth(api_key.expose_secret())

@@ -434,7 +434,7 @@ mod tests {
             &["--tls-key", "/etc/tls.key"],
             &["--insecure-http", "--tls-cert", "/a", "--tls-key", "/b"],
             &["--tls-san", "bad name"],
-            &["--tls-san", "-x.example"],
+            &["--tls-san=-x.example"],
             &["--tls-san", "a/b"],
         ] {
             assert!(RouterConfig::resolve(args(bad)).is_err(), "{bad:?}");
