@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -147,17 +147,38 @@ impl Metrics {
     }
 }
 
-/// Counts and times every request by its route template (not its raw path, which would let
-/// callers create unbounded label sets).
+/// The `method` label: the standard methods by name, anything else (a client may send any
+/// token as a method) as `other`, so callers cannot grow `/metrics`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// The `route` label: the route template that matched (never the raw path), or `unmatched`.
+fn route_label(req: &Request) -> String {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string())
+}
+
+/// Counts and times every request by its route template and a bounded method label: nothing
+/// a caller sends (a raw path, an invented method) becomes a label value of its own.
 #[expect(clippy::disallowed_methods, reason = "measures latency for /metrics; decides nothing")]
 pub async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().as_str().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
+    let method = method_label(req.method()).to_string();
+    let route = route_label(&req);
     let response = next.run(req).await;
     metrics
         .requests
@@ -189,5 +210,20 @@ pub async fn serve_metrics(State(metrics): State<Metrics>) -> Response {
             "encoding metrics",
         ))
         .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        for text in ["FOO", "BREW", "get", "X-1234", "PROPFIND"] {
+            let method = Method::from_bytes(text.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "other", "{text}");
+        }
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::DELETE), "DELETE");
     }
 }
