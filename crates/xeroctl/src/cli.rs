@@ -388,8 +388,12 @@ pub struct AuditArgs {
     /// success, denied or failed.
     #[arg(long)]
     pub outcome: Option<String>,
+    /// The router's request id (`req_…`, the X-Request-ID it answered with).
     #[arg(long)]
     pub request_id: Option<String>,
+    /// The X-Request-ID a client sent (its own label, kept as the correlation id).
+    #[arg(long)]
+    pub correlation_id: Option<String>,
     /// RFC 3339 time, or a duration back from now such as 1h.
     #[arg(long)]
     pub since: Option<String>,

@@ -21,7 +21,7 @@ use xerotier_credentials::{ApiKeyValue, Verifier};
 use xerotier_proto::{Scope, Scopes};
 use xerotier_store::{ApiKeyRecord, Outcome, Store};
 
-use crate::audit::{Actor, AuditContext, AuditLog, Change};
+use crate::audit::{Actor, AuditLog, Change};
 use crate::error::ApiError;
 use crate::http::extract::RequestContext;
 use crate::key_cache::KeyCache;
@@ -206,9 +206,8 @@ async fn require(
     if !principal.scopes.contains(scope) {
         gate.metrics.auth_failure("scope_insufficient");
         if req.method() != Method::GET {
-            let RequestContext { request_id, client_addr } =
-                RequestContext::from_http(req.headers(), req.extensions());
-            let context = AuditContext::new(principal.actor(), request_id, client_addr);
+            let context =
+                RequestContext::from_http(req.extensions()).audit(Some(principal.actor()));
             let change = Change::untargeted("authz.denied").details(serde_json::json!({
                 "method": req.method().as_str(),
                 "path": req.uri().path(),

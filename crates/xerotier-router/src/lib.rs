@@ -55,6 +55,8 @@ use crate::metrics::Metrics;
 pub struct AppState {
     pub store: Store,
     pub clock: SharedClock,
+    /// Makes request ids (and every other id the state's services make).
+    pub ids: IdGenerator,
     pub link: Arc<MeshLink>,
     pub gate: AuthGate,
     pub audit: AuditLog,
@@ -137,7 +139,7 @@ impl AppState {
         let enrollment = EnrollService::new(
             store.clone(),
             clock.clone(),
-            ids,
+            ids.clone(),
             audit.clone(),
             link.clone(),
             events.clone(),
@@ -170,6 +172,7 @@ impl AppState {
         Self {
             store,
             clock,
+            ids,
             link,
             gate,
             audit,

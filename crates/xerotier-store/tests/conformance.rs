@@ -36,6 +36,7 @@ fn audit(id: &str, action: &str, target: &str, outcome: Outcome) -> AuditEntry {
         target_name: None,
         reason: None,
         request_id: Some(format!("req-{id}")),
+        correlation_id: None,
         outcome: outcome.as_str().into(),
         client_addr: Some("127.0.0.1:1".into()),
         details: None,
@@ -318,6 +319,50 @@ per_backend!(audit_filters_combine, open, |db, store| {
         ids(AuditFilter { request_id: Some("req-aud_3".into()), ..Default::default() }).await,
         ["aud_3"]
     );
+});
+
+per_backend!(a_forged_correlation_id_never_joins_another_request, open, |db, store| {
+    // An honest request, and an attacker's that sends the honest one's id as its own label:
+    // each record keeps the router's request id; the label is a field apart.
+    let mut honest = audit("aud_h", "api_key.create", "key_h", Outcome::Success);
+    honest.request_id = Some("req_honest".into());
+    honest.correlation_id = Some("client-42".into());
+    store.record_audit(&honest).await.unwrap();
+    let mut forged = audit("aud_f", "api_key.revoke", "key_h", Outcome::Denied);
+    forged.request_id = Some("req_forger".into());
+    forged.correlation_id = Some("req_honest".into());
+    store.record_audit(&forged).await.unwrap();
+    let page = PageRequest { limit: 10, after: None };
+    let by = |filter: AuditFilter| {
+        let store = store.clone();
+        let page = page.clone();
+        async move {
+            store
+                .list_audit(&filter, &page)
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        by(AuditFilter { request_id: Some("req_honest".into()), ..Default::default() }).await,
+        ["aud_h"],
+        "{}: the request id finds only the router's record",
+        db.backend
+    );
+    assert_eq!(
+        by(AuditFilter { correlation_id: Some("req_honest".into()), ..Default::default() }).await,
+        ["aud_f"]
+    );
+    assert_eq!(
+        by(AuditFilter { correlation_id: Some("client-42".into()), ..Default::default() }).await,
+        ["aud_h"]
+    );
+    let stored = all_audit(&store).await;
+    assert_eq!(stored.iter().find(|e| e.id == "aud_f").unwrap(), &forged, "read back as written");
 });
 
 per_backend!(bootstrap_happens_once_even_when_raced, open, |db, store| {

@@ -3,13 +3,13 @@
 
 pub mod extract;
 pub mod pagination;
+pub mod request_id;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::{Extension, Json};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -31,8 +31,12 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
     info(
         title = "Xerotier router API",
         description = "Credential plane of the Xerotier execution-agent mesh. Errors use the \
-                       envelope `{\"error\":{\"message\",\"type\",\"code\",\"param\"}}`; every \
-                       response carries `X-Request-ID`."
+                       envelope `{\"error\":{\"message\",\"type\",\"code\",\"param\"}}`. Every \
+                       response carries `X-Request-ID`: the router's own id of the request \
+                       (`req_…`), also the `request_id` of the audit records it wrote. A client's \
+                       `X-Request-ID` of at most 128 characters of `[A-Za-z0-9._-]` is kept as \
+                       the request's correlation id (audit `correlation_id`) and echoed in \
+                       `X-Correlation-ID`; any other value is dropped."
     ),
     modifiers(&BearerApiKey),
     tags(
@@ -134,8 +138,7 @@ pub fn app(state: AppState) -> axum::Router {
         .layer(from_fn_with_state(state.metrics.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(from_fn_with_state(state.ids.clone(), request_id::assign))
         .with_state(state)
 }
 

@@ -25,6 +25,7 @@ mod key_hygiene;
 mod mesh;
 mod mesh_fairness;
 mod protocol;
+mod request_hygiene;
 mod rotation;
 mod router;
 mod security;
