@@ -9,6 +9,7 @@ use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
 use crate::fleet::FleetSettings;
+use crate::request_limits::RequestLimits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -65,6 +66,16 @@ pub struct RouterArgs {
     /// How long an agent that floods the mesh is silenced, in seconds [default: 30].
     #[arg(long, env = "XEROTIER_ROUTER_MESH_FLOOD_COOLDOWN_SECONDS")]
     pub mesh_flood_cooldown_seconds: Option<u64>,
+    /// Failed authentications one source address may make per minute, sustained; past it
+    /// (and the burst) its requests are refused with 429 until it may try again [default: 60].
+    #[arg(long, env = "XEROTIER_ROUTER_AUTH_FAILURES_PER_MINUTE")]
+    pub auth_failures_per_minute: Option<u32>,
+    /// Failed authentications one source address may make at once [default: 50].
+    #[arg(long, env = "XEROTIER_ROUTER_AUTH_FAILURE_BURST")]
+    pub auth_failure_burst: Option<u32>,
+    /// Live event streams (SSE) one API key may hold open at once [default: 8].
+    #[arg(long, env = "XEROTIER_ROUTER_MAX_EVENT_STREAMS_PER_KEY")]
+    pub max_event_streams_per_key: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +95,9 @@ struct FileConfig {
     mesh_agent_frames_per_second: Option<u32>,
     mesh_agent_frame_burst: Option<u32>,
     mesh_flood_cooldown_seconds: Option<u64>,
+    auth_failures_per_minute: Option<u32>,
+    auth_failure_burst: Option<u32>,
+    max_event_streams_per_key: Option<u32>,
 }
 
 /// The resolved configuration.
@@ -96,6 +110,7 @@ pub struct RouterConfig {
     pub log_format: LogFormat,
     pub log_level: String,
     pub fleet: FleetSettings,
+    pub limits: RequestLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +170,22 @@ impl RouterConfig {
             ..defaults
         };
         validate_fleet(&fleet)?;
+        let default_limits = RequestLimits::default();
+        let limits = RequestLimits {
+            auth_failures_per_minute: args
+                .auth_failures_per_minute
+                .or(file.auth_failures_per_minute)
+                .unwrap_or(default_limits.auth_failures_per_minute),
+            auth_failure_burst: args
+                .auth_failure_burst
+                .or(file.auth_failure_burst)
+                .unwrap_or(default_limits.auth_failure_burst),
+            event_streams_per_key: args
+                .max_event_streams_per_key
+                .or(file.max_event_streams_per_key)
+                .unwrap_or(default_limits.event_streams_per_key),
+        };
+        validate_limits(&limits)?;
         Ok(Self {
             listen: args.listen.or(file.listen).unwrap_or(default_listen),
             state_dir: args
@@ -165,6 +196,7 @@ impl RouterConfig {
             log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
             log_level: args.log_level.or(file.log_level).unwrap_or_else(|| "info".to_string()),
             fleet,
+            limits,
         })
     }
 
@@ -225,6 +257,16 @@ fn validate_fleet(fleet: &FleetSettings) -> Result<(), ConfigError> {
         );
     }
     Ok(())
+}
+
+fn validate_limits(limits: &RequestLimits) -> Result<(), ConfigError> {
+    let positive = |name, value: u32| match value {
+        0 => Err(ConfigError::Invalid { name, message: "must be positive".into() }),
+        _ => Ok(()),
+    };
+    positive("auth_failures_per_minute", limits.auth_failures_per_minute)?;
+    positive("auth_failure_burst", limits.auth_failure_burst)?;
+    positive("max_event_streams_per_key", limits.event_streams_per_key)
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -290,5 +332,34 @@ mod tests {
         let config = RouterConfig::resolve(args(&[])).unwrap();
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(config.limits, RequestLimits::default());
+    }
+
+    #[test]
+    fn request_limits_come_from_flags_and_file_and_must_be_positive() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("router.yaml");
+        std::fs::write(&file, "auth_failure_burst: 5\nmax_event_streams_per_key: 2\n").unwrap();
+        let config = RouterConfig::resolve(args(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--auth-failures-per-minute",
+            "6",
+            "--max-event-streams-per-key",
+            "3",
+        ]))
+        .unwrap();
+        let expected = RequestLimits {
+            auth_failures_per_minute: 6,
+            auth_failure_burst: 5,
+            event_streams_per_key: 3,
+        };
+        assert_eq!(config.limits, expected);
+        for flag in
+            ["--auth-failures-per-minute", "--auth-failure-burst", "--max-event-streams-per-key"]
+        {
+            let err = RouterConfig::resolve(args(&[flag, "0"])).unwrap_err();
+            assert!(err.to_string().contains("must be positive"), "{flag}: {err}");
+        }
     }
 }

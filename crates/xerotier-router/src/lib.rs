@@ -15,9 +15,11 @@ pub mod fleet;
 pub mod health;
 pub mod http;
 pub mod key_cache;
+pub mod live_streams;
 pub mod mesh_link;
 pub mod mesh_runtime;
 pub mod metrics;
+pub mod request_limits;
 pub mod server;
 pub mod service_error;
 #[cfg(feature = "test-faults")]
@@ -33,7 +35,7 @@ use xerotier_store::{Backend, Store};
 use crate::agent_events::EventLog;
 use crate::api_keys::ApiKeyService;
 use crate::audit::AuditLog;
-use crate::auth::{AuthGate, Authenticator};
+use crate::auth::{AuthGate, Authenticator, FailureLimit};
 use crate::exec::ExecService;
 use crate::exec::credential_ages::CredentialAges;
 use crate::exec::pauses::PauseService;
@@ -45,9 +47,11 @@ use crate::fleet::join_keys::JoinKeyService;
 use crate::fleet::rotation::RotationService;
 use crate::fleet::{FleetSettings, RouterIdentity};
 use crate::key_cache::KeyCache;
+use crate::live_streams::LiveStreams;
 use crate::mesh_link::MeshLink;
 use crate::mesh_runtime::{FrameHandler, RuntimeDeps};
 use crate::metrics::Metrics;
+use crate::request_limits::RequestLimits;
 
 /// The services, wired once. Cheap to clone; handlers take the part they need through
 /// `FromRef`, never the whole.
@@ -71,6 +75,7 @@ pub struct AppState {
     pub pauses: PauseService,
     pub credential_ages: CredentialAges,
     pub metrics: Metrics,
+    pub streams: LiveStreams,
 }
 
 macro_rules! sub_state {
@@ -97,10 +102,17 @@ sub_state!(
     pauses: PauseService,
     credential_ages: CredentialAges,
     metrics: Metrics,
+    streams: LiveStreams,
 );
 
 impl AppState {
-    pub fn new(store: Store, clock: SharedClock, entropy: SharedEntropy, link: MeshLink) -> Self {
+    pub fn new(
+        store: Store,
+        clock: SharedClock,
+        entropy: SharedEntropy,
+        link: MeshLink,
+        limits: RequestLimits,
+    ) -> Self {
         let ids = IdGenerator::new(clock.clone(), entropy.clone());
         let audit = AuditLog::new(store.clone(), clock.clone(), ids.clone());
         // Only a store this process owns alone can be cached (see key_cache).
@@ -113,10 +125,13 @@ impl AppState {
             cache.clone(),
         );
         let metrics = Metrics::default();
+        let auth = Authenticator::new(store.clone(), clock.clone(), cache);
+        let streams = LiveStreams::new(auth.clone(), clock.clone(), &limits);
         let gate = AuthGate {
-            auth: Authenticator::new(store.clone(), clock.clone(), cache),
+            auth,
             audit: audit.clone(),
             metrics: metrics.clone(),
+            failures: FailureLimit::new(clock.clone(), &limits),
         };
         let link = Arc::new(link);
         let join_keys = JoinKeyService::new(
@@ -187,6 +202,7 @@ impl AppState {
             pauses,
             credential_ages,
             metrics,
+            streams,
         }
     }
 
@@ -196,10 +212,11 @@ impl AppState {
         clock: SharedClock,
         entropy: SharedEntropy,
         settings: FleetSettings,
+        limits: RequestLimits,
     ) -> Result<Self, fleet::identity::IdentityError> {
         let identity =
             RouterIdentity::load_or_create(&store, clock.as_ref(), entropy.as_ref()).await?;
-        Ok(Self::new(store, clock, entropy, MeshLink::new(settings, identity)))
+        Ok(Self::new(store, clock, entropy, MeshLink::new(settings, identity), limits))
     }
 
     /// What the mesh runtime's tasks use.

@@ -41,6 +41,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
     auth_failures: Family<ReasonLabels, Counter>,
+    auth_rate_limited: Counter,
     mesh_frames: Family<KindLabels, Counter>,
     mesh_dropped: Family<ReasonLabels, Counter>,
     mesh_flood_disconnects: Counter,
@@ -62,6 +63,13 @@ impl Default for Metrics {
             "auth_failures",
             "Requests refused by authentication or scope",
             auth_failures.clone(),
+        );
+        let auth_rate_limited = Counter::default();
+        registry.register(
+            "auth_rate_limited",
+            "Requests refused (429) before authentication: their source address failed to \
+             authenticate too often",
+            auth_rate_limited.clone(),
         );
         let mesh_frames = Family::<KindLabels, Counter>::default();
         let mesh_dropped = Family::<ReasonLabels, Counter>::default();
@@ -99,6 +107,7 @@ impl Default for Metrics {
             requests,
             latency,
             auth_failures,
+            auth_rate_limited,
             mesh_frames,
             mesh_dropped,
             mesh_flood_disconnects,
@@ -110,6 +119,10 @@ impl Default for Metrics {
 impl Metrics {
     pub fn auth_failure(&self, reason: &str) {
         self.auth_failures.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
+    }
+
+    pub fn auth_rate_limited(&self) {
+        self.auth_rate_limited.inc();
     }
 
     pub fn mesh_frame(&self, kind: &str) {

@@ -52,6 +52,7 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
         Arc::new(SystemClock),
         Arc::new(OsEntropy),
         config.fleet.clone(),
+        config.limits,
     )
     .await
     .context("loading the router identity")?;
@@ -71,6 +72,7 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut mesh = crate::mesh_runtime::start(state.runtime_deps(), &shutdown).await?;
     let last_used = state.gate.auth.spawn_last_used_writer(shutdown.child_token());
+    let stream_watch = state.streams.spawn_watch(shutdown.child_token());
     let reloads = acknowledge_reloads(shutdown.child_token());
     xerotier_credentials::write_secret_file(
         &config.state_dir.join(MESH_ADDR_FILE),
@@ -117,7 +119,11 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     }
     shutdown.cancel();
     mesh.stop(TASKS_DRAIN).await;
-    for (name, task) in [("last-used writer", last_used), ("reload handler", reloads)] {
+    for (name, task) in [
+        ("last-used writer", last_used),
+        ("live stream watch", stream_watch),
+        ("reload handler", reloads),
+    ] {
         if let Err(err) = task.await {
             tracing::error!(task = name, error = %err, "task failed");
         }

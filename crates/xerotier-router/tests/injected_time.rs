@@ -16,6 +16,7 @@ use xerotier_proto::{ErrorCode, Scope, Scopes};
 use xerotier_router::AppState;
 use xerotier_router::audit::{Actor, AuditContext};
 use xerotier_router::fleet::FleetSettings;
+use xerotier_router::request_limits::RequestLimits;
 use xerotier_store::Store;
 use xerotier_testkit::TestDb;
 
@@ -38,6 +39,7 @@ async fn fixtures() -> Vec<Fixture> {
             clock.clone(),
             Arc::new(SeededEntropy::new(42)),
             FleetSettings::default(),
+            RequestLimits::default(),
         )
         .await
         .unwrap();

@@ -132,3 +132,13 @@ impl<S: Send + Sync> FromRequestParts<S> for AuditContext {
         Ok(RequestContext::from_http(&parts.extensions).audit(actor))
     }
 }
+
+/// The authenticated caller, as the auth middleware left it. Only routes behind that
+/// middleware take it; anywhere else it is refused as a missing key.
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Principal>().cloned().ok_or(ApiError::MissingApiKey)
+    }
+}
