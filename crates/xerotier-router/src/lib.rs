@@ -150,7 +150,13 @@ impl AppState {
             events.clone(),
             link.clone(),
         );
-        let exec = ExecService::new(store.clone(), clock.clone(), ids.clone(), link.clone());
+        let exec = ExecService::new(
+            store.clone(),
+            clock.clone(),
+            ids.clone(),
+            audit.clone(),
+            link.clone(),
+        );
         let enrollment = EnrollService::new(
             store.clone(),
             clock.clone(),

@@ -19,6 +19,7 @@ mod clones;
 mod enroll_attempts;
 mod enrollment;
 mod exec;
+mod exec_accountability;
 mod grants;
 mod join_keys;
 mod key_hygiene;
