@@ -123,6 +123,10 @@ pub enum KeysCommand {
         /// Why, for the audit log.
         #[arg(long)]
         reason: Option<String>,
+        /// Revoke even the key this command uses, or the last active management key (the
+        /// router refuses both otherwise: they would lock you out).
+        #[arg(long)]
+        allow_lockout: bool,
     },
     /// Issue a new value; the old one keeps working for the grace window.
     Rotate {

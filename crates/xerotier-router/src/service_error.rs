@@ -127,6 +127,7 @@ impl From<StoreError> for ServiceError {
                 ServiceError::NotPaused(format!("there is no {what} to lift"))
             }
             StoreError::AlreadyRevoked(what) => ServiceError::AlreadyRevoked(what),
+            StoreError::LastManagementKey(id) => ServiceError::LastManagementKey(id),
             StoreError::Database(sqlx_err) if is_unavailable(&sqlx_err) => {
                 ServiceError::StoreUnavailable(StoreError::Database(sqlx_err))
             }

@@ -23,6 +23,7 @@ mod exec_accountability;
 mod grants;
 mod join_keys;
 mod key_hygiene;
+mod lockout;
 mod mesh;
 mod mesh_fairness;
 mod protocol;

@@ -435,3 +435,47 @@ async fn failed_authentications_are_rate_limited_per_source_address() {
         api.get(TOOLS, Some("garbage")).await.assert_error(429, "too_many_auth_failures");
     }
 }
+
+#[tokio::test]
+async fn the_openapi_document_states_the_new_refusals_and_fields() {
+    for backend in backends().await {
+        let router = Router::start(&backend).await;
+        assert_documents_the_new_refusals(&router.api().get("/v1/openapi.json", None).await.json());
+    }
+}
+
+fn assert_documents_the_new_refusals(doc: &Value) {
+    let paths = doc["paths"].as_object().unwrap();
+    // Every route that takes an API key can answer 429 too_many_auth_failures, with
+    // Retry-After; the public ones do not.
+    let mut secured = 0;
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = &operation["responses"];
+            if operation.get("security").is_some_and(|s| !s.as_array().unwrap().is_empty()) {
+                secured += 1;
+                let refusal = &responses["429"];
+                let text = refusal["description"].as_str().unwrap_or_default();
+                assert!(text.contains("too_many_auth_failures"), "{method} {path}: {refusal}");
+                assert!(refusal["headers"]["Retry-After"].is_object(), "{method} {path}");
+            } else {
+                assert!(responses.get("429").is_none(), "{method} {path} takes no key");
+            }
+        }
+    }
+    assert!(secured > 20, "{secured} secured operations");
+    // The events stream's own limit, and the lockout guard's codes.
+    let events = &paths["/v1/management/agents/{id}/events"]["get"]["responses"]["429"];
+    assert!(events["description"].as_str().unwrap().contains("too_many_streams"), "{events}");
+    let revoke = &paths["/v1/management/api-keys/{id}/revoke"]["post"]["responses"]["409"];
+    let text = revoke["description"].as_str().unwrap();
+    assert!(text.contains("self_revoke") && text.contains("last_management_key"), "{text}");
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["RevokeApiKeyRequest"]["properties"]["allow_lockout"]["type"], "boolean");
+    assert!(schemas["AuditRecordView"]["properties"]["correlation_id"].is_object());
+    let description = doc["info"]["description"].as_str().unwrap();
+    assert!(description.contains("X-Correlation-ID"), "{description}");
+    // The invocation routes say who sees what.
+    let get = &paths["/v1/exec/invocations/{id}"]["get"]["responses"]["404"]["description"];
+    assert!(get.as_str().unwrap().contains("another key"), "{get}");
+}
