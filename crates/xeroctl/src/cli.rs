@@ -127,6 +127,10 @@ pub enum KeysCommand {
         /// Why, for the audit log.
         #[arg(long)]
         reason: Option<String>,
+        /// Revoke even the key this command uses, or the last active management key (the
+        /// router refuses both otherwise: they would lock you out).
+        #[arg(long)]
+        allow_lockout: bool,
     },
     /// Issue a new value; the old one keeps working for the grace window.
     Rotate {
@@ -392,8 +396,12 @@ pub struct AuditArgs {
     /// success, denied or failed.
     #[arg(long)]
     pub outcome: Option<String>,
+    /// The router's request id (`req_…`, the X-Request-ID it answered with).
     #[arg(long)]
     pub request_id: Option<String>,
+    /// The X-Request-ID a client sent (its own label, kept as the correlation id).
+    #[arg(long)]
+    pub correlation_id: Option<String>,
     /// RFC 3339 time, or a duration back from now such as 1h.
     #[arg(long)]
     pub since: Option<String>,

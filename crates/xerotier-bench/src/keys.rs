@@ -82,6 +82,7 @@ pub async fn store_create(
                     target_name: None,
                     reason: None,
                     request_id: None,
+                    correlation_id: None,
                     outcome: "success".into(),
                     client_addr: None,
                     details: None,

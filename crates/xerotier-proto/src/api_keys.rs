@@ -51,6 +51,10 @@ pub struct RotateApiKeyRequest {
 #[serde(deny_unknown_fields)]
 pub struct RevokeApiKeyRequest {
     pub reason: Option<String>,
+    /// Revoke even the key this request is authenticated with, or the last active key with
+    /// the `management` scope (refused otherwise: `self_revoke`, `last_management_key`).
+    #[serde(default)]
+    pub allow_lockout: bool,
 }
 
 pub const DEFAULT_ROTATE_GRACE_SECONDS: u64 = 24 * 60 * 60;

@@ -13,7 +13,13 @@ pub struct AuditRecordView {
     pub target_id: Option<String>,
     pub target_name: Option<String>,
     pub reason: Option<String>,
+    /// The router's id of the request that caused the record (`req_…`, the `X-Request-ID` it
+    /// answered with): unique per request, never chosen by the client.
     pub request_id: Option<String>,
+    /// What the client sent as `X-Request-ID` (at most 128 characters of `[A-Za-z0-9._-]`;
+    /// anything else is dropped): the client's own label, not unique and not verified.
+    #[serde(default)]
+    pub correlation_id: Option<String>,
     /// `success`, `denied` or `failed`.
     pub outcome: String,
     pub client_addr: Option<String>,
@@ -31,7 +37,10 @@ pub struct AuditQuery {
     pub actor_key_id: Option<String>,
     pub target_id: Option<String>,
     pub outcome: Option<String>,
+    /// The router's request id (`req_…`).
     pub request_id: Option<String>,
+    /// The `X-Request-ID` a client sent (its own label).
+    pub correlation_id: Option<String>,
     /// RFC 3339 lower bound on `at` (inclusive).
     pub since: Option<String>,
     /// RFC 3339 upper bound on `at` (exclusive).

@@ -34,6 +34,16 @@ pub enum ErrorCode {
     NotPaused,
     /// The agent waits for an operator's approval (its join key requires it): no rotation.
     AgentNotApproved,
+    /// This source address failed to authenticate too often: wait `Retry-After` seconds.
+    TooManyAuthFailures,
+    /// This API key holds as many live event streams as the router allows; close one.
+    TooManyStreams,
+    /// Refused: the request would revoke the API key it is authenticated with
+    /// (`allow_lockout` overrides).
+    SelfRevoke,
+    /// Refused: the key is the last active one with the `management` scope
+    /// (`allow_lockout` overrides).
+    LastManagementKey,
     PayloadTooLarge,
     MethodNotAllowed,
     UnsupportedMediaType,
@@ -65,6 +75,10 @@ impl ErrorCode {
             ErrorCode::InvocationFinished => "invocation_finished",
             ErrorCode::NotPaused => "not_paused",
             ErrorCode::AgentNotApproved => "agent_not_approved",
+            ErrorCode::TooManyAuthFailures => "too_many_auth_failures",
+            ErrorCode::TooManyStreams => "too_many_streams",
+            ErrorCode::SelfRevoke => "self_revoke",
+            ErrorCode::LastManagementKey => "last_management_key",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
@@ -87,7 +101,10 @@ impl ErrorCode {
             | ErrorCode::RotationInFlight
             | ErrorCode::InvocationFinished
             | ErrorCode::NotPaused
-            | ErrorCode::AgentNotApproved => "conflict_error",
+            | ErrorCode::AgentNotApproved
+            | ErrorCode::SelfRevoke
+            | ErrorCode::LastManagementKey => "conflict_error",
+            ErrorCode::TooManyAuthFailures | ErrorCode::TooManyStreams => "rate_limit_error",
             ErrorCode::ScopeInsufficient => "permission_error",
             ErrorCode::NotFound | ErrorCode::ToolNotFound | ErrorCode::WorkspaceNotFound => {
                 "not_found_error"

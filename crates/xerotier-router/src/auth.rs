@@ -21,11 +21,12 @@ use xerotier_credentials::{ApiKeyValue, Verifier};
 use xerotier_proto::{Scope, Scopes};
 use xerotier_store::{ApiKeyRecord, Outcome, Store};
 
-use crate::audit::{Actor, AuditContext, AuditLog, Change};
+use crate::audit::{Actor, AuditLog, Change};
 use crate::error::ApiError;
 use crate::http::extract::RequestContext;
 use crate::key_cache::KeyCache;
 use crate::metrics::Metrics;
+use crate::request_limits::{RequestLimits, SourceLimiter, source_of};
 
 /// `last_used_at` is written at most this often per key, so the hot path stays read-only.
 const LAST_USED_RESOLUTION_MILLIS: i64 = 60_000;
@@ -36,6 +37,20 @@ pub struct Principal {
     pub key_id: String,
     pub name: String,
     pub scopes: Scopes,
+    /// The verifier of the value presented (the current one, or the previous one within its
+    /// grace window): what a long-lived request checks its credential against again.
+    pub credential: Presented,
+}
+
+/// The verifier of a presented key value. A hash, not the secret, but it never appears in
+/// `Debug` output or logs all the same.
+#[derive(Clone)]
+pub struct Presented(pub Verifier);
+
+impl std::fmt::Debug for Presented {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Presented(..)")
+    }
 }
 
 impl Principal {
@@ -97,7 +112,8 @@ impl Authenticator {
         })
     }
 
-    async fn record(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, ApiError> {
+    /// The key's row: from the cache when this process owns the store, else from the store.
+    pub(crate) async fn record(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, ApiError> {
         let ticket = match self.cache.get(key_id) {
             Ok(record) => return Ok(Some(record)),
             Err(ticket) => ticket,
@@ -119,7 +135,8 @@ impl Authenticator {
         let presented = ApiKeyValue::parse(token).map_err(|_| ApiError::InvalidApiKey)?;
         let record = self.record(presented.key_id()).await?.ok_or(ApiError::InvalidApiKey)?;
         let now = self.clock.now_millis();
-        if !accepts(&record, &presented.verifier(), now) {
+        let credential = presented.verifier();
+        if !accepts(&record, &credential, now) {
             return Err(ApiError::InvalidApiKey);
         }
         self.note_use(&record.id, now);
@@ -129,7 +146,12 @@ impl Authenticator {
                 record.id
             )))
         })?;
-        Ok(Principal { key_id: record.id, name: record.name, scopes })
+        Ok(Principal {
+            key_id: record.id,
+            name: record.name,
+            scopes,
+            credential: Presented(credential),
+        })
     }
 
     fn note_use(&self, key_id: &str, now: UnixMillis) {
@@ -162,6 +184,41 @@ pub struct AuthGate {
     pub auth: Authenticator,
     pub audit: AuditLog,
     pub metrics: Metrics,
+    pub failures: FailureLimit,
+}
+
+/// Failed authentications per source address: each failure (no key, or a key that is
+/// malformed, unknown, wrong, expired or revoked) takes a token from the source's bucket; a
+/// source with none left is refused (429, `Retry-After`) before its key is even looked at,
+/// until the bucket refills. Limits: [`RequestLimits`].
+#[derive(Debug, Clone)]
+pub struct FailureLimit {
+    clock: SharedClock,
+    limiter: Arc<Mutex<SourceLimiter>>,
+}
+
+impl FailureLimit {
+    pub fn new(clock: SharedClock, limits: &RequestLimits) -> Self {
+        let limiter =
+            SourceLimiter::new(limits.auth_failures_per_minute, limits.auth_failure_burst);
+        Self { clock, limiter: Arc::new(Mutex::new(limiter)) }
+    }
+
+    /// When `source` may not try now: the seconds to wait (at least 1).
+    pub fn refusal(&self, source: &str) -> Option<u64> {
+        let wait = self.limiter.lock().wait_millis(source, self.clock.now_millis())?;
+        Some(u64::try_from(wait.saturating_add(999) / 1_000).unwrap_or(u64::MAX).max(1))
+    }
+
+    /// Counts one failure of `source`.
+    pub fn failed(&self, source: &str) {
+        let now = self.clock.now_millis();
+        let mut limiter = self.limiter.lock();
+        limiter.admit(source, now);
+        if let Some(wait) = limiter.wait_millis(source, now) {
+            tracing::info!(%source, wait_ms = wait, "too many failed authentications; refusing this address for now");
+        }
+    }
 }
 
 /// Whether `record` accepts a presented secret with verifier `presented` at time `now`:
@@ -195,10 +252,19 @@ async fn require(
     mut req: Request,
     next: Next,
 ) -> Response {
+    let request = RequestContext::from_http(req.extensions());
+    let source = source_of(request.client_addr.as_deref());
+    if let Some(retry_after_seconds) = gate.failures.refusal(&source) {
+        gate.metrics.auth_rate_limited();
+        return ApiError::TooManyAuthFailures { retry_after_seconds }.into_response();
+    }
     let presented = req.headers().get(header::AUTHORIZATION);
     let principal = match gate.auth.authenticate(presented).await {
         Ok(principal) => principal,
         Err(err) => {
+            if matches!(err, ApiError::MissingApiKey | ApiError::InvalidApiKey) {
+                gate.failures.failed(&source);
+            }
             gate.metrics.auth_failure(err.code().as_str());
             return err.into_response();
         }
@@ -206,9 +272,7 @@ async fn require(
     if !principal.scopes.contains(scope) {
         gate.metrics.auth_failure("scope_insufficient");
         if req.method() != Method::GET {
-            let RequestContext { request_id, client_addr } =
-                RequestContext::from_http(req.headers(), req.extensions());
-            let context = AuditContext::new(principal.actor(), request_id, client_addr);
+            let context = request.audit(Some(principal.actor()));
             let change = Change::untargeted("authz.denied").details(serde_json::json!({
                 "method": req.method().as_str(),
                 "path": req.uri().path(),

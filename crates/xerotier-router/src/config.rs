@@ -11,6 +11,7 @@ use serde::Deserialize;
 use xerotier_tls::CertSource;
 
 use crate::fleet::FleetSettings;
+use crate::request_limits::RequestLimits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -82,6 +83,16 @@ pub struct RouterArgs {
     /// keys and join keys would cross the network in clear text).
     #[arg(long, env = "XEROTIER_ROUTER_INSECURE_HTTP")]
     pub insecure_http: bool,
+    /// Failed authentications one source address may make per minute, sustained; past it
+    /// (and the burst) its requests are refused with 429 until it may try again [default: 60].
+    #[arg(long, env = "XEROTIER_ROUTER_AUTH_FAILURES_PER_MINUTE")]
+    pub auth_failures_per_minute: Option<u32>,
+    /// Failed authentications one source address may make at once [default: 50].
+    #[arg(long, env = "XEROTIER_ROUTER_AUTH_FAILURE_BURST")]
+    pub auth_failure_burst: Option<u32>,
+    /// Live event streams (SSE) one API key may hold open at once [default: 8].
+    #[arg(long, env = "XEROTIER_ROUTER_MAX_EVENT_STREAMS_PER_KEY")]
+    pub max_event_streams_per_key: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +116,9 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     tls_san: Option<Vec<String>>,
     insecure_http: Option<bool>,
+    auth_failures_per_minute: Option<u32>,
+    auth_failure_burst: Option<u32>,
+    max_event_streams_per_key: Option<u32>,
 }
 
 /// How the API is served.
@@ -126,6 +140,7 @@ pub struct RouterConfig {
     pub log_level: String,
     pub fleet: FleetSettings,
     pub http: HttpMode,
+    pub limits: RequestLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -202,6 +217,22 @@ impl RouterConfig {
             listen,
             &state_dir,
         )?;
+        let default_limits = RequestLimits::default();
+        let limits = RequestLimits {
+            auth_failures_per_minute: args
+                .auth_failures_per_minute
+                .or(file.auth_failures_per_minute)
+                .unwrap_or(default_limits.auth_failures_per_minute),
+            auth_failure_burst: args
+                .auth_failure_burst
+                .or(file.auth_failure_burst)
+                .unwrap_or(default_limits.auth_failure_burst),
+            event_streams_per_key: args
+                .max_event_streams_per_key
+                .or(file.max_event_streams_per_key)
+                .unwrap_or(default_limits.event_streams_per_key),
+        };
+        validate_limits(&limits)?;
         Ok(Self {
             listen,
             state_dir,
@@ -210,6 +241,7 @@ impl RouterConfig {
             log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
             log_level: args.log_level.or(file.log_level).unwrap_or_else(|| "info".to_string()),
             fleet,
+            limits,
         })
     }
 
@@ -343,6 +375,16 @@ fn is_tls_name(name: &str) -> bool {
         })
 }
 
+fn validate_limits(limits: &RequestLimits) -> Result<(), ConfigError> {
+    let positive = |name, value: u32| match value {
+        0 => Err(ConfigError::Invalid { name, message: "must be positive".into() }),
+        _ => Ok(()),
+    };
+    positive("auth_failures_per_minute", limits.auth_failures_per_minute)?;
+    positive("auth_failure_burst", limits.auth_failure_burst)?;
+    positive("max_event_streams_per_key", limits.event_streams_per_key)
+}
+
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
@@ -446,5 +488,34 @@ mod tests {
         let config = RouterConfig::resolve(args(&[])).unwrap();
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(config.limits, RequestLimits::default());
+    }
+
+    #[test]
+    fn request_limits_come_from_flags_and_file_and_must_be_positive() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("router.yaml");
+        std::fs::write(&file, "auth_failure_burst: 5\nmax_event_streams_per_key: 2\n").unwrap();
+        let config = RouterConfig::resolve(args(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--auth-failures-per-minute",
+            "6",
+            "--max-event-streams-per-key",
+            "3",
+        ]))
+        .unwrap();
+        let expected = RequestLimits {
+            auth_failures_per_minute: 6,
+            auth_failure_burst: 5,
+            event_streams_per_key: 3,
+        };
+        assert_eq!(config.limits, expected);
+        for flag in
+            ["--auth-failures-per-minute", "--auth-failure-burst", "--max-event-streams-per-key"]
+        {
+            let err = RouterConfig::resolve(args(&[flag, "0"])).unwrap_err();
+            assert!(err.to_string().contains("must be positive"), "{flag}: {err}");
+        }
     }
 }

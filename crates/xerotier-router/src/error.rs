@@ -27,6 +27,11 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("no route for {0}")]
     NoRoute(String),
+    #[error(
+        "too many failed authentications from this address; retry after {retry_after_seconds} s \
+         with a valid API key"
+    )]
+    TooManyAuthFailures { retry_after_seconds: u64 },
 }
 
 impl From<StoreError> for ApiError {
@@ -50,6 +55,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             ApiError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            ApiError::TooManyAuthFailures { .. } => ErrorCode::TooManyAuthFailures,
         }
     }
 
@@ -66,7 +72,12 @@ impl ApiError {
             | ErrorCode::RotationInFlight
             | ErrorCode::InvocationFinished
             | ErrorCode::NotPaused
-            | ErrorCode::AgentNotApproved => StatusCode::CONFLICT,
+            | ErrorCode::AgentNotApproved
+            | ErrorCode::SelfRevoke
+            | ErrorCode::LastManagementKey => StatusCode::CONFLICT,
+            ErrorCode::TooManyAuthFailures | ErrorCode::TooManyStreams => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ErrorCode::ScopeInsufficient => StatusCode::FORBIDDEN,
             ErrorCode::NotFound | ErrorCode::ToolNotFound | ErrorCode::WorkspaceNotFound => {
                 StatusCode::NOT_FOUND
@@ -108,6 +119,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let ApiError::TooManyAuthFailures { retry_after_seconds } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
         }
         response
     }

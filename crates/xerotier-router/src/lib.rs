@@ -15,9 +15,11 @@ pub mod fleet;
 pub mod health;
 pub mod http;
 pub mod key_cache;
+pub mod live_streams;
 pub mod mesh_link;
 pub mod mesh_runtime;
 pub mod metrics;
+pub mod request_limits;
 pub mod server;
 pub mod service_error;
 #[cfg(feature = "test-faults")]
@@ -34,7 +36,7 @@ use xerotier_store::{Backend, Store};
 use crate::agent_events::EventLog;
 use crate::api_keys::ApiKeyService;
 use crate::audit::AuditLog;
-use crate::auth::{AuthGate, Authenticator};
+use crate::auth::{AuthGate, Authenticator, FailureLimit};
 use crate::exec::ExecService;
 use crate::exec::credential_ages::CredentialAges;
 use crate::exec::pauses::PauseService;
@@ -46,9 +48,11 @@ use crate::fleet::join_keys::JoinKeyService;
 use crate::fleet::rotation::RotationService;
 use crate::fleet::{FleetSettings, RouterIdentity};
 use crate::key_cache::KeyCache;
+use crate::live_streams::LiveStreams;
 use crate::mesh_link::MeshLink;
 use crate::mesh_runtime::{FrameHandler, RuntimeDeps};
 use crate::metrics::Metrics;
+use crate::request_limits::RequestLimits;
 
 /// The services, wired once. Cheap to clone; handlers take the part they need through
 /// `FromRef`, never the whole.
@@ -56,6 +60,8 @@ use crate::metrics::Metrics;
 pub struct AppState {
     pub store: Store,
     pub clock: SharedClock,
+    /// Makes request ids (and every other id the state's services make).
+    pub ids: IdGenerator,
     pub link: Arc<MeshLink>,
     pub gate: AuthGate,
     pub audit: AuditLog,
@@ -70,6 +76,7 @@ pub struct AppState {
     pub pauses: PauseService,
     pub credential_ages: CredentialAges,
     pub metrics: Metrics,
+    pub streams: LiveStreams,
 }
 
 macro_rules! sub_state {
@@ -96,10 +103,17 @@ sub_state!(
     pauses: PauseService,
     credential_ages: CredentialAges,
     metrics: Metrics,
+    streams: LiveStreams,
 );
 
 impl AppState {
-    pub fn new(store: Store, clock: SharedClock, entropy: SharedEntropy, link: MeshLink) -> Self {
+    pub fn new(
+        store: Store,
+        clock: SharedClock,
+        entropy: SharedEntropy,
+        link: MeshLink,
+        limits: RequestLimits,
+    ) -> Self {
         let ids = IdGenerator::new(clock.clone(), entropy.clone());
         let audit = AuditLog::new(store.clone(), clock.clone(), ids.clone());
         // Only a store this process owns alone can be cached (see key_cache).
@@ -112,10 +126,13 @@ impl AppState {
             cache.clone(),
         );
         let metrics = Metrics::default();
+        let auth = Authenticator::new(store.clone(), clock.clone(), cache);
+        let streams = LiveStreams::new(auth.clone(), clock.clone(), &limits);
         let gate = AuthGate {
-            auth: Authenticator::new(store.clone(), clock.clone(), cache),
+            auth,
             audit: audit.clone(),
             metrics: metrics.clone(),
+            failures: FailureLimit::new(clock.clone(), &limits),
         };
         let link = Arc::new(link);
         let join_keys = JoinKeyService::new(
@@ -134,11 +151,17 @@ impl AppState {
             events.clone(),
             link.clone(),
         );
-        let exec = ExecService::new(store.clone(), clock.clone(), ids.clone(), link.clone());
+        let exec = ExecService::new(
+            store.clone(),
+            clock.clone(),
+            ids.clone(),
+            audit.clone(),
+            link.clone(),
+        );
         let enrollment = EnrollService::new(
             store.clone(),
             clock.clone(),
-            ids,
+            ids.clone(),
             audit.clone(),
             link.clone(),
             events.clone(),
@@ -171,6 +194,7 @@ impl AppState {
         Self {
             store,
             clock,
+            ids,
             link,
             gate,
             audit,
@@ -185,6 +209,7 @@ impl AppState {
             pauses,
             credential_ages,
             metrics,
+            streams,
         }
     }
 
@@ -194,10 +219,11 @@ impl AppState {
         clock: SharedClock,
         entropy: SharedEntropy,
         settings: FleetSettings,
+        limits: RequestLimits,
     ) -> Result<Self, fleet::identity::IdentityError> {
         let identity =
             RouterIdentity::load_or_create(&store, clock.as_ref(), entropy.as_ref()).await?;
-        Ok(Self::new(store, clock, entropy, MeshLink::new(settings, identity)))
+        Ok(Self::new(store, clock, entropy, MeshLink::new(settings, identity), limits))
     }
 
     /// What the mesh runtime's tasks use.

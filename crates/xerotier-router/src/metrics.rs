@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -41,6 +41,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
     auth_failures: Family<ReasonLabels, Counter>,
+    auth_rate_limited: Counter,
     mesh_frames: Family<KindLabels, Counter>,
     mesh_dropped: Family<ReasonLabels, Counter>,
     mesh_flood_disconnects: Counter,
@@ -62,6 +63,13 @@ impl Default for Metrics {
             "auth_failures",
             "Requests refused by authentication or scope",
             auth_failures.clone(),
+        );
+        let auth_rate_limited = Counter::default();
+        registry.register(
+            "auth_rate_limited",
+            "Requests refused (429) before authentication: their source address failed to \
+             authenticate too often",
+            auth_rate_limited.clone(),
         );
         let mesh_frames = Family::<KindLabels, Counter>::default();
         let mesh_dropped = Family::<ReasonLabels, Counter>::default();
@@ -99,6 +107,7 @@ impl Default for Metrics {
             requests,
             latency,
             auth_failures,
+            auth_rate_limited,
             mesh_frames,
             mesh_dropped,
             mesh_flood_disconnects,
@@ -110,6 +119,10 @@ impl Default for Metrics {
 impl Metrics {
     pub fn auth_failure(&self, reason: &str) {
         self.auth_failures.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
+    }
+
+    pub fn auth_rate_limited(&self) {
+        self.auth_rate_limited.inc();
     }
 
     pub fn mesh_frame(&self, kind: &str) {
@@ -147,17 +160,38 @@ impl Metrics {
     }
 }
 
-/// Counts and times every request by its route template (not its raw path, which would let
-/// callers create unbounded label sets).
+/// The `method` label: the standard methods by name, anything else (a client may send any
+/// token as a method) as `other`, so callers cannot grow `/metrics`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// The `route` label: the route template that matched (never the raw path), or `unmatched`.
+fn route_label(req: &Request) -> String {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string())
+}
+
+/// Counts and times every request by its route template and a bounded method label: nothing
+/// a caller sends (a raw path, an invented method) becomes a label value of its own.
 #[expect(clippy::disallowed_methods, reason = "measures latency for /metrics; decides nothing")]
 pub async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().as_str().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
+    let method = method_label(req.method()).to_string();
+    let route = route_label(&req);
     let response = next.run(req).await;
     metrics
         .requests
@@ -189,5 +223,20 @@ pub async fn serve_metrics(State(metrics): State<Metrics>) -> Response {
             "encoding metrics",
         ))
         .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        for text in ["FOO", "BREW", "get", "X-1234", "PROPFIND"] {
+            let method = Method::from_bytes(text.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "other", "{text}");
+        }
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::DELETE), "DELETE");
     }
 }

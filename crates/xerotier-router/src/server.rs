@@ -59,9 +59,10 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
         format!("opening the state store {}", redact_url(store_url.expose_secret()))
     })?;
     tracing::info!(backend = store.backend().name(), "state store ready");
-    let state = AppState::load(store.clone(), clock.clone(), Arc::new(OsEntropy), fleet)
-        .await
-        .context("loading the router identity")?;
+    let state =
+        AppState::load(store.clone(), clock.clone(), Arc::new(OsEntropy), fleet, config.limits)
+            .await
+            .context("loading the router identity")?;
 
     #[cfg(feature = "test-faults")]
     crate::test_faults::arm(&state);
@@ -83,6 +84,7 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     let renewal = tls
         .clone()
         .map(|tls| tls_reload::spawn_renewal(tls, &ca_pin, &clock, shutdown.child_token()));
+    let stream_watch = state.streams.spawn_watch(shutdown.child_token());
     xerotier_credentials::write_secret_file(
         &config.state_dir.join(MESH_ADDR_FILE),
         format!("{}\n", state.link.advertised_mesh_addr()).as_bytes(),
@@ -139,8 +141,13 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     }
     shutdown.cancel();
     mesh.stop(TASKS_DRAIN).await;
-    let tasks = [("last-used writer", Some(last_used)), ("reload handler", Some(reloads))];
-    for (name, task) in tasks.into_iter().chain([("TLS renewal", renewal)]) {
+    let tasks = [
+        ("last-used writer", Some(last_used)),
+        ("live stream watch", Some(stream_watch)),
+        ("reload handler", Some(reloads)),
+        ("TLS renewal", renewal),
+    ];
+    for (name, task) in tasks {
         let Some(task) = task else { continue };
         if let Err(err) = task.await {
             tracing::error!(task = name, error = %err, "task failed");

@@ -48,6 +48,24 @@ pub enum ServiceError {
         "agent {0} waits for approval (its join key requires it); approve it with `xeroctl agents candidates {0} --approve`"
     )]
     AgentNotApproved(String),
+    #[error(
+        "this API key already holds {limit} live event streams on this router; close one \
+         (or use another key) before opening another"
+    )]
+    TooManyStreams { limit: u32 },
+    #[error(
+        "refusing to revoke {0}: it is the API key this request is authenticated with, so you \
+         would lock yourself out. Revoke it with another management key, or repeat with \
+         --allow-lockout (API: \"allow_lockout\": true) if that is what you want"
+    )]
+    SelfRevoke(String),
+    #[error(
+        "refusing to revoke {0}: it is the last active API key with the management scope, so \
+         nobody could manage the router afterwards. Create another one first (`xeroctl keys \
+         create --scope management --name …`), or repeat with --allow-lockout (API: \
+         \"allow_lockout\": true) if that is what you want"
+    )]
+    LastManagementKey(String),
     #[error("the state store is unavailable; retry")]
     StoreUnavailable(#[source] StoreError),
     #[error("internal error")]
@@ -85,6 +103,9 @@ impl ServiceError {
             ServiceError::InvocationFinished(_) => ErrorCode::InvocationFinished,
             ServiceError::NotPaused(_) => ErrorCode::NotPaused,
             ServiceError::AgentNotApproved(_) => ErrorCode::AgentNotApproved,
+            ServiceError::TooManyStreams { .. } => ErrorCode::TooManyStreams,
+            ServiceError::SelfRevoke(_) => ErrorCode::SelfRevoke,
+            ServiceError::LastManagementKey(_) => ErrorCode::LastManagementKey,
             ServiceError::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
             ServiceError::Internal(_) => ErrorCode::Internal,
         }
@@ -106,6 +127,7 @@ impl From<StoreError> for ServiceError {
                 ServiceError::NotPaused(format!("there is no {what} to lift"))
             }
             StoreError::AlreadyRevoked(what) => ServiceError::AlreadyRevoked(what),
+            StoreError::LastManagementKey(id) => ServiceError::LastManagementKey(id),
             StoreError::Database(sqlx_err) if is_unavailable(&sqlx_err) => {
                 ServiceError::StoreUnavailable(StoreError::Database(sqlx_err))
             }

@@ -16,6 +16,7 @@ use xerotier_proto::{ErrorCode, Scope, Scopes};
 use xerotier_router::AppState;
 use xerotier_router::audit::{Actor, AuditContext};
 use xerotier_router::fleet::FleetSettings;
+use xerotier_router::request_limits::RequestLimits;
 use xerotier_store::Store;
 use xerotier_testkit::TestDb;
 
@@ -38,6 +39,7 @@ async fn fixtures() -> Vec<Fixture> {
             clock.clone(),
             Arc::new(SeededEntropy::new(42)),
             FleetSettings::default(),
+            RequestLimits::default(),
         )
         .await
         .unwrap();
@@ -140,7 +142,7 @@ async fn revoke_holds_on_the_next_authentication_even_with_a_warm_cache() {
         for _ in 0..3 {
             assert!(f.accepted(&value).await, "warms the key cache on SQLite");
         }
-        f.state.api_keys.revoke(&f.admin, &id, Some("leak")).await.unwrap();
+        f.state.api_keys.revoke(&f.admin, &id, Some("leak"), false).await.unwrap();
         assert!(!f.accepted(&value).await);
     }
 }
@@ -151,7 +153,7 @@ async fn revoking_also_ends_a_grace_window() {
         let (id, old) = f.create("ops", None).await;
         let new =
             f.state.api_keys.rotate(&f.admin, &id, RotateApiKeyRequest::default()).await.unwrap();
-        f.state.api_keys.revoke(&f.admin, &id, None).await.unwrap();
+        f.state.api_keys.revoke(&f.admin, &id, None, false).await.unwrap();
         assert!(!f.accepted(&old).await && !f.accepted(new.value.expose_secret()).await);
     }
 }

@@ -42,7 +42,8 @@ async fn fixtures() -> Vec<Fixture> {
         let clock = Arc::new(ManualClock::new(START));
         let settings =
             FleetSettings { curve_rotation_ack_timeout_ms: TIMEOUT_MS, ..FleetSettings::default() };
-        let state = AppState::load(store, clock.clone(), Arc::new(SeededEntropy::new(7)), settings)
+        let entropy = Arc::new(SeededEntropy::new(7));
+        let state = AppState::load(store, clock.clone(), entropy, settings, Default::default())
             .await
             .unwrap();
         let admin = AuditContext::new(

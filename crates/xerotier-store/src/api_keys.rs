@@ -1,8 +1,8 @@
 use sqlx::{Any, Transaction};
 use xerotier_core::UnixMillis;
 
-use crate::rows::{RevokeSql, record, sql};
-use crate::{AuditEntry, PageRequest, PageSlice, Store, StoreError};
+use crate::rows::{Record, record, sql};
+use crate::{AuditEntry, Backend, PageRequest, PageSlice, Store, StoreError};
 
 /// An API key row. `verifier` and `previous_verifier` are hashes, never secrets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,22 +162,66 @@ impl Store {
     }
 
     /// Soft-revokes: the row stays for the record, the key stops authenticating at once.
+    ///
+    /// With `keep_a_management_key`, the last usable key with the `management` scope is not
+    /// revoked ([`StoreError::LastManagementKey`], nothing written): the condition is part of
+    /// the `UPDATE`, and revocations are serialized (SQLite's write lock; an advisory lock on
+    /// PostgreSQL, after which the `UPDATE` reads what every earlier one committed), so two
+    /// concurrent revocations of the last two such keys cannot both succeed.
     pub async fn revoke_api_key(
         &self,
         id: &str,
         now: UnixMillis,
         revoked_by: Option<&str>,
         reason: Option<&str>,
+        keep_a_management_key: bool,
         audit: &AuditEntry,
     ) -> Result<ApiKeyRecord, StoreError> {
-        let also = RevokeSql {
-            also_set: ", previous_verifier = NULL, previous_valid_until = NULL",
-            only_if: "",
-        };
-        match self.revoke(id, now, revoked_by, reason, also, audit).await? {
-            Some(key) => Ok(key),
-            None => Err(self.why_not_revocable::<ApiKeyRecord>(id, id.to_string()).await?),
+        let mut tx = self.begin_write().await?;
+        self.serialize_key_revocations(&mut tx).await?;
+        let revoked = sqlx::query(sql::<ApiKeyRecord>(
+            "UPDATE {table} SET revoked_at = $2, revoked_by = $3, revoked_reason = $4,
+                 previous_verifier = NULL, previous_valid_until = NULL
+             WHERE id = $1 AND revoked_at IS NULL
+               AND ($5 = 0
+                    OR (',' || scopes || ',') NOT LIKE '%,management,%'
+                    OR (expires_at IS NOT NULL AND expires_at <= $2)
+                    OR EXISTS (SELECT 1 FROM {table} other
+                               WHERE other.id <> $1 AND other.revoked_at IS NULL
+                                 AND (other.expires_at IS NULL OR other.expires_at > $2)
+                                 AND (',' || other.scopes || ',') LIKE '%,management,%'))
+             RETURNING {cols}",
+        ))
+        .bind(id)
+        .bind(now)
+        .bind(revoked_by)
+        .bind(reason)
+        .bind(i64::from(keep_a_management_key))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = revoked {
+            let key = ApiKeyRecord::from_row(&row)?;
+            audit.commit_with(tx).await?;
+            return Ok(key);
         }
+        tx.rollback().await?;
+        Err(match self.api_key(id).await? {
+            None => StoreError::NotFound(id.to_string()),
+            Some(key) if key.revoked_at.is_some() => StoreError::AlreadyRevoked(id.to_string()),
+            Some(_) => StoreError::LastManagementKey(id.to_string()),
+        })
+    }
+
+    /// Makes concurrent API key revocations take turns, inside `tx`: on PostgreSQL an
+    /// advisory lock held until `tx` ends; on SQLite `BEGIN IMMEDIATE` already did.
+    async fn serialize_key_revocations(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+    ) -> Result<(), StoreError> {
+        if self.backend() == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(7272)").execute(&mut **tx).await?;
+        }
+        Ok(())
     }
 
     /// Records use; only ever moves `last_used_at` forward.

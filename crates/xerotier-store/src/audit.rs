@@ -34,7 +34,11 @@ pub struct AuditEntry {
     pub target_id: Option<String>,
     pub target_name: Option<String>,
     pub reason: Option<String>,
+    /// The router's own id of the request that caused it (`req_…`): unique, never the client's.
     pub request_id: Option<String>,
+    /// What the client sent as `X-Request-ID`, when it was a valid label: its own correlation,
+    /// never trusted to be unique.
+    pub correlation_id: Option<String>,
     /// `success`, `denied` or `failed`.
     pub outcome: String,
     pub client_addr: Option<String>,
@@ -50,13 +54,14 @@ pub struct AuditFilter {
     pub target_id: Option<String>,
     pub outcome: Option<String>,
     pub request_id: Option<String>,
+    pub correlation_id: Option<String>,
     pub since: Option<UnixMillis>,
     pub until: Option<UnixMillis>,
 }
 
 record!(AuditEntry in "audit_log" {
     id, at, actor_key_id, actor_name, action, target_type, target_id, target_name, reason,
-    request_id, outcome, client_addr, details,
+    request_id, correlation_id, outcome, client_addr, details,
 });
 
 impl AuditEntry {
@@ -66,7 +71,7 @@ impl AuditEntry {
     ) -> Result<(), StoreError> {
         sqlx::query(sql::<Self>(
             "INSERT INTO {table} ({cols})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         ))
         .bind(&self.id)
         .bind(self.at)
@@ -78,6 +83,7 @@ impl AuditEntry {
         .bind(&self.target_name)
         .bind(&self.reason)
         .bind(&self.request_id)
+        .bind(&self.correlation_id)
         .bind(&self.outcome)
         .bind(&self.client_addr)
         .bind(&self.details)
@@ -117,14 +123,16 @@ impl Store {
                AND ($5 IS NULL OR target_id = $5)
                AND ($6 IS NULL OR outcome = $6)
                AND ($7 IS NULL OR request_id = $7)
-               AND ($8 IS NULL OR at >= $8)
-               AND ($9 IS NULL OR at < $9)",
+               AND ($8 IS NULL OR correlation_id = $8)
+               AND ($9 IS NULL OR at >= $9)
+               AND ($10 IS NULL OR at < $10)",
             |q| {
                 q.bind(&filter.action)
                     .bind(&filter.actor_key_id)
                     .bind(&filter.target_id)
                     .bind(&filter.outcome)
                     .bind(&filter.request_id)
+                    .bind(&filter.correlation_id)
                     .bind(filter.since)
                     .bind(filter.until)
             },

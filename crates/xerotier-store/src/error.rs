@@ -20,6 +20,8 @@ pub enum StoreError {
     NotPaused(String),
     #[error("{0} is already revoked")]
     AlreadyRevoked(String),
+    #[error("{0} is the last usable API key with the management scope")]
+    LastManagementKey(String),
     #[error("unsupported database URL {0:?}: expected sqlite:… or postgres://…")]
     UnsupportedUrl(String),
     #[error("migration {version} failed: {source}")]

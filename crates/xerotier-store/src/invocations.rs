@@ -1,7 +1,7 @@
 use xerotier_core::UnixMillis;
 
 use crate::rows::{self, AnyQuery, Record, record, sql};
-use crate::{PageRequest, PageSlice, Store, StoreError};
+use crate::{AuditEntry, PageRequest, PageSlice, Store, StoreError};
 
 /// A tool invocation. `status` is `queued`, `running`, `succeeded`, `failed`, `cancelled` or
 /// `timed_out`; a `queued` one with an `agent_id` is on its way to that agent.
@@ -58,6 +58,8 @@ pub struct InvocationEnd {
 /// Filters for listing invocations; `None` means "any".
 #[derive(Debug, Clone, Default)]
 pub struct InvocationFilter {
+    /// Only those created by this API key.
+    pub created_by: Option<String>,
     pub status: Option<String>,
     pub agent_id: Option<String>,
     pub workspace: Option<String>,
@@ -91,9 +93,11 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// Creates a queued invocation with its audit record, in one transaction.
     pub async fn create_invocation(
         &self,
         new: &NewInvocation,
+        audit: &AuditEntry,
     ) -> Result<InvocationRecord, StoreError> {
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(sql::<InvocationRecord>(
@@ -108,8 +112,9 @@ impl Store {
         .bind(&new.created_by)
         .fetch_one(&mut *tx)
         .await?;
-        tx.commit().await?;
-        Ok(InvocationRecord::from_row(&row)?)
+        let record = InvocationRecord::from_row(&row)?;
+        audit.commit_with(tx).await?;
+        Ok(record)
     }
 
     pub async fn invocation(&self, id: &str) -> Result<Option<InvocationRecord>, StoreError> {
@@ -125,12 +130,14 @@ impl Store {
         self.page(
             page,
             "($3 IS NULL OR status = $3) AND ($4 IS NULL OR agent_id = $4)
-               AND ($5 IS NULL OR workspace = $5) AND ($6 IS NULL OR tool = $6)",
+               AND ($5 IS NULL OR workspace = $5) AND ($6 IS NULL OR tool = $6)
+               AND ($7 IS NULL OR created_by = $7)",
             |q| {
                 q.bind(&filter.status)
                     .bind(&filter.agent_id)
                     .bind(&filter.workspace)
                     .bind(&filter.tool)
+                    .bind(&filter.created_by)
             },
         )
         .await
@@ -257,41 +264,54 @@ impl Store {
         .await
     }
 
-    /// Cancels an invocation: at once if no agent has it, else by recording the request.
+    /// Cancels an invocation: at once if no agent has it, else by recording the request; the
+    /// audit record commits with either. `owner` Some: only an invocation that API key
+    /// created, any other is `NotFound` (as if it did not exist). An invocation that already
+    /// ended changes nothing and writes nothing.
     pub async fn cancel_invocation(
         &self,
         id: &str,
         now: UnixMillis,
+        owner: Option<&str>,
+        audit: &AuditEntry,
     ) -> Result<CancelOutcome, StoreError> {
         let mut tx = self.begin_write().await?;
         let cancelled = sqlx::query(sql::<InvocationRecord>(
             "UPDATE {table} SET status = 'cancelled', finished_at = $2,
                  cancel_requested_at = $2, error = 'cancelled before it reached an agent'
-             WHERE id = $1 AND status = 'queued' AND agent_id IS NULL RETURNING {cols}",
+             WHERE id = $1 AND status = 'queued' AND agent_id IS NULL
+               AND ($3 IS NULL OR created_by = $3) RETURNING {cols}",
         ))
         .bind(id)
         .bind(now)
+        .bind(owner)
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(row) = cancelled {
-            tx.commit().await?;
-            return Ok(CancelOutcome::Cancelled(InvocationRecord::from_row(&row)?));
+            let record = InvocationRecord::from_row(&row)?;
+            audit.commit_with(tx).await?;
+            return Ok(CancelOutcome::Cancelled(record));
         }
         let requested = sqlx::query(sql::<InvocationRecord>(
             "UPDATE {table} SET cancel_requested_at = COALESCE(cancel_requested_at, $2)
-             WHERE id = $1 AND status IN ('queued', 'running') RETURNING {cols}",
+             WHERE id = $1 AND status IN ('queued', 'running')
+               AND ($3 IS NULL OR created_by = $3) RETURNING {cols}",
         ))
         .bind(id)
         .bind(now)
+        .bind(owner)
         .fetch_optional(&mut *tx)
         .await?;
-        tx.commit().await?;
         if let Some(record) = rows::one(requested)? {
+            audit.commit_with(tx).await?;
             return Ok(CancelOutcome::Requested(record));
         }
+        tx.rollback().await?;
         match self.invocation(id).await? {
-            Some(record) => Ok(CancelOutcome::AlreadyFinished(record)),
-            None => Err(StoreError::NotFound(format!("invocation {id}"))),
+            Some(record) if owner.is_none_or(|key| record.created_by.as_deref() == Some(key)) => {
+                Ok(CancelOutcome::AlreadyFinished(record))
+            }
+            _ => Err(StoreError::NotFound(format!("invocation {id}"))),
         }
     }
 }

@@ -62,6 +62,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/common/0008_quarantine.sql"),
         postgres: include_str!("../migrations/common/0008_quarantine.sql"),
     },
+    Migration {
+        version: 9,
+        name: "request_hygiene",
+        sqlite: include_str!("../migrations/common/0009_request_hygiene.sql"),
+        postgres: include_str!("../migrations/common/0009_request_hygiene.sql"),
+    },
 ];
 
 /// Applies each pending migration in its own write transaction. Several routers starting at

@@ -36,6 +36,7 @@ fn audit(id: &str, action: &str, target: &str, outcome: Outcome) -> AuditEntry {
         target_name: None,
         reason: None,
         request_id: Some(format!("req-{id}")),
+        correlation_id: None,
         outcome: outcome.as_str().into(),
         client_addr: Some("127.0.0.1:1".into()),
         details: None,
@@ -109,6 +110,7 @@ per_backend!(duplicate_active_name_is_refused_and_writes_nothing, open, |db, sto
             20,
             Some("key_admin"),
             Some("leak"),
+            true,
             &audit("aud_3", "api_key.revoke", "key_a", Outcome::Success),
         )
         .await
@@ -156,6 +158,7 @@ per_backend!(revoke_is_soft_and_only_once, open, |db, store| {
             20,
             Some("key_admin"),
             Some("rotation"),
+            true,
             &audit("aud_2", "api_key.revoke", "key_a", Outcome::Success),
         )
         .await
@@ -171,6 +174,7 @@ per_backend!(revoke_is_soft_and_only_once, open, |db, store| {
             30,
             None,
             None,
+            true,
             &audit("aud_3", "api_key.revoke", "key_a", Outcome::Success),
         )
         .await;
@@ -181,12 +185,98 @@ per_backend!(revoke_is_soft_and_only_once, open, |db, store| {
             30,
             None,
             None,
+            true,
             &audit("aud_4", "api_key.revoke", "key_zz", Outcome::Success),
         )
         .await;
     assert!(matches!(missing, Err(StoreError::NotFound(_))));
     assert_eq!(all_audit(&store).await.len(), 2, "failed revokes left no success record");
 });
+
+/// A key with `scopes`, created at 10.
+async fn key_with(store: &Store, id: &str, scopes: &str, expires_at: Option<i64>) {
+    let mut new = key(id, id, 10);
+    new.scopes = scopes.into();
+    new.expires_at = expires_at;
+    let entry = audit(&format!("aud_create_{id}"), "api_key.create", id, Outcome::Success);
+    store.create_api_key(&new, &entry).await.unwrap();
+}
+
+/// Revokes `id` at time 100, guarding the last management key or not.
+async fn revoke_at_100(store: &Store, id: &str, guard: bool) -> Result<(), StoreError> {
+    let entry = audit(&format!("aud_revoke_{id}_{guard}"), "api_key.revoke", id, Outcome::Success);
+    store.revoke_api_key(id, 100, None, None, guard, &entry).await.map(|_| ())
+}
+
+per_backend!(the_last_management_key_is_kept_unless_lockout_is_allowed, open, |db, store| {
+    key_with(&store, "key_m1", "management", None).await;
+    key_with(&store, "key_m2", "execution,management", None).await;
+    key_with(&store, "key_e1", "execution", None).await;
+    key_with(&store, "key_gone", "management", Some(50)).await;
+    key_with(&store, "key_later", "management", Some(101)).await;
+    revoke_at_100(&store, "key_later", true).await.unwrap();
+    revoke_at_100(&store, "key_m1", true).await.unwrap();
+    let records = all_audit(&store).await.len();
+
+    // key_m2 is the last usable one: an expired key does not count.
+    let refused = revoke_at_100(&store, "key_m2", true).await;
+    assert!(
+        matches!(refused, Err(StoreError::LastManagementKey(ref id)) if id == "key_m2"),
+        "[{}] {refused:?}",
+        db.backend
+    );
+    assert!(store.api_key("key_m2").await.unwrap().unwrap().revoked_at.is_none());
+    assert_eq!(all_audit(&store).await.len(), records, "a refusal writes nothing");
+    // Keys without the scope, and expired ones, are not guarded.
+    revoke_at_100(&store, "key_e1", true).await.unwrap();
+    revoke_at_100(&store, "key_gone", true).await.unwrap();
+    // Other refusals keep their own reasons.
+    assert!(matches!(
+        revoke_at_100(&store, "key_m1", true).await,
+        Err(StoreError::AlreadyRevoked(_))
+    ));
+    assert!(matches!(revoke_at_100(&store, "key_none", true).await, Err(StoreError::NotFound(_))));
+    // Allowed explicitly: the last one goes too.
+    revoke_at_100(&store, "key_m2", false).await.unwrap();
+    assert!(store.api_key("key_m2").await.unwrap().unwrap().revoked_at.is_some());
+});
+
+per_backend!(
+    concurrent_revocations_of_the_last_two_management_keys_leave_one,
+    open,
+    |db, store| {
+        let mut survivor = "key_r0".to_string();
+        key_with(&store, &survivor, "management", None).await;
+        for round in 1..=12 {
+            // Two usable management keys, both revoked at once: exactly one revocation passes.
+            let fresh = format!("key_r{round}");
+            key_with(&store, &fresh, "management", None).await;
+            let (a, b) = tokio::join!(
+                revoke_at_100(&store, &survivor, true),
+                revoke_at_100(&store, &fresh, true)
+            );
+            assert_eq!(
+                usize::from(a.is_ok()) + usize::from(b.is_ok()),
+                1,
+                "[{}] round {round}: {a:?} {b:?}",
+                db.backend
+            );
+            for result in [&a, &b] {
+                assert!(
+                    result.is_ok() || matches!(result, Err(StoreError::LastManagementKey(_))),
+                    "{result:?}"
+                );
+            }
+            if a.is_ok() {
+                survivor = fresh;
+            }
+            let page = PageRequest { limit: 100, after: None };
+            let active = store.list_api_keys(&page, false).await.unwrap().items;
+            assert_eq!(active.len(), 1, "[{}] round {round}: {active:?}", db.backend);
+            assert_eq!(active[0].id, survivor);
+        }
+    }
+);
 
 per_backend!(rotate_keeps_previous_verifier_until_grace_ends, open, |db, store| {
     store
@@ -217,6 +307,7 @@ per_backend!(rotate_keeps_previous_verifier_until_grace_ends, open, |db, store| 
             200,
             None,
             None,
+            true,
             &audit("aud_3", "api_key.revoke", "key_a", Outcome::Success),
         )
         .await
@@ -253,6 +344,7 @@ per_backend!(listing_pages_by_id_and_hides_revoked_unless_asked, open, |db, stor
             9,
             None,
             None,
+            true,
             &audit("aud_r", "api_key.revoke", "key_1", Outcome::Success),
         )
         .await
@@ -318,6 +410,50 @@ per_backend!(audit_filters_combine, open, |db, store| {
         ids(AuditFilter { request_id: Some("req-aud_3".into()), ..Default::default() }).await,
         ["aud_3"]
     );
+});
+
+per_backend!(a_forged_correlation_id_never_joins_another_request, open, |db, store| {
+    // An honest request, and an attacker's that sends the honest one's id as its own label:
+    // each record keeps the router's request id; the label is a field apart.
+    let mut honest = audit("aud_h", "api_key.create", "key_h", Outcome::Success);
+    honest.request_id = Some("req_honest".into());
+    honest.correlation_id = Some("client-42".into());
+    store.record_audit(&honest).await.unwrap();
+    let mut forged = audit("aud_f", "api_key.revoke", "key_h", Outcome::Denied);
+    forged.request_id = Some("req_forger".into());
+    forged.correlation_id = Some("req_honest".into());
+    store.record_audit(&forged).await.unwrap();
+    let page = PageRequest { limit: 10, after: None };
+    let by = |filter: AuditFilter| {
+        let store = store.clone();
+        let page = page.clone();
+        async move {
+            store
+                .list_audit(&filter, &page)
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        by(AuditFilter { request_id: Some("req_honest".into()), ..Default::default() }).await,
+        ["aud_h"],
+        "{}: the request id finds only the router's record",
+        db.backend
+    );
+    assert_eq!(
+        by(AuditFilter { correlation_id: Some("req_honest".into()), ..Default::default() }).await,
+        ["aud_f"]
+    );
+    assert_eq!(
+        by(AuditFilter { correlation_id: Some("client-42".into()), ..Default::default() }).await,
+        ["aud_h"]
+    );
+    let stored = all_audit(&store).await;
+    assert_eq!(stored.iter().find(|e| e.id == "aud_f").unwrap(), &forged, "read back as written");
 });
 
 per_backend!(bootstrap_happens_once_even_when_raced, open, |db, store| {

@@ -53,15 +53,33 @@ fn audit(id: &str, action: &str) -> AuditEntry {
         target_name: None,
         reason: None,
         request_id: None,
+        correlation_id: None,
         outcome: "success".into(),
         client_addr: None,
         details: None,
     }
 }
 
+/// The record of creating invocation `id`.
+fn created(id: &str) -> AuditEntry {
+    let mut entry = audit(&format!("aud_create_{id}"), "invocation.create");
+    entry.target_type = Some("invocation".into());
+    entry.target_id = Some(id.into());
+    entry
+}
+
+/// The record of cancelling invocation `id` (one per test: its id is the record's).
+fn cancel_audit(id: &str) -> AuditEntry {
+    let mut entry = audit(&format!("aud_cancel_{id}"), "invocation.cancel");
+    entry.target_type = Some("invocation".into());
+    entry.target_id = Some(id.into());
+    entry
+}
+
 per_backend!(an_invocation_goes_queued_claimed_running_finished_once, open, |db, store| {
-    let created = store.create_invocation(&new_invocation("inv_1")).await.unwrap();
-    assert_eq!(created.status, "queued", "[{}]", db.backend);
+    let queued =
+        store.create_invocation(&new_invocation("inv_1"), &created("inv_1")).await.unwrap();
+    assert_eq!(queued.status, "queued", "[{}]", db.backend);
     assert_eq!(store.unclaimed_invocations(10).await.unwrap().len(), 1);
 
     assert!(store.claim_invocation("inv_1", "agt_1", 11).await.unwrap());
@@ -95,7 +113,7 @@ per_backend!(an_invocation_goes_queued_claimed_running_finished_once, open, |db,
 });
 
 per_backend!(concurrent_claims_have_exactly_one_winner, open, |db, store| {
-    store.create_invocation(&new_invocation("inv_race")).await.unwrap();
+    store.create_invocation(&new_invocation("inv_race"), &created("inv_race")).await.unwrap();
     let store = Arc::new(store);
     let mut tasks = Vec::new();
     for n in 0..16 {
@@ -112,8 +130,8 @@ per_backend!(concurrent_claims_have_exactly_one_winner, open, |db, store| {
 });
 
 per_backend!(requeue_returns_an_unstarted_invocation_but_not_a_running_one, open, |db, store| {
-    store.create_invocation(&new_invocation("inv_a")).await.unwrap();
-    store.create_invocation(&new_invocation("inv_b")).await.unwrap();
+    store.create_invocation(&new_invocation("inv_a"), &created("inv_a")).await.unwrap();
+    store.create_invocation(&new_invocation("inv_b"), &created("inv_b")).await.unwrap();
     store.claim_invocation("inv_a", "agt_1", 1).await.unwrap();
     store.claim_invocation("inv_b", "agt_1", 1).await.unwrap();
     store.start_invocation("inv_b", "agt_1", 2, 1).await.unwrap();
@@ -129,9 +147,9 @@ per_backend!(
     open,
     |db, store| {
         for id in ["inv_q", "inv_r", "inv_d"] {
-            store.create_invocation(&new_invocation(id)).await.unwrap();
+            store.create_invocation(&new_invocation(id), &created(id)).await.unwrap();
         }
-        match store.cancel_invocation("inv_q", 50).await.unwrap() {
+        match store.cancel_invocation("inv_q", 50, None, &cancel_audit("inv_q")).await.unwrap() {
             CancelOutcome::Cancelled(r) => assert_eq!(r.status, "cancelled", "[{}]", db.backend),
             other => panic!("[{}] {other:?}", db.backend),
         }
@@ -142,7 +160,7 @@ per_backend!(
 
         store.claim_invocation("inv_r", "agt_1", 1).await.unwrap();
         store.start_invocation("inv_r", "agt_1", 2, 1).await.unwrap();
-        match store.cancel_invocation("inv_r", 60).await.unwrap() {
+        match store.cancel_invocation("inv_r", 60, None, &cancel_audit("inv_r")).await.unwrap() {
             CancelOutcome::Requested(r) => {
                 assert_eq!(r.status, "running");
                 assert_eq!(r.cancel_requested_at, Some(60));
@@ -153,15 +171,96 @@ per_backend!(
         store.claim_invocation("inv_d", "agt_1", 1).await.unwrap();
         store.finish_invocation("inv_d", Some("agt_1"), &end("succeeded")).await.unwrap();
         assert!(matches!(
-            store.cancel_invocation("inv_d", 70).await.unwrap(),
+            store.cancel_invocation("inv_d", 70, None, &cancel_audit("inv_d")).await.unwrap(),
             CancelOutcome::AlreadyFinished(_)
         ));
         assert!(matches!(
-            store.cancel_invocation("inv_missing", 70).await,
+            store.cancel_invocation("inv_missing", 70, None, &cancel_audit("inv_missing")).await,
             Err(StoreError::NotFound(_))
         ));
     }
 );
+
+/// The ids of every audit record, oldest first.
+async fn audit_ids(store: &Store) -> Vec<String> {
+    let page = PageRequest { limit: 500, after: None };
+    let records = store.list_audit(&AuditFilter::default(), &page).await.unwrap();
+    records.items.into_iter().map(|e| e.id).collect()
+}
+
+per_backend!(creating_and_cancelling_commit_their_audit_records, open, |db, store| {
+    store.create_invocation(&new_invocation("inv_a"), &created("inv_a")).await.unwrap();
+    store.create_invocation(&new_invocation("inv_b"), &created("inv_b")).await.unwrap();
+    store.claim_invocation("inv_b", "agt_1", 1).await.unwrap();
+    store.finish_invocation("inv_b", Some("agt_1"), &end("succeeded")).await.unwrap();
+    store.cancel_invocation("inv_a", 5, None, &cancel_audit("inv_a")).await.unwrap();
+    // Refusals write nothing here (the router records them as `failed` on their own).
+    store.cancel_invocation("inv_b", 6, None, &cancel_audit("inv_b")).await.unwrap();
+    store.cancel_invocation("inv_none", 6, None, &cancel_audit("inv_none")).await.unwrap_err();
+    assert_eq!(
+        audit_ids(&store).await,
+        ["aud_cancel_inv_a", "aud_create_inv_a", "aud_create_inv_b"],
+        "[{}] one record per change, none for a refusal",
+        db.backend
+    );
+    // A record that cannot be written (its id is taken) takes the change down with it.
+    let mut twin = new_invocation("inv_c");
+    twin.created_by = Some("key_op".into());
+    let refused = store.create_invocation(&twin, &created("inv_a")).await;
+    assert!(refused.is_err(), "[{}] {refused:?}", db.backend);
+    assert!(store.invocation("inv_c").await.unwrap().is_none(), "no record, no invocation");
+});
+
+per_backend!(a_key_cancels_and_lists_only_the_invocations_it_created, open, |db, store| {
+    let mine = new_invocation("inv_mine");
+    let mut theirs = new_invocation("inv_theirs");
+    theirs.created_by = Some("key_other".into());
+    let mut done = new_invocation("inv_done");
+    done.created_by = Some("key_other".into());
+    for new in [&mine, &theirs, &done] {
+        store.create_invocation(new, &created(&new.id)).await.unwrap();
+    }
+    store.claim_invocation("inv_done", "agt_1", 1).await.unwrap();
+    store.finish_invocation("inv_done", Some("agt_1"), &end("succeeded")).await.unwrap();
+
+    // Another key's invocation, queued or finished, is not found: nothing changes, nothing
+    // is confirmed about it.
+    for id in ["inv_theirs", "inv_done", "inv_nowhere"] {
+        let refused = store.cancel_invocation(id, 9, Some("key_op"), &cancel_audit(id)).await;
+        assert!(
+            matches!(refused, Err(StoreError::NotFound(_))),
+            "[{}] {id}: {refused:?}",
+            db.backend
+        );
+    }
+    assert_eq!(store.invocation("inv_theirs").await.unwrap().unwrap().status, "queued");
+    assert!(store.invocation("inv_theirs").await.unwrap().unwrap().cancel_requested_at.is_none());
+    // Its own: cancelled.
+    let cancelled =
+        store.cancel_invocation("inv_mine", 9, Some("key_op"), &cancel_audit("inv_mine")).await;
+    assert!(matches!(cancelled, Ok(CancelOutcome::Cancelled(_))), "{cancelled:?}");
+    // Its creator, or anyone without an owner (a management key), sees the finished one.
+    let finished =
+        store.cancel_invocation("inv_done", 9, Some("key_other"), &cancel_audit("x1")).await;
+    assert!(matches!(finished, Ok(CancelOutcome::AlreadyFinished(_))), "{finished:?}");
+    let finished = store.cancel_invocation("inv_done", 9, None, &cancel_audit("x2")).await;
+    assert!(matches!(finished, Ok(CancelOutcome::AlreadyFinished(_))), "{finished:?}");
+
+    let page = PageRequest { limit: 50, after: None };
+    let listed = |owner: Option<&str>| {
+        let store = store.clone();
+        let page = page.clone();
+        let filter =
+            InvocationFilter { created_by: owner.map(str::to_string), ..Default::default() };
+        async move {
+            let items = store.list_invocations(&filter, &page).await.unwrap().items;
+            items.into_iter().map(|r| r.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(Some("key_op")).await, ["inv_mine"], "[{}]", db.backend);
+    assert_eq!(listed(Some("key_other")).await, ["inv_done", "inv_theirs"]);
+    assert_eq!(listed(None).await.len(), 3);
+});
 
 per_backend!(listing_filters_and_pages, open, |db, store| {
     for n in 0..5 {
@@ -169,7 +268,7 @@ per_backend!(listing_filters_and_pages, open, |db, store| {
         if n % 2 == 0 {
             new.tool = "other".into();
         }
-        store.create_invocation(&new).await.unwrap();
+        store.create_invocation(&new, &created(&new.id)).await.unwrap();
     }
     let filter = InvocationFilter { tool: Some("other".into()), ..Default::default() };
     let page =

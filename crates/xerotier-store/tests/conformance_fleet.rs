@@ -70,6 +70,7 @@ fn audit(id: &str) -> AuditEntry {
         target_name: None,
         reason: None,
         request_id: None,
+        correlation_id: None,
         outcome: "success".into(),
         client_addr: None,
         details: None,

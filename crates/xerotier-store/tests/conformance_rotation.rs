@@ -67,6 +67,7 @@ fn audit(id: &str) -> AuditEntry {
         target_name: None,
         reason: Some("scheduled".into()),
         request_id: None,
+        correlation_id: None,
         outcome: "success".into(),
         client_addr: None,
         details: None,

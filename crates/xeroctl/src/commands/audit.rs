@@ -32,6 +32,7 @@ pub async fn run(client: &Client, format: OutputFormat, args: AuditArgs) -> anyh
         .query("target_id", args.target)
         .query("outcome", args.outcome)
         .query("request_id", args.request_id)
+        .query("correlation_id", args.correlation_id)
         .query("since", time_bound(args.since, "--since")?)
         .query("until", time_bound(args.until, "--until")?);
     let Some(page) = client.send::<Page<AuditRecordView>>(call).await? else { return Ok(()) };
@@ -59,10 +60,14 @@ pub async fn run(client: &Client, format: OutputFormat, args: AuditArgs) -> anyh
                 target,
                 output::or_dash(r.reason.as_deref()),
                 output::or_dash(r.request_id.as_deref()),
+                output::or_dash(r.correlation_id.as_deref()),
             ]
         })
         .collect();
-    output::table(&["TIME", "ACTION", "OUTCOME", "ACTOR", "TARGET", "REASON", "REQUEST"], rows);
+    output::table(
+        &["TIME", "ACTION", "OUTCOME", "ACTOR", "TARGET", "REASON", "REQUEST", "CORRELATION"],
+        rows,
+    );
     output::more_hint(page.next_after.as_deref());
     Ok(())
 }

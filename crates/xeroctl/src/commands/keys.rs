@@ -22,7 +22,9 @@ pub async fn run(
             create(client, format, name, scopes, expires_in).await
         }
         KeysCommand::Show(selector) => show(client, format, selector).await,
-        KeysCommand::Revoke { key, reason } => revoke(client, format, key, reason).await,
+        KeysCommand::Revoke { key, reason, allow_lockout } => {
+            revoke(client, format, key, reason, allow_lockout).await
+        }
         KeysCommand::Rotate { key, grace, reason } => {
             rotate(client, format, key, grace, reason).await
         }
@@ -147,9 +149,14 @@ async fn revoke(
     format: OutputFormat,
     selector: KeySelector,
     reason: Option<String>,
+    allow_lockout: bool,
 ) -> anyhow::Result<()> {
     let id = resolve_id(client, &selector).await?;
-    let call = Call::post(format!("{BASE}/{id}/revoke"), json!({ "reason": reason }));
+    let mut body = json!({ "reason": reason });
+    if allow_lockout {
+        body["allow_lockout"] = json!(true);
+    }
+    let call = Call::post(format!("{BASE}/{id}/revoke"), body);
     let Some(key) = client.send::<ApiKeyView>(call).await? else { return Ok(()) };
     if format == OutputFormat::Json {
         return output::json(&key);

@@ -129,13 +129,13 @@ pub async fn get_api_key(
     path = "/v1/management/api-keys/{id}/revoke",
     tag = "api-keys",
     params(("id" = String, Path, description = "Key id, `key_…`")),
-    request_body(content = RevokeApiKeyRequest, description = "Optional reason"),
+    request_body(content = RevokeApiKeyRequest, description = "Optional reason; `allow_lockout` to revoke the calling key or the last management key"),
     responses(
         (status = 200, description = "Revoked", body = ApiKeyView),
         (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
         (status = 403, description = "Key lacks the management scope", body = ErrorEnvelope),
         (status = 404, description = "No such key", body = ErrorEnvelope),
-        (status = 409, description = "Already revoked", body = ErrorEnvelope),
+        (status = 409, description = "Already revoked (`already_revoked`); or refused without `allow_lockout: true`: the key this request is authenticated with (`self_revoke`), or the last active key with the management scope (`last_management_key`). Refusals are audited.", body = ErrorEnvelope),
     ),
     security(("api_key" = []))
 )]
@@ -146,7 +146,8 @@ pub async fn revoke_api_key(
     body: Option<JsonBody<RevokeApiKeyRequest>>,
 ) -> Result<Json<ApiKeyView>, ApiError> {
     let request = body.map(|JsonBody(b)| b).unwrap_or_default();
-    let revoked = keys.revoke(&context, &id, request.reason.as_deref()).await?;
+    let revoked =
+        keys.revoke(&context, &id, request.reason.as_deref(), request.allow_lockout).await?;
     Ok(Json(view(revoked)))
 }
 

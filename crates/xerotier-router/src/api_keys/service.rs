@@ -135,29 +135,45 @@ impl ApiKeyService {
         Ok(IssuedKey { key: self.as_of_now(rotated), value: secret.value })
     }
 
+    /// Revokes key `id`. Unless `allow_lockout`, two revocations are refused (and recorded
+    /// `failed` with their code): the key the request is authenticated with (`self_revoke`),
+    /// and the last usable key with the `management` scope (`last_management_key`, decided
+    /// by the store inside the revoking transaction, so concurrent revocations cannot both
+    /// pass it).
     pub async fn revoke(
         &self,
         context: &AuditContext,
         id: &str,
         reason: Option<&str>,
+        allow_lockout: bool,
     ) -> Result<ApiKey, ServiceError> {
         let reason = validate::reason(reason)?;
         let now = self.clock.now_millis();
+        let self_revoke = context.actor_key_id() == Some(id);
         let target = Target { kind: "api_key", id: Some(id), name: None };
-        let change = Change::new("api_key.revoke", target).reason(reason);
+        let mut change = Change::new("api_key.revoke", target).reason(reason);
+        if allow_lockout {
+            change = change
+                .details(serde_json::json!({ "allow_lockout": true, "self_revoke": self_revoke }));
+        }
+        if self_revoke && !allow_lockout {
+            let err = ServiceError::SelfRevoke(id.to_string());
+            self.audit.record_failure(context, change, &err).await;
+            return Err(err);
+        }
         let revoked = self
             .audit
             .audited(context, change, |entry| async move {
                 let result = self
                     .store
-                    .revoke_api_key(id, now, context.actor_key_id(), reason, &entry)
+                    .revoke_api_key(id, now, context.actor_key_id(), reason, !allow_lockout, &entry)
                     .await;
                 // Before answering, whatever the result: the revoke must hold on the next request.
                 self.cache.invalidate(id);
                 result
             })
             .await?;
-        tracing::info!(key_id = %id, actor = %context.actor_label(), "api key revoked");
+        tracing::info!(key_id = %id, actor = %context.actor_label(), allow_lockout, "api key revoked");
         Ok(self.as_of_now(revoked))
     }
 

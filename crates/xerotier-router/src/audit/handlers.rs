@@ -25,6 +25,7 @@ pub fn view(entry: AuditEntry) -> AuditRecordView {
         target_name: entry.target_name,
         reason: entry.reason,
         request_id: entry.request_id,
+        correlation_id: entry.correlation_id,
         outcome: entry.outcome,
         client_addr: entry.client_addr,
     }
@@ -71,6 +72,7 @@ pub async fn list_audit(
         target_id: query.target_id,
         outcome: query.outcome,
         request_id: query.request_id,
+        correlation_id: query.correlation_id,
         since: parse_time(query.since.as_deref(), "since")?,
         until: parse_time(query.until.as_deref(), "until")?,
     };

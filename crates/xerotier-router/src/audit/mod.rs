@@ -32,13 +32,16 @@ pub struct Actor {
 pub struct AuditContext {
     /// None only for the router's own actions (bootstrap).
     pub actor: Option<Actor>,
+    /// The router's own id of the request (`req_…`).
     pub request_id: Option<String>,
+    /// The client's `X-Request-ID`, when it sent a valid one: a label, never an identity.
+    pub correlation_id: Option<String>,
     pub client_addr: Option<String>,
 }
 
 impl AuditContext {
     pub fn new(actor: Actor, request_id: Option<String>, client_addr: Option<String>) -> Self {
-        Self { actor: Some(actor), request_id, client_addr }
+        Self { actor: Some(actor), request_id, correlation_id: None, client_addr }
     }
 
     /// The acting key's id, as stored in `created_by` / `revoked_by` columns.
@@ -127,6 +130,7 @@ impl AuditLog {
             target_name: target.and_then(|t| t.name.map(str::to_string)),
             reason: change.reason.map(str::to_string),
             request_id: context.request_id.clone(),
+            correlation_id: context.correlation_id.clone(),
             outcome: outcome.as_str().to_string(),
             client_addr: context.client_addr.clone(),
             details: (!change.details.is_null()).then(|| change.details.to_string()),

@@ -19,8 +19,9 @@ use xerotier_store::PauseRecord;
 
 use super::credential_ages::{self, CredentialAges};
 use super::pauses::PauseService;
-use super::service::{ExecService, Invocation, InvocationSearch};
+use super::service::{ExecService, Invocation, InvocationSearch, Viewer};
 use crate::audit::AuditContext;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::http::extract::{JsonBody, QueryParams};
 use crate::http::pagination::{into_page, page_request};
@@ -68,8 +69,10 @@ pub async fn get_tool(
     tag = "exec",
     request_body = InvokeRequest,
     responses(
-        (status = 202, description = "Queued", body = InvocationView),
-        (status = 400, description = "Bad request or arguments (`invalid_arguments`)", body = ErrorEnvelope),
+        (status = 202, description = "Queued; audited (`invocation.create`: the key, the request id, the tool and workspace)", body = InvocationView),
+        (status = 400, description = "Bad request or arguments (`invalid_arguments`); a refusal is audited too", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
+        (status = 403, description = "Key lacks the execution scope", body = ErrorEnvelope),
         (status = 404, description = "Unknown tool or workspace", body = ErrorEnvelope),
         (status = 503, description = "No online agent serves it (`no_agent_available`, retryable)", body = ErrorEnvelope),
     ),
@@ -80,24 +83,28 @@ pub async fn create_invocation(
     context: AuditContext,
     JsonBody(request): JsonBody<InvokeRequest>,
 ) -> Result<(StatusCode, Json<InvocationView>), ApiError> {
-    let created = exec.create(context.actor_key_id(), request).await?;
+    let created = exec.create(&context, request).await?;
     Ok((StatusCode::ACCEPTED, Json(invocation(created))))
 }
 
-/// Invocations, oldest first, with filters.
+/// Invocations, oldest first, with filters: those the calling key created, or every one for
+/// a key with the `management` scope.
 #[utoipa::path(
     get,
     path = "/v1/exec/invocations",
     tag = "exec",
     params(InvocationQuery),
     responses(
-        (status = 200, description = "One page of invocations", body = Page<InvocationView>),
+        (status = 200, description = "One page of the invocations this key may see (its own; all with the management scope)", body = Page<InvocationView>),
         (status = 400, description = "Bad filter", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
+        (status = 403, description = "Key lacks the execution scope", body = ErrorEnvelope),
     ),
     security(("api_key" = []))
 )]
 pub async fn list_invocations(
     State(exec): State<ExecService>,
+    caller: Principal,
     QueryParams(query): QueryParams<InvocationQuery>,
 ) -> Result<Json<Page<InvocationView>>, ApiError> {
     let page = page_request(query.limit, query.after)?;
@@ -116,11 +123,12 @@ pub async fn list_invocations(
         workspace: query.workspace,
         tool: query.tool,
     };
-    let slice = exec.list(search, &page).await?;
+    let slice = exec.list(&viewer(&caller), search, &page).await?;
     Ok(Json(into_page(slice, |i| i.record.id.clone(), invocation)))
 }
 
-/// One invocation; while it runs, its output so far.
+/// One invocation and its output (while it runs, the output so far). A key without the
+/// `management` scope sees only the invocations it created.
 #[utoipa::path(
     get,
     path = "/v1/exec/invocations/{id}",
@@ -128,18 +136,23 @@ pub async fn list_invocations(
     params(("id" = String, Path, description = "Invocation id, `inv_…`")),
     responses(
         (status = 200, description = "The invocation", body = InvocationView),
-        (status = 404, description = "No such invocation", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
+        (status = 403, description = "Key lacks the execution scope", body = ErrorEnvelope),
+        (status = 404, description = "No such invocation, or one another key created (without the management scope)", body = ErrorEnvelope),
     ),
     security(("api_key" = []))
 )]
 pub async fn get_invocation(
     State(exec): State<ExecService>,
+    caller: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<InvocationView>, ApiError> {
-    Ok(Json(invocation(exec.get(&id).await?)))
+    Ok(Json(invocation(exec.get(&viewer(&caller), &id).await?)))
 }
 
 /// Cancel an invocation: at once if it has not started, else its agent kills the tool.
+/// Audited (`invocation.cancel`), refusals too. A key without the `management` scope cancels
+/// only the invocations it created.
 #[utoipa::path(
     post,
     path = "/v1/exec/invocations/{id}/cancel",
@@ -147,16 +160,25 @@ pub async fn get_invocation(
     params(("id" = String, Path, description = "Invocation id, `inv_…`")),
     responses(
         (status = 200, description = "Cancelled, or cancellation requested", body = InvocationView),
-        (status = 404, description = "No such invocation", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
+        (status = 403, description = "Key lacks the execution scope", body = ErrorEnvelope),
+        (status = 404, description = "No such invocation, or one another key created (without the management scope)", body = ErrorEnvelope),
         (status = 409, description = "Already ended (`invocation_finished`)", body = ErrorEnvelope),
     ),
     security(("api_key" = []))
 )]
 pub async fn cancel_invocation(
     State(exec): State<ExecService>,
+    caller: Principal,
+    context: AuditContext,
     Path(id): Path<String>,
 ) -> Result<Json<InvocationView>, ApiError> {
-    Ok(Json(invocation(exec.cancel(&id).await?)))
+    Ok(Json(invocation(exec.cancel(&context, &viewer(&caller), &id).await?)))
+}
+
+/// Whose invocations the caller sees.
+fn viewer(caller: &Principal) -> Viewer {
+    Viewer::of(&caller.key_id, &caller.scopes)
 }
 
 /// Stop dispatching to an agent (or one workspace on it). Idempotent.

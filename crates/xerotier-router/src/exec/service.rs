@@ -12,7 +12,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use tokio::sync::Notify;
-use xerotier_core::{IdGenerator, IdKind, SharedClock, UnixMillis};
+use xerotier_core::{IdGenerator, IdKind, SharedClock, UnixMillis, is_valid_id};
 use xerotier_proto::agents::{CapabilityManifest, ManifestTool};
 use xerotier_proto::invocation::{
     InvocationResult, InvocationStatus, InvokeRequest, MAX_OUTPUT_BYTES,
@@ -20,6 +20,7 @@ use xerotier_proto::invocation::{
 use xerotier_proto::mesh::Frame;
 use xerotier_proto::schema;
 use xerotier_proto::tools::{ToolDetail, ToolList};
+use xerotier_proto::{Scope, Scopes};
 use xerotier_store::{
     AgentRecord, CancelOutcome, DeclaredWorkspace, GRANTED, InvocationEnd, InvocationFilter,
     InvocationRecord, JoinKeyRecord, NewInvocation, PageRequest, PageSlice, PauseRecord, Store,
@@ -27,6 +28,7 @@ use xerotier_store::{
 };
 
 use super::offers::{AgentOffer, Offers};
+use crate::audit::{AuditContext, AuditLog, Change, Target};
 use crate::mesh_link::MeshLink;
 use crate::service_error::ServiceError;
 
@@ -49,6 +51,37 @@ pub struct LiveOutput {
 pub struct Invocation {
     pub record: InvocationRecord,
     pub live: Option<LiveOutput>,
+}
+
+/// Whose invocations a caller sees (and may cancel): a key with the `management` scope every
+/// one; any other key only those it created. Another key's invocation is *not found*, so its
+/// id is not even confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Viewer {
+    All,
+    CreatedBy(String),
+}
+
+impl Viewer {
+    pub fn of(key_id: &str, scopes: &Scopes) -> Self {
+        if scopes.contains(Scope::Management) {
+            Viewer::All
+        } else {
+            Viewer::CreatedBy(key_id.to_string())
+        }
+    }
+
+    /// The key whose invocations only are seen, if restricted.
+    pub fn owner(&self) -> Option<&str> {
+        match self {
+            Viewer::All => None,
+            Viewer::CreatedBy(key_id) => Some(key_id),
+        }
+    }
+
+    pub fn sees(&self, record: &InvocationRecord) -> bool {
+        self.owner().is_none_or(|key_id| record.created_by.as_deref() == Some(key_id))
+    }
 }
 
 /// What `GET /v1/exec/invocations` filters on.
@@ -82,6 +115,7 @@ pub struct ExecService {
     store: Store,
     clock: SharedClock,
     ids: IdGenerator,
+    audit: AuditLog,
     link: Arc<MeshLink>,
     offers: Arc<Offers>,
     tracking: Arc<Mutex<Tracking>>,
@@ -96,11 +130,18 @@ fn is_paused(pauses: &[PauseRecord], agent_id: &str, workspace: &str) -> bool {
 }
 
 impl ExecService {
-    pub fn new(store: Store, clock: SharedClock, ids: IdGenerator, link: Arc<MeshLink>) -> Self {
+    pub fn new(
+        store: Store,
+        clock: SharedClock,
+        ids: IdGenerator,
+        audit: AuditLog,
+        link: Arc<MeshLink>,
+    ) -> Self {
         Self {
             store,
             clock,
             ids,
+            audit,
             link,
             offers: Arc::default(),
             tracking: Arc::default(),
@@ -139,16 +180,49 @@ impl ExecService {
             .ok_or_else(|| ServiceError::ToolNotFound(name.to_string()))
     }
 
-    /// Validates the request against what online agents offer, then queues it. Nothing is
-    /// created when no online agent could ever run it.
-    /// `created_by`: the API key id that asked.
+    /// Validates the request against what online agents offer, then queues it with its audit
+    /// record (`invocation.create`: the caller's key, request id, tool and workspace). Nothing
+    /// is created when no online agent could ever run it; the refusal is recorded `failed`
+    /// with the code the caller gets.
     pub async fn create(
         &self,
-        created_by: Option<&str>,
+        context: &AuditContext,
         request: InvokeRequest,
     ) -> Result<Invocation, ServiceError> {
+        let id = self.ids.next(IdKind::Invocation);
+        let target = Target { kind: "invocation", id: Some(&id), name: None };
+        let details = serde_json::json!({ "tool": request.tool, "workspace": request.workspace });
+        let change = Change::new("invocation.create", target).creating().details(details);
+        let args = match self.admit(&request) {
+            Ok(args) => args,
+            Err(err) => {
+                self.audit.record_failure(context, change, &err).await;
+                return Err(err);
+            }
+        };
+        let new = NewInvocation {
+            id: id.clone(),
+            tool: request.tool,
+            workspace: request.workspace,
+            args: args.to_string(),
+            created_at: self.clock.now_millis(),
+            created_by: context.actor_key_id().map(str::to_string),
+        };
+        let record = self
+            .audit
+            .audited(context, change, |entry| async move {
+                self.store.create_invocation(&new, &entry).await
+            })
+            .await?;
+        tracing::info!(invocation_id = %record.id, tool = %record.tool, workspace = %record.workspace, actor = %context.actor_label(), "invocation queued");
+        self.wake();
+        Ok(self.with_live(record))
+    }
+
+    /// The arguments of `request` when some online agent could run it, else why not.
+    fn admit(&self, request: &InvokeRequest) -> Result<serde_json::Value, ServiceError> {
         let now = self.clock.now_millis();
-        let args = request.args.unwrap_or_else(|| serde_json::json!({}));
+        let args = request.args.clone().unwrap_or_else(|| serde_json::json!({}));
         if !args.is_object() {
             return Err(ServiceError::InvalidArguments {
                 message: "args must be a JSON object".into(),
@@ -163,8 +237,8 @@ impl ExecService {
         let candidates = self.offers.candidates(&request.tool, &request.workspace, now);
         if candidates.is_empty() {
             return Err(match self.offers.knows(&request.tool, &request.workspace, now) {
-                (false, _) => ServiceError::ToolNotFound(request.tool),
-                (_, false) => ServiceError::WorkspaceNotFound(request.workspace),
+                (false, _) => ServiceError::ToolNotFound(request.tool.clone()),
+                (_, false) => ServiceError::WorkspaceNotFound(request.workspace.clone()),
                 _ => ServiceError::NoAgentAvailable(format!(
                     "no online agent offers tool {:?} in workspace {:?}",
                     request.tool, request.workspace
@@ -194,36 +268,29 @@ impl ExecService {
                 });
             }
         }
-        let record = self
-            .store
-            .create_invocation(&NewInvocation {
-                id: self.ids.next(IdKind::Invocation),
-                tool: request.tool,
-                workspace: request.workspace,
-                args: args.to_string(),
-                created_at: now,
-                created_by: created_by.map(str::to_string),
-            })
-            .await?;
-        self.wake();
-        Ok(self.with_live(record))
+        Ok(args)
     }
 
-    pub async fn get(&self, id: &str) -> Result<Invocation, ServiceError> {
+    /// One invocation, if `viewer` may see it; another key's is not found.
+    pub async fn get(&self, viewer: &Viewer, id: &str) -> Result<Invocation, ServiceError> {
         let record = self
             .store
             .invocation(id)
             .await?
+            .filter(|record| viewer.sees(record))
             .ok_or_else(|| ServiceError::NotFound(format!("invocation {id}")))?;
         Ok(self.with_live(record))
     }
 
+    /// One page of the invocations `viewer` may see.
     pub async fn list(
         &self,
+        viewer: &Viewer,
         search: InvocationSearch,
         page: &PageRequest,
     ) -> Result<PageSlice<Invocation>, ServiceError> {
         let filter = InvocationFilter {
+            created_by: viewer.owner().map(str::to_string),
             status: search.status.map(|s| s.as_str().to_string()),
             agent_id: search.agent_id,
             workspace: search.workspace,
@@ -234,10 +301,33 @@ impl ExecService {
     }
 
     /// Cancels at once when no agent has it yet; otherwise tells the agent to kill it.
-    pub async fn cancel(&self, id: &str) -> Result<Invocation, ServiceError> {
-        match self.store.cancel_invocation(id, self.clock.now_millis()).await? {
-            CancelOutcome::Cancelled(record) => Ok(self.with_live(record)),
+    /// Audited (`invocation.cancel`) with the change; a refusal (not found, which another
+    /// key's invocation is too, or already ended) is recorded `failed`.
+    pub async fn cancel(
+        &self,
+        context: &AuditContext,
+        viewer: &Viewer,
+        id: &str,
+    ) -> Result<Invocation, ServiceError> {
+        // A malformed id is named in no record (it could be anything the caller typed).
+        let target_id = is_valid_id(IdKind::Invocation, id).then_some(id);
+        let target = Target { kind: "invocation", id: target_id, name: None };
+        let change = Change::new("invocation.cancel", target);
+        let now = self.clock.now_millis();
+        let owner = viewer.owner();
+        let outcome = self
+            .audit
+            .audited(context, change.clone(), |entry| async move {
+                self.store.cancel_invocation(id, now, owner, &entry).await
+            })
+            .await?;
+        match outcome {
+            CancelOutcome::Cancelled(record) => {
+                tracing::info!(invocation_id = %record.id, actor = %context.actor_label(), "invocation cancelled before dispatch");
+                Ok(self.with_live(record))
+            }
             CancelOutcome::Requested(record) => {
+                tracing::info!(invocation_id = %record.id, actor = %context.actor_label(), "invocation cancel requested");
                 if let Some(agent_id) = &record.agent_id {
                     let frame = Frame::CancelInvocation { invocation_id: record.id.clone() };
                     if !self.link.send_to(agent_id, &frame) {
@@ -246,9 +336,14 @@ impl ExecService {
                 }
                 Ok(self.with_live(record))
             }
-            CancelOutcome::AlreadyFinished(record) => Err(ServiceError::InvocationFinished(
-                format!("invocation {} already ended ({})", record.id, record.status),
-            )),
+            CancelOutcome::AlreadyFinished(record) => {
+                let err = ServiceError::InvocationFinished(format!(
+                    "invocation {} already ended ({})",
+                    record.id, record.status
+                ));
+                self.audit.record_failure(context, change, &err).await;
+                Err(err)
+            }
         }
     }
 

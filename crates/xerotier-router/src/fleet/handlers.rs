@@ -27,9 +27,11 @@ use super::rotation::RotationService;
 use super::views;
 use crate::agent_events::EventLog;
 use crate::audit::AuditContext;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::http::extract::{JsonBody, QueryParams};
 use crate::http::pagination::{into_page, page_request};
+use crate::live_streams::LiveStreams;
 
 /// Mint a join key. The token is shown once.
 #[utoipa::path(
@@ -267,13 +269,16 @@ pub async fn get_rotation(
     tag = "agents",
     params(("id" = String, Path, description = "Agent id, `agt_…`"), EventQuery),
     responses(
-        (status = 200, description = "A page of events (JSON) or a live stream (text/event-stream)", body = Page<AgentEventView>),
+        (status = 200, description = "A page of events (JSON) or a live stream (text/event-stream). A stream ends within a second of its API key's revocation or expiry (or of the end of the grace window of the value it was opened with).", body = Page<AgentEventView>),
         (status = 404, description = "No such agent", body = ErrorEnvelope),
+        (status = 429, description = "Stream refused: this API key already holds the most live streams the router allows (`too_many_streams`, `--max-event-streams-per-key`); close one.", body = ErrorEnvelope),
     ),
     security(("api_key" = []))
 )]
 pub async fn agent_events(
     State(events): State<EventLog>,
+    State(streams): State<LiveStreams>,
+    caller: Principal,
     Path(id): Path<String>,
     headers: HeaderMap,
     QueryParams(query): QueryParams<EventQuery>,
@@ -292,7 +297,11 @@ pub async fn agent_events(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .or(query.after);
-    let stream = events.follow(&id, resume).await?.map(|event| {
+    // The stream holds its lease while it runs, and ends when its key stops authenticating.
+    let lease = streams.open(&caller)?;
+    let ended = lease.ended();
+    let stream = events.follow(&id, resume).await?.take_until(ended).map(move |event| {
+        let _held = &lease;
         let (id, kind) = (event.id.clone(), event.event_type.clone());
         let data = serde_json::to_string(&views::event(event)).unwrap_or_default();
         Ok::<_, std::convert::Infallible>(Event::default().id(id).event(kind).data(data))

@@ -214,6 +214,7 @@ impl RotationService {
                 name: rotation.requested_by_name.clone().unwrap_or_default(),
             }),
             request_id: rotation.request_id.clone(),
+            correlation_id: None,
             client_addr: None,
         };
         let target = Target { kind: "agent", id: Some(&rotation.agent_id), name: None };

@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{Extensions, HeaderMap, StatusCode};
+use axum::http::{Extensions, StatusCode};
 use serde::de::DeserializeOwned;
-use xerotier_proto::REQUEST_ID_HEADER;
 
-use crate::audit::AuditContext;
+use super::request_id::RequestIds;
+use crate::audit::{Actor, AuditContext};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::service_error::ServiceError;
@@ -72,17 +72,29 @@ where
 /// Who asked and under which request id: what every audit record needs.
 #[derive(Debug, Clone, Default)]
 pub struct RequestContext {
+    /// The router's id of the request (see `request_id`).
     pub request_id: Option<String>,
+    /// The client's own `X-Request-ID`, when it was a valid label.
+    pub correlation_id: Option<String>,
     pub client_addr: Option<String>,
 }
 
 impl RequestContext {
-    pub fn from_http(headers: &HeaderMap, extensions: &Extensions) -> Self {
-        let request_id =
-            headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+    pub fn from_http(extensions: &Extensions) -> Self {
+        let ids = extensions.get::<RequestIds>();
         let client_addr =
             extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.to_string());
-        Self { request_id, client_addr }
+        Self {
+            request_id: ids.map(|ids| ids.request_id.clone()),
+            correlation_id: ids.and_then(|ids| ids.correlation_id.clone()),
+            client_addr,
+        }
+    }
+
+    /// The audit context of this request made by `actor` (None: nobody authenticated).
+    pub fn audit(self, actor: Option<Actor>) -> AuditContext {
+        let Self { request_id, correlation_id, client_addr } = self;
+        AuditContext { actor, request_id, correlation_id, client_addr }
     }
 }
 
@@ -90,7 +102,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self::from_http(&parts.headers, &parts.extensions))
+        Ok(Self::from_http(&parts.extensions))
     }
 }
 
@@ -116,9 +128,17 @@ impl<S: Send + Sync> FromRequestParts<S> for AuditContext {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let RequestContext { request_id, client_addr } =
-            RequestContext::from_http(&parts.headers, &parts.extensions);
         let actor = parts.extensions.get::<Principal>().map(Principal::actor);
-        Ok(AuditContext { actor, request_id, client_addr })
+        Ok(RequestContext::from_http(&parts.extensions).audit(actor))
+    }
+}
+
+/// The authenticated caller, as the auth middleware left it. Only routes behind that
+/// middleware take it; anywhere else it is refused as a missing key.
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Principal>().cloned().ok_or(ApiError::MissingApiKey)
     }
 }

@@ -4,13 +4,13 @@
 pub mod extract;
 pub mod listener;
 pub mod pagination;
+pub mod request_id;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::{Extension, Json};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -32,8 +32,12 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
     info(
         title = "Xerotier router API",
         description = "Credential plane of the Xerotier execution-agent mesh. Errors use the \
-                       envelope `{\"error\":{\"message\",\"type\",\"code\",\"param\"}}`; every \
-                       response carries `X-Request-ID`."
+                       envelope `{\"error\":{\"message\",\"type\",\"code\",\"param\"}}`. Every \
+                       response carries `X-Request-ID`: the router's own id of the request \
+                       (`req_…`), also the `request_id` of the audit records it wrote. A client's \
+                       `X-Request-ID` of at most 128 characters of `[A-Za-z0-9._-]` is kept as \
+                       the request's correlation id (audit `correlation_id`) and echoed in \
+                       `X-Correlation-ID`; any other value is dropped."
     ),
     modifiers(&BearerApiKey),
     tags(
@@ -119,11 +123,61 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .routes(routes!(health::healthz))
         .routes(routes!(metrics::serve_metrics))
         .routes(routes!(openapi_document));
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(management)
         .merge(exec)
         .merge(public)
-        .split_for_parts()
+        .split_for_parts();
+    document_auth_rate_limit(&mut doc);
+    (router, doc)
+}
+
+/// Every route that takes an API key can answer 429 `too_many_auth_failures` (see
+/// `auth::FailureLimit`): said once here for all of them, so no route can miss it.
+fn document_auth_rate_limit(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder, Type};
+    const DESCRIPTION: &str = "This source address failed to authenticate too often \
+                               (`too_many_auth_failures`); nothing was looked at. Retry after \
+                               `Retry-After` seconds.";
+    let retry_after = HeaderBuilder::new()
+        .schema(utoipa::openapi::ObjectBuilder::new().schema_type(Type::Integer))
+        .description(Some("Seconds until this address may try again (`too_many_auth_failures`)"))
+        .build();
+    let response = ResponseBuilder::new()
+        .description(DESCRIPTION)
+        .header("Retry-After", retry_after.clone())
+        .content(
+            "application/json",
+            ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorEnvelope"))).build(),
+        )
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+            &mut item.options,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            if operation.security.as_ref().is_none_or(|s| s.is_empty()) {
+                continue;
+            }
+            match operation.responses.responses.get_mut("429") {
+                // The route has a 429 of its own (a per-key limit): both are documented.
+                Some(RefOr::T(own)) => {
+                    own.description = format!("{} Or: {DESCRIPTION}", own.description);
+                    own.headers.insert("Retry-After".into(), retry_after.clone());
+                }
+                _ => {
+                    operation.responses.responses.insert("429".into(), response.clone().into());
+                }
+            }
+        }
+    }
 }
 
 pub fn app(state: AppState) -> axum::Router {
@@ -135,8 +189,7 @@ pub fn app(state: AppState) -> axum::Router {
         .layer(from_fn_with_state(state.metrics.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(from_fn_with_state(state.ids.clone(), request_id::assign))
         .with_state(state)
 }
 

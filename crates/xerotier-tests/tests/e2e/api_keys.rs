@@ -224,7 +224,8 @@ async fn every_mutation_is_audited_once() {
         assert_eq!(records[0]["target_name"], "bootstrap");
         assert!(records[0]["actor_key_id"].is_null(), "the router bootstraps itself");
 
-        // Create, with a request id chosen by the client (which the router keeps).
+        // Create, with a request id chosen by the client: the router answers with its own
+        // (the record's `request_id`) and keeps the client's as the correlation id.
         let create = Api::send(
             api.request(Method::POST, KEYS)
                 .bearer_auth(&admin)
@@ -233,10 +234,12 @@ async fn every_mutation_is_audited_once() {
         )
         .await;
         create.assert_status(201);
-        assert_eq!(create.request_id(), "e2e-create-0001");
+        assert!(create.request_id().starts_with("req_"), "{}", create.request_id());
+        assert_eq!(create.headers["x-correlation-id"], "e2e-create-0001");
         let key = Issued::from_json(&create.json());
         let record =
             assert_one_success(&router, &create, "api_key.create", &key.id, &bootstrap).await;
+        assert_eq!(record["correlation_id"], "e2e-create-0001", "{record}");
         assert_eq!(record["target_name"], "audited");
         assert_eq!(record["details"]["scopes"], json!(["execution"]));
 

@@ -68,7 +68,7 @@ fn sha256_hex(text: &str) -> String {
 
 /// A router with one XEM offering the example tools (plus `extra` test tools) in workspace
 /// `kubernetes-prod`, whose credential starts as `credential`.
-async fn exec_fleet(
+pub(crate) async fn exec_fleet(
     router: &Router,
     name: &str,
     credential: &str,
@@ -83,7 +83,7 @@ async fn exec_fleet(
     .await
 }
 
-trait Exec {
+pub(crate) trait Exec {
     async fn invoke(&self, key: &str, tool: &str, args: Value) -> Value;
     async fn invocation(&self, id: &str) -> Value;
     async fn wait_status(&self, id: &str, wanted: &[&str]) -> Value;

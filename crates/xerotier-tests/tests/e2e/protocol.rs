@@ -196,7 +196,10 @@ async fn every_response_carries_a_request_id() {
         ids.dedup();
         assert_eq!(ids.len(), answers.len(), "request ids are unique: {ids:?}");
 
-        // A request id chosen by the client comes back unchanged, on success and on error.
+        assert!(ids.iter().all(|id| id.starts_with("req_")), "the router's own ids: {ids:?}");
+
+        // A request id chosen by the client is kept as the correlation id and comes back in
+        // X-Correlation-ID, on success and on error; X-Request-ID is still the router's own.
         for (path, key) in
             [("/healthz", None), ("/v1/exec/tools", admin), ("/v1/exec/tools", None), ("/x", None)]
         {
@@ -205,7 +208,13 @@ async fn every_response_carries_a_request_id() {
                     .header("x-request-id", "client-chosen-42"),
             )
             .await;
-            assert_eq!(resp.request_id(), "client-chosen-42", "{path} -> {}", resp.status);
+            assert!(resp.request_id().starts_with("req_"), "{path} -> {}", resp.status);
+            assert_eq!(
+                resp.headers.get("x-correlation-id").and_then(|v| v.to_str().ok()),
+                Some("client-chosen-42"),
+                "{path} -> {}",
+                resp.status
+            );
         }
     }
 }

@@ -124,7 +124,21 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_is_immediate_under_concurrent_load() {
     for backend in backends().await {
-        let router = Router::start(&backend).await;
+        // Hundreds of requests with a revoked key, from one address, on purpose: the
+        // per-address limit on failed authentications (tested in `request_hygiene`) is set
+        // out of the way, so that every one of them reaches authentication.
+        let options = RouterOptions {
+            extra_args: [
+                "--auth-failure-burst",
+                "1000000",
+                "--auth-failures-per-minute",
+                "1000000",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..RouterOptions::default()
+        };
+        let router = Router::start_with(&backend, options).await;
 
         // Revoked over HTTP: the instant the answer arrived is the boundary.
         let by_http = router.create_key("loaded-http", &["execution"]).await;
