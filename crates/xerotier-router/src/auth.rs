@@ -178,9 +178,26 @@ async fn touch(store: &Store, key_id: &str, at: UnixMillis) {
     }
 }
 
-/// What the scope-checking middleware needs.
+/// What the scope-checking middleware needs, behind one `Arc` (it is cloned per request).
 #[derive(Debug, Clone)]
-pub struct AuthGate {
+pub struct AuthGate(Arc<GateParts>);
+
+impl AuthGate {
+    pub fn new(parts: GateParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AuthGate {
+    type Target = GateParts;
+
+    fn deref(&self) -> &GateParts {
+        &self.0
+    }
+}
+
+#[derive(Debug)]
+pub struct GateParts {
     pub auth: Authenticator,
     pub audit: AuditLog,
     pub metrics: Metrics,

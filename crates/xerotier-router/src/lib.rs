@@ -36,7 +36,7 @@ use xerotier_store::{Backend, Store};
 use crate::agent_events::EventLog;
 use crate::api_keys::ApiKeyService;
 use crate::audit::AuditLog;
-use crate::auth::{AuthGate, Authenticator, FailureLimit};
+use crate::auth::{AuthGate, Authenticator, FailureLimit, GateParts};
 use crate::exec::ExecService;
 use crate::exec::credential_ages::CredentialAges;
 use crate::exec::pauses::PauseService;
@@ -54,10 +54,23 @@ use crate::mesh_runtime::{FrameHandler, RuntimeDeps};
 use crate::metrics::Metrics;
 use crate::request_limits::RequestLimits;
 
-/// The services, wired once. Cheap to clone; handlers take the part they need through
+/// The services, wired once, behind one `Arc`: axum clones the state for every request, so a
+/// clone must be one reference count, not one per service (it was half the CPU of an
+/// authenticated request; docs/BENCHMARKS.md "TLS"). Handlers take the part they need through
 /// `FromRef`, never the whole.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+#[derive(Debug)]
+pub struct Services {
     pub store: Store,
     pub clock: SharedClock,
     /// Makes request ids (and every other id the state's services make).
@@ -128,12 +141,12 @@ impl AppState {
         let metrics = Metrics::default();
         let auth = Authenticator::new(store.clone(), clock.clone(), cache);
         let streams = LiveStreams::new(auth.clone(), clock.clone(), &limits);
-        let gate = AuthGate {
+        let gate = AuthGate::new(GateParts {
             auth,
             audit: audit.clone(),
             metrics: metrics.clone(),
             failures: FailureLimit::new(clock.clone(), &limits),
-        };
+        });
         let link = Arc::new(link);
         let join_keys = JoinKeyService::new(
             store.clone(),
@@ -191,7 +204,7 @@ impl AppState {
             events.clone(),
             exec.clone(),
         );
-        Self {
+        Self(Arc::new(Services {
             store,
             clock,
             ids,
@@ -210,7 +223,7 @@ impl AppState {
             credential_ages,
             metrics,
             streams,
-        }
+        }))
     }
 
     /// Loads (or creates) the router identity from `store` and builds the state.

@@ -35,8 +35,21 @@ struct ReasonLabels {
     reason: String,
 }
 
+/// The router's metrics, behind one `Arc`: middleware holds a copy per request, so a clone must
+/// be one reference count, not one per family.
 #[derive(Debug, Clone)]
-pub struct Metrics {
+pub struct Metrics(Arc<MetricFamilies>);
+
+impl std::ops::Deref for Metrics {
+    type Target = MetricFamilies;
+
+    fn deref(&self) -> &MetricFamilies {
+        &self.0
+    }
+}
+
+#[derive(Debug)]
+pub struct MetricFamilies {
     registry: Arc<Registry>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
@@ -101,7 +114,7 @@ impl Default for Metrics {
             "Refused enrollment attempts not written to the audit log (per-source rate limit)",
             enroll_denied_unrecorded.clone(),
         );
-        Self {
+        Self(Arc::new(MetricFamilies {
             registry: Arc::new(registry),
             enroll_denied_unrecorded,
             requests,
@@ -112,7 +125,7 @@ impl Default for Metrics {
             mesh_dropped,
             mesh_flood_disconnects,
             agents_quarantined,
-        }
+        }))
     }
 }
 
