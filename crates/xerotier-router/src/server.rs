@@ -91,6 +91,7 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     notify(&[sd_notify::NotifyState::Ready]);
 
     let events = state.events.clone();
+    let exec = state.exec.clone();
     let app = crate::http::app(state).into_make_service_with_connect_info::<SocketAddr>();
     let stopping = CancellationToken::new();
     let mut fatal = None;
@@ -108,6 +109,7 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     notify(&[sd_notify::NotifyState::Stopping]);
     // Live event streams would hold HTTP open forever: end them, then drain the rest.
     events.close();
+    exec.close_output_streams();
     stopping.cancel();
     match tokio::time::timeout(HTTP_DRAIN, serve).await {
         Ok(Ok(Ok(()))) => tracing::info!("HTTP drained"),
