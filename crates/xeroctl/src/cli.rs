@@ -8,7 +8,9 @@ use clap_complete::Shell;
     name = "xeroctl",
     version,
     about = "Operate the Xerotier credential plane: API keys, audit, agents",
-    propagate_version = true
+    propagate_version = true,
+    after_help = "Exit codes: see `xeroctl --help` or README.md (\"Exit codes\").",
+    after_long_help = crate::exit::TABLE
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -18,6 +20,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Router URL [default: the context's, else http://127.0.0.1:8080].
     #[arg(long, env = "XEROCTL_BASE_URL", global = true)]
@@ -28,12 +31,23 @@ pub struct GlobalArgs {
     /// Use this context from the config file instead of the current one.
     #[arg(long, env = "XEROCTL_CONTEXT", global = true)]
     pub context: Option<String>,
-    /// Output format.
+    /// Trust only this PEM CA certificate for the router's TLS [default: the context's].
+    #[arg(long, env = "XEROCTL_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
+    /// Output format: table (plain columns when not on a terminal), wide (more columns),
+    /// json, yaml, or name (`kind/id` per line).
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table, global = true)]
     pub output: OutputFormat,
-    /// Print the request that would be sent, and send nothing.
+    /// Tables without their header line.
+    #[arg(long, global = true)]
+    pub no_headers: bool,
+    /// Print the request that would be sent, and send nothing (never asks for confirmation).
     #[arg(long, global = true)]
     pub dry_run: bool,
+    /// Answer yes to confirmation questions: irreversible and fleet-wide commands ask on a
+    /// terminal and refuse without one (exit code 7) unless this is given.
+    #[arg(short = 'y', long = "yes", visible_alias = "force", global = true)]
+    pub yes: bool,
     /// Config file [default: $XDG_CONFIG_HOME/xeroctl/config.toml or ~/.config/xeroctl/config.toml].
     #[arg(long, env = "XEROCTL_CONFIG", global = true)]
     pub config: Option<PathBuf>,
@@ -42,7 +56,10 @@ pub struct GlobalArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Table,
+    Wide,
     Json,
+    Yaml,
+    Name,
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,7 +133,7 @@ pub enum KeysCommand {
     },
     /// Show one key.
     Show(KeySelector),
-    /// Revoke a key at once: no request with it succeeds after this returns.
+    /// Revoke a key at once: no request with it succeeds after this returns (asks first).
     Revoke {
         #[command(flatten)]
         key: KeySelector,
@@ -176,7 +193,7 @@ pub struct AgentsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AgentsCommand {
-    /// Join keys: list active ones, --create, --include-terminal, or `ID --revoke --force`.
+    /// Join keys: list active ones, --create, --include-terminal, or `ID --revoke [--force]`.
     JoinKeys(JoinKeysArgs),
     /// Rotate the agent's CURVE key pair (on demand): prints the request and where to watch it.
     CurveRotate {
@@ -190,7 +207,8 @@ pub enum AgentsCommand {
         #[arg(long)]
         wait: bool,
     },
-    /// Revoke an agent's keys at once: its live session is cut; it must re-enroll.
+    /// Revoke an agent's keys at once: its live session is cut; it must re-enroll (asks
+    /// first).
     RevokeCredentials {
         /// Agent id (agt_…).
         id: String,
@@ -236,7 +254,7 @@ pub enum AgentsCommand {
         /// listed; approves an agent waiting for approval.
         #[arg(long, requires = "id")]
         approve: bool,
-        /// Refuse them (without --workspace, a waiting agent as a whole).
+        /// Refuse them (without --workspace, a waiting agent as a whole; asks first).
         #[arg(long, requires = "id")]
         reject: bool,
         /// Only this workspace.
@@ -246,7 +264,7 @@ pub enum AgentsCommand {
         #[arg(long, requires = "id")]
         reason: Option<String>,
     },
-    /// Take a granted workspace back from an agent: no new work there.
+    /// Take a granted workspace back from an agent: no new work there (asks first).
     WithdrawGrant {
         /// Agent id (agt_…).
         id: String,
@@ -266,9 +284,9 @@ pub enum ExecCommand {
     /// One tool: its argument schema and the agents that offer it.
     ToolShow { name: String },
     /// Invoke a tool. With --wait, follow it and exit like it: 0 succeeded, 1 failed,
-    /// 124 timed out, 130 cancelled (2: --wait-timeout passed, it keeps running).
+    /// 124 timed out, 130 cancelled (8: --wait-timeout passed, it keeps running).
     Invoke(InvokeArgs),
-    /// Follow an invocation's output until it ends (exit status as with invoke --wait).
+    /// Stream an invocation's output until it ends (exit status as with invoke --wait).
     Watch {
         /// Invocation id (inv_…).
         id: String,
@@ -283,7 +301,7 @@ pub enum ExecCommand {
     },
     /// List invocations, oldest first.
     List(ExecListArgs),
-    /// Cancel an invocation (its agent kills the tool's process group).
+    /// Cancel an invocation (its agent kills the tool's process group; asks first).
     Cancel {
         /// Invocation id (inv_…).
         id: String,
@@ -333,7 +351,7 @@ pub struct JoinKeysArgs {
     /// Mint a join key (prints the token once).
     #[arg(long)]
     pub create: bool,
-    /// Revoke the unconsumed join key ID.
+    /// Revoke the unconsumed join key ID (asks first; --force does not).
     #[arg(long)]
     pub revoke: bool,
     /// List used, expired and revoked keys too.
@@ -362,9 +380,6 @@ pub struct JoinKeysArgs {
     /// it gets any work or rotation.
     #[arg(long)]
     pub require_approval: bool,
-    /// With --revoke: do not ask for confirmation.
-    #[arg(long)]
-    pub force: bool,
     /// With --revoke: why, for the audit log.
     #[arg(long)]
     pub reason: Option<String>,
@@ -390,28 +405,37 @@ pub struct AuditArgs {
     pub outcome: Option<String>,
     #[arg(long)]
     pub request_id: Option<String>,
-    /// RFC 3339 time, or a duration back from now such as 1h.
+    /// RFC 3339 time with an offset (2026-11-25T10:00:00+01:00, …Z), or a duration back from
+    /// now such as 1h.
     #[arg(long)]
     pub since: Option<String>,
-    /// RFC 3339 time, or a duration back from now such as 10m.
+    /// RFC 3339 time with an offset, or a duration back from now such as 10m.
     #[arg(long)]
     pub until: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Add or replace a context from the global --base-url and --api-key (the key is stored
-    /// in the config file, mode 0600), or --api-key-file (read at every call).
+    /// Add or replace a context from the global --base-url, --api-key (the key is stored in
+    /// the config file, mode 0600) and --ca-file, or --api-key-file (read at every call).
     Add {
         name: String,
         /// A file holding the API key, e.g. the router's bootstrap.key.
         #[arg(long)]
         api_key_file: Option<PathBuf>,
+        /// Fetch the router's CA certificate, show its fingerprint to confirm (or check it
+        /// against --ca-fingerprint), save it next to the config file and trust only it.
+        #[arg(long)]
+        fetch_ca: bool,
+        /// With --fetch-ca: the fingerprint the CA must have, sha256:<hex> (of the router's
+        /// `<state-dir>/tls/ca.pem`); required without a terminal.
+        #[arg(long, requires = "fetch_ca")]
+        ca_fingerprint: Option<String>,
     },
     /// Make a context the current one.
     Use { name: String },
     /// List contexts.
     List,
-    /// Remove a context.
+    /// Remove a context (asks first: a stored API key goes with it).
     Remove { name: String },
 }

@@ -2,14 +2,15 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::Context as _;
 use reqwest::Method;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use xerotier_proto::ErrorEnvelope;
 
-use crate::cli::OutputFormat;
+use crate::exit::{self, CliError};
+use crate::output::Printer;
 
 /// The router refused a request: its error envelope, so commands can react to the `code`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,9 +40,11 @@ use crate::settings::Target;
 #[derive(Debug)]
 pub struct Client {
     http: reqwest::Client,
+    /// For streams: no overall timeout, only the connect timeout.
+    streaming: reqwest::Client,
     target: Target,
     dry_run: bool,
-    output: OutputFormat,
+    printer: Printer,
 }
 
 /// One request to make.
@@ -70,19 +73,41 @@ impl<'a> Call<'a> {
     }
 }
 
+/// A client builder with what every request of xeroctl shares: the connect timeout, the user
+/// agent, and the CA to trust (`--ca-file`: only that one).
+fn builder(target: &Target) -> anyhow::Result<reqwest::ClientBuilder> {
+    let builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("xeroctl/", env!("CARGO_PKG_VERSION")));
+    match &target.ca_file {
+        Some(path) => {
+            let ca = crate::tls::load_ca(path)?;
+            Ok(builder.tls_built_in_root_certs(false).add_root_certificate(ca))
+        }
+        None => Ok(builder),
+    }
+}
+
 impl Client {
-    pub fn new(target: Target, dry_run: bool, output: OutputFormat) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
+    pub fn new(target: Target, dry_run: bool, printer: Printer) -> anyhow::Result<Self> {
+        let http = builder(&target)?
             .timeout(Duration::from_secs(60))
-            .user_agent(concat!("xeroctl/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("building the HTTP client")?;
-        Ok(Self { http, target, dry_run, output })
+        let streaming = builder(&target)?.build().context("building the HTTP client")?;
+        Ok(Self { http, streaming, target, dry_run, printer })
     }
 
     pub fn is_dry_run(&self) -> bool {
         self.dry_run
+    }
+
+    fn api_key(&self) -> anyhow::Result<&SecretString> {
+        self.target.api_key.as_ref().ok_or_else(|| {
+            exit::usage(
+                "no API key: pass --api-key, set XEROCTL_API_KEY, or add a context with `xeroctl config add`",
+            )
+        })
     }
 
     fn url(&self, call: &Call<'_>) -> anyhow::Result<reqwest::Url> {
@@ -98,8 +123,8 @@ impl Client {
     pub fn print_plan(&self, call: &Call<'_>) -> anyhow::Result<()> {
         let url = self.url(call)?;
         let auth = self.target.api_key.as_ref().map(|_| "Bearer xero_…(redacted)");
-        match self.output {
-            OutputFormat::Json => {
+        match self.printer.is_data() {
+            true => {
                 let plan = serde_json::json!({
                     "dry_run": true,
                     "method": call.method.as_str(),
@@ -107,9 +132,9 @@ impl Client {
                     "authorization": auth,
                     "body": call.body,
                 });
-                println!("{}", serde_json::to_string_pretty(&plan)?);
+                self.printer.data(&plan)?;
             }
-            OutputFormat::Table => {
+            false => {
                 println!("# dry run: nothing was sent");
                 println!("{} {}", call.method, url);
                 if let Some(auth) = auth {
@@ -137,9 +162,7 @@ impl Client {
 
     /// Sends `call` even in dry-run mode: only for reads that a plan depends on.
     pub async fn fetch<T: DeserializeOwned>(&self, call: Call<'_>) -> anyhow::Result<T> {
-        let api_key = self.target.api_key.as_ref().ok_or_else(|| {
-            anyhow!("no API key: pass --api-key, set XEROCTL_API_KEY, or add a context with `xeroctl config add`")
-        })?;
+        let api_key = self.api_key()?;
         let url = self.url(&call)?;
         let mut request =
             self.http.request(call.method.clone(), url).bearer_auth(api_key.expose_secret());
@@ -148,77 +171,104 @@ impl Client {
         }
         let response = request.send().await.map_err(|err| self.transport_error(err))?;
         let status = response.status();
-        let request_id = response
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_string();
+        let request_id = request_id_of(&response);
         let bytes = response.bytes().await.map_err(|err| self.transport_error(err))?;
         if !status.is_success() {
-            match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
-                Ok(envelope) => {
-                    return Err(ApiError {
-                        status: status.as_u16(),
-                        code: envelope.error.code,
-                        message: envelope.error.message,
-                        param: envelope.error.param,
-                        request_id,
-                    }
-                    .into());
-                }
-                Err(_) => bail!("the router answered HTTP {status} (request {request_id})"),
-            }
+            return Err(refusal(status, &bytes, request_id));
         }
         serde_json::from_slice(&bytes)
             .with_context(|| format!("unexpected answer from the router (request {request_id})"))
     }
 
-    /// Opens a server-sent events stream at `path` (a GET with `Accept: text/event-stream`).
+    /// Opens a server-sent events stream at `path` (a GET with `Accept: text/event-stream`),
+    /// resuming after `last_event_id` when given.
     pub async fn event_stream(
         &self,
         path: &str,
-    ) -> anyhow::Result<impl futures::Stream<Item = Result<eventsource_stream::Event, String>>>
-    {
+        last_event_id: Option<&str>,
+    ) -> anyhow::Result<
+        impl futures::Stream<Item = Result<eventsource_stream::Event, String>> + use<>,
+    > {
         use eventsource_stream::Eventsource;
         use futures::StreamExt;
-        let api_key = self.target.api_key.as_ref().ok_or_else(|| anyhow!("no API key"))?;
+        let api_key = self.api_key()?;
         let url = self.url(&Call::get(path))?;
-        // A stream stays open: no overall timeout, only the connect timeout.
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
-        let response = http
+        let mut request = self
+            .streaming
             .get(url)
             .bearer_auth(api_key.expose_secret())
-            .header("accept", "text/event-stream")
-            .send()
-            .await
-            .map_err(|err| self.transport_error(err))?;
-        if !response.status().is_success() {
-            let status = response.status();
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.map_err(|err| self.transport_error(err))?;
+        let status = response.status();
+        if !status.is_success() {
+            let request_id = request_id_of(&response);
             let bytes = response.bytes().await.unwrap_or_default();
-            match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
-                Ok(envelope) => bail!(
-                    "{} ({}, HTTP {})",
-                    envelope.error.message,
-                    envelope.error.code,
-                    status.as_u16()
-                ),
-                Err(_) => bail!("the router answered HTTP {status}"),
-            }
+            return Err(refusal(status, &bytes, request_id));
         }
         Ok(response.bytes_stream().eventsource().map(|item| item.map_err(|e| e.to_string())))
     }
 
     fn transport_error(&self, err: reqwest::Error) -> anyhow::Error {
         let base = &self.target.base_url;
-        if err.is_connect() {
-            anyhow!(
-                "cannot reach the router at {base}: is it running? (set --base-url or XEROCTL_BASE_URL)"
-            )
+        let message = if err.is_connect() {
+            match tls_cause(&err) {
+                Some(cause) => format!(
+                    "TLS with the router at {base} failed: {cause} (trust its CA with --ca-file, \
+                     XEROCTL_CA_FILE or `xeroctl config add … --fetch-ca`)"
+                ),
+                None => format!(
+                    "cannot reach the router at {base}: is it running? (set --base-url or \
+                     XEROCTL_BASE_URL)"
+                ),
+            }
         } else if err.is_timeout() {
-            anyhow!("the router at {base} did not answer in time")
+            format!("the router at {base} did not answer in time")
         } else {
-            anyhow!("request to {base} failed: {err}")
-        }
+            format!("request to {base} failed: {err:#}")
+        };
+        CliError::Unavailable(message).into()
     }
+}
+
+fn request_id_of(response: &reqwest::Response) -> String {
+    response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string()
+}
+
+/// The router's refusal: its envelope as an [`ApiError`], or the bare status.
+fn refusal(status: reqwest::StatusCode, body: &[u8], request_id: String) -> anyhow::Error {
+    match serde_json::from_slice::<ErrorEnvelope>(body) {
+        Ok(envelope) => ApiError {
+            status: status.as_u16(),
+            code: envelope.error.code,
+            message: envelope.error.message,
+            param: envelope.error.param,
+            request_id,
+        }
+        .into(),
+        // Not the router's envelope (a proxy in between, say): the status still classifies it.
+        Err(_) => ApiError {
+            status: status.as_u16(),
+            code: "http_error".into(),
+            message: format!("the router answered HTTP {status}"),
+            param: None,
+            request_id,
+        }
+        .into(),
+    }
+}
+
+/// The TLS failure behind a connection error, if that is what it was (an unknown CA, a name
+/// mismatch, plain HTTP spoken to an HTTPS router, …).
+fn tls_cause(err: &reqwest::Error) -> Option<String> {
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if cause.downcast_ref::<rustls::Error>().is_some() {
+            return Some(cause.to_string());
+        }
+        source = cause.source();
+    }
+    None
 }

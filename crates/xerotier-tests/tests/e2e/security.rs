@@ -141,7 +141,7 @@ async fn revoke_is_immediate_under_concurrent_load() {
                 crate::harness::Xeroctl::bare()
                     .base_url(Some(&base))
                     .api_key(Some(&admin))
-                    .run(&["keys", "revoke", "--name", "loaded-cli", "--reason", "leaked"])
+                    .run(&["keys", "revoke", "--name", "loaded-cli", "--reason", "leaked", "--yes"])
                     .success();
             })
             .await
