@@ -25,7 +25,7 @@ const WORKSPACE: &str = "kubernetes-prod";
 const CREDENTIAL_FILE: &str = "kubernetes-prod.yaml";
 
 /// A tool bundle written by the test: `script` runs with `sh`, under `timeout_seconds`.
-fn write_tool(tools_dir: &Path, name: &str, timeout_seconds: u64, script: &str) {
+pub(crate) fn write_tool(tools_dir: &Path, name: &str, timeout_seconds: u64, script: &str) {
     let dir = tools_dir.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -68,7 +68,7 @@ fn sha256_hex(text: &str) -> String {
 
 /// A router with one XEM offering the example tools (plus `extra` test tools) in workspace
 /// `kubernetes-prod`, whose credential starts as `credential`.
-async fn exec_fleet(
+pub(crate) async fn exec_fleet(
     router: &Router,
     name: &str,
     credential: &str,
@@ -83,7 +83,7 @@ async fn exec_fleet(
     .await
 }
 
-trait Exec {
+pub(crate) trait Exec {
     async fn invoke(&self, key: &str, tool: &str, args: Value) -> Value;
     async fn invocation(&self, id: &str) -> Value;
     async fn wait_status(&self, id: &str, wanted: &[&str]) -> Value;
