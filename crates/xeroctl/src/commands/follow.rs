@@ -126,12 +126,8 @@ impl Progress {
         state
     }
 
-    fn update(&mut self, view: &InvocationView, elapsed: Duration, note: Option<&str>) {
-        let mut state = Self::state(view);
-        if let Some(note) = note {
-            state.push_str(" - ");
-            state.push_str(note);
-        }
+    fn update(&mut self, view: &InvocationView, elapsed: Duration) {
+        let state = Self::state(view);
         match self {
             Self::Spinner(bar) => {
                 let elapsed = humantime::format_duration(Duration::from_secs(elapsed.as_secs()));
@@ -261,14 +257,14 @@ pub async fn follow(ctx: &Ctx, view: InvocationView, options: FollowOptions) -> 
                 };
                 match ended {
                     Ok(true) => break Ending::Finished,
-                    Ok(false) => progress.update(&state, began.elapsed(), None),
+                    Ok(false) => progress.update(&state, began.elapsed()),
                     Err(err) => {
                         progress.finish();
                         return Err(err);
                     }
                 }
             }
-            _ = tick.tick() => progress.update(&state, began.elapsed(), None),
+            _ = tick.tick() => progress.update(&state, began.elapsed()),
             () = &mut until_deadline => break Ending::TimedOut(options.timeout.unwrap_or_default()),
             signal = &mut interrupted, if listening => match signal {
                 Ok(()) => break Ending::Interrupted,

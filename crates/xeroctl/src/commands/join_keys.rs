@@ -65,6 +65,7 @@ fn check_id(id: &str) -> anyhow::Result<()> {
 
 async fn create(ctx: &Ctx, args: JoinKeysArgs) -> anyhow::Result<()> {
     let Some(name) = args.name else { return Err(exit::usage("--create needs --name")) };
+    ctx.out.refuse_name_for_secret("join token")?;
     let body = json!({
         "name": name,
         "region": args.region,

@@ -78,6 +78,7 @@ async fn create(
     scopes: Vec<String>,
     expires_in: Option<String>,
 ) -> anyhow::Result<()> {
+    ctx.out.refuse_name_for_secret("key's value")?;
     let scopes = xerotier_proto::Scopes::from_csv(&scopes.join(","))
         .map_err(|err| exit::usage(format!("--scope: {err}")))?;
     let expires_in_seconds =
@@ -187,6 +188,7 @@ async fn rotate(
     grace: Option<String>,
     reason: Option<String>,
 ) -> anyhow::Result<()> {
+    ctx.out.refuse_name_for_secret("key's new value")?;
     let grace_seconds = grace.map(|g| parse_duration_secs(&g, "--grace")).transpose()?;
     let (id, label) = resolve(ctx, &selector).await?;
     if grace_seconds == Some(0) {

@@ -45,6 +45,18 @@ impl Printer {
         matches!(self.format, OutputFormat::Json | OutputFormat::Yaml)
     }
 
+    /// Refuses `-o name` for a command whose answer holds a secret shown only once (a key's
+    /// value, a join token): printing only the name would lose it for good.
+    pub fn refuse_name_for_secret(&self, what: &str) -> anyhow::Result<()> {
+        if self.format == OutputFormat::Name {
+            return Err(crate::exit::usage(format!(
+                "-o name would not print the {what}, which is shown only once; use -o table, json \
+                 or yaml"
+            )));
+        }
+        Ok(())
+    }
+
     /// `-o table` or `-o wide`: text for people.
     pub fn is_text(&self) -> bool {
         matches!(self.format, OutputFormat::Table | OutputFormat::Wide)

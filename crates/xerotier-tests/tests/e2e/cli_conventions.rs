@@ -118,6 +118,14 @@ async fn exit_codes_tell_outcomes_apart() {
         // Not confirmed.
         router.create_key("kept", &["execution"]).await;
         assert_code(&xeroctl(&router, &["keys", "revoke", "--name", "kept"]), NOT_CONFIRMED);
+        // -o name would lose a value shown only once: refused before anything is created.
+        let out = xeroctl(
+            &router,
+            &["keys", "create", "--scope", "execution", "--name", "lost", "-o", "name"],
+        );
+        assert_code(&out, USAGE);
+        assert!(out.stderr.contains("shown only once"), "{}", out.stderr);
+        assert!(router.all_keys().await.iter().all(|k| k["name"] != "lost"));
         // A naive time is a usage error, before anything is sent.
         assert_code(&xeroctl(&router, &["audit", "--since", "2026-11-25T10:00:00"]), USAGE);
     }
