@@ -15,11 +15,12 @@ eval "$(scripts/postgres-for-tests.sh start)"
 PG_ADMIN="$XEROTIER_TEST_POSTGRES_URL"
 PG_BASE="${PG_ADMIN%/*}"
 
-start_router() { # $1 = name, $2 = database url or ""
+start_router() { # $1 = name, $2 = database url or "", $3 = "tls" for HTTPS (default: plain HTTP)
   local dir="$OUT/$1"; mkdir -p "$dir"
   rm -f "$dir/state/http.addr"   # a previous run's address must not pass for this router's
   local db=(); [ -n "$2" ] && db=(--database-url "$2")
-  ./target/release/xerotier-router --state-dir "$dir/state" --listen 127.0.0.1:0 --mesh-bind tcp://127.0.0.1:0 --log-level warn "${db[@]}" >"$dir/router.log" 2>&1 &
+  local http=(--insecure-http); [ "${3:-}" = tls ] && http=()
+  ./target/release/xerotier-router --state-dir "$dir/state" "${http[@]}" --listen 127.0.0.1:0 --mesh-bind tcp://127.0.0.1:0 --log-level warn "${db[@]}" >"$dir/router.log" 2>&1 &
   echo $! >"$dir/pid"
   for _ in $(seq 1 200); do [ -s "$dir/state/http.addr" ] && break; sleep 0.05; done
   ADDR=$(cat "$dir/state/http.addr"); KEY=$(cat "$dir/state/bootstrap.key")
@@ -29,7 +30,7 @@ cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 stop_router() { kill "$(cat "$OUT/$1/pid")"; wait "$(cat "$OUT/$1/pid")" 2>/dev/null || true; }
 rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
-SECTIONS="${SECTIONS:-http keys enroll fleet rotation exec fairness}"
+SECTIONS="${SECTIONS:-http tls keys enroll fleet rotation exec fairness}"
 AGENTS="${AGENTS:-1000}"
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 fresh_pg() { local name="bench_$1_$$"; psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >/dev/null; echo "$PG_BASE/$name"; }
@@ -52,6 +53,36 @@ for backend in sqlite postgres; do
   printf "| %s | %.0f | %.0f | %.2f |\n" "$backend" "$(echo "$h_sum/$ROUNDS" | bc -l)" "$(echo "$t_sum/$ROUNDS" | bc -l)" "$(echo "$t_sum/$h_sum" | bc -l)"
 done
 
+fi
+echo
+if want tls; then
+# Over HTTPS (the router's own CA; wrk does not verify): keep-alive throughput of an
+# authenticated route against /healthz, and new connections per second (Connection: close, so
+# every request is a fresh TCP connection and, over TLS, a full handshake) against the same
+# over plain HTTP, both routers in this run.
+echo "| backend | TLS /healthz req/s | TLS GET /v1/exec/tools req/s | ratio | new conns/s plain | new TLS conns/s | TLS / plain |"
+echo "|---|---|---|---|---|---|---|"
+for backend in sqlite postgres; do
+  url=""; [ "$backend" = postgres ] && url=$(fresh_pg tls)
+  start_router "tls-$backend" "$url" tls; TLS_ADDR=$ADDR; TLS_KEY=$KEY
+  url2=""; [ "$backend" = postgres ] && url2=$(fresh_pg tlsplain)
+  start_router "tlsplain-$backend" "$url2"; PLAIN_ADDR=$ADDR
+  for _ in $(seq 1 100); do curl -fsSk "https://$TLS_ADDR/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
+  h=0; t=0; p=0; n=0
+  for r in $(seq 1 "$ROUNDS"); do
+    d="$OUT/tls-$backend"
+    wrk -t1 -c32 -d"${SECONDS_PER_RUN}s" "https://$TLS_ADDR/healthz" >"$d/healthz-$r.txt"
+    wrk -t1 -c32 -d"${SECONDS_PER_RUN}s" -H "Authorization: Bearer $TLS_KEY" "https://$TLS_ADDR/v1/exec/tools" >"$d/tools-$r.txt"
+    grep -q "Non-2xx" "$d/tools-$r.txt" && { echo "tools answered non-2xx" >&2; exit 1; }
+    wrk -t1 -c8 -d"${SECONDS_PER_RUN}s" -H "Connection: close" "http://$PLAIN_ADDR/healthz" >"$d/plain-conns-$r.txt"
+    wrk -t1 -c8 -d"${SECONDS_PER_RUN}s" -H "Connection: close" "https://$TLS_ADDR/healthz" >"$d/tls-conns-$r.txt"
+    h=$(echo "$h + $(rps "$d/healthz-$r.txt")" | bc -l); t=$(echo "$t + $(rps "$d/tools-$r.txt")" | bc -l)
+    p=$(echo "$p + $(rps "$d/plain-conns-$r.txt")" | bc -l); n=$(echo "$n + $(rps "$d/tls-conns-$r.txt")" | bc -l)
+  done
+  stop_router "tls-$backend"; stop_router "tlsplain-$backend"
+  printf "| %s | %.0f | %.0f | %.2f | %.0f | %.0f | %.2f |\n" "$backend" "$(echo "$h/$ROUNDS" | bc -l)" "$(echo "$t/$ROUNDS" | bc -l)" "$(echo "$t/$h" | bc -l)" \
+    "$(echo "$p/$ROUNDS" | bc -l)" "$(echo "$n/$ROUNDS" | bc -l)" "$(echo "$n/$p" | bc -l)"
+done
 fi
 echo
 if want keys; then

@@ -26,12 +26,15 @@ wait_for() { # $1 = description, $2.. = command that succeeds when ready
 PIDS+=($!)
 wait_for "the router" test -s "$ROOT/router/http.addr" || { cat "$ROOT/router.log" >&2; exit 1; }
 ADDR=$(cat "$ROOT/router/http.addr")
-wait_for "the router's health check" curl -fsS "http://$ADDR/healthz"
-export XEROCTL_BASE_URL="http://$ADDR"
+# The router serves HTTPS with a CA of its own (created on first start, kept in its state dir).
+CA="$ROOT/router/tls/ca.pem"
+wait_for "the router's health check" curl -fsS --cacert "$CA" "https://$ADDR/healthz"
+export XEROCTL_BASE_URL="https://$ADDR" XEROCTL_CA_FILE="$CA"
+CA_PIN=$(python3 -c 'import hashlib,ssl,sys; print("sha256:"+hashlib.sha256(ssl.PEM_cert_to_DER_cert(open(sys.argv[1]).read())).hexdigest())' "$CA")
 XEROCTL_API_KEY=$(cat "$ROOT/router/bootstrap.key"); export XEROCTL_API_KEY
 
 cat >"$ROOT/xem/xem.yaml" <<YAML
-router_url: http://$ADDR
+router_url: https://$ADDR
 registration_name: quickstart-xem
 state_dir: $ROOT/xem/state
 curve_key_path: $ROOT/xem/agent-curve-key.hex
@@ -52,26 +55,30 @@ fi
 if [ ! -s "$ROOT/xem/state/identity.json" ]; then
   # First run: mint a short-lived single-use join key for this XEM, granting the example
   # tools' workspace (anything else it declares would wait for approval).
-  XEM_JOIN_KEY=$("$BIN/xeroctl" -o json agents join-keys --create --name quickstart-xem \
+  # It goes to a 0600 file, never onto a command line; the token pins this router's CA and
+  # mesh key, so the XEM enrolls with this router only.
+  (umask 077; "$BIN/xeroctl" -o json agents join-keys --create --name quickstart-xem \
     --workspaces kubernetes-prod --router-addr "$(cat "$ROOT/router/mesh.addr")" --ttl-seconds 300 2>/dev/null |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-  export XEM_JOIN_KEY
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' >"$ROOT/xem/join.key")
+  export XEM_JOIN_KEY_FILE="$ROOT/xem/join.key"
 fi
 "$BIN/xerotier-xem" --config "$ROOT/xem/xem.yaml" >"$ROOT/xem.log" 2>&1 &
 PIDS+=($!)
-unset XEM_JOIN_KEY
+unset XEM_JOIN_KEY_FILE
 agent_active() { "$BIN/xeroctl" -o json agents | python3 -c 'import json,sys; sys.exit(0 if any(a["name"]=="quickstart-xem" and a["status"]=="active" for a in json.load(sys.stdin)["data"]) else 1)'; }
 wait_for "the XEM to connect" agent_active || { cat "$ROOT/xem.log" >&2; exit 1; }
+rm -f "$ROOT/xem/join.key"   # consumed: the XEM keeps its identity in its state dir
 
 cat <<NEXT
 
 Xerotier is running locally:
-  router  http://$ADDR   mesh $(cat "$ROOT/router/mesh.addr")   (log: $ROOT/router.log)
+  router  https://$ADDR  mesh $(cat "$ROOT/router/mesh.addr")   (log: $ROOT/router.log)
   XEM     quickstart-xem, enrolled and connected              (log: $ROOT/xem.log)
 
 Next steps, in another shell:
   export PATH="$BIN:\$PATH"
-  export XEROCTL_BASE_URL=http://$ADDR
+  export XEROCTL_BASE_URL=https://$ADDR
+  export XEROCTL_CA_FILE=$CA   # the router's own CA, $CA_PIN
   export XEROCTL_API_KEY=\$(cat $ROOT/router/bootstrap.key)   # the admin key, made on first start
 
   xeroctl agents                                   # the fleet: quickstart-xem is active

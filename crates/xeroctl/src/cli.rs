@@ -22,18 +22,19 @@ pub struct Cli {
 #[derive(Debug, Args, Clone)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
-    /// Router URL [default: the context's, else http://127.0.0.1:8080].
+    /// Router URL [default: the context's, else https://127.0.0.1:8080].
     #[arg(long, env = "XEROCTL_BASE_URL", global = true)]
     pub base_url: Option<String>,
     /// API key (`xero_…`) [default: the context's].
     #[arg(long, env = "XEROCTL_API_KEY", global = true, hide_env_values = true)]
     pub api_key: Option<String>,
+    /// PEM CA certificate to trust (only it) for the router's HTTPS, e.g. the router's
+    /// <state-dir>/tls/ca.pem [default: the context's, else the system's CAs].
+    #[arg(long, env = "XEROCTL_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
     /// Use this context from the config file instead of the current one.
     #[arg(long, env = "XEROCTL_CONTEXT", global = true)]
     pub context: Option<String>,
-    /// Trust only this PEM CA certificate for the router's TLS [default: the context's].
-    #[arg(long, env = "XEROCTL_CA_FILE", global = true)]
-    pub ca_file: Option<PathBuf>,
     /// Output format: table (plain columns when not on a terminal), wide (more columns),
     /// json, yaml, or name (`kind/id` per line).
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table, global = true)]
@@ -416,8 +417,8 @@ pub struct AuditArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Add or replace a context from the global --base-url, --api-key (the key is stored in
-    /// the config file, mode 0600) and --ca-file, or --api-key-file (read at every call).
+    /// Add or replace a context from the global --base-url, --ca-file and --api-key (the key
+    /// is stored in the config file, mode 0600), or --api-key-file (read at every call).
     Add {
         name: String,
         /// A file holding the API key, e.g. the router's bootstrap.key.

@@ -261,14 +261,27 @@ fn refusal(status: reqwest::StatusCode, body: &[u8], request_id: String) -> anyh
 }
 
 /// The TLS failure behind a connection error, if that is what it was (an unknown CA, a name
-/// mismatch, plain HTTP spoken to an HTTPS router, …).
+/// mismatch, HTTPS spoken to a plain HTTP port, …). rustls's error sits inside nested
+/// `io::Error`s, whose `source()` skips them, so those are opened too.
 fn tls_cause(err: &reqwest::Error) -> Option<String> {
-    let mut source = std::error::Error::source(err);
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(cause) = source {
-        if cause.downcast_ref::<rustls::Error>().is_some() {
-            return Some(cause.to_string());
+        if let Some(tls) = rustls_error_in(cause) {
+            return Some(tls.to_string());
         }
         source = cause.source();
     }
     None
+}
+
+fn rustls_error_in<'a>(
+    mut err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
+    loop {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        let inner = err.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref)?;
+        err = inner;
+    }
 }

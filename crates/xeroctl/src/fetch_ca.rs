@@ -183,9 +183,9 @@ pub fn fetch_and_save_ca(
             )
             .map_err(|_| {
                 CliError::NotConfirmed(format!(
-                    "the router's CA {found} was not confirmed: not trusted, nothing saved. Pass \
-                     --ca-fingerprint {found} if that is the router's (see its \
-                     <state-dir>/tls/ca.pem)."
+                    "the router's CA {found} was not confirmed: not trusted, nothing saved. \
+                     Compare it with the router's <state-dir>/tls/ca.pem, then confirm at a \
+                     terminal or pass --ca-fingerprint sha256:… (that file's)."
                 ))
             })?;
         }

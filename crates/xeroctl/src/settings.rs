@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::GlobalArgs;
 
-pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:8080";
+pub const DEFAULT_BASE_URL: &str = "https://127.0.0.1:8080";
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -21,14 +21,9 @@ pub fn load_ca(path: &Path) -> anyhow::Result<reqwest::Certificate> {
         .with_context(|| format!("{} is not a PEM certificate", path.display()))
 }
 
-/// `sha256:<lowercase hex>` of a certificate's DER bytes: how a CA is named to the operator
-/// (and by the router's join keys).
-pub fn fingerprint(der: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(der);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
-}
+/// `sha256:<lowercase hex>` of a certificate's DER bytes: how a CA is named to the operator,
+/// the same as the pin a join key carries.
+pub use xerotier_tls::ca_fingerprint as fingerprint;
 
 /// A DER certificate as PEM text.
 pub fn pem(der: &[u8]) -> String {

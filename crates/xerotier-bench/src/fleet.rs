@@ -122,6 +122,7 @@ pub async fn crypto_floor(seconds: u64, concurrency: usize) -> anyhow::Result<Re
                     router_curve_key: "x".repeat(40),
                     workspaces: Vec::new(),
                     require_approval: false,
+                    tls_ca: None,
                 };
                 let token = signer.issue(&claims)?;
                 let curve = CurveKeyPair::generate(&OsEntropy);

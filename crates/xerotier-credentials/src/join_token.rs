@@ -121,6 +121,25 @@ pub fn unverified_join_key_id(token: &str) -> Option<String> {
     is_valid_id(IdKind::JoinKey, jti).then(|| jti.to_string())
 }
 
+/// The claims a token carries, read without verifying its signature: for the agent, which
+/// holds no key to verify with and trusts the token because the operator handed it over (as
+/// kubeadm trusts its discovery hash). The router never decides anything from this.
+pub fn unverified_claims(token: &str) -> Result<JoinKeyClaims, JoinTokenError> {
+    const MAX_TOKEN_BYTES: usize = 8 * 1024;
+    let token = token.trim();
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(JoinTokenError::Malformed);
+    }
+    let mut parts = token.split('.');
+    let (Some(_header), Some(payload), Some(_signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JoinTokenError::Malformed);
+    };
+    let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| JoinTokenError::Malformed)?;
+    serde_json::from_slice(&payload).map_err(|_| JoinTokenError::Malformed)
+}
+
 fn raw_header_alg(token: &str) -> Option<String> {
     let header = URL_SAFE_NO_PAD.decode(token.split('.').next()?).ok()?;
     let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
@@ -147,6 +166,7 @@ mod tests {
             router_curve_key: "x".repeat(40),
             workspaces: vec!["kubernetes-prod".into()],
             require_approval: false,
+            tls_ca: None,
         }
     }
 
@@ -156,6 +176,24 @@ mod tests {
 
     fn b64(v: &serde_json::Value) -> String {
         URL_SAFE_NO_PAD.encode(v.to_string())
+    }
+
+    #[test]
+    fn the_agent_reads_the_pins_of_the_token_it_was_handed() {
+        let mut claims = claims(2_000_000_000);
+        claims.tls_ca = Some(format!("sha256:{}", "ab".repeat(32)));
+        let token = signer(1).issue(&claims).unwrap();
+        assert_eq!(unverified_claims(&token).unwrap(), claims);
+        assert_eq!(unverified_claims(&format!("  {token}\n")).unwrap(), claims);
+        for bad in [
+            String::new(),
+            "a.b".to_string(),
+            format!("{token}.extra"),
+            format!("x.{}.y", b64(&serde_json::json!({"jti": "jk_x"}))),
+            format!("{token}{}", "A".repeat(9000)),
+        ] {
+            assert!(matches!(unverified_claims(&bad), Err(JoinTokenError::Malformed)), "{bad:.40}");
+        }
     }
 
     #[test]

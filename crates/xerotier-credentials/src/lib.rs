@@ -9,7 +9,7 @@ mod keys;
 mod secret_file;
 
 pub use api_key::{ApiKeyValue, ApiKeyValueError, IssuedSecret, Verifier};
-pub use join_token::{JoinTokenError, JoinTokenSigner, unverified_join_key_id};
+pub use join_token::{JoinTokenError, JoinTokenSigner, unverified_claims, unverified_join_key_id};
 pub use keys::{
     CurveKeyPair, KeyError, SigningKeyPair, curve_public_z85, fingerprint, is_weak_curve_public,
     parse_agent_curve_public, parse_curve_public, parse_signing_public, verify_signature,

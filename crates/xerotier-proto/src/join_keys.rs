@@ -93,6 +93,10 @@ pub struct JoinKeyClaims {
     pub workspaces: Vec<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub require_approval: bool,
+    /// `sha256:<hex>` of the router's TLS CA: the agent enrolls over HTTPS trusting that CA
+    /// alone. Absent only from a router serving plain HTTP (`--insecure-http`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<String>,
 }
 
 pub const JOIN_KEY_ISSUER: &str = "xerotier-router";

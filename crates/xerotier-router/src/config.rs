@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
+use xerotier_tls::CertSource;
+
 use crate::fleet::FleetSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -65,6 +67,21 @@ pub struct RouterArgs {
     /// How long an agent that floods the mesh is silenced, in seconds [default: 30].
     #[arg(long, env = "XEROTIER_ROUTER_MESH_FLOOD_COOLDOWN_SECONDS")]
     pub mesh_flood_cooldown_seconds: Option<u64>,
+    /// PEM certificate chain to serve, server certificate first (with --tls-key); re-read on
+    /// SIGHUP [default: a server certificate from the router's own CA in <state-dir>/tls/].
+    #[arg(long, env = "XEROTIER_ROUTER_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (not readable by every user).
+    #[arg(long, env = "XEROTIER_ROUTER_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// More names (DNS names or IP addresses, comma-separated or repeated) for the generated
+    /// server certificate; localhost, 127.0.0.1 and the listen address are always in it.
+    #[arg(long = "tls-san", env = "XEROTIER_ROUTER_TLS_SAN", value_delimiter = ',')]
+    pub tls_san: Vec<String>,
+    /// Serve plain HTTP instead of HTTPS; refused unless --listen is a loopback address (API
+    /// keys and join keys would cross the network in clear text).
+    #[arg(long, env = "XEROTIER_ROUTER_INSECURE_HTTP")]
+    pub insecure_http: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +101,18 @@ struct FileConfig {
     mesh_agent_frames_per_second: Option<u32>,
     mesh_agent_frame_burst: Option<u32>,
     mesh_flood_cooldown_seconds: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_san: Option<Vec<String>>,
+    insecure_http: Option<bool>,
+}
+
+/// How the API is served.
+#[derive(Debug, Clone)]
+pub enum HttpMode {
+    Tls(CertSource),
+    /// `--insecure-http`, loopback only.
+    Insecure,
 }
 
 /// The resolved configuration.
@@ -96,6 +125,7 @@ pub struct RouterConfig {
     pub log_format: LogFormat,
     pub log_level: String,
     pub fleet: FleetSettings,
+    pub http: HttpMode,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,12 +185,27 @@ impl RouterConfig {
             ..defaults
         };
         validate_fleet(&fleet)?;
+        let listen = args.listen.or(file.listen).unwrap_or(default_listen);
+        let state_dir =
+            args.state_dir.or(file.state_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let http = http_mode(
+            TlsChoice {
+                cert: args.tls_cert.or(file.tls_cert),
+                key: args.tls_key.or(file.tls_key),
+                sans: if args.tls_san.is_empty() {
+                    file.tls_san.unwrap_or_default()
+                } else {
+                    args.tls_san
+                },
+                insecure: args.insecure_http || file.insecure_http.unwrap_or(false),
+            },
+            listen,
+            &state_dir,
+        )?;
         Ok(Self {
-            listen: args.listen.or(file.listen).unwrap_or(default_listen),
-            state_dir: args
-                .state_dir
-                .or(file.state_dir)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            listen,
+            state_dir,
+            http,
             database_url: args.database_url.or(file.database_url).map(SecretString::from),
             log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
             log_level: args.log_level.or(file.log_level).unwrap_or_else(|| "info".to_string()),
@@ -227,6 +272,77 @@ fn validate_fleet(fleet: &FleetSettings) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The TLS settings as given, before they are checked.
+struct TlsChoice {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    sans: Vec<String>,
+    insecure: bool,
+}
+
+fn http_mode(
+    choice: TlsChoice,
+    listen: SocketAddr,
+    state_dir: &Path,
+) -> Result<HttpMode, ConfigError> {
+    let invalid = |name, message: String| Err(ConfigError::Invalid { name, message });
+    if choice.insecure {
+        if choice.cert.is_some() || choice.key.is_some() {
+            return invalid("insecure_http", "cannot be combined with tls_cert/tls_key".into());
+        }
+        if !listen.ip().is_loopback() {
+            return invalid(
+                "insecure_http",
+                format!(
+                    "plain HTTP is refused on {listen}, which is not a loopback address: API \
+                     keys and join keys would cross the network in clear text; drop \
+                     --insecure-http to serve HTTPS"
+                ),
+            );
+        }
+        return Ok(HttpMode::Insecure);
+    }
+    match (choice.cert, choice.key) {
+        (Some(cert), Some(key)) => Ok(HttpMode::Tls(CertSource::Operator { cert, key })),
+        (None, None) => {
+            let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+            if !listen.ip().is_unspecified() {
+                sans.push(listen.ip().to_string());
+            }
+            for name in choice.sans {
+                let name = name.trim().to_string();
+                if !is_tls_name(&name) {
+                    return invalid(
+                        "tls_san",
+                        format!("{name:?} is neither a DNS name nor an IP address"),
+                    );
+                }
+                sans.push(name);
+            }
+            let mut seen = std::collections::HashSet::new();
+            sans.retain(|name| seen.insert(name.to_ascii_lowercase()));
+            Ok(HttpMode::Tls(CertSource::Generated { dir: state_dir.join("tls"), sans }))
+        }
+        _ => invalid("tls_cert", "tls_cert and tls_key go together: give both or neither".into()),
+    }
+}
+
+/// A DNS name (letters, digits, hyphens, dots; at most 253 characters) or an IP address.
+fn is_tls_name(name: &str) -> bool {
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
@@ -283,6 +399,46 @@ mod tests {
     fn unknown_default_role_is_refused() {
         let err = RouterConfig::resolve(args(&["--default-agent-role", "admin"])).unwrap_err();
         assert!(err.to_string().contains("default_agent_role"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_is_refused_off_loopback_and_tls_is_the_default() {
+        let err = RouterConfig::resolve(args(&["--insecure-http", "--listen", "0.0.0.0:8080"]))
+            .unwrap_err();
+        assert!(err.to_string().contains("not a loopback address"), "{err}");
+        let err = RouterConfig::resolve(args(&["--insecure-http", "--listen", "10.1.2.3:8080"]))
+            .unwrap_err();
+        assert!(err.to_string().contains("not a loopback address"), "{err}");
+        let ok = RouterConfig::resolve(args(&["--insecure-http", "--listen", "[::1]:8080"]));
+        assert!(matches!(ok.unwrap().http, HttpMode::Insecure));
+        let config = RouterConfig::resolve(args(&[
+            "--listen",
+            "10.1.2.3:8443",
+            "--tls-san",
+            "router.example,Router.example",
+            "--tls-san",
+            "192.0.2.7",
+        ]))
+        .unwrap();
+        let HttpMode::Tls(CertSource::Generated { sans, dir }) = config.http else {
+            panic!("expected the generated CA")
+        };
+        assert_eq!(sans, ["localhost", "127.0.0.1", "10.1.2.3", "router.example", "192.0.2.7"]);
+        assert_eq!(dir, PathBuf::from(DEFAULT_STATE_DIR).join("tls"));
+    }
+
+    #[test]
+    fn tls_settings_that_cannot_work_are_refused() {
+        for bad in [
+            &["--tls-cert", "/etc/tls.crt"][..],
+            &["--tls-key", "/etc/tls.key"],
+            &["--insecure-http", "--tls-cert", "/a", "--tls-key", "/b"],
+            &["--tls-san", "bad name"],
+            &["--tls-san=-x.example"],
+            &["--tls-san", "a/b"],
+        ] {
+            assert!(RouterConfig::resolve(args(bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod server;
 pub mod service_error;
 #[cfg(feature = "test-faults")]
 pub mod test_faults;
+pub mod tls_reload;
 pub mod validate;
 
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The router's side of the CURVE mesh, below both the fleet and tool execution.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use xerotier_core::UnixMillis;
@@ -10,6 +10,21 @@ use xerotier_proto::mesh::Frame;
 use xerotier_store::Heartbeat;
 
 use crate::fleet::RouterIdentity;
+
+/// `sha256:<hex>` of the CA the router's HTTPS presents now; empty when it serves plain HTTP.
+/// Shared: a reload that changes the CA is seen by the next join key minted.
+#[derive(Debug, Clone, Default)]
+pub struct CaPin(Arc<parking_lot::RwLock<Option<String>>>);
+
+impl CaPin {
+    pub fn get(&self) -> Option<String> {
+        self.0.read().clone()
+    }
+
+    pub fn set(&self, pin: Option<String>) {
+        *self.0.write() = pin;
+    }
+}
 
 /// Fleet policy, from the router's configuration.
 #[derive(Debug, Clone)]
@@ -43,6 +58,9 @@ pub struct FleetSettings {
     pub mesh_flood_drops: u32,
     pub mesh_flood_window_ms: u64,
     pub mesh_flood_cooldown_ms: u64,
+    /// The CA the HTTPS listener presents, carried in every join key so the agent enrolls
+    /// only with this router; follows certificate reloads.
+    pub tls_ca_pin: CaPin,
 }
 
 impl Default for FleetSettings {
@@ -66,6 +84,7 @@ impl Default for FleetSettings {
             mesh_flood_drops: 1_000,
             mesh_flood_window_ms: 10_000,
             mesh_flood_cooldown_ms: 30_000,
+            tls_ca_pin: CaPin::default(),
         }
     }
 }

@@ -1,6 +1,5 @@
 //! The router daemon: open the store, bootstrap, serve until SIGTERM/SIGINT.
 
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,13 +10,14 @@ use anyhow::Context;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use xerotier_core::{OsEntropy, SystemClock};
+use xerotier_core::{OsEntropy, SharedClock, SystemClock};
 use xerotier_store::{Store, redact_url, sqlite_path};
+use xerotier_tls::ServerTls;
 
 use crate::AppState;
-use crate::config::RouterConfig;
+use crate::config::{HttpMode, RouterConfig};
+use crate::tls_reload;
 
 /// Written to the state dir once the HTTP listener is bound: the actual address (useful with
 /// `--listen 127.0.0.1:0`).
@@ -40,21 +40,28 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("restricting state dir {}", config.state_dir.display()))?;
 
+    // The one place production time and randomness are wired in.
+    let clock: SharedClock = Arc::new(SystemClock);
+    let tls = match &config.http {
+        HttpMode::Tls(source) => Some(Arc::new(
+            ServerTls::load(source.clone(), clock.now_millis() / 1000)
+                .context("loading the TLS certificate")?,
+        )),
+        HttpMode::Insecure => None,
+    };
+    let fleet = config.fleet.clone();
+    fleet.tls_ca_pin.set(tls.as_ref().map(|tls| tls.ca_pin()));
+    let ca_pin = fleet.tls_ca_pin.clone();
+
     let store_url = config.store_url();
     let _owner = lock_sqlite_store(store_url.expose_secret())?;
     let store = Store::connect(store_url.expose_secret()).await.with_context(|| {
         format!("opening the state store {}", redact_url(store_url.expose_secret()))
     })?;
     tracing::info!(backend = store.backend().name(), "state store ready");
-    // The one place production time and randomness are wired in.
-    let state = AppState::load(
-        store.clone(),
-        Arc::new(SystemClock),
-        Arc::new(OsEntropy),
-        config.fleet.clone(),
-    )
-    .await
-    .context("loading the router identity")?;
+    let state = AppState::load(store.clone(), clock.clone(), Arc::new(OsEntropy), fleet)
+        .await
+        .context("loading the router identity")?;
 
     #[cfg(feature = "test-faults")]
     crate::test_faults::arm(&state);
@@ -71,7 +78,11 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut mesh = crate::mesh_runtime::start(state.runtime_deps(), &shutdown).await?;
     let last_used = state.gate.auth.spawn_last_used_writer(shutdown.child_token());
-    let reloads = acknowledge_reloads(shutdown.child_token());
+    let reloads =
+        tls_reload::spawn_sighup_reloads(tls.clone(), &ca_pin, &clock, shutdown.child_token());
+    let renewal = tls
+        .clone()
+        .map(|tls| tls_reload::spawn_renewal(tls, &ca_pin, &clock, shutdown.child_token()));
     xerotier_credentials::write_secret_file(
         &config.state_dir.join(MESH_ADDR_FILE),
         format!("{}\n", state.link.advertised_mesh_addr()).as_bytes(),
@@ -87,17 +98,29 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
         format!("{local}\n").as_bytes(),
     )
     .context("writing the address file")?;
-    tracing::info!(addr = %local, "HTTP API listening on http://{local}");
+    match &tls {
+        Some(tls) => tracing::info!(
+            addr = %local, ca = %tls.ca_pin(),
+            "HTTPS API listening on https://{local} (clients trust the CA with this fingerprint)"
+        ),
+        None => tracing::warn!(
+            addr = %local,
+            "plain HTTP API listening on http://{local} (--insecure-http; loopback only)"
+        ),
+    }
     notify(&[sd_notify::NotifyState::Ready]);
 
     let events = state.events.clone();
     let exec = state.exec.clone();
-    let app = crate::http::app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = crate::http::app(state);
     let stopping = CancellationToken::new();
     let mut fatal = None;
-    let serve =
-        axum::serve(listener, app).with_graceful_shutdown(stopping.clone().cancelled_owned());
-    let serve = tokio::spawn(async move { serve.await });
+    let serve = tokio::spawn(crate::http::listener::serve(
+        listener,
+        tls.as_ref().map(|tls| tls.config()),
+        app,
+        stopping.clone(),
+    ));
     tokio::select! {
         () = shutdown_signal() => {}
         message = mesh.fatal.recv() => {
@@ -112,14 +135,15 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     exec.close_output_streams();
     stopping.cancel();
     match tokio::time::timeout(HTTP_DRAIN, serve).await {
-        Ok(Ok(Ok(()))) => tracing::info!("HTTP drained"),
-        Ok(Ok(Err(err))) => tracing::error!(error = %err, "HTTP server failed"),
+        Ok(Ok(())) => tracing::info!("HTTP drained"),
         Ok(Err(err)) => tracing::error!(error = %err, "HTTP server task failed"),
         Err(_) => tracing::warn!("HTTP requests still open after {HTTP_DRAIN:?}; abandoned"),
     }
     shutdown.cancel();
     mesh.stop(TASKS_DRAIN).await;
-    for (name, task) in [("last-used writer", last_used), ("reload handler", reloads)] {
+    let tasks = [("last-used writer", Some(last_used)), ("reload handler", Some(reloads))];
+    for (name, task) in tasks.into_iter().chain([("TLS renewal", renewal)]) {
+        let Some(task) = task else { continue };
         if let Err(err) = task.await {
             tracing::error!(task = name, error = %err, "task failed");
         }
@@ -161,26 +185,6 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
     if let Err(err) = sd_notify::notify(false, states) {
         tracing::debug!(error = %err, "sd_notify failed");
     }
-}
-
-/// `systemctl reload` sends SIGHUP, whose default action would kill the router. Nothing in the
-/// router is reloadable yet (settings apply at start), so acknowledge and say so.
-fn acknowledge_reloads(shutdown: CancellationToken) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP");
-            return;
-        };
-        while shutdown.run_until_cancelled(hup.recv()).await.flatten().is_some() {
-            reloaded();
-        }
-    })
-}
-
-fn reloaded() {
-    notify(&[sd_notify::NotifyState::Reloading]);
-    tracing::info!("SIGHUP: the router has no reloadable settings; restart it to apply changes");
-    notify(&[sd_notify::NotifyState::Ready]);
 }
 
 async fn shutdown_signal() {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use secrecy::ExposeSecret;
 use xerotier_core::{SharedClock, SharedEntropy};
-use xerotier_credentials::{CurveKeyPair, SigningKeyPair};
+use xerotier_credentials::{CurveKeyPair, SigningKeyPair, read_secret_file};
 use xerotier_proto::agents::CapabilityManifest;
 
 use crate::catalog::Catalog;
@@ -60,15 +60,20 @@ async fn identity(
     curve: &CurveKeyPair,
     signing: &SigningKeyPair,
     manifest: &CapabilityManifest,
+    clock: SharedClock,
 ) -> anyhow::Result<Identity> {
     if let Some(identity) = identity::load(&config.state_dir)? {
         tracing::info!(agent_id = %identity.agent_id, "enrolled identity found; no join key needed");
         return Ok(identity);
     }
-    let Some(join_key) = &config.join_key else {
-        bail!(
-            "this host is not enrolled and no join_key is configured (set join_key in the config or XEM_JOIN_KEY)"
-        );
+    let join_key = match (&config.join_key, &config.join_key_file) {
+        (Some(key), _) => key.clone(),
+        (None, Some(file)) => read_secret_file(file)
+            .with_context(|| format!("reading join_key_file {}", file.display()))?,
+        (None, None) => bail!(
+            "this host is not enrolled and no join key is configured (set join_key_file, or \
+             join_key, in the config, or XEM_JOIN_KEY_FILE)"
+        ),
     };
     let Some(router_url) = &config.router_url else {
         bail!("this host is not enrolled and no router_url is configured");
@@ -85,6 +90,7 @@ async fn identity(
         signing,
         manifest,
         lease_renewal_interval_ms: config.lease_renewal_interval_ms,
+        clock,
     })
     .await?;
     identity::save(&config.state_dir, &identity)?;
@@ -100,7 +106,7 @@ pub async fn run(config: XemConfig, deps: Deps) -> anyhow::Result<Exit> {
         Arc::new(CredentialStore::new(config.credentials_dir.clone(), catalog.credential_refs()));
     let (curve, signing) = load_keys(&config, &deps.entropy)?;
     let manifest = catalog.manifest();
-    let identity = identity(&config, &curve, &signing, &manifest).await?;
+    let identity = identity(&config, &curve, &signing, &manifest, deps.clock.clone()).await?;
     let run_dir = clear_run_dir(&config.state_dir)?;
     let max_concurrent = usize::try_from(config.max_concurrent_executions).unwrap_or(usize::MAX);
     let (agent_id, mesh_addr) = (identity.agent_id.clone(), identity.mesh_addr.clone());

@@ -22,9 +22,13 @@ pub struct XemArgs {
     /// Router HTTP URL, for enrollment (e.g. http://router:8080).
     #[arg(long, env = "XEM_ROUTER_URL")]
     pub router_url: Option<String>,
-    /// Single-use join key (needed only until this host is enrolled).
+    /// Single-use join key (needed only until this host is enrolled). Prefer --join-key-file:
+    /// a value on the command line is visible to every user of the host.
     #[arg(long, env = "XEM_JOIN_KEY", hide_env_values = true)]
     pub join_key: Option<String>,
+    /// File holding the join key (mode 0600); read only while the host is not enrolled.
+    #[arg(long, env = "XEM_JOIN_KEY_FILE")]
+    pub join_key_file: Option<PathBuf>,
     /// Name to register under [default: the host name].
     #[arg(long, env = "XEM_REGISTRATION_NAME")]
     pub registration_name: Option<String>,
@@ -70,6 +74,8 @@ pub struct XemConfig {
     pub router_url: Option<String>,
     /// Single-use enrollment secret: held as a secret, never logged or shown by `Debug`.
     pub join_key: Option<SecretString>,
+    /// Where to read the join key from instead (only when enrollment is needed).
+    pub join_key_file: Option<PathBuf>,
     pub registration_name: Option<String>,
     pub tools_dir: PathBuf,
     pub credentials_dir: PathBuf,
@@ -93,9 +99,10 @@ pub enum ConfigError {
     Value { key: &'static str, message: String },
 }
 
-const KNOWN_KEYS: [&str; 13] = [
+const KNOWN_KEYS: [&str; 14] = [
     "router_url",
     "join_key",
+    "join_key_file",
     "registration_name",
     "tools_dir",
     "credentials_dir",
@@ -182,6 +189,7 @@ impl XemConfig {
                 .or(text("join_key"))
                 .filter(|k| !k.trim().is_empty())
                 .map(SecretString::from),
+            join_key_file: args.join_key_file.or(path("join_key_file")),
             registration_name: args.registration_name.or(text("registration_name")),
             tools_dir: args
                 .tools_dir
@@ -241,6 +249,12 @@ impl XemConfig {
             return Err(ConfigError::Value {
                 key: "router_url",
                 message: format!("must be an http(s) URL, got {url:?}"),
+            });
+        }
+        if self.join_key.is_some() && self.join_key_file.is_some() {
+            return Err(ConfigError::Value {
+                key: "join_key_file",
+                message: "give join_key or join_key_file, not both".into(),
             });
         }
         Ok(())

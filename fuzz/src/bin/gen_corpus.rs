@@ -76,6 +76,7 @@ fn claims(exp: i64) -> JoinKeyClaims {
         router_curve_key: CurveKeyPair::generate(&SeededEntropy::new(9)).public_z85(),
         workspaces: vec!["kubernetes-prod".into()],
         require_approval: false,
+        tls_ca: None,
     }
 }
 

@@ -152,6 +152,7 @@ impl JoinKeyService {
             router_curve_key: self.link.router_curve_public_z85(),
             workspaces: grant.clone().unwrap_or_default(),
             require_approval,
+            tls_ca: settings.tls_ca_pin.get(),
         };
         let token =
             self.link.identity.join_signer.issue(&claims).map_err(ServiceError::internal)?;

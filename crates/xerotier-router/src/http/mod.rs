@@ -2,6 +2,7 @@
 //! and the envelope for requests that match no route.
 
 pub mod extract;
+pub mod listener;
 pub mod pagination;
 
 use std::sync::Arc;

@@ -72,7 +72,7 @@ async fn revoked_credentials_stop_the_xem_for_good() {
         let status = live.wait_exit(EXIT_DEADLINE);
         assert!(!status.success(), "{status}: {}", live.logs());
         assert!(
-            live.stderr().contains("not enrolled and no join_key"),
+            live.stderr().contains("not enrolled and no join key"),
             "a clear message: {}",
             live.stderr()
         );

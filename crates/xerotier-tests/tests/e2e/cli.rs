@@ -224,13 +224,21 @@ async fn contexts_in_the_config_file() {
     for backend in backends().await {
         let router = Router::start(&backend).await;
         let key_file = router.bootstrap_key_path();
+        let ca = router.ca_file().expect("the router serves HTTPS");
         let ctl = Xeroctl::bare(); // only XEROCTL_CONFIG is set
+        // Without the router's CA the system's CAs are used, which do not know it.
+        let untrusted =
+            ctl.run(&["--base-url", &router.base_url(), "--api-key", router.admin_key(), "keys"]);
+        assert!(!untrusted.status.success());
+        assert!(untrusted.stderr.contains("--ca-file"), "says what to do: {}", untrusted.stderr);
         ctl.run(&[
             "config",
             "add",
             "local",
             "--base-url",
             &router.base_url(),
+            "--ca-file",
+            ca.to_str().unwrap(),
             "--api-key-file",
             key_file.to_str().unwrap(),
         ])
@@ -256,6 +264,8 @@ async fn contexts_in_the_config_file() {
             "exec-only",
             "--base-url",
             &router.base_url(),
+            "--ca-file",
+            ca.to_str().unwrap(),
             "--api-key",
             &exec.value,
         ])

@@ -417,3 +417,97 @@ async fn times_take_offsets_and_refuse_naive_ones() {
         resp.assert_error(400, "invalid_request");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Trusting the router's CA
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn config_add_fetch_ca_trusts_the_routers_ca_only_once_confirmed() {
+    for backend in backends().await {
+        let router = Router::start(&backend).await;
+        let pin = crate::tls::pin_of(&router.ca_file().expect("the router serves HTTPS"));
+        let key_file = router.bootstrap_key_path();
+        let ctl = Xeroctl::bare(); // no CA: the system's CAs do not know the router's
+        let saved_ca = ctl.config_path().with_file_name("prod-ca.pem");
+        let base_url = router.base_url();
+        let add = |name: &str, extra: &[&str]| -> Vec<String> {
+            let mut args: Vec<String> = ["config", "add", name, "--base-url", &base_url]
+                .iter()
+                .map(|a| a.to_string())
+                .collect();
+            args.extend(["--api-key-file".into(), key_file.to_str().unwrap().into()]);
+            args.push("--fetch-ca".into());
+            args.extend(extra.iter().map(|a| a.to_string()));
+            args
+        };
+        let run = |args: &[String], typed: Option<&str>| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            match typed {
+                Some(typed) => ctl.run_on_terminal(&args, typed),
+                None => ctl.run(&args),
+            }
+        };
+        let nothing_saved = |what: &str| {
+            assert!(!saved_ca.exists(), "{what}: no CA saved");
+            assert!(!ctl.config_path().exists(), "{what}: no context saved");
+        };
+
+        // Never trusted silently: no terminal and no --ca-fingerprint refuses, --yes too.
+        for extra in [&[][..], &["--yes"][..]] {
+            let out = run(&add("prod", extra), None);
+            assert_code(&out, NOT_CONFIRMED);
+            assert!(out.stderr.contains(&pin), "shows the fingerprint: {}", out.stderr);
+            nothing_saved("no terminal");
+        }
+        let wrong = format!("sha256:{}", "0".repeat(64));
+        let out = run(&add("prod", &["--ca-fingerprint", &wrong]), None);
+        assert_code(&out, NOT_CONFIRMED);
+        assert!(out.stderr.contains("not trusted"), "{}", out.stderr);
+        nothing_saved("a wrong fingerprint");
+        // At a terminal the operator compares and answers.
+        let no = run(&add("prod", &[]), Some("n\n"));
+        assert_code(&no, NOT_CONFIRMED);
+        assert!(no.stderr.contains(&pin) && no.stderr.contains("[y/N]"), "{}", no.stderr);
+        nothing_saved("answered no");
+        run(&add("prod", &[]), Some("y\n")).success();
+        assert_eq!(crate::tls::pin_of(&saved_ca), pin, "the router's CA is saved");
+        let config = std::fs::read_to_string(ctl.config_path()).unwrap();
+        assert!(config.contains("ca_file") && config.contains("prod-ca.pem"), "{config}");
+        assert!(ctl.run(&["keys"]).success().stdout.contains("bootstrap"));
+        // Without a terminal, the matching fingerprint is the confirmation.
+        run(&add("prod2", &["--ca-fingerprint", &pin]), None).success();
+        ctl.run(&["--context", "prod2", "keys"]).success();
+
+        // The context trusts only that CA: another router's certificate (its own CA, in its
+        // own state dir) is refused.
+        let other = match backend.is_sqlite() {
+            true => Router::start(&backend).await,
+            false => router.replica().await,
+        };
+        assert_ne!(crate::tls::pin_of(&other.ca_file().unwrap()), pin);
+        let out = ctl.run(&[
+            "--context",
+            "prod",
+            "--base-url",
+            &other.base_url(),
+            "--api-key",
+            other.admin_key(),
+            "keys",
+        ]);
+        assert_code(&out, UNAVAILABLE);
+        assert!(out.stderr.contains("TLS") && out.stderr.contains("--ca-file"), "{}", out.stderr);
+        // --fetch-ca is for https:// URLs.
+        let plain = ctl.run(&[
+            "config",
+            "add",
+            "plain",
+            "--base-url",
+            "http://127.0.0.1:1",
+            "--fetch-ca",
+            "--ca-fingerprint",
+            &pin,
+        ]);
+        assert_code(&plain, USAGE);
+    }
+}

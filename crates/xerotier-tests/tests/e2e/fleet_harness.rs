@@ -4,6 +4,7 @@
 
 use std::ffi::OsString;
 use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -145,7 +146,11 @@ impl Xem {
             ("lease_renewal_interval_ms", LEASE_MS.to_string()),
         ];
         if let Some(key) = join_key {
-            settings.push(("join_key", key.to_string()));
+            // In a 0600 file, as operators should hand it over: never on a command line.
+            let file = self.dir.path().join("join.key");
+            std::fs::write(&file, key).expect("writing the join key file");
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+            settings.push(("join_key_file", path(file)));
         }
         settings
     }

@@ -351,9 +351,13 @@ async fn a_changed_tool_definition_needs_approval_again() {
         post_invocation(&router, json!({ "kind": "pods" }))
             .await
             .assert_error(503, "no_agent_available");
-        let events =
-            router.get_json(&format!("/v1/management/agents/{agent}/events?limit=200")).await;
-        assert!(events.to_string().contains("workspace_candidate"), "{events}");
+        // The event is written just after the candidate is recorded.
+        eventually("the workspace_candidate event", SETTLE, || async {
+            let path = format!("/v1/management/agents/{agent}/events?limit=200");
+            let events = router.get_json(&path).await;
+            events.to_string().contains("workspace_candidate").then_some(())
+        })
+        .await;
         xeroctl(&router, &["agents", "candidates", &agent, "--approve"]).success();
         wait_offered_by(&router, &[&agent]).await;
     }

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::future::Future;
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -143,6 +143,9 @@ pub struct RouterOptions {
     /// Environment for the router process (set after the test's own `XEROTIER_ROUTER_*` are
     /// removed), e.g. a test fault.
     pub env: Vec<(String, String)>,
+    /// The CA clients trust, when not the router's own (`<state dir>/tls/ca.pem`): for a
+    /// router serving the operator's certificate.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for RouterOptions {
@@ -153,6 +156,7 @@ impl Default for RouterOptions {
             mesh_bind: None,
             extra_args: vec![],
             env: vec![],
+            ca_file: None,
         }
     }
 }
@@ -200,7 +204,7 @@ impl Router {
             addr: String::new(),
             admin_key: String::new(),
             shared_admin_key: None,
-            api: Api::new(String::new()),
+            api: Api::new(String::new(), None),
         };
         router.launch().await;
         router
@@ -221,7 +225,7 @@ impl Router {
             addr: String::new(),
             admin_key: String::new(),
             shared_admin_key: Some(self.admin_key.clone()),
-            api: Api::new(String::new()),
+            api: Api::new(String::new(), None),
         };
         replica.launch().await;
         replica
@@ -281,10 +285,6 @@ impl Router {
         self.child = Some(command.spawn().expect("spawning xerotier-router"));
 
         let deadline = Instant::now() + STARTUP_DEADLINE;
-        let probe = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .expect("HTTP client");
         loop {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 self.child = None;
@@ -297,8 +297,13 @@ impl Router {
             if let Ok(text) = std::fs::read_to_string(&addr_file) {
                 let addr = text.trim().to_string();
                 if !addr.is_empty() {
+                    // The CA exists before the address file is written.
+                    let probe = client_builder(self.ca_file().as_deref())
+                        .timeout(Duration::from_secs(2))
+                        .build()
+                        .expect("HTTP client");
                     let healthy = probe
-                        .get(format!("http://{addr}/healthz"))
+                        .get(format!("{}://{addr}/healthz", self.scheme()))
                         .send()
                         .await
                         .is_ok_and(|r| r.status().as_u16() == 200);
@@ -332,7 +337,7 @@ impl Router {
                 .to_string(),
         };
         assert!(self.admin_key.starts_with("xero_"), "bootstrap.key holds {:?}", self.admin_key);
-        self.api = Api::new(self.base_url());
+        self.api = Api::new(self.base_url(), self.ca_file().as_deref());
         eprintln!(
             "[{}] router started (#{}) at {} on {}",
             self.backend,
@@ -343,7 +348,22 @@ impl Router {
     }
 
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme(), self.addr)
+    }
+
+    /// False only for a router started with `--insecure-http`.
+    pub fn is_tls(&self) -> bool {
+        !self.options.extra_args.iter().any(|a| a == "--insecure-http")
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.is_tls() { "https" } else { "http" }
+    }
+
+    /// The router's generated CA (`<state dir>/tls/ca.pem`); `None` for plain HTTP.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        let own = || self.state_dir().join("tls").join("ca.pem");
+        self.is_tls().then(|| self.options.ca_file.clone().unwrap_or_else(own))
     }
 
     pub fn admin_key(&self) -> &str {
@@ -396,6 +416,13 @@ impl Router {
             "the router did not exit within {timeout:?} of SIGTERM (killed); its threads then: \
              {threads:?}"
         ))
+    }
+
+    /// Sends SIGHUP (what `systemctl reload` sends).
+    pub fn send_sighup(&self) {
+        let pid = self.child.as_ref().expect("the router is not running").id();
+        let status = Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap();
+        assert!(status.success(), "kill -HUP {pid} failed: {status}");
     }
 
     /// Kills the router with SIGKILL (a crash) and reaps it.
@@ -720,11 +747,10 @@ pub struct Resp {
 }
 
 impl Api {
-    pub fn new(base: String) -> Api {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("HTTP client");
+    /// A client for `base`; over HTTPS it trusts the CA in `ca_file` alone.
+    pub fn new(base: String, ca_file: Option<&Path>) -> Api {
+        let http =
+            client_builder(ca_file).timeout(Duration::from_secs(30)).build().expect("HTTP client");
         Api { http, base }
     }
 
@@ -747,6 +773,20 @@ impl Api {
 
     pub async fn post(&self, path: &str, key: Option<&str>, body: &Value) -> Resp {
         Self::send(with_key(self.request(Method::POST, path), key).json(body)).await
+    }
+}
+
+/// A client builder that trusts the CA in `ca_file` (a router's `tls/ca.pem`) and nothing else,
+/// or a plain one without it (an `--insecure-http` router).
+pub fn client_builder(ca_file: Option<&Path>) -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder();
+    match ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let ca = reqwest::Certificate::from_pem(&pem).expect("the router's CA");
+            builder.tls_built_in_root_certs(false).add_root_certificate(ca)
+        }
+        None => builder,
     }
 }
 
@@ -807,6 +847,7 @@ pub struct Xeroctl {
     dir: TempDir,
     base_url: Option<String>,
     api_key: Option<String>,
+    ca_file: Option<PathBuf>,
 }
 
 /// What a `xeroctl` run printed.
@@ -832,11 +873,20 @@ impl Xeroctl {
     /// No router URL, no key, an empty config: only what the test adds.
     pub fn bare() -> Xeroctl {
         let dir = tempfile::Builder::new().prefix("xeroctl-e2e-").tempdir().expect("tempdir");
-        Xeroctl { dir, base_url: None, api_key: None }
+        Xeroctl { dir, base_url: None, api_key: None, ca_file: None }
     }
 
     pub fn for_router(router: &Router) -> Xeroctl {
-        Xeroctl::bare().base_url(Some(&router.base_url())).api_key(Some(router.admin_key()))
+        Xeroctl::bare()
+            .base_url(Some(&router.base_url()))
+            .api_key(Some(router.admin_key()))
+            .ca_file(router.ca_file().as_deref())
+    }
+
+    /// `XEROCTL_CA_FILE`.
+    pub fn ca_file(mut self, path: Option<&Path>) -> Xeroctl {
+        self.ca_file = path.map(Path::to_path_buf);
+        self
     }
 
     pub fn base_url(mut self, url: Option<&str>) -> Xeroctl {
@@ -875,6 +925,9 @@ impl Xeroctl {
         }
         if let Some(key) = &self.api_key {
             command.env("XEROCTL_API_KEY", key);
+        }
+        if let Some(ca) = &self.ca_file {
+            command.env("XEROCTL_CA_FILE", ca);
         }
         command
     }

@@ -33,5 +33,6 @@ mod security;
 mod seed;
 mod shutdown;
 mod streams;
+mod tls;
 mod xem;
 mod xem_shutdown;

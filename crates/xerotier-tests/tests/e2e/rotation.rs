@@ -400,7 +400,9 @@ struct EventStream {
 impl EventStream {
     async fn open(router: &Router, agent_id: &str, last_event_id: Option<&str>) -> EventStream {
         // No overall timeout: the stream stays open; each read has its own deadline.
-        let client = reqwest::Client::new();
+        let client = crate::harness::client_builder(router.ca_file().as_deref())
+            .build()
+            .expect("HTTP client");
         let mut request = client
             .request(
                 Method::GET,
@@ -808,10 +810,10 @@ async fn curve_rotate_wait_reports_promotion_and_ack_timeout() {
         let mute = TestXem::enroll(&router, "xem-never-ack", Some("never_ack")).await;
         let mute_id = mute.agent_id.clone();
         let old_hex = mute.key_hex();
-        let (url, key, agent) =
-            (router.base_url(), router.admin_key().to_string(), mute_id.clone());
+        let (url, key, agent, ca) =
+            (router.base_url(), router.admin_key().to_string(), mute_id.clone(), router.ca_file());
         let waiter = std::thread::spawn(move || {
-            Xeroctl::bare().base_url(Some(&url)).api_key(Some(&key)).run(&[
+            Xeroctl::bare().base_url(Some(&url)).api_key(Some(&key)).ca_file(ca.as_deref()).run(&[
                 "agents",
                 "curve-rotate",
                 &agent,

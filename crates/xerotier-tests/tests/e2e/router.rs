@@ -180,7 +180,7 @@ async fn json_logs_are_one_object_per_line() {
                 .iter()
                 .any(|m| m["fields"]["message"].as_str().is_some_and(|s| s.contains(text)))
         };
-        assert!(said("HTTP API listening"), "{logs}");
+        assert!(said("HTTPS API listening on https://"), "{logs}");
         assert!(said("api key created"), "{logs}");
         assert!(said("router stopped"), "{logs}");
         assert!(!logs.contains('\u{1b}'), "no terminal colours in JSON logs");

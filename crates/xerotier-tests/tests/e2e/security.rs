@@ -136,11 +136,13 @@ async fn revoke_is_immediate_under_concurrent_load() {
         // Revoked with the CLI: the boundary is the instant the command exited.
         let by_cli = router.create_key("loaded-cli", &["execution"]).await;
         let (base, admin) = (router.base_url(), router.admin_key().to_string());
+        let ca = router.ca_file();
         revoke_under_load(&router, &by_cli, || async move {
             tokio::task::spawn_blocking(move || {
                 crate::harness::Xeroctl::bare()
                     .base_url(Some(&base))
                     .api_key(Some(&admin))
+                    .ca_file(ca.as_deref())
                     .run(&["keys", "revoke", "--name", "loaded-cli", "--reason", "leaked", "--yes"])
                     .success();
             })

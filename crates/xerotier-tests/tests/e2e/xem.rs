@@ -58,7 +58,7 @@ async fn without_an_identity_or_a_join_key_the_xem_does_not_start() {
         let status = xem.wait_exit(EXIT_DEADLINE);
         assert!(!status.success() && status.code().is_some(), "{config:?}: {status}");
         assert!(
-            xem.stderr().contains("not enrolled and no join_key"),
+            xem.stderr().contains("not enrolled and no join key"),
             "{config:?}: a clear message: {}",
             xem.stderr()
         );
@@ -76,7 +76,7 @@ async fn a_xem_from_a_flat_config_file_enrolls_with_private_files() {
         let id = xem.wait_enrolled().await;
         router.wait_agent_status(&id, "active", AGENT_DEADLINE).await;
         let config = std::fs::read_to_string(xem.config_path()).unwrap();
-        assert!(config.contains("join_key:"), "the join key came from the file: {config}");
+        assert!(config.contains("join_key_file:"), "the join key came from its file: {config}");
 
         // Every file the XEM created holds a secret or its identity: owner only.
         for file in [xem.curve_key_path(), xem.signing_key_path(), xem.identity_path()] {
