@@ -8,7 +8,9 @@ use clap_complete::Shell;
     name = "xeroctl",
     version,
     about = "Operate the Xerotier credential plane: API keys, audit, agents",
-    propagate_version = true
+    propagate_version = true,
+    after_help = "Exit codes: see `xeroctl --help` or README.md (\"Exit codes\").",
+    after_long_help = crate::exit::TABLE
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -18,6 +20,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Router URL [default: the context's, else https://127.0.0.1:8080].
     #[arg(long, env = "XEROCTL_BASE_URL", global = true)]
@@ -25,19 +28,27 @@ pub struct GlobalArgs {
     /// API key (`xero_…`) [default: the context's].
     #[arg(long, env = "XEROCTL_API_KEY", global = true, hide_env_values = true)]
     pub api_key: Option<String>,
-    /// PEM CA certificate to trust for the router's HTTPS, e.g. the router's
+    /// PEM CA certificate to trust (only it) for the router's HTTPS, e.g. the router's
     /// <state-dir>/tls/ca.pem [default: the context's, else the system's CAs].
     #[arg(long, env = "XEROCTL_CA_FILE", global = true)]
     pub ca_file: Option<PathBuf>,
     /// Use this context from the config file instead of the current one.
     #[arg(long, env = "XEROCTL_CONTEXT", global = true)]
     pub context: Option<String>,
-    /// Output format.
+    /// Output format: table (plain columns when not on a terminal), wide (more columns),
+    /// json, yaml, or name (`kind/id` per line).
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table, global = true)]
     pub output: OutputFormat,
-    /// Print the request that would be sent, and send nothing.
+    /// Tables without their header line.
+    #[arg(long, global = true)]
+    pub no_headers: bool,
+    /// Print the request that would be sent, and send nothing (never asks for confirmation).
     #[arg(long, global = true)]
     pub dry_run: bool,
+    /// Answer yes to confirmation questions: irreversible and fleet-wide commands ask on a
+    /// terminal and refuse without one (exit code 7) unless this is given.
+    #[arg(short = 'y', long = "yes", visible_alias = "force", global = true)]
+    pub yes: bool,
     /// Config file [default: $XDG_CONFIG_HOME/xeroctl/config.toml or ~/.config/xeroctl/config.toml].
     #[arg(long, env = "XEROCTL_CONFIG", global = true)]
     pub config: Option<PathBuf>,
@@ -46,7 +57,10 @@ pub struct GlobalArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Table,
+    Wide,
     Json,
+    Yaml,
+    Name,
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,7 +134,7 @@ pub enum KeysCommand {
     },
     /// Show one key.
     Show(KeySelector),
-    /// Revoke a key at once: no request with it succeeds after this returns.
+    /// Revoke a key at once: no request with it succeeds after this returns (asks first).
     Revoke {
         #[command(flatten)]
         key: KeySelector,
@@ -184,7 +198,7 @@ pub struct AgentsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AgentsCommand {
-    /// Join keys: list active ones, --create, --include-terminal, or `ID --revoke --force`.
+    /// Join keys: list active ones, --create, --include-terminal, or `ID --revoke [--force]`.
     JoinKeys(JoinKeysArgs),
     /// Rotate the agent's CURVE key pair (on demand): prints the request and where to watch it.
     CurveRotate {
@@ -198,7 +212,8 @@ pub enum AgentsCommand {
         #[arg(long)]
         wait: bool,
     },
-    /// Revoke an agent's keys at once: its live session is cut; it must re-enroll.
+    /// Revoke an agent's keys at once: its live session is cut; it must re-enroll (asks
+    /// first).
     RevokeCredentials {
         /// Agent id (agt_…).
         id: String,
@@ -244,7 +259,7 @@ pub enum AgentsCommand {
         /// listed; approves an agent waiting for approval.
         #[arg(long, requires = "id")]
         approve: bool,
-        /// Refuse them (without --workspace, a waiting agent as a whole).
+        /// Refuse them (without --workspace, a waiting agent as a whole; asks first).
         #[arg(long, requires = "id")]
         reject: bool,
         /// Only this workspace.
@@ -254,7 +269,7 @@ pub enum AgentsCommand {
         #[arg(long, requires = "id")]
         reason: Option<String>,
     },
-    /// Take a granted workspace back from an agent: no new work there.
+    /// Take a granted workspace back from an agent: no new work there (asks first).
     WithdrawGrant {
         /// Agent id (agt_…).
         id: String,
@@ -274,9 +289,9 @@ pub enum ExecCommand {
     /// One tool: its argument schema and the agents that offer it.
     ToolShow { name: String },
     /// Invoke a tool. With --wait, follow it and exit like it: 0 succeeded, 1 failed,
-    /// 124 timed out, 130 cancelled (2: --wait-timeout passed, it keeps running).
+    /// 124 timed out, 130 cancelled (8: --wait-timeout passed, it keeps running).
     Invoke(InvokeArgs),
-    /// Follow an invocation's output until it ends (exit status as with invoke --wait).
+    /// Stream an invocation's output until it ends (exit status as with invoke --wait).
     Watch {
         /// Invocation id (inv_…).
         id: String,
@@ -291,7 +306,7 @@ pub enum ExecCommand {
     },
     /// List invocations, oldest first.
     List(ExecListArgs),
-    /// Cancel an invocation (its agent kills the tool's process group).
+    /// Cancel an invocation (its agent kills the tool's process group; asks first).
     Cancel {
         /// Invocation id (inv_…).
         id: String,
@@ -341,7 +356,7 @@ pub struct JoinKeysArgs {
     /// Mint a join key (prints the token once).
     #[arg(long)]
     pub create: bool,
-    /// Revoke the unconsumed join key ID.
+    /// Revoke the unconsumed join key ID (asks first; --force does not).
     #[arg(long)]
     pub revoke: bool,
     /// List used, expired and revoked keys too.
@@ -370,9 +385,6 @@ pub struct JoinKeysArgs {
     /// it gets any work or rotation.
     #[arg(long)]
     pub require_approval: bool,
-    /// With --revoke: do not ask for confirmation.
-    #[arg(long)]
-    pub force: bool,
     /// With --revoke: why, for the audit log.
     #[arg(long)]
     pub reason: Option<String>,
@@ -402,10 +414,11 @@ pub struct AuditArgs {
     /// The X-Request-ID a client sent (its own label, kept as the correlation id).
     #[arg(long)]
     pub correlation_id: Option<String>,
-    /// RFC 3339 time, or a duration back from now such as 1h.
+    /// RFC 3339 time with an offset (2026-11-25T10:00:00+01:00, …Z), or a duration back from
+    /// now such as 1h.
     #[arg(long)]
     pub since: Option<String>,
-    /// RFC 3339 time, or a duration back from now such as 10m.
+    /// RFC 3339 time with an offset, or a duration back from now such as 10m.
     #[arg(long)]
     pub until: Option<String>,
 }
@@ -419,11 +432,19 @@ pub enum ConfigCommand {
         /// A file holding the API key, e.g. the router's bootstrap.key.
         #[arg(long)]
         api_key_file: Option<PathBuf>,
+        /// Fetch the router's CA certificate, show its fingerprint to confirm (or check it
+        /// against --ca-fingerprint), save it next to the config file and trust only it.
+        #[arg(long)]
+        fetch_ca: bool,
+        /// With --fetch-ca: the fingerprint the CA must have, sha256:<hex> (of the router's
+        /// `<state-dir>/tls/ca.pem`); required without a terminal.
+        #[arg(long, requires = "fetch_ca")]
+        ca_fingerprint: Option<String>,
     },
     /// Make a context the current one.
     Use { name: String },
     /// List contexts.
     List,
-    /// Remove a context.
+    /// Remove a context (asks first: a stored API key goes with it).
     Remove { name: String },
 }

@@ -2,14 +2,15 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::Context as _;
 use reqwest::Method;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use xerotier_proto::ErrorEnvelope;
 
-use crate::cli::OutputFormat;
+use crate::exit::{self, CliError};
+use crate::output::Printer;
 
 /// The router refused a request: its error envelope, so commands can react to the `code`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,47 +37,14 @@ pub fn path_segment(value: &str) -> String {
 }
 use crate::settings::Target;
 
-/// True when the TLS handshake failed on the router's certificate (somewhere in the chain of
-/// causes reqwest wraps it in).
-fn is_untrusted_certificate(err: &reqwest::Error) -> bool {
-    let mut source: Option<&dyn std::error::Error> = Some(err);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if text.contains("invalid peer certificate") || text.contains("UnknownIssuer") {
-            return true;
-        }
-        source = cause.source();
-    }
-    false
-}
-
-/// The client settings every request shares: connect timeout, user agent, and the one CA
-/// trusted when `--ca-file` (or its env or context) names one.
-fn http_builder(target: &Target) -> anyhow::Result<reqwest::ClientBuilder> {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .user_agent(concat!("xeroctl/", env!("CARGO_PKG_VERSION")));
-    if let Some(ca_file) = &target.ca_file {
-        builder = builder.tls_built_in_root_certs(false).add_root_certificate(read_ca(ca_file)?);
-    }
-    Ok(builder)
-}
-
-/// The CA of `--ca-file`, `XEROCTL_CA_FILE` or the context's `ca_file`.
-fn read_ca(path: &std::path::Path) -> anyhow::Result<reqwest::Certificate> {
-    let pem = std::fs::read(path)
-        .with_context(|| format!("reading the CA file {} (--ca-file)", path.display()))?;
-    reqwest::Certificate::from_pem(&pem).with_context(|| {
-        format!("{} is not a PEM certificate (give the router's tls/ca.pem)", path.display())
-    })
-}
-
 #[derive(Debug)]
 pub struct Client {
     http: reqwest::Client,
+    /// For streams: no overall timeout, only the connect timeout.
+    streaming: reqwest::Client,
     target: Target,
     dry_run: bool,
-    output: OutputFormat,
+    printer: Printer,
 }
 
 /// One request to make.
@@ -105,22 +73,41 @@ impl<'a> Call<'a> {
     }
 }
 
-impl Client {
-    pub fn new(target: Target, dry_run: bool, output: OutputFormat) -> anyhow::Result<Self> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(60))
-            .user_agent(concat!("xeroctl/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca_file) = &target.ca_file {
-            builder =
-                builder.tls_built_in_root_certs(false).add_root_certificate(read_ca(ca_file)?);
+/// A client builder with what every request of xeroctl shares: the connect timeout, the user
+/// agent, and the CA to trust (`--ca-file`: only that one).
+fn builder(target: &Target) -> anyhow::Result<reqwest::ClientBuilder> {
+    let builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("xeroctl/", env!("CARGO_PKG_VERSION")));
+    match &target.ca_file {
+        Some(path) => {
+            let ca = crate::tls::load_ca(path)?;
+            Ok(builder.tls_built_in_root_certs(false).add_root_certificate(ca))
         }
-        let http = builder.build().context("building the HTTP client")?;
-        Ok(Self { http, target, dry_run, output })
+        None => Ok(builder),
+    }
+}
+
+impl Client {
+    pub fn new(target: Target, dry_run: bool, printer: Printer) -> anyhow::Result<Self> {
+        let http = builder(&target)?
+            .timeout(Duration::from_secs(60))
+            .build()
+            .context("building the HTTP client")?;
+        let streaming = builder(&target)?.build().context("building the HTTP client")?;
+        Ok(Self { http, streaming, target, dry_run, printer })
     }
 
     pub fn is_dry_run(&self) -> bool {
         self.dry_run
+    }
+
+    fn api_key(&self) -> anyhow::Result<&SecretString> {
+        self.target.api_key.as_ref().ok_or_else(|| {
+            exit::usage(
+                "no API key: pass --api-key, set XEROCTL_API_KEY, or add a context with `xeroctl config add`",
+            )
+        })
     }
 
     fn url(&self, call: &Call<'_>) -> anyhow::Result<reqwest::Url> {
@@ -136,8 +123,8 @@ impl Client {
     pub fn print_plan(&self, call: &Call<'_>) -> anyhow::Result<()> {
         let url = self.url(call)?;
         let auth = self.target.api_key.as_ref().map(|_| "Bearer xero_…(redacted)");
-        match self.output {
-            OutputFormat::Json => {
+        match self.printer.is_data() {
+            true => {
                 let plan = serde_json::json!({
                     "dry_run": true,
                     "method": call.method.as_str(),
@@ -145,9 +132,9 @@ impl Client {
                     "authorization": auth,
                     "body": call.body,
                 });
-                println!("{}", serde_json::to_string_pretty(&plan)?);
+                self.printer.data(&plan)?;
             }
-            OutputFormat::Table => {
+            false => {
                 println!("# dry run: nothing was sent");
                 println!("{} {}", call.method, url);
                 if let Some(auth) = auth {
@@ -175,9 +162,7 @@ impl Client {
 
     /// Sends `call` even in dry-run mode: only for reads that a plan depends on.
     pub async fn fetch<T: DeserializeOwned>(&self, call: Call<'_>) -> anyhow::Result<T> {
-        let api_key = self.target.api_key.as_ref().ok_or_else(|| {
-            anyhow!("no API key: pass --api-key, set XEROCTL_API_KEY, or add a context with `xeroctl config add`")
-        })?;
+        let api_key = self.api_key()?;
         let url = self.url(&call)?;
         let mut request =
             self.http.request(call.method.clone(), url).bearer_auth(api_key.expose_secret());
@@ -186,83 +171,117 @@ impl Client {
         }
         let response = request.send().await.map_err(|err| self.transport_error(err))?;
         let status = response.status();
-        let request_id = response
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_string();
+        let request_id = request_id_of(&response);
         let bytes = response.bytes().await.map_err(|err| self.transport_error(err))?;
         if !status.is_success() {
-            match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
-                Ok(envelope) => {
-                    return Err(ApiError {
-                        status: status.as_u16(),
-                        code: envelope.error.code,
-                        message: envelope.error.message,
-                        param: envelope.error.param,
-                        request_id,
-                    }
-                    .into());
-                }
-                Err(_) => bail!("the router answered HTTP {status} (request {request_id})"),
-            }
+            return Err(refusal(status, &bytes, request_id));
         }
         serde_json::from_slice(&bytes)
             .with_context(|| format!("unexpected answer from the router (request {request_id})"))
     }
 
-    /// Opens a server-sent events stream at `path` (a GET with `Accept: text/event-stream`).
+    /// Opens a server-sent events stream at `path` (a GET with `Accept: text/event-stream`),
+    /// resuming after `last_event_id` when given.
     pub async fn event_stream(
         &self,
         path: &str,
-    ) -> anyhow::Result<impl futures::Stream<Item = Result<eventsource_stream::Event, String>>>
-    {
+        last_event_id: Option<&str>,
+    ) -> anyhow::Result<
+        impl futures::Stream<Item = Result<eventsource_stream::Event, String>> + use<>,
+    > {
         use eventsource_stream::Eventsource;
         use futures::StreamExt;
-        let api_key = self.target.api_key.as_ref().ok_or_else(|| anyhow!("no API key"))?;
+        let api_key = self.api_key()?;
         let url = self.url(&Call::get(path))?;
-        // A stream stays open: no overall timeout, only the connect timeout.
-        let http = http_builder(&self.target)?.build()?;
-        let response = http
+        let mut request = self
+            .streaming
             .get(url)
             .bearer_auth(api_key.expose_secret())
-            .header("accept", "text/event-stream")
-            .send()
-            .await
-            .map_err(|err| self.transport_error(err))?;
-        if !response.status().is_success() {
-            let status = response.status();
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.map_err(|err| self.transport_error(err))?;
+        let status = response.status();
+        if !status.is_success() {
+            let request_id = request_id_of(&response);
             let bytes = response.bytes().await.unwrap_or_default();
-            match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
-                Ok(envelope) => bail!(
-                    "{} ({}, HTTP {})",
-                    envelope.error.message,
-                    envelope.error.code,
-                    status.as_u16()
-                ),
-                Err(_) => bail!("the router answered HTTP {status}"),
-            }
+            return Err(refusal(status, &bytes, request_id));
         }
         Ok(response.bytes_stream().eventsource().map(|item| item.map_err(|e| e.to_string())))
     }
 
     fn transport_error(&self, err: reqwest::Error) -> anyhow::Error {
         let base = &self.target.base_url;
-        if is_untrusted_certificate(&err) {
-            anyhow!(
-                "the router at {base} presented a TLS certificate this client does not trust: \
-                 give the router's CA with --ca-file (its <state-dir>/tls/ca.pem), \
-                 XEROCTL_CA_FILE or the context's ca_file"
-            )
-        } else if err.is_connect() {
-            anyhow!(
-                "cannot reach the router at {base}: is it running? (set --base-url or XEROCTL_BASE_URL)"
-            )
+        let message = if err.is_connect() {
+            match tls_cause(&err) {
+                Some(cause) => format!(
+                    "TLS with the router at {base} failed: {cause} (trust its CA with --ca-file, \
+                     XEROCTL_CA_FILE or `xeroctl config add … --fetch-ca`)"
+                ),
+                None => format!(
+                    "cannot reach the router at {base}: is it running? (set --base-url or \
+                     XEROCTL_BASE_URL)"
+                ),
+            }
         } else if err.is_timeout() {
-            anyhow!("the router at {base} did not answer in time")
+            format!("the router at {base} did not answer in time")
         } else {
-            anyhow!("request to {base} failed: {err}")
+            format!("request to {base} failed: {err:#}")
+        };
+        CliError::Unavailable(message).into()
+    }
+}
+
+fn request_id_of(response: &reqwest::Response) -> String {
+    response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string()
+}
+
+/// The router's refusal: its envelope as an [`ApiError`], or the bare status.
+fn refusal(status: reqwest::StatusCode, body: &[u8], request_id: String) -> anyhow::Error {
+    match serde_json::from_slice::<ErrorEnvelope>(body) {
+        Ok(envelope) => ApiError {
+            status: status.as_u16(),
+            code: envelope.error.code,
+            message: envelope.error.message,
+            param: envelope.error.param,
+            request_id,
         }
+        .into(),
+        // Not the router's envelope (a proxy in between, say): the status still classifies it.
+        Err(_) => ApiError {
+            status: status.as_u16(),
+            code: "http_error".into(),
+            message: format!("the router answered HTTP {status}"),
+            param: None,
+            request_id,
+        }
+        .into(),
+    }
+}
+
+/// The TLS failure behind a connection error, if that is what it was (an unknown CA, a name
+/// mismatch, HTTPS spoken to a plain HTTP port, …). rustls's error sits inside nested
+/// `io::Error`s, whose `source()` skips them, so those are opened too.
+fn tls_cause(err: &reqwest::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(cause) = source {
+        if let Some(tls) = rustls_error_in(cause) {
+            return Some(tls.to_string());
+        }
+        source = cause.source();
+    }
+    None
+}
+
+fn rustls_error_in<'a>(
+    mut err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
+    loop {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        let inner = err.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref)?;
+        err = inner;
     }
 }

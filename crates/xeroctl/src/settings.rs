@@ -1,5 +1,5 @@
-//! Contexts (`~/.config/xeroctl/config.toml`) and how the router URL and API key are chosen:
-//! flag, then environment, then the context, then the default URL.
+//! Contexts (`~/.config/xeroctl/config.toml`) and how the router URL, API key and CA are
+//! chosen: flag, then environment, then the context, then the default URL.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,7 +28,7 @@ pub struct ContextEntry {
     pub api_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key_file: Option<PathBuf>,
-    /// The CA the router's HTTPS certificate chains to.
+    /// The PEM CA certificate to trust for this router (only it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
 }
@@ -73,7 +73,7 @@ impl ConfigFile {
 pub struct Target {
     pub base_url: String,
     pub api_key: Option<SecretString>,
-    /// Trust only this CA (PEM) for HTTPS.
+    /// Trust only this CA (`--ca-file`, `XEROCTL_CA_FILE`, the context's `ca_file`).
     pub ca_file: Option<PathBuf>,
 }
 
@@ -84,7 +84,10 @@ pub fn resolve(global: &GlobalArgs) -> anyhow::Result<Target> {
         Some(name) => match file.contexts.get(name) {
             Some(entry) => Some(entry.clone()),
             None => {
-                bail!("no context named {name:?} in {} (see `xeroctl config list`)", path.display())
+                return Err(crate::exit::usage(format!(
+                    "no context named {name:?} in {} (see `xeroctl config list`)",
+                    path.display()
+                )));
             }
         },
         None => None,
@@ -108,8 +111,9 @@ pub fn resolve(global: &GlobalArgs) -> anyhow::Result<Target> {
         _ => None,
     };
     if api_key.as_ref().is_some_and(|k| k.expose_secret().trim().is_empty()) {
-        bail!("the API key is empty");
+        return Err(crate::exit::usage("the API key is empty"));
     }
-    let ca_file = global.ca_file.clone().or_else(|| context.and_then(|c| c.ca_file));
+    let ca_file =
+        global.ca_file.clone().or_else(|| context.as_ref().and_then(|c| c.ca_file.clone()));
     Ok(Target { base_url: base_url.trim_end_matches('/').to_string(), api_key, ca_file })
 }

@@ -12,4 +12,4 @@ pub use clock::{Clock, ManualClock, SharedClock, SystemClock, UnixMillis};
 pub use entropy::{Entropy, OsEntropy, SeededEntropy, SharedEntropy};
 pub use ids::{IdGenerator, IdKind, is_valid_id};
 mod rfc3339;
-pub use rfc3339::{format_rfc3339, parse_rfc3339};
+pub use rfc3339::{TimeError, format_rfc3339, parse_rfc3339, parse_rfc3339_offset};

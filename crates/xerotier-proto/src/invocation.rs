@@ -121,3 +121,74 @@ pub struct InvocationQuery {
     pub workspace: Option<String>,
     pub tool: Option<String>,
 }
+
+/// Where a reader of an invocation's output stands: how many bytes of each stream's text it
+/// has read. It is the `id` of every event of `GET /v1/exec/invocations/{id}/output`, written
+/// `<stdout bytes>:<stderr bytes>`, so `Last-Event-ID` (or `?after=`) resumes exactly there.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OutputCursor {
+    pub stdout: usize,
+    pub stderr: usize,
+}
+
+impl std::fmt::Display for OutputCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.stdout, self.stderr)
+    }
+}
+
+impl std::str::FromStr for OutputCursor {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid =
+            || format!("{text:?} is not an output cursor (<stdout bytes>:<stderr bytes>)");
+        let (stdout, stderr) = text.trim().split_once(':').ok_or_else(invalid)?;
+        Ok(Self {
+            stdout: stdout.parse().map_err(|_| invalid())?,
+            stderr: stderr.parse().map_err(|_| invalid())?,
+        })
+    }
+}
+
+/// Which output stream a chunk belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputStreamName {
+    Stdout,
+    Stderr,
+}
+
+/// The data of an `output` event: text the tool wrote, in order, never split inside a
+/// character.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OutputChunk {
+    pub stream: OutputStreamName,
+    pub text: String,
+}
+
+/// `GET /v1/exec/invocations/{id}/output`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct OutputQuery {
+    /// Resume after this event id (an output cursor, `<stdout bytes>:<stderr bytes>`), as
+    /// `Last-Event-ID` does; the header wins when both are given [default: from the start].
+    pub after: Option<String>,
+}
+
+#[cfg(test)]
+mod output_cursor_tests {
+    use super::OutputCursor;
+
+    #[test]
+    fn a_cursor_round_trips_through_its_event_id() {
+        let cursor = OutputCursor { stdout: 1024, stderr: 7 };
+        assert_eq!(cursor.to_string(), "1024:7");
+        assert_eq!("1024:7".parse::<OutputCursor>(), Ok(cursor));
+        assert_eq!("0:0".parse::<OutputCursor>(), Ok(OutputCursor::default()));
+        for bad in ["", "12", "a:1", "1:-1", "1:2:3"] {
+            assert!(bad.parse::<OutputCursor>().is_err(), "{bad:?}");
+        }
+    }
+}

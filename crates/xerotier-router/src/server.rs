@@ -113,6 +113,7 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     notify(&[sd_notify::NotifyState::Ready]);
 
     let events = state.events.clone();
+    let exec = state.exec.clone();
     let app = crate::http::app(state);
     let stopping = CancellationToken::new();
     let mut fatal = None;
@@ -133,6 +134,7 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     notify(&[sd_notify::NotifyState::Stopping]);
     // Live event streams would hold HTTP open forever: end them, then drain the rest.
     events.close();
+    exec.close_output_streams();
     stopping.cancel();
     match tokio::time::timeout(HTTP_DRAIN, serve).await {
         Ok(Ok(())) => tracing::info!("HTTP drained"),

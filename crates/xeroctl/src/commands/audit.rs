@@ -1,29 +1,29 @@
-use std::time::{Duration, SystemTime};
-
 use xerotier_proto::Page;
 use xerotier_proto::audit::AuditRecordView;
 
-use super::parse_duration_secs;
-use crate::cli::{AuditArgs, OutputFormat};
-use crate::client::{Call, Client};
-use crate::output;
+use super::Ctx;
+use crate::cli::AuditArgs;
+use crate::client::Call;
+use crate::output::{self, Column, col, wide};
+use crate::times::time_bound;
 
-/// An RFC 3339 time passes through; a duration such as `1h` means that long ago.
-#[expect(
-    clippy::disallowed_methods,
-    reason = "turns the operator's `--since 1h` into a timestamp; the router decides"
-)]
-fn time_bound(text: Option<String>, flag: &str) -> anyhow::Result<Option<String>> {
-    let Some(text) = text else { return Ok(None) };
-    if humantime::parse_rfc3339_weak(&text).is_ok() {
-        return Ok(Some(text));
-    }
-    let ago = parse_duration_secs(&text, flag)?;
-    let at = SystemTime::now() - Duration::from_secs(ago);
-    Ok(Some(humantime::format_rfc3339_millis(at).to_string()))
-}
+/// `-o name` prints `audit/aud_…`.
+const KIND: &str = "audit";
 
-pub async fn run(client: &Client, format: OutputFormat, args: AuditArgs) -> anyhow::Result<()> {
+const COLUMNS: [Column; 10] = [
+    col("TIME"),
+    col("ACTION"),
+    col("OUTCOME"),
+    col("ACTOR"),
+    col("TARGET"),
+    col("REASON"),
+    col("REQUEST"),
+    col("CORRELATION"),
+    wide("ID"),
+    wide("PEER"),
+];
+
+pub async fn run(ctx: &Ctx, args: AuditArgs) -> anyhow::Result<()> {
     let call = Call::get("/v1/management/audit")
         .query("limit", args.page.limit)
         .query("after", args.page.after)
@@ -33,16 +33,18 @@ pub async fn run(client: &Client, format: OutputFormat, args: AuditArgs) -> anyh
         .query("outcome", args.outcome)
         .query("request_id", args.request_id)
         .query("correlation_id", args.correlation_id)
-        .query("since", time_bound(args.since, "--since")?)
-        .query("until", time_bound(args.until, "--until")?);
-    let Some(page) = client.send::<Page<AuditRecordView>>(call).await? else { return Ok(()) };
-    if format == OutputFormat::Json {
-        return output::json(&page);
-    }
-    let rows = page
-        .data
-        .iter()
-        .map(|r| {
+        .query("since", time_bound(args.since.as_deref(), "--since")?)
+        .query("until", time_bound(args.until.as_deref(), "--until")?);
+    let Some(page) = ctx.client.send::<Page<AuditRecordView>>(call).await? else {
+        return Ok(());
+    };
+    ctx.out.list(
+        &page,
+        KIND,
+        &page.data,
+        &COLUMNS,
+        |r| r.id.clone(),
+        |r| {
             let actor = match (&r.actor_name, &r.actor_key_id) {
                 (Some(name), Some(id)) => format!("{name} ({id})"),
                 _ => "router".to_string(),
@@ -61,13 +63,11 @@ pub async fn run(client: &Client, format: OutputFormat, args: AuditArgs) -> anyh
                 output::or_dash(r.reason.as_deref()),
                 output::or_dash(r.request_id.as_deref()),
                 output::or_dash(r.correlation_id.as_deref()),
+                r.id.clone(),
+                output::or_dash(r.client_addr.as_deref()),
             ]
-        })
-        .collect();
-    output::table(
-        &["TIME", "ACTION", "OUTCOME", "ACTOR", "TARGET", "REASON", "REQUEST", "CORRELATION"],
-        rows,
-    );
+        },
+    )?;
     output::more_hint(page.next_after.as_deref());
     Ok(())
 }

@@ -5,40 +5,42 @@ use std::io::Read as _;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::Context as _;
 use serde_json::Value;
 use xerotier_proto::Page;
 use xerotier_proto::invocation::{InvocationView, InvokeRequest};
 use xerotier_proto::tools::{ToolDetail, ToolList};
 
+use super::Ctx;
 use super::follow::{self, FollowOptions};
-use crate::cli::{ExecCommand, ExecListArgs, InvokeArgs, OutputFormat};
-use crate::client::{self, ApiError, Call, Client};
-use crate::output;
+use crate::cli::{ExecCommand, ExecListArgs, InvokeArgs};
+use crate::client::{self, ApiError, Call};
+use crate::exit;
+use crate::output::{self, Column, col, wide};
 
 const INVOCATIONS: &str = "/v1/exec/invocations";
+/// `-o name` prints `invocation/inv_…`.
+pub const KIND: &str = "invocation";
+/// `-o name` prints `tool/<name>`.
+const TOOL_KIND: &str = "tool";
 
-pub async fn run(
-    client: &Client,
-    format: OutputFormat,
-    command: ExecCommand,
-) -> anyhow::Result<()> {
+pub async fn run(ctx: &Ctx, command: ExecCommand) -> anyhow::Result<()> {
     match command {
-        ExecCommand::Tools => tools(client, format).await,
-        ExecCommand::ToolShow { name } => tool_show(client, format, &name).await,
-        ExecCommand::Invoke(args) => invoke(client, format, args).await,
-        ExecCommand::Watch { id, wait_timeout } => {
-            watch(client, format, &id, wait_timeout.as_deref()).await
-        }
-        ExecCommand::Show { id } => show(client, format, &id).await,
-        ExecCommand::List(args) => list(client, format, args).await,
-        ExecCommand::Cancel { id } => cancel(client, format, &id).await,
+        ExecCommand::Tools => tools(ctx).await,
+        ExecCommand::ToolShow { name } => tool_show(ctx, &name).await,
+        ExecCommand::Invoke(args) => invoke(ctx, args).await,
+        ExecCommand::Watch { id, wait_timeout } => watch(ctx, &id, wait_timeout.as_deref()).await,
+        ExecCommand::Show { id } => show(ctx, &id).await,
+        ExecCommand::List(args) => list(ctx, args).await,
+        ExecCommand::Cancel { id } => cancel(ctx, &id).await,
     }
 }
 
 fn check_invocation_id(id: &str) -> anyhow::Result<()> {
     if !id.starts_with("inv_") {
-        bail!("{id:?} is not an invocation id (inv_…); see `xeroctl exec list`");
+        return Err(exit::usage(format!(
+            "{id:?} is not an invocation id (inv_…); see `xeroctl exec list`"
+        )));
     }
     Ok(())
 }
@@ -56,14 +58,14 @@ fn json_kind(value: &Value) -> &'static str {
 
 /// Parses `--args` text that came from `source` (`--args` itself, or `--args @file`).
 pub fn parse_args_text(text: &str, source: &str) -> anyhow::Result<Value> {
-    let value: Value =
-        serde_json::from_str(text).with_context(|| format!("{source} is not valid JSON"))?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|err| exit::usage(format!("{source} is not valid JSON: {err}")))?;
     if !value.is_object() {
-        bail!(
+        return Err(exit::usage(format!(
             "{source} must be a JSON object of the tool's arguments, such as \
              '{{\"namespace\":\"default\"}}', not {}",
             json_kind(&value)
-        );
+        )));
     }
     Ok(value)
 }
@@ -75,7 +77,11 @@ pub fn parse_args(arg: Option<&str>) -> anyhow::Result<Value> {
     let Some(file) = arg.strip_prefix('@') else { return parse_args_text(arg, "--args") };
     let source = format!("--args @{file}");
     let text = match file {
-        "" => bail!("--args @ needs a file name: --args @args.json (or @- for standard input)"),
+        "" => {
+            return Err(exit::usage(
+                "--args @ needs a file name: --args @args.json (or @- for standard input)",
+            ));
+        }
         "-" => {
             let mut text = String::new();
             std::io::stdin()
@@ -112,31 +118,44 @@ pub fn explain_invoke_error(err: anyhow::Error, tool: &str, workspace: &str) -> 
         }
         _ => return err,
     };
-    anyhow!("{api}\nhint: {hint}")
+    exit::hinted(api, hint)
 }
 
-async fn tools(client: &Client, format: OutputFormat) -> anyhow::Result<()> {
-    let Some(list) = client.send::<ToolList>(Call::get("/v1/exec/tools")).await? else {
+const TOOL_COLUMNS: [Column; 7] = [
+    col("NAME"),
+    col("RISK"),
+    col("TIMEOUT"),
+    col("WORKSPACES"),
+    col("AGENTS"),
+    col("DEFINITIONS"),
+    wide("DESCRIPTION"),
+];
+
+async fn tools(ctx: &Ctx) -> anyhow::Result<()> {
+    let Some(list) = ctx.client.send::<ToolList>(Call::get("/v1/exec/tools")).await? else {
         return Ok(());
     };
-    if format == OutputFormat::Json {
-        return output::json(&list);
-    }
-    let rows = list
-        .tools
-        .iter()
-        .map(|t| {
+    ctx.out.list(
+        &list,
+        TOOL_KIND,
+        &list.tools,
+        &TOOL_COLUMNS,
+        |t| t.name.clone(),
+        |t| {
             vec![
                 t.name.clone(),
                 t.risk.clone(),
                 humantime::format_duration(Duration::from_secs(t.timeout_seconds)).to_string(),
-                t.workspaces.join(", "),
+                t.workspaces.join(","),
                 t.agents.to_string(),
                 if t.conflict { "CONFLICT".into() } else { "-".into() },
+                t.description.clone(),
             ]
-        })
-        .collect();
-    output::table(&["NAME", "RISK", "TIMEOUT", "WORKSPACES", "AGENTS", "DEFINITIONS"], rows);
+        },
+    )?;
+    if !ctx.out.is_text() {
+        return Ok(());
+    }
     if list.tools.is_empty() {
         eprintln!("(no online agent offers a tool; check the fleet with `xeroctl agents`)");
     }
@@ -148,30 +167,31 @@ async fn tools(client: &Client, format: OutputFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn tool_show(client: &Client, format: OutputFormat, name: &str) -> anyhow::Result<()> {
+async fn tool_show(ctx: &Ctx, name: &str) -> anyhow::Result<()> {
     let path = format!("/v1/exec/tools/{}", client::path_segment(name));
-    let tool = match client.send::<ToolDetail>(Call::get(path)).await {
+    let tool = match ctx.client.send::<ToolDetail>(Call::get(path)).await {
         Ok(Some(tool)) => tool,
         Ok(None) => return Ok(()),
         Err(err) => {
-            let unknown = err
-                .downcast_ref::<ApiError>()
-                .is_some_and(|api| matches!(api.code.as_str(), "tool_not_found" | "not_found"));
-            if unknown {
-                return Err(anyhow!(
-                    "{err}\nhint: `xeroctl exec tools` lists the tools that online agents offer."
+            if let Some(api) = err.downcast_ref::<ApiError>()
+                && matches!(api.code.as_str(), "tool_not_found" | "not_found")
+            {
+                return Err(exit::hinted(
+                    api,
+                    "`xeroctl exec tools` lists the tools that online agents offer.",
                 ));
             }
             return Err(err);
         }
     };
-    if format == OutputFormat::Json {
-        return output::json(&tool);
-    }
+    ctx.out.object(&tool, TOOL_KIND, &tool.name, || print_tool(ctx, &tool))
+}
+
+fn print_tool(ctx: &Ctx, tool: &ToolDetail) -> anyhow::Result<()> {
     output::fields(&[
-        ("name", tool.name),
-        ("description", tool.description),
-        ("risk", tool.risk),
+        ("name", tool.name.clone()),
+        ("description", tool.description.clone()),
+        ("risk", tool.risk.clone()),
         (
             "timeout",
             humantime::format_duration(Duration::from_secs(tool.timeout_seconds)).to_string(),
@@ -182,9 +202,9 @@ async fn tool_show(client: &Client, format: OutputFormat, name: &str) -> anyhow:
     let rows = tool
         .offered_by
         .iter()
-        .map(|o| vec![o.agent_id.clone(), o.agent_name.clone(), o.workspaces.join(", ")])
+        .map(|o| vec![o.agent_id.clone(), o.agent_name.clone(), o.workspaces.join(",")])
         .collect();
-    output::table(&["AGENT", "NAME", "WORKSPACES"], rows);
+    ctx.out.table(&[col("AGENT"), col("NAME"), col("WORKSPACES")], rows)?;
     if tool.variants.len() > 1 {
         println!(
             "\nCONFLICT: {} definitions of this tool; each agent is held to its own:",
@@ -206,16 +226,16 @@ async fn tool_show(client: &Client, format: OutputFormat, name: &str) -> anyhow:
 
 pub fn parse_wait_timeout(text: Option<&str>) -> anyhow::Result<Option<Duration>> {
     let Some(text) = text else { return Ok(None) };
-    let timeout = humantime::parse_duration(text.trim()).with_context(|| {
-        format!("--wait-timeout {text:?} is not a duration (examples: 30s, 10m, 1h)")
+    let timeout = humantime::parse_duration(text.trim()).map_err(|_| {
+        exit::usage(format!("--wait-timeout {text:?} is not a duration (examples: 30s, 10m, 1h)"))
     })?;
     if timeout.is_zero() {
-        bail!("--wait-timeout must be longer than 0s");
+        return Err(exit::usage("--wait-timeout must be longer than 0s"));
     }
     Ok(Some(timeout))
 }
 
-async fn invoke(client: &Client, format: OutputFormat, args: InvokeArgs) -> anyhow::Result<()> {
+async fn invoke(ctx: &Ctx, args: InvokeArgs) -> anyhow::Result<()> {
     let tool_args = parse_args(args.args.as_deref())?;
     let timeout = parse_wait_timeout(args.wait_timeout.as_deref())?;
     let request = InvokeRequest {
@@ -224,49 +244,46 @@ async fn invoke(client: &Client, format: OutputFormat, args: InvokeArgs) -> anyh
         args: Some(tool_args),
     };
     let call = Call::post(INVOCATIONS, serde_json::to_value(&request)?);
-    let view = match client.send::<InvocationView>(call).await {
+    let view = match ctx.client.send::<InvocationView>(call).await {
         Ok(Some(view)) => view,
         Ok(None) => return Ok(()),
         Err(err) => return Err(explain_invoke_error(err, &args.tool, &args.workspace)),
     };
     if args.wait {
-        return follow::follow(client, format, view, FollowOptions { stream: false, timeout })
-            .await;
+        return follow::follow(ctx, view, FollowOptions { stream: false, timeout }).await;
     }
-    if format == OutputFormat::Json {
-        return output::json(&view);
-    }
-    output::fields(&[("id", view.id.clone()), ("status", view.status.as_str().to_string())]);
-    eprintln!("(follow it with `xeroctl exec watch {}`)", view.id);
-    Ok(())
+    ctx.out.object(&view, KIND, &view.id, || {
+        output::fields(&[("id", view.id.clone()), ("status", view.status.as_str().to_string())]);
+        eprintln!("(follow it with `xeroctl exec watch {}`)", view.id);
+        Ok(())
+    })
 }
 
-async fn watch(
-    client: &Client,
-    format: OutputFormat,
-    id: &str,
-    wait_timeout: Option<&str>,
-) -> anyhow::Result<()> {
+async fn watch(ctx: &Ctx, id: &str, wait_timeout: Option<&str>) -> anyhow::Result<()> {
     check_invocation_id(id)?;
     let timeout = parse_wait_timeout(wait_timeout)?;
     let Some(view) =
-        client.send::<InvocationView>(Call::get(format!("{INVOCATIONS}/{id}"))).await?
+        ctx.client.send::<InvocationView>(Call::get(format!("{INVOCATIONS}/{id}"))).await?
     else {
         return Ok(());
     };
-    follow::follow(client, format, view, FollowOptions { stream: true, timeout }).await
+    follow::follow(ctx, view, FollowOptions { stream: true, timeout }).await
 }
 
-async fn show(client: &Client, format: OutputFormat, id: &str) -> anyhow::Result<()> {
+async fn show(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
     check_invocation_id(id)?;
     let Some(view) =
-        client.send::<InvocationView>(Call::get(format!("{INVOCATIONS}/{id}"))).await?
+        ctx.client.send::<InvocationView>(Call::get(format!("{INVOCATIONS}/{id}"))).await?
     else {
         return Ok(());
     };
-    if format == OutputFormat::Json {
-        return output::json(&view);
-    }
+    ctx.out.object(&view, KIND, &view.id, || {
+        print_invocation(&view);
+        Ok(())
+    })
+}
+
+fn print_invocation(view: &InvocationView) {
     output::fields(&[
         ("id", view.id.clone()),
         ("status", view.status.as_str().to_string()),
@@ -279,7 +296,7 @@ async fn show(client: &Client, format: OutputFormat, id: &str) -> anyhow::Result
         ("dispatched", output::or_dash(view.dispatched_at.as_deref())),
         ("started", output::or_dash(view.started_at.as_deref())),
         ("finished", output::or_dash(view.finished_at.as_deref())),
-        ("duration", follow::run_duration(&view, wall_now())),
+        ("duration", follow::run_duration(view, wall_now())),
         ("exit code", view.exit_code.map_or_else(|| "-".into(), |c| c.to_string())),
         ("error", output::or_dash(view.error.as_deref())),
         (
@@ -302,14 +319,27 @@ async fn show(client: &Client, format: OutputFormat, id: &str) -> anyhow::Result
             println!();
         }
     }
-    Ok(())
 }
 
-async fn list(client: &Client, format: OutputFormat, args: ExecListArgs) -> anyhow::Result<()> {
+const COLUMNS: [Column; 9] = [
+    col("ID"),
+    col("STATUS"),
+    col("TOOL"),
+    col("WORKSPACE"),
+    col("AGENT"),
+    col("CREATED"),
+    col("DURATION"),
+    wide("EXIT"),
+    wide("CREATED_BY"),
+];
+
+async fn list(ctx: &Ctx, args: ExecListArgs) -> anyhow::Result<()> {
     if let Some(agent) = &args.agent
         && !agent.starts_with("agt_")
     {
-        bail!("--agent {agent:?} is not an agent id (agt_…); see `xeroctl agents`");
+        return Err(exit::usage(format!(
+            "--agent {agent:?} is not an agent id (agt_…); see `xeroctl agents`"
+        )));
     }
     let call = Call::get(INVOCATIONS)
         .query("limit", args.page.limit)
@@ -318,15 +348,17 @@ async fn list(client: &Client, format: OutputFormat, args: ExecListArgs) -> anyh
         .query("agent_id", args.agent)
         .query("workspace", args.workspace)
         .query("tool", args.tool);
-    let Some(page) = client.send::<Page<InvocationView>>(call).await? else { return Ok(()) };
-    if format == OutputFormat::Json {
-        return output::json(&page);
-    }
+    let Some(page) = ctx.client.send::<Page<InvocationView>>(call).await? else {
+        return Ok(());
+    };
     let now = wall_now();
-    let rows = page
-        .data
-        .iter()
-        .map(|i| {
+    ctx.out.list(
+        &page,
+        KIND,
+        &page.data,
+        &COLUMNS,
+        |i| i.id.clone(),
+        |i| {
             vec![
                 i.id.clone(),
                 i.status.as_str().to_string(),
@@ -335,29 +367,37 @@ async fn list(client: &Client, format: OutputFormat, args: ExecListArgs) -> anyh
                 output::or_dash(i.agent_id.as_deref()),
                 i.created_at.clone(),
                 follow::run_duration(i, now),
+                i.exit_code.map_or_else(|| "-".into(), |c| c.to_string()),
+                output::or_dash(i.created_by.as_deref()),
             ]
-        })
-        .collect();
-    output::table(&["ID", "STATUS", "TOOL", "WORKSPACE", "AGENT", "CREATED", "DURATION"], rows);
+        },
+    )?;
     output::more_hint(page.next_after.as_deref());
     Ok(())
 }
 
-async fn cancel(client: &Client, format: OutputFormat, id: &str) -> anyhow::Result<()> {
+async fn cancel(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
     check_invocation_id(id)?;
+    ctx.confirm.confirm(
+        &format!("cancel invocation {id}"),
+        "If it runs, its agent kills the tool's process group; it cannot be resumed.",
+    )?;
     let call = Call::post(format!("{INVOCATIONS}/{id}/cancel"), serde_json::json!({}));
-    let view = match client.send::<InvocationView>(call).await {
+    let view = match ctx.client.send::<InvocationView>(call).await {
         Ok(Some(view)) => view,
         Ok(None) => return Ok(()),
         Err(err) => {
-            if err.downcast_ref::<ApiError>().is_some_and(|api| api.code == "invocation_finished") {
-                return Err(anyhow!("{err}\nhint: `xeroctl exec show {id}` shows how it ended."));
+            if let Some(api) = err.downcast_ref::<ApiError>()
+                && api.code == "invocation_finished"
+            {
+                let hint = format!("`xeroctl exec show {id}` shows how it ended.");
+                return Err(exit::hinted(api, hint));
             }
             return Err(err);
         }
     };
-    if format == OutputFormat::Json {
-        return output::json(&view);
+    if !ctx.out.is_text() {
+        return ctx.out.object(&view, KIND, &view.id, || Ok(()));
     }
     if view.status.is_terminal() {
         println!("Cancelled invocation {} before it started; it will not run.", view.id);
@@ -488,7 +528,7 @@ mod tests {
     fn other_errors_pass_through_unchanged() {
         let err = explain_invoke_error(api_error(403, "scope_insufficient", None), "t", "w");
         assert_eq!(err.to_string(), "refused (scope_insufficient, HTTP 403, request req_1)");
-        let err = explain_invoke_error(anyhow!("cannot reach the router"), "t", "w");
+        let err = explain_invoke_error(anyhow::anyhow!("cannot reach the router"), "t", "w");
         assert_eq!(err.to_string(), "cannot reach the router");
     }
 }

@@ -1,76 +1,34 @@
-//! Following an invocation to its end (`exec invoke --wait`, `exec watch`): polling, the
-//! progress display, printing output as it grows, the summary and the exit status.
+//! Following an invocation to its end (`exec invoke --wait`, `exec watch`): the router's
+//! stream of its output (`GET /v1/exec/invocations/{id}/output`, server-sent events, resumed
+//! after a break with `Last-Event-ID`, so no output is lost or printed twice), the progress
+//! display, the summary and the exit status.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, SystemTime};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use xerotier_proto::invocation::{InvocationStatus, InvocationView, MAX_OUTPUT_BYTES};
+use xerotier_proto::invocation::OutputStreamName;
+use xerotier_proto::invocation::{InvocationStatus, InvocationView, MAX_OUTPUT_BYTES, OutputChunk};
 
-use super::Exit;
-use crate::cli::OutputFormat;
-use crate::client::{ApiError, Call, Client};
-use crate::output;
+use super::Ctx;
+use crate::client::Call;
+use crate::exit::{self, CliError};
+use crate::sse::Resumable;
 
-/// The router has no push channel for invocations; a quarter second keeps output feeling live
-/// without loading the router.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// A router restart or a brief network cut should not end a long wait; past this window of
-/// failed polls in a row the operator is better served by an error.
+/// failed reconnections in a row the operator is better served by an error.
 const RETRY_WINDOW: Duration = Duration::from_secs(30);
-
-/// The tool failed (or xeroctl hit an error: scripts cannot tell those apart by status alone).
-pub const EXIT_FAILED: u8 = 1;
-/// Stopped waiting (`--wait-timeout`) while the invocation still runs.
-pub const EXIT_STILL_RUNNING: u8 = 2;
-/// The agent killed the tool at its timeout, like coreutils `timeout`.
-pub const EXIT_TIMED_OUT: u8 = 124;
-/// Cancelled, like a shell's status for a command ended by SIGINT.
-pub const EXIT_CANCELLED: u8 = 130;
+/// How often the elapsed time on the progress line moves.
+const PROGRESS_TICK: Duration = Duration::from_secs(1);
 
 /// The status `xeroctl` ends with once it stopped following an invocation in `status`.
 pub fn exit_code(status: InvocationStatus) -> u8 {
     match status {
-        InvocationStatus::Succeeded => 0,
-        InvocationStatus::Failed => EXIT_FAILED,
-        InvocationStatus::TimedOut => EXIT_TIMED_OUT,
-        InvocationStatus::Cancelled => EXIT_CANCELLED,
-        InvocationStatus::Queued | InvocationStatus::Running => EXIT_STILL_RUNNING,
-    }
-}
-
-/// The part of `current` (one output stream as the router holds it now) not yet printed, and
-/// how much of it is printed after this part.
-///
-/// `shown` is a byte count, moved up to a character boundary so a slice never splits a
-/// character. Until the stream is final, trailing U+FFFD characters are held back: they may be
-/// the router's rendering of a multi-byte character whose remaining bytes have not arrived
-/// yet, and the next poll may show the real character in their place.
-pub fn delta(current: &str, shown: usize, finished: bool) -> (&str, usize) {
-    let mut start = shown.min(current.len());
-    while !current.is_char_boundary(start) {
-        start += 1;
-    }
-    let tail = &current[start..];
-    let tail = if finished { tail } else { tail.trim_end_matches('\u{FFFD}') };
-    (tail, start + tail.len())
-}
-
-/// How much of each stream has been printed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct OutputCursor {
-    pub stdout: usize,
-    pub stderr: usize,
-}
-
-impl OutputCursor {
-    /// The new stdout and stderr in `view`; moves the cursor past them.
-    pub fn advance<'a>(&mut self, view: &'a InvocationView) -> (&'a str, &'a str) {
-        let finished = view.status.is_terminal();
-        let (out, stdout) = delta(&view.stdout, self.stdout, finished);
-        let (err, stderr) = delta(&view.stderr, self.stderr, finished);
-        *self = Self { stdout, stderr };
-        (out, err)
+        InvocationStatus::Succeeded => exit::SUCCESS,
+        InvocationStatus::Failed => exit::FAILURE,
+        InvocationStatus::TimedOut => exit::TOOL_TIMED_OUT,
+        InvocationStatus::Cancelled => exit::CANCELLED,
+        InvocationStatus::Queued | InvocationStatus::Running => exit::STILL_RUNNING,
     }
 }
 
@@ -136,12 +94,6 @@ pub fn summary_line(view: &InvocationView) -> String {
     line
 }
 
-/// A poll that failed this way may succeed on retry: the router is restarting, overloaded or
-/// unreachable. A 4xx answer will not change by asking again.
-fn is_transient(err: &anyhow::Error) -> bool {
-    err.downcast_ref::<ApiError>().is_none_or(|api| api.status >= 500)
-}
-
 /// Status and elapsed time on stderr: a spinner on a terminal, else a plain line per change.
 #[derive(Debug)]
 enum Progress {
@@ -174,12 +126,8 @@ impl Progress {
         state
     }
 
-    fn update(&mut self, view: &InvocationView, elapsed: Duration, note: Option<&str>) {
-        let mut state = Self::state(view);
-        if let Some(note) = note {
-            state.push_str(" - ");
-            state.push_str(note);
-        }
+    fn update(&mut self, view: &InvocationView, elapsed: Duration) {
+        let state = Self::state(view);
         match self {
             Self::Spinner(bar) => {
                 let elapsed = humantime::format_duration(Duration::from_secs(elapsed.as_secs()));
@@ -206,6 +154,14 @@ impl Progress {
         if let Self::Spinner(bar) = self {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// Writes a piece of output to xeroctl's stdout or stderr, like the tool wrote it.
+fn write_chunk(chunk: &OutputChunk) -> anyhow::Result<()> {
+    match chunk.stream {
+        OutputStreamName::Stdout => write_output(&chunk.text, ""),
+        OutputStreamName::Stderr => write_output("", &chunk.text),
     }
 }
 
@@ -240,73 +196,76 @@ enum Ending {
     Interrupted,
 }
 
-/// Follows the invocation `view` until it ends, printing as `options` and `format` say, then
-/// returns an [`Exit`] error carrying its status unless it succeeded.
-pub async fn follow(
-    client: &Client,
-    format: OutputFormat,
-    mut view: InvocationView,
-    options: FollowOptions,
-) -> anyhow::Result<()> {
+/// What one event of the output stream means for the follower.
+fn apply(
+    event: &eventsource_stream::Event,
+    state: &mut InvocationView,
+    print_live: bool,
+    progress: &Progress,
+) -> anyhow::Result<bool> {
+    match event.event.as_str() {
+        "status" | "end" => {
+            *state = serde_json::from_str(&event.data).map_err(|err| {
+                anyhow::anyhow!("unexpected {} event from the router: {err}", event.event)
+            })?;
+            Ok(event.event == "end")
+        }
+        "output" if print_live => {
+            let chunk: OutputChunk = serde_json::from_str(&event.data)
+                .map_err(|err| anyhow::anyhow!("unexpected output event from the router: {err}"))?;
+            progress.suspend(|| write_chunk(&chunk))?;
+            Ok(false)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Follows the invocation `view` until it ends, printing as `options` and the output format
+/// say, then returns an error carrying its exit status unless it succeeded.
+pub async fn follow(ctx: &Ctx, view: InvocationView, options: FollowOptions) -> anyhow::Result<()> {
     let began = tokio::time::Instant::now();
-    let deadline = options.timeout.map(|t| tokio::time::Instant::now() + t);
-    let path = format!("/v1/exec/invocations/{}", view.id);
-    let stream = options.stream && format == OutputFormat::Table;
-    let mut cursor = OutputCursor::default();
+    let deadline = options.timeout.map(|t| began + t);
+    let path = format!("/v1/exec/invocations/{}/output", view.id);
+    let print_live = options.stream && ctx.out.is_text();
+    let mut state = view;
     let mut progress = Progress::new();
-    let mut failing_since: Option<tokio::time::Instant> = None;
-    let mut note: Option<String> = None;
-    // One listener for the whole follow: once it exists, SIGINT no longer kills the process,
-    // so a fresh one per poll could miss a Ctrl-C that lands between two polls.
+    let mut stream = Resumable::new(&ctx.client, path, None, Some(RETRY_WINDOW));
+    let mut tick = tokio::time::interval(PROGRESS_TICK);
+    // One listener for the whole follow: once it exists, SIGINT no longer kills the process.
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     // Without a signal handler (it failed to install) the default SIGINT behaviour stays.
     let mut listening = true;
+    let until_deadline = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(until_deadline);
 
     let ending = loop {
-        progress.update(&view, began.elapsed(), note.as_deref());
-        if stream {
-            let (out, err) = cursor.advance(&view);
-            progress.suspend(|| write_output(out, err))?;
-        }
-        if view.status.is_terminal() {
-            break Ending::Finished;
-        }
-        let poll = async {
-            tokio::time::sleep(POLL_INTERVAL).await;
-            client.fetch::<InvocationView>(Call::get(path.as_str())).await
-        };
-        let until_deadline = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            polled = poll => match polled {
-                Ok(next) => {
-                    view = next;
-                    failing_since = None;
-                    note = None;
-                }
-                Err(err) if is_transient(&err) => {
-                    let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
-                    if since.elapsed() > RETRY_WINDOW {
+            event = stream.next() => {
+                let ended = match event {
+                    Ok(event) => apply(&event, &mut state, print_live, &progress),
+                    Err(err) => Err(err.context(format!(
+                        "lost track of invocation {id} (it may still be running; \
+                         `xeroctl exec watch {id}` picks it up again)",
+                        id = state.id
+                    ))),
+                };
+                match ended {
+                    Ok(true) => break Ending::Finished,
+                    Ok(false) => progress.update(&state, began.elapsed()),
+                    Err(err) => {
                         progress.finish();
-                        return Err(err.context(format!(
-                            "lost track of invocation {id} (it may still be running; \
-                             `xeroctl exec watch {id}` picks it up again)",
-                            id = view.id
-                        )));
+                        return Err(err);
                     }
-                    note = Some(format!("retrying: {err:#}"));
                 }
-                Err(err) => {
-                    progress.finish();
-                    return Err(err);
-                }
-            },
-            () = until_deadline => break Ending::TimedOut(options.timeout.unwrap_or_default()),
+            }
+            _ = tick.tick() => progress.update(&state, began.elapsed()),
+            () = &mut until_deadline => break Ending::TimedOut(options.timeout.unwrap_or_default()),
             signal = &mut interrupted, if listening => match signal {
                 Ok(()) => break Ending::Interrupted,
                 Err(_) => listening = false,
@@ -316,48 +275,46 @@ pub async fn follow(
     progress.finish();
 
     match ending {
-        Ending::Finished => report_finished(format, &view, &mut cursor, options.stream),
+        Ending::Finished => report_finished(ctx, state, options.stream).await,
         Ending::TimedOut(after) => {
-            if format == OutputFormat::Json {
-                output::json(&view)?;
+            if ctx.out.is_data() {
+                ctx.out.data(&state)?;
             }
             eprintln!(
                 "stopped waiting after {}: invocation {id} is still {status} and keeps running. \
                  Follow it with `xeroctl exec watch {id}`, or stop it with `xeroctl exec cancel {id}`.",
                 humantime::format_duration(after),
-                id = view.id,
-                status = view.status.as_str(),
+                id = state.id,
+                status = state.status.as_str(),
             );
-            Err(Exit(EXIT_STILL_RUNNING).into())
+            Err(CliError::Exit(exit::STILL_RUNNING).into())
         }
         Ending::Interrupted => {
             eprintln!(
                 "interrupted: stopped following invocation {id} ({status}); it keeps running. \
                  Stop it with `xeroctl exec cancel {id}`.",
-                id = view.id,
-                status = view.status.as_str(),
+                id = state.id,
+                status = state.status.as_str(),
             );
-            Err(Exit(EXIT_CANCELLED).into())
+            Err(CliError::Exit(exit::CANCELLED).into())
         }
     }
 }
 
-fn report_finished(
-    format: OutputFormat,
-    view: &InvocationView,
-    cursor: &mut OutputCursor,
-    streamed: bool,
-) -> anyhow::Result<()> {
-    if format == OutputFormat::Json {
-        output::json(view)?;
+/// Prints how it ended: with `--wait` (or as data) the whole invocation, read once now; when
+/// its output was streamed, only what is left to say.
+async fn report_finished(ctx: &Ctx, ended: InvocationView, streamed: bool) -> anyhow::Result<()> {
+    let printed_live = streamed && ctx.out.is_text();
+    let view = if printed_live {
+        ended
     } else {
-        // With streaming most of it is out already; this prints the rest (and anything held
-        // back as a possibly split character). With --wait it is everything.
-        if !streamed {
-            *cursor = OutputCursor::default();
+        let path = format!("/v1/exec/invocations/{}", ended.id);
+        ctx.client.fetch::<InvocationView>(Call::get(path)).await?
+    };
+    ctx.out.object(&view, super::exec::KIND, &view.id, || {
+        if !printed_live {
+            write_output(&view.stdout, &view.stderr)?;
         }
-        let (out, err) = cursor.advance(view);
-        write_output(out, err)?;
         for (stream, truncated) in
             [("stdout", view.stdout_truncated), ("stderr", view.stderr_truncated)]
         {
@@ -368,11 +325,12 @@ fn report_finished(
                 );
             }
         }
-        eprintln!("{}", summary_line(view));
-    }
+        eprintln!("{}", summary_line(&view));
+        Ok(())
+    })?;
     match exit_code(view.status) {
-        0 => Ok(()),
-        code => Err(Exit(code).into()),
+        exit::SUCCESS => Ok(()),
+        code => Err(CliError::Exit(code).into()),
     }
 }
 
@@ -410,47 +368,8 @@ mod tests {
         assert_eq!(exit_code(InvocationStatus::Failed), 1);
         assert_eq!(exit_code(InvocationStatus::TimedOut), 124);
         assert_eq!(exit_code(InvocationStatus::Cancelled), 130);
-        assert_eq!(exit_code(InvocationStatus::Queued), 2);
-        assert_eq!(exit_code(InvocationStatus::Running), 2);
-    }
-
-    #[test]
-    fn delta_prints_only_what_is_new() {
-        assert_eq!(delta("", 0, false), ("", 0));
-        assert_eq!(delta("abc", 0, false), ("abc", 3));
-        assert_eq!(delta("abcdef", 3, false), ("def", 6));
-        assert_eq!(delta("abcdef", 6, false), ("", 6));
-        // A stream never shrinks, but if it did, nothing is printed twice.
-        assert_eq!(delta("ab", 6, false), ("", 2));
-    }
-
-    #[test]
-    fn delta_never_splits_a_character() {
-        let text = "héllo";
-        // Byte 2 is inside `é`; the cursor moves to the next boundary instead of panicking.
-        assert_eq!(delta(text, 2, false), ("llo", text.len()));
-    }
-
-    #[test]
-    fn delta_holds_back_a_possibly_split_character_until_the_end() {
-        assert_eq!(delta("ok \u{FFFD}", 0, false), ("ok ", 3));
-        // The next poll has the real character where the replacement was.
-        assert_eq!(delta("ok é", 3, false), ("é", 5));
-        // At the end, whatever is there is printed.
-        assert_eq!(delta("ok \u{FFFD}", 3, true), ("\u{FFFD}", 6));
-    }
-
-    #[test]
-    fn cursor_walks_both_streams_independently() {
-        let mut cursor = OutputCursor::default();
-        let first = view(InvocationStatus::Running, "line 1\n", "");
-        assert_eq!(cursor.advance(&first), ("line 1\n", ""));
-        let second = view(InvocationStatus::Running, "line 1\nline 2\n", "warn\n");
-        assert_eq!(cursor.advance(&second), ("line 2\n", "warn\n"));
-        assert_eq!(cursor.advance(&second), ("", ""));
-        let done = view(InvocationStatus::Succeeded, "line 1\nline 2\n", "warn\n");
-        assert_eq!(cursor.advance(&done), ("", ""));
-        assert_eq!(cursor, OutputCursor { stdout: 14, stderr: 5 });
+        assert_eq!(exit_code(InvocationStatus::Queued), 8);
+        assert_eq!(exit_code(InvocationStatus::Running), 8);
     }
 
     #[test]
@@ -488,20 +407,5 @@ mod tests {
             summary_line(&failed),
             "inv_1: failed (exit code -) in 1.2s on agent agt_1: tool not installed"
         );
-    }
-
-    #[test]
-    fn only_server_side_and_transport_errors_are_retried() {
-        let api = |status| ApiError {
-            status,
-            code: "x".into(),
-            message: "m".into(),
-            param: None,
-            request_id: "-".into(),
-        };
-        assert!(is_transient(&anyhow::anyhow!("cannot reach the router")));
-        assert!(is_transient(&anyhow::Error::from(api(503))));
-        assert!(!is_transient(&anyhow::Error::from(api(404))));
-        assert!(!is_transient(&anyhow::Error::from(api(401))));
     }
 }

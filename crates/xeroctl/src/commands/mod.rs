@@ -3,6 +3,7 @@ pub mod audit;
 pub mod candidates;
 pub mod completion;
 pub mod config;
+pub mod events;
 pub mod exec;
 pub mod follow;
 pub mod join_keys;
@@ -12,18 +13,23 @@ pub mod rotation;
 
 use std::time::Duration;
 
-use anyhow::Context as _;
+use crate::client::Client;
+use crate::confirm::Confirmation;
+use crate::exit;
+use crate::output::Printer;
 
-/// A command that ran to its end with an outcome that is a non-zero exit status (a tool that
-/// failed, say); `main` exits with it and prints nothing more.
-#[derive(Debug, thiserror::Error)]
-#[error("exit status {0}")]
-pub struct Exit(pub u8);
+/// What a command that talks to the router works with.
+#[derive(Debug)]
+pub struct Ctx {
+    pub client: Client,
+    pub out: Printer,
+    pub confirm: Confirmation,
+}
 
 /// `90d`, `12h`, `30m`, `0s` as seconds.
 pub fn parse_duration_secs(text: &str, flag: &str) -> anyhow::Result<u64> {
-    let duration: Duration = humantime::parse_duration(text.trim()).with_context(|| {
-        format!("{flag} {text:?} is not a duration (examples: 90d, 12h, 30m, 0s)")
+    let duration: Duration = humantime::parse_duration(text.trim()).map_err(|_| {
+        exit::usage(format!("{flag} {text:?} is not a duration (examples: 90d, 12h, 30m, 0s)"))
     })?;
     Ok(duration.as_secs())
 }

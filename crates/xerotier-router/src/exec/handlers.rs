@@ -4,12 +4,17 @@
 //! (`pause-exec`) and the fleet's credential ages are management routes, served here because
 //! their services live in this area.
 
+use std::convert::Infallible;
+
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::{Stream, StreamExt};
 use xerotier_core::format_rfc3339;
 use xerotier_proto::invocation::{
-    InvocationQuery, InvocationStatus, InvocationView, InvokeRequest,
+    InvocationQuery, InvocationStatus, InvocationView, InvokeRequest, OutputChunk, OutputCursor,
+    OutputQuery,
 };
 use xerotier_proto::pauses::{PauseExecRequest, PauseList, PauseView};
 use xerotier_proto::tools::{ToolDetail, ToolList};
@@ -18,6 +23,7 @@ use xerotier_proto::{ErrorEnvelope, Page};
 use xerotier_store::PauseRecord;
 
 use super::credential_ages::{self, CredentialAges};
+use super::output_stream::OutputEvent;
 use super::pauses::PauseService;
 use super::service::{ExecService, Invocation, InvocationSearch, Viewer};
 use crate::audit::AuditContext;
@@ -25,6 +31,7 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::http::extract::{JsonBody, QueryParams};
 use crate::http::pagination::{into_page, page_request};
+use crate::live_streams::LiveStreams;
 
 /// Tools offered by the online agents connected to this router.
 #[utoipa::path(
@@ -148,6 +155,77 @@ pub async fn get_invocation(
     Path(id): Path<String>,
 ) -> Result<Json<InvocationView>, ApiError> {
     Ok(Json(invocation(exec.get(&viewer(&caller), &id).await?)))
+}
+
+/// An invocation's output as a server-sent events stream, from where the reader stands
+/// (`Last-Event-ID`, or `after`) until it ends. Events: `status` (first, then at each change;
+/// an invocation whose `stdout`/`stderr` are left empty), `output` (an `OutputChunk`), and
+/// `end` (how it ended, output fields empty), after which the stream closes. Every event's id
+/// is the output cursor after it (`<stdout bytes>:<stderr bytes>`), so a reader that
+/// reconnects with `Last-Event-ID` gets each piece of output exactly once. Output streams live
+/// from the replica the agent is connected to; on another replica it comes when the
+/// invocation ends.
+#[utoipa::path(
+    get,
+    path = "/v1/exec/invocations/{id}/output",
+    tag = "exec",
+    params(
+        ("id" = String, Path, description = "Invocation id, `inv_…`"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id (an output cursor)"),
+        OutputQuery,
+    ),
+    responses(
+        (status = 200, description = "Events `status`, `output` (data: OutputChunk) and `end` (data: InvocationView without output)", content_type = "text/event-stream", body = OutputChunk),
+        (status = 400, description = "Not an output cursor (`invalid_request`)", body = ErrorEnvelope),
+        (status = 404, description = "No such invocation (or another key's, without `management`)", body = ErrorEnvelope),
+        (status = 429, description = "The key holds its limit of live streams (`too_many_streams`)", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn invocation_output(
+    State(exec): State<ExecService>,
+    State(streams): State<LiveStreams>,
+    caller: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    QueryParams(query): QueryParams<OutputQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or(query.after);
+    let from = match resume {
+        Some(text) => text.parse::<OutputCursor>().map_err(|m| ApiError::invalid(m, "after"))?,
+        None => OutputCursor::default(),
+    };
+    let viewer = viewer(&caller);
+    // The stream holds its lease while it runs, and ends when its key stops authenticating.
+    let lease = streams.open(&caller)?;
+    let ended = lease.ended();
+    let stream =
+        exec.follow_output(&viewer, &id, from).await?.take_until(ended).map(move |event| {
+            let _held = &lease;
+            Ok(output_event(event))
+        });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+fn output_event(event: OutputEvent) -> Event {
+    let (kind, cursor, data) = match event {
+        OutputEvent::Status(state, cursor) => ("status", cursor, view_json(invocation(state))),
+        OutputEvent::Output(chunk, cursor) => ("output", cursor, chunk_json(&chunk)),
+        OutputEvent::End(state, cursor) => ("end", cursor, view_json(invocation(state))),
+    };
+    Event::default().id(cursor.to_string()).event(kind).data(data)
+}
+
+fn view_json(view: InvocationView) -> String {
+    serde_json::to_string(&view).unwrap_or_default()
+}
+
+fn chunk_json(chunk: &OutputChunk) -> String {
+    serde_json::to_string(chunk).unwrap_or_default()
 }
 
 /// Cancel an invocation: at once if it has not started, else its agent kills the tool.

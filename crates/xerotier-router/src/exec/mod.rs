@@ -4,6 +4,7 @@
 pub mod credential_ages;
 pub mod handlers;
 pub mod offers;
+pub mod output_stream;
 pub mod pauses;
 pub mod service;
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use xerotier_core::{IdGenerator, IdKind, SharedClock, UnixMillis, is_valid_id};
 use xerotier_proto::agents::{CapabilityManifest, ManifestTool};
 use xerotier_proto::invocation::{
@@ -110,6 +111,15 @@ struct Tracking {
     refused_until: HashMap<String, UnixMillis>,
 }
 
+/// Wakes the readers of invocations' output (`output_stream.rs`): output appended here, or an
+/// invocation's state changed in the store; `closed` ends every reader when the router stops.
+#[derive(Debug, Default)]
+pub(super) struct OutputSignals {
+    pub(super) output: Notify,
+    pub(super) state: Notify,
+    pub(super) closed: CancellationToken,
+}
+
 #[derive(Debug, Clone)]
 pub struct ExecService {
     store: Store,
@@ -120,6 +130,7 @@ pub struct ExecService {
     offers: Arc<Offers>,
     tracking: Arc<Mutex<Tracking>>,
     wake: Arc<Notify>,
+    signals: Arc<OutputSignals>,
     check_arguments: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -146,6 +157,7 @@ impl ExecService {
             offers: Arc::default(),
             tracking: Arc::default(),
             wake: Arc::default(),
+            signals: Arc::default(),
             check_arguments: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
@@ -168,6 +180,33 @@ impl ExecService {
 
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Ends every output stream (at shutdown, before HTTP drains).
+    pub fn close_output_streams(&self) {
+        self.signals.closed.cancel();
+    }
+
+    pub(super) fn signals(&self) -> Arc<OutputSignals> {
+        self.signals.clone()
+    }
+
+    /// An invocation's state changed in the store: its output readers look again.
+    fn state_changed(&self) {
+        self.signals.state.notify_waiters();
+    }
+
+    /// The invocation as stored, without the output held here.
+    pub(super) async fn record(&self, id: &str) -> Result<InvocationRecord, ServiceError> {
+        self.store
+            .invocation(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("invocation {id}")))
+    }
+
+    /// The output streamed so far by an invocation running on an agent of this replica.
+    pub(super) fn live_output(&self, id: &str) -> Option<LiveOutput> {
+        self.tracking.lock().live.get(id).cloned()
     }
 
     pub fn tools(&self) -> ToolList {
@@ -321,6 +360,7 @@ impl ExecService {
                 self.store.cancel_invocation(id, now, owner, &entry).await
             })
             .await?;
+        self.state_changed();
         match outcome {
             CancelOutcome::Cancelled(record) => {
                 tracing::info!(invocation_id = %record.id, actor = %context.actor_label(), "invocation cancelled before dispatch");
@@ -434,6 +474,7 @@ impl ExecService {
         let end = failed_without_running(error, self.clock.now_millis());
         if self.store.finish_invocation(&invocation.id, None, &end).await? {
             tracing::warn!(invocation_id = %invocation.id, "no serving agent accepts the arguments; failed");
+            self.state_changed();
         }
         Ok(())
     }
@@ -600,6 +641,7 @@ impl ExecService {
         if self.store.start_invocation(invocation_id, agent_id, now, generation).await? {
             self.hold(agent_id, invocation_id, now);
             self.tracking.lock().live.insert(invocation_id.to_string(), LiveOutput::default());
+            self.state_changed();
         } else {
             tracing::debug!(%agent_id, %invocation_id, "start report for an invocation this agent does not hold");
         }
@@ -617,6 +659,8 @@ impl ExecService {
             "stderr" => append_bounded(&mut live.stderr, &mut live.stderr_truncated, chunk),
             _ => {}
         }
+        drop(tracking);
+        self.signals.output.notify_waiters();
     }
 
     /// Records the result (once; re-sent results change nothing) and acknowledges it, so the
@@ -648,6 +692,7 @@ impl ExecService {
             tracing::debug!(%agent_id, invocation_id = %result.invocation_id, "duplicate or foreign result ignored");
         }
         self.release(agent_id, &result.invocation_id);
+        self.state_changed();
         self.link
             .send_to(agent_id, &Frame::ResultAck { invocation_id: result.invocation_id.clone() });
         self.wake();
@@ -668,6 +713,7 @@ impl ExecService {
             .refused_until
             .insert(agent_id.to_string(), self.clock.now_millis() + REFUSAL_BACKOFF_MS);
         self.store.requeue_invocation(invocation_id, agent_id).await?;
+        self.state_changed();
         self.wake();
         Ok(())
     }
@@ -728,6 +774,7 @@ impl ExecService {
         self.release(agent_id, invocation_id);
         if self.store.requeue_invocation(invocation_id, agent_id).await? {
             tracing::warn!(%agent_id, %invocation_id, %why, "unstarted invocation requeued");
+            self.state_changed();
             self.wake();
             return Ok(());
         }
@@ -737,6 +784,7 @@ impl ExecService {
         );
         if self.store.finish_invocation(invocation_id, Some(agent_id), &end).await? {
             tracing::warn!(%agent_id, %invocation_id, %why, "running invocation lost");
+            self.state_changed();
         }
         Ok(())
     }

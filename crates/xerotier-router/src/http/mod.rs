@@ -116,6 +116,7 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .routes(routes!(exec::get_tool))
         .routes(routes!(exec::create_invocation, exec::list_invocations))
         .routes(routes!(exec::get_invocation))
+        .routes(routes!(exec::invocation_output))
         .routes(routes!(exec::cancel_invocation))
         .route_layer(from_fn_with_state(gate, auth::require_execution));
     let public = OpenApiRouter::new()

@@ -40,7 +40,7 @@ async fn revoked_credentials_stop_the_xem_for_good() {
         // xem-down's host goes away hard: its identity stays on disk, nothing is retired.
         down.kill();
 
-        let out = xeroctl(&router, &["agents", "revoke-credentials", &live_id]).success();
+        let out = xeroctl(&router, &["agents", "revoke-credentials", &live_id, "--yes"]).success();
         assert!(out.stdout.contains(&live_id), "{}", out.stdout);
         // The live session is cut and the XEM told so: it exits with the revoked status.
         let status = live.wait_exit(EXIT_DEADLINE);
@@ -91,13 +91,14 @@ async fn revoked_credentials_stop_the_xem_for_good() {
         }
         assert_eq!(router.agent(&live_id).await["last_heartbeat_at"], agent["last_heartbeat_at"]);
         // Revoking twice is refused.
-        let again = xeroctl(&router, &["agents", "revoke-credentials", &live_id]).failure();
+        let again =
+            xeroctl(&router, &["agents", "revoke-credentials", &live_id, "--yes"]).failure();
         assert!(again.stderr.contains("revoked"), "{}", again.stderr);
 
         // xem-down is revoked while it is down, then its host comes back with the identity
         // intact: the router refuses its key at the handshake, and the XEM stops as revoked.
         assert!(down.identity_path().exists());
-        xeroctl(&router, &["agents", "revoke-credentials", &down_id]).success();
+        xeroctl(&router, &["agents", "revoke-credentials", &down_id, "--yes"]).success();
         down.restart();
         let status = down.wait_exit(EXIT_DEADLINE);
         assert_eq!(

@@ -26,7 +26,8 @@ async fn rotate_with_and_without_grace() {
                 .success()
                 .issued_value();
         let rotated =
-            xeroctl(&router, &["keys", "rotate", "--name", "rot-now", "--grace", "0s"]).success();
+            xeroctl(&router, &["keys", "rotate", "--name", "rot-now", "--grace", "0s", "--yes"])
+                .success();
         let new = rotated.issued_value();
         assert_ne!(old, new);
         assert!(rotated.stderr.contains("cannot be shown again"), "{}", rotated.stderr);
@@ -86,7 +87,7 @@ async fn rotate_with_and_without_grace() {
         assert_eq!(router.exec_status(&third).await, 200);
 
         // A revoke ends the grace window too.
-        xeroctl(&router, &["keys", "revoke", "--name", "rot-grace"]).success();
+        xeroctl(&router, &["keys", "revoke", "--name", "rot-grace", "--yes"]).success();
         assert_eq!(router.exec_status(&new).await, 401);
         assert_eq!(router.exec_status(&third).await, 401);
 
@@ -136,7 +137,7 @@ async fn names_are_unique_among_active_keys() {
         assert_eq!(named.len(), 1, "[{}] exactly one key named dup-name: {named:?}", backend.name);
 
         // Once the first is revoked the name is free again.
-        xeroctl(&router, &["keys", "revoke", "--name", "dup-name"]).success();
+        xeroctl(&router, &["keys", "revoke", "--name", "dup-name", "--yes"]).success();
         let second = xeroctl(
             &router,
             &["keys", "create", "--scope", "execution", "--name", "dup-name", "-o", "json"],

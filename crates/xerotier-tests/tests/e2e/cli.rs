@@ -9,7 +9,7 @@ use crate::harness::{Router, Xeroctl, backends, closed_port, xeroctl};
 
 /// How many requests with `method` the router answered on `route` (a route template), by its
 /// own metrics.
-async fn requests_seen(router: &Router, method: &str, route: &str) -> f64 {
+pub(crate) async fn requests_seen(router: &Router, method: &str, route: &str) -> f64 {
     let text = router.api().get("/metrics", None).await.text;
     text.lines()
         .filter(|l| l.starts_with("xerotier_router_http_requests_total{"))
@@ -102,7 +102,7 @@ async fn dry_run_prints_the_plan_and_sends_nothing() {
             0.0
         );
         // Control: the same commands without --dry-run are seen by those counters.
-        xeroctl(&router, &["keys", "revoke", "--name", "victim"]).success();
+        xeroctl(&router, &["keys", "revoke", "--name", "victim", "--yes"]).success();
         assert_eq!(
             requests_seen(&router, "POST", "/v1/management/api-keys/{id}/revoke").await,
             1.0
@@ -161,7 +161,8 @@ async fn json_output_parses() {
         assert_eq!(shown["status"], "active");
         assert!(shown["created_by"].as_str().is_some_and(|c| c.starts_with("key_")));
 
-        let revoked = xeroctl(&router, &["-o", "json", "keys", "revoke", &id]).success().json();
+        let revoked =
+            xeroctl(&router, &["-o", "json", "keys", "revoke", &id, "-y"]).success().json();
         assert_eq!(revoked["status"], "revoked");
 
         let audit = xeroctl(&router, &["audit", "-o", "json"]).success().json();
@@ -297,7 +298,7 @@ async fn contexts_in_the_config_file() {
         let out = ctl.run(&["--context", "nope", "keys"]).failure();
         assert!(out.stderr.contains("nope"), "{}", out.stderr);
 
-        ctl.run(&["config", "remove", "local"]).success();
+        ctl.run(&["config", "remove", "local", "--yes"]).success();
         let out = ctl.run(&["keys"]).failure();
         assert!(
             out.stderr.contains("no API key") || out.stderr.contains("cannot reach"),

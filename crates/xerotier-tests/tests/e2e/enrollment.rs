@@ -240,10 +240,13 @@ async fn fleet_actions_are_audited_once() {
         let (resp, _) = enroll(&router, "garbage", "xem-garbage").await;
         resp.assert_error(401, "join_key_invalid");
 
-        xeroctl(&router, &["agents", "revoke-credentials", &agent_id, "--reason", "audit test"])
-            .success();
+        xeroctl(
+            &router,
+            &["agents", "revoke-credentials", &agent_id, "--reason", "audit test", "--yes"],
+        )
+        .success();
         assert_eq!(xem.wait_exit(EXIT_DEADLINE).code(), Some(EXIT_REVOKED), "{}", xem.logs());
-        xeroctl(&router, &["agents", "revoke-credentials", &agent_id]).failure();
+        xeroctl(&router, &["agents", "revoke-credentials", &agent_id, "--yes"]).failure();
 
         let creates = records(&router, "join_key.create", "success").await;
         assert_eq!(creates.len(), 2, "[{}] {creates:?}", backend.name);

@@ -25,7 +25,7 @@ const WORKSPACE: &str = "kubernetes-prod";
 const CREDENTIAL_FILE: &str = "kubernetes-prod.yaml";
 
 /// A tool bundle written by the test: `script` runs with `sh`, under `timeout_seconds`.
-fn write_tool(tools_dir: &Path, name: &str, timeout_seconds: u64, script: &str) {
+pub(crate) fn write_tool(tools_dir: &Path, name: &str, timeout_seconds: u64, script: &str) {
     let dir = tools_dir.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(

@@ -145,8 +145,11 @@ async fn a_rogue_agent_declaring_the_real_workspace_gets_nothing_until_approved(
         }
 
         // Rejected, it leaves the candidates and still gets nothing; a decision needs an action.
-        xeroctl(&router, &["agents", "candidates", &rogue, "--reject", "--reason", "unknown host"])
-            .success();
+        xeroctl(
+            &router,
+            &["agents", "candidates", &rogue, "--reject", "--reason", "unknown host", "--yes"],
+        )
+        .success();
         assert!(candidates(&router).await.iter().all(|c| c["agent_id"] != rogue.as_str()));
         let view = router.get_json(&format!("/v1/management/agents/{rogue}")).await;
         assert_eq!(view["workspaces"][0]["state"], "rejected", "{view}");
@@ -191,7 +194,8 @@ async fn a_rogue_agent_declaring_the_real_workspace_gets_nothing_until_approved(
         assert_eq!(audit[0]["target_id"], rogue.as_str());
 
         // Withdrawn, the rogue serves nothing again.
-        xeroctl(&router, &["agents", "withdraw-grant", &rogue, "--workspace", WORKSPACE]).success();
+        xeroctl(&router, &["agents", "withdraw-grant", &rogue, "--workspace", WORKSPACE, "--yes"])
+            .success();
         wait_offered_by(&router, &[&honest]).await;
         post_invocation(&router, hostile_args()).await.assert_error(400, "invalid_arguments");
         assert_eq!(router.audit("action=agent.grant_withdraw").await.len(), 1);

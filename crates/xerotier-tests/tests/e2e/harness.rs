@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::future::Future;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -902,7 +903,8 @@ impl Xeroctl {
         self.dir.path().join("xeroctl").join("config.toml")
     }
 
-    pub fn run(&self, args: &[&str]) -> CliOutput {
+    /// The command for `args`, with only this runner's environment and config.
+    fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(binary(XEROCTL_BIN));
         command.args(args);
         for var in [
@@ -927,10 +929,32 @@ impl Xeroctl {
         if let Some(ca) = &self.ca_file {
             command.env("XEROCTL_CA_FILE", ca);
         }
+        command
+    }
+
+    /// Runs `args` with standard input from nowhere (no terminal), as scripts and CI do.
+    pub fn run(&self, args: &[&str]) -> CliOutput {
+        self.run_with_stdin(args, Stdio::null())
+    }
+
+    /// Runs `args` with standard input on a pseudo-terminal on which `typed` is typed (a
+    /// confirmation answer, say); stdout and stderr still go to files, so they are not
+    /// terminals.
+    pub fn run_on_terminal(&self, args: &[&str], typed: &str) -> CliOutput {
+        let pty = nix::pty::openpty(None, None).expect("opening a pseudo-terminal");
+        let mut keyboard = File::from(pty.master);
+        keyboard.write_all(typed.as_bytes()).expect("typing on the pseudo-terminal");
+        let out = self.run_with_stdin(args, Stdio::from(pty.slave));
+        drop(keyboard);
+        out
+    }
+
+    fn run_with_stdin(&self, args: &[&str], stdin: Stdio) -> CliOutput {
+        let mut command = self.command(args);
         let out_path = self.dir.path().join("stdout");
         let err_path = self.dir.path().join("stderr");
         command
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(File::create(&out_path).expect("stdout file"))
             .stderr(File::create(&err_path).expect("stderr file"));
         let mut child = command.spawn().expect("spawning xeroctl");
@@ -944,6 +968,73 @@ impl Xeroctl {
             status,
             stdout: std::fs::read_to_string(&out_path).expect("reading stdout"),
             stderr: std::fs::read_to_string(&err_path).expect("reading stderr"),
+        }
+    }
+
+    /// Starts `args` in the background (a follower, a watch), its output going to files that
+    /// can be read while it runs.
+    pub fn spawn(&self, args: &[&str]) -> RunningXeroctl {
+        let mut command = self.command(args);
+        let dir = tempfile::Builder::new().prefix("xeroctl-run-").tempdir().expect("tempdir");
+        let out_path = dir.path().join("stdout");
+        let err_path = dir.path().join("stderr");
+        command
+            .stdin(Stdio::null())
+            .stdout(File::create(&out_path).expect("stdout file"))
+            .stderr(File::create(&err_path).expect("stderr file"));
+        let child = command.spawn().expect("spawning xeroctl");
+        RunningXeroctl {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            child: Some(child),
+            _dir: dir,
+            out_path,
+            err_path,
+        }
+    }
+}
+
+/// A `xeroctl` running in the background; killed on drop.
+#[derive(Debug)]
+pub struct RunningXeroctl {
+    args: Vec<String>,
+    child: Option<Child>,
+    _dir: TempDir,
+    out_path: PathBuf,
+    err_path: PathBuf,
+}
+
+impl RunningXeroctl {
+    /// What it printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out_path).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err_path).unwrap_or_default()
+    }
+
+    /// Whether it still runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Waits for it to exit (panics past the deadline); what it printed.
+    pub fn wait(mut self) -> CliOutput {
+        let mut child = self.child.take().expect("running");
+        let status = wait_for_exit(&mut child, EXIT_DEADLINE).unwrap_or_else(|| {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("xeroctl {:?} did not finish within {EXIT_DEADLINE:?}", self.args)
+        });
+        CliOutput { args: self.args.clone(), status, stdout: self.stdout(), stderr: self.stderr() }
+    }
+}
+
+impl Drop for RunningXeroctl {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }

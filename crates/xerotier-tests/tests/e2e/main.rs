@@ -11,10 +11,12 @@
 
 mod fleet_harness;
 mod harness;
+mod tcp_proxy;
 
 mod agents;
 mod api_keys;
 mod cli;
+mod cli_conventions;
 mod clones;
 mod enroll_attempts;
 mod enrollment;
@@ -33,6 +35,7 @@ mod router;
 mod security;
 mod seed;
 mod shutdown;
+mod streams;
 mod tls;
 mod xem;
 mod xem_shutdown;

@@ -262,6 +262,7 @@ async fn openapi_document_lists_every_route() {
             ("/v1/exec/invocations", &["get", "post"]),
             ("/v1/exec/invocations/{id}", &["get"]),
             ("/v1/exec/invocations/{id}/cancel", &["post"]),
+            ("/v1/exec/invocations/{id}/output", &["get"]),
             ("/healthz", &["get"]),
             ("/metrics", &["get"]),
             ("/v1/openapi.json", &["get"]),
@@ -285,6 +286,13 @@ async fn openapi_document_lists_every_route() {
             ("/v1/management/agents/{id}/revoke-credentials", "post"),
         ] {
             assert!(paths[path][method]["security"].is_array(), "{method} {path} needs a key");
+        }
+        // The output stream says what it streams and how to resume it.
+        let output = &paths["/v1/exec/invocations/{id}/output"]["get"];
+        assert!(output["responses"]["200"]["content"]["text/event-stream"].is_object(), "{output}");
+        let params = output["parameters"].as_array().unwrap();
+        for name in ["id", "Last-Event-ID", "after"] {
+            assert!(params.iter().any(|p| p["name"] == name), "{name} documented: {output}");
         }
         // Enrollment takes no API key: the join key is the credential.
         assert!(paths["/v1/enroll"]["post"].get("security").is_none(), "{}", paths["/v1/enroll"]);

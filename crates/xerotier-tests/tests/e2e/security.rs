@@ -157,7 +157,7 @@ async fn revoke_is_immediate_under_concurrent_load() {
                     .base_url(Some(&base))
                     .api_key(Some(&admin))
                     .ca_file(ca.as_deref())
-                    .run(&["keys", "revoke", "--name", "loaded-cli", "--reason", "leaked"])
+                    .run(&["keys", "revoke", "--name", "loaded-cli", "--reason", "leaked", "--yes"])
                     .success();
             })
             .await

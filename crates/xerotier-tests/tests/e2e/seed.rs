@@ -6,6 +6,10 @@
 //! xeroctl keys revoke --name fleet-ops-2026q1
 //! ```
 //!
+//! `keys revoke` asks for confirmation (the revoke is immediate and cannot be undone): an
+//! operator at a terminal answers it, so the line runs on a pseudo-terminal where `y` is typed;
+//! without a terminal it refuses and revokes nothing.
+//!
 //! "Join Keys" (`jk_abc123` is a placeholder there: the id the create printed is used):
 //!
 //! ```text
@@ -18,14 +22,27 @@
 use std::time::Duration;
 
 use crate::fleet_harness::{enroll, jwt_parts};
-use crate::harness::{Router, backends, xeroctl};
+use crate::harness::{CliOutput, Router, Xeroctl, backends, xeroctl};
 
-/// Runs one line of the source document, exactly as written there.
-fn seed_line(router: &Router, line: &str) -> crate::harness::CliOutput {
+/// The arguments of one line of the source document, exactly as written there.
+fn seed_words(line: &str) -> Vec<&str> {
     let words: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(words[0], "xeroctl", "a seed line starts with xeroctl");
-    xeroctl(router, &words[1..])
+    words[1..].to_vec()
 }
+
+/// Runs one line of the source document, exactly as written there (no terminal).
+fn seed_line(router: &Router, line: &str) -> CliOutput {
+    xeroctl(router, &seed_words(line))
+}
+
+/// Runs one line of the source document at a terminal where the operator types `typed`.
+fn seed_line_on_terminal(router: &Router, line: &str, typed: &str) -> CliOutput {
+    Xeroctl::for_router(router).run_on_terminal(&seed_words(line), typed)
+}
+
+/// xeroctl's status when a command was not confirmed (README, "Exit codes").
+const NOT_CONFIRMED: i32 = 7;
 
 #[tokio::test]
 async fn seed_api_key_rotation_works_as_written() {
@@ -75,7 +92,16 @@ async fn seed_api_key_rotation_works_as_written() {
         assert_eq!(router.exec_status(&q1_value).await, 200, "[{}] q1 before revoke", backend.name);
         assert_eq!(router.exec_status(&q2_value).await, 200, "[{}] q2 before revoke", backend.name);
 
-        let revoke = seed_line(&router, "xeroctl keys revoke --name fleet-ops-2026q1").success();
+        // The revoke asks first; the operator answers y.
+        let revoke =
+            seed_line_on_terminal(&router, "xeroctl keys revoke --name fleet-ops-2026q1", "y\n")
+                .success();
+        assert!(
+            revoke.stderr.contains("Revoke API key fleet-ops-2026q1 (key_")
+                && revoke.stderr.contains("[y/N]"),
+            "the question names the key: {}",
+            revoke.stderr
+        );
         assert!(revoke.stdout.contains("fleet-ops-2026q1"), "{}", revoke.stdout);
         assert!(!revoke.all().contains("xero_"), "revoke prints no key value: {}", revoke.all());
 
@@ -97,8 +123,45 @@ async fn seed_api_key_rotation_works_as_written() {
         assert_eq!(status_of("fleet-ops-2026q1"), "revoked");
         assert_eq!(status_of("fleet-ops-2026q2"), "active");
         // The old name is gone from the active keys: revoking it again is refused.
-        let again = seed_line(&router, "xeroctl keys revoke --name fleet-ops-2026q1").failure();
+        let again =
+            seed_line_on_terminal(&router, "xeroctl keys revoke --name fleet-ops-2026q1", "y\n")
+                .failure();
         assert!(again.stderr.contains("fleet-ops-2026q1"), "{}", again.stderr);
+        assert_eq!(again.status.code(), Some(4), "not found: {}", again.stderr);
+    }
+}
+
+#[tokio::test]
+async fn seed_key_revoke_without_a_terminal_or_with_a_no_revokes_nothing() {
+    for backend in backends().await {
+        let router = Router::start(&backend).await;
+        let q1 = router.create_key("fleet-ops-2026q1", &["execution"]).await;
+        let line = "xeroctl keys revoke --name fleet-ops-2026q1";
+
+        // A script (no terminal on stdin): refused, saying how to confirm.
+        let refused = seed_line(&router, line);
+        assert_eq!(refused.status.code(), Some(NOT_CONFIRMED), "{refused:?}");
+        assert!(refused.stderr.contains("--yes"), "says to add --yes: {}", refused.stderr);
+        assert!(refused.stderr.contains("not a terminal"), "{}", refused.stderr);
+        assert!(refused.stdout.is_empty(), "{}", refused.stdout);
+
+        // An operator who answers anything but yes.
+        for typed in ["n\n", "\n", "nope\n"] {
+            let declined = seed_line_on_terminal(&router, line, typed);
+            assert_eq!(declined.status.code(), Some(NOT_CONFIRMED), "{typed:?}: {declined:?}");
+            assert!(declined.stderr.contains("not confirmed"), "{}", declined.stderr);
+        }
+
+        // Nothing was revoked, nothing was sent: the key works, no revoke was audited.
+        assert_eq!(router.show_key(&q1.id).await["status"], "active", "[{}]", backend.name);
+        assert_eq!(router.exec_status(&q1.value).await, 200);
+        assert!(router.audit("action=api_key.revoke").await.is_empty(), "[{}]", backend.name);
+
+        // --yes (or --force) confirms in advance, for scripts.
+        let forced = xeroctl(&router, &["keys", "revoke", "--name", "fleet-ops-2026q1", "--force"])
+            .success();
+        assert!(forced.stdout.contains("Revoked API key fleet-ops-2026q1"), "{}", forced.stdout);
+        assert_eq!(router.show_key(&q1.id).await["status"], "revoked");
     }
 }
 

@@ -32,7 +32,7 @@ fn now_seconds() -> i64 {
     SystemClock.now_millis() / 1000
 }
 
-fn pin_of(ca_pem_file: &Path) -> String {
+pub(crate) fn pin_of(ca_pem_file: &Path) -> String {
     use rustls_pki_types::pem::PemObject;
     let der = rustls_pki_types::CertificateDer::from_pem_file(ca_pem_file).expect("a PEM CA");
     ca_fingerprint(&der)
