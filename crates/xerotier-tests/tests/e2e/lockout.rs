@@ -60,10 +60,12 @@ async fn revoking_the_calling_key_is_refused_unless_lockout_is_allowed() {
             .await
             .assert_error(400, "invalid_request");
 
-        // With the CLI: refused the same way, with the hint.
+        // With the CLI, even with --force (which only skips the confirmation): refused the
+        // same way, with the hint.
         let ops = router.create_key("ops", &["management"]).await;
         let out =
-            xeroctl_with_key(&router, &ops.value, &["keys", "revoke", "--name", "ops"]).failure();
+            xeroctl_with_key(&router, &ops.value, &["keys", "revoke", "--name", "ops", "--force"])
+                .failure();
         assert!(out.stderr.contains("self_revoke") && out.stderr.contains("409"), "{}", out.stderr);
         assert!(out.stderr.contains("--allow-lockout"), "{}", out.stderr);
         assert!(active_keys(&router, &[&admin]).await.iter().any(|k| k["id"] == ops.id.as_str()));
@@ -78,7 +80,7 @@ async fn revoking_the_calling_key_is_refused_unless_lockout_is_allowed() {
         let out = xeroctl_with_key(
             &router,
             &ops.value,
-            &["keys", "revoke", "--name", "ops", "--allow-lockout", "--reason", "leaving"],
+            &["keys", "revoke", "--name", "ops", "--allow-lockout", "--yes", "--reason", "leaving"],
         )
         .success();
         assert!(out.stdout.contains("Revoked"), "{}", out.stdout);
