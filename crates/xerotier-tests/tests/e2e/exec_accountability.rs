@@ -127,6 +127,27 @@ async fn an_execution_key_sees_and_cancels_only_its_own_invocations() {
             unknown.json()["error"]["message"].as_str().unwrap().replace(unknown_id, "ID"),
             "another key's invocation and no invocation answer alike"
         );
+        // … nor follow its output stream (404 before any event), while Alice and management
+        // can.
+        let output = format!("{INVOCATIONS}/{alices}/output");
+        let stream = |key: &str| {
+            let request = api.request(reqwest::Method::GET, &output);
+            crate::harness::with_key(request, Some(key)).header("accept", "text/event-stream")
+        };
+        let refused = stream(&mallory.value).send().await.unwrap();
+        assert_eq!(refused.status().as_u16(), 404, "another key's output is not found");
+        let body: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_found", "{body}");
+        assert_eq!(stream(&admin).send().await.unwrap().status().as_u16(), 200);
+        let mut alices_stream = stream(&alice.value).send().await.unwrap();
+        assert_eq!(alices_stream.status().as_u16(), 200);
+        let first = tokio::time::timeout(std::time::Duration::from_secs(10), alices_stream.chunk())
+            .await
+            .expect("the first event")
+            .unwrap()
+            .expect("a status event");
+        assert!(String::from_utf8_lossy(&first).contains("status"), "{first:?}");
+
         // … nor cancel it: 404, nothing changes, and the attempt is on record.
         let cancel = format!("{INVOCATIONS}/{alices}/cancel");
         let refused = post(&router, &cancel, &mallory.value, json!({})).await;
@@ -170,9 +191,24 @@ async fn an_execution_key_sees_and_cancels_only_its_own_invocations() {
             .await
             .assert_error(409, "invocation_finished");
 
-        // A management key cancels anyone's (here: one of Mallory's).
+        // A management key cancels anyone's (here: one of Mallory's). First, Mallory follows
+        // its output and her key is revoked: the stream ends within a second, though the
+        // invocation has not.
         let queued = router.invoke(&mallory.value, "sleep", long).await;
         let queued = queued["id"].as_str().unwrap().to_string();
+        let path = format!("{INVOCATIONS}/{queued}/output");
+        let request = crate::harness::with_key(
+            api.request(reqwest::Method::GET, &path),
+            Some(&mallory.value),
+        );
+        let mut following = request.header("accept", "text/event-stream").send().await.unwrap();
+        assert_eq!(following.status().as_u16(), 200);
+        router.revoke_key(&mallory.id).await.assert_status(200);
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+            while let Ok(Some(_)) = following.chunk().await {}
+        })
+        .await;
+        assert!(ended.is_ok(), "the output stream outlived its key's revocation");
         let resp =
             post(&router, &format!("{INVOCATIONS}/{queued}/cancel"), &admin, json!({})).await;
         resp.assert_status(200);
