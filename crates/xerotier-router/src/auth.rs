@@ -7,12 +7,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -70,7 +71,9 @@ pub struct Authenticator {
     store: Store,
     clock: SharedClock,
     cache: Arc<KeyCache>,
-    last_used_written: Arc<Mutex<HashMap<String, UnixMillis>>>,
+    /// When each key's last use was last handed to the writer: read by every request, written
+    /// once a minute per key.
+    last_used_written: Arc<RwLock<HashMap<String, UnixMillis>>>,
     last_used: mpsc::Sender<(String, UnixMillis)>,
     /// Taken by [`Self::spawn_last_used_writer`].
     last_used_queue: LastUsedQueue,
@@ -155,15 +158,20 @@ impl Authenticator {
     }
 
     fn note_use(&self, key_id: &str, now: UnixMillis) {
+        let recent = |last: Option<&UnixMillis>| {
+            last.is_some_and(|last| now - last < LAST_USED_RESOLUTION_MILLIS)
+        };
+        if recent(self.last_used_written.read().get(key_id)) {
+            return;
+        }
         let due = {
-            let mut written = self.last_used_written.lock();
-            match written.get(key_id) {
-                Some(last) if now - last < LAST_USED_RESOLUTION_MILLIS => false,
-                _ => {
-                    written.insert(key_id.to_string(), now);
-                    true
-                }
+            let mut written = self.last_used_written.write();
+            // Another request may have been first since the read.
+            let due = !recent(written.get(key_id));
+            if due {
+                written.insert(key_id.to_string(), now);
             }
+            due
         };
         // Only bookkeeping: when the writer is behind (or stopped), the use is not recorded.
         if due && self.last_used.try_send((key_id.to_string(), now)).is_err() {
@@ -212,27 +220,41 @@ pub struct GateParts {
 pub struct FailureLimit {
     clock: SharedClock,
     limiter: Arc<Mutex<SourceLimiter>>,
+    /// No source is refused at or after this time (Unix ms): only a failure that empties a
+    /// bucket moves it. Every authenticated request asks [`Self::refusal`]; while nobody is
+    /// refused it answers from this atomic, without the lock all requests would share.
+    refusing_until: Arc<AtomicI64>,
 }
 
 impl FailureLimit {
     pub fn new(clock: SharedClock, limits: &RequestLimits) -> Self {
         let limiter =
             SourceLimiter::new(limits.auth_failures_per_minute, limits.auth_failure_burst);
-        Self { clock, limiter: Arc::new(Mutex::new(limiter)) }
+        Self {
+            clock,
+            limiter: Arc::new(Mutex::new(limiter)),
+            refusing_until: Arc::new(AtomicI64::new(i64::MIN)),
+        }
     }
 
-    /// When `source` may not try now: the seconds to wait (at least 1).
-    pub fn refusal(&self, source: &str) -> Option<u64> {
-        let wait = self.limiter.lock().wait_millis(source, self.clock.now_millis())?;
+    /// When the source of `client_addr` may not try now: the seconds to wait (at least 1).
+    pub fn refusal(&self, client_addr: Option<&str>) -> Option<u64> {
+        let now = self.clock.now_millis();
+        if now >= self.refusing_until.load(Ordering::Acquire) {
+            return None;
+        }
+        let wait = self.limiter.lock().wait_millis(&source_of(client_addr), now)?;
         Some(u64::try_from(wait.saturating_add(999) / 1_000).unwrap_or(u64::MAX).max(1))
     }
 
-    /// Counts one failure of `source`.
-    pub fn failed(&self, source: &str) {
+    /// Counts one failure of the source of `client_addr`.
+    pub fn failed(&self, client_addr: Option<&str>) {
+        let source = source_of(client_addr);
         let now = self.clock.now_millis();
         let mut limiter = self.limiter.lock();
-        limiter.admit(source, now);
-        if let Some(wait) = limiter.wait_millis(source, now) {
+        limiter.admit(&source, now);
+        if let Some(wait) = limiter.wait_millis(&source, now) {
+            self.refusing_until.fetch_max(now.saturating_add(wait), Ordering::AcqRel);
             tracing::info!(%source, wait_ms = wait, "too many failed authentications; refusing this address for now");
         }
     }
@@ -270,8 +292,7 @@ async fn require(
     next: Next,
 ) -> Response {
     let request = RequestContext::from_http(req.extensions());
-    let source = source_of(request.client_addr.as_deref());
-    if let Some(retry_after_seconds) = gate.failures.refusal(&source) {
+    if let Some(retry_after_seconds) = gate.failures.refusal(request.client_addr.as_deref()) {
         gate.metrics.auth_rate_limited();
         return ApiError::TooManyAuthFailures { retry_after_seconds }.into_response();
     }
@@ -280,7 +301,7 @@ async fn require(
         Ok(principal) => principal,
         Err(err) => {
             if matches!(err, ApiError::MissingApiKey | ApiError::InvalidApiKey) {
-                gate.failures.failed(&source);
+                gate.failures.failed(request.client_addr.as_deref());
             }
             gate.metrics.auth_failure(err.code().as_str());
             return err.into_response();

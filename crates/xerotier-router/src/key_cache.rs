@@ -9,7 +9,7 @@
 //! back after the change invalidated it. Each invalidation bumps a generation; a reader notes the
 //! generation before it reads and only inserts if it is unchanged.
 
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 use std::collections::HashMap;
 
 use xerotier_store::ApiKeyRecord;
@@ -20,7 +20,9 @@ const MAX_ENTRIES: usize = 10_000;
 #[derive(Debug)]
 pub struct KeyCache {
     enabled: bool,
-    inner: Mutex<Inner>,
+    /// Read by every authenticated request, written only on changes: a read lock, so
+    /// concurrent requests never wait on each other.
+    inner: RwLock<Inner>,
 }
 
 #[derive(Debug, Default)]
@@ -35,7 +37,7 @@ pub struct ReadTicket(u64);
 
 impl KeyCache {
     pub fn new(enabled: bool) -> Self {
-        Self { enabled, inner: Mutex::default() }
+        Self { enabled, inner: RwLock::default() }
     }
 
     /// The cached row, or a ticket to present with the row read from the store.
@@ -43,7 +45,7 @@ impl KeyCache {
         if !self.enabled {
             return Err(ReadTicket(0));
         }
-        let inner = self.inner.lock();
+        let inner = self.inner.read();
         inner.rows.get(key_id).cloned().ok_or(ReadTicket(inner.generation))
     }
 
@@ -51,7 +53,7 @@ impl KeyCache {
         if !self.enabled {
             return;
         }
-        let mut inner = self.inner.lock();
+        let mut inner = self.inner.write();
         if inner.generation != ticket.0 {
             return;
         }
@@ -63,7 +65,7 @@ impl KeyCache {
 
     /// Called after a change to `key_id` committed and before the change is acknowledged.
     pub fn invalidate(&self, key_id: &str) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.inner.write();
         inner.generation += 1;
         inner.rows.remove(key_id);
     }
