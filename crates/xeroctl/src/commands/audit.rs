@@ -8,15 +8,16 @@ use crate::cli::{AuditArgs, OutputFormat};
 use crate::client::{Call, Client};
 use crate::output;
 
-/// An RFC 3339 time passes through; a duration such as `1h` means that long ago.
+/// An RFC 3339 time (also without its `Z`, or with a space for the `T`) is sent in the strict
+/// form the router takes; a duration such as `1h` means that long ago.
 #[expect(
     clippy::disallowed_methods,
     reason = "turns the operator's `--since 1h` into a timestamp; the router decides"
 )]
 fn time_bound(text: Option<String>, flag: &str) -> anyhow::Result<Option<String>> {
     let Some(text) = text else { return Ok(None) };
-    if humantime::parse_rfc3339_weak(&text).is_ok() {
-        return Ok(Some(text));
+    if let Ok(at) = humantime::parse_rfc3339_weak(&text) {
+        return Ok(Some(humantime::format_rfc3339_nanos(at).to_string()));
     }
     let ago = parse_duration_secs(&text, flag)?;
     let at = SystemTime::now() - Duration::from_secs(ago);
