@@ -31,6 +31,7 @@ use super::offers::{AgentOffer, Offers};
 use crate::audit::{AuditContext, AuditLog, Change, Target};
 use crate::mesh_link::MeshLink;
 use crate::service_error::ServiceError;
+use crate::validate;
 
 /// How long an agent that refused an invocation (it is shutting down, say) is left alone.
 const REFUSAL_BACKOFF_MS: i64 = 2_000;
@@ -221,6 +222,10 @@ impl ExecService {
 
     /// The arguments of `request` when some online agent could run it, else why not.
     fn admit(&self, request: &InvokeRequest) -> Result<serde_json::Value, ServiceError> {
+        // The request's own shape first: a malformed name is the caller's mistake (400),
+        // whatever the fleet looks like now.
+        validate::catalog_name(&request.tool, "tool")?;
+        validate::catalog_name(&request.workspace, "workspace")?;
         let now = self.clock.now_millis();
         let args = request.args.clone().unwrap_or_else(|| serde_json::json!({}));
         if !args.is_object() {
