@@ -1,6 +1,7 @@
 //! The HTTP surface: the route table (which is also the OpenAPI document), middleware order,
 //! and the envelope for requests that match no route.
 
+pub mod contract;
 pub mod extract;
 pub mod listener;
 pub mod pagination;
@@ -128,56 +129,8 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .merge(exec)
         .merge(public)
         .split_for_parts();
-    document_auth_rate_limit(&mut doc);
+    contract::document(&mut doc, &contract::Limits::of(state));
     (router, doc)
-}
-
-/// Every route that takes an API key can answer 429 `too_many_auth_failures` (see
-/// `auth::FailureLimit`): said once here for all of them, so no route can miss it.
-fn document_auth_rate_limit(doc: &mut utoipa::openapi::OpenApi) {
-    use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder, Type};
-    const DESCRIPTION: &str = "This source address failed to authenticate too often \
-                               (`too_many_auth_failures`); nothing was looked at. Retry after \
-                               `Retry-After` seconds.";
-    let retry_after = HeaderBuilder::new()
-        .schema(utoipa::openapi::ObjectBuilder::new().schema_type(Type::Integer))
-        .description(Some("Seconds until this address may try again (`too_many_auth_failures`)"))
-        .build();
-    let response = ResponseBuilder::new()
-        .description(DESCRIPTION)
-        .header("Retry-After", retry_after.clone())
-        .content(
-            "application/json",
-            ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorEnvelope"))).build(),
-        )
-        .build();
-    for item in doc.paths.paths.values_mut() {
-        let operations = [
-            &mut item.get,
-            &mut item.post,
-            &mut item.put,
-            &mut item.delete,
-            &mut item.patch,
-            &mut item.head,
-            &mut item.options,
-            &mut item.trace,
-        ];
-        for operation in operations.into_iter().flatten() {
-            if operation.security.as_ref().is_none_or(|s| s.is_empty()) {
-                continue;
-            }
-            match operation.responses.responses.get_mut("429") {
-                // The route has a 429 of its own (a per-key limit): both are documented.
-                Some(RefOr::T(own)) => {
-                    own.description = format!("{} Or: {DESCRIPTION}", own.description);
-                    own.headers.insert("Retry-After".into(), retry_after.clone());
-                }
-                _ => {
-                    operation.responses.responses.insert("429".into(), response.clone().into());
-                }
-            }
-        }
-    }
 }
 
 pub fn app(state: AppState) -> axum::Router {

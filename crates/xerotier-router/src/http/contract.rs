@@ -1,0 +1,222 @@
+//! What the OpenAPI document says about many routes at once, said once here so that no route
+//! can miss it: the answers every secured route can give (401, 403, 429), every route that reads
+//! query parameters (400) or a body (400, 413, 415), the `X-Request-ID` on every response, and
+//! the bounds that come from this router's configuration rather than from the code.
+//!
+//! The routes' own attributes say what is theirs (a 404, a 409, a 503); the formats of
+//! parameters and fields are on the request types (`xerotier_proto`, `formats`).
+
+use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
+use utoipa::openapi::schema::{Schema, SchemaType, Type};
+use utoipa::openapi::{
+    ContentBuilder, HeaderBuilder, ObjectBuilder, OpenApi, Ref, RefOr, Response, ResponseBuilder,
+};
+
+use super::MAX_BODY_BYTES;
+use crate::AppState;
+
+/// Bounds the document states that come from the router's configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub join_key_max_ttl_seconds: u64,
+}
+
+impl Limits {
+    pub fn of(state: &AppState) -> Self {
+        Self { join_key_max_ttl_seconds: state.link.settings.join_key_max_ttl_seconds }
+    }
+}
+
+const RATE_LIMITED: &str = "This source address failed to authenticate too often \
+                            (`too_many_auth_failures`); nothing was looked at. Retry after \
+                            `Retry-After` seconds.";
+
+/// Adds the common answers to every operation of `doc` and this router's bounds.
+pub fn document(doc: &mut OpenApi, limits: &Limits) {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        for operation in operations_mut(item) {
+            if is_secured(operation) {
+                document_auth(path, operation);
+            }
+            if reads_query(operation) {
+                add_or_extend(
+                    operation,
+                    "400",
+                    "A query parameter is unknown, malformed or out of its bounds \
+                     (`invalid_request`; `param` names it when it is known).",
+                );
+            }
+            if let Some(body) = &operation.request_body {
+                let required = matches!(body.required, Some(utoipa::openapi::Required::True));
+                add_or_extend(
+                    operation,
+                    "400",
+                    "The body is not valid JSON, or does not fit the request schema (a missing \
+                     or unknown field, a value out of its format or bounds) (`invalid_request`; \
+                     `param` names the field when it is known).",
+                );
+                add_or_extend(
+                    operation,
+                    "413",
+                    &format!(
+                        "The body is larger than {MAX_BODY_BYTES} bytes (`payload_too_large`)."
+                    ),
+                );
+                add_or_extend(
+                    operation,
+                    "415",
+                    if required {
+                        "The body is not sent as `Content-Type: application/json` \
+                         (`unsupported_media_type`)."
+                    } else {
+                        "A body is sent, but not as `Content-Type: application/json` \
+                         (`unsupported_media_type`). Without a `Content-Type` the body is \
+                         absent and every field takes its default."
+                    },
+                );
+            }
+            document_request_id(operation);
+        }
+    }
+    bound_join_key_ttl(doc, limits.join_key_max_ttl_seconds);
+}
+
+fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.post,
+        &mut item.put,
+        &mut item.delete,
+        &mut item.patch,
+        &mut item.head,
+        &mut item.options,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+pub(crate) fn is_secured(operation: &Operation) -> bool {
+    operation.security.as_ref().is_some_and(|s| !s.is_empty())
+}
+
+fn reads_query(operation: &Operation) -> bool {
+    operation
+        .parameters
+        .as_ref()
+        .is_some_and(|ps| ps.iter().any(|p| p.parameter_in == ParameterIn::Query))
+}
+
+/// The scope a route needs, from where it lives.
+pub(crate) fn scope_of(path: &str) -> &'static str {
+    if path.starts_with("/v1/exec/") { "execution" } else { "management" }
+}
+
+fn error_response(description: &str) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorEnvelope"))).build(),
+        )
+        .build()
+}
+
+/// Adds `status` with `description`, or appends the description to the route's own.
+fn add_or_extend(operation: &mut Operation, status: &str, description: &str) {
+    match operation.responses.responses.get_mut(status) {
+        Some(RefOr::T(own)) => {
+            if !own.description.contains(description) {
+                own.description = format!("{} Or: {description}", own.description);
+            }
+        }
+        _ => {
+            operation
+                .responses
+                .responses
+                .insert(status.to_string(), error_response(description).into());
+        }
+    }
+}
+
+fn integer_header(description: &str) -> utoipa::openapi::header::Header {
+    HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(Type::Integer))
+        .description(Some(description))
+        .build()
+}
+
+fn string_header(description: &str) -> utoipa::openapi::header::Header {
+    HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(Type::String))
+        .description(Some(description))
+        .build()
+}
+
+/// 401 and 403 (with the scope this route needs) and the per-address limit's 429.
+fn document_auth(path: &str, operation: &mut Operation) {
+    add_or_extend(
+        operation,
+        "401",
+        "No API key (`missing_api_key`), or one that is malformed, unknown, expired or revoked \
+         (`invalid_api_key`). Counts as a failed authentication of this source address.",
+    );
+    if let Some(RefOr::T(response)) = operation.responses.responses.get_mut("401") {
+        response
+            .headers
+            .insert("WWW-Authenticate".into(), string_header("`Bearer`: send an API key"));
+    }
+    let scope = scope_of(path);
+    add_or_extend(
+        operation,
+        "403",
+        &format!("The API key lacks the `{scope}` scope (`scope_insufficient`)."),
+    );
+    let retry_after =
+        integer_header("Seconds until this address may try again (`too_many_auth_failures`)");
+    match operation.responses.responses.get_mut("429") {
+        // The route has a 429 of its own (a per-key limit): both are documented.
+        Some(RefOr::T(own)) => {
+            own.description = format!("{} Or: {RATE_LIMITED}", own.description);
+        }
+        _ => {
+            let response = ResponseBuilder::new()
+                .description(RATE_LIMITED)
+                .header("Retry-After", retry_after)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                        .build(),
+                )
+                .build();
+            operation.responses.responses.insert("429".into(), response.into());
+        }
+    }
+}
+
+/// Every response carries the router's id of the request.
+fn document_request_id(operation: &mut Operation) {
+    for response in operation.responses.responses.values_mut() {
+        if let RefOr::T(response) = response {
+            response.headers.insert(
+                "X-Request-ID".into(),
+                string_header("The router's id of this request (`req_…`)"),
+            );
+        }
+    }
+}
+
+/// A join key lives at most as long as this router allows.
+fn bound_join_key_ttl(doc: &mut OpenApi, max: u64) {
+    let Some(components) = doc.components.as_mut() else { return };
+    let Some(RefOr::T(Schema::Object(request))) =
+        components.schemas.get_mut("CreateJoinKeyRequest")
+    else {
+        return;
+    };
+    if let Some(RefOr::T(Schema::Object(ttl))) = request.properties.get_mut("ttl_seconds") {
+        debug_assert!(matches!(ttl.schema_type, SchemaType::Array(_) | SchemaType::Type(_)));
+        ttl.maximum = Some(utoipa::Number::UInt(usize::try_from(max).unwrap_or(usize::MAX)));
+    }
+}

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# API contract check (issue 10): schemathesis, with every check it has, against a live router
+# (SQLite, HTTPS with its own CA), from the router's own `GET /v1/openapi.json`. Any finding
+# fails the run (exit 1).
+#
+#   scripts/api-contract.sh [MAX_EXAMPLES]      (default 25 test cases per operation and phase)
+#
+# The router binary is target/${XEROTIER_CONTRACT_PROFILE:-debug}/xerotier-router (built if
+# missing). Schemathesis comes from PyPI at a pinned version, into .venv-contract/.
+#
+# Keys. Its stateful phase calls every operation with whatever ids it has seen, revoking and
+# rotating API keys included (and it sends `allow_lockout: true`), so the run must not depend on
+# a key it can revoke:
+#   pass 1 ("main")    every operation except those that end a credential (revoke or rotate an
+#                      API key, revoke an agent's credentials), with a key of its own: nothing in
+#                      this pass can take that key away;
+#   pass 2 ("lockout") only the API key operations (create, show, revoke, rotate) and the
+#                      agents' listing and revocation, with a throwaway management key, last:
+#                      whatever it revokes (itself included, with `allow_lockout`) is what this
+#                      pass tests, and nothing runs after it. The bootstrap key only makes the
+#                      two keys and is never handed to schemathesis.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SCHEMATHESIS_VERSION=4.32.5
+MAX_EXAMPLES=${1:-25}
+PROFILE=${XEROTIER_CONTRACT_PROFILE:-debug}
+ROUTER="$PWD/target/$PROFILE/xerotier-router"
+VENV="$PWD/.venv-contract"
+CONFIG="$PWD/scripts/api-contract.toml"
+
+if [ ! -x "$ROUTER" ]; then
+  if [ "$PROFILE" = release ]; then cargo build --release --bin xerotier-router
+  else cargo build --bin xerotier-router; fi
+fi
+if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
+WORK=$(mktemp -d)
+ROUTER_PID=
+stop_router() {
+  if [ -n "$ROUTER_PID" ] && kill -0 "$ROUTER_PID" 2>/dev/null; then
+    kill -TERM "$ROUTER_PID"
+    wait "$ROUTER_PID" 2>/dev/null || true
+  fi
+  ROUTER_PID=
+}
+cleanup() { stop_router; rm -rf "$WORK"; }
+trap cleanup EXIT INT TERM
+
+# Schemathesis sends many requests without a key on purpose (the `ignored_auth` check): the
+# per-address failure limit (documented 429) would otherwise throttle the rest of the run.
+"$ROUTER" --state-dir "$WORK/state" --listen 127.0.0.1:0 --mesh-bind tcp://127.0.0.1:0 \
+  --auth-failure-burst 1000000 --auth-failures-per-minute 1000000 --log-level warn \
+  >"$WORK/router.log" 2>&1 &
+ROUTER_PID=$!
+for _ in $(seq 1 300); do
+  [ -s "$WORK/state/http.addr" ] && [ -s "$WORK/state/bootstrap.key" ] && break
+  kill -0 "$ROUTER_PID" 2>/dev/null || { cat "$WORK/router.log" >&2; exit 1; }
+  sleep 0.1
+done
+BASE="https://$(cat "$WORK/state/http.addr")"
+CA="$WORK/state/tls/ca.pem"
+for _ in $(seq 1 100); do
+  curl -fsS --cacert "$CA" "$BASE/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+# A key of the run's own, made with the bootstrap key; its value goes to a 0600 file only.
+new_key() { # $1 = name
+  (umask 077; curl -fsS --cacert "$CA" -H "Authorization: Bearer $(cat "$WORK/state/bootstrap.key")" \
+    -H 'Content-Type: application/json' \
+    -d "{\"name\":\"$1\",\"scopes\":[\"management\",\"execution\"]}" \
+    "$BASE/v1/management/api-keys" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["value"])' >"$WORK/$1.key")
+}
+new_key contract-main
+new_key contract-lockout
+
+# One worker: schemathesis's threads trip a CPython 3.11 bug fixed in 3.11.8 ("AST constructor
+# recursion depth mismatch", gh-106905), and the router shares the machine's two cores anyway.
+run_pass() { # $1 = name, $2 = key name, then filters
+  local name=$1 key=$2
+  shift 2
+  echo "== schemathesis: pass $name"
+  "$VENV/bin/schemathesis" --config-file "$CONFIG" run "$BASE/v1/openapi.json" \
+    --tls-verify "$CA" -H "Authorization: Bearer $(cat "$WORK/$key.key")" \
+    --checks all --max-examples "$MAX_EXAMPLES" --workers 1 --no-color \
+    "$@"
+}
+
+START=$SECONDS
+status=0
+run_pass main contract-main \
+  --exclude-path-regex '^/v1/management/(api-keys/\{id\}/(revoke|rotate)|agents/\{id\}/revoke-credentials)$' ||
+  status=1
+run_pass lockout contract-lockout \
+  --include-path-regex '^/v1/management/(api-keys(/\{id\}(/(revoke|rotate))?)?|agents(/\{id\}/revoke-credentials)?)$' ||
+  status=1
+stop_router
+if grep -E 'panicked|internal error' "$WORK/router.log" >&2; then
+  echo "the router logged errors during the run (above)" >&2
+  status=1
+fi
+echo "API contract: $([ $status = 0 ] && echo clean || echo FINDINGS) in $((SECONDS - START)) s (max $MAX_EXAMPLES examples per operation)"
+exit $status
