@@ -12,8 +12,16 @@ use utoipa::openapi::{
     ContentBuilder, HeaderBuilder, ObjectBuilder, OpenApi, Ref, RefOr, Response, ResponseBuilder,
 };
 
+use axum::extract::rejection::RawPathParamsRejection;
+use axum::extract::{MatchedPath, RawPathParams, Request};
+use axum::middleware::Next;
+use axum::response::IntoResponse;
+use xerotier_proto::formats;
+
 use super::MAX_BODY_BYTES;
 use crate::AppState;
+use crate::error::ApiError;
+use crate::service_error::ServiceError;
 
 /// Bounds the document states that come from the router's configuration.
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +84,7 @@ pub fn document(doc: &mut OpenApi, limits: &Limits) {
                 );
             }
             document_request_id(operation);
+            document_path_formats(path, operation);
         }
     }
     bound_join_key_ttl(doc, limits.join_key_max_ttl_seconds);
@@ -191,6 +200,56 @@ fn document_auth(path: &str, operation: &mut Operation) {
                 )
                 .build();
             operation.responses.responses.insert("429".into(), response.into());
+        }
+    }
+}
+
+/// The formats of path parameters, by where they appear: the path prefix, the parameter, its
+/// format and the check of it. The document states them ([`document`]); [`known_path_formats`]
+/// applies them.
+type PathFormat = (&'static str, &'static str, &'static str, fn(&str) -> bool);
+const PATH_FORMATS: [PathFormat; 6] = [
+    ("/v1/management/api-keys/", "id", formats::API_KEY_ID, |t| formats::is_id("key_", t)),
+    ("/v1/management/join-keys/", "id", formats::JOIN_KEY_ID, |t| formats::is_id("jk_", t)),
+    ("/v1/management/agents/", "id", formats::AGENT_ID, |t| formats::is_id("agt_", t)),
+    ("/v1/management/agents/", "request_id", formats::ROTATION_ID, formats::is_rotation_id),
+    ("/v1/exec/invocations/", "id", formats::INVOCATION_ID, |t| formats::is_id("inv_", t)),
+    ("/v1/exec/tools/", "name", formats::CATALOG_NAME, formats::is_catalog_name),
+];
+
+fn path_format(path: &str, parameter: &str) -> Option<&'static PathFormat> {
+    PATH_FORMATS.iter().find(|(prefix, name, _, _)| path.starts_with(prefix) && *name == parameter)
+}
+
+/// A path id out of its format names nothing: 404, like an unknown id, before any handler or
+/// store sees it (PostgreSQL would refuse a NUL in it with a server error). Runs after
+/// authentication, so an unauthenticated caller learns nothing from it.
+pub async fn known_path_formats(
+    matched: MatchedPath,
+    params: Result<RawPathParams, RawPathParamsRejection>,
+    request: Request,
+    next: Next,
+) -> axum::response::Response {
+    let unknown = |what: String| ApiError::Service(ServiceError::NotFound(what)).into_response();
+    let Ok(params) = params else {
+        return unknown(format!("{}: a path that is not UTF-8", matched.as_str()));
+    };
+    for (name, value) in &params {
+        if let Some((_, _, _, ok)) = path_format(matched.as_str(), name)
+            && !ok(value)
+        {
+            return unknown(format!("{name} {value:?}"));
+        }
+    }
+    next.run(request).await
+}
+
+fn document_path_formats(path: &str, operation: &mut Operation) {
+    let Some(parameters) = operation.parameters.as_mut() else { return };
+    for parameter in parameters.iter_mut().filter(|p| p.parameter_in == ParameterIn::Path) {
+        if let Some((_, _, format, _)) = path_format(path, &parameter.name) {
+            parameter.schema =
+                Some(ObjectBuilder::new().schema_type(Type::String).pattern(Some(*format)).into());
         }
     }
 }

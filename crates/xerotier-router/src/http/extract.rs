@@ -43,8 +43,19 @@ async fn json_value<S: Send + Sync>(req: Request, state: &S) -> Result<Value, Ap
 fn decode<T: DeserializeOwned>(mut value: Value) -> Result<T, ApiError> {
     integral_numbers_as_integers(&mut value);
     serde_path_to_error::deserialize(value).map_err(|err| {
+        // A missing or unknown field is named by the error, not by its path (its parent's).
+        let inner = err.inner().to_string();
+        let field = ["missing field `", "unknown field `"]
+            .iter()
+            .find_map(|prefix| inner.strip_prefix(prefix))
+            .and_then(|rest| rest.split('`').next());
         let path = err.path().to_string();
-        let param = (path != ".").then_some(path);
+        let param = match (path.as_str(), field) {
+            (".", None) => None,
+            (".", Some(field)) => Some(field.to_string()),
+            (path, Some(field)) => Some(format!("{path}.{field}")),
+            (path, None) => Some(path.to_string()),
+        };
         ApiError::Service(ServiceError::Invalid {
             message: format!("the body does not fit the request: {err}"),
             param,

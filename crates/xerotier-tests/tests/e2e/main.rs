@@ -16,6 +16,7 @@ mod agents;
 mod api_keys;
 mod cli;
 mod clones;
+mod contract;
 mod enroll_attempts;
 mod enrollment;
 mod exec;
