@@ -318,6 +318,13 @@ impl ExecService {
         let target_id = is_valid_id(IdKind::Invocation, id).then_some(id);
         let target = Target { kind: "invocation", id: target_id, name: None };
         let change = Change::new("invocation.cancel", target);
+        if target_id.is_none() {
+            // Recorded, but never looked up: the store has no such id (PostgreSQL would refuse
+            // some, a NUL in it, with a server error).
+            let err = ServiceError::NotFound(format!("invocation {id:?}"));
+            self.audit.record_failure(context, change, &err).await;
+            return Err(err);
+        }
         let now = self.clock.now_millis();
         let owner = viewer.owner();
         let outcome = self

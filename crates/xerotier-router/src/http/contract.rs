@@ -187,6 +187,7 @@ fn document_auth(path: &str, operation: &mut Operation) {
         // The route has a 429 of its own (a per-key limit): both are documented.
         Some(RefOr::T(own)) => {
             own.description = format!("{} Or: {RATE_LIMITED}", own.description);
+            own.headers.insert("Retry-After".into(), retry_after);
         }
         _ => {
             let response = ResponseBuilder::new()
@@ -221,6 +222,10 @@ fn path_format(path: &str, parameter: &str) -> Option<&'static PathFormat> {
     PATH_FORMATS.iter().find(|(prefix, name, _, _)| path.starts_with(prefix) && *name == parameter)
 }
 
+/// Routes whose service refuses a path id out of its format itself, because it records the
+/// refusal (an invocation's cancel is audited, attempts at nothing included).
+const REFUSED_BY_THE_SERVICE: [&str; 1] = ["/v1/exec/invocations/{id}/cancel"];
+
 /// A path id out of its format names nothing: 404, like an unknown id, before any handler or
 /// store sees it (PostgreSQL would refuse a NUL in it with a server error). Runs after
 /// authentication, so an unauthenticated caller learns nothing from it.
@@ -234,6 +239,9 @@ pub async fn known_path_formats(
     let Ok(params) = params else {
         return unknown(format!("{}: a path that is not UTF-8", matched.as_str()));
     };
+    if REFUSED_BY_THE_SERVICE.contains(&matched.as_str()) {
+        return next.run(request).await;
+    }
     for (name, value) in &params {
         if let Some((_, _, _, ok)) = path_format(matched.as_str(), name)
             && !ok(value)

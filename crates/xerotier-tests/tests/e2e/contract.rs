@@ -203,6 +203,9 @@ async fn odd_input_never_gets_a_server_error() {
             (Method::GET, "/v1/management/audit?limit=1e3", None, None),
             (Method::GET, "/v1/management/audit?since=%F0%9F%92%A5", None, None),
             (Method::GET, "/v1/management/api-keys/%00", None, None),
+            (Method::GET, "/v1/exec/invocations/inv_%00", None, None),
+            (Method::POST, "/v1/exec/invocations/inv_%00/cancel", None, None),
+            (Method::GET, "/v1/management/agents/agt_%00/events", None, None),
             (
                 Method::POST,
                 "/v1/management/api-keys/key_%00/rotate",
