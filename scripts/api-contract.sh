@@ -5,8 +5,9 @@
 #
 #   scripts/api-contract.sh [MAX_EXAMPLES]      (default 25 test cases per operation and phase)
 #
-# The router binary is target/${XEROTIER_CONTRACT_PROFILE:-debug}/xerotier-router (built if
-# missing). Schemathesis comes from PyPI at a pinned version, into .venv-contract/.
+# The router and XEM binaries are target/${XEROTIER_CONTRACT_PROFILE:-debug}/ (built if
+# missing). Schemathesis comes from PyPI at a pinned version, into .venv-contract/. One XEM
+# (with no tools) is enrolled and connected, so that the agent routes meet a real agent.
 #
 # Keys. Its stateful phase calls every operation with whatever ids it has seen, revoking and
 # rotating API keys included (and it sends `allow_lockout: true`), so the run must not depend on
@@ -26,12 +27,13 @@ SCHEMATHESIS_VERSION=4.32.5
 MAX_EXAMPLES=${1:-25}
 PROFILE=${XEROTIER_CONTRACT_PROFILE:-debug}
 ROUTER="$PWD/target/$PROFILE/xerotier-router"
+XEM="$PWD/target/$PROFILE/xerotier-xem"
 VENV="$PWD/.venv-contract"
 CONFIG="$PWD/scripts/api-contract.toml"
 
-if [ ! -x "$ROUTER" ]; then
-  if [ "$PROFILE" = release ]; then cargo build --release --bin xerotier-router
-  else cargo build --bin xerotier-router; fi
+if [ ! -x "$ROUTER" ] || [ ! -x "$XEM" ]; then
+  if [ "$PROFILE" = release ]; then cargo build --release --bin xerotier-router --bin xerotier-xem
+  else cargo build --bin xerotier-router --bin xerotier-xem; fi
 fi
 if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
   python3 -m venv "$VENV"
@@ -40,14 +42,15 @@ fi
 
 WORK=$(mktemp -d)
 ROUTER_PID=
-stop_router() {
-  if [ -n "$ROUTER_PID" ] && kill -0 "$ROUTER_PID" 2>/dev/null; then
-    kill -TERM "$ROUTER_PID"
-    wait "$ROUTER_PID" 2>/dev/null || true
+XEM_PID=
+stop() { # $1 = pid
+  if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
+    kill -TERM "$1"
+    wait "$1" 2>/dev/null || true
   fi
-  ROUTER_PID=
 }
-cleanup() { stop_router; rm -rf "$WORK"; }
+stop_all() { stop "$XEM_PID"; XEM_PID=; stop "$ROUTER_PID"; ROUTER_PID=; }
+cleanup() { stop_all; rm -rf "$WORK"; }
 trap cleanup EXIT INT TERM
 
 # Schemathesis sends many requests without a key on purpose (the `ignored_auth` check): the
@@ -79,6 +82,27 @@ new_key() { # $1 = name
 new_key contract-main
 new_key contract-lockout
 
+# The XEM: a join key (to a 0600 file), then enrollment and a CURVE session.
+mkdir -p "$WORK/xem/tools"
+install -d -m 0700 "$WORK/xem/credentials"
+(umask 077; curl -fsS --cacert "$CA" -H "Authorization: Bearer $(cat "$WORK/state/bootstrap.key")" \
+  -H 'Content-Type: application/json' -d '{"name":"contract-xem","ttl_seconds":300}' \
+  "$BASE/v1/management/join-keys" |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' >"$WORK/xem/join.key")
+XEM_JOIN_KEY_FILE="$WORK/xem/join.key" "$XEM" --router-url "$BASE" \
+  --registration-name contract-xem --tools-dir "$WORK/xem/tools" \
+  --credentials-dir "$WORK/xem/credentials" --state-dir "$WORK/xem/state" \
+  --signing-key-path "$WORK/xem/signing.hex" --curve-key-path "$WORK/xem/curve.hex" \
+  --lease-renewal-interval-ms 1000 --log-level warn >"$WORK/xem.log" 2>&1 &
+XEM_PID=$!
+agent_active() {
+  curl -fsS --cacert "$CA" -H "Authorization: Bearer $(cat "$WORK/contract-main.key")" \
+    "$BASE/v1/management/agents" |
+    python3 -c 'import json,sys; sys.exit(0 if any(a["status"]=="active" for a in json.load(sys.stdin)["data"]) else 1)'
+}
+for _ in $(seq 1 100); do agent_active 2>/dev/null && break; sleep 0.1; done
+agent_active || { echo "the XEM did not connect" >&2; cat "$WORK/xem.log" >&2; exit 1; }
+
 # One worker: schemathesis's threads trip a CPython 3.11 bug fixed in 3.11.8 ("AST constructor
 # recursion depth mismatch", gh-106905), and the router shares the machine's two cores anyway.
 run_pass() { # $1 = name, $2 = key name, then filters
@@ -99,7 +123,7 @@ run_pass main contract-main \
 run_pass lockout contract-lockout \
   --include-path-regex '^/v1/management/(api-keys(/\{id\}(/(revoke|rotate))?)?|agents(/\{id\}/revoke-credentials)?)$' ||
   status=1
-stop_router
+stop_all
 if grep -E 'panicked|internal error' "$WORK/router.log" >&2; then
   echo "the router logged errors during the run (above)" >&2
   status=1

@@ -6,6 +6,7 @@
 //! The routes' own attributes say what is theirs (a 404, a 409, a 503); the formats of
 //! parameters and fields are on the request types (`xerotier_proto`, `formats`).
 
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
 use utoipa::openapi::schema::{Schema, SchemaType, Type};
 use utoipa::openapi::{
@@ -83,11 +84,113 @@ pub fn document(doc: &mut OpenApi, limits: &Limits) {
                     },
                 );
             }
+            if has_path_parameters(operation) {
+                add_or_extend(
+                    operation,
+                    "404",
+                    "Nothing has this id (an id out of its format names nothing either) \
+                     (`not_found`).",
+                );
+            }
             document_request_id(operation);
             document_path_formats(path, operation);
         }
     }
     bound_join_key_ttl(doc, limits.join_key_max_ttl_seconds);
+    link_ids(doc);
+}
+
+/// The document as it is served. utoipa 5.5 writes a link's fields in snake case
+/// (`operation_id`); OpenAPI spells them `operationId`, `operationRef`, `requestBody`.
+pub fn served(doc: &OpenApi) -> serde_json::Value {
+    let mut value = serde_json::to_value(doc).unwrap_or_default();
+    let responses = value["paths"]
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(|operation| operation.get_mut("responses"))
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|responses| responses.values_mut());
+    for response in responses {
+        let links = response.get_mut("links").and_then(serde_json::Value::as_object_mut);
+        for link in links.into_iter().flat_map(|links| links.values_mut()) {
+            let Some(link) = link.as_object_mut() else { continue };
+            for (snake, camel) in [
+                ("operation_id", "operationId"),
+                ("operation_ref", "operationRef"),
+                ("request_body", "requestBody"),
+            ] {
+                if let Some(field) = link.remove(snake) {
+                    link.insert(camel.into(), field);
+                }
+            }
+        }
+    }
+    value
+}
+
+/// Where an answer names the id an operation on `{id}` takes: listings (`data/0/id`), and
+/// what creations answer. OpenAPI links, so a client (or a fuzzer's stateful phase) can follow
+/// them.
+const ID_SOURCES: [(&str, &str, &str, &str); 8] = [
+    ("/v1/management/api-keys", "get", "200", "/data/0/id"),
+    ("/v1/management/api-keys", "post", "201", "/key/id"),
+    ("/v1/management/join-keys", "get", "200", "/data/0/id"),
+    ("/v1/management/join-keys", "post", "201", "/join_key/id"),
+    ("/v1/management/agents", "get", "200", "/data/0/id"),
+    ("/v1/exec/invocations", "get", "200", "/data/0/id"),
+    ("/v1/exec/invocations", "post", "202", "/id"),
+    ("/v1/exec/tools", "get", "200", "/tools/0/name"),
+];
+
+fn link_ids(doc: &mut OpenApi) {
+    for (source, method, status, pointer) in ID_SOURCES {
+        // The operations on one item of `source`: `{source}/{id}…` (or `{name}`).
+        let mut targets = Vec::new();
+        for (path, item) in &doc.paths.paths {
+            let Some(rest) = path.strip_prefix(source) else { continue };
+            let param = if rest.starts_with("/{id}") {
+                "id"
+            } else if rest.starts_with("/{name}") {
+                "name"
+            } else {
+                continue;
+            };
+            for operation in [&item.get, &item.post].into_iter().flatten() {
+                if let Some(id) = &operation.operation_id {
+                    targets.push((id.clone(), param));
+                }
+            }
+        }
+        let Some(item) = doc.paths.paths.get_mut(source) else { continue };
+        let operation = if method == "get" { item.get.as_mut() } else { item.post.as_mut() };
+        let Some(operation) = operation else { continue };
+        let Some(RefOr::T(response)) = operation.responses.responses.get_mut(status) else {
+            continue;
+        };
+        for (operation_id, param) in targets {
+            let link = LinkBuilder::new()
+                .operation_id(operation_id.clone())
+                .parameter(param, format!("$response.body#{pointer}"))
+                .build();
+            response.links.insert(operation_id, link.into());
+        }
+    }
+    // A rotation request's state, from the request.
+    let rotate = doc.paths.paths.get_mut("/v1/management/agents/{id}/curve-rotate");
+    if let Some(RefOr::T(accepted)) = rotate
+        .and_then(|item| item.post.as_mut())
+        .and_then(|operation| operation.responses.responses.get_mut("202"))
+    {
+        let link = LinkBuilder::new()
+            .operation_id("get_rotation")
+            .parameter("id", "$request.path.id")
+            .parameter("request_id", "$response.body#/request_id")
+            .build();
+        accepted.links.insert("get_rotation".into(), link.into());
+    }
 }
 
 fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
@@ -107,6 +210,13 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
 
 pub(crate) fn is_secured(operation: &Operation) -> bool {
     operation.security.as_ref().is_some_and(|s| !s.is_empty())
+}
+
+fn has_path_parameters(operation: &Operation) -> bool {
+    operation
+        .parameters
+        .as_ref()
+        .is_some_and(|ps| ps.iter().any(|p| p.parameter_in == ParameterIn::Path))
 }
 
 fn reads_query(operation: &Operation) -> bool {

@@ -41,6 +41,13 @@ async fn json_value<S: Send + Sync>(req: Request, state: &S) -> Result<Value, Ap
 }
 
 fn decode<T: DeserializeOwned>(mut value: Value) -> Result<T, ApiError> {
+    // Every request body is an object (serde would read a struct from an array too).
+    if !value.is_object() {
+        return Err(ApiError::Service(ServiceError::Invalid {
+            message: "the body must be a JSON object".into(),
+            param: None,
+        }));
+    }
     integral_numbers_as_integers(&mut value);
     serde_path_to_error::deserialize(value).map_err(|err| {
         // A missing or unknown field is named by the error, not by its path (its parent's).
@@ -224,5 +231,8 @@ mod tests {
         assert!(err.to_string().contains("count"), "{err}");
         let err = decode::<Body>(serde_json::json!({ "count": 1, "extra": 2 })).unwrap_err();
         assert!(err.to_string().contains("extra"), "{err}");
+        // serde reads a struct from an array; a body is an object all the same.
+        let err = decode::<Body>(serde_json::json!([1, null])).unwrap_err();
+        assert!(err.to_string().contains("object"), "{err}");
     }
 }

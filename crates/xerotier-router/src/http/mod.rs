@@ -12,6 +12,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::{Extension, Json};
+use serde_json::Value;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -78,9 +79,7 @@ impl Modify for BearerApiKey {
     tag = "operations",
     responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json"))
 )]
-async fn openapi_document(
-    Extension(doc): Extension<Arc<utoipa::openapi::OpenApi>>,
-) -> Json<utoipa::openapi::OpenApi> {
+async fn openapi_document(Extension(doc): Extension<Arc<serde_json::Value>>) -> Json<Value> {
     Json(doc.as_ref().clone())
 }
 
@@ -140,7 +139,7 @@ pub fn app(state: AppState) -> axum::Router {
     router
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(Extension(Arc::new(doc)))
+        .layer(Extension(Arc::new(contract::served(&doc))))
         .layer(from_fn_with_state(state.metrics.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())

@@ -109,6 +109,9 @@ async fn bodies_are_read_as_json_schema_reads_them() {
             Api::send(with_key(router.api().request(Method::POST, KEYS), Some(router.admin_key())))
                 .await;
         resp.assert_error(415, "unsupported_media_type");
+        // A body is an object: serde would read a struct from an array.
+        let pause = "/v1/management/agents/agt_01m8sbce9k2rcej9fhvv8jg3pq/pause-exec";
+        router.post_json(pause, &json!([null, null])).await.assert_error(400, "invalid_request");
         // Withdrawing a grant names its workspace.
         let withdraw = "/v1/management/agents/agt_01m8sbce9k2rcej9fhvv8jg3pq/grants/withdraw";
         assert_invalid(&router.post_json(withdraw, &json!({})).await, "workspace");
@@ -337,6 +340,9 @@ async fn the_document_states_every_answer_and_every_format() {
             if parameter["in"] == "path" && schema["pattern"].is_null() {
                 problems.push(format!("{at}: path parameter {name} without a pattern"));
             }
+            if parameter["in"] == "path" && error_schema("404") != envelope {
+                problems.push(format!("{at}: a path parameter, but no 404"));
+            }
         }
         if let Some(body) = operation.get("requestBody") {
             let schema = resolve(&doc, &body["content"]["application/json"]["schema"]);
@@ -388,6 +394,11 @@ async fn the_document_states_every_answer_and_every_format() {
             problems
                 .push(format!("{schema}.{field}: pattern {stated}, the router checks {format}"));
         }
+    }
+    // Links name their operation as OpenAPI spells it (utoipa 5.5 writes `operation_id`).
+    let text = doc.to_string();
+    if text.contains("\"operation_id\"") || !text.contains("\"operationId\"") {
+        problems.push("links do not say operationId".into());
     }
     // This router's own bound.
     let ttl = &schemas["CreateJoinKeyRequest"]["properties"]["ttl_seconds"];
