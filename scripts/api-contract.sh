@@ -3,18 +3,21 @@
 # (SQLite, HTTPS with its own CA), from the router's own `GET /v1/openapi.json`. Any finding
 # fails the run (exit 1).
 #
-#   scripts/api-contract.sh [MAX_EXAMPLES]      (default 25 test cases per operation and phase)
+#   scripts/api-contract.sh [MAX_EXAMPLES]      (default 25 test cases per operation and phase;
+#                                                CI: 100, about a minute after a debug build)
 #
 # The router and XEM binaries are target/${XEROTIER_CONTRACT_PROFILE:-debug}/ (built if
-# missing). Schemathesis comes from PyPI at a pinned version, into .venv-contract/. One XEM
-# (with no tools) is enrolled and connected, so that the agent routes meet a real agent.
+# missing). Schemathesis comes from PyPI at a pinned version, into .venv-contract/. The store is
+# SQLite in a temporary state dir, or XEROTIER_CONTRACT_DATABASE_URL (an empty PostgreSQL
+# database, e.g. from scripts/postgres-for-tests.sh). One XEM (with no tools) is enrolled and
+# connected, so that the agent routes meet a real agent (schemathesis finds its id in listings).
 #
 # Keys. Its stateful phase calls every operation with whatever ids it has seen, revoking and
 # rotating API keys included (and it sends `allow_lockout: true`), so the run must not depend on
 # a key it can revoke:
-#   pass 1 ("main")    every operation except those that end a credential (revoke or rotate an
-#                      API key, revoke an agent's credentials), with a key of its own: nothing in
-#                      this pass can take that key away;
+#   pass 1 ("main")    every operation except those that end a credential the run depends on
+#                      (revoke or rotate an API key, revoke an agent's credentials), with a key of
+#                      its own: nothing in this pass can take that key (or the XEM) away;
 #   pass 2 ("lockout") only the API key operations (create, show, revoke, rotate) and the
 #                      agents' listing and revocation, with a throwaway management key, last:
 #                      whatever it revokes (itself included, with `allow_lockout`) is what this
@@ -55,7 +58,10 @@ trap cleanup EXIT INT TERM
 
 # Schemathesis sends many requests without a key on purpose (the `ignored_auth` check): the
 # per-address failure limit (documented 429) would otherwise throttle the rest of the run.
-"$ROUTER" --state-dir "$WORK/state" --listen 127.0.0.1:0 --mesh-bind tcp://127.0.0.1:0 \
+DATABASE=()
+[ -n "${XEROTIER_CONTRACT_DATABASE_URL:-}" ] && DATABASE=(--database-url "$XEROTIER_CONTRACT_DATABASE_URL")
+"$ROUTER" "${DATABASE[@]}" --state-dir "$WORK/state" --listen 127.0.0.1:0 \
+  --mesh-bind tcp://127.0.0.1:0 \
   --auth-failure-burst 1000000 --auth-failures-per-minute 1000000 --log-level warn \
   >"$WORK/router.log" 2>&1 &
 ROUTER_PID=$!
