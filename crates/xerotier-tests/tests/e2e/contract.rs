@@ -146,6 +146,8 @@ async fn reasons_and_names_that_no_column_holds_are_refused_on_both_backends() {
         // Pausing names a workspace or none; an empty one is not "all of them".
         let pause = "/v1/management/agents/agt_01m8sbce9k2rcej9fhvv8jg3pq/pause-exec";
         assert_invalid(&router.post_json(pause, &json!({ "workspace": "" })).await, "workspace");
+        let approve = "/v1/management/agents/agt_01m8sbce9k2rcej9fhvv8jg3pq/candidates/approve";
+        assert_invalid(&router.post_json(approve, &json!({ "workspace": "" })).await, "workspace");
     }
 }
 
@@ -240,6 +242,11 @@ async fn odd_input_never_gets_a_server_error() {
             let envelope = resp.json();
             assert!(envelope["error"]["code"].is_string(), "{method} {path}: {}", resp.text);
         }
+        // A path id out of its format is judged after the key: a stranger gets 401, not 404.
+        let resp = api.get("/v1/management/api-keys/%00", None).await;
+        resp.assert_error(401, "missing_api_key");
+        let resp = api.get("/v1/management/api-keys/nope", admin).await;
+        resp.assert_error(404, "not_found");
     }
 }
 
