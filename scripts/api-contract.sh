@@ -111,13 +111,16 @@ agent_active || { echo "the XEM did not connect" >&2; cat "$WORK/xem.log" >&2; e
 
 # One worker: schemathesis's threads trip a CPython 3.11 bug fixed in 3.11.8 ("AST constructor
 # recursion depth mismatch", gh-106905), and the router shares the machine's two cores anyway.
+# One retry of a request that failed at the network level: about one run in seven lost a
+# keep-alive connection mid-request ("EOF occurred in violation of protocol", cause not found);
+# a router that crashed or logged an internal error still fails the run (below).
 run_pass() { # $1 = name, $2 = key name, then filters
   local name=$1 key=$2
   shift 2
   echo "== schemathesis: pass $name"
   "$VENV/bin/schemathesis" --config-file "$CONFIG" run "$BASE/v1/openapi.json" \
     --tls-verify "$CA" -H "Authorization: Bearer $(cat "$WORK/$key.key")" \
-    --checks all --max-examples "$MAX_EXAMPLES" --workers 1 --no-color \
+    --checks all --max-examples "$MAX_EXAMPLES" --workers 1 --request-retries 1 --no-color \
     "$@"
 }
 
@@ -129,7 +132,9 @@ run_pass main contract-main \
 run_pass lockout contract-lockout \
   --include-path-regex '^/v1/management/(api-keys(/\{id\}(/(revoke|rotate))?)?|agents(/\{id\}/revoke-credentials)?)$' ||
   status=1
+kill -0 "$ROUTER_PID" 2>/dev/null || { echo "the router died during the run" >&2; status=1; }
 stop_all
+[ $status = 0 ] || { echo "-- router log (last 40 lines) --" >&2; tail -n 40 "$WORK/router.log" >&2; }
 if grep -E 'panicked|internal error' "$WORK/router.log" >&2; then
   echo "the router logged errors during the run (above)" >&2
   status=1

@@ -55,7 +55,7 @@ pub struct AuditQuery {
     /// The id of what was acted on.
     #[param(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub target_id: Option<String>,
-    #[param(value_type = Option<AuditOutcome>)]
+    #[param(value_type = Option<AuditOutcome>, inline)]
     pub outcome: Option<String>,
     /// The router's request id (`req_…`).
     #[param(pattern = "^req_[0-9a-hjkmnp-tv-z]{26}$")]
