@@ -33,60 +33,102 @@ impl std::fmt::Display for TimeError {
 
 impl std::error::Error for TimeError {}
 
-/// Parses an RFC 3339 timestamp with its offset (`Z`, `+01:00`, `-05:30`; fractional seconds
-/// optional). A time without an offset is refused (`NoOffset`), never read as UTC.
+/// Parses an RFC 3339 timestamp with its offset (surrounding whitespace ignored). A date and
+/// time without an offset is refused (`NoOffset`, with what to add), never read as UTC.
 pub fn parse_rfc3339_offset(text: &str) -> Result<UnixMillis, TimeError> {
     let text = text.trim();
-    let (civil, offset_minutes) = split_offset(text)?;
-    // `civil` has no zone now; humantime reads it as UTC, and the offset moves it.
-    if civil.ends_with(['Z', 'z']) || civil.len() < 19 {
-        return Err(TimeError::Invalid);
+    if let Some(at) = parse_rfc3339(text) {
+        return Ok(at);
     }
-    // RFC 3339 allows a lowercase `t`; humantime wants `T` (or a space).
-    let civil = civil.replacen('t', "T", 1);
-    let at = humantime::parse_rfc3339_weak(&civil).map_err(|_| TimeError::Invalid)?;
-    let millis = at.duration_since(UNIX_EPOCH).map_err(|_| TimeError::Invalid)?.as_millis();
-    let millis = i64::try_from(millis).map_err(|_| TimeError::Invalid)?;
-    Ok(millis - offset_minutes * 60_000)
-}
-
-/// The date-time part and the offset in minutes east of UTC.
-fn split_offset(text: &str) -> Result<(&str, i64), TimeError> {
-    if let Some(civil) = text.strip_suffix(['Z', 'z']) {
-        return Ok((civil, 0));
-    }
-    let split = text.len().checked_sub(6).filter(|at| text.is_char_boundary(*at));
-    let Some((civil, offset)) = split.map(|at| text.split_at(at)) else {
-        return Err(no_offset_or_invalid(text));
-    };
-    let bytes = offset.as_bytes();
-    let sign = match bytes[0] {
-        b'+' => 1,
-        b'-' => -1,
-        _ => return Err(no_offset_or_invalid(text)),
-    };
-    let number = |s: &str| s.parse::<i64>().ok().filter(|_| s.bytes().all(|b| b.is_ascii_digit()));
-    match (number(&offset[1..3]), bytes[3], number(&offset[4..6])) {
-        (Some(hours), b':', Some(minutes)) if hours <= 23 && minutes <= 59 => {
-            Ok((civil, sign * (hours * 60 + minutes)))
-        }
-        _ => Err(TimeError::Invalid),
-    }
-}
-
-/// A text without a recognisable offset: a naive date-time, or not a time at all.
-fn no_offset_or_invalid(text: &str) -> TimeError {
     if humantime::parse_rfc3339_weak(text).is_ok() {
-        TimeError::NoOffset
+        Err(TimeError::NoOffset)
     } else {
-        TimeError::Invalid
+        Err(TimeError::Invalid)
     }
 }
 
-/// Parses an RFC 3339 timestamp with its offset; `None` when it is not one (a time without an
-/// offset included).
+/// Parses an RFC 3339 `date-time` (section 5.6: `T` or `t`, optional fractional seconds, `Z`,
+/// `z` or a numeric offset; years 0000-9999; a leap second only at 23:59:60 UTC) exactly as
+/// JSON Schema's `date-time` format reads it; `None` for anything else. Milliseconds since the
+/// epoch (negative before 1970); digits past the millisecond are dropped.
 pub fn parse_rfc3339(text: &str) -> Option<UnixMillis> {
-    parse_rfc3339_offset(text).ok()
+    let b = text.as_bytes();
+    let digits = |at: usize, len: usize| -> Option<i64> {
+        let part = b.get(at..at + len)?;
+        part.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| part.iter().fold(0_i64, |n, d| n * 10 + i64::from(d - b'0')))
+    };
+    let punct = |at: usize, c: u8| b.get(at) == Some(&c);
+    let (year, month, day) = (digits(0, 4)?, digits(5, 2)?, digits(8, 2)?);
+    if !(punct(4, b'-') && punct(7, b'-') && matches!(b.get(10), Some(b'T' | b't'))) {
+        return None;
+    }
+    let (hour, minute, second) = (digits(11, 2)?, digits(14, 2)?, digits(17, 2)?);
+    if !(punct(13, b':') && punct(16, b':')) {
+        return None;
+    }
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut at = 19;
+    let mut millis = 0;
+    if punct(at, b'.') {
+        let start = at + 1;
+        at = start;
+        while b.get(at).is_some_and(u8::is_ascii_digit) {
+            at += 1;
+        }
+        if at == start {
+            return None;
+        }
+        let frac = &b[start..at.min(start + 3)];
+        millis = frac.iter().fold(0_i64, |n, d| n * 10 + i64::from(d - b'0'))
+            * 10_i64.pow(u32::try_from(3 - frac.len()).ok()?);
+    }
+    let offset_minutes = match b.get(at) {
+        Some(b'Z' | b'z') if at + 1 == b.len() => 0,
+        Some(sign @ (b'+' | b'-')) if at + 6 == b.len() => {
+            let (oh, om) = (digits(at + 1, 2)?, digits(at + 4, 2)?);
+            if !punct(at + 3, b':') || oh > 23 || om > 59 {
+                return None;
+            }
+            let minutes = oh * 60 + om;
+            if *sign == b'-' { -minutes } else { minutes }
+        }
+        _ => return None,
+    };
+    let local_minutes = hour * 60 + minute;
+    if second == 60 && (local_minutes - offset_minutes).rem_euclid(24 * 60) != 23 * 60 + 59 {
+        return None;
+    }
+    let seconds = days_from_civil(year, month, day) * 86_400 + local_minutes * 60 + second
+        - offset_minutes * 60;
+    Some(seconds * 1000 + millis)
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
@@ -135,5 +177,37 @@ mod tests {
             assert!(parse_rfc3339_offset(bad).is_err(), "{bad:?}");
         }
         assert_eq!(parse_rfc3339_offset("soon"), Err(TimeError::Invalid));
+    }
+
+    #[test]
+    fn the_whole_date_time_grammar_and_nothing_else() {
+        let at = |t: &str| parse_rfc3339(t);
+        assert_eq!(at("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(at("1970-01-01t00:00:00z"), Some(0));
+        assert_eq!(at("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(at("1969-12-31T19:00:00.5-05:00"), Some(500));
+        assert_eq!(at("1969-12-31T23:59:59.9999999Z"), Some(-1));
+        assert_eq!(at("0001-01-01T00:00:00Z"), Some(-62_135_596_800_000));
+        assert_eq!(at("2024-02-29T12:00:00Z"), Some(1_709_208_000_000));
+        assert_eq!(at("2016-12-31T23:59:60Z"), Some(1_483_228_800_000));
+        assert_eq!(at("2016-12-31T18:59:60-05:00"), Some(1_483_228_800_000));
+        for bad in [
+            "2023-02-29T00:00:00Z",
+            "2023-13-01T00:00:00Z",
+            "2023-01-01 00:00:00Z",
+            "2023-01-01T00:00:00",
+            "2023-01-01T24:00:00Z",
+            "2023-01-01T00:00:60Z",
+            "2023-01-01T00:00:00.Z",
+            "2023-01-01T00:00:00+0100",
+            "2023-01-01T00:00:00+24:00",
+            "2023-01-01T00:00:00Z ",
+            " 2023-01-01T00:00:00Z",
+            "+2023-01-01T00:00:00Z",
+            "2023-1-01T00:00:00Z",
+            "",
+        ] {
+            assert_eq!(at(bad), None, "{bad}");
+        }
     }
 }

@@ -66,14 +66,20 @@ pub struct ManifestWorkspace {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
+    /// The join key token (a JWT) the operator handed to this host.
+    #[schema(pattern = "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$")]
     pub join_key: String,
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub registration_name: String,
     /// The agent's CURVE public key, Z85 (40 characters).
+    #[schema(pattern = "^[0-9a-zA-Z.:+=^!/*?&<>()\\[\\]{}@%$#-]{40}$")]
     pub curve_public_key: String,
     /// The agent's Ed25519 public key, hex (64 characters).
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub signing_public_key: String,
     pub manifest: CapabilityManifest,
-    /// How often the agent renews its lease, in milliseconds.
+    /// How often the agent renews its lease, in milliseconds [default: 10000].
+    #[schema(minimum = 100, maximum = 600000)]
     pub lease_renewal_interval_ms: Option<u64>,
 }
 
@@ -158,8 +164,23 @@ pub struct CandidateList {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecideWorkspaceRequest {
-    /// Only this workspace [default: every one the decision applies to; required to withdraw].
+    /// Only this workspace [default: every one the decision applies to].
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub workspace: Option<String>,
+    /// Recorded in the audit log (at most 1024 characters, no NUL).
+    #[schema(max_length = 1024, pattern = "^[^\\x00]*$")]
+    pub reason: Option<String>,
+}
+
+/// `…/grants/withdraw`: the workspace is required.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawGrantRequest {
+    /// The granted workspace to withdraw.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
+    pub workspace: String,
+    /// Recorded in the audit log (at most 1024 characters, no NUL).
+    #[schema(max_length = 1024, pattern = "^[^\\x00]*$")]
     pub reason: Option<String>,
 }
 
@@ -175,7 +196,11 @@ pub struct DecisionView {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AgentQuery {
+    /// At most this many items (1-500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
+    /// Only agents after this id: the previous page's `next_after`.
+    #[param(pattern = "^agt_[0-9a-hjkmnp-tv-z]{26}$")]
     pub after: Option<String>,
     /// Include revoked agents.
     #[serde(default)]
@@ -185,5 +210,7 @@ pub struct AgentQuery {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeAgentRequest {
+    /// Recorded in the audit log (at most 1024 characters, no NUL).
+    #[schema(max_length = 1024, pattern = "^[^\\x00]*$")]
     pub reason: Option<String>,
 }

@@ -26,9 +26,14 @@ pub struct ApiKeyView {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKeyRequest {
+    /// Unique among active keys.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub name: String,
+    /// At least one; repeats count once.
+    #[schema(value_type = Vec<crate::Scope>, min_items = 1)]
     pub scopes: Scopes,
-    /// Lifetime in seconds; absent means the key does not expire.
+    /// Lifetime in seconds (at most ten years); absent means the key does not expire.
+    #[schema(minimum = 1, maximum = 315360000)]
     pub expires_in_seconds: Option<u64>,
 }
 
@@ -42,14 +47,20 @@ pub struct IssuedApiKey {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateApiKeyRequest {
-    /// How long the old value keeps working, in seconds (default 86400; 0 ends it at once).
+    /// How long the old value keeps working, in seconds (default 86400; 0 ends it at once;
+    /// at most ten years).
+    #[schema(minimum = 0, maximum = 315360000)]
     pub grace_seconds: Option<u64>,
+    /// Recorded in the audit log (at most 1024 characters, no NUL).
+    #[schema(max_length = 1024, pattern = "^[^\\x00]*$")]
     pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeApiKeyRequest {
+    /// Recorded in the audit log (at most 1024 characters, no NUL).
+    #[schema(max_length = 1024, pattern = "^[^\\x00]*$")]
     pub reason: Option<String>,
     /// Revoke even the key this request is authenticated with, or the last active key with
     /// the `management` scope (refused otherwise: `self_revoke`, `last_management_key`).
@@ -59,3 +70,5 @@ pub struct RevokeApiKeyRequest {
 
 pub const DEFAULT_ROTATE_GRACE_SECONDS: u64 = 24 * 60 * 60;
 pub const MAX_KEY_NAME_LEN: usize = 128;
+/// The longest lifetime of a key and the longest grace window of a rotated value: ten years.
+pub const MAX_LIFETIME_SECONDS: u64 = 10 * 365 * 24 * 60 * 60;

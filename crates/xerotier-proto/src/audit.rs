@@ -26,23 +26,47 @@ pub struct AuditRecordView {
     pub details: Option<serde_json::Value>,
 }
 
+/// How an audited action ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditOutcome {
+    Success,
+    Denied,
+    Failed,
+}
+
 /// Filters for `GET /v1/management/audit`, combined with `limit`/`after`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// At most this many items (1-500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
+    /// Only records after this id: the previous page's `next_after`.
+    #[param(pattern = "^aud_[0-9a-hjkmnp-tv-z]{26}$")]
     pub after: Option<String>,
+    /// Such as `api_key.create`.
+    #[param(pattern = "^[a-z0-9_.]{1,64}$")]
     pub action: Option<String>,
+    /// The API key (or join key, for enrollments) that acted.
+    #[param(pattern = "^(key|jk)_[0-9a-hjkmnp-tv-z]{26}$")]
     pub actor_key_id: Option<String>,
+    /// The id of what was acted on.
+    #[param(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub target_id: Option<String>,
+    #[param(value_type = Option<AuditOutcome>, inline)]
     pub outcome: Option<String>,
     /// The router's request id (`req_…`).
+    #[param(pattern = "^req_[0-9a-hjkmnp-tv-z]{26}$")]
     pub request_id: Option<String>,
     /// The `X-Request-ID` a client sent (its own label).
+    #[param(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub correlation_id: Option<String>,
-    /// RFC 3339 lower bound on `at` (inclusive).
+    /// Lower bound on `at` (inclusive), RFC 3339 (`Z` or a numeric offset).
+    #[param(format = DateTime)]
     pub since: Option<String>,
-    /// RFC 3339 upper bound on `at` (exclusive).
+    /// Upper bound on `at` (exclusive), RFC 3339.
+    #[param(format = DateTime)]
     pub until: Option<String>,
 }

@@ -21,7 +21,10 @@ pub struct AgentEventView {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventQuery {
+    /// At most this many items (1-500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
-    /// Only events after this event id.
+    /// Only events after this id: the previous page's `next_after`.
+    #[param(pattern = "^evt_[0-9a-hjkmnp-tv-z]{26}$")]
     pub after: Option<String>,
 }

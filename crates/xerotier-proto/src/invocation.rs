@@ -74,7 +74,9 @@ pub struct InvocationResult {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InvokeRequest {
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     pub workspace: String,
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     pub tool: String,
     /// Arguments, a JSON object validated against the tool's schema [default: {}].
     #[serde(default)]
@@ -113,12 +115,21 @@ pub struct InvocationView {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct InvocationQuery {
+    /// At most this many items (1-500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
+    /// Only invocations after this id: the previous page's `next_after`.
+    #[param(pattern = "^inv_[0-9a-hjkmnp-tv-z]{26}$")]
     pub after: Option<String>,
     /// Only invocations in this status.
+    #[param(value_type = Option<InvocationStatus>)]
     pub status: Option<String>,
+    /// Only invocations dispatched to this agent.
+    #[param(pattern = "^agt_[0-9a-hjkmnp-tv-z]{26}$")]
     pub agent_id: Option<String>,
+    #[param(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     pub workspace: Option<String>,
+    #[param(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     pub tool: Option<String>,
 }
 

@@ -7,22 +7,45 @@ pub const AGENT_ROLES: [&str; 2] = ["inference", "execution"];
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJoinKeyRequest {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub name: String,
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub region: Option<String>,
     /// The mesh address agents connect to, `tcp://host:port` [default: the router's].
+    #[schema(
+        pattern = "^tcp://[A-Za-z0-9.:\\[\\]-]{1,253}:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"
+    )]
     pub router_addr: Option<String>,
-    /// Lifetime in seconds [default and maximum: the router's configuration].
+    /// Lifetime in seconds [default and maximum: the router's configuration; the document's
+    /// `maximum` is this router's].
+    #[schema(minimum = 1)]
     pub ttl_seconds: Option<u64>,
-    /// `inference` or `execution` [default: the router's default role].
+    /// [default: the router's default role].
+    #[schema(value_type = Option<AgentRole>)]
     pub agent_role: Option<String>,
-    /// The workspaces an agent enrolled with this key serves at once; whatever else it declares
-    /// waits for approval [default: none — the key grants nothing by itself].
+    /// The workspaces an agent enrolled with this key serves at once (at most 100; repeats
+    /// count once); whatever else it declares waits for approval [default: none — the key
+    /// grants nothing by itself].
     #[serde(default)]
+    #[schema(value_type = Option<Vec<GrantedWorkspace>>, max_items = 100)]
     pub workspaces: Option<Vec<String>>,
     /// The whole agent waits for an operator's approval (no work, no rotation) [default: false].
     #[serde(default)]
     pub require_approval: Option<bool>,
 }
+
+/// The roles an agent can enroll with ([`AGENT_ROLES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentRole {
+    Inference,
+    Execution,
+}
+
+/// A workspace a join key grants.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(value_type = String, pattern = "^[A-Za-z0-9._-]{1,128}$")]
+pub struct GrantedWorkspace(pub String);
 
 /// A join key as listings show it: never the token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -58,6 +81,8 @@ pub struct IssuedJoinKey {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeJoinKeyRequest {
+    /// Recorded in the audit log (at most 1024 characters, no NUL).
+    #[schema(max_length = 1024, pattern = "^[^\\x00]*$")]
     pub reason: Option<String>,
 }
 
@@ -65,7 +90,11 @@ pub struct RevokeJoinKeyRequest {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct JoinKeyQuery {
+    /// At most this many items (1-500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
+    /// Only join keys after this id: the previous page's `next_after`.
+    #[param(pattern = "^jk_[0-9a-hjkmnp-tv-z]{26}$")]
     pub after: Option<String>,
     /// Include used, expired and revoked keys.
     #[serde(default)]

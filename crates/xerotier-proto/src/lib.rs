@@ -8,6 +8,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod error;
 pub mod events;
+pub mod formats;
 pub mod health;
 pub mod invocation;
 pub mod join_keys;

@@ -14,7 +14,8 @@ pub struct Page<T> {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
-    /// At most this many items (1..=500, default 50).
+    /// At most this many items (1-500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// Only items after this id (the previous page's `next_after`).
     pub after: Option<String>,

@@ -8,7 +8,10 @@ use utoipa::ToSchema;
 #[serde(deny_unknown_fields)]
 pub struct PauseExecRequest {
     /// Only this workspace on the agent [default: all of its workspaces].
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub workspace: Option<String>,
+    /// Recorded in the audit log (at most 1024 characters, no NUL).
+    #[schema(max_length = 1024, pattern = "^[^\\x00]*$")]
     pub reason: Option<String>,
 }
 

@@ -13,7 +13,8 @@ pub const FAILURE_REVOKED_AGENT: &str = "revoked agent";
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CurveRotateRequest {
-    /// Recorded in the audit log [default: scheduled].
+    /// Recorded in the audit log [default: scheduled] (at most 1024 characters, no NUL).
+    #[schema(max_length = 1024, pattern = "^[^\\x00]*$")]
     pub reason: Option<String>,
 }
 

@@ -62,5 +62,6 @@ pub struct CredentialList {
 #[into_params(parameter_in = Query)]
 pub struct CredentialQuery {
     /// Only this agent's files.
+    #[param(pattern = "^agt_[0-9a-hjkmnp-tv-z]{26}$")]
     pub agent_id: Option<String>,
 }

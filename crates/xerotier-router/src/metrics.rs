@@ -223,7 +223,7 @@ pub async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> 
     get,
     path = "/metrics",
     tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"))
+    responses((status = 200, description = "OpenMetrics text exposition", body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"))
 )]
 pub async fn serve_metrics(State(metrics): State<Metrics>) -> Response {
     match metrics.encode() {

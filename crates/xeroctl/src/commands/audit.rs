@@ -71,3 +71,22 @@ pub async fn run(ctx: &Ctx, args: AuditArgs) -> anyhow::Result<()> {
     output::more_hint(page.next_after.as_deref());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_is_sent_in_the_strict_rfc3339_form_the_router_takes() {
+        for (given, sent) in [
+            ("2026-01-01 10:00:00", "2026-01-01T10:00:00.000000000Z"),
+            ("2026-01-01T10:00:00", "2026-01-01T10:00:00.000000000Z"),
+            ("2026-01-01T10:00:00.5Z", "2026-01-01T10:00:00.500000000Z"),
+        ] {
+            let bound = time_bound(Some(given.into()), "--since").unwrap().unwrap();
+            assert_eq!(bound, sent);
+            assert!(humantime::parse_rfc3339(&bound).is_ok(), "{bound}");
+        }
+        assert!(time_bound(Some("yesterday".into()), "--since").is_err());
+    }
+}

@@ -17,6 +17,7 @@ use crate::audit::AuditContext;
 use crate::error::ApiError;
 use crate::http::extract::{JsonBody, QueryParams};
 use crate::http::pagination::{into_page, page_request};
+use crate::validate;
 
 /// How a key appears in the API.
 pub fn view(key: ApiKey) -> ApiKeyView {
@@ -46,12 +47,17 @@ fn issued(issued: IssuedKey) -> IssuedApiKey {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListApiKeysQuery {
+    /// At most this many items (1-500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
+    /// Only keys after this id: the previous page's `next_after`.
+    #[param(pattern = "^key_[0-9a-hjkmnp-tv-z]{26}$")]
     pub after: Option<String>,
     /// Include revoked keys (default false).
     #[serde(default)]
     pub include_revoked: bool,
     /// Only the unrevoked key with exactly this name.
+    #[param(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub name: Option<String>,
 }
 
@@ -64,8 +70,6 @@ pub struct ListApiKeysQuery {
     responses(
         (status = 201, description = "Created; `value` cannot be shown again", body = IssuedApiKey),
         (status = 400, description = "Invalid name, scopes or expiry", body = ErrorEnvelope),
-        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
-        (status = 403, description = "Key lacks the management scope", body = ErrorEnvelope),
         (status = 409, description = "An active key already has this name", body = ErrorEnvelope),
     ),
     security(("api_key" = []))
@@ -88,8 +92,6 @@ pub async fn create_api_key(
     responses(
         (status = 200, description = "One page of keys", body = Page<ApiKeyView>),
         (status = 400, description = "Bad pagination", body = ErrorEnvelope),
-        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
-        (status = 403, description = "Key lacks the management scope", body = ErrorEnvelope),
     ),
     security(("api_key" = []))
 )]
@@ -97,7 +99,8 @@ pub async fn list_api_keys(
     State(keys): State<ApiKeyService>,
     QueryParams(query): QueryParams<ListApiKeysQuery>,
 ) -> Result<Json<Page<ApiKeyView>>, ApiError> {
-    let page = page_request(query.limit, query.after)?;
+    let page = page_request(query.limit, query.after, "key_")?;
+    validate::optional(query.name.as_deref(), |n| validate::name(n, "name"))?;
     let listed = keys.list(&page, query.include_revoked, query.name.as_deref()).await?;
     Ok(Json(into_page(listed, |k| k.record.id.clone(), view)))
 }
@@ -110,8 +113,6 @@ pub async fn list_api_keys(
     params(("id" = String, Path, description = "Key id, `key_…`")),
     responses(
         (status = 200, description = "The key", body = ApiKeyView),
-        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
-        (status = 403, description = "Key lacks the management scope", body = ErrorEnvelope),
         (status = 404, description = "No such key", body = ErrorEnvelope),
     ),
     security(("api_key" = []))
@@ -129,11 +130,9 @@ pub async fn get_api_key(
     path = "/v1/management/api-keys/{id}/revoke",
     tag = "api-keys",
     params(("id" = String, Path, description = "Key id, `key_…`")),
-    request_body(content = RevokeApiKeyRequest, description = "Optional reason; `allow_lockout` to revoke the calling key or the last management key"),
+    request_body(content = Option<RevokeApiKeyRequest>, description = "Optional reason; `allow_lockout` to revoke the calling key or the last management key"),
     responses(
         (status = 200, description = "Revoked", body = ApiKeyView),
-        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
-        (status = 403, description = "Key lacks the management scope", body = ErrorEnvelope),
         (status = 404, description = "No such key", body = ErrorEnvelope),
         (status = 409, description = "Already revoked (`already_revoked`); or refused without `allow_lockout: true`: the key this request is authenticated with (`self_revoke`), or the last active key with the management scope (`last_management_key`). Refusals are audited.", body = ErrorEnvelope),
     ),
@@ -157,12 +156,10 @@ pub async fn revoke_api_key(
     path = "/v1/management/api-keys/{id}/rotate",
     tag = "api-keys",
     params(("id" = String, Path, description = "Key id, `key_…`")),
-    request_body(content = RotateApiKeyRequest, description = "Grace window and reason"),
+    request_body(content = Option<RotateApiKeyRequest>, description = "Grace window and reason"),
     responses(
         (status = 200, description = "Rotated; `value` cannot be shown again", body = IssuedApiKey),
         (status = 400, description = "Bad grace window", body = ErrorEnvelope),
-        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
-        (status = 403, description = "Key lacks the management scope", body = ErrorEnvelope),
         (status = 404, description = "No such key", body = ErrorEnvelope),
         (status = 409, description = "The key is revoked", body = ErrorEnvelope),
     ),

@@ -19,7 +19,7 @@ use crate::validate;
 pub const BOOTSTRAP_KEY_NAME: &str = "bootstrap";
 pub const BOOTSTRAP_KEY_FILE: &str = "bootstrap.key";
 /// Ten years: longer-lived keys are a policy smell (the cadence table says 180 days).
-const MAX_EXPIRES_IN_SECONDS: u64 = 10 * 365 * 24 * 60 * 60;
+const MAX_EXPIRES_IN_SECONDS: u64 = xerotier_proto::api_keys::MAX_LIFETIME_SECONDS;
 
 #[derive(Debug, Clone)]
 pub struct ApiKeyService {

@@ -32,6 +32,7 @@ use crate::error::ApiError;
 use crate::http::extract::{JsonBody, QueryParams};
 use crate::http::pagination::{into_page, page_request};
 use crate::live_streams::LiveStreams;
+use crate::validate;
 
 /// Tools offered by the online agents connected to this router.
 #[utoipa::path(
@@ -40,8 +41,6 @@ use crate::live_streams::LiveStreams;
     tag = "exec",
     responses(
         (status = 200, description = "Tools offered by online agents", body = ToolList),
-        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
-        (status = 403, description = "Key lacks the execution scope", body = ErrorEnvelope),
     ),
     security(("api_key" = []))
 )]
@@ -78,8 +77,6 @@ pub async fn get_tool(
     responses(
         (status = 202, description = "Queued; audited (`invocation.create`: the key, the request id, the tool and workspace)", body = InvocationView),
         (status = 400, description = "Bad request or arguments (`invalid_arguments`); a refusal is audited too", body = ErrorEnvelope),
-        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
-        (status = 403, description = "Key lacks the execution scope", body = ErrorEnvelope),
         (status = 404, description = "Unknown tool or workspace", body = ErrorEnvelope),
         (status = 503, description = "No online agent serves it (`no_agent_available`, retryable)", body = ErrorEnvelope),
     ),
@@ -104,8 +101,6 @@ pub async fn create_invocation(
     responses(
         (status = 200, description = "One page of the invocations this key may see (its own; all with the management scope)", body = Page<InvocationView>),
         (status = 400, description = "Bad filter", body = ErrorEnvelope),
-        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
-        (status = 403, description = "Key lacks the execution scope", body = ErrorEnvelope),
     ),
     security(("api_key" = []))
 )]
@@ -114,7 +109,10 @@ pub async fn list_invocations(
     caller: Principal,
     QueryParams(query): QueryParams<InvocationQuery>,
 ) -> Result<Json<Page<InvocationView>>, ApiError> {
-    let page = page_request(query.limit, query.after)?;
+    let page = page_request(query.limit, query.after, "inv_")?;
+    validate::optional(query.agent_id.as_deref(), |a| validate::id("agt_", a, "agent_id"))?;
+    validate::optional(query.workspace.as_deref(), |w| validate::catalog_name(w, "workspace"))?;
+    validate::optional(query.tool.as_deref(), |t| validate::catalog_name(t, "tool"))?;
     let status = match query.status.as_deref() {
         None => None,
         Some(text) => Some(InvocationStatus::parse(text).ok_or_else(|| {
@@ -143,8 +141,6 @@ pub async fn list_invocations(
     params(("id" = String, Path, description = "Invocation id, `inv_…`")),
     responses(
         (status = 200, description = "The invocation", body = InvocationView),
-        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
-        (status = 403, description = "Key lacks the execution scope", body = ErrorEnvelope),
         (status = 404, description = "No such invocation, or one another key created (without the management scope)", body = ErrorEnvelope),
     ),
     security(("api_key" = []))
@@ -238,8 +234,6 @@ fn chunk_json(chunk: &OutputChunk) -> String {
     params(("id" = String, Path, description = "Invocation id, `inv_…`")),
     responses(
         (status = 200, description = "Cancelled, or cancellation requested", body = InvocationView),
-        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
-        (status = 403, description = "Key lacks the execution scope", body = ErrorEnvelope),
         (status = 404, description = "No such invocation, or one another key created (without the management scope)", body = ErrorEnvelope),
         (status = 409, description = "Already ended (`invocation_finished`)", body = ErrorEnvelope),
     ),
@@ -265,7 +259,7 @@ fn viewer(caller: &Principal) -> Viewer {
     path = "/v1/management/agents/{id}/pause-exec",
     tag = "agents",
     params(("id" = String, Path, description = "Agent id, `agt_…`")),
-    request_body(content = PauseExecRequest, description = "Optional workspace and reason"),
+    request_body(content = Option<PauseExecRequest>, description = "Optional workspace and reason"),
     responses(
         (status = 200, description = "The pause in force", body = PauseView),
         (status = 404, description = "No such agent or workspace", body = ErrorEnvelope),
@@ -291,7 +285,7 @@ pub async fn pause_exec(
     path = "/v1/management/agents/{id}/resume-exec",
     tag = "agents",
     params(("id" = String, Path, description = "Agent id, `agt_…`")),
-    request_body(content = PauseExecRequest, description = "Optional workspace"),
+    request_body(content = Option<PauseExecRequest>, description = "Optional workspace"),
     responses(
         (status = 200, description = "Pauses still in force", body = PauseList),
         (status = 404, description = "No such agent", body = ErrorEnvelope),
@@ -335,8 +329,6 @@ pub async fn list_pauses(
     params(CredentialQuery),
     responses(
         (status = 200, description = "Every live agent's credential files", body = CredentialList),
-        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
-        (status = 403, description = "Key lacks the management scope", body = ErrorEnvelope),
     ),
     security(("api_key" = []))
 )]
@@ -344,6 +336,7 @@ pub async fn list_credentials(
     State(ages): State<CredentialAges>,
     QueryParams(query): QueryParams<CredentialQuery>,
 ) -> Result<Json<CredentialList>, ApiError> {
+    validate::optional(query.agent_id.as_deref(), |a| validate::id("agt_", a, "agent_id"))?;
     let (states, now) = ages.list(query.agent_id.as_deref()).await?;
     let credentials = states.into_iter().map(|s| credential_ages::view(s, now)).collect();
     Ok(Json(CredentialList { credentials }))

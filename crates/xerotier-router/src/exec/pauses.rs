@@ -46,7 +46,7 @@ impl PauseService {
         reason: Option<&str>,
     ) -> Result<PauseRecord, ServiceError> {
         let reason = validate::reason(reason)?;
-        let workspace = workspace.filter(|w| !w.is_empty());
+        validate::optional(workspace, |w| validate::name(w, "workspace"))?;
         self.check_target(agent_id, workspace).await?;
         let pause = PauseRecord {
             agent_id: agent_id.to_string(),
@@ -84,7 +84,7 @@ impl PauseService {
         reason: Option<&str>,
     ) -> Result<Vec<PauseRecord>, ServiceError> {
         let reason = validate::reason(reason)?;
-        let workspace = workspace.filter(|w| !w.is_empty());
+        validate::optional(workspace, |w| validate::name(w, "workspace"))?;
         if self.store.agent(agent_id).await?.is_none() {
             return Err(ServiceError::NotFound(format!("agent {agent_id}")));
         }

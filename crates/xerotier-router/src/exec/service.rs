@@ -32,6 +32,7 @@ use super::offers::{AgentOffer, Offers};
 use crate::audit::{AuditContext, AuditLog, Change, Target};
 use crate::mesh_link::MeshLink;
 use crate::service_error::ServiceError;
+use crate::validate;
 
 /// How long an agent that refused an invocation (it is shutting down, say) is left alone.
 const REFUSAL_BACKOFF_MS: i64 = 2_000;
@@ -260,6 +261,10 @@ impl ExecService {
 
     /// The arguments of `request` when some online agent could run it, else why not.
     fn admit(&self, request: &InvokeRequest) -> Result<serde_json::Value, ServiceError> {
+        // The request's own shape first: a malformed name is the caller's mistake (400),
+        // whatever the fleet looks like now.
+        validate::catalog_name(&request.tool, "tool")?;
+        validate::catalog_name(&request.workspace, "workspace")?;
         let now = self.clock.now_millis();
         let args = request.args.clone().unwrap_or_else(|| serde_json::json!({}));
         if !args.is_object() {
@@ -352,6 +357,13 @@ impl ExecService {
         let target_id = is_valid_id(IdKind::Invocation, id).then_some(id);
         let target = Target { kind: "invocation", id: target_id, name: None };
         let change = Change::new("invocation.cancel", target);
+        if target_id.is_none() {
+            // Recorded, but never looked up: the store has no such id (PostgreSQL would refuse
+            // some, a NUL in it, with a server error).
+            let err = ServiceError::NotFound(format!("invocation {id:?}"));
+            self.audit.record_failure(context, change, &err).await;
+            return Err(err);
+        }
         let now = self.clock.now_millis();
         let owner = viewer.owner();
         let outcome = self

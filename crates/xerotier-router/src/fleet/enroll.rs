@@ -7,9 +7,9 @@ use xerotier_credentials::{
     JoinTokenError, parse_agent_curve_public, parse_curve_public, parse_signing_public,
     unverified_join_key_id,
 };
-use xerotier_proto::ErrorCode;
 use xerotier_proto::agents::{EnrollRequest, EnrollResponse};
 use xerotier_proto::join_keys::JoinKeyClaims;
+use xerotier_proto::{ErrorCode, formats};
 use xerotier_store::{AgentRecord, JoinKeyRecord, Outcome, Store, StoreError};
 
 use super::enroll_attempts::{Attempt, EnrollAttempts};
@@ -145,6 +145,25 @@ impl EnrollService {
     /// The request's own fields: name, keys (weak ones refused), manifest, lease interval.
     fn check_request(&self, request: &EnrollRequest) -> Result<OfferedKeys, Refused> {
         validate::name(&request.registration_name, "registration_name")?;
+        // Exactly the document's formats; the parsers below then judge the keys themselves.
+        if !formats::is_curve_public_key(&request.curve_public_key) {
+            return Err(Refused::new(
+                "malformed",
+                ServiceError::invalid(
+                    "curve_public_key must be 40 characters of Z85",
+                    "curve_public_key",
+                ),
+            ));
+        }
+        if !formats::is_signing_public_key(&request.signing_public_key) {
+            return Err(Refused::new(
+                "malformed",
+                ServiceError::invalid(
+                    "signing_public_key must be 64 hex digits",
+                    "signing_public_key",
+                ),
+            ));
+        }
         let curve = parse_agent_curve_public(&request.curve_public_key).map_err(|e| {
             let weak = parse_curve_public(&request.curve_public_key).is_ok();
             Refused::new(
@@ -222,14 +241,16 @@ impl EnrollService {
         request: &EnrollRequest,
         actor: &mut Option<Actor>,
     ) -> Result<EnrollResponse, Refused> {
-        let OfferedKeys { curve } = self.check_request(request)?;
-        let manifest = &request.manifest;
-        let lease_interval = request.lease_renewal_interval_ms.unwrap_or(DEFAULT_LEASE_INTERVAL_MS);
+        // The credential first: without a join key this router minted, nothing else in the
+        // request is looked at (a stranger learns nothing from which field we would refuse).
         let now = self.clock.now_millis();
         let (claims, join_key) = self.verify_token(&request.join_key, now).await?;
         // The join key (its signature verified) is the actor of its own enrollment.
         *actor =
             Some(Actor { key_id: claims.jti.clone(), name: format!("join key {}", claims.name) });
+        let OfferedKeys { curve } = self.check_request(request)?;
+        let manifest = &request.manifest;
+        let lease_interval = request.lease_renewal_interval_ms.unwrap_or(DEFAULT_LEASE_INTERVAL_MS);
 
         let agent = AgentRecord {
             id: self.ids.next(IdKind::Agent),

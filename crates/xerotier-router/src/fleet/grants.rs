@@ -94,10 +94,7 @@ impl GrantService {
         reason: Option<&str>,
     ) -> Result<Decided, ServiceError> {
         let reason = validate::reason(reason)?;
-        let workspace = workspace.filter(|w| !w.is_empty());
-        if let Some(workspace) = workspace {
-            validate::name(workspace, "workspace")?;
-        }
+        validate::optional(workspace, |w| validate::name(w, "workspace"))?;
         if decision == Decision::Withdraw && workspace.is_none() {
             return Err(ServiceError::invalid("name the workspace to withdraw", "workspace"));
         }

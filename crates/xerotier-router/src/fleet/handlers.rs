@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use xerotier_proto::agents::{
     AgentQuery, AgentView, CandidateList, DecideWorkspaceRequest, DecisionView, EnrollRequest,
-    EnrollResponse, RevokeAgentRequest,
+    EnrollResponse, RevokeAgentRequest, WithdrawGrantRequest,
 };
 use xerotier_proto::events::{AgentEventView, EventQuery};
 use xerotier_proto::join_keys::{
@@ -42,8 +42,6 @@ use crate::live_streams::LiveStreams;
     responses(
         (status = 201, description = "Created; `token` cannot be shown again", body = IssuedJoinKey),
         (status = 400, description = "Invalid name, role, address or TTL", body = ErrorEnvelope),
-        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
-        (status = 403, description = "Key lacks the management scope", body = ErrorEnvelope),
     ),
     security(("api_key" = []))
 )]
@@ -64,8 +62,6 @@ pub async fn create_join_key(
     params(JoinKeyQuery),
     responses(
         (status = 200, description = "One page of join keys", body = Page<JoinKeyView>),
-        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
-        (status = 403, description = "Key lacks the management scope", body = ErrorEnvelope),
     ),
     security(("api_key" = []))
 )]
@@ -73,7 +69,7 @@ pub async fn list_join_keys(
     State(join_keys): State<JoinKeyService>,
     QueryParams(query): QueryParams<JoinKeyQuery>,
 ) -> Result<Json<Page<JoinKeyView>>, ApiError> {
-    let page = page_request(query.limit, query.after)?;
+    let page = page_request(query.limit, query.after, "jk_")?;
     let slice = join_keys.list(&page, query.include_terminal).await?;
     Ok(Json(into_page(slice, |k| k.record.id.clone(), views::join_key)))
 }
@@ -103,7 +99,7 @@ pub async fn get_join_key(
     path = "/v1/management/join-keys/{id}/revoke",
     tag = "join-keys",
     params(("id" = String, Path, description = "Join key id, `jk_…`")),
-    request_body(content = RevokeJoinKeyRequest, description = "Optional reason"),
+    request_body(content = Option<RevokeJoinKeyRequest>, description = "Optional reason"),
     responses(
         (status = 200, description = "Revoked", body = JoinKeyView),
         (status = 404, description = "No such join key", body = ErrorEnvelope),
@@ -159,8 +155,6 @@ pub async fn enroll(
     params(AgentQuery),
     responses(
         (status = 200, description = "One page of agents", body = Page<AgentView>),
-        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
-        (status = 403, description = "Key lacks the management scope", body = ErrorEnvelope),
     ),
     security(("api_key" = []))
 )]
@@ -168,7 +162,7 @@ pub async fn list_agents(
     State(agents): State<AgentService>,
     QueryParams(query): QueryParams<AgentQuery>,
 ) -> Result<Json<Page<AgentView>>, ApiError> {
-    let page = page_request(query.limit, query.after)?;
+    let page = page_request(query.limit, query.after, "agt_")?;
     let slice = agents.list(&page, query.include_revoked).await?;
     Ok(Json(into_page(slice, |a| a.record.id.clone(), views::agent)))
 }
@@ -198,7 +192,7 @@ pub async fn get_agent(
     path = "/v1/management/agents/{id}/revoke-credentials",
     tag = "agents",
     params(("id" = String, Path, description = "Agent id, `agt_…`")),
-    request_body(content = RevokeAgentRequest, description = "Optional reason"),
+    request_body(content = Option<RevokeAgentRequest>, description = "Optional reason"),
     responses(
         (status = 200, description = "Revoked", body = AgentView),
         (status = 404, description = "No such agent", body = ErrorEnvelope),
@@ -223,7 +217,7 @@ pub async fn revoke_agent_credentials(
     path = "/v1/management/agents/{id}/curve-rotate",
     tag = "agents",
     params(("id" = String, Path, description = "Agent id, `agt_…`")),
-    request_body(content = CurveRotateRequest, description = "Reason for the audit log (default `scheduled`)"),
+    request_body(content = Option<CurveRotateRequest>, description = "Reason for the audit log (default `scheduled`)"),
     responses(
         (status = 202, description = "Requested: status `pending` (or `failed` for a revoked agent)", body = RotationView),
         (status = 404, description = "No such agent", body = ErrorEnvelope),
@@ -288,7 +282,7 @@ pub async fn agent_events(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
     if !wants_stream {
-        let page = page_request(query.limit, query.after)?;
+        let page = page_request(query.limit, query.after, "evt_")?;
         let slice = events.list(&id, &page).await?;
         return Ok(Json(into_page(slice, |e| e.id.clone(), views::event)).into_response());
     }
@@ -317,8 +311,6 @@ pub async fn agent_events(
     tag = "agents",
     responses(
         (status = 200, description = "Every candidate", body = CandidateList),
-        (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope),
-        (status = 403, description = "Key lacks the management scope", body = ErrorEnvelope),
     ),
     security(("api_key" = []))
 )]
@@ -336,7 +328,7 @@ pub async fn list_candidates(
     path = "/v1/management/agents/{id}/candidates/approve",
     tag = "agents",
     params(("id" = String, Path, description = "Agent id, `agt_…`")),
-    request_body(content = DecideWorkspaceRequest, description = "Optional workspace and reason"),
+    request_body(content = Option<DecideWorkspaceRequest>, description = "Optional workspace and reason"),
     responses(
         (status = 200, description = "What changed", body = DecisionView),
         (status = 404, description = "No such agent, or nothing to approve", body = ErrorEnvelope),
@@ -359,7 +351,7 @@ pub async fn approve_candidates(
     path = "/v1/management/agents/{id}/candidates/reject",
     tag = "agents",
     params(("id" = String, Path, description = "Agent id, `agt_…`")),
-    request_body(content = DecideWorkspaceRequest, description = "Optional workspace and reason"),
+    request_body(content = Option<DecideWorkspaceRequest>, description = "Optional workspace and reason"),
     responses(
         (status = 200, description = "What changed", body = DecisionView),
         (status = 404, description = "No such agent, or nothing to reject", body = ErrorEnvelope),
@@ -381,10 +373,9 @@ pub async fn reject_candidates(
     path = "/v1/management/agents/{id}/grants/withdraw",
     tag = "agents",
     params(("id" = String, Path, description = "Agent id, `agt_…`")),
-    request_body(content = DecideWorkspaceRequest, description = "The workspace (required) and a reason"),
+    request_body(content = WithdrawGrantRequest, description = "The workspace and a reason"),
     responses(
         (status = 200, description = "What changed", body = DecisionView),
-        (status = 400, description = "No workspace named", body = ErrorEnvelope),
         (status = 404, description = "No such agent, or the workspace is not granted", body = ErrorEnvelope),
     ),
     security(("api_key" = []))
@@ -393,9 +384,11 @@ pub async fn withdraw_grant(
     State(grants): State<GrantService>,
     context: AuditContext,
     Path(id): Path<String>,
-    body: Option<JsonBody<DecideWorkspaceRequest>>,
+    JsonBody(request): JsonBody<WithdrawGrantRequest>,
 ) -> Result<Json<DecisionView>, ApiError> {
-    decide(grants, context, id, body, Decision::Withdraw).await
+    let WithdrawGrantRequest { workspace, reason } = request;
+    let request = DecideWorkspaceRequest { workspace: Some(workspace), reason };
+    decide(grants, context, id, Some(JsonBody(request)), Decision::Withdraw).await
 }
 
 async fn decide(
@@ -418,7 +411,7 @@ async fn decide(
     path = "/v1/management/agents/{id}/release-quarantine",
     tag = "agents",
     params(("id" = String, Path, description = "Agent id, `agt_…`")),
-    request_body(content = RevokeAgentRequest, description = "Optional reason"),
+    request_body(content = Option<RevokeAgentRequest>, description = "Optional reason"),
     responses(
         (status = 200, description = "Released", body = AgentView),
         (status = 404, description = "No such agent, or it is not quarantined", body = ErrorEnvelope),

@@ -1,6 +1,7 @@
 //! The HTTP surface: the route table (which is also the OpenAPI document), middleware order,
 //! and the envelope for requests that match no route.
 
+pub mod contract;
 pub mod extract;
 pub mod listener;
 pub mod pagination;
@@ -9,8 +10,9 @@ pub mod request_id;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::{Extension, Json};
+use serde_json::Value;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -77,9 +79,7 @@ impl Modify for BearerApiKey {
     tag = "operations",
     responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json"))
 )]
-async fn openapi_document(
-    Extension(doc): Extension<Arc<utoipa::openapi::OpenApi>>,
-) -> Json<utoipa::openapi::OpenApi> {
+async fn openapi_document(Extension(doc): Extension<Arc<serde_json::Value>>) -> Json<Value> {
     Json(doc.as_ref().clone())
 }
 
@@ -110,6 +110,7 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .routes(routes!(exec::resume_exec))
         .routes(routes!(exec::list_pauses))
         .routes(routes!(exec::list_credentials))
+        .route_layer(from_fn(contract::known_path_formats))
         .route_layer(from_fn_with_state(gate.clone(), auth::require_management));
     let exec = OpenApiRouter::new()
         .routes(routes!(exec::list_tools))
@@ -118,6 +119,7 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .routes(routes!(exec::get_invocation))
         .routes(routes!(exec::invocation_output))
         .routes(routes!(exec::cancel_invocation))
+        .route_layer(from_fn(contract::known_path_formats))
         .route_layer(from_fn_with_state(gate, auth::require_execution));
     let public = OpenApiRouter::new()
         .routes(routes!(fleet::enroll))
@@ -129,56 +131,8 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .merge(exec)
         .merge(public)
         .split_for_parts();
-    document_auth_rate_limit(&mut doc);
+    contract::document(&mut doc, &contract::Limits::of(state));
     (router, doc)
-}
-
-/// Every route that takes an API key can answer 429 `too_many_auth_failures` (see
-/// `auth::FailureLimit`): said once here for all of them, so no route can miss it.
-fn document_auth_rate_limit(doc: &mut utoipa::openapi::OpenApi) {
-    use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder, Type};
-    const DESCRIPTION: &str = "This source address failed to authenticate too often \
-                               (`too_many_auth_failures`); nothing was looked at. Retry after \
-                               `Retry-After` seconds.";
-    let retry_after = HeaderBuilder::new()
-        .schema(utoipa::openapi::ObjectBuilder::new().schema_type(Type::Integer))
-        .description(Some("Seconds until this address may try again (`too_many_auth_failures`)"))
-        .build();
-    let response = ResponseBuilder::new()
-        .description(DESCRIPTION)
-        .header("Retry-After", retry_after.clone())
-        .content(
-            "application/json",
-            ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorEnvelope"))).build(),
-        )
-        .build();
-    for item in doc.paths.paths.values_mut() {
-        let operations = [
-            &mut item.get,
-            &mut item.post,
-            &mut item.put,
-            &mut item.delete,
-            &mut item.patch,
-            &mut item.head,
-            &mut item.options,
-            &mut item.trace,
-        ];
-        for operation in operations.into_iter().flatten() {
-            if operation.security.as_ref().is_none_or(|s| s.is_empty()) {
-                continue;
-            }
-            match operation.responses.responses.get_mut("429") {
-                // The route has a 429 of its own (a per-key limit): both are documented.
-                Some(RefOr::T(own)) => {
-                    own.description = format!("{} Or: {DESCRIPTION}", own.description);
-                    own.headers.insert("Retry-After".into(), retry_after.clone());
-                }
-                _ => {
-                    operation.responses.responses.insert("429".into(), response.clone().into());
-                }
-            }
-        }
-    }
 }
 
 pub fn app(state: AppState) -> axum::Router {
@@ -186,7 +140,7 @@ pub fn app(state: AppState) -> axum::Router {
     router
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(Extension(Arc::new(doc)))
+        .layer(Extension(Arc::new(contract::served(&doc))))
         .layer(from_fn_with_state(state.metrics.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())

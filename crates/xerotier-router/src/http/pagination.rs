@@ -3,10 +3,14 @@ use xerotier_proto::page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 use xerotier_store::{PageRequest, PageSlice};
 
 use crate::service_error::ServiceError;
+use crate::validate;
 
+/// `?limit=&after=` of a listing whose items have ids with `id_prefix` (`key_`, `agt_`, …):
+/// `limit` 1-500, and `after` one of those ids (the previous page's `next_after`).
 pub fn page_request(
     limit: Option<u32>,
     after: Option<String>,
+    id_prefix: &str,
 ) -> Result<PageRequest, ServiceError> {
     let limit = limit.unwrap_or(DEFAULT_PAGE_LIMIT);
     if limit == 0 || limit > MAX_PAGE_LIMIT {
@@ -15,7 +19,8 @@ pub fn page_request(
             "limit",
         ));
     }
-    Ok(PageRequest { limit, after: after.filter(|a| !a.is_empty()) })
+    validate::optional(after.as_deref(), |a| validate::id(id_prefix, a, "after"))?;
+    Ok(PageRequest { limit, after })
 }
 
 /// Turns a store slice into an API page whose cursor is the last item's id.

@@ -18,6 +18,7 @@ mod api_keys;
 mod cli;
 mod cli_conventions;
 mod clones;
+mod contract;
 mod enroll_attempts;
 mod enrollment;
 mod exec;
