@@ -32,6 +32,9 @@ pub const CURVE_PUBLIC_KEY: &str = "^[0-9a-zA-Z.:+=^!/*?&<>()\\[\\]{}@%$#-]{40}$
 /// An Ed25519 public key, hex (64 characters).
 pub const SIGNING_PUBLIC_KEY: &str = "^[0-9a-fA-F]{64}$";
 /// Free text (reasons): anything but NUL, which no database column holds.
+/// An invocation output cursor, `<stdout bytes>:<stderr bytes>` (at most 19 digits each, so
+/// every value the pattern admits fits).
+pub const OUTPUT_CURSOR: &str = "^[0-9]{1,19}:[0-9]{1,19}$";
 pub const TEXT: &str = "^[^\\x00]*$";
 
 /// Longest name ([`NAME`]).

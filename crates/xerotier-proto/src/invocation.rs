@@ -154,7 +154,12 @@ impl std::str::FromStr for OutputCursor {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let invalid =
             || format!("{text:?} is not an output cursor (<stdout bytes>:<stderr bytes>)");
-        let (stdout, stderr) = text.trim().split_once(':').ok_or_else(invalid)?;
+        let (stdout, stderr) = text.split_once(':').ok_or_else(invalid)?;
+        // Exactly the documented form: digits only (no sign, no spaces), at most 19 each.
+        let digits = |s: &str| (1..=19).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(stdout) || !digits(stderr) {
+            return Err(invalid());
+        }
         Ok(Self {
             stdout: stdout.parse().map_err(|_| invalid())?,
             stderr: stderr.parse().map_err(|_| invalid())?,
@@ -185,6 +190,7 @@ pub struct OutputChunk {
 pub struct OutputQuery {
     /// Resume after this event id (an output cursor, `<stdout bytes>:<stderr bytes>`), as
     /// `Last-Event-ID` does; the header wins when both are given [default: from the start].
+    #[param(pattern = "^[0-9]{1,19}:[0-9]{1,19}$")]
     pub after: Option<String>,
 }
 
@@ -198,7 +204,11 @@ mod output_cursor_tests {
         assert_eq!(cursor.to_string(), "1024:7");
         assert_eq!("1024:7".parse::<OutputCursor>(), Ok(cursor));
         assert_eq!("0:0".parse::<OutputCursor>(), Ok(OutputCursor::default()));
-        for bad in ["", "12", "a:1", "1:-1", "1:2:3"] {
+        let widest = "9999999999999999999:9999999999999999999";
+        assert!(widest.parse::<OutputCursor>().is_ok(), "every value the pattern admits fits");
+        for bad in
+            ["", "12", "a:1", "1:-1", "1:2:3", "+1:2", " 1:2", "1:2 ", "12345678901234567890:0"]
+        {
             assert!(bad.parse::<OutputCursor>().is_err(), "{bad:?}");
         }
     }

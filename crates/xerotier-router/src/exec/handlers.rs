@@ -167,7 +167,7 @@ pub async fn get_invocation(
     tag = "exec",
     params(
         ("id" = String, Path, description = "Invocation id, `inv_…`"),
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id (an output cursor)"),
+        ("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]{1,19}:[0-9]{1,19}$", description = "Resume after this event id (an output cursor)"),
         OutputQuery,
     ),
     responses(
