@@ -167,7 +167,7 @@ pub async fn get_invocation(
     tag = "exec",
     params(
         ("id" = String, Path, description = "Invocation id, `inv_…`"),
-        ("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]{1,19}:[0-9]{1,19}$", description = "Resume after this event id (an output cursor)"),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[0-9]{1,19}:[0-9]{1,19}$", description = "Resume after this event id (an output cursor)"),
         OutputQuery,
     ),
     responses(
@@ -186,9 +186,11 @@ pub async fn invocation_output(
     headers: HeaderMap,
     QueryParams(query): QueryParams<OutputQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    // An empty Last-Event-ID means none (as in the SSE specification).
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
         .map(str::to_string)
         .or(query.after);
     let from = match resume {
