@@ -96,8 +96,9 @@ impl Verifier {
     }
 
     pub fn from_hex(text: &str) -> Option<Self> {
-        let bytes = hex::decode(text).ok()?;
-        Some(Self(bytes.try_into().ok()?))
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text, &mut bytes).ok()?;
+        Some(Self(bytes))
     }
 
     /// Constant-time comparison; never use `==` on verifiers of presented secrets.

@@ -6,10 +6,11 @@
 //! secret is checked against the stored verifier in constant time.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -116,12 +117,12 @@ impl Authenticator {
     }
 
     /// The key's row: from the cache when this process owns the store, else from the store.
-    pub(crate) async fn record(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, ApiError> {
+    pub(crate) async fn record(&self, key_id: &str) -> Result<Option<Arc<ApiKeyRecord>>, ApiError> {
         let ticket = match self.cache.get(key_id) {
             Ok(record) => return Ok(Some(record)),
             Err(ticket) => ticket,
         };
-        let record = self.store.api_key(key_id).await?;
+        let record = self.store.api_key(key_id).await?.map(Arc::new);
         if let Some(record) = &record {
             self.cache.insert(ticket, record);
         }
@@ -150,8 +151,8 @@ impl Authenticator {
             )))
         })?;
         Ok(Principal {
-            key_id: record.id,
-            name: record.name,
+            key_id: record.id.clone(),
+            name: record.name.clone(),
             scopes,
             credential: Presented(credential),
         })
@@ -237,19 +238,19 @@ impl FailureLimit {
         }
     }
 
-    /// When the source of `client_addr` may not try now: the seconds to wait (at least 1).
-    pub fn refusal(&self, client_addr: Option<&str>) -> Option<u64> {
+    /// When the source of `peer` may not try now: the seconds to wait (at least 1).
+    pub fn refusal(&self, peer: Option<SocketAddr>) -> Option<u64> {
         let now = self.clock.now_millis();
         if now >= self.refusing_until.load(Ordering::Acquire) {
             return None;
         }
-        let wait = self.limiter.lock().wait_millis(&source_of(client_addr), now)?;
+        let wait = self.limiter.lock().wait_millis(&source_of(peer), now)?;
         Some(u64::try_from(wait.saturating_add(999) / 1_000).unwrap_or(u64::MAX).max(1))
     }
 
-    /// Counts one failure of the source of `client_addr`.
-    pub fn failed(&self, client_addr: Option<&str>) {
-        let source = source_of(client_addr);
+    /// Counts one failure of the source of `peer`.
+    pub fn failed(&self, peer: Option<SocketAddr>) {
+        let source = source_of(peer);
         let now = self.clock.now_millis();
         let mut limiter = self.limiter.lock();
         limiter.admit(&source, now);
@@ -285,14 +286,10 @@ pub async fn require_management(gate: State<AuthGate>, req: Request, next: Next)
     require(gate, Scope::Management, req, next).await
 }
 
-async fn require(
-    State(gate): State<AuthGate>,
-    scope: Scope,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let request = RequestContext::from_http(req.extensions());
-    if let Some(retry_after_seconds) = gate.failures.refusal(request.client_addr.as_deref()) {
+async fn require(State(gate): State<AuthGate>, scope: Scope, req: Request, next: Next) -> Response {
+    // The request's context (strings) is built only on the paths that record something.
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| *addr);
+    if let Some(retry_after_seconds) = gate.failures.refusal(peer) {
         gate.metrics.auth_rate_limited();
         return ApiError::TooManyAuthFailures { retry_after_seconds }.into_response();
     }
@@ -301,7 +298,7 @@ async fn require(
         Ok(principal) => principal,
         Err(err) => {
             if matches!(err, ApiError::MissingApiKey | ApiError::InvalidApiKey) {
-                gate.failures.failed(request.client_addr.as_deref());
+                gate.failures.failed(peer);
             }
             gate.metrics.auth_failure(err.code().as_str());
             return err.into_response();
@@ -310,6 +307,7 @@ async fn require(
     if !principal.scopes.contains(scope) {
         gate.metrics.auth_failure("scope_insufficient");
         if req.method() != Method::GET {
+            let request = RequestContext::from_http(req.extensions());
             let context = request.audit(Some(principal.actor()));
             let change = Change::untargeted("authz.denied").details(serde_json::json!({
                 "method": req.method().as_str(),
@@ -320,6 +318,10 @@ async fn require(
         }
         return ApiError::ScopeInsufficient(scope).into_response();
     }
-    req.extensions_mut().insert(principal);
-    next.run(req).await
+    let (mut parts, body) = req.into_parts();
+    if let Some(refused) = crate::http::contract::refuse_malformed_path(&mut parts).await {
+        return refused;
+    }
+    parts.extensions.insert(principal);
+    next.run(Request::from_parts(parts, body)).await
 }

@@ -11,6 +11,7 @@
 
 use parking_lot::RwLock;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use xerotier_store::ApiKeyRecord;
 
@@ -28,7 +29,8 @@ pub struct KeyCache {
 #[derive(Debug, Default)]
 struct Inner {
     generation: u64,
-    rows: HashMap<String, ApiKeyRecord>,
+    /// Shared rows: a hit costs a reference count, not a copy of every field.
+    rows: HashMap<String, Arc<ApiKeyRecord>>,
 }
 
 /// Proof of the generation a reader started at.
@@ -41,7 +43,7 @@ impl KeyCache {
     }
 
     /// The cached row, or a ticket to present with the row read from the store.
-    pub fn get(&self, key_id: &str) -> Result<ApiKeyRecord, ReadTicket> {
+    pub fn get(&self, key_id: &str) -> Result<Arc<ApiKeyRecord>, ReadTicket> {
         if !self.enabled {
             return Err(ReadTicket(0));
         }
@@ -49,7 +51,7 @@ impl KeyCache {
         inner.rows.get(key_id).cloned().ok_or(ReadTicket(inner.generation))
     }
 
-    pub fn insert(&self, ticket: ReadTicket, record: &ApiKeyRecord) {
+    pub fn insert(&self, ticket: ReadTicket, record: &Arc<ApiKeyRecord>) {
         if !self.enabled {
             return;
         }
@@ -60,7 +62,7 @@ impl KeyCache {
         if inner.rows.len() >= MAX_ENTRIES {
             inner.rows.clear();
         }
-        inner.rows.insert(record.id.clone(), record.clone());
+        inner.rows.insert(record.id.clone(), Arc::clone(record));
     }
 
     /// Called after a change to `key_id` committed and before the change is acknowledged.
@@ -100,11 +102,11 @@ mod tests {
         let ticket = cache.get("key_a").unwrap_err();
         // A revoke commits and invalidates while the reader holds the pre-revoke row.
         cache.invalidate("key_a");
-        cache.insert(ticket, &record("key_a", false));
+        cache.insert(ticket, &Arc::new(record("key_a", false)));
         assert!(cache.get("key_a").is_err(), "the stale row must not be served");
 
         let ticket = cache.get("key_a").unwrap_err();
-        cache.insert(ticket, &record("key_a", true));
+        cache.insert(ticket, &Arc::new(record("key_a", true)));
         assert!(cache.get("key_a").unwrap().revoked_at.is_some());
     }
 
@@ -112,7 +114,7 @@ mod tests {
     fn disabled_cache_never_serves() {
         let cache = KeyCache::new(false);
         let ticket = cache.get("key_a").unwrap_err();
-        cache.insert(ticket, &record("key_a", false));
+        cache.insert(ticket, &Arc::new(record("key_a", false)));
         assert!(cache.get("key_a").is_err());
     }
 }

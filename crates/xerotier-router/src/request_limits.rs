@@ -33,15 +33,21 @@ const MAX_SOURCES: usize = 10_000;
 /// One token is `UNIT` units; a bucket gains `per_minute` units a millisecond.
 const UNIT: i64 = 60_000;
 
-/// The rate-limit key of a request: the peer's IP (any port), or the address text as given.
-/// Behind a reverse proxy every client shares the proxy's address.
-pub fn source_of(client_addr: Option<&str>) -> String {
-    match client_addr {
-        Some(addr) => match addr.parse::<SocketAddr>() {
-            Ok(socket) => socket.ip().to_string(),
-            Err(_) => addr.to_string(),
-        },
+/// The rate-limit key of a request: the peer's IP (any port). Behind a reverse proxy every
+/// client shares the proxy's address.
+pub fn source_of(peer: Option<SocketAddr>) -> String {
+    match peer {
+        Some(peer) => peer.ip().to_string(),
         None => "unknown".to_string(),
+    }
+}
+
+/// [`source_of`] an address recorded as text (`ip:port`), or the text as given.
+pub fn source_of_text(client_addr: Option<&str>) -> String {
+    match client_addr.map(|addr| (addr, addr.parse::<SocketAddr>())) {
+        Some((_, Ok(peer))) => source_of(Some(peer)),
+        Some((addr, Err(_))) => addr.to_string(),
+        None => source_of(None),
     }
 }
 
@@ -160,9 +166,11 @@ mod tests {
 
     #[test]
     fn the_source_is_the_peer_ip_whatever_the_port() {
-        assert_eq!(source_of(Some("127.0.0.1:5000")), "127.0.0.1");
-        assert_eq!(source_of(Some("[::1]:5000")), "::1");
-        assert_eq!(source_of(None), "unknown");
+        assert_eq!(source_of_text(Some("127.0.0.1:5000")), "127.0.0.1");
+        assert_eq!(source_of_text(Some("[::1]:5000")), "::1");
+        assert_eq!(source_of_text(Some("odd")), "odd");
+        assert_eq!(source_of_text(None), "unknown");
+        assert_eq!(source_of(Some("[::1]:5000".parse().unwrap())), "::1");
     }
 
     #[test]

@@ -121,8 +121,21 @@ pub(super) struct OutputSignals {
     pub(super) closed: CancellationToken,
 }
 
+/// The execution service: a handle to one shared state (handlers receive a copy per request,
+/// so a copy is one reference count).
 #[derive(Debug, Clone)]
-pub struct ExecService {
+pub struct ExecService(Arc<ExecState>);
+
+impl std::ops::Deref for ExecService {
+    type Target = ExecState;
+
+    fn deref(&self) -> &ExecState {
+        &self.0
+    }
+}
+
+#[derive(Debug)]
+pub struct ExecState {
     store: Store,
     clock: SharedClock,
     ids: IdGenerator,
@@ -149,7 +162,7 @@ impl ExecService {
         audit: AuditLog,
         link: Arc<MeshLink>,
     ) -> Self {
-        Self {
+        Self(Arc::new(ExecState {
             store,
             clock,
             ids,
@@ -160,7 +173,7 @@ impl ExecService {
             wake: Arc::default(),
             signals: Arc::default(),
             check_arguments: Arc::new(std::sync::atomic::AtomicBool::new(true)),
-        }
+        }))
     }
 
     /// Test builds only: lets arguments through unchecked, so that the XEM's own check can be

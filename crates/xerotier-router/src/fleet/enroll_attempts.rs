@@ -12,7 +12,7 @@ use xerotier_store::Outcome;
 
 use crate::audit::{AuditContext, AuditLog, Change, Target};
 use crate::metrics::Metrics;
-use crate::request_limits::{SourceLimiter, source_of};
+use crate::request_limits::{SourceLimiter, source_of_text};
 
 /// Records a minute per source, sustained.
 pub const RECORDS_PER_MINUTE: u32 = 10;
@@ -54,7 +54,7 @@ impl EnrollAttempts {
 
     /// Audits `attempt`, unless its source has used up its share of records.
     pub async fn record(&self, context: &AuditContext, attempt: Attempt<'_>) {
-        let source = source_of(context.client_addr.as_deref());
+        let source = source_of_text(context.client_addr.as_deref());
         let admitted = self.limiter.lock().admit(&source, self.clock.now_millis());
         if !admitted {
             self.metrics.enroll_denied_unrecorded();

@@ -13,9 +13,8 @@ use utoipa::openapi::{
     ContentBuilder, HeaderBuilder, ObjectBuilder, OpenApi, Ref, RefOr, Response, ResponseBuilder,
 };
 
-use axum::extract::rejection::RawPathParamsRejection;
-use axum::extract::{MatchedPath, RawPathParams, Request};
-use axum::middleware::Next;
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams};
+use axum::http::request::Parts;
 use axum::response::IntoResponse;
 use xerotier_proto::formats;
 
@@ -337,29 +336,26 @@ fn path_format(path: &str, parameter: &str) -> Option<&'static PathFormat> {
 const REFUSED_BY_THE_SERVICE: [&str; 1] = ["/v1/exec/invocations/{id}/cancel"];
 
 /// A path id out of its format names nothing: 404, like an unknown id, before any handler or
-/// store sees it (PostgreSQL would refuse a NUL in it with a server error). Runs after
-/// authentication, so an unauthenticated caller learns nothing from it.
-pub async fn known_path_formats(
-    matched: MatchedPath,
-    params: Result<RawPathParams, RawPathParamsRejection>,
-    request: Request,
-    next: Next,
-) -> axum::response::Response {
+/// store sees it (PostgreSQL would refuse a NUL in it with a server error). Called by the auth
+/// middleware once the caller is authenticated (one middleware per request, not two), so an
+/// unauthenticated caller learns nothing from it. `None`: the path may go on.
+pub async fn refuse_malformed_path(parts: &mut Parts) -> Option<axum::response::Response> {
     let unknown = |what: String| ApiError::Service(ServiceError::NotFound(what)).into_response();
-    let Ok(params) = params else {
-        return unknown(format!("{}: a path that is not UTF-8", matched.as_str()));
+    let matched = parts.extensions.get::<MatchedPath>()?.clone();
+    let Ok(params) = RawPathParams::from_request_parts(parts, &()).await else {
+        return Some(unknown(format!("{}: a path that is not UTF-8", matched.as_str())));
     };
     if REFUSED_BY_THE_SERVICE.contains(&matched.as_str()) {
-        return next.run(request).await;
+        return None;
     }
     for (name, value) in &params {
         if let Some((_, _, _, ok)) = path_format(matched.as_str(), name)
             && !ok(value)
         {
-            return unknown(format!("{name} {value:?}"));
+            return Some(unknown(format!("{name} {value:?}")));
         }
     }
-    next.run(request).await
+    None
 }
 
 fn document_path_formats(path: &str, operation: &mut Operation) {

@@ -10,7 +10,7 @@ pub mod request_id;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::{Extension, Json};
 use serde_json::Value;
 use tower_http::trace::TraceLayer;
@@ -110,7 +110,6 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .routes(routes!(exec::resume_exec))
         .routes(routes!(exec::list_pauses))
         .routes(routes!(exec::list_credentials))
-        .route_layer(from_fn(contract::known_path_formats))
         .route_layer(from_fn_with_state(gate.clone(), auth::require_management));
     let exec = OpenApiRouter::new()
         .routes(routes!(exec::list_tools))
@@ -119,7 +118,6 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .routes(routes!(exec::get_invocation))
         .routes(routes!(exec::invocation_output))
         .routes(routes!(exec::cancel_invocation))
-        .route_layer(from_fn(contract::known_path_formats))
         .route_layer(from_fn_with_state(gate, auth::require_execution));
     let public = OpenApiRouter::new()
         .routes(routes!(fleet::enroll))
