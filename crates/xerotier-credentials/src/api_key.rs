@@ -1,6 +1,6 @@
 use std::fmt;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use xerotier_core::{Entropy, IdKind, is_valid_id};
@@ -13,10 +13,11 @@ const VERIFIER_DOMAIN: &[u8] = b"xerotier/api-key-verifier/v1\0";
 /// A presented or freshly issued key value: `xero_<key id suffix>_<64 hex secret>`.
 ///
 /// The key id is embedded so the router finds the record by primary key, then checks the secret
-/// against the stored verifier in constant time.
+/// against the stored verifier in constant time. Parsing hashes the secret at once: only its
+/// verifier is kept, so the presented secret is never copied onto the heap.
 pub struct ApiKeyValue {
     key_id: String,
-    secret: SecretString,
+    verifier: Verifier,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -31,13 +32,15 @@ impl ApiKeyValue {
     pub fn parse(text: &str) -> Result<Self, ApiKeyValueError> {
         let rest = text.trim().strip_prefix(VALUE_PREFIX).ok_or(ApiKeyValueError::MissingPrefix)?;
         let (id_suffix, secret) = rest.split_once('_').ok_or(ApiKeyValueError::Malformed)?;
-        let key_id = format!("{}{id_suffix}", IdKind::ApiKey.prefix());
+        let mut key_id = String::with_capacity(IdKind::ApiKey.prefix().len() + id_suffix.len());
+        key_id.push_str(IdKind::ApiKey.prefix());
+        key_id.push_str(id_suffix);
         let secret_ok = secret.len() == SECRET_BYTES * 2
             && secret.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !is_valid_id(IdKind::ApiKey, &key_id) || !secret_ok {
             return Err(ApiKeyValueError::Malformed);
         }
-        Ok(Self { key_id, secret: SecretString::from(secret.to_string()) })
+        Ok(Self { key_id, verifier: Verifier::of_secret(secret) })
     }
 
     pub fn key_id(&self) -> &str {
@@ -45,7 +48,7 @@ impl ApiKeyValue {
     }
 
     pub fn verifier(&self) -> Verifier {
-        Verifier::of_secret(self.secret.expose_secret())
+        self.verifier.clone()
     }
 }
 
@@ -118,6 +121,8 @@ mod tests {
     use std::sync::Arc;
 
     use xerotier_core::{IdGenerator, ManualClock, SeededEntropy};
+
+    use secrecy::ExposeSecret;
 
     use super::*;
 
