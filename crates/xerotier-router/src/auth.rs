@@ -74,7 +74,7 @@ pub struct Authenticator {
     cache: Arc<KeyCache>,
     /// When each key's last use was last handed to the writer: read by every request, written
     /// once a minute per key.
-    last_used_written: Arc<RwLock<HashMap<String, UnixMillis>>>,
+    last_used_written: Arc<RwLock<HashMap<String, UnixMillis, foldhash::fast::RandomState>>>,
     last_used: mpsc::Sender<(String, UnixMillis)>,
     /// Taken by [`Self::spawn_last_used_writer`].
     last_used_queue: LastUsedQueue,

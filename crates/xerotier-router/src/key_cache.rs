@@ -30,7 +30,7 @@ pub struct KeyCache {
 struct Inner {
     generation: u64,
     /// Shared rows: a hit costs a reference count, not a copy of every field.
-    rows: HashMap<String, Arc<ApiKeyRecord>>,
+    rows: HashMap<String, Arc<ApiKeyRecord>, foldhash::fast::RandomState>,
 }
 
 /// Proof of the generation a reader started at.
