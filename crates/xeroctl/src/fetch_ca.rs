@@ -10,90 +10,45 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use parking_lot::Mutex;
-use rustls::DigitallySignedStruct;
-use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::CertificateDer;
+use xerotier_tls::{AnchorChoice, AnchoredVerifier};
 
 use crate::confirm::Confirmation;
 use crate::exit::{self, CliError};
 use crate::tls::{fingerprint, fingerprint_matches, pem};
 
-/// Records the chain the server presents; accepts it only if it is consistent (the server
-/// certificate verifies, for the name dialled, against the chain's own last certificate).
-#[derive(Debug)]
-struct RecordingVerifier {
-    provider: Arc<CryptoProvider>,
+/// Records the chain the server presents and takes its last certificate (the CA) as the one
+/// anchor: the handshake succeeds only if the chain is consistent (the server certificate
+/// verifies, for the name dialled, under the chain's own last certificate).
+#[derive(Debug, Default)]
+struct LastOfChain {
     chain: Mutex<Vec<CertificateDer<'static>>>,
 }
 
-impl ServerCertVerifier for RecordingVerifier {
-    fn verify_server_cert(
+impl AnchorChoice for LastOfChain {
+    fn choose(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+    ) -> Result<Option<CertificateDer<'static>>, rustls::Error> {
         let chain: Vec<CertificateDer<'static>> = std::iter::once(end_entity)
             .chain(intermediates)
             .map(|c| c.clone().into_owned())
             .collect();
         *self.chain.lock() = chain.clone();
-        let Some(ca) = chain.get(1..).and_then(<[_]>::last) else {
-            return Err(rustls::Error::General(
+        match chain.get(1..).and_then(<[_]>::last) {
+            Some(ca) => Ok(Some(ca.clone())),
+            None => Err(rustls::Error::General(
                 "the router presents no CA certificate after its own".into(),
-            ));
-        };
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.clone())?;
-        let verifier =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-                .build()
-                .map_err(|e| rustls::Error::General(e.to_string()))?;
-        verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+            )),
+        }
     }
 }
 
 /// The chain the router at `base_url` presents, after a TLS handshake and a `GET /healthz`.
 fn fetch_chain(base_url: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier =
-        Arc::new(RecordingVerifier { provider: provider.clone(), chain: Mutex::default() });
+    let verifier = Arc::new(AnchoredVerifier::new(LastOfChain::default()));
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
@@ -109,7 +64,7 @@ fn fetch_chain(base_url: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let url = format!("{}/healthz", base_url.trim_end_matches('/'));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let answer = runtime.block_on(async { http.get(&url).send().await });
-    let chain = verifier.chain.lock().clone();
+    let chain = verifier.choice().chain.lock().clone();
     match answer {
         Ok(response) if response.status().is_success() => Ok(chain),
         Ok(response) => Err(CliError::Unavailable(format!(

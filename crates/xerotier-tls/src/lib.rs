@@ -8,6 +8,7 @@
 //!   pin, so an agent enrolling with a join key talks to the router that minted it and no one
 //!   else, whatever CAs the host trusts.
 
+mod anchored;
 mod error;
 mod files;
 mod fingerprint;
@@ -15,6 +16,7 @@ mod pinned;
 mod private_ca;
 mod server;
 
+pub use anchored::{AnchorChoice, AnchoredVerifier};
 pub use error::TlsError;
 pub use fingerprint::{ca_fingerprint, is_fingerprint};
 pub use pinned::pinned_client_config;

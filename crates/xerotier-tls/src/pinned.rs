@@ -5,15 +5,12 @@
 
 use std::sync::Arc;
 
-use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::ClientConfig;
 use rustls::time_provider::TimeProvider;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-
+use rustls_pki_types::{CertificateDer, UnixTime};
 use xerotier_core::SharedClock;
 
+use crate::anchored::{AnchorChoice, AnchoredVerifier};
 use crate::{TlsError, ca_fingerprint, is_fingerprint};
 
 /// A client configuration that accepts a server only if the chain it presents contains the
@@ -24,9 +21,8 @@ pub fn pinned_client_config(pin: &str, clock: SharedClock) -> Result<ClientConfi
     if !is_fingerprint(pin) {
         return Err(TlsError::BadFingerprint(pin.to_string()));
     }
-    let provider = crate::provider();
-    let verifier = Arc::new(PinnedCa { pin: pin.to_string(), provider: provider.clone() });
-    Ok(ClientConfig::builder_with_details(provider, Arc::new(ClockTime(clock)))
+    let verifier = Arc::new(AnchoredVerifier::new(Pinned(pin.to_string())));
+    Ok(ClientConfig::builder_with_details(crate::provider(), Arc::new(ClockTime(clock)))
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
@@ -44,60 +40,27 @@ impl TimeProvider for ClockTime {
     }
 }
 
+/// The certificate of the chain whose fingerprint is the pin.
 #[derive(Debug)]
-struct PinnedCa {
-    pin: String,
-    provider: Arc<CryptoProvider>,
-}
+struct Pinned(String);
 
-impl ServerCertVerifier for PinnedCa {
-    fn verify_server_cert(
+impl AnchorChoice for Pinned {
+    fn choose(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if ca_fingerprint(end_entity) == self.pin {
+    ) -> Result<Option<CertificateDer<'static>>, rustls::Error> {
+        if ca_fingerprint(end_entity) == self.0 {
             // The pinned certificate is the server certificate itself.
-            return Ok(ServerCertVerified::assertion());
+            return Ok(None);
         }
-        let Some(anchor) = intermediates.iter().find(|c| ca_fingerprint(c) == self.pin) else {
-            return Err(rustls::Error::General(
+        match intermediates.iter().find(|c| ca_fingerprint(c) == self.0) {
+            Some(anchor) => Ok(Some(anchor.clone().into_owned())),
+            None => Err(rustls::Error::General(
                 "the server's certificate chain does not contain the CA pinned by the join key \
                  (a different server, or a man in the middle)"
                     .into(),
-            ));
-        };
-        let mut roots = RootCertStore::empty();
-        roots.add(anchor.clone().into_owned())?;
-        let verifier =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-                .build()
-                .map_err(|e| rustls::Error::General(e.to_string()))?;
-        verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+            )),
+        }
     }
 }
