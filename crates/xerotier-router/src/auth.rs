@@ -10,9 +10,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, Method, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
@@ -278,20 +277,76 @@ pub fn accepts(record: &ApiKeyRecord, presented: &Verifier, now: UnixMillis) -> 
     current | previous
 }
 
-pub async fn require_execution(gate: State<AuthGate>, req: Request, next: Next) -> Response {
-    require(gate, Scope::Execution, req, next).await
+/// The scope check as a tower layer (a hand-written one: `from_fn` boxes the rest of the stack
+/// on every request, which showed in the authenticated route's profile).
+#[derive(Debug, Clone)]
+pub struct RequireScope {
+    gate: AuthGate,
+    scope: Scope,
 }
 
-pub async fn require_management(gate: State<AuthGate>, req: Request, next: Next) -> Response {
-    require(gate, Scope::Management, req, next).await
+impl RequireScope {
+    pub fn new(gate: AuthGate, scope: Scope) -> Self {
+        Self { gate, scope }
+    }
 }
 
-async fn require(State(gate): State<AuthGate>, scope: Scope, req: Request, next: Next) -> Response {
+impl<S> tower::Layer<S> for RequireScope {
+    type Service = RequireScopeService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireScopeService { inner, gate: self.gate.clone(), scope: self.scope }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RequireScopeService<S> {
+    inner: S,
+    gate: AuthGate,
+    scope: Scope,
+}
+
+impl<S> tower::Service<Request> for RequireScopeService<S>
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Response, std::convert::Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // The ready service answers this request; a fresh clone waits for the next one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let (gate, scope) = (self.gate.clone(), self.scope);
+        Box::pin(async move {
+            match admit(&gate, scope, req).await {
+                Ok(req) => inner.call(req).await,
+                Err(refused) => Ok(refused),
+            }
+        })
+    }
+}
+
+/// Authenticates and checks the scope: the request to pass on (with its `Principal`), or the
+/// refusal to answer.
+async fn admit(gate: &AuthGate, scope: Scope, req: Request) -> Result<Request, Response> {
     // The request's context (strings) is built only on the paths that record something.
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| *addr);
     if let Some(retry_after_seconds) = gate.failures.refusal(peer) {
         gate.metrics.auth_rate_limited();
-        return ApiError::TooManyAuthFailures { retry_after_seconds }.into_response();
+        return Err(ApiError::TooManyAuthFailures { retry_after_seconds }.into_response());
     }
     let presented = req.headers().get(header::AUTHORIZATION);
     let principal = match gate.auth.authenticate(presented).await {
@@ -301,7 +356,7 @@ async fn require(State(gate): State<AuthGate>, scope: Scope, req: Request, next:
                 gate.failures.failed(peer);
             }
             gate.metrics.auth_failure(err.code().as_str());
-            return err.into_response();
+            return Err(err.into_response());
         }
     };
     if !principal.scopes.contains(scope) {
@@ -316,12 +371,12 @@ async fn require(State(gate): State<AuthGate>, scope: Scope, req: Request, next:
             }));
             gate.audit.record_attempt(&context, &change, Outcome::Denied).await;
         }
-        return ApiError::ScopeInsufficient(scope).into_response();
+        return Err(ApiError::ScopeInsufficient(scope).into_response());
     }
     let (mut parts, body) = req.into_parts();
     if let Some(refused) = crate::http::contract::refuse_malformed_path(&mut parts).await {
-        return refused;
+        return Err(refused);
     }
     parts.extensions.insert(principal);
-    next.run(Request::from_parts(parts, body)).await
+    Ok(Request::from_parts(parts, body))
 }

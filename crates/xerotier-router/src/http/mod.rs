@@ -24,6 +24,8 @@ use crate::audit::handlers as audit;
 use crate::error::ApiError;
 use crate::exec::handlers as exec;
 use crate::fleet::handlers as fleet;
+use xerotier_proto::Scope;
+
 use crate::{AppState, auth, health, metrics};
 
 /// Request bodies above this are refused with 413 before they are parsed.
@@ -110,7 +112,7 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .routes(routes!(exec::resume_exec))
         .routes(routes!(exec::list_pauses))
         .routes(routes!(exec::list_credentials))
-        .route_layer(from_fn_with_state(gate.clone(), auth::require_management));
+        .route_layer(auth::RequireScope::new(gate.clone(), Scope::Management));
     let exec = OpenApiRouter::new()
         .routes(routes!(exec::list_tools))
         .routes(routes!(exec::get_tool))
@@ -118,7 +120,7 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .routes(routes!(exec::get_invocation))
         .routes(routes!(exec::invocation_output))
         .routes(routes!(exec::cancel_invocation))
-        .route_layer(from_fn_with_state(gate, auth::require_execution));
+        .route_layer(auth::RequireScope::new(gate, Scope::Execution));
     let public = OpenApiRouter::new()
         .routes(routes!(fleet::enroll))
         .routes(routes!(health::healthz))
