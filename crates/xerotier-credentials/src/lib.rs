@@ -14,4 +14,6 @@ pub use keys::{
     CurveKeyPair, KeyError, SigningKeyPair, curve_public_z85, fingerprint, is_weak_curve_public,
     parse_agent_curve_public, parse_curve_public, parse_signing_public, verify_signature,
 };
-pub use secret_file::{SecretFileError, read_secret_file, write_secret_file};
+pub use secret_file::{
+    SecretFileError, read_secret_file, write_file_atomically, write_secret_file,
+};

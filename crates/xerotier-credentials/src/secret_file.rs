@@ -21,6 +21,16 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SecretFileError + '_ {
 /// fsync, rename over the target, fsync the directory. A crash leaves the old file or the new
 /// one, never a torn or world-readable one.
 pub fn write_secret_file(path: &Path, contents: &[u8]) -> Result<(), SecretFileError> {
+    write_file_atomically(path, contents, 0o600)
+}
+
+/// As [`write_secret_file`], with `mode` (0644 for a certificate anyone may read). The mode is
+/// the file's from its creation, so no reader ever sees it wider.
+pub fn write_file_atomically(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+) -> Result<(), SecretFileError> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
@@ -29,11 +39,11 @@ pub fn write_secret_file(path: &Path, contents: &[u8]) -> Result<(), SecretFileE
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o600)
+            .mode(mode)
             .open(&tmp)
             .map_err(io_err(&tmp))?;
         // The mode given at open is filtered by the umask; set it explicitly.
-        file.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io_err(&tmp))?;
+        file.set_permissions(fs::Permissions::from_mode(mode)).map_err(io_err(&tmp))?;
         file.write_all(contents).map_err(io_err(&tmp))?;
         file.sync_all().map_err(io_err(&tmp))?;
         fs::rename(&tmp, path).map_err(io_err(path))?;

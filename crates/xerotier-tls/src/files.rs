@@ -1,35 +1,15 @@
-//! Writing the private CA's files: public ones 0644, keys 0600, each atomically.
+//! The private CA's files: public ones 0644, keys 0600, each written atomically.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use crate::TlsError;
 
 /// Writes a certificate (public) atomically, mode 0644.
 pub(crate) fn write_public(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)
-            .map_err(TlsError::io(&tmp))?;
-        file.set_permissions(fs::Permissions::from_mode(0o644)).map_err(TlsError::io(&tmp))?;
-        file.write_all(contents).map_err(TlsError::io(&tmp))?;
-        file.sync_all().map_err(TlsError::io(&tmp))?;
-        fs::rename(&tmp, path).map_err(TlsError::io(path))?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(TlsError::io(dir))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    xerotier_credentials::write_file_atomically(path, contents, 0o644)
+        .map_err(|err| TlsError::bad_file(path, err))
 }
 
 /// Writes a private key atomically, mode 0600.
