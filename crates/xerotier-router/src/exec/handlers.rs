@@ -186,13 +186,7 @@ pub async fn invocation_output(
     headers: HeaderMap,
     QueryParams(query): QueryParams<OutputQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    // An empty Last-Event-ID means none (as in the SSE specification).
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .map(str::to_string)
-        .or(query.after);
+    let resume = crate::http::extract::resume_point(&headers, query.after);
     let from = match resume {
         Some(text) => text.parse::<OutputCursor>().map_err(|m| ApiError::invalid(m, "after"))?,
         None => OutputCursor::default(),

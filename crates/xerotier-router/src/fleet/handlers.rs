@@ -286,11 +286,7 @@ pub async fn agent_events(
         let slice = events.list(&id, &page).await?;
         return Ok(Json(into_page(slice, |e| e.id.clone(), views::event)).into_response());
     }
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or(query.after);
+    let resume = crate::http::extract::resume_point(&headers, query.after);
     // The stream holds its lease while it runs, and ends when its key stops authenticating.
     let lease = streams.open(&caller)?;
     let ended = lease.ended();

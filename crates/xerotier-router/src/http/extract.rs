@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{Extensions, StatusCode};
+use axum::http::{Extensions, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -204,6 +204,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         parts.extensions.get::<Principal>().cloned().ok_or(ApiError::MissingApiKey)
     }
+}
+
+/// Where a live stream (SSE) resumes: the `Last-Event-ID` header, else the `after` parameter.
+/// An empty header means none, as in the SSE specification.
+pub fn resume_point(headers: &HeaderMap, after: Option<String>) -> Option<String> {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .or(after)
 }
 
 #[cfg(test)]
