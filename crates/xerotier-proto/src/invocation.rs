@@ -6,6 +6,9 @@ use utoipa::{IntoParams, ToSchema};
 
 /// Each of an invocation's output streams is kept up to this many bytes; more is dropped and
 /// the truncation is marked.
+/// Tool arguments, serialised, are refused beyond this by the router (`invalid_arguments`)
+/// and, by default, by the XEM (its `max_argument_bytes`).
+pub const MAX_ARGUMENT_BYTES: usize = 64 * 1024;
 pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
 
 /// Where an invocation stands. `queued` until an agent starts it (it may already be on its way

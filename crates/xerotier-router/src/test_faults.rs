@@ -1,17 +1,47 @@
-//! Test builds only (cargo feature `test-faults`): lets an end-to-end test switch off the
-//! router's argument check, so that the XEM's own check can be shown to hold against a router
-//! that does not do its part. `scripts/check-release-no-test-faults.sh` proves none of this is
-//! in a release binary.
+//! Test builds only (cargo feature `test-faults`): lets an end-to-end test make the router
+//! misbehave towards its agents, so that the XEM's own checks can be shown to hold against a
+//! router that does not do its part (or is not the router at all). One fault at a time:
+//! - `skip_argument_check`: tool arguments are dispatched unchecked;
+//! - `send_hostile_invocation_ids`: every dispatch is preceded by `Invoke` frames whose ids
+//!   are hostile ([`hostile_invocation_ids`]).
+//!
+//! `scripts/check-release-no-test-faults.sh` proves none of this is in a release binary.
 
 use crate::AppState;
 
 const ENV_VAR: &str = "XEROTIER_ROUTER_TEST_FAULT";
 const SKIP_ARGUMENT_CHECK: &str = "skip_argument_check";
+const SEND_HOSTILE_INVOCATION_IDS: &str = "send_hostile_invocation_ids";
+/// The absolute path among the hostile ids: the test checks nothing was made there.
+const HOSTILE_PATH: &str = "/tmp/xerotier-hostile-invocation-id";
 
 /// Arms the fault the environment names, loudly.
 pub fn arm(state: &AppState) {
-    if std::env::var(ENV_VAR).as_deref() == Ok(SKIP_ARGUMENT_CHECK) {
-        tracing::warn!(fault = SKIP_ARGUMENT_CHECK, "TEST FAULT: tool arguments are not checked");
-        state.exec.skip_argument_check();
+    match std::env::var(ENV_VAR).as_deref() {
+        Ok(SKIP_ARGUMENT_CHECK) => {
+            tracing::warn!(fault = SKIP_ARGUMENT_CHECK, "TEST FAULT: tool arguments are not checked");
+            state.exec.skip_argument_check();
+        }
+        Ok(SEND_HOSTILE_INVOCATION_IDS) => {
+            tracing::warn!(
+                fault = SEND_HOSTILE_INVOCATION_IDS,
+                "TEST FAULT: hostile invocation ids are sent to agents"
+            );
+            state.exec.send_hostile_invocation_ids();
+        }
+        _ => {}
     }
+}
+
+/// Ids a compromised router could send: an absolute path, parent references, an overlong
+/// id, non-ASCII, an empty one, a near miss of the format.
+pub fn hostile_invocation_ids() -> Vec<String> {
+    vec![
+        HOSTILE_PATH.to_string(),
+        "../../../../tmp/xerotier-hostile-parent".to_string(),
+        format!("inv_{}", "a".repeat(5000)),
+        "inv_ÄÖÜäöüßàéîõûçñ0123456789".to_string(),
+        String::new(),
+        "inv_0123456789abcdefghjkmnpqr/".to_string(),
+    ]
 }

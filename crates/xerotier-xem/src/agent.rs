@@ -2,7 +2,7 @@
 //! or revocation. This file is the startup; the session's inputs are handled in `session`.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use secrecy::ExposeSecret;
 use xerotier_core::{SharedClock, SharedEntropy};
 use xerotier_credentials::{CurveKeyPair, SigningKeyPair, read_secret_file};
 use xerotier_proto::agents::CapabilityManifest;
+use xerotier_sandbox::LandlockStatus;
 
 use crate::catalog::Catalog;
 use crate::config::XemConfig;
@@ -18,6 +19,7 @@ use crate::credentials::CredentialStore;
 use crate::enroll::{Enrollment, enroll};
 use crate::identity::{self, Identity};
 use crate::reload;
+use crate::sandbox::Sandbox;
 use crate::session::{Session, Setup, notify};
 use crate::work::Work;
 
@@ -107,11 +109,19 @@ pub async fn run(config: XemConfig, deps: Deps) -> anyhow::Result<Exit> {
     let (curve, signing) = load_keys(&config, &deps.entropy)?;
     let manifest = catalog.manifest();
     let identity = identity(&config, &curve, &signing, &manifest, deps.clock.clone()).await?;
-    let run_dir = clear_run_dir(&config.state_dir)?;
+    check_tool_views(&config, &catalog)?;
+    let sandbox = prepare_sandbox(&config)?;
     let max_concurrent = usize::try_from(config.max_concurrent_executions).unwrap_or(usize::MAX);
+    let max_argument_bytes = usize::try_from(config.max_argument_bytes).unwrap_or(usize::MAX);
     let (agent_id, mesh_addr) = (identity.agent_id.clone(), identity.mesh_addr.clone());
-    let (work, work_events) =
-        Work::new(Arc::new(catalog), credentials, max_concurrent, run_dir, deps.clock.clone());
+    let (work, work_events) = Work::new(
+        Arc::new(catalog),
+        credentials,
+        max_concurrent,
+        Arc::new(sandbox),
+        max_argument_bytes,
+        deps.clock.clone(),
+    );
     let setup = Setup {
         identity,
         curve,
@@ -154,13 +164,51 @@ fn load_keys(
     Ok((curve, signing))
 }
 
-/// Per-invocation directories hold credential copies; a crash may have left some behind.
-fn clear_run_dir(state_dir: &Path) -> anyhow::Result<PathBuf> {
-    let run_dir = state_dir.join("run");
-    if run_dir.exists() {
-        std::fs::remove_dir_all(&run_dir)
-            .with_context(|| format!("clearing {}", run_dir.display()))?;
+/// A tool may read its whole bundle and its `sandbox.read_paths`: none of them may hold the
+/// agent's own secrets or another invocation's directory.
+fn check_tool_views(config: &XemConfig, catalog: &Catalog) -> anyhow::Result<()> {
+    let protected = [
+        ("run_dir", &config.run_dir),
+        ("state_dir", &config.state_dir),
+        ("credentials_dir", &config.credentials_dir),
+        ("curve_key_path", &config.curve_key_path),
+        ("signing_key_path", &config.signing_key_path),
+    ];
+    for tool in catalog.tools() {
+        let bundle = tool.executable.parent().map(Path::to_path_buf);
+        for readable in bundle.iter().chain(&tool.sandbox.read_paths) {
+            for (name, path) in protected {
+                let path = path.canonicalize().unwrap_or_else(|_| path.clone());
+                if path.starts_with(readable) {
+                    bail!(
+                        "tool {}: it may read {}, which holds {name} {}; move one of them",
+                        tool.name,
+                        readable.display(),
+                        path.display()
+                    );
+                }
+            }
+        }
     }
-    ensure_private_dir(&run_dir)?;
-    Ok(run_dir)
+    Ok(())
+}
+
+/// Tools run as `tool_user` through the runner; the probe proves it works here before the
+/// agent takes any work, and says how far Landlock narrows what tools see.
+fn prepare_sandbox(config: &XemConfig) -> anyhow::Result<Sandbox> {
+    let sandbox = Sandbox::prepare(&config.tool_user, config.tool_runner.as_deref(), &config.run_dir)
+        .context("preparing tool isolation")?;
+    let uid = sandbox.identity.map(|i| i.uid);
+    match sandbox.landlock {
+        LandlockStatus::Unavailable => tracing::warn!(
+            tool_user = %sandbox.tool_user, ?uid,
+            "Landlock is not available on this kernel: tools are confined by unix permissions \
+             only, and tools with sandbox.landlock: required will not start"
+        ),
+        status => tracing::info!(
+            tool_user = %sandbox.tool_user, ?uid, landlock = status.as_str(),
+            run_dir = %sandbox.run_dir().display(), "tools run isolated"
+        ),
+    }
+    Ok(sandbox)
 }

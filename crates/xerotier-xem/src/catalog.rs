@@ -12,6 +12,7 @@ use serde::Deserialize;
 use xerotier_proto::agents::{CapabilityManifest, ManifestTool, ManifestWorkspace};
 use xerotier_proto::schema;
 use xerotier_proto::tools::RISKS;
+use xerotier_sandbox::{LandlockMode, Limits};
 
 const TOOL_FILE: &str = "tool.yaml";
 const WORKSPACES_FILE: &str = "workspaces.yaml";
@@ -50,6 +51,93 @@ pub struct ToolBundle {
     /// Absolute, inside the bundle directory.
     pub executable: PathBuf,
     pub args_schema: serde_json::Value,
+    pub limits: Limits,
+    pub sandbox: SandboxSettings,
+}
+
+/// `sandbox:` in `tool.yaml`: how far the tool's filesystem view is narrowed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSettings {
+    #[serde(default)]
+    pub landlock: LandlockMode,
+    /// Absolute directories the tool may read and execute from, beyond the system ones and
+    /// its own bundle.
+    #[serde(default)]
+    pub read_paths: Vec<PathBuf>,
+}
+
+/// `limits:` in `tool.yaml`; what is left out keeps its default ([`Limits::default`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    memory: Option<ByteSize>,
+    processes: Option<u64>,
+    open_files: Option<u64>,
+    file_size: Option<ByteSize>,
+    cpu_seconds: Option<u64>,
+}
+
+/// A size in bytes, written as a number or with a binary unit: `65536`, `64KiB`, `512MiB`,
+/// `4GiB` (also `K`, `M`, `G`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ByteSize(u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(n) => Ok(Self(n)),
+            Raw::Text(text) => parse_size(&text).map(Self).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let shift = match unit.trim() {
+        "" => 0,
+        "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        other => return Err(format!("size {text:?}: unknown unit {other:?} (use KiB, MiB or GiB)")),
+    };
+    let number: u64 = digits.parse().map_err(|_| format!("size {text:?} is not a number"))?;
+    number.checked_mul(1u64 << shift).ok_or_else(|| format!("size {text:?} is too large"))
+}
+
+impl LimitsFile {
+    /// The limits, each checked against a floor a working tool needs.
+    fn resolve(&self) -> Result<Limits, String> {
+        let default = Limits::default();
+        let limits = Limits {
+            memory_bytes: self.memory.map_or(default.memory_bytes, |s| s.0),
+            processes: self.processes.unwrap_or(default.processes),
+            open_files: self.open_files.unwrap_or(default.open_files),
+            file_size_bytes: self.file_size.map_or(default.file_size_bytes, |s| s.0),
+            cpu_seconds: self.cpu_seconds.unwrap_or(default.cpu_seconds),
+        };
+        let floors = [
+            ("limits.memory", limits.memory_bytes, 16 << 20, "16MiB"),
+            ("limits.processes", limits.processes, 1, "1"),
+            ("limits.open_files", limits.open_files, 16, "16"),
+            ("limits.file_size", limits.file_size_bytes, 0, "0"),
+            ("limits.cpu_seconds", limits.cpu_seconds, 1, "1"),
+        ];
+        for (name, value, floor, shown) in floors {
+            if value < floor {
+                return Err(format!("{name} must be at least {shown}"));
+            }
+        }
+        Ok(limits)
+    }
 }
 
 /// A workspace: a kind of target system and the credential file its tools use.
@@ -72,6 +160,10 @@ struct ToolFile {
     timeout_seconds: u64,
     command: String,
     args_schema: serde_json::Value,
+    #[serde(default)]
+    limits: LimitsFile,
+    #[serde(default)]
+    sandbox: SandboxSettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +227,10 @@ impl Catalog {
             catalog.workspaces = load_workspaces(&workspaces_path)?;
         }
         Ok(catalog)
+    }
+
+    pub fn tools(&self) -> impl Iterator<Item = &ToolBundle> {
+        self.tools.values()
     }
 
     pub fn tool(&self, name: &str) -> Option<&ToolBundle> {
@@ -205,6 +301,8 @@ pub struct ToolDefinition {
     /// As written: a path relative to the bundle directory, not yet checked on disk.
     pub command: String,
     pub args_schema: serde_json::Value,
+    pub limits: Limits,
+    pub sandbox: SandboxSettings,
 }
 
 /// Parses and validates the text of a `tool.yaml` found in the directory `dir_name`: everything
@@ -228,6 +326,10 @@ pub fn parse_tool_definition(text: &str, dir_name: &str) -> Result<ToolDefinitio
         return Err(format!("timeout_seconds must be 1..={MAX_TIMEOUT_SECONDS}"));
     }
     schema::check_schema(&file.args_schema).map_err(|e| format!("args_schema: {e}"))?;
+    let limits = file.limits.resolve()?;
+    if let Some(path) = file.sandbox.read_paths.iter().find(|p| !p.is_absolute()) {
+        return Err(format!("sandbox.read_paths: {} must be an absolute path", path.display()));
+    }
     Ok(ToolDefinition {
         name: file.name,
         description: file.description,
@@ -235,6 +337,8 @@ pub fn parse_tool_definition(text: &str, dir_name: &str) -> Result<ToolDefinitio
         timeout: Duration::from_secs(file.timeout_seconds),
         command: file.command,
         args_schema: file.args_schema,
+        limits,
+        sandbox: file.sandbox,
     })
 }
 
@@ -251,6 +355,8 @@ fn load_tool(dir: &Path) -> Result<ToolBundle, CatalogError> {
         timeout: tool.timeout,
         executable,
         args_schema: tool.args_schema,
+        limits: tool.limits,
+        sandbox: tool.sandbox,
     })
 }
 

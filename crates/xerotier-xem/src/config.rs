@@ -52,6 +52,18 @@ pub struct XemArgs {
     pub queue_db_path: Option<PathBuf>,
     #[arg(long, env = "XEM_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// The unprivileged user tools run as [default: xerotier-tool].
+    #[arg(long, env = "XEM_TOOL_USER")]
+    pub tool_user: Option<String>,
+    /// The tool runner [default: xerotier-tool-runner beside this executable].
+    #[arg(long, env = "XEM_TOOL_RUNNER")]
+    pub tool_runner: Option<PathBuf>,
+    /// Parent of per-invocation directories, emptied at start [default: /run/xerotier-xem].
+    #[arg(long, env = "XEM_RUN_DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Largest serialised arguments accepted, in bytes [default: 65536].
+    #[arg(long, env = "XEM_MAX_ARGUMENT_BYTES")]
+    pub max_argument_bytes: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,7 +99,17 @@ pub struct XemConfig {
     pub curve_key_path: PathBuf,
     pub queue_db_path: PathBuf,
     pub state_dir: PathBuf,
+    pub tool_user: String,
+    pub tool_runner: Option<PathBuf>,
+    pub run_dir: PathBuf,
+    pub max_argument_bytes: u64,
 }
+
+/// Arguments beyond this, serialised, are refused unless `max_argument_bytes` says otherwise
+/// (the router's default limit is the same).
+pub const DEFAULT_MAX_ARGUMENT_BYTES: u64 = xerotier_proto::invocation::MAX_ARGUMENT_BYTES as u64;
+/// The ceiling for `max_argument_bytes`: a pipe write this size is still quick.
+const MAX_ARGUMENT_BYTES_CEILING: u64 = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -99,7 +121,7 @@ pub enum ConfigError {
     Value { key: &'static str, message: String },
 }
 
-const KNOWN_KEYS: [&str; 14] = [
+const KNOWN_KEYS: [&str; 18] = [
     "router_url",
     "join_key",
     "join_key_file",
@@ -114,6 +136,10 @@ const KNOWN_KEYS: [&str; 14] = [
     "curve_key_path",
     "queue_db_path",
     "state_dir",
+    "tool_user",
+    "tool_runner",
+    "run_dir",
+    "max_argument_bytes",
 ];
 
 /// The flat file: every value a scalar, every key known.
@@ -225,6 +251,16 @@ impl XemConfig {
                 .or(path("queue_db_path"))
                 .unwrap_or_else(|| state_dir.join("queue.db")),
             state_dir,
+            tool_user: args
+                .tool_user
+                .or(text("tool_user"))
+                .unwrap_or_else(|| "xerotier-tool".into()),
+            tool_runner: args.tool_runner.or(path("tool_runner")),
+            run_dir: args.run_dir.or(path("run_dir")).unwrap_or_else(|| "/run/xerotier-xem".into()),
+            max_argument_bytes: args
+                .max_argument_bytes
+                .or(number(&file, "max_argument_bytes")?)
+                .unwrap_or(DEFAULT_MAX_ARGUMENT_BYTES),
         };
         config.validate()?;
         Ok(config)
@@ -249,6 +285,24 @@ impl XemConfig {
             return Err(ConfigError::Value {
                 key: "router_url",
                 message: format!("must be an http(s) URL, got {url:?}"),
+            });
+        }
+        if !(1024..=MAX_ARGUMENT_BYTES_CEILING).contains(&self.max_argument_bytes) {
+            return Err(ConfigError::Value {
+                key: "max_argument_bytes",
+                message: format!("must be 1024..={MAX_ARGUMENT_BYTES_CEILING}"),
+            });
+        }
+        if self.tool_user.is_empty() {
+            return Err(ConfigError::Value {
+                key: "tool_user",
+                message: "must name an unprivileged user".into(),
+            });
+        }
+        if !self.run_dir.is_absolute() {
+            return Err(ConfigError::Value {
+                key: "run_dir",
+                message: "must be an absolute path".into(),
             });
         }
         if self.join_key.is_some() && self.join_key_file.is_some() {

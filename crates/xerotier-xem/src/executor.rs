@@ -1,36 +1,51 @@
-//! One tool run: a private directory with the credential snapshot, the tool in its own process
-//! group, its output captured (bounded) and streamed, its whole group killed on timeout or
-//! cancel.
+//! One tool run, isolated: a fresh directory owned by the tool user (made through the run
+//! directory's handle), the credential snapshot in a sealed memfd (never on a disk), the tool
+//! started through `xerotier-tool-runner` (tool user, rlimits, Landlock, no new privileges) in
+//! its own process group. Arguments go in on stdin from their own task, so the timeout and a
+//! cancel hold from the moment of spawn; output is captured (bounded) and streamed; the whole
+//! group is killed before its leader is reaped, so its id cannot have been reused.
 
-use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::process::Stdio;
 use std::sync::Arc;
+use std::time::Duration;
 
+use command_fds::{CommandFdExt, FdMapping};
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use xerotier_core::SharedClock;
-use xerotier_credentials::write_secret_file;
 use xerotier_proto::invocation::{InvocationResult, InvocationStatus, MAX_OUTPUT_BYTES};
+use xerotier_sandbox::{CREDENTIAL_FD, STATUS_FD};
 
 use crate::catalog::{ToolBundle, WorkspaceDecl};
 use crate::credentials::CredentialVersion;
+use crate::sandbox::{InvocationDir, Sandbox};
 
-/// Where the credential snapshot goes inside the invocation's directory.
-const CREDENTIAL_FILE: &str = "credentials";
 const READ_CHUNK: usize = 8 * 1024;
+/// What a tool sees as its credential file: its own descriptor of the sealed memfd.
+const CREDENTIAL_PATH: &str = "/proc/self/fd/3";
+/// Arguments up to this size are also in `$XEROTIER_ARGS`; larger ones only on stdin (an
+/// environment copy of large arguments made exec fail with E2BIG).
+const MAX_ARGS_IN_ENV: usize = 4 * 1024;
+/// After the group is killed, how long output readers may take to drain: a process that left
+/// the group (setsid) could hold the pipes open for good.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+/// A runner's failure message is one line; more is not read.
+const MAX_STATUS_BYTES: u64 = 4 * 1024;
 
 #[derive(Debug)]
 pub struct ExecRequest {
+    /// Checked against the id format before it got here.
     pub invocation_id: String,
     pub tool: ToolBundle,
     pub workspace: WorkspaceDecl,
     pub credential: Option<Arc<CredentialVersion>>,
     pub args_json: String,
-    /// The parent of per-invocation directories.
-    pub run_dir: PathBuf,
+    pub sandbox: Arc<Sandbox>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,10 +63,10 @@ pub struct OutputChunk {
 
 /// What ended the wait for the tool.
 enum Ending {
-    Exited(std::process::ExitStatus),
+    Exited,
     TimedOut,
     Cancelled,
-    WaitFailed(std::io::Error),
+    WaitFailed(String),
 }
 
 struct Captured {
@@ -100,8 +115,47 @@ fn kill_group(pgid: Option<u32>) {
     }
 }
 
-fn private_dir(path: &Path) -> std::io::Result<()> {
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
+/// The snapshot as a sealed memfd: in memory only, unchangeable once sealed, gone when the
+/// last descriptor closes (the tool's, at its end). Swap is the one way tmpfs pages reach a
+/// disk: hosts that hold credentials run without swap or with encrypted swap.
+fn credential_memfd(bytes: &[u8]) -> std::io::Result<OwnedFd> {
+    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    let fd = memfd_create("xerotier-credential", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(bytes)?;
+    let seals = SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_WRITE
+        | SealFlag::F_SEAL_SEAL;
+    fcntl(&file, FcntlArg::F_ADD_SEALS(seals))?;
+    Ok(file.into())
+}
+
+/// Waits, off the runtime, until the tool's process has exited, without reaping it: while it
+/// is a zombie its pid (and so its process group id) cannot be reused.
+fn exited_unreaped(pid: Option<u32>) -> tokio::task::JoinHandle<Result<(), String>> {
+    tokio::task::spawn_blocking(move || {
+        let pid = pid.and_then(|p| i32::try_from(p).ok()).ok_or("the tool has no pid")?;
+        loop {
+            match waitid(Id::Pid(Pid::from_raw(pid)), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+                Err(nix::Error::EINTR) => continue,
+                Err(err) => return Err(err.to_string()),
+                Ok(_) => return Ok(()),
+            }
+        }
+    })
+}
+
+/// Reads the runner's status pipe to its end: empty when the tool was started (the exec closed
+/// the pipe), else why it was not.
+async fn runner_status(pipe: OwnedFd) -> String {
+    let Ok(receiver) = tokio::net::unix::pipe::Receiver::from_owned_fd(pipe) else {
+        return String::new();
+    };
+    let mut message = Vec::new();
+    let _ = receiver.take(MAX_STATUS_BYTES).read_to_end(&mut message).await;
+    String::from_utf8_lossy(&message).into_owned()
 }
 
 /// Runs the invocation to its end and says how it ended. Never panics; every failure is a
@@ -114,7 +168,6 @@ pub async fn execute(
 ) -> InvocationResult {
     let started_at_ms = clock.now_millis();
     let generation = request.credential.as_ref().map_or(0, |c| c.generation);
-    let dir = request.run_dir.join(&request.invocation_id);
     let mut result = InvocationResult {
         invocation_id: request.invocation_id.clone(),
         status: InvocationStatus::Failed,
@@ -128,103 +181,157 @@ pub async fn execute(
         finished_at_ms: started_at_ms,
         credential_generation: generation,
     };
-    match run(&request, &dir, output, &mut cancel, &mut result).await {
-        Ok(()) => {}
+    match request.sandbox.invocation_dir(&request.invocation_id) {
+        Ok(dir) => {
+            if let Err(error) = run(&request, &dir, output, &mut cancel, &mut result).await {
+                result.error = Some(error);
+            }
+            dir.remove();
+        }
         Err(error) => result.error = Some(error),
-    }
-    if let Err(err) = std::fs::remove_dir_all(&dir)
-        && err.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::error!(dir = %dir.display(), error = %err, "could not remove an invocation directory (it may hold a credential copy)");
     }
     result.finished_at_ms = clock.now_millis();
     result
 }
 
-async fn run(
+fn command(
     request: &ExecRequest,
-    dir: &Path,
-    output: Option<mpsc::Sender<OutputChunk>>,
-    cancel: &mut watch::Receiver<bool>,
-    result: &mut InvocationResult,
-) -> Result<(), String> {
-    private_dir(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let mut command = tokio::process::Command::new(&request.tool.executable);
+    dir: &InvocationDir,
+    credential: Option<OwnedFd>,
+    status: OwnedFd,
+) -> Result<tokio::process::Command, String> {
+    let tool = &request.tool;
+    let spec = request.sandbox.spec(
+        &tool.executable,
+        tool.limits,
+        tool.sandbox.landlock,
+        &tool.sandbox.read_paths,
+        credential.is_some(),
+    );
+    let spec = serde_json::to_string(&spec).map_err(|e| format!("writing the launch spec: {e}"))?;
+    let mut command = tokio::process::Command::new(&request.sandbox.runner);
     command
+        .arg(spec)
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("HOME", dir)
+        .env("HOME", &dir.path)
+        .env("TMPDIR", dir.tmp())
         .env("XEROTIER_INVOCATION_ID", &request.invocation_id)
         .env("XEROTIER_WORKSPACE", &request.workspace.id)
-        .env("XEROTIER_TOOL", &request.tool.name)
-        .env("XEROTIER_ARGS", &request.args_json)
-        .current_dir(dir)
+        .env("XEROTIER_TOOL", &tool.name)
+        .current_dir(&dir.path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    if let Some(credential) = &request.credential {
-        let file = dir.join(CREDENTIAL_FILE);
-        write_secret_file(&file, &credential.bytes)
-            .map_err(|e| format!("writing the credential snapshot: {e}"))?;
-        command.env("XEROTIER_CREDENTIALS_FILE", &file);
-        if request.workspace.kind == "kubernetes" {
-            command.env("KUBECONFIG", &file);
-        }
+    if request.args_json.len() <= MAX_ARGS_IN_ENV {
+        command.env("XEROTIER_ARGS", &request.args_json);
     }
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("starting {}: {e}", request.tool.executable.display()))?;
-    let pgid = child.id();
+    let mut fds = vec![FdMapping { parent_fd: status, child_fd: STATUS_FD }];
+    if let Some(credential) = credential {
+        command.env("XEROTIER_CREDENTIALS_FILE", CREDENTIAL_PATH);
+        if request.workspace.kind == "kubernetes" {
+            command.env("KUBECONFIG", CREDENTIAL_PATH);
+        }
+        fds.push(FdMapping { parent_fd: credential, child_fd: CREDENTIAL_FD });
+    }
+    command.fd_mappings(fds).map_err(|e| format!("passing descriptors to the tool runner: {e}"))?;
+    Ok(command)
+}
+
+async fn run(
+    request: &ExecRequest,
+    dir: &InvocationDir,
+    output: Option<mpsc::Sender<OutputChunk>>,
+    cancel: &mut watch::Receiver<bool>,
+    result: &mut InvocationResult,
+) -> Result<(), String> {
+    let credential = match &request.credential {
+        Some(version) => Some(
+            credential_memfd(&version.bytes)
+                .map_err(|e| format!("holding the credential snapshot in memory: {e}"))?,
+        ),
+        None => None,
+    };
+    let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("creating the runner's status pipe: {e}"))?;
+    let mut command = command(request, dir, credential, status_write)?;
+    let spawned = command.spawn();
+    // The command holds the parent's copies of the memfd and the status pipe's write end:
+    // dropped now, so the tool's end is the last (the pipe reads EOF once the tool is exec'd).
+    drop(command);
+    let mut child = spawned.map_err(|e| format!("starting the tool runner: {e}"))?;
+    let pid = child.id();
+    let started = tokio::spawn(runner_status(status_read));
     let id = request.invocation_id.clone();
     let stdout = child
         .stdout
         .take()
         .map(|p| tokio::spawn(capture(p, Stream::Stdout, id.clone(), output.clone())));
     let stderr = child.stderr.take().map(|p| tokio::spawn(capture(p, Stream::Stderr, id, output)));
-    if let Some(mut stdin) = child.stdin.take() {
-        // A tool that ignores its stdin closes it early; that is not an error.
-        let _ = stdin.write_all(request.args_json.as_bytes()).await;
-    }
+    // Its own task: a tool that never reads its stdin must not hold up the timeout.
+    let stdin = child.stdin.take().map(|mut stdin| {
+        let args = request.args_json.clone();
+        tokio::spawn(async move {
+            // A tool that ignores its stdin closes it early; that is not an error.
+            let _ = stdin.write_all(args.as_bytes()).await;
+        })
+    });
     let ending = tokio::select! {
-        status = child.wait() => match status {
-            Ok(status) => Ending::Exited(status),
-            Err(err) => Ending::WaitFailed(err),
+        exited = exited_unreaped(pid) => match exited {
+            Ok(Ok(())) => Ending::Exited,
+            Ok(Err(err)) => Ending::WaitFailed(err),
+            Err(err) => Ending::WaitFailed(err.to_string()),
         },
         () = tokio::time::sleep(request.tool.timeout) => Ending::TimedOut,
         _ = cancel.wait_for(|cancelled| *cancelled) => Ending::Cancelled,
     };
-    // The whole group goes, also children a tool left running in the background: they would
-    // otherwise hold the output pipes open and outlive the invocation.
-    kill_group(pgid);
-    if !matches!(ending, Ending::Exited(_)) {
-        let _ = child.wait().await;
+    // The whole group goes, also children a tool left running in the background, while the
+    // leader is still unreaped; only then is it reaped.
+    kill_group(pid);
+    if let Some(stdin) = stdin {
+        stdin.abort();
     }
+    let status = child.wait().await;
     for (task, text, truncated) in [
         (stdout, &mut result.stdout, &mut result.stdout_truncated),
         (stderr, &mut result.stderr, &mut result.stderr_truncated),
     ] {
-        if let Some(Ok(captured)) = match task {
-            Some(task) => Some(task.await),
-            None => None,
-        } {
-            *text = String::from_utf8_lossy(&captured.bytes).into_owned();
-            *truncated = captured.truncated;
+        let Some(task) = task else { continue };
+        let abort = task.abort_handle();
+        match tokio::time::timeout(OUTPUT_DRAIN, task).await {
+            Ok(Ok(captured)) => {
+                *text = String::from_utf8_lossy(&captured.bytes).into_owned();
+                *truncated = captured.truncated;
+            }
+            Ok(Err(_)) => {}
+            Err(_) => {
+                abort.abort();
+                *truncated = true;
+            }
         }
     }
+    let not_started = started.await.unwrap_or_default();
+    if !not_started.is_empty() {
+        return Err(format!("the tool was not started: {not_started}"));
+    }
     match ending {
-        Ending::Exited(status) => match status.code() {
-            Some(0) => {
-                result.status = InvocationStatus::Succeeded;
-                result.exit_code = Some(0);
+        Ending::Exited => {
+            let status = status.map_err(|e| format!("waiting for the tool: {e}"))?;
+            match status.code() {
+                Some(0) => {
+                    result.status = InvocationStatus::Succeeded;
+                    result.exit_code = Some(0);
+                }
+                Some(code) => result.exit_code = Some(code),
+                None => {
+                    let signal =
+                        std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0);
+                    return Err(format!("killed by signal {signal}"));
+                }
             }
-            Some(code) => result.exit_code = Some(code),
-            None => {
-                let signal = std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0);
-                return Err(format!("killed by signal {signal}"));
-            }
-        },
+        }
         Ending::TimedOut => {
             result.status = InvocationStatus::TimedOut;
             return Err(format!(
@@ -244,25 +351,60 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
     use std::time::Duration;
 
     use xerotier_core::SystemClock;
+    use xerotier_sandbox::{LandlockMode, Limits, RUNNER_BIN};
     use zeroize::Zeroizing;
 
     use super::*;
+    use crate::catalog::SandboxSettings;
+
+    const ID: &str = "inv_0123456789abcdefghjkmnpqrs";
+    const OTHER_ID: &str = "inv_zzzzzzzzzzzzzzzzzzzzzzzzzz";
+
+    /// The runner, as `cargo build --workspace --bins` left it beside this test binary's
+    /// profile directory (`target/<profile>/deps/xerotier_xem-…` → `target/<profile>/`).
+    fn runner() -> PathBuf {
+        let exe = std::env::current_exe().unwrap();
+        let path = exe.parent().unwrap().parent().unwrap().join(RUNNER_BIN);
+        assert!(path.is_file(), "{} is missing: cargo build --workspace --bins", path.display());
+        path
+    }
+
+    /// These tests drop to `nobody`, as the XEM does in production: they need root.
+    fn tool_user() -> &'static str {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the executor tests run tools as `nobody` and need root (as CI has)"
+        );
+        "nobody"
+    }
 
     struct Fixture {
         dir: tempfile::TempDir,
+        sandbox: Arc<Sandbox>,
         clock: SharedClock,
     }
 
     impl Fixture {
         fn new() -> Self {
-            Self { dir: tempfile::tempdir().unwrap(), clock: Arc::new(SystemClock) }
+            let dir = tempfile::tempdir().unwrap();
+            // The tool user must reach its tools and its own directory by path.
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+            let sandbox =
+                Sandbox::prepare(tool_user(), Some(&runner()), &dir.path().join("run")).unwrap();
+            Self { dir, sandbox: Arc::new(sandbox), clock: Arc::new(SystemClock) }
         }
 
         fn tool(&self, name: &str, timeout: Duration, script: &str) -> ToolBundle {
-            let path = self.dir.path().join(format!("{name}.sh"));
+            // Its own bundle directory: the tool may read all of it.
+            let bundle = self.dir.path().join("tools").join(name);
+            std::fs::create_dir_all(&bundle).unwrap();
+            std::fs::set_permissions(self.dir.path().join("tools"), std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::set_permissions(&bundle, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let path = bundle.join("run.sh");
             std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
             ToolBundle {
@@ -272,12 +414,14 @@ mod tests {
                 timeout,
                 executable: path,
                 args_schema: serde_json::json!({"type": "object"}),
+                limits: Limits::default(),
+                sandbox: SandboxSettings::default(),
             }
         }
 
         fn request(&self, tool: ToolBundle, kind: &str, credential: Option<&str>) -> ExecRequest {
             ExecRequest {
-                invocation_id: "inv_test".into(),
+                invocation_id: ID.into(),
                 tool,
                 workspace: WorkspaceDecl {
                     id: "prod".into(),
@@ -293,7 +437,7 @@ mod tests {
                     })
                 }),
                 args_json: r#"{"n":1}"#.into(),
-                run_dir: self.dir.path().join("run"),
+                sandbox: self.sandbox.clone(),
             }
         }
 
@@ -301,35 +445,54 @@ mod tests {
             let (_cancel, cancel_rx) = watch::channel(false);
             execute(request, None, cancel_rx, self.clock.clone()).await
         }
+
+        fn own_dir(&self) -> PathBuf {
+            self.dir.path().join("run").join(ID)
+        }
+    }
+
+    fn assert_succeeded(result: &InvocationResult) {
+        assert_eq!(
+            (result.status, result.exit_code),
+            (InvocationStatus::Succeeded, Some(0)),
+            "{result:?}"
+        );
     }
 
     #[tokio::test]
-    async fn the_tool_sees_its_args_and_a_private_credential_file_that_is_gone_afterwards() {
+    async fn the_tool_runs_unprivileged_with_its_args_and_an_in_memory_credential() {
         let fx = Fixture::new();
         let tool = fx.tool(
             "show",
             Duration::from_secs(10),
             "read -r stdin_args\necho \"stdin=$stdin_args env=$XEROTIER_ARGS\"\n\
              echo \"kubeconfig=$KUBECONFIG file=$XEROTIER_CREDENTIALS_FILE\"\n\
-             stat -c '%a' \"$XEROTIER_CREDENTIALS_FILE\"\ncat \"$KUBECONFIG\"\necho err >&2",
+             echo \"uid=$(id -u) home=$HOME tmp=$TMPDIR pwd=$(pwd)\"\n\
+             stat -L -f -c 'fs=%T' \"$KUBECONFIG\"\n\
+             readlink \"$KUBECONFIG\"\n\
+             echo x > \"$TMPDIR/scratch\" && echo tmp-writable\n\
+             echo x >> \"$KUBECONFIG\" 2>/dev/null || echo sealed\n\
+             cat \"$KUBECONFIG\"\necho err >&2",
         );
         let result = fx.run(fx.request(tool, "kubernetes", Some("secret-bytes\n"))).await;
-        assert_eq!(
-            (result.status, result.exit_code),
-            (InvocationStatus::Succeeded, Some(0)),
-            "{result:?}"
-        );
-        assert!(result.stdout.contains(r#"stdin={"n":1} env={"n":1}"#), "{}", result.stdout);
-        let file = fx.dir.path().join("run/inv_test/credentials");
-        assert!(result.stdout.contains(&format!("kubeconfig={0} file={0}", file.display())));
+        assert_succeeded(&result);
+        let out = &result.stdout;
+        assert!(out.contains(r#"stdin={"n":1} env={"n":1}"#), "{out}");
+        assert!(out.contains("kubeconfig=/proc/self/fd/3 file=/proc/self/fd/3"), "{out}");
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap().uid;
+        let dir = fx.own_dir();
         assert!(
-            result.stdout.contains("\n600\nsecret-bytes\n"),
-            "0600, exact bytes: {}",
-            result.stdout
+            out.contains(&format!(
+                "uid={nobody} home={0} tmp={0}/tmp pwd={0}",
+                dir.display()
+            )),
+            "{out}"
         );
+        assert!(out.contains("fs=tmpfs\n/memfd:xerotier-credential"), "not on a disk: {out}");
+        assert!(out.contains("tmp-writable\nsealed\nsecret-bytes\n"), "{out}");
         assert_eq!(result.stderr, "err\n");
         assert_eq!(result.credential_generation, 3);
-        assert!(!fx.dir.path().join("run/inv_test").exists(), "the directory is removed");
+        assert!(!dir.exists(), "the directory is removed");
     }
 
     #[tokio::test]
@@ -343,17 +506,122 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_tool_cannot_reach_the_hosts_secrets_or_another_invocations_directory() {
+        let fx = Fixture::new();
+        // Root-only files, as the XEM's keys and credential files are.
+        let secret = fx.dir.path().join("agent-curve-key.hex");
+        std::fs::write(&secret, "private").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // Another invocation's directory, owned by the same tool user.
+        let other = fx.sandbox.invocation_dir(OTHER_ID).unwrap();
+        let planted = other.path.join("output.txt");
+        std::fs::write(&planted, "theirs").unwrap();
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        nix::unistd::chown(&planted, Some(nobody.uid), Some(nobody.gid)).unwrap();
+        let script = format!(
+            "for f in {secret} {planted} /etc/shadow; do cat \"$f\" >/dev/null 2>&1 && echo \"READ $f\"; done\n\
+             ls {run} >/dev/null 2>&1 && echo 'LISTED run dir'\n\
+             ls /tmp >/dev/null 2>&1 && echo 'LISTED /tmp'\n\
+             echo x > /tmp/xerotier-escape-$$ 2>/dev/null && echo 'WROTE /tmp'\n\
+             echo x > {other}/planted 2>/dev/null && echo 'WROTE other'\n\
+             echo done",
+            secret = secret.display(),
+            planted = planted.display(),
+            run = fx.dir.path().join("run").display(),
+            other = other.path.display(),
+        );
+        let tool = fx.tool("snoop", Duration::from_secs(10), &script);
+        let result = fx.run(fx.request(tool, "aws", None)).await;
+        assert_succeeded(&result);
+        assert_eq!(result.stdout, "done\n", "every attempt must fail: {result:?}");
+        assert!(!other.path.join("planted").exists());
+        other.remove();
+    }
+
+    #[tokio::test]
+    async fn resource_limits_from_tool_yaml_are_enforced() {
+        let fx = Fixture::new();
+        let mut tool = fx.tool(
+            "limited",
+            Duration::from_secs(10),
+            "grep -E '^Max (cpu time|file size|processes|open files|address space)' /proc/self/limits \
+               | tr -s ' ' | cut -d' ' -f1-5\n\
+             head -c 2097152 /dev/zero > big 2>/dev/null; echo \"size=$(stat -c %s big)\"",
+        );
+        tool.limits = Limits {
+            memory_bytes: 512 << 20,
+            processes: 64,
+            open_files: 32,
+            file_size_bytes: 1 << 20,
+            cpu_seconds: 7,
+        };
+        let result = fx.run(fx.request(tool, "aws", None)).await;
+        let expected = "Max cpu time 7 7\nMax file size 1048576 1048576\n\
+                        Max processes 64 64 processes\nMax open files 32 32\n\
+                        Max address space 536870912 536870912\nsize=1048576\n";
+        assert_eq!(result.stdout, expected, "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn hostile_ids_and_reused_directories_are_refused_before_anything_runs() {
+        let fx = Fixture::new();
+        let marker = fx.dir.path().join("tools/ran");
+        let script = format!("touch {}", marker.display());
+        for hostile in ["/tmp/xerotier-hostile", "../escape", "inv_../../x", "inv_é", ""] {
+            let mut request = fx.request(fx.tool("t", Duration::from_secs(5), &script), "aws", None);
+            request.invocation_id = hostile.into();
+            let result = fx.run(request).await;
+            assert_eq!(result.status, InvocationStatus::Failed);
+            assert_eq!(result.error.as_deref(), Some("malformed invocation id"), "{hostile}");
+        }
+        assert!(!Path::new("/tmp/xerotier-hostile").exists());
+        // An entry that already exists under the id (a symlink planted there) is not reused.
+        std::os::unix::fs::symlink("/etc", fx.own_dir()).unwrap();
+        let result = fx.run(fx.request(fx.tool("t", Duration::from_secs(5), &script), "aws", None)).await;
+        assert!(result.error.as_deref().unwrap().contains("already exists"), "{result:?}");
+        assert!(!marker.exists(), "nothing ran");
+        assert!(fx.own_dir().is_symlink(), "the planted entry is not followed nor removed");
+    }
+
+    #[tokio::test]
+    async fn a_tool_that_cannot_be_started_says_so() {
+        let fx = Fixture::new();
+        let mut tool = fx.tool("private", Duration::from_secs(5), "echo ran");
+        // Executable by root only: the tool user cannot start it.
+        std::fs::set_permissions(&tool.executable, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let result = fx.run(fx.request(tool.clone(), "aws", None)).await;
+        assert_eq!(result.status, InvocationStatus::Failed);
+        let error = result.error.unwrap();
+        assert!(error.starts_with("the tool was not started: starting"), "{error}");
+        assert!(error.contains("Permission denied"), "{error}");
+        tool.executable = fx.dir.path().join("does-not-exist");
+        let result = fx.run(fx.request(tool, "aws", None)).await;
+        assert!(result.error.as_deref().unwrap().contains("does-not-exist"), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn landlock_off_lets_the_tool_see_what_unix_permissions_allow() {
+        let fx = Fixture::new();
+        let script = "ls /tmp >/dev/null 2>&1 && echo listed";
+        let mut tool = fx.tool("open", Duration::from_secs(5), script);
+        tool.sandbox.landlock = LandlockMode::Off;
+        let result = fx.run(fx.request(tool.clone(), "aws", None)).await;
+        assert_eq!(result.stdout, "listed\n", "{result:?}");
+        tool.sandbox.landlock = LandlockMode::Required;
+        let result = fx.run(fx.request(tool, "aws", None)).await;
+        assert_eq!(result.stdout, "", "{result:?}");
+    }
+
+    #[tokio::test]
     async fn a_timeout_kills_the_tool_and_its_background_children() {
         let fx = Fixture::new();
-        let pid_file = fx.dir.path().join("child.pid");
-        let script =
-            format!("sleep 300 &\necho $! > {}\necho started\nsleep 300", pid_file.display());
-        let tool = fx.tool("hang", Duration::from_secs(1), &script);
+        let script = "sleep 300 &\necho $! > child.pid\ncat child.pid\necho started\nsleep 300";
+        let tool = fx.tool("hang", Duration::from_secs(1), script);
         let result = fx.run(fx.request(tool, "aws", None)).await;
         assert_eq!(result.status, InvocationStatus::TimedOut, "{result:?}");
         assert!(result.error.as_deref().unwrap().contains("timed out after 1s"));
-        assert_eq!(result.stdout, "started\n");
-        let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
+        let (pid, started) = result.stdout.split_once('\n').unwrap();
+        assert_eq!(started, "started\n");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -365,6 +633,38 @@ mod tests {
             assert!(tokio::time::Instant::now() < deadline, "grandchild {pid} survived: {state:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// A tool that never reads stdin, given more arguments than a pipe holds: the timeout and
+    /// a cancel still hold (the write has its own task), and no copy goes in the environment.
+    #[tokio::test]
+    async fn a_tool_ignoring_large_arguments_times_out_on_time_and_dies_at_once_on_cancel() {
+        let fx = Fixture::new();
+        let big = format!(r#"{{"pad":"{}"}}"#, "a".repeat(60 * 1024));
+        let script = "echo \"env=${XEROTIER_ARGS:-none}\"\nsleep 300";
+        let tool = fx.tool("deaf", Duration::from_secs(1), script);
+        let mut request = fx.request(tool.clone(), "aws", None);
+        request.args_json = big.clone();
+        let began = tokio::time::Instant::now();
+        let result = fx.run(request).await;
+        assert_eq!(result.status, InvocationStatus::TimedOut, "{result:?}");
+        assert_eq!(result.stdout, "env=none\n");
+        assert!(began.elapsed() < Duration::from_secs(4), "took {:?}", began.elapsed());
+
+        let mut tool = tool;
+        tool.timeout = Duration::from_secs(300);
+        let mut request = fx.request(tool, "aws", None);
+        request.args_json = big;
+        let (cancel, cancel_rx) = watch::channel(false);
+        let (output_tx, mut output_rx) = mpsc::channel(8);
+        let run = tokio::spawn(execute(request, Some(output_tx), cancel_rx, fx.clock.clone()));
+        let first = output_rx.recv().await.unwrap();
+        assert_eq!(first.bytes, b"env=none\n");
+        let cancelled_at = tokio::time::Instant::now();
+        cancel.send(true).unwrap();
+        let result = run.await.unwrap();
+        assert_eq!(result.status, InvocationStatus::Cancelled);
+        assert!(cancelled_at.elapsed() < Duration::from_secs(2), "{:?}", cancelled_at.elapsed());
     }
 
     #[tokio::test]
@@ -395,15 +695,5 @@ mod tests {
         assert_eq!(result.status, InvocationStatus::Succeeded);
         assert_eq!(result.stdout.len(), MAX_OUTPUT_BYTES);
         assert!(result.stdout_truncated && !result.stderr_truncated);
-    }
-
-    #[tokio::test]
-    async fn a_missing_executable_fails_with_an_error() {
-        let fx = Fixture::new();
-        let mut tool = fx.tool("gone", Duration::from_secs(5), "true");
-        tool.executable = fx.dir.path().join("does-not-exist");
-        let result = fx.run(fx.request(tool, "aws", None)).await;
-        assert_eq!(result.status, InvocationStatus::Failed);
-        assert!(result.error.as_deref().unwrap().contains("does-not-exist"), "{result:?}");
     }
 }

@@ -12,6 +12,7 @@ mod faults_off;
 pub mod identity;
 pub mod reload;
 pub mod rotation;
+pub mod sandbox;
 pub mod session;
 #[cfg(feature = "test-faults")]
 mod test_faults;

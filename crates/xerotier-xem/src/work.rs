@@ -7,7 +7,6 @@
 //! restart loses none.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -19,6 +18,10 @@ use xerotier_proto::workspace_credentials::ReloadReport;
 use crate::catalog::Catalog;
 use crate::credentials::CredentialStore;
 use crate::executor::{self, ExecRequest, OutputChunk, Stream};
+use crate::sandbox::{Sandbox, is_invocation_id};
+
+/// A received id longer than this is not echoed back in the refusal (it is not an id).
+const MAX_ECHOED_ID: usize = 64;
 
 /// What the agent's event loop needs to hear from running invocations.
 #[derive(Debug)]
@@ -34,7 +37,9 @@ pub struct Work {
     catalog: Arc<Catalog>,
     credentials: Arc<CredentialStore>,
     permits: Arc<Semaphore>,
-    run_dir: PathBuf,
+    sandbox: Arc<Sandbox>,
+    /// Serialised arguments beyond this are refused (`max_argument_bytes`).
+    max_argument_bytes: usize,
     /// Accepted and not yet finished: the handle that cancels each.
     active: HashMap<String, watch::Sender<bool>>,
     /// Finished, not yet acknowledged by the router.
@@ -49,7 +54,8 @@ impl Work {
         catalog: Arc<Catalog>,
         credentials: Arc<CredentialStore>,
         max_concurrent: usize,
-        run_dir: PathBuf,
+        sandbox: Arc<Sandbox>,
+        max_argument_bytes: usize,
         clock: SharedClock,
     ) -> (Self, mpsc::Receiver<WorkEvent>) {
         let (events, receiver) = mpsc::channel(1024);
@@ -57,7 +63,8 @@ impl Work {
             catalog,
             credentials,
             permits: Arc::new(Semaphore::new(max_concurrent)),
-            run_dir,
+            sandbox,
+            max_argument_bytes,
             active: HashMap::new(),
             unacked: HashMap::new(),
             events,
@@ -75,6 +82,16 @@ impl Work {
         workspace: &str,
         args_json: String,
     ) -> Option<Frame> {
+        // The id names a directory on this host: anything but the exact format is refused
+        // before it touches anything, and reported (a router does not send these).
+        if !is_invocation_id(&invocation_id) {
+            let shown: String = invocation_id.chars().take(MAX_ECHOED_ID).collect();
+            tracing::warn!(invocation_id = ?shown, bytes = invocation_id.len(), "malformed invocation id refused");
+            return Some(Frame::InvocationRefused {
+                invocation_id: shown,
+                reason: "malformed invocation id".into(),
+            });
+        }
         if self.active.contains_key(&invocation_id) || self.unacked.contains_key(&invocation_id) {
             return None;
         }
@@ -92,7 +109,16 @@ impl Work {
         };
         // The router checked the arguments against this agent's definition; a router is not
         // trusted to have done so. Refused arguments never reach a process.
-        if let Err(why) = check_arguments(&tool.args_schema, &args_json) {
+        let checked = if args_json.len() > self.max_argument_bytes {
+            Err(format!(
+                "the arguments are {} bytes serialised; this agent takes at most {}",
+                args_json.len(),
+                self.max_argument_bytes
+            ))
+        } else {
+            check_arguments(&tool.args_schema, &args_json)
+        };
+        if let Err(why) = checked {
             tracing::warn!(%invocation_id, tool = %tool.name, "arguments refused: {why}");
             let now = self.clock.now_millis();
             let result = InvocationResult {
@@ -117,7 +143,7 @@ impl Work {
             permits: self.permits.clone(),
             credentials: self.credentials.clone(),
             events: self.events.clone(),
-            run_dir: self.run_dir.clone(),
+            sandbox: self.sandbox.clone(),
             clock: self.clock.clone(),
         };
         tokio::spawn(context.run(tool, workspace, args_json, cancel_rx));
@@ -204,7 +230,7 @@ struct Running {
     permits: Arc<Semaphore>,
     credentials: Arc<CredentialStore>,
     events: mpsc::Sender<WorkEvent>,
-    run_dir: PathBuf,
+    sandbox: Arc<Sandbox>,
     clock: SharedClock,
 }
 
@@ -271,7 +297,7 @@ impl Running {
             workspace,
             credential: Some(credential),
             args_json,
-            run_dir: self.run_dir.clone(),
+            sandbox: self.sandbox.clone(),
         };
         let result = executor::execute(request, Some(output_tx), cancel, self.clock.clone()).await;
         // Output frames go out before the result, so a watcher sees all of it.

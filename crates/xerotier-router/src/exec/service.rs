@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use xerotier_core::{IdGenerator, IdKind, SharedClock, UnixMillis, is_valid_id};
 use xerotier_proto::agents::{CapabilityManifest, ManifestTool};
 use xerotier_proto::invocation::{
-    InvocationResult, InvocationStatus, InvokeRequest, MAX_OUTPUT_BYTES,
+    InvocationResult, InvocationStatus, InvokeRequest, MAX_ARGUMENT_BYTES, MAX_OUTPUT_BYTES,
 };
 use xerotier_proto::mesh::Frame;
 use xerotier_proto::schema;
@@ -146,6 +146,9 @@ pub struct ExecState {
     wake: Arc<Notify>,
     signals: Arc<OutputSignals>,
     check_arguments: Arc<std::sync::atomic::AtomicBool>,
+    /// Test builds only (`send_hostile_invocation_ids`).
+    #[cfg(feature = "test-faults")]
+    hostile_ids: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn is_paused(pauses: &[PauseRecord], agent_id: &str, workspace: &str) -> bool {
@@ -173,6 +176,8 @@ impl ExecService {
             wake: Arc::default(),
             signals: Arc::default(),
             check_arguments: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            #[cfg(feature = "test-faults")]
+            hostile_ids: Arc::default(),
         }))
     }
 
@@ -182,6 +187,32 @@ impl ExecService {
     pub fn skip_argument_check(&self) {
         self.check_arguments.store(false, std::sync::atomic::Ordering::Relaxed);
     }
+
+    /// Test builds only: every dispatch is preceded by `Invoke` frames whose invocation ids are
+    /// hostile (a path, `..`, overlong, non-ASCII), so that the XEM's refusal can be shown.
+    #[cfg(feature = "test-faults")]
+    pub fn send_hostile_invocation_ids(&self) {
+        self.hostile_ids.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    #[cfg(feature = "test-faults")]
+    fn send_hostile_frames(&self, agent_id: &str, invocation: &InvocationRecord) {
+        if !self.hostile_ids.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        for invocation_id in crate::test_faults::hostile_invocation_ids() {
+            let frame = Frame::Invoke {
+                invocation_id,
+                tool: invocation.tool.clone(),
+                workspace: invocation.workspace.clone(),
+                args_json: invocation.args.clone(),
+            };
+            self.link.send_to(agent_id, &frame);
+        }
+    }
+
+    #[cfg(not(feature = "test-faults"))]
+    fn send_hostile_frames(&self, _agent_id: &str, _invocation: &InvocationRecord) {}
 
     fn checks_arguments(&self) -> bool {
         self.check_arguments.load(std::sync::atomic::Ordering::Relaxed)
@@ -283,6 +314,15 @@ impl ExecService {
         if !args.is_object() {
             return Err(ServiceError::InvalidArguments {
                 message: "args must be a JSON object".into(),
+                param: "args".into(),
+            });
+        }
+        let size = args.to_string().len();
+        if size > MAX_ARGUMENT_BYTES {
+            return Err(ServiceError::InvalidArguments {
+                message: format!(
+                    "args are {size} bytes serialised; the limit is {MAX_ARGUMENT_BYTES}"
+                ),
                 param: "args".into(),
             });
         }
@@ -448,6 +488,7 @@ impl ExecService {
                 continue;
             }
             self.hold(&agent_id, &invocation.id, now);
+            self.send_hostile_frames(&agent_id, &invocation);
             let frame = Frame::Invoke {
                 invocation_id: invocation.id.clone(),
                 tool: invocation.tool.clone(),

@@ -28,8 +28,9 @@ use xerotier_proto::Scope;
 
 use crate::{AppState, auth, health, metrics};
 
-/// Request bodies above this are refused with 413 before they are parsed.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Request bodies above this are refused with 413 before they are parsed. Above the 64 KiB of
+/// tool arguments an invocation may carry, so those get their own `invalid_arguments`.
+pub const MAX_BODY_BYTES: usize = 96 * 1024;
 
 #[derive(OpenApi)]
 #[openapi(

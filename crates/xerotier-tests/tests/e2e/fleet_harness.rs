@@ -43,6 +43,9 @@ pub enum XemConfig {
     YamlFile,
 }
 
+/// The unprivileged user the suite's XEMs run tools as.
+pub const TOOL_USER: &str = "nobody";
+
 /// A `xerotier-xem` process with every path in its own temporary directory; killed on drop.
 /// Restarts keep the directory, so a restarted XEM finds its enrolled identity.
 #[derive(Debug)]
@@ -64,6 +67,9 @@ impl Xem {
     /// A XEM for the router at `router_url` (`http://…`); not started.
     pub fn with_config(router_url: &str, name: &str, config: XemConfig) -> Xem {
         let dir = tempfile::Builder::new().prefix("xem-e2e-").tempdir().expect("tempdir");
+        // The tool user passes through (never lists) to its tools and its run directory.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+            .expect("making the XEM's directory traversable");
         Xem {
             name: name.to_string(),
             router_url: router_url.to_string(),
@@ -104,6 +110,11 @@ impl Xem {
     /// Its `tools_dir`: empty unless a test puts tool bundles there before the start.
     pub fn tools_dir(&self) -> PathBuf {
         self.dir.path().join("tools")
+    }
+
+    /// Its `run_dir`: per-invocation directories.
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
     }
 
     /// Its `credentials_dir`.
@@ -208,6 +219,9 @@ impl Xem {
             }
         }
         command.env_remove("NOTIFY_SOCKET").env_remove("RUST_LOG");
+        // Tools run as `nobody` (the suite runs as root, as CI does) in this XEM's own run dir;
+        // through the environment, so configs written by a test need not repeat them.
+        command.env("XEM_TOOL_USER", TOOL_USER).env("XEM_RUN_DIR", self.run_dir());
         command
             .stdin(Stdio::null())
             .stdout(File::create(self.out_path(self.starts)).expect("XEM stdout file"))

@@ -29,8 +29,8 @@ async fn bad_input_gets_the_error_envelope() {
         let router = Router::start(&backend).await;
         let json_type = Some("application/json");
 
-        // Over the body limit (64 KiB).
-        let big = json!({ "name": "a".repeat(70 * 1024), "scopes": ["execution"] }).to_string();
+        // Over the body limit (96 KiB).
+        let big = json!({ "name": "a".repeat(100 * 1024), "scopes": ["execution"] }).to_string();
         let resp = post_raw(&router, KEYS, json_type, big.into_bytes()).await;
         resp.assert_error(413, "payload_too_large");
         // Just under it is parsed (and refused for the name, not the size).
@@ -39,7 +39,7 @@ async fn bad_input_gets_the_error_envelope() {
         resp.assert_error(400, "invalid_request");
         // Oversized bodies on the other mutations too.
         let keyid = router.create_key("target", &["execution"]).await.id;
-        let big_reason = json!({ "reason": "r".repeat(70 * 1024) }).to_string();
+        let big_reason = json!({ "reason": "r".repeat(100 * 1024) }).to_string();
         let resp = post_raw(
             &router,
             &format!("{KEYS}/{keyid}/revoke"),
@@ -184,7 +184,7 @@ async fn every_response_carries_a_request_id() {
             api.post(KEYS, admin, &json!({ "name": "rid", "scopes": ["execution"] })).await,
             api.post(KEYS, admin, &json!({ "name": "rid", "scopes": ["execution"] })).await,
             api.post(KEYS, admin, &json!({ "bogus": 1 })).await,
-            post_raw(&router, KEYS, Some("application/json"), vec![b' '; 70 * 1024]).await,
+            post_raw(&router, KEYS, Some("application/json"), vec![b' '; 100 * 1024]).await,
         ];
         let mut ids = Vec::new();
         for resp in &answers {

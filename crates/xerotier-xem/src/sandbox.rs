@@ -1,0 +1,278 @@
+//! Where and as whom tools run: the tool user resolved once at start, the runner found and
+//! probed, and the run directory whose per-invocation children are made through its open
+//! handle (never by joining a received string onto a path).
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::sys::stat::{Mode, fstat, mkdirat};
+use nix::unistd::{Gid, Uid, User, fchown, fchownat};
+use xerotier_sandbox::{
+    DEVICE_PATHS, Identity, LandlockMode, LandlockStatus, LaunchSpec, Limits, ProbeReport,
+    RUNNER_BIN, SYSTEM_READ_PATHS,
+};
+
+/// The invocation id format, checked before the id names anything on disk.
+pub fn is_invocation_id(id: &str) -> bool {
+    xerotier_proto::formats::is_id("inv_", id)
+}
+
+/// How this host runs tools; built once at start.
+#[derive(Debug)]
+pub struct Sandbox {
+    pub runner: PathBuf,
+    /// `None` only for a XEM not started as root whose tool_user is its own user.
+    pub identity: Option<Identity>,
+    pub tool_user: String,
+    pub landlock: LandlockStatus,
+    run_dir: RunDir,
+}
+
+impl Sandbox {
+    /// Resolves the tool user, finds the runner, prepares the run directory and proves, by a
+    /// probe, that the runner can take the tool user's identity here.
+    pub fn prepare(tool_user: &str, runner: Option<&Path>, run_dir: &Path) -> anyhow::Result<Self> {
+        let identity = resolve_identity(tool_user)?;
+        let runner = match runner {
+            Some(path) => path.to_path_buf(),
+            None => beside_this_executable()?,
+        };
+        if !runner.is_file() {
+            bail!(
+                "the tool runner {} does not exist (install {RUNNER_BIN} beside xerotier-xem, or set tool_runner)",
+                runner.display()
+            );
+        }
+        let run_dir = RunDir::prepare(run_dir, identity.is_some())?;
+        let report = probe(&runner, identity, &run_dir.path)?;
+        if let Some(identity) = identity
+            && (report.uid, report.gid) != (identity.uid, identity.gid)
+        {
+            bail!(
+                "the tool runner's probe ran as uid {} gid {}, not as tool_user {tool_user} ({} / {})",
+                report.uid,
+                report.gid,
+                identity.uid,
+                identity.gid
+            );
+        }
+        Ok(Self {
+            runner,
+            identity,
+            tool_user: tool_user.to_string(),
+            landlock: report.landlock,
+            run_dir,
+        })
+    }
+
+    /// A fresh directory for one invocation, owned by the tool user, with a private `tmp`.
+    /// `id` must already have passed [`is_invocation_id`]; an existing entry of that name is
+    /// refused, never reused.
+    pub fn invocation_dir(&self, id: &str) -> Result<InvocationDir, String> {
+        self.run_dir.child(id, self.identity)
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir.path
+    }
+
+    /// The spec for one run of `executable` with these limits and Landlock mode.
+    pub fn spec(
+        &self,
+        executable: &Path,
+        limits: Limits,
+        landlock: LandlockMode,
+        extra_read_paths: &[PathBuf],
+        has_credential: bool,
+    ) -> LaunchSpec {
+        let mut read_paths: Vec<PathBuf> = SYSTEM_READ_PATHS.iter().map(PathBuf::from).collect();
+        // The tool's own bundle: its executable and whatever it ships beside it.
+        if let Some(bundle) = executable.parent() {
+            read_paths.push(bundle.to_path_buf());
+        }
+        read_paths.extend(extra_read_paths.iter().cloned());
+        LaunchSpec {
+            executable: executable.to_path_buf(),
+            identity: self.identity,
+            limits,
+            landlock,
+            read_paths,
+            device_paths: DEVICE_PATHS.iter().map(PathBuf::from).collect(),
+            has_credential,
+        }
+    }
+}
+
+fn resolve_identity(tool_user: &str) -> anyhow::Result<Option<Identity>> {
+    let user = User::from_name(tool_user)
+        .with_context(|| format!("looking up tool_user {tool_user:?}"))?
+        .with_context(|| {
+            format!(
+                "tool_user {tool_user:?} does not exist: create it (useradd --system --no-create-home \
+                 --shell /usr/sbin/nologin {tool_user}) or set tool_user to an existing unprivileged user"
+            )
+        })?;
+    if nix::unistd::geteuid().is_root() {
+        if user.uid.is_root() || user.gid.as_raw() == 0 {
+            bail!("tool_user {tool_user:?} is root (uid or gid 0): tools must run unprivileged");
+        }
+        return Ok(Some(Identity { uid: user.uid.as_raw(), gid: user.gid.as_raw() }));
+    }
+    let me = nix::unistd::getuid();
+    if user.uid == me {
+        tracing::warn!(
+            tool_user,
+            "the XEM is not running as root and tool_user is its own user: tools run with the \
+             XEM's own rights and can read its keys (development only)"
+        );
+        return Ok(None);
+    }
+    bail!(
+        "tool_user {tool_user:?} needs the XEM to start as root (it drops to tool_user for every \
+         tool); it runs as uid {me}. Start it as root, or set tool_user to its own user for \
+         development"
+    )
+}
+
+fn beside_this_executable() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding the XEM's own executable")?;
+    let dir = exe.parent().context("the XEM's executable has no directory")?;
+    Ok(dir.join(RUNNER_BIN))
+}
+
+/// Runs the runner once with the default spec and reads what it could apply.
+fn probe(runner: &Path, identity: Option<Identity>, run_dir: &Path) -> anyhow::Result<ProbeReport> {
+    let spec = LaunchSpec {
+        executable: runner.to_path_buf(),
+        identity,
+        limits: Limits::default(),
+        landlock: LandlockMode::Auto,
+        read_paths: SYSTEM_READ_PATHS.iter().map(PathBuf::from).collect(),
+        device_paths: DEVICE_PATHS.iter().map(PathBuf::from).collect(),
+        has_credential: false,
+    };
+    let output = std::process::Command::new(runner)
+        .arg("--probe")
+        .arg(serde_json::to_string(&spec)?)
+        .current_dir(run_dir)
+        .env_clear()
+        .output()
+        .with_context(|| format!("starting the tool runner {}", runner.display()))?;
+    if !output.status.success() {
+        bail!(
+            "the tool runner cannot isolate tools on this host: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&output.stdout).context("reading the tool runner's probe report")
+}
+
+/// The parent of per-invocation directories: owned by the XEM, mode 0711 (the tool user may
+/// pass through to its own directory, never list the others), emptied at start.
+#[derive(Debug)]
+struct RunDir {
+    path: PathBuf,
+    handle: OwnedFd,
+}
+
+impl RunDir {
+    fn prepare(path: &Path, tools_switch_user: bool) -> anyhow::Result<Self> {
+        if path.exists() {
+            // A crash may have left invocation directories behind.
+            std::fs::remove_dir_all(path).with_context(|| format!("clearing {}", path.display()))?;
+        }
+        std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o711))
+            .with_context(|| format!("setting the mode of {}", path.display()))?;
+        if tools_switch_user {
+            check_traversable(path)?;
+        }
+        let handle = nix::fcntl::open(
+            path,
+            OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY,
+            Mode::empty(),
+        )
+        .with_context(|| format!("opening {}", path.display()))?;
+        Ok(Self { path: path.to_path_buf(), handle })
+    }
+
+    fn child(&self, id: &str, identity: Option<Identity>) -> Result<InvocationDir, String> {
+        if !is_invocation_id(id) {
+            return Err("malformed invocation id".into());
+        }
+        let name = OsStr::new(id);
+        mkdirat(self.handle.as_fd(), name, Mode::S_IRWXU).map_err(|e| match e {
+            nix::Error::EEXIST => "the invocation's directory already exists".to_string(),
+            other => format!("creating the invocation's directory: {other}"),
+        })?;
+        let dir = openat(
+            self.handle.as_fd(),
+            name,
+            OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY,
+            Mode::empty(),
+        )
+        .map_err(|e| format!("opening the invocation's directory: {e}"))?;
+        let made = InvocationDir { path: self.path.join(id), _handle: None };
+        let stat = fstat(dir.as_fd()).map_err(|e| format!("checking the invocation's directory: {e}"))?;
+        if stat.st_uid != nix::unistd::geteuid().as_raw() || stat.st_nlink != 2 {
+            return Err("the invocation's directory is not the fresh one just made".into());
+        }
+        mkdirat(dir.as_fd(), "tmp", Mode::S_IRWXU).map_err(|e| format!("creating tmp: {e}"))?;
+        if let Some(Identity { uid, gid }) = identity {
+            let (uid, gid) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
+            fchownat(dir.as_fd(), "tmp", uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW)
+                .map_err(|e| format!("giving tmp to the tool user: {e}"))?;
+            fchown(dir.as_fd(), uid, gid).map_err(|e| format!("giving the directory to the tool user: {e}"))?;
+        }
+        Ok(InvocationDir { _handle: Some(dir), ..made })
+    }
+}
+
+/// Every ancestor of the run directory must let others pass (o+x), or the tool user could not
+/// reach its own directory by path ($HOME, $TMPDIR).
+fn check_traversable(path: &Path) -> anyhow::Result<()> {
+    let canonical = path.canonicalize().with_context(|| format!("resolving {}", path.display()))?;
+    for ancestor in canonical.ancestors().skip(1) {
+        let meta = std::fs::metadata(ancestor)
+            .with_context(|| format!("checking {}", ancestor.display()))?;
+        if meta.mode() & 0o001 == 0 {
+            bail!(
+                "run_dir {}: its parent {} is not traversable by other users (mode {:o}), so \
+                 the tool user could not reach its working directory; use a run_dir under \
+                 /run (the default) or give {} o+x",
+                path.display(),
+                ancestor.display(),
+                meta.mode() & 0o7777,
+                ancestor.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One invocation's directory; removed (with whatever the tool left) by [`Self::remove`].
+#[derive(Debug)]
+pub struct InvocationDir {
+    pub path: PathBuf,
+    _handle: Option<OwnedFd>,
+}
+
+impl InvocationDir {
+    pub fn tmp(&self) -> PathBuf {
+        self.path.join("tmp")
+    }
+
+    /// Removes the directory tree. `remove_dir_all` does not follow symlinks the tool may have
+    /// planted (it works through directory handles), and the run directory above is the XEM's.
+    pub fn remove(self) {
+        if let Err(err) = std::fs::remove_dir_all(&self.path)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::error!(dir = %self.path.display(), error = %err, "could not remove an invocation directory");
+        }
+    }
+}
