@@ -19,7 +19,10 @@ const HOSTILE_PATH: &str = "/tmp/xerotier-hostile-invocation-id";
 pub fn arm(state: &AppState) {
     match std::env::var(ENV_VAR).as_deref() {
         Ok(SKIP_ARGUMENT_CHECK) => {
-            tracing::warn!(fault = SKIP_ARGUMENT_CHECK, "TEST FAULT: tool arguments are not checked");
+            tracing::warn!(
+                fault = SKIP_ARGUMENT_CHECK,
+                "TEST FAULT: tool arguments are not checked"
+            );
             state.exec.skip_argument_check();
         }
         Ok(SEND_HOSTILE_INVOCATION_IDS) => {

@@ -196,8 +196,9 @@ fn check_tool_views(config: &XemConfig, catalog: &Catalog) -> anyhow::Result<()>
 /// Tools run as `tool_user` through the runner; the probe proves it works here before the
 /// agent takes any work, and says how far Landlock narrows what tools see.
 fn prepare_sandbox(config: &XemConfig) -> anyhow::Result<Sandbox> {
-    let sandbox = Sandbox::prepare(&config.tool_user, config.tool_runner.as_deref(), &config.run_dir)
-        .context("preparing tool isolation")?;
+    let sandbox =
+        Sandbox::prepare(&config.tool_user, config.tool_runner.as_deref(), &config.run_dir)
+            .context("preparing tool isolation")?;
     let uid = sandbox.identity.map(|i| i.uid);
     match sandbox.landlock {
         LandlockStatus::Unavailable => tracing::warn!(

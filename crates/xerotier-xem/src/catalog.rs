@@ -107,7 +107,9 @@ fn parse_size(text: &str) -> Result<u64, String> {
         "K" | "KiB" => 10,
         "M" | "MiB" => 20,
         "G" | "GiB" => 30,
-        other => return Err(format!("size {text:?}: unknown unit {other:?} (use KiB, MiB or GiB)")),
+        other => {
+            return Err(format!("size {text:?}: unknown unit {other:?} (use KiB, MiB or GiB)"));
+        }
     };
     let number: u64 = digits.parse().map_err(|_| format!("size {text:?} is not a number"))?;
     number.checked_mul(1u64 << shift).ok_or_else(|| format!("size {text:?} is too large"))

@@ -121,7 +121,8 @@ fn kill_group(pgid: Option<u32>) {
 fn credential_memfd(bytes: &[u8]) -> std::io::Result<OwnedFd> {
     use nix::fcntl::{FcntlArg, SealFlag, fcntl};
     use nix::sys::memfd::{MFdFlags, memfd_create};
-    let fd = memfd_create("xerotier-credential", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
+    let fd =
+        memfd_create("xerotier-credential", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
     let mut file = std::fs::File::from(fd);
     file.write_all(bytes)?;
     let seals = SealFlag::F_SEAL_SHRINK
@@ -402,7 +403,11 @@ mod tests {
             // Its own bundle directory: the tool may read all of it.
             let bundle = self.dir.path().join("tools").join(name);
             std::fs::create_dir_all(&bundle).unwrap();
-            std::fs::set_permissions(self.dir.path().join("tools"), std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::set_permissions(
+                self.dir.path().join("tools"),
+                std::fs::Permissions::from_mode(0o755),
+            )
+            .unwrap();
             std::fs::set_permissions(&bundle, std::fs::Permissions::from_mode(0o755)).unwrap();
             let path = bundle.join("run.sh");
             std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
@@ -482,10 +487,7 @@ mod tests {
         let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap().uid;
         let dir = fx.own_dir();
         assert!(
-            out.contains(&format!(
-                "uid={nobody} home={0} tmp={0}/tmp pwd={0}",
-                dir.display()
-            )),
+            out.contains(&format!("uid={nobody} home={0} tmp={0}/tmp pwd={0}", dir.display())),
             "{out}"
         );
         assert!(out.contains("fs=tmpfs\n/memfd:xerotier-credential"), "not on a disk: {out}");
@@ -568,7 +570,8 @@ mod tests {
         let marker = fx.dir.path().join("tools/ran");
         let script = format!("touch {}", marker.display());
         for hostile in ["/tmp/xerotier-hostile", "../escape", "inv_../../x", "inv_é", ""] {
-            let mut request = fx.request(fx.tool("t", Duration::from_secs(5), &script), "aws", None);
+            let mut request =
+                fx.request(fx.tool("t", Duration::from_secs(5), &script), "aws", None);
             request.invocation_id = hostile.into();
             let result = fx.run(request).await;
             assert_eq!(result.status, InvocationStatus::Failed);
@@ -577,7 +580,8 @@ mod tests {
         assert!(!Path::new("/tmp/xerotier-hostile").exists());
         // An entry that already exists under the id (a symlink planted there) is not reused.
         std::os::unix::fs::symlink("/etc", fx.own_dir()).unwrap();
-        let result = fx.run(fx.request(fx.tool("t", Duration::from_secs(5), &script), "aws", None)).await;
+        let result =
+            fx.run(fx.request(fx.tool("t", Duration::from_secs(5), &script), "aws", None)).await;
         assert!(result.error.as_deref().unwrap().contains("already exists"), "{result:?}");
         assert!(!marker.exists(), "nothing ran");
         assert!(fx.own_dir().is_symlink(), "the planted entry is not followed nor removed");

@@ -183,7 +183,8 @@ impl RunDir {
     fn prepare(path: &Path, tools_switch_user: bool) -> anyhow::Result<Self> {
         if path.exists() {
             // A crash may have left invocation directories behind.
-            std::fs::remove_dir_all(path).with_context(|| format!("clearing {}", path.display()))?;
+            std::fs::remove_dir_all(path)
+                .with_context(|| format!("clearing {}", path.display()))?;
         }
         std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o711))
@@ -217,7 +218,8 @@ impl RunDir {
         )
         .map_err(|e| format!("opening the invocation's directory: {e}"))?;
         let made = InvocationDir { path: self.path.join(id), _handle: None };
-        let stat = fstat(dir.as_fd()).map_err(|e| format!("checking the invocation's directory: {e}"))?;
+        let stat =
+            fstat(dir.as_fd()).map_err(|e| format!("checking the invocation's directory: {e}"))?;
         if stat.st_uid != nix::unistd::geteuid().as_raw() || stat.st_nlink != 2 {
             return Err("the invocation's directory is not the fresh one just made".into());
         }
@@ -226,7 +228,8 @@ impl RunDir {
             let (uid, gid) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
             fchownat(dir.as_fd(), "tmp", uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW)
                 .map_err(|e| format!("giving tmp to the tool user: {e}"))?;
-            fchown(dir.as_fd(), uid, gid).map_err(|e| format!("giving the directory to the tool user: {e}"))?;
+            fchown(dir.as_fd(), uid, gid)
+                .map_err(|e| format!("giving the directory to the tool user: {e}"))?;
         }
         Ok(InvocationDir { _handle: Some(dir), ..made })
     }

@@ -262,7 +262,7 @@ impl Session {
             }
             Frame::LeaseAck { seq } => tracing::trace!(seq, "lease renewed"),
             Frame::Invoke { invocation_id, tool, workspace, args_json } => {
-                tracing::info!(%invocation_id, %tool, %workspace, "invocation received");
+                // Logged by `invoke` once checked: received strings are not logged whole.
                 if let Some(refusal) = self.work.invoke(invocation_id, &tool, &workspace, args_json)
                 {
                     self.send(&refusal)?;

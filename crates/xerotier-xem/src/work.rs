@@ -85,7 +85,7 @@ impl Work {
         // The id names a directory on this host: anything but the exact format is refused
         // before it touches anything, and reported (a router does not send these).
         if !is_invocation_id(&invocation_id) {
-            let shown: String = invocation_id.chars().take(MAX_ECHOED_ID).collect();
+            let shown = bounded(&invocation_id);
             tracing::warn!(invocation_id = ?shown, bytes = invocation_id.len(), "malformed invocation id refused");
             return Some(Frame::InvocationRefused {
                 invocation_id: shown,
@@ -102,11 +102,12 @@ impl Work {
             return refuse("the agent is shutting down".into());
         }
         let Some(tool) = self.catalog.tool(tool).cloned() else {
-            return refuse(format!("unknown tool {tool:?}"));
+            return refuse(format!("unknown tool {:?}", bounded(tool)));
         };
         let Some(workspace) = self.catalog.workspace(workspace).cloned() else {
-            return refuse(format!("unknown workspace {workspace:?}"));
+            return refuse(format!("unknown workspace {:?}", bounded(workspace)));
         };
+        tracing::info!(%invocation_id, tool = %tool.name, workspace = %workspace.id, "invocation received");
         // The router checked the arguments against this agent's definition; a router is not
         // trusted to have done so. Refused arguments never reach a process.
         let checked = if args_json.len() > self.max_argument_bytes {
@@ -211,6 +212,11 @@ impl Work {
             },
         }
     }
+}
+
+/// A received name, cut to a length fit for a log line or a refusal.
+fn bounded(text: &str) -> String {
+    text.chars().take(MAX_ECHOED_ID).collect()
 }
 
 /// The arguments as the tool's own schema accepts them: a JSON object that validates.

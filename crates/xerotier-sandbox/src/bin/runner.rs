@@ -9,7 +9,9 @@ use xerotier_sandbox::LaunchSpec;
 use xerotier_sandbox::launch::{self, LaunchError};
 
 fn parse(text: Option<&String>) -> Result<LaunchSpec, LaunchError> {
-    let text = text.ok_or_else(|| LaunchError::Spec("usage: xerotier-tool-runner [--probe] SPEC_JSON".into()))?;
+    let text = text.ok_or_else(|| {
+        LaunchError::Spec("usage: xerotier-tool-runner [--probe] SPEC_JSON".into())
+    })?;
     serde_json::from_str(text).map_err(|e| LaunchError::Spec(e.to_string()))
 }
 

@@ -192,7 +192,8 @@ async fn odd_input_never_gets_a_server_error() {
         let router = Router::start(&backend).await;
         let api = router.api();
         let admin = Some(router.admin_key());
-        let huge = format!("{{\"name\":\"{}\",\"scopes\":[\"execution\"]}}", "x".repeat(100 * 1024));
+        let huge =
+            format!("{{\"name\":\"{}\",\"scopes\":[\"execution\"]}}", "x".repeat(100 * 1024));
         let cases: Vec<(Method, &str, Option<&str>, Option<String>)> = vec![
             (Method::POST, KEYS, Some("text/plain"), Some("{}".into())),
             (Method::POST, KEYS, Some("application/json"), Some("\u{0}".into())),

@@ -350,12 +350,11 @@ async fn bad_arguments_unknown_tools_and_workspaces_are_refused_before_dispatch(
 async fn a_timed_out_tool_is_killed_with_its_children() {
     for backend in backends().await {
         let router = Router::start(&backend).await;
-        let pid_dir = tempfile::tempdir().unwrap();
-        let pid_file = pid_dir.path().join("grandchild.pid");
-        let script =
-            format!("sleep 300 &\necho $! > {}\necho started\nsleep 300", pid_file.display());
+        // The tool can write nowhere but its own directory: the grandchild's pid comes out on
+        // stdout.
+        let script = "sleep 300 &\necho \"grandchild=$!\"\necho started\nsleep 300";
         let (_xem, _agent) = exec_fleet(&router, "xem-timeout", "v1\n", |tools| {
-            write_tool(tools, "hang", 1, &script);
+            write_tool(tools, "hang", 1, script);
         })
         .await;
         router.wait_tool("hang").await;
@@ -365,7 +364,12 @@ async fn a_timed_out_tool_is_killed_with_its_children() {
             .await;
         assert_eq!(done["status"], "timed_out", "[{}] {done}", backend.name);
         assert!(done["stdout"].as_str().unwrap().contains("started"), "{done}");
-        let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
+        let stdout = done["stdout"].as_str().unwrap();
+        let pid = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("grandchild="))
+            .unwrap_or_else(|| panic!("no pid in {stdout:?}"))
+            .to_string();
         eventually(&format!("grandchild {pid} to be gone"), SETTLE, || {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
             // Gone, or a zombie waiting for its (killed) parent's reaper.

@@ -7,6 +7,7 @@
 //! time acknowledgements out after a few seconds.
 
 use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -18,7 +19,7 @@ use tempfile::TempDir;
 use xerotier_credentials::{CurveKeyPair, fingerprint};
 use xerotier_proto::mesh::Frame;
 
-use crate::fleet_harness::{Handshake, RawMesh};
+use crate::fleet_harness::{Handshake, RawMesh, TOOL_USER};
 use crate::harness::{
     Api, Backend, EXIT_DEADLINE, Router, RouterOptions, XEM_BIN, Xeroctl, backends, binary,
     eventually, send_sigterm, wait_for_exit, xeroctl,
@@ -248,6 +249,9 @@ impl TestXem {
             }
         }
         command.env_remove("NOTIFY_SOCKET").env_remove("RUST_LOG");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+            .expect("making the XEM's directory traversable");
+        command.env("XEM_TOOL_USER", TOOL_USER).env("XEM_RUN_DIR", dir.join("run"));
         if let Some(fault) = fault {
             command.env("XEROTIER_XEM_TEST_FAULT", fault);
         }
