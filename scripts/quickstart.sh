@@ -33,6 +33,26 @@ export XEROCTL_BASE_URL="https://$ADDR" XEROCTL_CA_FILE="$CA"
 CA_PIN=$(python3 -c 'import hashlib,ssl,sys; print("sha256:"+hashlib.sha256(ssl.PEM_cert_to_DER_cert(open(sys.argv[1]).read())).hexdigest())' "$CA")
 XEROCTL_API_KEY=$(cat "$ROOT/router/bootstrap.key"); export XEROCTL_API_KEY
 
+# Tools run as an unprivileged user, never as the XEM's own. As root (the XEM drops to that
+# user for every tool): the packaging's `xerotier-tool` user, created here if missing, with the
+# example tools and the run directory under /run, where that user can reach them. Without root
+# the tools run as you and are not isolated from the XEM's keys (said at the XEM's start).
+if [ "$(id -u)" = 0 ]; then
+  TOOL_USER=xerotier-tool
+  id -u "$TOOL_USER" >/dev/null 2>&1 ||
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$TOOL_USER"
+  QS_RUN=/run/xerotier-quickstart
+  rm -rf "$QS_RUN/tools"
+  mkdir -p "$QS_RUN" && chmod 0711 "$QS_RUN"
+  cp -r "$PWD/examples/tools" "$QS_RUN/tools" && chmod -R go+rX,go-w "$QS_RUN/tools"
+  TOOLS_DIR="$QS_RUN/tools"
+  RUN_DIR="$QS_RUN/run"
+else
+  TOOL_USER=$(id -un)
+  TOOLS_DIR="$PWD/examples/tools"
+  RUN_DIR="$ROOT/xem/run"
+fi
+
 cat >"$ROOT/xem/xem.yaml" <<YAML
 router_url: https://$ADDR
 registration_name: quickstart-xem
@@ -40,7 +60,9 @@ state_dir: $ROOT/xem/state
 curve_key_path: $ROOT/xem/agent-curve-key.hex
 signing_key_path: $ROOT/xem/agent-signing-key.hex
 credentials_dir: $ROOT/xem/credentials
-tools_dir: $PWD/examples/tools
+tools_dir: $TOOLS_DIR
+tool_user: $TOOL_USER
+run_dir: $RUN_DIR
 lease_renewal_interval_ms: 2000
 log_level: info
 YAML

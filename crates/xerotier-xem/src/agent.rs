@@ -111,6 +111,9 @@ pub async fn run(config: XemConfig, deps: Deps) -> anyhow::Result<Exit> {
     let identity = identity(&config, &curve, &signing, &manifest, deps.clock.clone()).await?;
     check_tool_views(&config, &catalog)?;
     let sandbox = prepare_sandbox(&config)?;
+    for tool in catalog.tools() {
+        sandbox.check_reachable(&tool.name, &tool.executable)?;
+    }
     let max_concurrent = usize::try_from(config.max_concurrent_executions).unwrap_or(usize::MAX);
     let max_argument_bytes = usize::try_from(config.max_argument_bytes).unwrap_or(usize::MAX);
     let (agent_id, mesh_addr) = (identity.agent_id.clone(), identity.mesh_addr.clone());

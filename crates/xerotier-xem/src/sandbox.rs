@@ -235,6 +235,44 @@ impl RunDir {
     }
 }
 
+/// Whether the tool user may search (directories) or execute (files) `path`, by its mode bits
+/// alone (as the kernel decides for a user without capabilities).
+fn tool_user_may_execute(meta: &std::fs::Metadata, identity: Identity) -> bool {
+    let mode = meta.mode();
+    if meta.uid() == identity.uid {
+        mode & 0o100 != 0
+    } else if meta.gid() == identity.gid {
+        mode & 0o010 != 0
+    } else {
+        mode & 0o001 != 0
+    }
+}
+
+impl Sandbox {
+    /// Refuses, at start, a tool the tool user could not start: its executable or a directory
+    /// above it is closed to that user (a tools_dir under /root, say).
+    pub fn check_reachable(&self, tool: &str, executable: &Path) -> anyhow::Result<()> {
+        let Some(identity) = self.identity else { return Ok(()) };
+        for path in executable.ancestors() {
+            let meta =
+                std::fs::metadata(path).with_context(|| format!("checking {}", path.display()))?;
+            if !tool_user_may_execute(&meta, identity) {
+                bail!(
+                    "tool {tool}: tool_user {} cannot reach {} ({} is mode {:o}, owner {}:{}); \
+                     put tools_dir where that user may read and execute",
+                    self.tool_user,
+                    executable.display(),
+                    path.display(),
+                    meta.mode() & 0o7777,
+                    meta.uid(),
+                    meta.gid()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Every ancestor of the run directory must let others pass (o+x), or the tool user could not
 /// reach its own directory by path ($HOME, $TMPDIR).
 fn check_traversable(path: &Path) -> anyhow::Result<()> {
