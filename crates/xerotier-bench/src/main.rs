@@ -6,6 +6,7 @@
 
 mod exec;
 mod fleet;
+mod isolation;
 mod keys;
 mod rotation;
 
@@ -112,6 +113,16 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         rounds: usize,
     },
+    /// EXECUTABLE run ROUNDS times per isolation layer (plain spawn, through the runner, as the
+    /// tool user, with Landlock, the XEM's whole executor path); needs root.
+    IsolationLayers {
+        #[arg(long, default_value = "nobody")]
+        tool_user: String,
+        #[arg(long)]
+        executable: std::path::PathBuf,
+        #[arg(long, default_value_t = 300)]
+        rounds: usize,
+    },
     /// Enroll COUNT agents, connect them over CURVE from one thread, renew their leases.
     Agents {
         #[arg(long)]
@@ -196,9 +207,17 @@ impl Report {
     }
 }
 
+fn unreachable_isolation() -> anyhow::Result<Report> {
+    anyhow::bail!("isolation-layers is handled before the other commands")
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Its own report shape (one line per layer), so it is not a `Report`.
+    if let Command::IsolationLayers { tool_user, executable, rounds } = &args.command {
+        return runtime.block_on(isolation::layers(tool_user.clone(), executable.clone(), *rounds));
+    }
     let report = runtime.block_on(async {
         match args.command {
             Command::KeyCreate { base_url, api_key } => {
@@ -244,6 +263,7 @@ fn main() -> anyhow::Result<()> {
                 .await
             }
             Command::CredentialReload { files, rounds } => exec::credential_reload(files, rounds),
+            Command::IsolationLayers { .. } => unreachable_isolation(),
             Command::Agents { base_url, api_key, count, lease_ms, router_addr } => {
                 fleet::many_agents(base_url, api_key, count, lease_ms, args.seconds, router_addr)
                     .await
