@@ -43,14 +43,18 @@ async fn spawn_and_wait(program: &Path, args: &[String], cwd: &Path) -> anyhow::
     }
     let output = child.wait_with_output().await?;
     if !output.status.success() {
-        bail!("{} failed: {} {}", program.display(), output.status, String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "{} failed: {} {}",
+            program.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     Ok(())
 }
 
 fn spec(sandbox: &Sandbox, executable: &Path, identity: bool, landlock: LandlockMode) -> String {
-    let mut spec: LaunchSpec =
-        sandbox.spec(executable, Limits::default(), landlock, &[], false);
+    let mut spec: LaunchSpec = sandbox.spec(executable, Limits::default(), landlock, &[], false);
     if !identity {
         spec.identity = None;
     }
