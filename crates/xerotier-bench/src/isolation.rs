@@ -66,7 +66,8 @@ pub async fn layers(tool_user: String, executable: PathBuf, rounds: usize) -> an
     let runner = exe.parent().context("bench directory")?.join(RUNNER_BIN);
     let work = tempfile::tempdir()?;
     std::fs::set_permissions(work.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711))?;
-    let sandbox = Arc::new(Sandbox::prepare(&tool_user, Some(&runner), &work.path().join("run"))?);
+    let sandbox =
+        Arc::new(Sandbox::prepare(&tool_user, Some(&runner), &work.path().join("run"), 2)?);
     let cwd = work.path().join("cwd");
     std::fs::create_dir(&cwd)?;
     std::fs::set_permissions(&cwd, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;

@@ -4,10 +4,9 @@
 //! of it (no new privileges; the uid change is permanent for a non-root target).
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 
 use landlock::{
     ABI, Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
@@ -15,10 +14,12 @@ use landlock::{
 };
 use nix::sys::resource::{Resource, setrlimit};
 use nix::unistd::{Gid, Uid, getgid, getuid, setgid, setgroups, setuid};
+use rustix::io::IoSliceMut;
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, recvmsg};
 
 use crate::{
-    CREDENTIAL_FD, Identity, LandlockMode, LandlockStatus, LaunchSpec, Limits, ProbeReport,
-    STATUS_FD,
+    CREDENTIAL_FD, Identity, LandlockMode, LandlockStatus, LaunchSpec, Limits, MAX_REQUEST_BYTES,
+    ProbeReport, Request,
 };
 
 /// The newest Landlock rights this runner asks for; older kernels get what they know.
@@ -46,15 +47,134 @@ pub enum LaunchError {
     Exec { path: String, source: std::io::Error },
 }
 
-/// Applies `spec` and execs the tool; returns only on failure.
-pub fn launch(spec: &LaunchSpec, status: Option<&std::fs::File>) -> LaunchError {
+/// Applies `spec` and execs the tool, with `env` as its whole environment (else the runner's
+/// own); returns only on failure.
+pub fn launch(
+    spec: &LaunchSpec,
+    env: Option<&[(String, String)]>,
+    status: Option<&std::fs::File>,
+) -> LaunchError {
     match prepare(spec, status.map(AsRawFd::as_raw_fd)) {
         Ok(_) => {}
         Err(err) => return err,
     }
+    let mut command = std::process::Command::new(&spec.executable);
+    if let Some(env) = env {
+        command.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+    }
     // Same pid, same process group: the XEM's kill of the group reaches the tool.
-    let source = std::process::Command::new(&spec.executable).exec();
+    let source = command.exec();
     LaunchError::Exec { path: spec.executable.display().to_string(), source }
+}
+
+/// `--serve`: waits on stdin, a unix socket from the XEM, for one [`Request`] and its
+/// descriptors, puts them in place and runs the tool ([`launch`]). Returns the exit status
+/// when the tool could not be started (127), or 0 when the XEM closed the socket without a
+/// request (its pool of ready runners was dropped).
+pub fn serve() -> u8 {
+    let (request, fds) = match receive() {
+        Ok(Some(received)) => received,
+        Ok(None) => return 0,
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "xerotier-tool-runner: {err}");
+            return 127;
+        }
+    };
+    let (mut status, _credential) = match place_descriptors(fds, request.spec.has_credential) {
+        Ok(placed) => placed,
+        Err((mut status, err)) => {
+            report_failure(status.as_mut(), &err);
+            return 127;
+        }
+    };
+    // `_credential` (descriptor 3) stays open through the exec: it is the tool's.
+    let err = launch(&request.spec, Some(&request.env), Some(&status));
+    report_failure(Some(&mut status), &err);
+    127
+}
+
+type Received = (Request, Vec<OwnedFd>);
+
+fn receive() -> Result<Option<Received>, LaunchError> {
+    let failed = |what: &str, e: std::io::Error| LaunchError::Spec(format!("{what}: {e}"));
+    let mut buffer = vec![0u8; MAX_REQUEST_BYTES];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(6))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let message = recvmsg(
+        std::io::stdin(),
+        &mut [IoSliceMut::new(&mut buffer)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .map_err(|e| failed("reading the request", e.into()))?;
+    let fds: Vec<OwnedFd> = control
+        .drain()
+        .flat_map(|message| match message {
+            RecvAncillaryMessage::ScmRights(fds) => fds.collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    if message.bytes == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    if message.flags.intersects(ReturnFlags::TRUNC | ReturnFlags::CTRUNC) {
+        return Err(LaunchError::Spec("the request was truncated".into()));
+    }
+    let request: Request = serde_json::from_slice(&buffer[..message.bytes])
+        .map_err(|e| LaunchError::Spec(e.to_string()))?;
+    let expected = if request.spec.has_credential { 6 } else { 5 };
+    if fds.len() != expected {
+        return Err(LaunchError::Spec(format!(
+            "the request came with {} descriptors, not {expected}",
+            fds.len()
+        )));
+    }
+    Ok(Some((request, fds)))
+}
+
+/// Stdio onto 0, 1, 2, into the invocation's directory, the credential onto
+/// [`CREDENTIAL_FD`]; the status pipe comes back first so any failure can be told.
+fn place_descriptors(
+    fds: Vec<OwnedFd>,
+    has_credential: bool,
+) -> Result<(std::fs::File, Option<OwnedFd>), (Option<std::fs::File>, LaunchError)> {
+    let mut fds = fds.into_iter();
+    let (Some(stdin), Some(stdout), Some(stderr), Some(status), Some(work_dir)) =
+        (fds.next(), fds.next(), fds.next(), fds.next(), fds.next())
+    else {
+        return Err((None, LaunchError::Spec("descriptors missing".into())));
+    };
+    let status = std::fs::File::from(status);
+    let placed = (|| {
+        let io = |what: &'static str| {
+            move |e: rustix::io::Errno| LaunchError::Spec(format!("{what}: {e}"))
+        };
+        rustix::stdio::dup2_stdin(&stdin).map_err(io("stdin"))?;
+        rustix::stdio::dup2_stdout(&stdout).map_err(io("stdout"))?;
+        rustix::stdio::dup2_stderr(&stderr).map_err(io("stderr"))?;
+        drop((stdin, stdout, stderr));
+        rustix::process::fchdir(&work_dir).map_err(io("entering the invocation's directory"))?;
+        drop(work_dir);
+        let credential = match fds.next() {
+            Some(received) if has_credential => {
+                // The lowest free descriptor: 0–2 are stdio and 3 was just freed.
+                let moved = rustix::io::dup(&received).map_err(io("the credential"))?;
+                if moved.as_raw_fd() != CREDENTIAL_FD {
+                    return Err(LaunchError::Spec(format!(
+                        "the credential landed on descriptor {}, not {CREDENTIAL_FD}",
+                        moved.as_raw_fd()
+                    )));
+                }
+                Some(moved)
+            }
+            _ => None,
+        };
+        Ok(credential)
+    })();
+    match placed {
+        Ok(credential) => Ok((status, credential)),
+        Err(err) => Err((Some(status), err)),
+    }
 }
 
 /// Applies `spec` as [`launch`] would and reports what holds, without running anything (the
@@ -81,7 +201,7 @@ fn prepare(spec: &LaunchSpec, status: Option<RawFd>) -> Result<LandlockStatus, L
 /// Only stdio and the credential snapshot reach the tool; `status` (the reopened, close-on-exec
 /// status pipe) stays open until the exec.
 fn close_stray_descriptors(has_credential: bool, status: Option<RawFd>) -> Result<(), LaunchError> {
-    let credential_open = Path::new(&format!("/proc/self/fd/{CREDENTIAL_FD}")).exists();
+    let credential_open = std::path::Path::new(&format!("/proc/self/fd/{CREDENTIAL_FD}")).exists();
     if has_credential && !credential_open {
         return Err(LaunchError::NoCredential);
     }
@@ -171,19 +291,6 @@ fn become_tool_user(identity: Identity) -> Result<(), LaunchError> {
         return Err(LaunchError::IdentityCheck { uid, gid, regained });
     }
     Ok(())
-}
-
-/// The status pipe, reopened through /proc (the workspace forbids the `unsafe` that would own
-/// the inherited number). The reopened descriptor is close-on-exec, so a successful exec
-/// closes it and the XEM reads EOF with no message; the inherited number is closed by
-/// [`close_stray_descriptors`], so the tool can never write a fake failure. `None` when the
-/// runner was started without one (by hand).
-pub fn open_status_pipe() -> Option<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(nix::libc::O_NONBLOCK)
-        .open(format!("/proc/self/fd/{STATUS_FD}"))
-        .ok()
 }
 
 /// Tells the XEM why the tool was not started (or stderr, without a status pipe).

@@ -2,15 +2,19 @@
 //!
 //! The XEM is multi-threaded and holds the agent's keys; it cannot safely change identity or
 //! limits between `fork` and `exec`, and the workspace forbids the `unsafe` that would take.
-//! So it starts `xerotier-tool-runner` (this crate's binary, installed beside the XEM) with a
-//! [`LaunchSpec`] as its one argument, in the invocation's directory, with the credential
-//! snapshot at descriptor [`CREDENTIAL_FD`] and a status pipe at [`STATUS_FD`]. The runner,
-//! single-threaded, applies the spec in an order that cannot be undone by the tool
-//! ([`launch::launch`]): resource limits, the Landlock filesystem view, the tool user's
-//! identity (supplementary groups, gid, uid; checked after), no new privileges; then it execs
-//! the tool in place (same pid, same process group). A failure before the exec is written to
-//! the status pipe, which closes on a successful exec, so the XEM tells "the sandbox could not
-//! be set up" from "the tool failed" without guessing from exit codes.
+//! So tools start through `xerotier-tool-runner` (this crate's binary, installed beside the
+//! XEM). The XEM keeps a few runners ready (`--serve`), each waiting on a unix socket for one
+//! [`Request`]: the [`LaunchSpec`] and the tool's environment, with the tool's stdio pipes, a
+//! status pipe, the invocation's directory and the credential memfd passed as descriptors
+//! (SCM_RIGHTS, in [`RequestFds`] order). The runner, single-threaded, puts stdio in place,
+//! enters the directory, moves the credential to [`CREDENTIAL_FD`], and applies the spec in an
+//! order the tool cannot undo ([`launch::serve`]): resource limits, the Landlock filesystem
+//! view, the tool user's identity (supplementary groups, gid, uid; checked after), no new
+//! privileges; then it execs the tool in place (same pid, same process group, which the XEM
+//! made when it started the runner). A failure before the exec is written to the status pipe,
+//! which closes on a successful exec, so the XEM tells "the sandbox could not be set up" from
+//! "the tool failed" without guessing from exit codes. Starting the runner ahead of time keeps
+//! its own exec off an invocation's path.
 
 use std::path::PathBuf;
 
@@ -22,8 +26,29 @@ pub mod launch;
 pub const RUNNER_BIN: &str = "xerotier-tool-runner";
 /// Where the tool finds its credential snapshot (`/proc/self/fd/3`).
 pub const CREDENTIAL_FD: i32 = 3;
-/// The runner's status pipe: a message on it means the tool was never started.
-pub const STATUS_FD: i32 = 4;
+/// The largest request a runner reads (the spec and the environment; arguments go on stdin).
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// One tool run, as the XEM sends it to a ready runner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    pub spec: LaunchSpec,
+    /// The tool's whole environment (the runner's own is empty).
+    pub env: Vec<(String, String)>,
+}
+
+/// The descriptors that travel with a [`Request`], in this order; the credential only when
+/// the spec says it has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFds {
+    Stdin = 0,
+    Stdout = 1,
+    Stderr = 2,
+    Status = 3,
+    WorkDir = 4,
+    Credential = 5,
+}
 
 /// Everything the runner needs; not secret (it travels on the runner's command line).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

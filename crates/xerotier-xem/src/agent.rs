@@ -167,6 +167,9 @@ fn load_keys(
     Ok((curve, signing))
 }
 
+/// Tool runners kept started ahead of time (at most `max_concurrent_executions`).
+const READY_RUNNERS: u64 = 2;
+
 /// A tool may read its whole bundle and its `sandbox.read_paths`: none of them may hold the
 /// agent's own secrets or another invocation's directory.
 fn check_tool_views(config: &XemConfig, catalog: &Catalog) -> anyhow::Result<()> {
@@ -199,8 +202,10 @@ fn check_tool_views(config: &XemConfig, catalog: &Catalog) -> anyhow::Result<()>
 /// Tools run as `tool_user` through the runner; the probe proves it works here before the
 /// agent takes any work, and says how far Landlock narrows what tools see.
 fn prepare_sandbox(config: &XemConfig) -> anyhow::Result<Sandbox> {
+    // A few runners wait started, so a tool's start is one exec; bursts start more.
+    let ready = usize::try_from(config.max_concurrent_executions.min(READY_RUNNERS)).unwrap_or(1);
     let sandbox =
-        Sandbox::prepare(&config.tool_user, config.tool_runner.as_deref(), &config.run_dir)
+        Sandbox::prepare(&config.tool_user, config.tool_runner.as_deref(), &config.run_dir, ready)
             .context("preparing tool isolation")?;
     let uid = sandbox.identity.map(|i| i.uid);
     match sandbox.landlock {

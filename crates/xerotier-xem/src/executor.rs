@@ -1,17 +1,15 @@
 //! One tool run, isolated: a fresh directory owned by the tool user (made through the run
 //! directory's handle), the credential snapshot in a sealed memfd (never on a disk), the tool
-//! started through `xerotier-tool-runner` (tool user, rlimits, Landlock, no new privileges) in
-//! its own process group. Arguments go in on stdin from their own task, so the timeout and a
+//! started by a ready `xerotier-tool-runner` (tool user, rlimits, Landlock, no new privileges),
+//! which leads its own process group. Arguments go in on stdin from their own task, so the timeout and a
 //! cancel hold from the moment of spawn; output is captured (bounded) and streamed; the whole
 //! group is killed before its leader is reaped, so its id cannot have been reused.
 
 use std::io::Write;
-use std::os::fd::OwnedFd;
-use std::process::Stdio;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use command_fds::{CommandFdExt, FdMapping};
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
@@ -19,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use xerotier_core::SharedClock;
 use xerotier_proto::invocation::{InvocationResult, InvocationStatus, MAX_OUTPUT_BYTES};
-use xerotier_sandbox::{CREDENTIAL_FD, STATUS_FD};
+use xerotier_sandbox::Request;
 
 use crate::catalog::{ToolBundle, WorkspaceDecl};
 use crate::credentials::CredentialVersion;
@@ -192,53 +190,47 @@ pub async fn execute(
         Err(error) => result.error = Some(error),
     }
     result.finished_at_ms = clock.now_millis();
+    // The next tool's runner starts now, after this one's result, not on its path.
+    request.sandbox.refill_runners();
     result
 }
 
-fn command(
+/// The tool's whole environment: nothing of the XEM's.
+fn environment(
     request: &ExecRequest,
     dir: &InvocationDir,
-    credential: Option<OwnedFd>,
-    status: OwnedFd,
-) -> Result<tokio::process::Command, String> {
-    let tool = &request.tool;
-    let spec = request.sandbox.spec(
-        &tool.executable,
-        tool.limits,
-        tool.sandbox.landlock,
-        &tool.sandbox.read_paths,
-        credential.is_some(),
-    );
-    let spec = serde_json::to_string(&spec).map_err(|e| format!("writing the launch spec: {e}"))?;
-    let mut command = tokio::process::Command::new(&request.sandbox.runner);
-    command
-        .arg(spec)
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("HOME", &dir.path)
-        .env("TMPDIR", dir.tmp())
-        .env("XEROTIER_INVOCATION_ID", &request.invocation_id)
-        .env("XEROTIER_WORKSPACE", &request.workspace.id)
-        .env("XEROTIER_TOOL", &tool.name)
-        .current_dir(&dir.path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+    credential: bool,
+) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("PATH".to_string(), "/usr/local/bin:/usr/bin:/bin".to_string()),
+        ("HOME".to_string(), dir.path.display().to_string()),
+        ("TMPDIR".to_string(), dir.tmp().display().to_string()),
+        ("XEROTIER_INVOCATION_ID".to_string(), request.invocation_id.clone()),
+        ("XEROTIER_WORKSPACE".to_string(), request.workspace.id.clone()),
+        ("XEROTIER_TOOL".to_string(), request.tool.name.clone()),
+    ];
     if request.args_json.len() <= MAX_ARGS_IN_ENV {
-        command.env("XEROTIER_ARGS", &request.args_json);
+        env.push(("XEROTIER_ARGS".to_string(), request.args_json.clone()));
     }
-    let mut fds = vec![FdMapping { parent_fd: status, child_fd: STATUS_FD }];
-    if let Some(credential) = credential {
-        command.env("XEROTIER_CREDENTIALS_FILE", CREDENTIAL_PATH);
+    if credential {
+        env.push(("XEROTIER_CREDENTIALS_FILE".to_string(), CREDENTIAL_PATH.to_string()));
         if request.workspace.kind == "kubernetes" {
-            command.env("KUBECONFIG", CREDENTIAL_PATH);
+            env.push(("KUBECONFIG".to_string(), CREDENTIAL_PATH.to_string()));
         }
-        fds.push(FdMapping { parent_fd: credential, child_fd: CREDENTIAL_FD });
     }
-    command.fd_mappings(fds).map_err(|e| format!("passing descriptors to the tool runner: {e}"))?;
-    Ok(command)
+    env
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("creating a pipe: {e}"))
+}
+
+/// The tool's end of its pipes, then ours.
+struct Pipes {
+    stdin: (OwnedFd, OwnedFd),
+    stdout: (OwnedFd, OwnedFd),
+    stderr: (OwnedFd, OwnedFd),
+    status: (OwnedFd, OwnedFd),
 }
 
 async fn run(
@@ -255,28 +247,50 @@ async fn run(
         ),
         None => None,
     };
-    let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| format!("creating the runner's status pipe: {e}"))?;
-    let mut command = command(request, dir, credential, status_write)?;
-    let spawned = command.spawn();
-    // The command holds the parent's copies of the memfd and the status pipe's write end:
-    // dropped now, so the tool's end is the last (the pipe reads EOF once the tool is exec'd).
-    drop(command);
-    let mut child = spawned.map_err(|e| format!("starting the tool runner: {e}"))?;
+    let tool = &request.tool;
+    let spec = request.sandbox.spec(
+        &tool.executable,
+        tool.limits,
+        tool.sandbox.landlock,
+        &tool.sandbox.read_paths,
+        credential.is_some(),
+    );
+    let launch = Request { spec, env: environment(request, dir, credential.is_some()) };
+    let pipes = Pipes { stdin: pipe()?, stdout: pipe()?, stderr: pipe()?, status: pipe()? };
+    let runner =
+        request.sandbox.take_runner().map_err(|e| format!("starting the tool runner: {e}"))?;
+    // In `RequestFds` order: the tool's ends of its pipes, the directory, the credential.
+    let mut fds = vec![
+        pipes.stdin.0.as_fd(),
+        pipes.stdout.1.as_fd(),
+        pipes.stderr.1.as_fd(),
+        pipes.status.1.as_fd(),
+        dir.handle(),
+    ];
+    if let Some(credential) = &credential {
+        fds.push(credential.as_fd());
+    }
+    // On failure the runner is dropped, which kills it.
+    runner.send(&launch, &fds)?;
+    drop(fds);
+    // The runner holds its own copies now: ours of the tool's ends (and the memfd) go, so the
+    // pipes read EOF when the tool is done and the memfd dies with the tool.
+    let Pipes { stdin, stdout, stderr, status } = pipes;
+    drop((stdin.0, stdout.1, stderr.1, status.1, credential));
+    let mut child = runner.child;
     let pid = child.id();
-    let started = tokio::spawn(runner_status(status_read));
+    let started = tokio::spawn(runner_status(status.0));
     let id = request.invocation_id.clone();
-    let stdout = child
-        .stdout
-        .take()
+    let receiver = |fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok();
+    let stdout = receiver(stdout.0)
         .map(|p| tokio::spawn(capture(p, Stream::Stdout, id.clone(), output.clone())));
-    let stderr = child.stderr.take().map(|p| tokio::spawn(capture(p, Stream::Stderr, id, output)));
+    let stderr = receiver(stderr.0).map(|p| tokio::spawn(capture(p, Stream::Stderr, id, output)));
     // Its own task: a tool that never reads its stdin must not hold up the timeout.
-    let stdin = child.stdin.take().map(|mut stdin| {
+    let stdin = tokio::net::unix::pipe::Sender::from_owned_fd(stdin.1).ok().map(|mut pipe| {
         let args = request.args_json.clone();
         tokio::spawn(async move {
             // A tool that ignores its stdin closes it early; that is not an error.
-            let _ = stdin.write_all(args.as_bytes()).await;
+            let _ = pipe.write_all(args.as_bytes()).await;
         })
     });
     let ending = tokio::select! {
@@ -395,7 +409,7 @@ mod tests {
             // The tool user must reach its tools and its own directory by path.
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
             let sandbox =
-                Sandbox::prepare(tool_user(), Some(&runner()), &dir.path().join("run")).unwrap();
+                Sandbox::prepare(tool_user(), Some(&runner()), &dir.path().join("run"), 1).unwrap();
             Self { dir, sandbox: Arc::new(sandbox), clock: Arc::new(SystemClock) }
         }
 

@@ -3,17 +3,25 @@
 //! handle (never by joining a received string onto a path).
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::io::IoSlice;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
 use anyhow::{Context, bail};
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{Mode, fstat, mkdirat};
 use nix::unistd::{Gid, Uid, User, fchown, fchownat};
+use parking_lot::Mutex;
+use rustix::net::{
+    AddressFamily, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+    sendmsg, socketpair,
+};
 use xerotier_sandbox::{
     DEVICE_PATHS, Identity, LandlockMode, LandlockStatus, LaunchSpec, Limits, ProbeReport,
-    RUNNER_BIN, SYSTEM_READ_PATHS,
+    RUNNER_BIN, Request, SYSTEM_READ_PATHS,
 };
 
 /// The invocation id format, checked before the id names anything on disk.
@@ -25,6 +33,7 @@ pub fn is_invocation_id(id: &str) -> bool {
 #[derive(Debug)]
 pub struct Sandbox {
     pub runner: PathBuf,
+    pool: RunnerPool,
     /// `None` only for a XEM not started as root whose tool_user is its own user.
     pub identity: Option<Identity>,
     pub tool_user: String,
@@ -35,7 +44,14 @@ pub struct Sandbox {
 impl Sandbox {
     /// Resolves the tool user, finds the runner, prepares the run directory and proves, by a
     /// probe, that the runner can take the tool user's identity here.
-    pub fn prepare(tool_user: &str, runner: Option<&Path>, run_dir: &Path) -> anyhow::Result<Self> {
+    /// `ready` runners are kept started (`--serve`), so a tool's start costs one exec, not two.
+    /// Needs a tokio runtime (the runners are its child processes).
+    pub fn prepare(
+        tool_user: &str,
+        runner: Option<&Path>,
+        run_dir: &Path,
+        ready: usize,
+    ) -> anyhow::Result<Self> {
         let identity = resolve_identity(tool_user)?;
         let runner = match runner {
             Some(path) => path.to_path_buf(),
@@ -60,8 +76,12 @@ impl Sandbox {
                 identity.gid
             );
         }
+        let pool =
+            RunnerPool { runner: runner.clone(), ready: Mutex::new(Vec::new()), size: ready };
+        pool.refill();
         Ok(Self {
             runner,
+            pool,
             identity,
             tool_user: tool_user.to_string(),
             landlock: report.landlock,
@@ -74,6 +94,16 @@ impl Sandbox {
     /// refused, never reused.
     pub fn invocation_dir(&self, id: &str) -> Result<InvocationDir, String> {
         self.run_dir.child(id, self.identity)
+    }
+
+    /// A started runner waiting for its request (a new one when none is ready).
+    pub fn take_runner(&self) -> std::io::Result<ReadyRunner> {
+        self.pool.take()
+    }
+
+    /// Starts runners until the pool is full again; after an invocation, off its path.
+    pub fn refill_runners(&self) {
+        self.pool.refill();
     }
 
     pub fn run_dir(&self) -> &Path {
@@ -217,7 +247,6 @@ impl RunDir {
             Mode::empty(),
         )
         .map_err(|e| format!("opening the invocation's directory: {e}"))?;
-        let made = InvocationDir { path: self.path.join(id), _handle: None };
         let stat =
             fstat(dir.as_fd()).map_err(|e| format!("checking the invocation's directory: {e}"))?;
         if stat.st_uid != nix::unistd::geteuid().as_raw() || stat.st_nlink != 2 {
@@ -231,7 +260,7 @@ impl RunDir {
             fchown(dir.as_fd(), uid, gid)
                 .map_err(|e| format!("giving the directory to the tool user: {e}"))?;
         }
-        Ok(InvocationDir { _handle: Some(dir), ..made })
+        Ok(InvocationDir { path: self.path.join(id), handle: dir })
     }
 }
 
@@ -299,10 +328,15 @@ fn check_traversable(path: &Path) -> anyhow::Result<()> {
 #[derive(Debug)]
 pub struct InvocationDir {
     pub path: PathBuf,
-    _handle: Option<OwnedFd>,
+    handle: OwnedFd,
 }
 
 impl InvocationDir {
+    /// The open directory, which the runner enters (never by path).
+    pub fn handle(&self) -> BorrowedFd<'_> {
+        self.handle.as_fd()
+    }
+
     pub fn tmp(&self) -> PathBuf {
         self.path.join("tmp")
     }
@@ -315,5 +349,81 @@ impl InvocationDir {
         {
             tracing::error!(dir = %self.path.display(), error = %err, "could not remove an invocation directory");
         }
+    }
+}
+
+/// Runners started ahead of time (`xerotier-tool-runner --serve`), each its own process group
+/// leader, each waiting on a socket for one request. Dropped (with the XEM), they are killed.
+#[derive(Debug)]
+struct RunnerPool {
+    runner: PathBuf,
+    ready: Mutex<Vec<ReadyRunner>>,
+    size: usize,
+}
+
+impl RunnerPool {
+    fn start(&self) -> std::io::Result<ReadyRunner> {
+        let (ours, theirs) =
+            socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)?;
+        let child = tokio::process::Command::new(&self.runner)
+            .arg("--serve")
+            .env_clear()
+            .current_dir("/")
+            .stdin(Stdio::from(theirs))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(ReadyRunner { child, socket: ours })
+    }
+
+    fn take(&self) -> std::io::Result<ReadyRunner> {
+        loop {
+            let next = self.ready.lock().pop();
+            match next {
+                Some(mut ready) => {
+                    // One that died while waiting (killed by hand, say) is passed over.
+                    if matches!(ready.child.try_wait(), Ok(None)) {
+                        return Ok(ready);
+                    }
+                }
+                None => return self.start(),
+            }
+        }
+    }
+
+    fn refill(&self) {
+        while self.ready.lock().len() < self.size {
+            match self.start() {
+                Ok(ready) => self.ready.lock().push(ready),
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not start a tool runner ahead of time");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A started runner: its process (the tool's, once it execs) and the socket it waits on.
+#[derive(Debug)]
+pub struct ReadyRunner {
+    pub child: tokio::process::Child,
+    socket: OwnedFd,
+}
+
+impl ReadyRunner {
+    /// Hands the runner its one request with its descriptors, in `RequestFds` order.
+    pub fn send(&self, request: &Request, fds: &[BorrowedFd<'_>]) -> Result<(), String> {
+        let bytes = serde_json::to_vec(request).map_err(|e| format!("writing the request: {e}"))?;
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(6))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+            return Err("too many descriptors for the runner".into());
+        }
+        sendmsg(&self.socket, &[IoSlice::new(&bytes)], &mut control, SendFlags::NOSIGNAL)
+            .map_err(|e| format!("handing the tool to its runner: {e}"))?;
+        Ok(())
     }
 }
