@@ -202,8 +202,7 @@ fn read_bounded(mut file: File, size: u64, path: &Path) -> Result<Zeroizing<Vec<
     let len = usize::try_from(size).map_err(|_| format!("{} is too large", path.display()))?;
     let mut bytes = Zeroizing::new(vec![0u8; len + 1]);
     let mut filled = 0;
-    loop {
-        let Some(rest) = bytes.get_mut(filled..) else { break };
+    while let Some(rest) = bytes.get_mut(filled..) {
         if rest.is_empty() {
             return Err(format!(
                 "{} grew while it was read (is it being written in place?); refused, reload \

@@ -10,9 +10,11 @@ pub mod executor;
 #[cfg(not(feature = "test-faults"))]
 mod faults_off;
 pub mod identity;
+pub mod metrics;
 pub mod reload;
 pub mod rotation;
 pub mod session;
 #[cfg(feature = "test-faults")]
 mod test_faults;
+pub mod watch;
 pub mod work;

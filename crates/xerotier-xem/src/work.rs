@@ -19,6 +19,7 @@ use xerotier_proto::workspace_credentials::ReloadReport;
 use crate::catalog::Catalog;
 use crate::credentials::CredentialStore;
 use crate::executor::{self, ExecRequest, OutputChunk, Stream};
+use crate::metrics::XemMetrics;
 
 /// What the agent's event loop needs to hear from running invocations.
 #[derive(Debug)]
@@ -42,6 +43,7 @@ pub struct Work {
     events: mpsc::Sender<WorkEvent>,
     accepting: bool,
     clock: SharedClock,
+    metrics: XemMetrics,
 }
 
 impl Work {
@@ -51,6 +53,7 @@ impl Work {
         max_concurrent: usize,
         run_dir: PathBuf,
         clock: SharedClock,
+        metrics: XemMetrics,
     ) -> (Self, mpsc::Receiver<WorkEvent>) {
         let (events, receiver) = mpsc::channel(1024);
         let work = Self {
@@ -63,6 +66,7 @@ impl Work {
             events,
             accepting: true,
             clock,
+            metrics,
         };
         (work, receiver)
     }
@@ -79,6 +83,7 @@ impl Work {
             return None;
         }
         let refuse = |reason: String| {
+            self.metrics.invocation_refused();
             Some(Frame::InvocationRefused { invocation_id: invocation_id.clone(), reason })
         };
         if !self.accepting {
@@ -138,6 +143,7 @@ impl Work {
 
     /// Keeps the result until the router acknowledges it; returns the frame to send now.
     pub fn finished(&mut self, result: InvocationResult) -> Frame {
+        self.metrics.invocation_finished(&result.status);
         self.active.remove(&result.invocation_id);
         self.unacked.insert(result.invocation_id.clone(), result.clone());
         Frame::InvocationFinished { result }
