@@ -39,4 +39,5 @@ mod shutdown;
 mod streams;
 mod tls;
 mod xem;
+mod xem_host;
 mod xem_shutdown;
