@@ -1,6 +1,7 @@
 //! The agent's life: keys, enrollment (once), then a [`Session`] with the router until SIGTERM
 //! or revocation. This file is the startup; the session's inputs are handled in `session`.
 
+use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -8,6 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use secrecy::ExposeSecret;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use xerotier_core::{SharedClock, SharedEntropy};
 use xerotier_credentials::{CurveKeyPair, SigningKeyPair, read_secret_file};
 use xerotier_proto::agents::CapabilityManifest;
@@ -18,10 +22,14 @@ use crate::config::XemConfig;
 use crate::credentials::CredentialStore;
 use crate::enroll::{Enrollment, enroll};
 use crate::identity::{self, Identity};
-use crate::reload;
+use crate::metrics::{self, XemMetrics};
 use crate::sandbox::Sandbox;
 use crate::session::{Session, Setup, notify};
 use crate::work::Work;
+use crate::{reload, watch};
+
+/// How long the background tasks (metrics server, watch) get to end after the session.
+const TASKS_STOP: Duration = Duration::from_secs(2);
 
 /// Time and randomness, made once in `main.rs` (the one wiring place) and handed down, so
 /// nothing in the agent reaches for the system's own.
@@ -100,12 +108,48 @@ async fn identity(
     Ok(identity)
 }
 
+/// The optional background tasks, started before anything else can fail late: the metrics
+/// server (`metrics_listen`) and the credentials watch (`credentials_watch`), whose batches
+/// of renamed files the session receives.
+struct Background {
+    tasks: Vec<JoinHandle<()>>,
+    replaced: Option<mpsc::Receiver<BTreeSet<String>>>,
+}
+
+async fn start_background(
+    config: &XemConfig,
+    credentials: &CredentialStore,
+    metrics: &XemMetrics,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Background> {
+    let mut tasks = Vec::new();
+    if let Some(addr) = config.metrics_listen {
+        let listener =
+            metrics::bind(addr).await.with_context(|| format!("metrics_listen {addr}"))?;
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+        tasks.push(metrics::spawn_server(listener, metrics.clone(), shutdown.clone()));
+    }
+    let mut replaced = None;
+    if config.credentials_watch {
+        let (tx, rx) = mpsc::channel(16);
+        tasks.push(watch::spawn(credentials.dir(), credentials.refs(), tx, shutdown.clone())?);
+        tracing::info!(dir = %credentials.dir().display(), "watching for credential files renamed into place");
+        replaced = Some(rx);
+    }
+    Ok(Background { tasks, replaced })
+}
+
 pub async fn run(config: XemConfig, deps: Deps) -> anyhow::Result<Exit> {
     prepare_dirs(&config)?;
     let catalog = Catalog::load(&config.tools_dir)
         .with_context(|| format!("tools_dir {}", config.tools_dir.display()))?;
     let credentials =
         Arc::new(CredentialStore::new(config.credentials_dir.clone(), catalog.credential_refs()));
+    let metrics = XemMetrics::new(deps.clock.clone());
+    // The background tasks end with the agent, whichever way it ends (an early error too).
+    let shutdown = CancellationToken::new();
+    let _stop_background = shutdown.clone().drop_guard();
+    let background = start_background(&config, &credentials, &metrics, &shutdown).await?;
     let (curve, signing) = load_keys(&config, &deps.entropy)?;
     let manifest = catalog.manifest();
     let identity = identity(&config, &curve, &signing, &manifest, deps.clock.clone()).await?;
@@ -119,11 +163,12 @@ pub async fn run(config: XemConfig, deps: Deps) -> anyhow::Result<Exit> {
     let (agent_id, mesh_addr) = (identity.agent_id.clone(), identity.mesh_addr.clone());
     let (work, work_events) = Work::new(
         Arc::new(catalog),
-        credentials,
+        credentials.clone(),
         max_concurrent,
         Arc::new(sandbox),
         max_argument_bytes,
         deps.clock.clone(),
+        metrics.clone(),
     );
     let setup = Setup {
         identity,
@@ -135,13 +180,23 @@ pub async fn run(config: XemConfig, deps: Deps) -> anyhow::Result<Exit> {
         lease_interval: Duration::from_millis(config.lease_renewal_interval_ms),
         shutdown_grace: Duration::from_secs(config.shutdown_grace_seconds),
         entropy: deps.entropy,
+        credentials,
+        metrics,
+        replaced: background.replaced,
     };
     let mut session = Session::new(setup, work, work_events).await;
     reload::write_pid(&config.state_dir)?;
     session.connect()?;
     notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(%agent_id, mesh = %mesh_addr, "connecting to the router mesh");
-    session.run().await
+    let exit = session.run().await;
+    shutdown.cancel();
+    for task in background.tasks {
+        if tokio::time::timeout(TASKS_STOP, task).await.is_err() {
+            tracing::warn!("a background task did not stop in time");
+        }
+    }
+    exit
 }
 
 /// The state dir (private) and the key files' directories.

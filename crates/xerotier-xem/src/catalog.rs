@@ -14,6 +14,8 @@ use xerotier_proto::schema;
 use xerotier_proto::tools::RISKS;
 use xerotier_sandbox::{LandlockMode, Limits};
 
+use crate::credentials::is_plain_file_name;
+
 const TOOL_FILE: &str = "tool.yaml";
 const WORKSPACES_FILE: &str = "workspaces.yaml";
 const MAX_TIMEOUT_SECONDS: u64 = 86_400;
@@ -191,11 +193,6 @@ fn valid_name(name: &str) -> bool {
         && name.len() <= 64
         && chars
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
-}
-
-/// A plain file name: no directories, nothing hidden, no `..`.
-fn valid_file_name(name: &str) -> bool {
-    !name.is_empty() && !name.starts_with('.') && !name.contains('/') && !name.contains('\0')
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -411,9 +408,12 @@ pub fn parse_workspaces(text: &str) -> Result<BTreeMap<String, WorkspaceDecl>, S
                 entry.id, entry.kind
             ));
         }
-        if !valid_file_name(&entry.credentials_ref) {
+        // Local config, but still a name the XEM opens: it must not reach outside
+        // credentials_dir (the store refuses such a name again when it reads).
+        if !is_plain_file_name(&entry.credentials_ref) {
             return Err(format!(
-                "workspace {:?}: credentials_ref {:?} must be a plain file name under credentials_dir",
+                "workspace {:?}: credentials_ref {:?} must be a plain file name under \
+                 credentials_dir (no '/', not '.' or '..', not hidden)",
                 entry.id, entry.credentials_ref
             ));
         }
@@ -552,6 +552,10 @@ mod tests {
                 "workspaces:\n  - {id: prod, type: k8s, credentials_ref: .hidden}\n",
                 "plain file name",
             ),
+            ("workspaces:\n  - {id: prod, type: k8s, credentials_ref: '..'}\n", "plain file name"),
+            ("workspaces:\n  - {id: prod, type: k8s, credentials_ref: '.'}\n", "plain file name"),
+            ("workspaces:\n  - {id: prod, type: k8s, credentials_ref: a/b}\n", "plain file name"),
+            ("workspaces:\n  - {id: prod, type: k8s, credentials_ref: ''}\n", "plain file name"),
             ("workspaces:\n  - {id: Prod, type: k8s, credentials_ref: p}\n", "workspace id"),
             (
                 "workspaces:\n  - {id: p, type: k8s, credentials_ref: a}\n  - {id: p, type: k8s, credentials_ref: b}\n",

@@ -3,10 +3,14 @@
 //! side by side.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
+use tracing::level_filters::LevelFilter;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/xerotier/xem.yaml";
 
@@ -36,8 +40,16 @@ pub struct XemArgs {
     pub tools_dir: Option<PathBuf>,
     #[arg(long, env = "XEM_CREDENTIALS_DIR")]
     pub credentials_dir: Option<PathBuf>,
+    /// error, warn (or warning), info, debug or trace [default: info].
     #[arg(long, env = "XEM_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Reload a credential file as soon as a new version is renamed into place in
+    /// credentials_dir (true/false) [default: false].
+    #[arg(long, env = "XEM_CREDENTIALS_WATCH")]
+    pub credentials_watch: Option<bool>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9464) [default: off].
+    #[arg(long, env = "XEM_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     #[arg(long, env = "XEM_LEASE_RENEWAL_INTERVAL_MS")]
     pub lease_renewal_interval_ms: Option<u64>,
     #[arg(long, env = "XEM_SHUTDOWN_GRACE_SECONDS")]
@@ -91,7 +103,11 @@ pub struct XemConfig {
     pub registration_name: Option<String>,
     pub tools_dir: PathBuf,
     pub credentials_dir: PathBuf,
-    pub log_level: String,
+    pub log_level: LogLevel,
+    /// Reload a credential file renamed into place in credentials_dir (inotify).
+    pub credentials_watch: bool,
+    /// Where `/metrics` is served; `None`: not served.
+    pub metrics_listen: Option<SocketAddr>,
     pub lease_renewal_interval_ms: u64,
     pub shutdown_grace_seconds: u64,
     pub max_concurrent_executions: u64,
@@ -121,7 +137,59 @@ pub enum ConfigError {
     Value { key: &'static str, message: String },
 }
 
-const KNOWN_KEYS: [&str; 18] = [
+/// The log levels the XEM takes: a level name, never a tracing filter directive (a word that
+/// is not a level, e.g. `warning` read as a directive, would have silenced every log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub const ACCEPTED: &str = "error, warn (or warning), info, debug, trace";
+
+    pub fn filter(self) -> LevelFilter {
+        match self {
+            Self::Error => LevelFilter::ERROR,
+            Self::Warn => LevelFilter::WARN,
+            Self::Info => LevelFilter::INFO,
+            Self::Debug => LevelFilter::DEBUG,
+            Self::Trace => LevelFilter::TRACE,
+        }
+    }
+}
+
+impl FromStr for LogLevel {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "error" => Ok(Self::Error),
+            "warn" | "warning" => Ok(Self::Warn),
+            "info" => Ok(Self::Info),
+            "debug" => Ok(Self::Debug),
+            "trace" => Ok(Self::Trace),
+            _ => Err(format!("unknown log level {text:?}; accepted: {}", Self::ACCEPTED)),
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        })
+    }
+}
+
+const KNOWN_KEYS: [&str; 20] = [
     "router_url",
     "join_key",
     "join_key_file",
@@ -129,6 +197,8 @@ const KNOWN_KEYS: [&str; 18] = [
     "tools_dir",
     "credentials_dir",
     "log_level",
+    "credentials_watch",
+    "metrics_listen",
     "lease_renewal_interval_ms",
     "shutdown_grace_seconds",
     "max_concurrent_executions",
@@ -193,6 +263,40 @@ fn number(file: &BTreeMap<String, String>, key: &'static str) -> Result<Option<u
         .transpose()
 }
 
+fn boolean(
+    file: &BTreeMap<String, String>,
+    key: &'static str,
+) -> Result<Option<bool>, ConfigError> {
+    file.get(key)
+        .map(|v| match v.trim() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(ConfigError::Value {
+                key,
+                message: format!("expected true or false, got {v:?}"),
+            }),
+        })
+        .transpose()
+}
+
+fn log_level(text: Option<String>) -> Result<LogLevel, ConfigError> {
+    match text {
+        Some(text) => {
+            text.parse().map_err(|message| ConfigError::Value { key: "log_level", message })
+        }
+        None => Ok(LogLevel::Info),
+    }
+}
+
+/// `host:port`; an empty value, like no value, serves no metrics.
+fn listen_address(text: Option<String>) -> Result<Option<SocketAddr>, ConfigError> {
+    let Some(text) = text.filter(|t| !t.trim().is_empty()) else { return Ok(None) };
+    text.trim().parse().map(Some).map_err(|_| ConfigError::Value {
+        key: "metrics_listen",
+        message: format!("expected an address and port like 127.0.0.1:9464, got {text:?}"),
+    })
+}
+
 impl XemConfig {
     pub fn resolve(args: XemArgs) -> Result<Self, ConfigError> {
         let file = match &args.config {
@@ -225,7 +329,12 @@ impl XemConfig {
                 .credentials_dir
                 .or(path("credentials_dir"))
                 .unwrap_or_else(|| "/var/lib/xerotier/credentials".into()),
-            log_level: args.log_level.or(text("log_level")).unwrap_or_else(|| "info".into()),
+            log_level: log_level(args.log_level.or(text("log_level")))?,
+            credentials_watch: args
+                .credentials_watch
+                .or(boolean(&file, "credentials_watch")?)
+                .unwrap_or(false),
+            metrics_listen: listen_address(args.metrics_listen.or(text("metrics_listen")))?,
             lease_renewal_interval_ms: args
                 .lease_renewal_interval_ms
                 .or(number(&file, "lease_renewal_interval_ms")?)
@@ -362,5 +471,51 @@ mod tests {
         let err =
             XemConfig::resolve(XemArgs { config: Some(path), ..Default::default() }).unwrap_err();
         assert!(err.to_string().contains("lease_renewal_interval_ms"), "{err}");
+    }
+
+    fn resolve_text(text: &str) -> Result<XemConfig, ConfigError> {
+        let (_dir, path) = write(text);
+        XemConfig::resolve(XemArgs { config: Some(path), ..Default::default() })
+    }
+
+    #[test]
+    fn log_levels_are_level_names_or_refused() {
+        for (text, level) in [
+            ("warning", LogLevel::Warn),
+            ("WARN", LogLevel::Warn),
+            ("Error", LogLevel::Error),
+            ("info", LogLevel::Info),
+            ("debug", LogLevel::Debug),
+            ("TRACE", LogLevel::Trace),
+        ] {
+            assert_eq!(resolve_text(&format!("log_level: {text}\n")).unwrap().log_level, level);
+        }
+        assert_eq!(resolve_text("").unwrap().log_level, LogLevel::Info);
+        // `notice` (syslog) and a tracing directive were both read as a target name before,
+        // which silenced every log line.
+        for bogus in ["notice", "bogus", "xerotier_xem=debug", "off", "\"\""] {
+            let err = resolve_text(&format!("log_level: {bogus}\n")).unwrap_err().to_string();
+            assert!(
+                err.contains("log_level") && err.contains(LogLevel::ACCEPTED),
+                "{bogus}: {err}"
+            );
+        }
+        let args = XemArgs { log_level: Some("verbose".into()), ..Default::default() };
+        assert!(XemConfig::resolve(args).unwrap_err().to_string().contains("\"verbose\""));
+    }
+
+    #[test]
+    fn the_watch_and_metrics_are_off_unless_configured() {
+        let config = resolve_text("").unwrap();
+        assert!(!config.credentials_watch && config.metrics_listen.is_none());
+        let config =
+            resolve_text("credentials_watch: true\nmetrics_listen: 127.0.0.1:9464\n").unwrap();
+        assert!(config.credentials_watch);
+        assert_eq!(config.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        let err = resolve_text("credentials_watch: yes please\n").unwrap_err().to_string();
+        assert!(err.contains("credentials_watch") && err.contains("true or false"), "{err}");
+        let err = resolve_text("metrics_listen: localhost\n").unwrap_err().to_string();
+        assert!(err.contains("metrics_listen") && err.contains("127.0.0.1:9464"), "{err}");
+        assert!(resolve_text("metrics_listen: ''\n").unwrap().metrics_listen.is_none());
     }
 }

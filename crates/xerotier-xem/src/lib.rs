@@ -10,10 +10,12 @@ pub mod executor;
 #[cfg(not(feature = "test-faults"))]
 mod faults_off;
 pub mod identity;
+pub mod metrics;
 pub mod reload;
 pub mod rotation;
 pub mod sandbox;
 pub mod session;
 #[cfg(feature = "test-faults")]
 mod test_faults;
+pub mod watch;
 pub mod work;

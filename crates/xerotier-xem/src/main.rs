@@ -2,7 +2,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 use xerotier_core::{OsEntropy, SystemClock};
 use xerotier_xem::agent::{self, Deps, Exit};
 use xerotier_xem::config::{XemArgs, XemCommand, XemConfig};
@@ -24,9 +23,8 @@ fn main() -> ExitCode {
     if let Some(XemCommand::Reload { pid, timeout_seconds }) = command {
         return reload(&config, pid, timeout_seconds);
     }
-    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(config.log_level.filter())
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

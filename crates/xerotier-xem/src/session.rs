@@ -1,15 +1,18 @@
 //! The agent's session with the router: the state kept between inputs, and one method per kind
 //! of input — a frame from the router ([`Session::on_frame`]), news from the running work
 //! ([`Session::on_work_event`]), a signal ([`Session::on_signal`]), a timer
-//! ([`Session::on_timer`]). [`Session::run`] only waits for the next input and hands it over,
+//! ([`Session::on_timer`]), credential files renamed into place
+//! ([`Session::on_credentials_replaced`], with `credentials_watch`). [`Session::run`] only waits for the next input and hands it over,
 //! so each decision can be read (and changed) in one place.
 
 mod credentials;
 mod rotate;
 mod shutdown;
 
+use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
@@ -24,13 +27,15 @@ use xerotier_proto::mesh::Frame;
 use xerotier_proto::workspace_credentials::ReloadReport;
 
 use crate::agent::Exit;
+use crate::credentials::{CredentialStore, ReloadScope};
 #[cfg(not(feature = "test-faults"))]
 use crate::faults_off::Faults;
 use crate::identity::Identity;
+use crate::metrics::XemMetrics;
 #[cfg(feature = "test-faults")]
 use crate::test_faults::Faults;
 use crate::work::{Work, WorkEvent};
-use credentials::{log_reload, record_reload};
+use credentials::{log_reload, read_credentials, record_reload};
 
 /// The agent concludes its key is no longer accepted after this many consecutive handshake
 /// refusals spread over at least [`REJECTED_FOR_AT_LEAST`]: three times the router's default
@@ -78,6 +83,11 @@ pub struct Setup {
     pub lease_interval: Duration,
     pub shutdown_grace: Duration,
     pub entropy: SharedEntropy,
+    /// The workspace credentials `Work` takes its snapshots from; the session reloads them.
+    pub credentials: Arc<CredentialStore>,
+    pub metrics: XemMetrics,
+    /// Batches of credential files renamed into place (the watch); `None` without it.
+    pub replaced: Option<mpsc::Receiver<BTreeSet<String>>>,
 }
 
 /// A live connection to the router's mesh endpoint.
@@ -110,6 +120,9 @@ pub struct Session {
     lease_seq: u64,
     work: Work,
     work_events: mpsc::Receiver<WorkEvent>,
+    credentials: Arc<CredentialStore>,
+    replaced: Option<mpsc::Receiver<BTreeSet<String>>>,
+    metrics: XemMetrics,
     last_reload: ReloadReport,
     reload_seq: u64,
     /// Set by SIGTERM: when the grace period for in-flight work ends.
@@ -120,8 +133,10 @@ pub struct Session {
 impl Session {
     /// A session not yet connected, its credential files read for the first time.
     pub async fn new(setup: Setup, work: Work, work_events: mpsc::Receiver<WorkEvent>) -> Self {
-        let last_reload = work.reload("startup").await;
+        let last_reload = read_credentials(&setup.credentials, "startup", ReloadScope::All).await;
         log_reload(&last_reload);
+        setup.metrics.reload(&last_reload);
+        setup.metrics.session_connected(false);
         let reload_seq = 1;
         record_reload(&setup.state_dir, reload_seq, &last_reload);
         let agent_id = setup.identity.agent_id.clone();
@@ -151,6 +166,9 @@ impl Session {
             lease_seq: 0,
             work,
             work_events,
+            credentials: setup.credentials,
+            replaced: setup.replaced,
+            metrics: setup.metrics,
             last_reload,
             reload_seq,
             drain_deadline: None,
@@ -164,6 +182,7 @@ impl Session {
         // Close the old connection (its thread joined) before opening the next: the agent
         // never holds two sockets at once.
         self.link = None;
+        self.metrics.session_connected(false);
         let keys = ClientKeys::new(&self.curve, &self.identity.router_curve_key);
         let (client, events) = MeshClient::connect(&self.identity.mesh_addr, &keys)?;
         self.link = Some(Link { client, events });
@@ -196,12 +215,21 @@ impl Session {
                     None => Err(anyhow!("the mesh client stopped")),
                 },
                 _ = hangup.recv(), if connected => self.on_signal(Signal::Reload).await,
+                names = next_replaced(&mut self.replaced), if connected => match names {
+                    Some(names) => self.on_credentials_replaced(names).await,
+                    None => {
+                        // The watch logged why it stopped; SIGHUP still reloads.
+                        self.replaced = None;
+                        GO_ON
+                    }
+                },
                 _ = sleep_until(self.drain_deadline), if connected => {
                     self.on_timer(Timer::GraceOver).await
                 }
                 _ = term.recv(), if !draining => self.on_signal(Signal::Stop).await,
                 _ = interrupt.recv(), if !draining => self.on_signal(Signal::Stop).await,
             };
+            self.metrics.set_running(self.work.running());
             if let ControlFlow::Break(exit) = step? {
                 return Ok(exit);
             }
@@ -245,7 +273,10 @@ impl Session {
         match event {
             ClientEvent::Connected => self.on_connected()?,
             ClientEvent::AuthRejected => return self.on_auth_rejected(),
-            ClientEvent::Disconnected => tracing::warn!("mesh session lost; reconnecting"),
+            ClientEvent::Disconnected => {
+                self.metrics.session_connected(false);
+                tracing::warn!("mesh session lost; reconnecting")
+            }
             ClientEvent::Frame(frame) => return self.on_frame(frame),
             ClientEvent::Malformed(err) => {
                 tracing::warn!(error = %err, "malformed frame from the router")
@@ -284,6 +315,7 @@ impl Session {
     }
 
     fn on_connected(&mut self) -> anyhow::Result<()> {
+        self.metrics.session_connected(true);
         self.rejections = 0;
         self.first_rejection = None;
         tracing::info!("mesh session established");
@@ -293,6 +325,7 @@ impl Session {
     }
 
     fn on_auth_rejected(&mut self) -> Step {
+        self.metrics.session_connected(false);
         self.rejections += 1;
         let first = *self.first_rejection.get_or_insert_with(Instant::now);
         tracing::warn!(rejections = self.rejections, "the router refused this agent's CURVE key");
@@ -344,6 +377,15 @@ impl Session {
 async fn next_client_event(link: &mut Option<Link>) -> Option<ClientEvent> {
     match link {
         Some(link) => link.events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_replaced(
+    replaced: &mut Option<mpsc::Receiver<BTreeSet<String>>>,
+) -> Option<BTreeSet<String>> {
+    match replaced {
+        Some(replaced) => replaced.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -13,11 +13,11 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use xerotier_core::SharedClock;
 use xerotier_proto::invocation::{InvocationResult, InvocationStatus};
 use xerotier_proto::mesh::Frame;
-use xerotier_proto::workspace_credentials::ReloadReport;
 
 use crate::catalog::Catalog;
 use crate::credentials::CredentialStore;
 use crate::executor::{self, ExecRequest, OutputChunk, Stream};
+use crate::metrics::XemMetrics;
 use crate::sandbox::{Sandbox, is_invocation_id};
 
 /// A received id longer than this is not echoed back in the refusal (it is not an id).
@@ -47,6 +47,7 @@ pub struct Work {
     events: mpsc::Sender<WorkEvent>,
     accepting: bool,
     clock: SharedClock,
+    metrics: XemMetrics,
 }
 
 impl Work {
@@ -57,6 +58,7 @@ impl Work {
         sandbox: Arc<Sandbox>,
         max_argument_bytes: usize,
         clock: SharedClock,
+        metrics: XemMetrics,
     ) -> (Self, mpsc::Receiver<WorkEvent>) {
         let (events, receiver) = mpsc::channel(1024);
         let work = Self {
@@ -70,6 +72,7 @@ impl Work {
             events,
             accepting: true,
             clock,
+            metrics,
         };
         (work, receiver)
     }
@@ -87,6 +90,7 @@ impl Work {
         if !is_invocation_id(&invocation_id) {
             let shown = bounded(&invocation_id);
             tracing::warn!(invocation_id = ?shown, bytes = invocation_id.len(), "malformed invocation id refused");
+            self.metrics.invocation_refused();
             return Some(Frame::InvocationRefused {
                 invocation_id: shown,
                 reason: "malformed invocation id".into(),
@@ -96,6 +100,7 @@ impl Work {
             return None;
         }
         let refuse = |reason: String| {
+            self.metrics.invocation_refused();
             Some(Frame::InvocationRefused { invocation_id: invocation_id.clone(), reason })
         };
         if !self.accepting {
@@ -165,6 +170,7 @@ impl Work {
 
     /// Keeps the result until the router acknowledges it; returns the frame to send now.
     pub fn finished(&mut self, result: InvocationResult) -> Frame {
+        self.metrics.invocation_finished(&result.status);
         self.active.remove(&result.invocation_id);
         self.unacked.insert(result.invocation_id.clone(), result.clone());
         Frame::InvocationFinished { result }
@@ -191,26 +197,6 @@ impl Work {
 
     pub fn stop_accepting(&mut self) {
         self.accepting = false;
-    }
-
-    /// Re-reads every credential file (blocking I/O, off the event loop).
-    pub async fn reload(&self, trigger: &'static str) -> ReloadReport {
-        let credentials = self.credentials.clone();
-        match tokio::task::spawn_blocking(move || credentials.reload(trigger)).await {
-            Ok(report) => report,
-            Err(err) => ReloadReport {
-                trigger: trigger.to_string(),
-                ok: false,
-                files: vec![xerotier_proto::workspace_credentials::CredentialFileReport {
-                    credentials_ref: "*".into(),
-                    ok: false,
-                    sha256: None,
-                    generation: 0,
-                    mtime_ms: None,
-                    error: Some(format!("reload task failed: {err}")),
-                }],
-            },
-        }
     }
 }
 

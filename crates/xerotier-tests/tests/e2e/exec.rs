@@ -12,17 +12,17 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::fleet_harness::{
-    AGENT_DEADLINE, LEASE_MS, Xem, copy_dir, enrolled_xem_with, examples_dir,
+    AGENT_DEADLINE, LEASE_MS, Xem, copy_dir, enrolled_xem_configured, examples_dir,
 };
 use crate::harness::{Router, RouterOptions, backends, eventually, xeroctl, xeroctl_with_key};
 
 /// Deadline for invocations and reloads to settle.
-const SETTLE: Duration = Duration::from_secs(30);
+pub(crate) const SETTLE: Duration = Duration::from_secs(30);
 /// The workspace the example bundle declares.
 /// Every status an invocation ends in.
 const FINISHED: &[&str] = &["succeeded", "failed", "timed_out", "cancelled"];
 const WORKSPACE: &str = "kubernetes-prod";
-const CREDENTIAL_FILE: &str = "kubernetes-prod.yaml";
+pub(crate) const CREDENTIAL_FILE: &str = "kubernetes-prod.yaml";
 
 /// A tool bundle written by the test: `script` runs with `sh`, under `timeout_seconds`.
 pub(crate) fn write_tool(tools_dir: &Path, name: &str, timeout_seconds: u64, script: &str) {
@@ -43,7 +43,7 @@ pub(crate) fn write_tool(tools_dir: &Path, name: &str, timeout_seconds: u64, scr
 
 /// The seed's first step: `install -m MODE new-file credentials_dir/kubernetes-prod.yaml`
 /// (atomic replace; no `-o root`, which needs root).
-fn install_credential(xem: &Xem, content: &str, mode: &str) {
+pub(crate) fn install_credential(xem: &Xem, content: &str, mode: &str) {
     let staged = xem.credentials_dir().join(format!(".staged-{}", std::process::id()));
     std::fs::write(&staged, content).unwrap();
     let status = Command::new("install")
@@ -58,11 +58,11 @@ fn install_credential(xem: &Xem, content: &str, mode: &str) {
 
 /// The seed's second step: `systemctl reload xerotier-xem` runs the unit's ExecReload,
 /// `xerotier-xem reload --pid $MAINPID`, which sends SIGHUP and waits for the outcome.
-fn reload(xem: &Xem) -> std::process::Output {
+pub(crate) fn reload(xem: &Xem) -> std::process::Output {
     xem.reload_command().output().expect("running xerotier-xem reload")
 }
 
-fn sha256_hex(text: &str) -> String {
+pub(crate) fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
@@ -74,7 +74,18 @@ pub(crate) async fn exec_fleet(
     credential: &str,
     extra: impl FnOnce(&Path),
 ) -> (Xem, String) {
-    enrolled_xem_with(router, name, |xem| {
+    exec_fleet_configured(router, name, credential, &[], extra).await
+}
+
+/// As [`exec_fleet`], with more XEM config `settings` (key as in the YAML file, value).
+pub(crate) async fn exec_fleet_configured(
+    router: &Router,
+    name: &str,
+    credential: &str,
+    settings: &[(&'static str, &str)],
+    extra: impl FnOnce(&Path),
+) -> (Xem, String) {
+    enrolled_xem_configured(router, name, settings, |xem| {
         copy_dir(&examples_dir(), &xem.tools_dir());
         extra(&xem.tools_dir());
         std::fs::create_dir_all(xem.credentials_dir()).unwrap();
@@ -134,7 +145,7 @@ impl Exec for Router {
 }
 
 /// The agent's one credential file in `GET /v1/management/credentials`.
-async fn credentials_of(router: &Router, agent_id: &str) -> Value {
+pub(crate) async fn credentials_of(router: &Router, agent_id: &str) -> Value {
     let path = format!("/v1/management/credentials?agent_id={agent_id}");
     let list = router.api().get(&path, Some(router.admin_key())).await.json();
     let files = list["credentials"].as_array().unwrap();
@@ -149,11 +160,11 @@ async fn first_events(router: &Router, agent_id: &str) -> Vec<Value> {
     page["data"].as_array().unwrap().clone()
 }
 
-async fn event_count(router: &Router, agent_id: &str) -> usize {
+pub(crate) async fn event_count(router: &Router, agent_id: &str) -> usize {
     first_events(router, agent_id).await.len()
 }
 
-fn used_credential(view: &Value) -> String {
+pub(crate) fn used_credential(view: &Value) -> String {
     let stdout = view["stdout"].as_str().unwrap_or_default();
     stdout
         .lines()

@@ -56,6 +56,8 @@ pub struct Xem {
     dir: TempDir,
     child: Option<Child>,
     starts: usize,
+    /// Settings beyond the ones every start uses (see [`Xem::set`]).
+    extra: Vec<(&'static str, String)>,
 }
 
 impl Xem {
@@ -77,7 +79,13 @@ impl Xem {
             dir,
             child: None,
             starts: 0,
+            extra: Vec::new(),
         }
+    }
+
+    /// One more config setting (`key` as in the YAML file) for every later start.
+    pub fn set(&mut self, key: &'static str, value: impl Into<String>) {
+        self.extra.push((key, value.into()));
     }
 
     /// A XEM started with `join_key`: it enrolls, then connects to the mesh.
@@ -156,6 +164,7 @@ impl Xem {
             ("credentials_dir", path(self.credentials_dir())),
             ("lease_renewal_interval_ms", LEASE_MS.to_string()),
         ];
+        settings.extend(self.extra.iter().cloned());
         if let Some(key) = join_key {
             // In a 0600 file, as operators should hand it over: never on a command line.
             let file = self.dir.path().join("join.key");
@@ -347,8 +356,21 @@ pub async fn enrolled_xem_with(
     name: &str,
     prepare: impl FnOnce(&Xem),
 ) -> (Xem, String) {
+    enrolled_xem_configured(router, name, &[], prepare).await
+}
+
+/// As [`enrolled_xem_with`], with more config `settings` (key as in the YAML file, value).
+pub async fn enrolled_xem_configured(
+    router: &Router,
+    name: &str,
+    settings: &[(&'static str, &str)],
+    prepare: impl FnOnce(&Xem),
+) -> (Xem, String) {
     let key = router.mint_join_key(&format!("{name}-key")).await;
     let mut xem = Xem::new(router, name);
+    for (setting, value) in settings {
+        xem.set(setting, *value);
+    }
     prepare(&xem);
     xem.start(Some(&key.token));
     let id = xem.wait_enrolled().await;

@@ -40,4 +40,5 @@ mod streams;
 mod tls;
 mod xem;
 mod xem_host;
+mod xem_host_files;
 mod xem_shutdown;

@@ -240,8 +240,10 @@ impl TestXem {
             .arg(dir.join("creds"))
             .arg("--lease-renewal-interval-ms")
             .arg(LEASE_MS.to_string())
+            // The XEM's debug lines, for a failure's log (a level name: the XEM takes no
+            // filter directives).
             .arg("--log-level")
-            .arg("info,xerotier_xem=debug");
+            .arg("debug");
         for (var, _) in std::env::vars_os() {
             let name = var.to_string_lossy();
             if name.starts_with("XEM_") || name.starts_with("XEROTIER_XEM_") {

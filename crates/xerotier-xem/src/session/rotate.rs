@@ -3,6 +3,7 @@
 //! The test-fault hooks mark the points the crash-safety tests kill or forge at.
 
 use super::Session;
+use crate::metrics::RotationOutcome;
 use crate::rotation::{self, Ack};
 
 impl Session {
@@ -18,6 +19,7 @@ impl Session {
             Ack { agent_id: &self.identity.agent_id, request_id, nonce, signing: &self.signing };
         let ack = self.faults.acknowledgement(honest, &pending.key, &*self.entropy);
         self.send(&ack)?;
+        self.metrics.rotation(RotationOutcome::Acknowledged);
         self.faults.ack_sent();
         Ok(())
     }
@@ -36,6 +38,7 @@ impl Session {
         self.curve = pending.key;
         // Reconnect on the new key; the router retires the old one when it sees us.
         self.connect()?;
+        self.metrics.rotation(RotationOutcome::Promoted);
         tracing::info!(%request_id, "switched to the promoted CURVE key");
         Ok(())
     }
@@ -46,6 +49,7 @@ impl Session {
         reason: &str,
     ) -> anyhow::Result<()> {
         tracing::warn!(%request_id, %reason, "CURVE rotation failed; keeping the current key");
+        self.metrics.rotation(RotationOutcome::Failed);
         if rotation::load_pending(&self.curve_key_path)?.is_some_and(|p| p.request_id == request_id)
         {
             rotation::discard(&self.curve_key_path)?;
