@@ -119,6 +119,7 @@ pub async fn layers(tool_user: String, executable: PathBuf, rounds: usize) -> an
         let begin = Instant::now();
         let result = execute(request, None, cancel_rx, clock.clone()).await;
         samples[4].push(begin.elapsed());
+        sandbox.refill_runners();
         if result.status != InvocationStatus::Succeeded {
             bail!("the executor's run failed: {result:?}");
         }

@@ -190,8 +190,6 @@ pub async fn execute(
         Err(error) => result.error = Some(error),
     }
     result.finished_at_ms = clock.now_millis();
-    // The next tool's runner starts now, after this one's result, not on its path.
-    request.sandbox.refill_runners();
     result
 }
 

@@ -295,6 +295,8 @@ impl Running {
         // Output frames go out before the result, so a watcher sees all of it.
         let _ = forward.await;
         let _ = self.events.send(WorkEvent::Finished(result)).await;
+        // The runner for a later tool starts now, once this result is on its way.
+        self.sandbox.refill_runners();
     }
 
     fn ended_early(&self, at: i64, status: InvocationStatus, why: &str) -> InvocationResult {
