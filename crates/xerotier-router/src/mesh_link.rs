@@ -101,7 +101,34 @@ pub struct MeshLink {
     /// The latest routing id of each connected agent.
     sessions: Mutex<HashMap<String, Vec<u8>>>,
     /// Lease renewals not yet written to the store.
-    pending_heartbeats: Mutex<HashMap<String, Heartbeat>>,
+    pending_heartbeats: PendingHeartbeats,
+}
+
+/// Lease renewals seen on this replica and not yet committed to the store, newest per agent.
+#[derive(Debug, Default)]
+struct PendingHeartbeats(Mutex<HashMap<String, Heartbeat>>);
+
+impl PendingHeartbeats {
+    fn note(&self, beat: Heartbeat) {
+        self.0.lock().insert(beat.agent_id.clone(), beat);
+    }
+
+    fn to_store(&self) -> Vec<Heartbeat> {
+        self.0.lock().values().cloned().collect()
+    }
+
+    fn stored(&self, stored: &[Heartbeat]) {
+        let mut pending = self.0.lock();
+        for beat in stored {
+            if pending.get(&beat.agent_id).is_some_and(|current| current.at == beat.at) {
+                pending.remove(&beat.agent_id);
+            }
+        }
+    }
+
+    fn latest_at(&self, agent_id: &str) -> Option<UnixMillis> {
+        self.0.lock().get(agent_id).map(|b| b.at)
+    }
 }
 
 impl MeshLink {
@@ -112,7 +139,7 @@ impl MeshLink {
             allow: AllowList::default(),
             mesh: OnceLock::new(),
             sessions: Mutex::default(),
-            pending_heartbeats: Mutex::default(),
+            pending_heartbeats: PendingHeartbeats::default(),
         }
     }
 
@@ -140,16 +167,24 @@ impl MeshLink {
     }
 
     pub(crate) fn note_heartbeat(&self, beat: Heartbeat) {
-        self.pending_heartbeats.lock().insert(beat.agent_id.clone(), beat);
+        self.pending_heartbeats.note(beat);
     }
 
-    pub(crate) fn take_heartbeats(&self) -> Vec<Heartbeat> {
-        self.pending_heartbeats.lock().drain().map(|(_, beat)| beat).collect()
+    /// The lease renewals to write. They stay pending (and count for the agent's status) until
+    /// [`Self::heartbeats_stored`]: a reader between the take and the commit would otherwise
+    /// see neither and take a live agent for a disconnected one.
+    pub(crate) fn heartbeats_to_store(&self) -> Vec<Heartbeat> {
+        self.pending_heartbeats.to_store()
+    }
+
+    /// `stored` is committed: each is dropped unless a newer renewal replaced it meanwhile.
+    pub(crate) fn heartbeats_stored(&self, stored: &[Heartbeat]) {
+        self.pending_heartbeats.stored(stored);
     }
 
     /// The newest lease renewal seen here but maybe not yet stored.
     pub fn pending_heartbeat_at(&self, agent_id: &str) -> Option<UnixMillis> {
-        self.pending_heartbeats.lock().get(agent_id).map(|b| b.at)
+        self.pending_heartbeats.latest_at(agent_id)
     }
 
     pub fn connected_sessions(&self) -> usize {
@@ -193,5 +228,37 @@ impl MeshLink {
 
     pub(crate) fn session_agents(&self) -> Vec<String> {
         self.sessions.lock().keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beat(agent_id: &str, at: UnixMillis) -> Heartbeat {
+        Heartbeat {
+            agent_id: agent_id.into(),
+            at,
+            manifest_hash: String::new(),
+            manifest_version: 1,
+        }
+    }
+
+    /// A renewal counts for its agent until its write commits, and a newer one that arrives
+    /// during the write is not lost with the older one.
+    #[test]
+    fn a_renewal_stays_pending_until_stored_and_a_newer_one_survives_the_older_commit() {
+        let pending = PendingHeartbeats::default();
+        pending.note(beat("agt_a", 10));
+        pending.note(beat("agt_b", 11));
+        let writing = pending.to_store();
+        assert_eq!(writing.len(), 2);
+        assert_eq!(pending.latest_at("agt_a"), Some(10), "still visible while being written");
+        pending.note(beat("agt_a", 20));
+        pending.stored(&writing);
+        assert_eq!(pending.latest_at("agt_a"), Some(20), "the newer renewal is kept");
+        assert_eq!(pending.latest_at("agt_b"), None, "the stored one is dropped");
+        pending.stored(&pending.to_store());
+        assert_eq!(pending.latest_at("agt_a"), None);
     }
 }

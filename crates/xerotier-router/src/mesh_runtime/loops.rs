@@ -66,12 +66,16 @@ pub fn spawn_heartbeat_flush(
 }
 
 async fn flush(store: &Store, link: &MeshLink) {
-    let beats = link.take_heartbeats();
+    let beats = link.heartbeats_to_store();
     if beats.is_empty() {
         return;
     }
-    if let Err(err) = store.record_heartbeats(&beats).await {
-        tracing::warn!(error = %err, count = beats.len(), "could not record lease renewals");
+    match store.record_heartbeats(&beats).await {
+        Ok(()) => link.heartbeats_stored(&beats),
+        // Kept pending: the next flush tries again.
+        Err(err) => {
+            tracing::warn!(error = %err, count = beats.len(), "could not record lease renewals")
+        }
     }
 }
 
