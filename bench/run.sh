@@ -30,7 +30,7 @@ cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 stop_router() { kill "$(cat "$OUT/$1/pid")"; wait "$(cat "$OUT/$1/pid")" 2>/dev/null || true; }
 rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
-SECTIONS="${SECTIONS:-http tls keys enroll fleet rotation exec fairness}"
+SECTIONS="${SECTIONS:-http tls keys enroll fleet rotation exec isolation fairness}"
 AGENTS="${AGENTS:-1000}"
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 fresh_pg() { local name="bench_$1_$$"; psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >/dev/null; echo "$PG_BASE/$name"; }
@@ -202,6 +202,22 @@ python3 - "$OUT/reload-100.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 print(f"| 100 | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
+PY
+fi
+echo
+if want isolation; then
+# What each layer of tool isolation costs (needs root: tools run as `nobody`), the layers
+# interleaved round by round; ratios against the plain spawn of the same run.
+echo "| layer | p50 ms | p99 ms | p50 / direct |"
+echo "|---|---|---|---|"
+./target/release/xerotier-bench isolation-layers --executable "$PWD/examples/tools/noop/run.sh" --rounds "${ROUNDS_ISOLATION:-500}" >"$OUT/isolation.json"
+python3 - "$OUT/isolation.json" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+direct = report["layers"][0]["p50_ms"]
+for layer in report["layers"]:
+    print(f"| {layer['layer']} | {layer['p50_ms']:.2f} | {layer['p99_ms']:.2f} | {layer['p50_ms']/direct:.2f} |")
+print(f"(Landlock: {report['landlock']}; tool user: {report['tool_user']}; {report['rounds']} rounds)")
 PY
 fi
 echo
