@@ -18,12 +18,14 @@ use xerotier_xem::credentials::CredentialVersion;
 use xerotier_xem::executor::{ExecRequest, execute};
 use xerotier_xem::sandbox::Sandbox;
 
+/// The first four start the runner per tool (what the ready pool avoids); the last is the path
+/// the XEM takes.
 const LAYERS: [&str; 5] = [
-    "direct",
-    "runner",
-    "runner+tool_user",
-    "runner+tool_user+landlock",
-    "executor (dir, memfd, status pipe)",
+    "direct: plain spawn of the tool",
+    "runner started per tool, nothing applied",
+    "runner started per tool, as the tool user",
+    "runner started per tool, tool user + Landlock",
+    "XEM executor: ready runner, own directory, memfd, tool user, Landlock, limits",
 ];
 
 /// Spawns `program` with `args`, writes `{}` to its stdin, waits; fails unless it exits 0.
