@@ -8,6 +8,11 @@ OUT="${OUT:-/tmp/xerotier-bench}"
 SECONDS_PER_RUN="${SECONDS_PER_RUN:-5}"
 ROUNDS="${ROUNDS:-3}"
 mkdir -p "$OUT"
+# A section that fails (set -e) must not leave its router or XEM running: the next run's router
+# would find the SQLite store locked.
+STARTED=()
+cleanup() { for pid in "${STARTED[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap cleanup EXIT
 for tool in wrk bc; do command -v $tool >/dev/null || { SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo; DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q $tool >&2; }; done
 scripts/install-deps.sh
 cargo build --release --bins -q
@@ -17,11 +22,13 @@ PG_BASE="${PG_ADMIN%/*}"
 
 start_router() { # $1 = name, $2 = database url or "", $3 = "tls" for HTTPS (default: plain HTTP)
   local dir="$OUT/$1"; mkdir -p "$dir"
-  rm -f "$dir/state/http.addr"   # a previous run's address must not pass for this router's
+  # A fresh store (PostgreSQL gets a fresh database from fresh_pg): a previous run's agents would
+  # hold the registration names, and its address must not pass for this router's.
+  rm -rf "$dir/state"
   local db=(); [ -n "$2" ] && db=(--database-url "$2")
   local http=(--insecure-http); [ "${3:-}" = tls ] && http=()
   ./target/release/xerotier-router --state-dir "$dir/state" "${http[@]}" --listen 127.0.0.1:0 --mesh-bind tcp://127.0.0.1:0 --log-level warn "${db[@]}" >"$dir/router.log" 2>&1 &
-  echo $! >"$dir/pid"
+  echo $! >"$dir/pid"; STARTED+=($!)
   for _ in $(seq 1 200); do [ -s "$dir/state/http.addr" ] && break; sleep 0.05; done
   ADDR=$(cat "$dir/state/http.addr"); KEY=$(cat "$dir/state/bootstrap.key")
 }
@@ -177,11 +184,11 @@ for backend in sqlite postgres; do
   start_router "exec-$backend" "$url"
   xdir="$OUT/exec-$backend/xem"; rm -rf "$xdir"; mkdir -p "$xdir/credentials"
   printf 'apiVersion: v1\n' >"$xdir/staged"; install -m 0600 "$xdir/staged" "$xdir/credentials/kubernetes-prod.yaml"
-  token=$(./target/release/xeroctl --base-url "http://$ADDR" --api-key "$KEY" -o json agents join-keys --create --name "bench-xem" --ttl-seconds 300 | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  token=$(./target/release/xeroctl --base-url "http://$ADDR" --api-key "$KEY" -o json agents join-keys --create --name "bench-xem" --ttl-seconds 300 --workspaces kubernetes-prod | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
   ./target/release/xerotier-xem --config /dev/null --router-url "http://$ADDR" --join-key "$token" --registration-name bench-xem \
     --state-dir "$xdir/state" --curve-key-path "$xdir/curve.hex" --signing-key-path "$xdir/signing.hex" \
     --tools-dir "$PWD/examples/tools" --credentials-dir "$xdir/credentials" --lease-renewal-interval-ms 1000 --log-level warn >"$xdir/xem.log" 2>&1 &
-  xem=$!
+  xem=$!; STARTED+=($xem)
   for _ in $(seq 1 200); do curl -fsS -H "Authorization: Bearer $KEY" "http://$ADDR/v1/exec/tools" | grep -q noop && break; sleep 0.1; done
   ./target/release/xerotier-bench exec-round-trip --base-url "http://$ADDR" --api-key "$KEY" --executable "$PWD/examples/tools/noop/run.sh" --rounds "$ROUNDS_EXEC" >"$OUT/exec-rt-$backend.json"
   ./target/release/xerotier-bench exec-under-reloads --base-url "http://$ADDR" --api-key "$KEY" --xem-pid "$xem" --credential "$xdir/credentials/kubernetes-prod.yaml" --reloads 100 --interval-ms 50 --concurrency 4 >"$OUT/exec-reload-$backend.json" 2>"$OUT/exec-reload-$backend.err"
