@@ -29,6 +29,7 @@ use xerotier_store::{
 };
 
 use super::offers::{AgentOffer, Offers};
+use super::timeline;
 use crate::audit::{AuditContext, AuditLog, Change, Target};
 use crate::mesh_link::MeshLink;
 use crate::service_error::ServiceError;
@@ -243,6 +244,7 @@ impl ExecService {
         request: InvokeRequest,
     ) -> Result<Invocation, ServiceError> {
         let id = self.ids.next(IdKind::Invocation);
+        timeline!(id, "create.begin");
         let target = Target { kind: "invocation", id: Some(&id), name: None };
         let details = serde_json::json!({ "tool": request.tool, "workspace": request.workspace });
         let change = Change::new("invocation.create", target).creating().details(details);
@@ -267,6 +269,7 @@ impl ExecService {
                 self.store.create_invocation(&new, &entry).await
             })
             .await?;
+        timeline!(record.id, "create.committed");
         tracing::info!(invocation_id = %record.id, tool = %record.tool, workspace = %record.workspace, actor = %context.actor_label(), "invocation queued");
         self.wake();
         Ok(self.with_live(record))
@@ -444,9 +447,11 @@ impl ExecService {
             else {
                 continue;
             };
+            timeline!(invocation.id, "dispatch.chosen");
             if !self.store.claim_invocation(&invocation.id, &agent_id, now).await? {
                 continue;
             }
+            timeline!(invocation.id, "dispatch.claimed");
             self.hold(&agent_id, &invocation.id, now);
             let frame = Frame::Invoke {
                 invocation_id: invocation.id.clone(),
@@ -455,6 +460,7 @@ impl ExecService {
                 args_json: invocation.args.clone(),
             };
             if self.link.send_to(&agent_id, &frame) {
+                timeline!(invocation.id, "dispatch.sent");
                 dispatched += 1;
             } else {
                 self.release(&agent_id, &invocation.id);
@@ -661,9 +667,11 @@ impl ExecService {
         invocation_id: &str,
         credential_generation: u64,
     ) -> Result<(), StoreError> {
+        timeline!(invocation_id, "started.received");
         let generation = i64::try_from(credential_generation).unwrap_or(i64::MAX);
         let now = self.clock.now_millis();
         if self.store.start_invocation(invocation_id, agent_id, now, generation).await? {
+            timeline!(invocation_id, "started.committed");
             self.hold(agent_id, invocation_id, now);
             self.tracking.lock().live.insert(invocation_id.to_string(), LiveOutput::default());
             self.state_changed();
@@ -695,6 +703,7 @@ impl ExecService {
         agent_id: &str,
         result: InvocationResult,
     ) -> Result<(), StoreError> {
+        timeline!(result.invocation_id, "finished.received");
         let mut end = InvocationEnd {
             status: result.status.as_str().to_string(),
             exit_code: result.exit_code.map(i64::from),
@@ -713,7 +722,9 @@ impl ExecService {
         }
         let recorded =
             self.store.finish_invocation(&result.invocation_id, Some(agent_id), &end).await?;
-        if !recorded {
+        if recorded {
+            timeline!(result.invocation_id, "finished.committed");
+        } else {
             tracing::debug!(%agent_id, invocation_id = %result.invocation_id, "duplicate or foreign result ignored");
         }
         self.release(agent_id, &result.invocation_id);
