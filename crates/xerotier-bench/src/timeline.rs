@@ -25,24 +25,30 @@ pub const CLIENT_SENT: &str = "client.sent";
 pub const CLIENT_CREATED: &str = "client.created";
 pub const CLIENT_OBSERVED: &str = "client.observed";
 
-/// The layers, in the order an invocation passes them: (name, from mark, to mark). The first
-/// ten are consecutive on the critical path and add up to the round trip; the last three run
-/// beside it (the start report while the tool runs, the creation's answer while it is
-/// dispatched). A layer whose marks are missing (a mark that a change removed) is not shown.
-const LAYERS: [(&str, &str, &str); 13] = [
-    ("HTTP request in (client → create handler)", CLIENT_SENT, "create.begin"),
-    ("create: checks + durable commit (invocation, audit)", "create.begin", "create.committed"),
-    ("dispatch: wake-up + queue read", "create.committed", "dispatch.chosen"),
-    ("dispatch: claim commit", "dispatch.chosen", "dispatch.claimed"),
-    ("mesh hop router → XEM (Invoke)", "dispatch.claimed", "xem.invoke.received"),
-    ("XEM: accept → slot, snapshot, Started sent", "xem.invoke.received", "xem.started.sent"),
-    ("XEM: tool run (dir, credential file, spawn, wait, cleanup)", "xem.started.sent", "xem.finished.sent"),
-    ("mesh hop XEM → router (Finished), incl. wait behind the start commit", "xem.finished.sent", "finished.received"),
-    ("finish commit", "finished.received", "finished.committed"),
-    ("client observes the end", "finished.committed", CLIENT_OBSERVED),
-    ("  beside: mesh hop XEM → router (Started)", "xem.started.sent", "started.received"),
-    ("  beside: start commit", "started.received", "started.committed"),
-    ("  beside: HTTP answer to the client", "create.committed", CLIENT_CREATED),
+/// The marks on an invocation's critical path, in order, each with the name of the layer that
+/// ends at it (from the mark before it). A mark that most invocations lack (one a change
+/// removed, such as the dispatch pass's when the creation claims) is left out, and its layer
+/// folds into the next, so the layers always add up to the round trip.
+const PATH: [(&str, &str); 12] = [
+    (CLIENT_SENT, ""),
+    ("create.begin", "HTTP request in (client → create handler)"),
+    ("create.committed", "create: checks, agent chosen, durable commit"),
+    ("dispatch.chosen", "dispatch: wake-up + queue read"),
+    ("dispatch.claimed", "dispatch: claim commit"),
+    ("dispatch.sent", "Invoke handed to the mesh"),
+    ("xem.invoke.received", "mesh hop router → XEM (Invoke)"),
+    ("xem.started.sent", "XEM: accept → slot, snapshot, Started sent"),
+    ("xem.finished.sent", "XEM: tool run (dir, credential file, spawn, wait, cleanup)"),
+    ("finished.received", "mesh hop XEM → router (Finished), incl. wait behind the start"),
+    ("finished.committed", "finish commit"),
+    (CLIENT_OBSERVED, "client observes the end"),
+];
+
+/// Layers beside the critical path: (name, from mark, to mark).
+const BESIDE: [(&str, &str, &str); 3] = [
+    ("beside: mesh hop XEM → router (Started)", "xem.started.sent", "started.received"),
+    ("beside: start commit", "started.received", "started.committed"),
+    ("beside: HTTP answer to the client", "create.committed", CLIENT_CREATED),
 ];
 
 /// Every mark of every invocation: invocation id → mark → time.
@@ -70,26 +76,50 @@ impl Marks {
         Ok(())
     }
 
-    /// p50 and p99 of each layer over `ids`, and how many invocations had both its marks.
+    /// p50 and p99 of each layer over `ids`, and how many invocations had both its marks:
+    /// the critical path's layers first (`"beside": false`), then those beside it.
     pub fn layers(&self, ids: &[String]) -> Value {
+        let present = |mark: &str| {
+            let n = ids.iter().filter(|id| self.0.get(*id).is_some_and(|m| m.contains_key(mark)));
+            n.count() * 2 > ids.len()
+        };
+        let path: Vec<(&str, &str)> = PATH.into_iter().filter(|(mark, _)| present(mark)).collect();
         let mut out = Vec::new();
-        for (name, from, to) in LAYERS {
-            let mut spans: Vec<Micros> = ids
-                .iter()
-                .filter_map(|id| {
-                    let marks = self.0.get(id)?;
-                    Some(marks.get(to)? - marks.get(from)?)
-                })
-                .collect();
-            if spans.len() < ids.len() / 2 || spans.is_empty() {
-                continue;
-            }
-            spans.sort_unstable();
-            let p50 = spans[spans.len() / 2];
-            let p99 = spans[(spans.len() * 99 / 100).min(spans.len() - 1)];
-            out.push(json!({ "layer": name, "from": from, "to": to, "p50_us": p50, "p99_us": p99, "n": spans.len() }));
+        for pair in path.windows(2) {
+            let ((from, _), (to, name)) = (pair[0], pair[1]);
+            out.extend(self.layer(ids, name, from, to, false));
+        }
+        for (name, from, to) in BESIDE {
+            out.extend(self.layer(ids, name, from, to, true));
         }
         Value::Array(out)
+    }
+
+    fn layer(
+        &self,
+        ids: &[String],
+        name: &str,
+        from: &str,
+        to: &str,
+        beside: bool,
+    ) -> Option<Value> {
+        let mut spans: Vec<Micros> = ids
+            .iter()
+            .filter_map(|id| {
+                let marks = self.0.get(id)?;
+                Some(marks.get(to)? - marks.get(from)?)
+            })
+            .collect();
+        if spans.is_empty() {
+            return None;
+        }
+        spans.sort_unstable();
+        let p50 = spans[spans.len() / 2];
+        let p99 = spans[(spans.len() * 99 / 100).min(spans.len() - 1)];
+        Some(json!({
+            "layer": name, "from": from, "to": to, "beside": beside,
+            "p50_us": p50, "p99_us": p99, "n": spans.len(),
+        }))
     }
 }
 
@@ -120,6 +150,7 @@ mod tests {
         let mut marks = Marks::default();
         marks.read_log(&log).unwrap();
         let layers = marks.layers(&["inv_a".to_string()]);
+        assert_eq!(layers[0]["from"], "create.begin", "marks nobody made are left out");
         assert_eq!(layers[0]["to"], "create.committed");
         assert_eq!(layers[0]["p50_us"], 2001);
     }

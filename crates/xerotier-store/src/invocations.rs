@@ -38,6 +38,11 @@ pub struct NewInvocation {
     pub args: String,
     pub created_at: UnixMillis,
     pub created_by: Option<String>,
+    /// The agent it is claimed for as it is created (dispatched at `created_at`), when the
+    /// router chose one at once; `None` leaves it in the queue for dispatch. Claiming in the
+    /// creating transaction saves the claim's own commit; nobody else can claim it in between,
+    /// because nobody else can see it before it exists.
+    pub claimed_by: Option<String>,
 }
 
 /// How an invocation ended, as its agent (or the router, for one that was lost) reports it.
@@ -93,16 +98,19 @@ impl Store {
         Ok(row.is_some())
     }
 
-    /// Creates a queued invocation with its audit record, in one transaction.
+    /// Creates a queued invocation (claimed for `new.claimed_by` if given) with its audit
+    /// record, in one transaction.
     pub async fn create_invocation(
         &self,
         new: &NewInvocation,
         audit: &AuditEntry,
     ) -> Result<InvocationRecord, StoreError> {
         let mut tx = self.begin_write().await?;
+        let dispatched_at = new.claimed_by.as_ref().map(|_| new.created_at);
         let row = sqlx::query(sql::<InvocationRecord>(
-            "INSERT INTO {table} (id, tool, workspace, args, status, created_at, created_by)
-             VALUES ($1, $2, $3, $4, 'queued', $5, $6) RETURNING {cols}",
+            "INSERT INTO {table}
+               (id, tool, workspace, args, status, created_at, created_by, agent_id, dispatched_at)
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8) RETURNING {cols}",
         ))
         .bind(&new.id)
         .bind(&new.tool)
@@ -110,6 +118,8 @@ impl Store {
         .bind(&new.args)
         .bind(new.created_at)
         .bind(&new.created_by)
+        .bind(&new.claimed_by)
+        .bind(dispatched_at)
         .fetch_one(&mut *tx)
         .await?;
         let record = InvocationRecord::from_row(&row)?;

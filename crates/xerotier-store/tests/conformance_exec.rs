@@ -23,6 +23,7 @@ fn new_invocation(id: &str) -> NewInvocation {
         args: "{}".into(),
         created_at: 10,
         created_by: Some("key_op".into()),
+        claimed_by: None,
     }
 }
 
@@ -110,6 +111,23 @@ per_backend!(an_invocation_goes_queued_claimed_running_finished_once, open, |db,
     assert_eq!(done.started_at, Some(12), "the router's start time is kept");
     assert_eq!(done.credential_generation, Some(2));
     assert!(store.invocations_held_by("agt_1").await.unwrap().is_empty());
+});
+
+per_backend!(an_invocation_claimed_as_it_is_created_is_never_claimed_again, open, |db, store| {
+    let mut new = new_invocation("inv_claimed");
+    new.claimed_by = Some("agt_1".into());
+    let created = store.create_invocation(&new, &created("inv_claimed")).await.unwrap();
+    assert_eq!(created.status, "queued", "[{}]", db.backend);
+    assert_eq!(created.agent_id.as_deref(), Some("agt_1"));
+    assert_eq!(created.dispatched_at, Some(10), "dispatched as it was created");
+    assert!(store.unclaimed_invocations(10).await.unwrap().is_empty(), "not in the queue");
+    assert!(!store.claim_invocation("inv_claimed", "agt_2", 11).await.unwrap());
+    assert_eq!(store.invocations_held_by("agt_1").await.unwrap().len(), 1);
+    // Its agent may give it back (refused, or gone before starting it): then it is queued.
+    assert!(store.requeue_invocation("inv_claimed", "agt_1").await.unwrap());
+    assert_eq!(store.unclaimed_invocations(10).await.unwrap().len(), 1);
+    // And the audit record committed with it.
+    assert_eq!(audit_ids(&store).await, vec!["aud_create_inv_claimed".to_string()]);
 });
 
 per_backend!(concurrent_claims_have_exactly_one_winner, open, |db, store| {

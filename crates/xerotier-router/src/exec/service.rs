@@ -238,6 +238,11 @@ impl ExecService {
     /// record (`invocation.create`: the caller's key, request id, tool and workspace). Nothing
     /// is created when no online agent could ever run it; the refusal is recorded `failed`
     /// with the code the caller gets.
+    ///
+    /// When an agent can take it now (the one dispatch would pick: least busy, online,
+    /// unpaused, accepting the arguments), it is claimed for that agent in the same transaction
+    /// and sent at once: one commit instead of two, and no wait for a dispatch pass. Otherwise
+    /// it waits in the queue for dispatch, as before.
     pub async fn create(
         &self,
         context: &AuditContext,
@@ -248,20 +253,23 @@ impl ExecService {
         let target = Target { kind: "invocation", id: Some(&id), name: None };
         let details = serde_json::json!({ "tool": request.tool, "workspace": request.workspace });
         let change = Change::new("invocation.create", target).creating().details(details);
-        let args = match self.admit(&request) {
-            Ok(args) => args,
+        let (args, accepting) = match self.admit(&request) {
+            Ok(admitted) => admitted,
             Err(err) => {
                 self.audit.record_failure(context, change, &err).await;
                 return Err(err);
             }
         };
+        let now = self.clock.now_millis();
+        let claimed_by = self.agent_for_now(accepting, &request.workspace, now).await;
         let new = NewInvocation {
             id: id.clone(),
             tool: request.tool,
             workspace: request.workspace,
             args: args.to_string(),
-            created_at: self.clock.now_millis(),
+            created_at: now,
             created_by: context.actor_key_id().map(str::to_string),
+            claimed_by,
         };
         let record = self
             .audit
@@ -270,13 +278,80 @@ impl ExecService {
             })
             .await?;
         timeline!(record.id, "create.committed");
-        tracing::info!(invocation_id = %record.id, tool = %record.tool, workspace = %record.workspace, actor = %context.actor_label(), "invocation queued");
-        self.wake();
+        tracing::info!(invocation_id = %record.id, tool = %record.tool, workspace = %record.workspace, agent_id = record.agent_id.as_deref().unwrap_or("-"), actor = %context.actor_label(), "invocation queued");
+        match &record.agent_id {
+            Some(agent_id) => {
+                self.hold(agent_id, &record.id, now);
+                match self.send_invoke(agent_id, &record).await {
+                    Ok(true) => {}
+                    // Back in the queue: one dispatch pass places it elsewhere (or later).
+                    Ok(false) => self.wake(),
+                    // Created all the same, so the caller's answer stands; the agent's lease
+                    // renewals (which will not list it) give it back to the queue.
+                    Err(err) => {
+                        tracing::warn!(invocation_id = %record.id, %agent_id, error = %err, "could not requeue an invocation its agent could not be sent")
+                    }
+                }
+            }
+            None => self.wake(),
+        }
         Ok(self.with_live(record))
     }
 
-    /// The arguments of `request` when some online agent could run it, else why not.
-    fn admit(&self, request: &InvokeRequest) -> Result<serde_json::Value, ServiceError> {
+    /// The agent dispatch would give an invocation to right now, among the agents that
+    /// `accepting` says would run it: least busy, not paused for `workspace`, not backing off
+    /// after a refusal. `None` (it waits for dispatch) when there is none, or the pauses cannot
+    /// be read.
+    async fn agent_for_now(
+        &self,
+        accepting: Vec<String>,
+        workspace: &str,
+        now: UnixMillis,
+    ) -> Option<String> {
+        if accepting.is_empty() {
+            return None;
+        }
+        let pauses = match self.store.exec_pauses(None).await {
+            Ok(pauses) => pauses,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read the pauses; the invocation waits for dispatch");
+                return None;
+            }
+        };
+        self.least_busy(accepting, &pauses, workspace, now)
+    }
+
+    /// Sends a claimed invocation to its agent; one whose agent has no session here goes back
+    /// to the queue (false). Dispatch is not woken for it here: a pass that woke itself for an
+    /// agent it keeps failing to reach would spin.
+    async fn send_invoke(
+        &self,
+        agent_id: &str,
+        invocation: &InvocationRecord,
+    ) -> Result<bool, StoreError> {
+        let frame = Frame::Invoke {
+            invocation_id: invocation.id.clone(),
+            tool: invocation.tool.clone(),
+            workspace: invocation.workspace.clone(),
+            args_json: invocation.args.clone(),
+        };
+        if self.link.send_to(agent_id, &frame) {
+            timeline!(invocation.id, "dispatch.sent");
+            return Ok(true);
+        }
+        // Held until it is back in the queue: if that write fails, the agent's lease renewals
+        // (which do not list it) give it back later.
+        self.store.requeue_invocation(&invocation.id, agent_id).await?;
+        self.release(agent_id, &invocation.id);
+        Ok(false)
+    }
+
+    /// The arguments of `request` when some online agent could run it, else why not; with
+    /// the online agents that serve it and accept them under their own definition.
+    fn admit(
+        &self,
+        request: &InvokeRequest,
+    ) -> Result<(serde_json::Value, Vec<String>), ServiceError> {
         // The request's own shape first: a malformed name is the caller's mistake (400),
         // whatever the fleet looks like now.
         validate::catalog_name(&request.tool, "tool")?;
@@ -307,28 +382,28 @@ impl ExecService {
         }
         // Queued only if some agent that serves it accepts these arguments under its own
         // definition; dispatch then picks among those agents only.
-        if self.checks_arguments() {
-            let mut refusal = None;
-            let accepted = candidates.iter().any(|(_, tool)| {
-                match schema::validate(&tool.args_schema, &args) {
-                    Ok(()) => true,
-                    Err(err) => {
-                        refusal.get_or_insert(err);
-                        false
+        let mut refusal = None;
+        let accepting: Vec<String> = candidates
+            .iter()
+            .filter(|(_, tool)| {
+                !self.checks_arguments()
+                    || match schema::validate(&tool.args_schema, &args) {
+                        Ok(()) => true,
+                        Err(err) => {
+                            refusal.get_or_insert(err);
+                            false
+                        }
                     }
-                }
+            })
+            .map(|(agent, _)| agent.clone())
+            .collect();
+        if let (true, Some(err)) = (accepting.is_empty(), refusal) {
+            return Err(ServiceError::InvalidArguments {
+                message: format!("arguments do not match the schema of {}: {err}", request.tool),
+                param: format!("args{}", err.path),
             });
-            if let (false, Some(err)) = (accepted, refusal) {
-                return Err(ServiceError::InvalidArguments {
-                    message: format!(
-                        "arguments do not match the schema of {}: {err}",
-                        request.tool
-                    ),
-                    param: format!("args{}", err.path),
-                });
-            }
         }
-        Ok(args)
+        Ok((args, accepting))
     }
 
     /// One invocation, if `viewer` may see it; another key's is not found.
@@ -453,18 +528,8 @@ impl ExecService {
             }
             timeline!(invocation.id, "dispatch.claimed");
             self.hold(&agent_id, &invocation.id, now);
-            let frame = Frame::Invoke {
-                invocation_id: invocation.id.clone(),
-                tool: invocation.tool.clone(),
-                workspace: invocation.workspace.clone(),
-                args_json: invocation.args.clone(),
-            };
-            if self.link.send_to(&agent_id, &frame) {
-                timeline!(invocation.id, "dispatch.sent");
+            if self.send_invoke(&agent_id, &invocation).await? {
                 dispatched += 1;
-            } else {
-                self.release(&agent_id, &invocation.id);
-                self.store.requeue_invocation(&invocation.id, &agent_id).await?;
             }
         }
         Ok(dispatched)
