@@ -29,7 +29,7 @@ pub const CLIENT_OBSERVED: &str = "client.observed";
 /// ends at it (from the mark before it). A mark that most invocations lack (one a change
 /// removed, such as the dispatch pass's when the creation claims) is left out, and its layer
 /// folds into the next, so the layers always add up to the round trip.
-const PATH: [(&str, &str); 12] = [
+const PATH: [(&str, &str); 13] = [
     (CLIENT_SENT, ""),
     ("create.begin", "HTTP request in (client → create handler)"),
     ("create.committed", "create: checks, agent chosen, durable commit"),
@@ -41,6 +41,7 @@ const PATH: [(&str, &str); 12] = [
     ("xem.finished.sent", "XEM: tool run (dir, credential file, spawn, wait, cleanup)"),
     ("finished.received", "mesh hop XEM → router (Finished), incl. wait behind the start"),
     ("finished.committed", "finish commit"),
+    ("stream.end", "output stream: woken, takes the committed record"),
     (CLIENT_OBSERVED, "client observes the end"),
 ];
 

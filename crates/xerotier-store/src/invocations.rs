@@ -89,13 +89,27 @@ record!(InvocationRecord in "invocations" {
 });
 
 impl Store {
-    /// Runs one conditional `UPDATE … RETURNING` in its own write transaction; true when it
+    /// Runs one conditional `UPDATE … RETURNING` as a transaction of its own; true when it
     /// changed a row (its condition held).
+    ///
+    /// One statement alone, not wrapped in `BEGIN … COMMIT`: a statement outside a transaction
+    /// is one (it commits, durably, when it completes), and this saves two round trips to the
+    /// database per state change. SQLite takes the write lock as the statement begins (waiting
+    /// out `busy_timeout`, as `BEGIN IMMEDIATE` does). The statement is run to its end
+    /// (`fetch_all`), so a failed commit is this call's error, never lost with a dropped cursor.
     async fn update_one(&self, query: AnyQuery<'_>) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let row = query.fetch_optional(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(row.is_some())
+        let rows = query.fetch_all(self.pool()).await?;
+        Ok(!rows.is_empty())
+    }
+
+    /// [`Self::update_one`] for an update that returns the invocation's columns: the record as
+    /// it was committed, when the condition held.
+    async fn update_returning(
+        &self,
+        query: AnyQuery<'_>,
+    ) -> Result<Option<InvocationRecord>, StoreError> {
+        let rows = query.fetch_all(self.pool()).await?;
+        Ok(rows.first().map(InvocationRecord::from_row).transpose()?)
     }
 
     /// Creates a queued invocation (claimed for `new.claimed_by` if given) with its audit
@@ -218,20 +232,21 @@ impl Store {
         .await
     }
 
-    /// The agent started it; false when it is no longer this agent's to start.
+    /// The agent started it: the record as committed; `None` when it is no longer this
+    /// agent's to start.
     pub async fn start_invocation(
         &self,
         id: &str,
         agent_id: &str,
         now: UnixMillis,
         credential_generation: i64,
-    ) -> Result<bool, StoreError> {
-        self.update_one(
-            sqlx::query(
-                "UPDATE invocations SET status = 'running', started_at = $3,
+    ) -> Result<Option<InvocationRecord>, StoreError> {
+        self.update_returning(
+            sqlx::query(sql::<InvocationRecord>(
+                "UPDATE {table} SET status = 'running', started_at = $3,
                  credential_generation = $4
-             WHERE id = $1 AND agent_id = $2 AND status = 'queued' RETURNING id",
-            )
+             WHERE id = $1 AND agent_id = $2 AND status = 'queued' RETURNING {cols}",
+            ))
             .bind(id)
             .bind(agent_id)
             .bind(now)
@@ -240,24 +255,25 @@ impl Store {
         .await
     }
 
-    /// Records how the invocation ended, once: a second report (an agent re-sending an
-    /// unacknowledged result) changes nothing and returns false. `agent_id` None is the
-    /// router's own verdict (a lost invocation), which only applies to unfinished ones too.
+    /// Records how the invocation ended, once: the record as committed. A second report (an
+    /// agent re-sending an unacknowledged result) changes nothing and returns `None`.
+    /// `agent_id` None is the router's own verdict (a lost invocation), which only applies to
+    /// unfinished ones too.
     pub async fn finish_invocation(
         &self,
         id: &str,
         agent_id: Option<&str>,
         end: &InvocationEnd,
-    ) -> Result<bool, StoreError> {
-        self.update_one(
-            sqlx::query(
-                "UPDATE invocations SET status = $3, exit_code = $4, stdout = $5, stderr = $6,
+    ) -> Result<Option<InvocationRecord>, StoreError> {
+        self.update_returning(
+            sqlx::query(sql::<InvocationRecord>(
+                "UPDATE {table} SET status = $3, exit_code = $4, stdout = $5, stderr = $6,
                  stdout_truncated = $7, stderr_truncated = $8, error = $9,
                  started_at = COALESCE(started_at, $10), finished_at = $11,
                  credential_generation = COALESCE($12, credential_generation)
              WHERE id = $1 AND ($2 IS NULL OR agent_id = $2)
-               AND status IN ('queued', 'running') RETURNING id",
-            )
+               AND status IN ('queued', 'running') RETURNING {cols}",
+            ))
             .bind(id)
             .bind(agent_id)
             .bind(&end.status)

@@ -91,16 +91,24 @@ per_backend!(an_invocation_goes_queued_claimed_running_finished_once, open, |db,
     );
     assert!(store.unclaimed_invocations(10).await.unwrap().is_empty());
     assert!(
-        !store.start_invocation("inv_1", "agt_2", 12, 1).await.unwrap(),
+        store.start_invocation("inv_1", "agt_2", 12, 1).await.unwrap().is_none(),
         "another agent cannot start it"
     );
-    assert!(store.start_invocation("inv_1", "agt_1", 12, 1).await.unwrap());
+    let running = store.start_invocation("inv_1", "agt_1", 12, 1).await.unwrap().unwrap();
+    assert_eq!(
+        (running.status.as_str(), running.started_at),
+        ("running", Some(12)),
+        "as committed"
+    );
     assert_eq!(store.invocations_held_by("agt_1").await.unwrap().len(), 1);
 
-    assert!(!store.finish_invocation("inv_1", Some("agt_2"), &end("succeeded")).await.unwrap());
-    assert!(store.finish_invocation("inv_1", Some("agt_1"), &end("succeeded")).await.unwrap());
     assert!(
-        !store.finish_invocation("inv_1", Some("agt_1"), &end("failed")).await.unwrap(),
+        store.finish_invocation("inv_1", Some("agt_2"), &end("succeeded")).await.unwrap().is_none()
+    );
+    let ended = store.finish_invocation("inv_1", Some("agt_1"), &end("succeeded")).await.unwrap();
+    assert_eq!(ended.as_ref().map(|r| r.status.as_str()), Some("succeeded"), "as committed");
+    assert!(
+        store.finish_invocation("inv_1", Some("agt_1"), &end("failed")).await.unwrap().is_none(),
         "[{}] a re-sent result changes nothing",
         db.backend
     );

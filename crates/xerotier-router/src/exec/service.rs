@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use xerotier_core::{IdGenerator, IdKind, SharedClock, UnixMillis, is_valid_id};
 use xerotier_proto::agents::{CapabilityManifest, ManifestTool};
@@ -113,13 +113,33 @@ struct Tracking {
     refused_until: HashMap<String, UnixMillis>,
 }
 
+/// Committed records kept for readers that have not taken them yet; a reader that falls further
+/// behind reads the store instead.
+const RECORDS_KEPT: usize = 1024;
+
 /// Wakes the readers of invocations' output (`output_stream.rs`): output appended here, or an
 /// invocation's state changed in the store; `closed` ends every reader when the router stops.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct OutputSignals {
     pub(super) output: Notify,
+    /// Some state change the reader must read from the store (a cancel, a requeue, a verdict
+    /// of the router's own).
     pub(super) state: Notify,
+    /// An invocation started or ended through this replica: the record as committed. Its
+    /// readers take it instead of reading the store again, and other readers need not wake.
+    pub(super) records: broadcast::Sender<Arc<InvocationRecord>>,
     pub(super) closed: CancellationToken,
+}
+
+impl Default for OutputSignals {
+    fn default() -> Self {
+        Self {
+            output: Notify::new(),
+            state: Notify::new(),
+            records: broadcast::channel(RECORDS_KEPT).0,
+            closed: CancellationToken::new(),
+        }
+    }
 }
 
 /// The execution service: a handle to one shared state (handlers receive a copy per request,
@@ -209,6 +229,12 @@ impl ExecService {
     /// An invocation's state changed in the store: its output readers look again.
     fn state_changed(&self) {
         self.signals.state.notify_waiters();
+    }
+
+    /// An invocation's state changed in the store, to `record`: its output readers take it.
+    fn committed(&self, record: InvocationRecord) {
+        // No receiver (nobody follows an output stream) is not an error.
+        let _ = self.signals.records.send(Arc::new(record));
     }
 
     /// The invocation as stored, without the output held here.
@@ -568,9 +594,9 @@ impl ExecService {
             .unwrap_or_default();
         let error = format!("invalid_arguments: no agent serving it accepts them: {why}");
         let end = failed_without_running(error, self.clock.now_millis());
-        if self.store.finish_invocation(&invocation.id, None, &end).await? {
+        if let Some(record) = self.store.finish_invocation(&invocation.id, None, &end).await? {
             tracing::warn!(invocation_id = %invocation.id, "no serving agent accepts the arguments; failed");
-            self.state_changed();
+            self.committed(record);
         }
         Ok(())
     }
@@ -735,11 +761,13 @@ impl ExecService {
         timeline!(invocation_id, "started.received");
         let generation = i64::try_from(credential_generation).unwrap_or(i64::MAX);
         let now = self.clock.now_millis();
-        if self.store.start_invocation(invocation_id, agent_id, now, generation).await? {
+        if let Some(record) =
+            self.store.start_invocation(invocation_id, agent_id, now, generation).await?
+        {
             timeline!(invocation_id, "started.committed");
             self.hold(agent_id, invocation_id, now);
             self.tracking.lock().live.insert(invocation_id.to_string(), LiveOutput::default());
-            self.state_changed();
+            self.committed(record);
         } else {
             tracing::debug!(%agent_id, %invocation_id, "start report for an invocation this agent does not hold");
         }
@@ -787,13 +815,16 @@ impl ExecService {
         }
         let recorded =
             self.store.finish_invocation(&result.invocation_id, Some(agent_id), &end).await?;
-        if recorded {
-            timeline!(result.invocation_id, "finished.committed");
-        } else {
-            tracing::debug!(%agent_id, invocation_id = %result.invocation_id, "duplicate or foreign result ignored");
-        }
         self.release(agent_id, &result.invocation_id);
-        self.state_changed();
+        match recorded {
+            Some(record) => {
+                timeline!(result.invocation_id, "finished.committed");
+                self.committed(record);
+            }
+            None => {
+                tracing::debug!(%agent_id, invocation_id = %result.invocation_id, "duplicate or foreign result ignored");
+            }
+        }
         self.link
             .send_to(agent_id, &Frame::ResultAck { invocation_id: result.invocation_id.clone() });
         self.wake();
@@ -883,9 +914,11 @@ impl ExecService {
             format!("lost on agent {agent_id}: {why}"),
             self.clock.now_millis(),
         );
-        if self.store.finish_invocation(invocation_id, Some(agent_id), &end).await? {
+        if let Some(record) =
+            self.store.finish_invocation(invocation_id, Some(agent_id), &end).await?
+        {
             tracing::warn!(%agent_id, %invocation_id, %why, "running invocation lost");
-            self.state_changed();
+            self.committed(record);
         }
         Ok(())
     }
