@@ -29,10 +29,11 @@ pub const CLIENT_OBSERVED: &str = "client.observed";
 /// ends at it (from the mark before it). A mark that most invocations lack (one a change
 /// removed, such as the dispatch pass's when the creation claims) is left out, and its layer
 /// folds into the next, so the layers always add up to the round trip.
-const PATH: [(&str, &str); 13] = [
+const PATH: [(&str, &str); 14] = [
     (CLIENT_SENT, ""),
     ("create.begin", "HTTP request in (client → create handler)"),
-    ("create.committed", "create: checks, agent chosen, durable commit"),
+    ("create.chosen", "create: checks, agent chosen (pauses read)"),
+    ("create.committed", "create: durable commit (invocation, claim, audit)"),
     ("dispatch.chosen", "dispatch: wake-up + queue read"),
     ("dispatch.claimed", "dispatch: claim commit"),
     ("dispatch.sent", "Invoke handed to the mesh"),

@@ -41,7 +41,9 @@ pub struct NewInvocation {
     /// The agent it is claimed for as it is created (dispatched at `created_at`), when the
     /// router chose one at once; `None` leaves it in the queue for dispatch. Claiming in the
     /// creating transaction saves the claim's own commit; nobody else can claim it in between,
-    /// because nobody else can see it before it exists.
+    /// because nobody else can see it before it exists. An agent paused (entirely, or for this
+    /// workspace) is not claimed: the check is part of the creating statement, so a pause
+    /// committed before it always counts.
     pub claimed_by: Option<String>,
 }
 
@@ -112,19 +114,24 @@ impl Store {
         Ok(rows.first().map(InvocationRecord::from_row).transpose()?)
     }
 
-    /// Creates a queued invocation (claimed for `new.claimed_by` if given) with its audit
-    /// record, in one transaction.
+    /// Creates a queued invocation (claimed for `new.claimed_by` if given and that agent is not
+    /// paused for its workspace) with its audit record, in one transaction.
     pub async fn create_invocation(
         &self,
         new: &NewInvocation,
         audit: &AuditEntry,
     ) -> Result<InvocationRecord, StoreError> {
         let mut tx = self.begin_write().await?;
-        let dispatched_at = new.claimed_by.as_ref().map(|_| new.created_at);
+        // An agent-wide pause is stored with the workspace ''.
         let row = sqlx::query(sql::<InvocationRecord>(
             "INSERT INTO {table}
                (id, tool, workspace, args, status, created_at, created_by, agent_id, dispatched_at)
-             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8) RETURNING {cols}",
+             SELECT $1, $2, $3, $4, 'queued', $5, $6, claim.agent_id,
+                    CASE WHEN claim.agent_id IS NULL THEN NULL ELSE $5 END
+             FROM (SELECT CASE WHEN EXISTS (SELECT 1 FROM exec_pauses
+                                            WHERE agent_id = $7 AND workspace IN ('', $3))
+                               THEN NULL ELSE $7 END AS agent_id) AS claim
+             RETURNING {cols}",
         ))
         .bind(&new.id)
         .bind(&new.tool)
@@ -133,7 +140,6 @@ impl Store {
         .bind(new.created_at)
         .bind(&new.created_by)
         .bind(&new.claimed_by)
-        .bind(dispatched_at)
         .fetch_one(&mut *tx)
         .await?;
         let record = InvocationRecord::from_row(&row)?;

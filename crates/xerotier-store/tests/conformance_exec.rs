@@ -138,6 +138,39 @@ per_backend!(an_invocation_claimed_as_it_is_created_is_never_claimed_again, open
     assert_eq!(audit_ids(&store).await, vec!["aud_create_inv_claimed".to_string()]);
 });
 
+per_backend!(a_paused_agent_is_not_claimed_as_the_invocation_is_created, open, |db, store| {
+    let pause = |agent: &str, workspace: Option<&str>| PauseRecord {
+        agent_id: agent.into(),
+        workspace: workspace.map(str::to_string),
+        paused_at: 5,
+        paused_by: Some("key_op".into()),
+        reason: None,
+    };
+    store.pause_exec(&pause("agt_1", None), &audit("aud_p1", "agent.pause_exec")).await.unwrap();
+    let ws = pause("agt_2", Some("prod"));
+    store.pause_exec(&ws, &audit("aud_p2", "agent.pause_exec")).await.unwrap();
+    let elsewhere = pause("agt_3", Some("staging"));
+    store.pause_exec(&elsewhere, &audit("aud_p3", "agent.pause_exec")).await.unwrap();
+    for (n, agent, claimed) in
+        [(1, "agt_1", false), (2, "agt_2", false), (3, "agt_3", true), (4, "agt_4", true)]
+    {
+        let id = format!("inv_{n}");
+        let mut new = new_invocation(&id);
+        new.claimed_by = Some(agent.into());
+        let record = store.create_invocation(&new, &created(&id)).await.unwrap();
+        assert_eq!(
+            (record.agent_id.is_some(), record.dispatched_at.is_some()),
+            (claimed, claimed),
+            "[{}] {agent} (workspace prod): {record:?}",
+            db.backend
+        );
+        assert_eq!(record.status, "queued");
+    }
+    let unclaimed = store.unclaimed_invocations(10).await.unwrap();
+    let ids: Vec<&str> = unclaimed.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, vec!["inv_1", "inv_2"], "[{}] the paused ones wait in the queue", db.backend);
+});
+
 per_backend!(concurrent_claims_have_exactly_one_winner, open, |db, store| {
     store.create_invocation(&new_invocation("inv_race"), &created("inv_race")).await.unwrap();
     let store = Arc::new(store);

@@ -268,7 +268,7 @@ impl ExecService {
     /// When an agent can take it now (the one dispatch would pick: least busy, online,
     /// unpaused, accepting the arguments), it is claimed for that agent in the same transaction
     /// and sent at once: one commit instead of two, and no wait for a dispatch pass. Otherwise
-    /// it waits in the queue for dispatch, as before.
+    /// (that agent is paused, say) it waits in the queue for dispatch, as before.
     pub async fn create(
         &self,
         context: &AuditContext,
@@ -287,7 +287,8 @@ impl ExecService {
             }
         };
         let now = self.clock.now_millis();
-        let claimed_by = self.agent_for_now(accepting, &request.workspace, now).await;
+        let claimed_by = self.agent_for_now(accepting, &request.workspace, now);
+        timeline!(id, "create.chosen");
         let new = NewInvocation {
             id: id.clone(),
             tool: request.tool,
@@ -324,27 +325,18 @@ impl ExecService {
         Ok(self.with_live(record))
     }
 
-    /// The agent dispatch would give an invocation to right now, among the agents that
-    /// `accepting` says would run it: least busy, not paused for `workspace`, not backing off
-    /// after a refusal. `None` (it waits for dispatch) when there is none, or the pauses cannot
-    /// be read.
-    async fn agent_for_now(
+    /// The agent to claim an invocation for as it is created, among the agents that
+    /// `accepting` says would run it: the least busy one not backing off after a refusal.
+    /// Pauses are not read here: the creating statement checks the chosen agent's own (so a
+    /// pause committed before it always counts), and leaves the invocation to dispatch, which
+    /// then picks among the unpaused agents, when that agent is paused.
+    fn agent_for_now(
         &self,
         accepting: Vec<String>,
         workspace: &str,
         now: UnixMillis,
     ) -> Option<String> {
-        if accepting.is_empty() {
-            return None;
-        }
-        let pauses = match self.store.exec_pauses(None).await {
-            Ok(pauses) => pauses,
-            Err(err) => {
-                tracing::warn!(error = %err, "could not read the pauses; the invocation waits for dispatch");
-                return None;
-            }
-        };
-        self.least_busy(accepting, &pauses, workspace, now)
+        self.least_busy(accepting, &[], workspace, now)
     }
 
     /// Sends a claimed invocation to its agent; one whose agent has no session here goes back
