@@ -32,7 +32,7 @@ pub const CLIENT_OBSERVED: &str = "client.observed";
 const PATH: [(&str, &str); 14] = [
     (CLIENT_SENT, ""),
     ("create.begin", "HTTP request in (client → create handler)"),
-    ("create.chosen", "create: checks, agent chosen (pauses read)"),
+    ("create.chosen", "create: checks, agent chosen"),
     ("create.committed", "create: durable commit (invocation, claim, audit)"),
     ("dispatch.chosen", "dispatch: wake-up + queue read"),
     ("dispatch.claimed", "dispatch: claim commit"),
