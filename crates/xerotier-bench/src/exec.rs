@@ -141,6 +141,7 @@ struct Timed {
 
 /// ROUNDS sequential no-op invocations through router and XEM, and ROUNDS direct runs of the
 /// same executable with the same stdin, in the same process, alternating.
+#[allow(clippy::too_many_arguments)] // one per command-line option, as for the reloads
 pub async fn round_trip(
     base_url: String,
     api_key: String,
