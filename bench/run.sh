@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks for docs/BENCHMARKS.md. Loopback only; every loop is bounded in time.
 #   bench/run.sh            # all of them
+#   SECTIONS="exec keys" bench/run.sh
+#   ROUTER_BIN=… XEM_BIN=… bench/run.sh   # the daemons of another build (a before/after pair)
 # Prints markdown rows; raw wrk / bench output goes to $OUT (default /tmp/xerotier-bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +29,7 @@ start_router() { # $1 = name, $2 = database url or "", $3 = "tls" for HTTPS (def
   rm -rf "$dir/state"
   local db=(); [ -n "$2" ] && db=(--database-url "$2")
   local http=(--insecure-http); [ "${3:-}" = tls ] && http=()
-  ./target/release/xerotier-router --state-dir "$dir/state" "${http[@]}" --listen 127.0.0.1:0 --mesh-bind tcp://127.0.0.1:0 --log-level "${LOG_LEVEL:-warn}" "${db[@]}" >"$dir/router.log" 2>&1 &
+  "${ROUTER_BIN:-./target/release/xerotier-router}" --state-dir "$dir/state" "${http[@]}" --listen 127.0.0.1:0 --mesh-bind tcp://127.0.0.1:0 --log-level "${LOG_LEVEL:-warn}" "${db[@]}" >"$dir/router.log" 2>&1 &
   echo $! >"$dir/pid"; STARTED+=($!)
   for _ in $(seq 1 200); do [ -s "$dir/state/http.addr" ] && break; sleep 0.05; done
   ADDR=$(cat "$dir/state/http.addr"); KEY=$(cat "$dir/state/bootstrap.key")
@@ -185,7 +187,7 @@ start_exec_pair() {
   printf 'apiVersion: v1\n' >"$XDIR/staged"; install -m 0600 "$XDIR/staged" "$XDIR/credentials/kubernetes-prod.yaml"
   local token
   token=$(./target/release/xeroctl --base-url "http://$ADDR" --api-key "$KEY" -o json agents join-keys --create --name "bench-xem" --ttl-seconds 300 --workspaces kubernetes-prod 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-  ./target/release/xerotier-xem --config /dev/null --router-url "http://$ADDR" --join-key "$token" --registration-name bench-xem \
+  "${XEM_BIN:-./target/release/xerotier-xem}" --config /dev/null --router-url "http://$ADDR" --join-key "$token" --registration-name bench-xem \
     --state-dir "$XDIR/state" --curve-key-path "$XDIR/curve.hex" --signing-key-path "$XDIR/signing.hex" \
     --tools-dir "$PWD/examples/tools" --credentials-dir "$XDIR/credentials" --lease-renewal-interval-ms 1000 --log-level "${LOG_LEVEL:-warn}" >"$XDIR/xem.log" 2>&1 &
   XEM=$!; STARTED+=($XEM)
