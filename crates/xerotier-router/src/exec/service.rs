@@ -114,8 +114,10 @@ struct Tracking {
 }
 
 /// Committed records kept for readers that have not taken them yet; a reader that falls further
-/// behind reads the store instead.
-const RECORDS_KEPT: usize = 1024;
+/// behind reads the store instead. Small on purpose: a record holds up to twice
+/// [`MAX_OUTPUT_BYTES`], and a stalled reader (a client that stopped reading) keeps the slots it
+/// has not taken, so this bounds what such readers can hold to 8 MiB.
+const RECORDS_KEPT: usize = 64;
 
 /// Wakes the readers of invocations' output (`output_stream.rs`): output appended here, or an
 /// invocation's state changed in the store; `closed` ends every reader when the router stops.
