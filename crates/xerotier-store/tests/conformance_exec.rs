@@ -138,6 +138,33 @@ per_backend!(an_invocation_claimed_as_it_is_created_is_never_claimed_again, open
     assert_eq!(audit_ids(&store).await, vec!["aud_create_inv_claimed".to_string()]);
 });
 
+per_backend!(
+    an_invocation_and_its_audit_record_commit_together_or_not_at_all,
+    open,
+    |db, store| {
+        store.create_invocation(&new_invocation("inv_1"), &created("inv_1")).await.unwrap();
+        // The audit record cannot be written (its id is taken): no invocation either.
+        let mut taken = created("inv_2");
+        taken.id = "aud_create_inv_1".into();
+        assert!(store.create_invocation(&new_invocation("inv_2"), &taken).await.is_err());
+        assert!(
+            store.invocation("inv_2").await.unwrap().is_none(),
+            "[{}] created without its record",
+            db.backend
+        );
+        // The invocation cannot be written (its id is taken): no audit record either.
+        assert!(
+            store.create_invocation(&new_invocation("inv_1"), &created("inv_3")).await.is_err()
+        );
+        assert_eq!(
+            audit_ids(&store).await,
+            vec!["aud_create_inv_1".to_string()],
+            "[{}]",
+            db.backend
+        );
+    }
+);
+
 per_backend!(a_paused_agent_is_not_claimed_as_the_invocation_is_created, open, |db, store| {
     let pause = |agent: &str, workspace: Option<&str>| PauseRecord {
         agent_id: agent.into(),
