@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks for docs/BENCHMARKS.md. Loopback only; every loop is bounded in time.
 #   bench/run.sh            # all of them
+#   SECTIONS="exec keys" bench/run.sh
+#   ROUTER_BIN=… XEM_BIN=… bench/run.sh   # the daemons of another build (a before/after pair)
 # Prints markdown rows; raw wrk / bench output goes to $OUT (default /tmp/xerotier-bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +10,11 @@ OUT="${OUT:-/tmp/xerotier-bench}"
 SECONDS_PER_RUN="${SECONDS_PER_RUN:-5}"
 ROUNDS="${ROUNDS:-3}"
 mkdir -p "$OUT"
+# A section that fails (set -e) must not leave its router or XEM running: the next run's router
+# would find the SQLite store locked.
+STARTED=()
+cleanup() { for pid in "${STARTED[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap cleanup EXIT
 for tool in wrk bc; do command -v $tool >/dev/null || { SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo; DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q $tool >&2; }; done
 scripts/install-deps.sh
 cargo build --release --bins -q
@@ -17,11 +24,13 @@ PG_BASE="${PG_ADMIN%/*}"
 
 start_router() { # $1 = name, $2 = database url or "", $3 = "tls" for HTTPS (default: plain HTTP)
   local dir="$OUT/$1"; mkdir -p "$dir"
-  rm -f "$dir/state/http.addr"   # a previous run's address must not pass for this router's
+  # A fresh store (PostgreSQL gets a fresh database from fresh_pg): a previous run's agents would
+  # hold the registration names, and its address must not pass for this router's.
+  rm -rf "$dir/state"
   local db=(); [ -n "$2" ] && db=(--database-url "$2")
   local http=(--insecure-http); [ "${3:-}" = tls ] && http=()
-  ./target/release/xerotier-router --state-dir "$dir/state" "${http[@]}" --listen 127.0.0.1:0 --mesh-bind tcp://127.0.0.1:0 --log-level warn "${db[@]}" >"$dir/router.log" 2>&1 &
-  echo $! >"$dir/pid"
+  "${ROUTER_BIN:-./target/release/xerotier-router}" --state-dir "$dir/state" "${http[@]}" --listen 127.0.0.1:0 --mesh-bind tcp://127.0.0.1:0 --log-level "${LOG_LEVEL:-warn}" "${db[@]}" >"$dir/router.log" 2>&1 &
+  echo $! >"$dir/pid"; STARTED+=($!)
   for _ in $(seq 1 200); do [ -s "$dir/state/http.addr" ] && break; sleep 0.05; done
   ADDR=$(cat "$dir/state/http.addr"); KEY=$(cat "$dir/state/bootstrap.key")
 }
@@ -169,29 +178,79 @@ fi
 echo
 if want exec; then
 # A router and one real XEM offering examples/tools; the workspace credential is a stand-in.
-ROUNDS_EXEC="${ROUNDS_EXEC:-200}"
-echo "| backend | no-op via router + XEM p50 ms | p99 ms | same tool run directly p50 ms | p99 ms | p50 ratio | credential reloads under load | invocations | failed |"
+ROUNDS_EXEC="${ROUNDS_EXEC:-300}"
+# Starts router $1 (database url $2) and an XEM enrolled with it, and waits until the XEM's
+# tools are served; sets ADDR, KEY, XEM (pid) and XDIR. Both log at ${LOG_LEVEL:-warn}.
+start_exec_pair() {
+  start_router "$1" "$2"
+  XDIR="$OUT/$1/xem"; rm -rf "$XDIR"; mkdir -p "$XDIR/credentials"
+  printf 'apiVersion: v1\n' >"$XDIR/staged"; install -m 0600 "$XDIR/staged" "$XDIR/credentials/kubernetes-prod.yaml"
+  local token
+  token=$(./target/release/xeroctl --base-url "http://$ADDR" --api-key "$KEY" -o json agents join-keys --create --name "bench-xem" --ttl-seconds 300 --workspaces kubernetes-prod 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  # Tools run as `nobody` (the bench runs as root); the XEM's tracing filter comes from
+  # XEM_LOG_FILTER (its log_level takes level names only).
+  XEM_LOG_FILTER="${LOG_LEVEL:-}" "${XEM_BIN:-./target/release/xerotier-xem}" --config /dev/null --router-url "http://$ADDR" --join-key "$token" --registration-name bench-xem \
+    --state-dir "$XDIR/state" --curve-key-path "$XDIR/curve.hex" --signing-key-path "$XDIR/signing.hex" \
+    --tools-dir "$PWD/examples/tools" --credentials-dir "$XDIR/credentials" --lease-renewal-interval-ms 1000 --log-level warn \
+    --tool-user nobody --run-dir "$XDIR/run" >"$XDIR/xem.log" 2>&1 &
+  XEM=$!; STARTED+=($XEM)
+  for _ in $(seq 1 200); do curl -fsS -H "Authorization: Bearer $KEY" "http://$ADDR/v1/exec/tools" | grep -q noop && break; sleep 0.1; done
+  sleep 1 # the first lease renewal and manifest are in
+}
+stop_exec_pair() { kill "$XEM"; wait "$XEM" 2>/dev/null || true; stop_router "$1"; }
+rt() { ./target/release/xerotier-bench exec-round-trip --base-url "http://$ADDR" --api-key "$KEY" --executable "$PWD/examples/tools/noop/run.sh" --rounds "$ROUNDS_EXEC" "$@"; }
+
+# The round trip: invocations alternate with direct runs of the same executable, in one process;
+# the client waits on the output stream (as `xeroctl exec invoke --wait`), then, in a second
+# series, by polling every millisecond.
+echo "| backend | no-op via router + XEM p50 ms | p99 ms | same tool run directly p50 ms | p99 ms | p50 ratio | polling client p50 ms | direct p50 ms | p50 ratio |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for backend in sqlite postgres; do
   url=""; [ "$backend" = postgres ] && url=$(fresh_pg exec)
-  start_router "exec-$backend" "$url"
-  xdir="$OUT/exec-$backend/xem"; rm -rf "$xdir"; mkdir -p "$xdir/credentials"
-  printf 'apiVersion: v1\n' >"$xdir/staged"; install -m 0600 "$xdir/staged" "$xdir/credentials/kubernetes-prod.yaml"
-  token=$(./target/release/xeroctl --base-url "http://$ADDR" --api-key "$KEY" -o json agents join-keys --create --name "bench-xem" --ttl-seconds 300 | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-  ./target/release/xerotier-xem --config /dev/null --router-url "http://$ADDR" --join-key "$token" --registration-name bench-xem \
-    --state-dir "$xdir/state" --curve-key-path "$xdir/curve.hex" --signing-key-path "$xdir/signing.hex" \
-    --tools-dir "$PWD/examples/tools" --credentials-dir "$xdir/credentials" --lease-renewal-interval-ms 1000 --log-level warn >"$xdir/xem.log" 2>&1 &
-  xem=$!
-  for _ in $(seq 1 200); do curl -fsS -H "Authorization: Bearer $KEY" "http://$ADDR/v1/exec/tools" | grep -q noop && break; sleep 0.1; done
-  ./target/release/xerotier-bench exec-round-trip --base-url "http://$ADDR" --api-key "$KEY" --executable "$PWD/examples/tools/noop/run.sh" --rounds "$ROUNDS_EXEC" >"$OUT/exec-rt-$backend.json"
-  ./target/release/xerotier-bench exec-under-reloads --base-url "http://$ADDR" --api-key "$KEY" --xem-pid "$xem" --credential "$xdir/credentials/kubernetes-prod.yaml" --reloads 100 --interval-ms 50 --concurrency 4 >"$OUT/exec-reload-$backend.json" 2>"$OUT/exec-reload-$backend.err"
-  kill "$xem"; wait "$xem" 2>/dev/null || true
-  stop_router "exec-$backend"
-  python3 - "$backend" "$OUT/exec-rt-$backend.json" "$OUT/exec-reload-$backend.json" <<'PY'
+  start_exec_pair "exec-$backend" "$url"
+  rt >"$OUT/exec-rt-$backend.json"
+  rt --wait poll >"$OUT/exec-rt-poll-$backend.json"
+  ./target/release/xerotier-bench exec-under-reloads --base-url "http://$ADDR" --api-key "$KEY" --xem-pid "$XEM" --credential "$XDIR/credentials/kubernetes-prod.yaml" --reloads 100 --interval-ms 50 --concurrency 4 >"$OUT/exec-reload-$backend.json" 2>"$OUT/exec-reload-$backend.err"
+  stop_exec_pair "exec-$backend"
+  python3 - "$backend" "$OUT/exec-rt-$backend.json" "$OUT/exec-rt-poll-$backend.json" <<'PY'
 import json, sys
-rt = json.load(open(sys.argv[2])); rl = json.load(open(sys.argv[3]))
-d50, d99 = rt['direct_p50_us'] / 1000, rt['direct_p99_us'] / 1000
-print(f"| {sys.argv[1]} | {rt['p50_ms']:.2f} | {rt['p99_ms']:.2f} | {d50:.2f} | {d99:.2f} | {rt['p50_ms']/d50:.1f} | {rl['reloads']} | {rl['ops'] + rl['failed']} | {rl['failed']} |")
+rt = json.load(open(sys.argv[2])); po = json.load(open(sys.argv[3]))
+d50, d99, p50 = rt['direct_p50_us'] / 1000, rt['direct_p99_us'] / 1000, po['direct_p50_us'] / 1000
+print(f"| {sys.argv[1]} | {rt['p50_ms']:.2f} | {rt['p99_ms']:.2f} | {d50:.2f} | {d99:.2f} | **{rt['p50_ms']/d50:.2f}** | {po['p50_ms']:.2f} | {p50:.2f} | {po['p50_ms']/p50:.2f} |")
+PY
+done
+echo
+echo "| backend | credential reloads under load | invocations | failed |"
+echo "|---|---|---|---|"
+for backend in sqlite postgres; do
+  python3 - "$backend" "$OUT/exec-reload-$backend.json" <<'PY'
+import json, sys
+rl = json.load(open(sys.argv[2]))
+print(f"| {sys.argv[1]} | {rl['reloads']} | {rl['ops'] + rl['failed']} | {rl['failed']} |")
+PY
+done
+
+# Where the time goes: the same round trip against a router and an XEM that mark each step of
+# an invocation (their logs, target xerotier_timeline); each layer's p50 / p99 and its share
+# of the direct run's p50 measured in the same series. A separate pair, so that the logging
+# does not weigh on the figures above.
+for backend in sqlite postgres; do
+  url=""; [ "$backend" = postgres ] && url=$(fresh_pg layers)
+  LOG_LEVEL="warn,xerotier_timeline=debug" start_exec_pair "layers-$backend" "$url"
+  rt --timeline-log "$OUT/layers-$backend/router.log" --timeline-log "$XDIR/xem.log" >"$OUT/exec-layers-$backend.json"
+  stop_exec_pair "layers-$backend"
+  echo
+  python3 - "$backend" "$OUT/exec-layers-$backend.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[2])); d50 = r['direct_p50_us']
+print(f"| {sys.argv[1]}: layer (round trip p50 {r['p50_ms']:.2f} ms, direct run {d50/1000:.2f} ms) | p50 ms | p99 ms | p50 / direct run |")
+print("|---|---|---|---|")
+total = 0
+for l in r['layers']:
+    if not l['beside']:
+        total += l['p50_us']
+    print(f"| {l['layer']} | {l['p50_us']/1000:.3f} | {l['p99_us']/1000:.3f} | {l['p50_us']/d50:.2f} |")
+print(f"| sum of the critical path's p50s | {total/1000:.3f} | | {total/d50:.2f} |")
 PY
 done
 echo

@@ -9,24 +9,65 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
 use crate::Report;
+use crate::timeline::{self, CLIENT_CREATED, CLIENT_OBSERVED, CLIENT_SENT, Marks, Micros};
 
 const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "timed_out"];
 /// How often a waiting client polls the invocation (the round trip's resolution).
 const POLL: Duration = Duration::from_millis(1);
 
+/// How a client learns that its invocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Wait {
+    /// Follows the invocation's output stream (`GET …/{id}/output`, server-sent events) to its
+    /// `end` event, as `xeroctl exec invoke --wait` does.
+    Stream,
+    /// Reads the invocation (`GET …/{id}`) every millisecond until it ended.
+    Poll,
+}
+
 struct Client {
     http: reqwest::Client,
     base_url: String,
     api_key: String,
+    wait: Wait,
 }
 
 impl Client {
-    fn new(base_url: String, api_key: String) -> Self {
-        Self { http: reqwest::Client::new(), base_url, api_key }
+    fn new(base_url: String, api_key: String, wait: Wait) -> Self {
+        Self { http: reqwest::Client::new(), base_url, api_key, wait }
+    }
+
+    /// Follows the output stream to its `end` event; returns that event's data (the final view
+    /// without its output).
+    async fn follow_to_end(&self, id: &str) -> anyhow::Result<Value> {
+        let mut body = self
+            .http
+            .get(format!("{}/v1/exec/invocations/{id}/output", self.base_url))
+            .bearer_auth(&self.api_key)
+            .header("Accept", "text/event-stream")
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes_stream();
+        let mut text = String::new();
+        while let Some(chunk) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk?));
+            // Events end with a blank line; the `end` event is the last one.
+            if let Some(at) = text.find("event: end\n") {
+                let event = &text[at..];
+                if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: "))
+                    && event.contains("\n\n")
+                {
+                    return Ok(serde_json::from_str(data)?);
+                }
+            }
+        }
+        bail!("the output stream of {id} closed before its end event")
     }
 
     /// Invokes and polls until the invocation ends; returns its final view.
@@ -36,6 +77,17 @@ impl Client {
         tool: &str,
         args: Value,
     ) -> anyhow::Result<Value> {
+        Ok(self.invoke_and_wait_timed(workspace, tool, args).await?.view)
+    }
+
+    /// [`Self::invoke_and_wait`], with the client's marks for the per-layer breakdown.
+    async fn invoke_and_wait_timed(
+        &self,
+        workspace: &str,
+        tool: &str,
+        args: Value,
+    ) -> anyhow::Result<Timed> {
+        let sent = timeline::now_micros();
         let created: Value = self
             .http
             .post(format!("{}/v1/exec/invocations", self.base_url))
@@ -46,7 +98,15 @@ impl Client {
             .error_for_status()?
             .json()
             .await?;
+        let created_at = timeline::now_micros();
         let id = created["id"].as_str().context("invocation id")?.to_string();
+        if self.wait == Wait::Stream {
+            let view = tokio::time::timeout(Duration::from_secs(60), self.follow_to_end(&id))
+                .await
+                .with_context(|| format!("invocation {id} did not end within 60 s"))??;
+            let observed = timeline::now_micros();
+            return Ok(Timed { id, view, sent, created: created_at, observed });
+        }
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let view: Value = self
@@ -59,7 +119,8 @@ impl Client {
                 .json()
                 .await?;
             if TERMINAL.contains(&view["status"].as_str().unwrap_or_default()) {
-                return Ok(view);
+                let observed = timeline::now_micros();
+                return Ok(Timed { id, view, sent, created: created_at, observed });
             }
             if Instant::now() > deadline {
                 bail!("invocation {id} did not end within 60 s");
@@ -69,8 +130,18 @@ impl Client {
     }
 }
 
-/// ROUNDS sequential no-op invocations through router and XEM, then ROUNDS direct runs of the
-/// same executable with the same stdin, in the same process.
+/// One invocation's final view and the client's marks.
+struct Timed {
+    id: String,
+    view: Value,
+    sent: Micros,
+    created: Micros,
+    observed: Micros,
+}
+
+/// ROUNDS sequential no-op invocations through router and XEM, and ROUNDS direct runs of the
+/// same executable with the same stdin, in the same process, alternating.
+#[allow(clippy::too_many_arguments)] // one per command-line option, as for the reloads
 pub async fn round_trip(
     base_url: String,
     api_key: String,
@@ -78,23 +149,32 @@ pub async fn round_trip(
     tool: String,
     executable: PathBuf,
     rounds: usize,
+    wait: Wait,
+    logs: Vec<PathBuf>,
 ) -> anyhow::Result<Report> {
-    let client = Client::new(base_url, api_key);
+    let client = Client::new(base_url, api_key, wait);
+    let mut marks = Marks::default();
+    let mut ids = Vec::with_capacity(rounds);
     // Warm up: the first invocation pays for connection setup.
     client.invoke_and_wait(&workspace, &tool, json!({})).await?;
+    run_directly(&executable).await?;
     let mut mesh = Vec::with_capacity(rounds);
-    let started = Instant::now();
+    let mut direct = Vec::with_capacity(rounds);
+    let mut elapsed = Duration::ZERO;
+    // The two alternate, one of each per round, so that whatever else the machine does at the
+    // time weighs on both alike.
     for _ in 0..rounds {
         let begin = Instant::now();
-        let view = client.invoke_and_wait(&workspace, &tool, json!({})).await?;
-        if view["status"] != "succeeded" {
-            bail!("no-op invocation did not succeed: {view}");
-        }
+        let timed = client.invoke_and_wait_timed(&workspace, &tool, json!({})).await?;
         mesh.push(begin.elapsed());
-    }
-    let elapsed = started.elapsed();
-    let mut direct = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
+        elapsed += begin.elapsed();
+        if timed.view["status"] != "succeeded" {
+            bail!("no-op invocation did not succeed: {}", timed.view);
+        }
+        marks.mark(&timed.id, CLIENT_SENT, timed.sent);
+        marks.mark(&timed.id, CLIENT_CREATED, timed.created);
+        marks.mark(&timed.id, CLIENT_OBSERVED, timed.observed);
+        ids.push(timed.id);
         let begin = Instant::now();
         run_directly(&executable).await?;
         direct.push(begin.elapsed());
@@ -102,9 +182,18 @@ pub async fn round_trip(
     direct.sort();
     let direct_p50 = direct[direct.len() / 2];
     let direct_p99 = direct[(direct.len() * 99 / 100).min(direct.len() - 1)];
-    Ok(Report::new("exec-round-trip", elapsed, vec![mesh], 1)
+    let mut report = Report::new("exec-round-trip", elapsed, vec![mesh], 1)
         .with_extra("direct_p50_us", u64::try_from(direct_p50.as_micros()).unwrap_or(u64::MAX))
-        .with_extra("direct_p99_us", u64::try_from(direct_p99.as_micros()).unwrap_or(u64::MAX)))
+        .with_extra("direct_p99_us", u64::try_from(direct_p99.as_micros()).unwrap_or(u64::MAX));
+    if !logs.is_empty() {
+        // The daemons write their marks as they go; give the last lines time to reach the files.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for log in &logs {
+            marks.read_log(log).with_context(|| format!("reading {}", log.display()))?;
+        }
+        report = report.with_json("layers", marks.layers(&ids));
+    }
+    Ok(report)
 }
 
 async fn run_directly(executable: &Path) -> anyhow::Result<()> {
@@ -142,7 +231,7 @@ pub async fn reloads_under_load(
     interval: Duration,
     concurrency: usize,
 ) -> anyhow::Result<Report> {
-    let client = Arc::new(Client::new(base_url, api_key));
+    let client = Arc::new(Client::new(base_url, api_key, Wait::Stream));
     let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();

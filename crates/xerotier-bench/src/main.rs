@@ -9,6 +9,7 @@ mod fleet;
 mod isolation;
 mod keys;
 mod rotation;
+mod timeline;
 
 use std::time::Duration;
 
@@ -86,6 +87,13 @@ enum Command {
         executable: std::path::PathBuf,
         #[arg(long, default_value_t = 200)]
         rounds: usize,
+        /// How the client learns that an invocation ended.
+        #[arg(long, value_enum, default_value_t = exec::Wait::Stream)]
+        wait: exec::Wait,
+        /// The router's and the XEM's logs, written with `--log-level
+        /// warn,xerotier_timeline=debug`: adds the per-layer breakdown (`layers`).
+        #[arg(long = "timeline-log")]
+        timeline_logs: Vec<std::path::PathBuf>,
     },
     /// Continuous invocations while the XEM's credential is replaced and reloaded RELOADS times.
     ExecUnderReloads {
@@ -160,7 +168,7 @@ pub struct Report {
     elapsed: Duration,
     latencies: Vec<Duration>,
     concurrency: usize,
-    extra: Vec<(&'static str, u64)>,
+    extra: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl Report {
@@ -176,6 +184,11 @@ impl Report {
     }
 
     pub fn with_extra(mut self, name: &'static str, value: u64) -> Self {
+        self.extra.push((name, value.into()));
+        self
+    }
+
+    pub fn with_json(mut self, name: &'static str, value: serde_json::Value) -> Self {
         self.extra.push((name, value));
         self
     }
@@ -201,7 +214,7 @@ impl Report {
             "concurrency": self.concurrency,
         });
         for (name, value) in &self.extra {
-            json[*name] = (*value).into();
+            json[*name] = value.clone();
         }
         println!("{json}");
     }
@@ -236,8 +249,19 @@ fn main() -> anyhow::Result<()> {
             Command::RotateFloor { base_url, api_key, rounds } => {
                 rotation::floor(base_url, api_key, rounds).await
             }
-            Command::ExecRoundTrip { base_url, api_key, workspace, tool, executable, rounds } => {
-                exec::round_trip(base_url, api_key, workspace, tool, executable, rounds).await
+            Command::ExecRoundTrip {
+                base_url,
+                api_key,
+                workspace,
+                tool,
+                executable,
+                rounds,
+                wait,
+                timeline_logs,
+            } => {
+                let logs = timeline_logs;
+                exec::round_trip(base_url, api_key, workspace, tool, executable, rounds, wait, logs)
+                    .await
             }
             Command::ExecUnderReloads {
                 base_url,

@@ -1,7 +1,7 @@
 use sqlx::{Any, Transaction};
 use xerotier_core::UnixMillis;
 
-use crate::rows::{record, sql};
+use crate::rows::{AnyQuery, Record, record};
 use crate::{PageRequest, PageSlice, Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,27 +69,36 @@ impl AuditEntry {
         &self,
         tx: &mut Transaction<'static, Any>,
     ) -> Result<(), StoreError> {
-        sqlx::query(sql::<Self>(
-            "INSERT INTO {table} ({cols})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        ))
-        .bind(&self.id)
-        .bind(self.at)
-        .bind(&self.actor_key_id)
-        .bind(&self.actor_name)
-        .bind(&self.action)
-        .bind(&self.target_type)
-        .bind(&self.target_id)
-        .bind(&self.target_name)
-        .bind(&self.reason)
-        .bind(&self.request_id)
-        .bind(&self.correlation_id)
-        .bind(&self.outcome)
-        .bind(&self.client_addr)
-        .bind(&self.details)
-        .execute(&mut **tx)
-        .await?;
+        self.bind(sqlx::query(sqlx::AssertSqlSafe(Self::insert_statement(1))))
+            .execute(&mut **tx)
+            .await?;
         Ok(())
+    }
+
+    /// The `INSERT` of one record, its parameters numbered from `$first` (for a statement that
+    /// does more, with parameters of its own before these); [`Self::bind`] binds them.
+    pub(crate) fn insert_statement(first: usize) -> String {
+        let params: Vec<String> = (first..first + 14).map(|n| format!("${n}")).collect();
+        format!("INSERT INTO {} ({}) VALUES ({})", Self::TABLE, Self::COLUMNS, params.join(", "))
+    }
+
+    /// Binds this record's values, in the order of [`Self::insert_statement`].
+    pub(crate) fn bind<'q>(&'q self, query: AnyQuery<'q>) -> AnyQuery<'q> {
+        query
+            .bind(&self.id)
+            .bind(self.at)
+            .bind(&self.actor_key_id)
+            .bind(&self.actor_name)
+            .bind(&self.action)
+            .bind(&self.target_type)
+            .bind(&self.target_id)
+            .bind(&self.target_name)
+            .bind(&self.reason)
+            .bind(&self.request_id)
+            .bind(&self.correlation_id)
+            .bind(&self.outcome)
+            .bind(&self.client_addr)
+            .bind(&self.details)
     }
 }
 

@@ -3,7 +3,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::{Any, AnyPool, Connection, Executor, Transaction};
 use xerotier_core::{Clock, SystemClock};
 
 use crate::StoreError;
@@ -53,6 +53,9 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// A pooled connection idle at least this long is pinged before it is used again.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// The durable state of one router (or of several sharing a PostgreSQL database).
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -83,7 +86,20 @@ impl Store {
                 Backend::Sqlite => 8,
                 Backend::Postgres => 16,
             })
-            .acquire_timeout(Duration::from_secs(10));
+            .acquire_timeout(Duration::from_secs(10))
+            // sqlx pings every connection it hands out, a round trip before every query (on
+            // PostgreSQL one over the network). Only one that sat idle a while is pinged here:
+            // that is the one a restarted or failed-over server has dropped, and it is replaced
+            // before use as before; a connection in steady use shows a failure on its query.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            });
         let pool_options = match backend {
             Backend::Sqlite => pool_options.after_connect(|conn, _meta| {
                 Box::pin(async move {

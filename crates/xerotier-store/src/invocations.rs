@@ -1,7 +1,7 @@
 use xerotier_core::UnixMillis;
 
 use crate::rows::{self, AnyQuery, Record, record, sql};
-use crate::{AuditEntry, PageRequest, PageSlice, Store, StoreError};
+use crate::{AuditEntry, Backend, PageRequest, PageSlice, Store, StoreError};
 
 /// A tool invocation. `status` is `queued`, `running`, `succeeded`, `failed`, `cancelled` or
 /// `timed_out`; a `queued` one with an `agent_id` is on its way to that agent.
@@ -38,6 +38,13 @@ pub struct NewInvocation {
     pub args: String,
     pub created_at: UnixMillis,
     pub created_by: Option<String>,
+    /// The agent it is claimed for as it is created (dispatched at `created_at`), when the
+    /// router chose one at once; `None` leaves it in the queue for dispatch. Claiming in the
+    /// creating transaction saves the claim's own commit; nobody else can claim it in between,
+    /// because nobody else can see it before it exists. An agent paused (entirely, or for this
+    /// workspace) is not claimed: the check is part of the creating statement, so a pause
+    /// committed before it always counts.
+    pub claimed_by: Option<String>,
 }
 
 /// How an invocation ended, as its agent (or the router, for one that was lost) reports it.
@@ -84,34 +91,69 @@ record!(InvocationRecord in "invocations" {
 });
 
 impl Store {
-    /// Runs one conditional `UPDATE … RETURNING` in its own write transaction; true when it
+    /// Runs one conditional `UPDATE … RETURNING` as a transaction of its own; true when it
     /// changed a row (its condition held).
+    ///
+    /// One statement alone, not wrapped in `BEGIN … COMMIT`: a statement outside a transaction
+    /// is one (it commits, durably, when it completes), and this saves two round trips to the
+    /// database per state change. SQLite takes the write lock as the statement begins (waiting
+    /// out `busy_timeout`, as `BEGIN IMMEDIATE` does). The statement is run to its end
+    /// (`fetch_all`), so a failed commit is this call's error, never lost with a dropped cursor.
     async fn update_one(&self, query: AnyQuery<'_>) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let row = query.fetch_optional(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(row.is_some())
+        let rows = query.fetch_all(self.pool()).await?;
+        Ok(!rows.is_empty())
     }
 
-    /// Creates a queued invocation with its audit record, in one transaction.
-    pub async fn create_invocation(
+    /// [`Self::update_one`] for an update that returns the invocation's columns: the record as
+    /// it was committed, when the condition held.
+    async fn update_returning(
         &self,
-        new: &NewInvocation,
-        audit: &AuditEntry,
+        query: AnyQuery<'_>,
+    ) -> Result<Option<InvocationRecord>, StoreError> {
+        let rows = query.fetch_all(self.pool()).await?;
+        Ok(rows.first().map(InvocationRecord::from_row).transpose()?)
+    }
+
+    /// Creates a queued invocation (claimed for `new.claimed_by` if given and that agent is not
+    /// paused for its workspace) with its audit record, in one transaction.
+    pub async fn create_invocation<'q>(
+        &self,
+        new: &'q NewInvocation,
+        audit: &'q AuditEntry,
     ) -> Result<InvocationRecord, StoreError> {
+        // An agent-wide pause is stored with the workspace ''.
+        let insert = sql::<InvocationRecord>(
+            "INSERT INTO {table}
+               (id, tool, workspace, args, status, created_at, created_by, agent_id, dispatched_at)
+             SELECT $1, $2, $3, $4, 'queued', $5, $6, claim.agent_id,
+                    CASE WHEN claim.agent_id IS NULL THEN NULL ELSE $5 END
+             FROM (SELECT CASE WHEN EXISTS (SELECT 1 FROM exec_pauses
+                                            WHERE agent_id = $7 AND workspace IN ('', $3))
+                               THEN NULL ELSE $7 END AS agent_id) AS claim
+             RETURNING {cols}",
+        )
+        .0;
+        let bind = |query: AnyQuery<'q>| {
+            query
+                .bind(&new.id)
+                .bind(&new.tool)
+                .bind(&new.workspace)
+                .bind(&new.args)
+                .bind(new.created_at)
+                .bind(&new.created_by)
+                .bind(&new.claimed_by)
+        };
+        if self.backend() == Backend::Postgres {
+            // One statement (the audit record's INSERT a data-modifying WITH of the
+            // invocation's), so one transaction in one round trip to the server instead of four
+            // (BEGIN, two INSERTs, COMMIT): both rows commit together or neither does.
+            let statement = format!("WITH audit AS ({}) {insert}", AuditEntry::insert_statement(8));
+            let query = audit.bind(bind(sqlx::query(sqlx::AssertSqlSafe(statement))));
+            let row = query.fetch_one(self.pool()).await?;
+            return Ok(InvocationRecord::from_row(&row)?);
+        }
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(sql::<InvocationRecord>(
-            "INSERT INTO {table} (id, tool, workspace, args, status, created_at, created_by)
-             VALUES ($1, $2, $3, $4, 'queued', $5, $6) RETURNING {cols}",
-        ))
-        .bind(&new.id)
-        .bind(&new.tool)
-        .bind(&new.workspace)
-        .bind(&new.args)
-        .bind(new.created_at)
-        .bind(&new.created_by)
-        .fetch_one(&mut *tx)
-        .await?;
+        let row = bind(sqlx::query(sqlx::AssertSqlSafe(insert))).fetch_one(&mut *tx).await?;
         let record = InvocationRecord::from_row(&row)?;
         audit.commit_with(tx).await?;
         Ok(record)
@@ -208,20 +250,21 @@ impl Store {
         .await
     }
 
-    /// The agent started it; false when it is no longer this agent's to start.
+    /// The agent started it: the record as committed; `None` when it is no longer this
+    /// agent's to start.
     pub async fn start_invocation(
         &self,
         id: &str,
         agent_id: &str,
         now: UnixMillis,
         credential_generation: i64,
-    ) -> Result<bool, StoreError> {
-        self.update_one(
-            sqlx::query(
-                "UPDATE invocations SET status = 'running', started_at = $3,
+    ) -> Result<Option<InvocationRecord>, StoreError> {
+        self.update_returning(
+            sqlx::query(sql::<InvocationRecord>(
+                "UPDATE {table} SET status = 'running', started_at = $3,
                  credential_generation = $4
-             WHERE id = $1 AND agent_id = $2 AND status = 'queued' RETURNING id",
-            )
+             WHERE id = $1 AND agent_id = $2 AND status = 'queued' RETURNING {cols}",
+            ))
             .bind(id)
             .bind(agent_id)
             .bind(now)
@@ -230,24 +273,25 @@ impl Store {
         .await
     }
 
-    /// Records how the invocation ended, once: a second report (an agent re-sending an
-    /// unacknowledged result) changes nothing and returns false. `agent_id` None is the
-    /// router's own verdict (a lost invocation), which only applies to unfinished ones too.
+    /// Records how the invocation ended, once: the record as committed. A second report (an
+    /// agent re-sending an unacknowledged result) changes nothing and returns `None`.
+    /// `agent_id` None is the router's own verdict (a lost invocation), which only applies to
+    /// unfinished ones too.
     pub async fn finish_invocation(
         &self,
         id: &str,
         agent_id: Option<&str>,
         end: &InvocationEnd,
-    ) -> Result<bool, StoreError> {
-        self.update_one(
-            sqlx::query(
-                "UPDATE invocations SET status = $3, exit_code = $4, stdout = $5, stderr = $6,
+    ) -> Result<Option<InvocationRecord>, StoreError> {
+        self.update_returning(
+            sqlx::query(sql::<InvocationRecord>(
+                "UPDATE {table} SET status = $3, exit_code = $4, stdout = $5, stderr = $6,
                  stdout_truncated = $7, stderr_truncated = $8, error = $9,
                  started_at = COALESCE(started_at, $10), finished_at = $11,
                  credential_generation = COALESCE($12, credential_generation)
              WHERE id = $1 AND ($2 IS NULL OR agent_id = $2)
-               AND status IN ('queued', 'running') RETURNING id",
-            )
+               AND status IN ('queued', 'running') RETURNING {cols}",
+            ))
             .bind(id)
             .bind(agent_id)
             .bind(&end.status)

@@ -23,6 +23,7 @@ fn new_invocation(id: &str) -> NewInvocation {
         args: "{}".into(),
         created_at: 10,
         created_by: Some("key_op".into()),
+        claimed_by: None,
     }
 }
 
@@ -90,16 +91,24 @@ per_backend!(an_invocation_goes_queued_claimed_running_finished_once, open, |db,
     );
     assert!(store.unclaimed_invocations(10).await.unwrap().is_empty());
     assert!(
-        !store.start_invocation("inv_1", "agt_2", 12, 1).await.unwrap(),
+        store.start_invocation("inv_1", "agt_2", 12, 1).await.unwrap().is_none(),
         "another agent cannot start it"
     );
-    assert!(store.start_invocation("inv_1", "agt_1", 12, 1).await.unwrap());
+    let running = store.start_invocation("inv_1", "agt_1", 12, 1).await.unwrap().unwrap();
+    assert_eq!(
+        (running.status.as_str(), running.started_at),
+        ("running", Some(12)),
+        "as committed"
+    );
     assert_eq!(store.invocations_held_by("agt_1").await.unwrap().len(), 1);
 
-    assert!(!store.finish_invocation("inv_1", Some("agt_2"), &end("succeeded")).await.unwrap());
-    assert!(store.finish_invocation("inv_1", Some("agt_1"), &end("succeeded")).await.unwrap());
     assert!(
-        !store.finish_invocation("inv_1", Some("agt_1"), &end("failed")).await.unwrap(),
+        store.finish_invocation("inv_1", Some("agt_2"), &end("succeeded")).await.unwrap().is_none()
+    );
+    let ended = store.finish_invocation("inv_1", Some("agt_1"), &end("succeeded")).await.unwrap();
+    assert_eq!(ended.as_ref().map(|r| r.status.as_str()), Some("succeeded"), "as committed");
+    assert!(
+        store.finish_invocation("inv_1", Some("agt_1"), &end("failed")).await.unwrap().is_none(),
         "[{}] a re-sent result changes nothing",
         db.backend
     );
@@ -110,6 +119,83 @@ per_backend!(an_invocation_goes_queued_claimed_running_finished_once, open, |db,
     assert_eq!(done.started_at, Some(12), "the router's start time is kept");
     assert_eq!(done.credential_generation, Some(2));
     assert!(store.invocations_held_by("agt_1").await.unwrap().is_empty());
+});
+
+per_backend!(an_invocation_claimed_as_it_is_created_is_never_claimed_again, open, |db, store| {
+    let mut new = new_invocation("inv_claimed");
+    new.claimed_by = Some("agt_1".into());
+    let created = store.create_invocation(&new, &created("inv_claimed")).await.unwrap();
+    assert_eq!(created.status, "queued", "[{}]", db.backend);
+    assert_eq!(created.agent_id.as_deref(), Some("agt_1"));
+    assert_eq!(created.dispatched_at, Some(10), "dispatched as it was created");
+    assert!(store.unclaimed_invocations(10).await.unwrap().is_empty(), "not in the queue");
+    assert!(!store.claim_invocation("inv_claimed", "agt_2", 11).await.unwrap());
+    assert_eq!(store.invocations_held_by("agt_1").await.unwrap().len(), 1);
+    // Its agent may give it back (refused, or gone before starting it): then it is queued.
+    assert!(store.requeue_invocation("inv_claimed", "agt_1").await.unwrap());
+    assert_eq!(store.unclaimed_invocations(10).await.unwrap().len(), 1);
+    // And the audit record committed with it.
+    assert_eq!(audit_ids(&store).await, vec!["aud_create_inv_claimed".to_string()]);
+});
+
+per_backend!(
+    an_invocation_and_its_audit_record_commit_together_or_not_at_all,
+    open,
+    |db, store| {
+        store.create_invocation(&new_invocation("inv_1"), &created("inv_1")).await.unwrap();
+        // The audit record cannot be written (its id is taken): no invocation either.
+        let mut taken = created("inv_2");
+        taken.id = "aud_create_inv_1".into();
+        assert!(store.create_invocation(&new_invocation("inv_2"), &taken).await.is_err());
+        assert!(
+            store.invocation("inv_2").await.unwrap().is_none(),
+            "[{}] created without its record",
+            db.backend
+        );
+        // The invocation cannot be written (its id is taken): no audit record either.
+        assert!(
+            store.create_invocation(&new_invocation("inv_1"), &created("inv_3")).await.is_err()
+        );
+        assert_eq!(
+            audit_ids(&store).await,
+            vec!["aud_create_inv_1".to_string()],
+            "[{}]",
+            db.backend
+        );
+    }
+);
+
+per_backend!(a_paused_agent_is_not_claimed_as_the_invocation_is_created, open, |db, store| {
+    let pause = |agent: &str, workspace: Option<&str>| PauseRecord {
+        agent_id: agent.into(),
+        workspace: workspace.map(str::to_string),
+        paused_at: 5,
+        paused_by: Some("key_op".into()),
+        reason: None,
+    };
+    store.pause_exec(&pause("agt_1", None), &audit("aud_p1", "agent.pause_exec")).await.unwrap();
+    let ws = pause("agt_2", Some("prod"));
+    store.pause_exec(&ws, &audit("aud_p2", "agent.pause_exec")).await.unwrap();
+    let elsewhere = pause("agt_3", Some("staging"));
+    store.pause_exec(&elsewhere, &audit("aud_p3", "agent.pause_exec")).await.unwrap();
+    for (n, agent, claimed) in
+        [(1, "agt_1", false), (2, "agt_2", false), (3, "agt_3", true), (4, "agt_4", true)]
+    {
+        let id = format!("inv_{n}");
+        let mut new = new_invocation(&id);
+        new.claimed_by = Some(agent.into());
+        let record = store.create_invocation(&new, &created(&id)).await.unwrap();
+        assert_eq!(
+            (record.agent_id.is_some(), record.dispatched_at.is_some()),
+            (claimed, claimed),
+            "[{}] {agent} (workspace prod): {record:?}",
+            db.backend
+        );
+        assert_eq!(record.status, "queued");
+    }
+    let unclaimed = store.unclaimed_invocations(10).await.unwrap();
+    let ids: Vec<&str> = unclaimed.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, vec!["inv_1", "inv_2"], "[{}] the paused ones wait in the queue", db.backend);
 });
 
 per_backend!(concurrent_claims_have_exactly_one_winner, open, |db, store| {

@@ -23,8 +23,23 @@ fn main() -> ExitCode {
     if let Some(XemCommand::Reload { pid, timeout_seconds }) = command {
         return reload(&config, pid, timeout_seconds);
     }
+    // `log_level` is a level name; a tracing filter (per-target levels, for a diagnosis or the
+    // benchmark's invocation timeline) comes only from XEM_LOG_FILTER, and a bad one stops the
+    // start like a bad level does.
+    let filter = match std::env::var("XEM_LOG_FILTER") {
+        Ok(directives) if !directives.trim().is_empty() => {
+            match tracing_subscriber::EnvFilter::try_new(&directives) {
+                Ok(filter) => filter,
+                Err(err) => {
+                    eprintln!("xerotier-xem: invalid configuration: XEM_LOG_FILTER: {err}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => tracing_subscriber::EnvFilter::new(config.log_level.filter().to_string()),
+    };
     tracing_subscriber::fmt()
-        .with_max_level(config.log_level.filter())
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

@@ -49,6 +49,16 @@ fn rejection_backoff(rejections: u32) -> Duration {
     Duration::from_millis((250u64 << rejections.min(3)).min(2_000))
 }
 
+/// Marks one step of an invocation's way through the agent: a debug event under the target
+/// `xerotier_timeline`, off unless the log filter names it (`--log-level
+/// warn,xerotier_timeline=debug`). With the router's it gives the per-layer breakdown of
+/// `xerotier-bench exec-round-trip --timeline` (docs/BENCHMARKS.md).
+macro_rules! timeline {
+    ($id:expr, $step:literal) => {
+        tracing::debug!(target: "xerotier_timeline", invocation_id = %$id, $step)
+    };
+}
+
 /// What an input handler decided: go on, or end the agent's life with this exit.
 type Step = anyhow::Result<ControlFlow<Exit>>;
 const GO_ON: Step = Ok(ControlFlow::Continue(()));
@@ -258,11 +268,18 @@ impl Session {
 
     pub fn on_work_event(&mut self, event: WorkEvent) -> Step {
         match event {
-            WorkEvent::Send(frame) => self.send(&frame)?,
+            WorkEvent::Send(frame) => {
+                self.send(&frame)?;
+                if let Frame::InvocationStarted { invocation_id, .. } = &frame {
+                    timeline!(invocation_id, "xem.started.sent");
+                }
+            }
             WorkEvent::Finished(result) => {
                 tracing::info!(invocation_id = %result.invocation_id, status = result.status.as_str(), "invocation ended");
+                let invocation_id = result.invocation_id.clone();
                 let frame = self.work.finished(result);
                 self.send(&frame)?;
+                timeline!(invocation_id, "xem.finished.sent");
             }
         }
         GO_ON
@@ -294,6 +311,9 @@ impl Session {
             Frame::LeaseAck { seq } => tracing::trace!(seq, "lease renewed"),
             Frame::Invoke { invocation_id, tool, workspace, args_json } => {
                 // Logged by `invoke` once checked: received strings are not logged whole.
+                if crate::sandbox::is_invocation_id(&invocation_id) {
+                    timeline!(invocation_id, "xem.invoke.received");
+                }
                 if let Some(refusal) = self.work.invoke(invocation_id, &tool, &workspace, args_json)
                 {
                     self.send(&refusal)?;
@@ -303,7 +323,10 @@ impl Session {
                 tracing::info!(%invocation_id, "cancel requested by the router");
                 self.work.cancel(&invocation_id);
             }
-            Frame::ResultAck { invocation_id } => self.work.acknowledged(&invocation_id),
+            Frame::ResultAck { invocation_id } => {
+                timeline!(invocation_id, "xem.result.acked");
+                self.work.acknowledged(&invocation_id)
+            }
             Frame::RotateCurve { request_id, nonce } => self.on_rotate(&request_id, &nonce)?,
             Frame::RotationPromoted { request_id } => self.on_promoted(&request_id)?,
             Frame::RotationFailed { request_id, reason } => {

@@ -15,6 +15,17 @@ use tokio_util::sync::CancellationToken;
 
 pub use service::ExecService;
 
+/// Marks one step of an invocation's way through the router: a debug event under the target
+/// `xerotier_timeline`, off unless the log filter names it (`--log-level
+/// warn,xerotier_timeline=debug`). With the XEM's own steps it gives the per-layer breakdown of
+/// `xerotier-bench exec-round-trip --timeline` (docs/BENCHMARKS.md).
+macro_rules! timeline {
+    ($id:expr, $step:literal) => {
+        tracing::debug!(target: "xerotier_timeline", invocation_id = %$id, $step)
+    };
+}
+pub(crate) use timeline;
+
 /// Dispatch runs when woken (a new invocation, an agent connecting, a result, a resume) and at
 /// least this often, for invocations queued through other replicas.
 const DISPATCH_POLL: Duration = Duration::from_millis(500);

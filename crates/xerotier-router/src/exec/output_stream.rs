@@ -7,9 +7,11 @@
 //! it, so the live text and the recorded one line up.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
+use tokio::sync::broadcast::{self, error::RecvError};
 use xerotier_proto::invocation::{InvocationStatus, OutputChunk, OutputCursor, OutputStreamName};
 use xerotier_store::InvocationRecord;
 
@@ -56,10 +58,32 @@ fn without_output(record: &InvocationRecord) -> Invocation {
     Invocation { record, live: None }
 }
 
+/// How far along an invocation is: a record never replaces one further along.
+fn progress(status: &str) -> u8 {
+    match InvocationStatus::parse(status) {
+        Some(InvocationStatus::Queued) => 0,
+        Some(InvocationStatus::Running) => 1,
+        _ => 2,
+    }
+}
+
+/// What woke a waiting reader.
+enum Woken {
+    Output,
+    /// Read the store again.
+    Reread,
+    /// A committed record (of any invocation) from this replica.
+    Record(Result<Arc<InvocationRecord>, RecvError>),
+    Closed,
+}
+
 /// One reader's position and what it still has to be told.
 #[derive(Debug)]
 struct Reader {
     exec: ExecService,
+    /// Starts and ends committed through this replica, subscribed to before the first read of
+    /// the record so that none is missed.
+    records: broadcast::Receiver<Arc<InvocationRecord>>,
     record: InvocationRecord,
     cursor: OutputCursor,
     status: Option<String>,
@@ -112,29 +136,49 @@ impl Reader {
             }
         }
         if finished {
+            super::timeline!(self.record.id, "stream.end");
             self.pending.push_back(OutputEvent::End(without_output(&self.record), self.cursor));
             self.ended = true;
         }
     }
 
-    /// Waits for a change; `None` when the router stops. Reads the store again unless only
-    /// output was appended here.
+    /// Waits for a change; `None` when the router stops. Takes a start or end committed here
+    /// as it comes; reads the store again for other changes (or when it fell too far behind to
+    /// have seen every committed record), and at least every [`STORE_POLL`].
     async fn wait(&mut self) -> Option<()> {
         let signals = self.exec.signals();
         let output = signals.output.notified();
         let state = signals.state.notified();
-        tokio::pin!(output, state);
+        let poll = tokio::time::sleep(STORE_POLL);
+        tokio::pin!(output, state, poll);
         output.as_mut().enable();
         state.as_mut().enable();
         self.observe();
         if !self.pending.is_empty() {
             return Some(());
         }
-        let reread = tokio::select! {
-            () = output => false,
-            () = state => true,
-            () = tokio::time::sleep(STORE_POLL) => true,
-            () = signals.closed.cancelled() => return None,
+        let reread = loop {
+            let woken = tokio::select! {
+                () = &mut output => Woken::Output,
+                () = &mut state => Woken::Reread,
+                () = &mut poll => Woken::Reread,
+                () = signals.closed.cancelled() => Woken::Closed,
+                received = self.records.recv() => Woken::Record(received),
+            };
+            match woken {
+                Woken::Output => break false,
+                Woken::Reread | Woken::Record(Err(RecvError::Lagged(_))) => break true,
+                Woken::Closed | Woken::Record(Err(RecvError::Closed)) => return None,
+                Woken::Record(Ok(record)) => {
+                    // Another invocation's, or one this reader is already past: nothing new.
+                    if record.id == self.record.id
+                        && progress(&record.status) > progress(&self.record.status)
+                    {
+                        self.record = InvocationRecord::clone(&record);
+                        break false;
+                    }
+                }
+            }
         };
         if reread {
             match self.exec.record(&self.record.id).await {
@@ -158,12 +202,14 @@ impl ExecService {
         id: &str,
         from: OutputCursor,
     ) -> Result<impl Stream<Item = OutputEvent> + use<>, ServiceError> {
+        let records = self.signals().records.subscribe();
         let record = self.record(id).await?;
         if !viewer.sees(&record) {
             return Err(ServiceError::NotFound(format!("invocation {id}")));
         }
         let reader = Reader {
             exec: self.clone(),
+            records,
             record,
             cursor: from,
             status: None,
@@ -187,6 +233,13 @@ impl ExecService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_never_replaces_one_further_along() {
+        assert!(progress("running") > progress("queued"));
+        assert!(progress("succeeded") > progress("running"));
+        assert_eq!(progress("cancelled"), progress("failed"), "every end is final");
+    }
 
     #[test]
     fn delta_sends_only_what_is_new() {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use xerotier_core::{IdGenerator, IdKind, SharedClock, UnixMillis, is_valid_id};
 use xerotier_proto::agents::{CapabilityManifest, ManifestTool};
@@ -29,6 +29,7 @@ use xerotier_store::{
 };
 
 use super::offers::{AgentOffer, Offers};
+use super::timeline;
 use crate::audit::{AuditContext, AuditLog, Change, Target};
 use crate::mesh_link::MeshLink;
 use crate::service_error::ServiceError;
@@ -112,13 +113,35 @@ struct Tracking {
     refused_until: HashMap<String, UnixMillis>,
 }
 
+/// Committed records kept for readers that have not taken them yet; a reader that falls further
+/// behind reads the store instead. Small on purpose: a record holds up to twice
+/// [`MAX_OUTPUT_BYTES`], and a stalled reader (a client that stopped reading) keeps the slots it
+/// has not taken, so this bounds what such readers can hold to 8 MiB.
+const RECORDS_KEPT: usize = 64;
+
 /// Wakes the readers of invocations' output (`output_stream.rs`): output appended here, or an
 /// invocation's state changed in the store; `closed` ends every reader when the router stops.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct OutputSignals {
     pub(super) output: Notify,
+    /// Some state change the reader must read from the store (a cancel, a requeue, a verdict
+    /// of the router's own).
     pub(super) state: Notify,
+    /// An invocation started or ended through this replica: the record as committed. Its
+    /// readers take it instead of reading the store again, and other readers need not wake.
+    pub(super) records: broadcast::Sender<Arc<InvocationRecord>>,
     pub(super) closed: CancellationToken,
+}
+
+impl Default for OutputSignals {
+    fn default() -> Self {
+        Self {
+            output: Notify::new(),
+            state: Notify::new(),
+            records: broadcast::channel(RECORDS_KEPT).0,
+            closed: CancellationToken::new(),
+        }
+    }
 }
 
 /// The execution service: a handle to one shared state (handlers receive a copy per request,
@@ -241,6 +264,12 @@ impl ExecService {
         self.signals.state.notify_waiters();
     }
 
+    /// An invocation's state changed in the store, to `record`: its output readers take it.
+    fn committed(&self, record: InvocationRecord) {
+        // No receiver (nobody follows an output stream) is not an error.
+        let _ = self.signals.records.send(Arc::new(record));
+    }
+
     /// The invocation as stored, without the output held here.
     pub(super) async fn record(&self, id: &str) -> Result<InvocationRecord, ServiceError> {
         self.store
@@ -268,29 +297,39 @@ impl ExecService {
     /// record (`invocation.create`: the caller's key, request id, tool and workspace). Nothing
     /// is created when no online agent could ever run it; the refusal is recorded `failed`
     /// with the code the caller gets.
+    ///
+    /// When an agent can take it now (the one dispatch would pick: least busy, online,
+    /// unpaused, accepting the arguments), it is claimed for that agent in the same transaction
+    /// and sent at once: one commit instead of two, and no wait for a dispatch pass. Otherwise
+    /// (that agent is paused, say) it waits in the queue for dispatch, as before.
     pub async fn create(
         &self,
         context: &AuditContext,
         request: InvokeRequest,
     ) -> Result<Invocation, ServiceError> {
         let id = self.ids.next(IdKind::Invocation);
+        timeline!(id, "create.begin");
         let target = Target { kind: "invocation", id: Some(&id), name: None };
         let details = serde_json::json!({ "tool": request.tool, "workspace": request.workspace });
         let change = Change::new("invocation.create", target).creating().details(details);
-        let args = match self.admit(&request) {
-            Ok(args) => args,
+        let (args, accepting) = match self.admit(&request) {
+            Ok(admitted) => admitted,
             Err(err) => {
                 self.audit.record_failure(context, change, &err).await;
                 return Err(err);
             }
         };
+        let now = self.clock.now_millis();
+        let claimed_by = self.agent_for_now(accepting, &request.workspace, now);
+        timeline!(id, "create.chosen");
         let new = NewInvocation {
             id: id.clone(),
             tool: request.tool,
             workspace: request.workspace,
             args: args.to_string(),
-            created_at: self.clock.now_millis(),
+            created_at: now,
             created_by: context.actor_key_id().map(str::to_string),
+            claimed_by,
         };
         let record = self
             .audit
@@ -298,13 +337,73 @@ impl ExecService {
                 self.store.create_invocation(&new, &entry).await
             })
             .await?;
-        tracing::info!(invocation_id = %record.id, tool = %record.tool, workspace = %record.workspace, actor = %context.actor_label(), "invocation queued");
-        self.wake();
+        timeline!(record.id, "create.committed");
+        tracing::info!(invocation_id = %record.id, tool = %record.tool, workspace = %record.workspace, agent_id = record.agent_id.as_deref().unwrap_or("-"), actor = %context.actor_label(), "invocation queued");
+        match &record.agent_id {
+            Some(agent_id) => {
+                self.hold(agent_id, &record.id, now);
+                match self.send_invoke(agent_id, &record).await {
+                    Ok(true) => {}
+                    // Back in the queue: one dispatch pass places it elsewhere (or later).
+                    Ok(false) => self.wake(),
+                    // Created all the same, so the caller's answer stands; the agent's lease
+                    // renewals (which will not list it) give it back to the queue.
+                    Err(err) => {
+                        tracing::warn!(invocation_id = %record.id, %agent_id, error = %err, "could not requeue an invocation its agent could not be sent")
+                    }
+                }
+            }
+            None => self.wake(),
+        }
         Ok(self.with_live(record))
     }
 
-    /// The arguments of `request` when some online agent could run it, else why not.
-    fn admit(&self, request: &InvokeRequest) -> Result<serde_json::Value, ServiceError> {
+    /// The agent to claim an invocation for as it is created, among the agents that
+    /// `accepting` says would run it: the least busy one not backing off after a refusal.
+    /// Pauses are not read here: the creating statement checks the chosen agent's own (so a
+    /// pause committed before it always counts), and leaves the invocation to dispatch, which
+    /// then picks among the unpaused agents, when that agent is paused.
+    fn agent_for_now(
+        &self,
+        accepting: Vec<String>,
+        workspace: &str,
+        now: UnixMillis,
+    ) -> Option<String> {
+        self.least_busy(accepting, &[], workspace, now)
+    }
+
+    /// Sends a claimed invocation to its agent; one whose agent has no session here goes back
+    /// to the queue (false). Dispatch is not woken for it here: a pass that woke itself for an
+    /// agent it keeps failing to reach would spin.
+    async fn send_invoke(
+        &self,
+        agent_id: &str,
+        invocation: &InvocationRecord,
+    ) -> Result<bool, StoreError> {
+        self.send_hostile_frames(agent_id, invocation);
+        let frame = Frame::Invoke {
+            invocation_id: invocation.id.clone(),
+            tool: invocation.tool.clone(),
+            workspace: invocation.workspace.clone(),
+            args_json: invocation.args.clone(),
+        };
+        if self.link.send_to(agent_id, &frame) {
+            timeline!(invocation.id, "dispatch.sent");
+            return Ok(true);
+        }
+        // Held until it is back in the queue: if that write fails, the agent's lease renewals
+        // (which do not list it) give it back later.
+        self.store.requeue_invocation(&invocation.id, agent_id).await?;
+        self.release(agent_id, &invocation.id);
+        Ok(false)
+    }
+
+    /// The arguments of `request` when some online agent could run it, else why not; with
+    /// the online agents that serve it and accept them under their own definition.
+    fn admit(
+        &self,
+        request: &InvokeRequest,
+    ) -> Result<(serde_json::Value, Vec<String>), ServiceError> {
         // The request's own shape first: a malformed name is the caller's mistake (400),
         // whatever the fleet looks like now.
         validate::catalog_name(&request.tool, "tool")?;
@@ -344,28 +443,28 @@ impl ExecService {
         }
         // Queued only if some agent that serves it accepts these arguments under its own
         // definition; dispatch then picks among those agents only.
-        if self.checks_arguments() {
-            let mut refusal = None;
-            let accepted = candidates.iter().any(|(_, tool)| {
-                match schema::validate(&tool.args_schema, &args) {
-                    Ok(()) => true,
-                    Err(err) => {
-                        refusal.get_or_insert(err);
-                        false
+        let mut refusal = None;
+        let accepting: Vec<String> = candidates
+            .iter()
+            .filter(|(_, tool)| {
+                !self.checks_arguments()
+                    || match schema::validate(&tool.args_schema, &args) {
+                        Ok(()) => true,
+                        Err(err) => {
+                            refusal.get_or_insert(err);
+                            false
+                        }
                     }
-                }
+            })
+            .map(|(agent, _)| agent.clone())
+            .collect();
+        if let (true, Some(err)) = (accepting.is_empty(), refusal) {
+            return Err(ServiceError::InvalidArguments {
+                message: format!("arguments do not match the schema of {}: {err}", request.tool),
+                param: format!("args{}", err.path),
             });
-            if let (false, Some(err)) = (accepted, refusal) {
-                return Err(ServiceError::InvalidArguments {
-                    message: format!(
-                        "arguments do not match the schema of {}: {err}",
-                        request.tool
-                    ),
-                    param: format!("args{}", err.path),
-                });
-            }
         }
-        Ok(args)
+        Ok((args, accepting))
     }
 
     /// One invocation, if `viewer` may see it; another key's is not found.
@@ -484,22 +583,14 @@ impl ExecService {
             else {
                 continue;
             };
+            timeline!(invocation.id, "dispatch.chosen");
             if !self.store.claim_invocation(&invocation.id, &agent_id, now).await? {
                 continue;
             }
+            timeline!(invocation.id, "dispatch.claimed");
             self.hold(&agent_id, &invocation.id, now);
-            self.send_hostile_frames(&agent_id, &invocation);
-            let frame = Frame::Invoke {
-                invocation_id: invocation.id.clone(),
-                tool: invocation.tool.clone(),
-                workspace: invocation.workspace.clone(),
-                args_json: invocation.args.clone(),
-            };
-            if self.link.send_to(&agent_id, &frame) {
+            if self.send_invoke(&agent_id, &invocation).await? {
                 dispatched += 1;
-            } else {
-                self.release(&agent_id, &invocation.id);
-                self.store.requeue_invocation(&invocation.id, &agent_id).await?;
             }
         }
         Ok(dispatched)
@@ -538,9 +629,9 @@ impl ExecService {
             .unwrap_or_default();
         let error = format!("invalid_arguments: no agent serving it accepts them: {why}");
         let end = failed_without_running(error, self.clock.now_millis());
-        if self.store.finish_invocation(&invocation.id, None, &end).await? {
+        if let Some(record) = self.store.finish_invocation(&invocation.id, None, &end).await? {
             tracing::warn!(invocation_id = %invocation.id, "no serving agent accepts the arguments; failed");
-            self.state_changed();
+            self.committed(record);
         }
         Ok(())
     }
@@ -702,12 +793,16 @@ impl ExecService {
         invocation_id: &str,
         credential_generation: u64,
     ) -> Result<(), StoreError> {
+        timeline!(invocation_id, "started.received");
         let generation = i64::try_from(credential_generation).unwrap_or(i64::MAX);
         let now = self.clock.now_millis();
-        if self.store.start_invocation(invocation_id, agent_id, now, generation).await? {
+        if let Some(record) =
+            self.store.start_invocation(invocation_id, agent_id, now, generation).await?
+        {
+            timeline!(invocation_id, "started.committed");
             self.hold(agent_id, invocation_id, now);
             self.tracking.lock().live.insert(invocation_id.to_string(), LiveOutput::default());
-            self.state_changed();
+            self.committed(record);
         } else {
             tracing::debug!(%agent_id, %invocation_id, "start report for an invocation this agent does not hold");
         }
@@ -736,6 +831,7 @@ impl ExecService {
         agent_id: &str,
         result: InvocationResult,
     ) -> Result<(), StoreError> {
+        timeline!(result.invocation_id, "finished.received");
         let mut end = InvocationEnd {
             status: result.status.as_str().to_string(),
             exit_code: result.exit_code.map(i64::from),
@@ -754,11 +850,16 @@ impl ExecService {
         }
         let recorded =
             self.store.finish_invocation(&result.invocation_id, Some(agent_id), &end).await?;
-        if !recorded {
-            tracing::debug!(%agent_id, invocation_id = %result.invocation_id, "duplicate or foreign result ignored");
-        }
         self.release(agent_id, &result.invocation_id);
-        self.state_changed();
+        match recorded {
+            Some(record) => {
+                timeline!(result.invocation_id, "finished.committed");
+                self.committed(record);
+            }
+            None => {
+                tracing::debug!(%agent_id, invocation_id = %result.invocation_id, "duplicate or foreign result ignored");
+            }
+        }
         self.link
             .send_to(agent_id, &Frame::ResultAck { invocation_id: result.invocation_id.clone() });
         self.wake();
@@ -848,9 +949,11 @@ impl ExecService {
             format!("lost on agent {agent_id}: {why}"),
             self.clock.now_millis(),
         );
-        if self.store.finish_invocation(invocation_id, Some(agent_id), &end).await? {
+        if let Some(record) =
+            self.store.finish_invocation(invocation_id, Some(agent_id), &end).await?
+        {
             tracing::warn!(%agent_id, %invocation_id, %why, "running invocation lost");
-            self.state_changed();
+            self.committed(record);
         }
         Ok(())
     }

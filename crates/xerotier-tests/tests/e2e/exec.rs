@@ -581,3 +581,36 @@ async fn xeroctl_exec_invokes_waits_and_reports_like_the_tool() {
         );
     }
 }
+
+/// With an agent free to take it, an invocation is claimed for that agent in the transaction
+/// that creates it and sent at once, without waiting for a dispatch pass: the 202 answer names
+/// the agent, dispatched when created. The claim is as durable as the creation: the router
+/// crashes (SIGKILL) right after answering, and once it is back the invocation ends
+/// `succeeded` on that agent, recorded once.
+#[tokio::test]
+async fn a_free_agent_is_claimed_as_the_invocation_is_created_and_a_router_crash_loses_nothing() {
+    for backend in backends().await {
+        // A fixed mesh port: the agent keeps the address it enrolled with across the restart.
+        let mut router = Router::start_with(&backend, RouterOptions::fixed_mesh_port()).await;
+        let (_xem, agent_id) = exec_fleet(&router, "xem-claim", "v1\n", |_| {}).await;
+        router.wait_tool("sleep").await;
+
+        let view = router.invoke(router.admin_key(), "sleep", json!({ "seconds": 1 })).await;
+        assert_eq!(
+            view["agent_id"],
+            agent_id.as_str(),
+            "[{}] claimed at creation: {view}",
+            backend.name
+        );
+        assert_eq!(view["dispatched_at"], view["created_at"], "{view}");
+        let id = view["id"].as_str().unwrap().to_string();
+
+        router.kill();
+        router.restart().await;
+        let done = router.wait_status(&id, FINISHED).await;
+        assert_eq!(done["status"], "succeeded", "[{}] {done}", backend.name);
+        assert_eq!(done["agent_id"], agent_id.as_str(), "{done}");
+        let runs = router.get_json("/v1/exec/invocations?tool=sleep").await;
+        assert_eq!(runs["data"].as_array().unwrap().len(), 1, "run once: {runs}");
+    }
+}

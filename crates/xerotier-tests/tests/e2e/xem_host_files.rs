@@ -300,3 +300,23 @@ async fn log_level_takes_level_names_and_refuses_anything_else_at_start() {
     assert!(logs.contains("ERROR"), "{logs}");
     assert!(!logs.contains("mesh session established"), "info is below warning: {logs}");
 }
+
+/// A tracing filter (per-target levels) comes only from XEM_LOG_FILTER, and a malformed one
+/// stops the start as a bad `log_level` does.
+#[test]
+fn a_malformed_log_filter_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("xem.yaml");
+    std::fs::write(&config, format!("state_dir: {}\n", dir.path().join("state").display()))
+        .unwrap();
+    let out = std::process::Command::new(crate::harness::binary(crate::harness::XEM_BIN))
+        .arg("--config")
+        .arg(&config)
+        .env("XEM_LOG_FILTER", "xerotier_xem=[[nonsense")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("XEM_LOG_FILTER"), "{stderr}");
+    assert!(!dir.path().join("state").exists(), "nothing was created");
+}
