@@ -2,6 +2,7 @@
 //! probed, and the run directory whose per-invocation children are made through its open
 //! handle (never by joining a received string onto a path).
 
+use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::io::IoSlice;
 use std::mem::MaybeUninit;
@@ -77,7 +78,7 @@ impl Sandbox {
             );
         }
         let pool =
-            RunnerPool { runner: runner.clone(), ready: Mutex::new(Vec::new()), size: ready };
+            RunnerPool { runner: runner.clone(), ready: Mutex::new(VecDeque::new()), size: ready };
         pool.refill();
         Ok(Self {
             runner,
@@ -357,7 +358,9 @@ impl InvocationDir {
 #[derive(Debug)]
 struct RunnerPool {
     runner: PathBuf,
-    ready: Mutex<Vec<ReadyRunner>>,
+    /// Oldest first: the one taken has had the longest to reach its `recvmsg` (a runner
+    /// started a moment ago may still be loading, which would put its start back on the path).
+    ready: Mutex<VecDeque<ReadyRunner>>,
     size: usize,
 }
 
@@ -380,7 +383,7 @@ impl RunnerPool {
 
     fn take(&self) -> std::io::Result<ReadyRunner> {
         loop {
-            let next = self.ready.lock().pop();
+            let next = self.ready.lock().pop_front();
             match next {
                 Some(mut ready) => {
                     // One that died while waiting (killed by hand, say) is passed over.
@@ -396,7 +399,7 @@ impl RunnerPool {
     fn refill(&self) {
         while self.ready.lock().len() < self.size {
             match self.start() {
-                Ok(ready) => self.ready.lock().push(ready),
+                Ok(ready) => self.ready.lock().push_back(ready),
                 Err(err) => {
                     tracing::warn!(error = %err, "could not start a tool runner ahead of time");
                     return;
