@@ -198,8 +198,8 @@ fn prepare(spec: &LaunchSpec, status: Option<RawFd>) -> Result<LandlockStatus, L
     Ok(landlock)
 }
 
-/// Only stdio and the credential snapshot reach the tool; `status` (the reopened, close-on-exec
-/// status pipe) stays open until the exec.
+/// Only stdio and the credential snapshot reach the tool; `status` (the close-on-exec status
+/// pipe, closed by the exec) stays open until then.
 fn close_stray_descriptors(has_credential: bool, status: Option<RawFd>) -> Result<(), LaunchError> {
     let credential_open = std::path::Path::new(&format!("/proc/self/fd/{CREDENTIAL_FD}")).exists();
     if has_credential && !credential_open {

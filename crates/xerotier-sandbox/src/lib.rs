@@ -70,6 +70,23 @@ pub struct LaunchSpec {
     pub has_credential: bool,
 }
 
+impl LaunchSpec {
+    /// `executable` run as `identity` with the default limits, Landlock where the kernel has
+    /// it, the system directories readable and no credential: what a probe checks, and what
+    /// a tool's spec starts from.
+    pub fn with_defaults(executable: PathBuf, identity: Option<Identity>) -> Self {
+        Self {
+            executable,
+            identity,
+            limits: Limits::default(),
+            landlock: LandlockMode::Auto,
+            read_paths: SYSTEM_READ_PATHS.iter().map(PathBuf::from).collect(),
+            device_paths: DEVICE_PATHS.iter().map(PathBuf::from).collect(),
+            has_credential: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     pub uid: u32,

@@ -6,25 +6,14 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use xerotier_sandbox::{
-    DEVICE_PATHS, Identity, LandlockMode, LandlockStatus, LaunchSpec, Limits, ProbeReport,
-    SYSTEM_READ_PATHS,
-};
+use xerotier_sandbox::{Identity, LandlockMode, LandlockStatus, LaunchSpec, ProbeReport};
 
 fn runner() -> Command {
     Command::new(env!("CARGO_BIN_EXE_xerotier-tool-runner"))
 }
 
 fn spec(executable: &str, identity: Option<Identity>) -> LaunchSpec {
-    LaunchSpec {
-        executable: PathBuf::from(executable),
-        identity,
-        limits: Limits::default(),
-        landlock: LandlockMode::Auto,
-        read_paths: SYSTEM_READ_PATHS.iter().map(PathBuf::from).collect(),
-        device_paths: DEVICE_PATHS.iter().map(PathBuf::from).collect(),
-        has_credential: false,
-    }
+    LaunchSpec::with_defaults(PathBuf::from(executable), identity)
 }
 
 #[test]

@@ -21,8 +21,7 @@ use rustix::net::{
     sendmsg, socketpair,
 };
 use xerotier_sandbox::{
-    DEVICE_PATHS, Identity, LandlockMode, LandlockStatus, LaunchSpec, Limits, ProbeReport,
-    RUNNER_BIN, Request, SYSTEM_READ_PATHS,
+    Identity, LandlockMode, LandlockStatus, LaunchSpec, Limits, ProbeReport, RUNNER_BIN, Request,
 };
 
 /// The invocation id format, checked before the id names anything on disk.
@@ -120,21 +119,11 @@ impl Sandbox {
         extra_read_paths: &[PathBuf],
         has_credential: bool,
     ) -> LaunchSpec {
-        let mut read_paths: Vec<PathBuf> = SYSTEM_READ_PATHS.iter().map(PathBuf::from).collect();
+        let mut spec = LaunchSpec::with_defaults(executable.to_path_buf(), self.identity);
         // The tool's own bundle: its executable and whatever it ships beside it.
-        if let Some(bundle) = executable.parent() {
-            read_paths.push(bundle.to_path_buf());
-        }
-        read_paths.extend(extra_read_paths.iter().cloned());
-        LaunchSpec {
-            executable: executable.to_path_buf(),
-            identity: self.identity,
-            limits,
-            landlock,
-            read_paths,
-            device_paths: DEVICE_PATHS.iter().map(PathBuf::from).collect(),
-            has_credential,
-        }
+        spec.read_paths.extend(executable.parent().map(Path::to_path_buf));
+        spec.read_paths.extend(extra_read_paths.iter().cloned());
+        LaunchSpec { limits, landlock, has_credential, ..spec }
     }
 }
 
@@ -177,15 +166,7 @@ fn beside_this_executable() -> anyhow::Result<PathBuf> {
 
 /// Runs the runner once with the default spec and reads what it could apply.
 fn probe(runner: &Path, identity: Option<Identity>, run_dir: &Path) -> anyhow::Result<ProbeReport> {
-    let spec = LaunchSpec {
-        executable: runner.to_path_buf(),
-        identity,
-        limits: Limits::default(),
-        landlock: LandlockMode::Auto,
-        read_paths: SYSTEM_READ_PATHS.iter().map(PathBuf::from).collect(),
-        device_paths: DEVICE_PATHS.iter().map(PathBuf::from).collect(),
-        has_credential: false,
-    };
+    let spec = LaunchSpec::with_defaults(runner.to_path_buf(), identity);
     let output = std::process::Command::new(runner)
         .arg("--probe")
         .arg(serde_json::to_string(&spec)?)
