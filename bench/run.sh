@@ -32,14 +32,15 @@ start_router() { # $1 = name, $2 = database url or "", $3 = "tls" for HTTPS (def
   "${ROUTER_BIN:-./target/release/xerotier-router}" --state-dir "$dir/state" "${http[@]}" --listen 127.0.0.1:0 --mesh-bind tcp://127.0.0.1:0 --log-level "${LOG_LEVEL:-warn}" "${db[@]}" >"$dir/router.log" 2>&1 &
   echo $! >"$dir/pid"; STARTED+=($!)
   for _ in $(seq 1 200); do [ -s "$dir/state/http.addr" ] && break; sleep 0.05; done
-  ADDR=$(cat "$dir/state/http.addr"); KEY=$(cat "$dir/state/bootstrap.key")
+  # A replica on an already bootstrapped database writes no bootstrap key: KEY stays the first's.
+  ADDR=$(cat "$dir/state/http.addr"); KEY=$(cat "$dir/state/bootstrap.key" 2>/dev/null || echo "${KEY:-}")
 }
 router_pid() { cat "$OUT/$1/pid"; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 stop_router() { kill "$(cat "$OUT/$1/pid")"; wait "$(cat "$OUT/$1/pid")" 2>/dev/null || true; }
 rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
-SECTIONS="${SECTIONS:-http tls keys enroll fleet rotation exec isolation fairness}"
+SECTIONS="${SECTIONS:-http tls keys enroll fleet rotation exec isolation fairness fanout order replicas revoke xrotation}"
 AGENTS="${AGENTS:-1000}"
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 fresh_pg() { local name="bench_$1_$$"; psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >/dev/null; echo "$PG_BASE/$name"; }
@@ -279,6 +280,203 @@ for layer in report["layers"]:
 print(f"(Landlock: {report['landlock']}; tool user: {report['tool_user']}; {report['rounds']} rounds)")
 PY
 fi
+# ---------------------------------------------------------------------------------------------
+# Several replicas on one PostgreSQL (issue 12): sections `replicas`, `revoke`, `xrotation`.
+# Each starts N routers on one fresh database, each with its own state dir; only the first
+# bootstraps (its bootstrap.key is everyone's admin key).
+start_replica() { # $1 = name, $2 = database url, more = extra router arguments; sets ADDR
+  local dir="$OUT/$1" name="$1" url="$2"; shift 2; mkdir -p "$dir"; rm -rf "$dir/state"
+  "${ROUTER_BIN:-./target/release/xerotier-router}" --state-dir "$dir/state" --insecure-http --listen 127.0.0.1:0 --mesh-bind tcp://127.0.0.1:0 \
+    --log-level "${LOG_LEVEL:-warn}" --database-url "$url" "$@" >"$dir/router.log" 2>&1 &
+  echo $! >"$dir/pid"; STARTED+=($!)
+  for _ in $(seq 1 200); do [ -s "$dir/state/http.addr" ] && break; sleep 0.05; done
+  ADDR=$(cat "$dir/state/http.addr")
+  for _ in $(seq 1 100); do curl -fsS "http://$ADDR/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
+}
+# Starts $2 replicas named $1-1 … $1-N on database $3 (more = extra router arguments); sets
+# ADDRS (one per replica) and KEY (the first's bootstrap key).
+start_replicas() {
+  local prefix="$1" n="$2" url="$3"; shift 3; ADDRS=()
+  for i in $(seq 1 "$n"); do start_replica "$prefix-$i" "$url" "$@"; ADDRS+=("$ADDR"); done
+  KEY=$(cat "$OUT/$prefix-1/state/bootstrap.key")
+}
+stop_replicas() { for i in $(seq 1 "$2"); do stop_router "$1-$i"; done; }
+
+if want replicas; then
+# Authenticated GET /v1/exec/tools against /healthz on 1, 2 and 3 replicas: one wrk per replica,
+# all at once, 32 connections in all; the sums of the replicas' req/s, ROUNDS alternating rounds.
+# A replica that misses its lease renewals (CPU starved) fences itself and answers 503
+# replica_fenced: such answers are not counted as served (req/s of 2xx only), they are reported.
+ok_rps() { awk '/requests in/ {n=$1; s=$4; sub(/s,?$/, "", s)} /Non-2xx/ {bad=$5} END {printf "%.2f", (n - bad) / s}' "$1"; }
+non2xx() { awk '/Non-2xx/ {bad=$5} END {print bad + 0}' "$1"; }
+echo "| replicas | /healthz req/s (sum) | GET /v1/exec/tools req/s (sum, 2xx, authenticated) | ratio | tools req/s per replica | non-2xx (fenced) answers | fences logged |"
+echo "|---|---|---|---|---|---|---|"
+for n in 1 2 3; do
+  url=$(fresh_pg "replicas$n")
+  start_replicas "replicas$n" "$n" "$url"
+  conns=$(( (32 + n - 1) / n )); d="$OUT/replicas$n-1"
+  for addr in "${ADDRS[@]}"; do curl -fsS -H "Authorization: Bearer $KEY" "http://$addr/v1/exec/tools" >/dev/null; done
+  h_sum=0; t_sum=0; per=(); bad=0
+  for r in $(seq 1 "$ROUNDS"); do
+    for kind in healthz tools; do
+      pids=()
+      for i in $(seq 1 "$n"); do
+        addr=${ADDRS[$((i - 1))]}
+        if [ "$kind" = healthz ]; then wrk -t1 -c"$conns" -d"${SECONDS_PER_RUN}s" "http://$addr/healthz" >"$d/healthz-$r-$i.txt" &
+        else wrk -t1 -c"$conns" -d"${SECONDS_PER_RUN}s" -H "Authorization: Bearer $KEY" "http://$addr/v1/exec/tools" >"$d/tools-$r-$i.txt" & fi
+        pids+=($!)
+      done
+      wait "${pids[@]}"
+    done
+    for i in $(seq 1 "$n"); do
+      bad=$((bad + $(non2xx "$d/tools-$r-$i.txt") + $(non2xx "$d/healthz-$r-$i.txt")))
+      h_sum=$(echo "$h_sum + $(ok_rps "$d/healthz-$r-$i.txt")" | bc -l)
+      t_sum=$(echo "$t_sum + $(ok_rps "$d/tools-$r-$i.txt")" | bc -l)
+      per[$i]=$(echo "${per[$i]:-0} + $(ok_rps "$d/tools-$r-$i.txt")" | bc -l)
+    done
+  done
+  stop_replicas "replicas$n" "$n"
+  fences=$(cat "$OUT"/replicas"$n"-*/router.log | grep -c "replica FENCED" || true)
+  per_text=""; for i in $(seq 1 "$n"); do per_text+="$(printf "%.0f" "$(echo "${per[$i]}/$ROUNDS" | bc -l)") "; done
+  printf "| %s | %.0f | %.0f | %.2f | %s| %s | %s |\n" "$n" "$(echo "$h_sum/$ROUNDS" | bc -l)" "$(echo "$t_sum/$ROUNDS" | bc -l)" "$(echo "$t_sum/$h_sum" | bc -l)" "$per_text" "$bad" "$fences"
+done
+fi
+echo
+if want revoke; then
+# Revoke latency across 3 replicas: a key created on A and cached on B and C, revoked through A
+# while B and C are probed with it every millisecond; after the return both must refuse it.
+# The failed-authentication limiter is opened wide: the probes' refusals are the point.
+ROUNDS_REVOKE="${ROUNDS_REVOKE:-300}"
+url=$(fresh_pg revoke)
+# REVOKE_PROFILE=1: PostgreSQL logs every statement of this database with its duration (and
+# timestamps), summarised below the table: where a revoke's time goes. Costs some latency itself.
+if [ "${REVOKE_PROFILE:-}" = 1 ]; then
+  psql -q "$PG_ADMIN" -c "ALTER DATABASE ${url##*/} SET log_min_duration_statement = 0" -c "ALTER SYSTEM SET log_line_prefix = '%m [%p] %d '" -c "SELECT pg_reload_conf()" >/dev/null
+  pg_log="${XEROTIER_TEST_PG_DIR:-/tmp/xerotier-pg}/log"; pg_log_from=$(stat -c %s "$pg_log")
+fi
+start_replicas revoke 3 "$url" --auth-failure-burst 1000000 --auth-failures-per-minute 1000000
+./target/release/xerotier-bench revoke-replicas --url "http://${ADDRS[0]}" --url "http://${ADDRS[1]}" --url "http://${ADDRS[2]}" --api-key "$KEY" --rounds "$ROUNDS_REVOKE" >"$OUT/revoke.json" 2>"$OUT/revoke.err"
+stop_replicas revoke 3
+echo "| replicas | rounds | revoke on A returns p50 ms | p99 ms | max ms | call → refused on B and C p50 ms | p99 ms | max ms | accepted after return |"
+echo "|---|---|---|---|---|---|---|---|---|"
+python3 - "$OUT/revoke.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+bad = r['accepted_after_return'] + r['not_refused_after_return']
+print(f"| {r['replicas']} | {r['rounds']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['revoke_max_ms']:.2f} | {r['refused_everywhere_p50_ms']:.2f} | {r['refused_everywhere_p99_ms']:.2f} | {r['refused_everywhere_max_ms']:.2f} | {bad} |")
+for p in r['per_replica']:
+    print(f"(first refusal on {p['replica']}: p50 {p['first_refusal_p50_ms']:.2f} ms, p99 {p['first_refusal_p99_ms']:.2f} ms, max {p['first_refusal_max_ms']:.2f} ms)")
+if r['never_refused']:
+    print(f"(probes that saw no refusal within 5 s: {r['never_refused']})")
+PY
+if [ "${REVOKE_PROFILE:-}" = 1 ]; then
+  tail -c +"$((pg_log_from + 1))" "$pg_log" >"$OUT/revoke-pg.log"
+  psql -q "$PG_ADMIN" -c "ALTER SYSTEM RESET log_line_prefix" -c "SELECT pg_reload_conf()" >/dev/null
+  echo; echo "| statement (PostgreSQL's own duration, all replicas, whole run) | count | p50 ms | p99 ms | max ms |"
+  echo "|---|---|---|---|---|"
+  python3 - "$OUT/revoke-pg.log" "${url##*/}" <<'PY'
+import re, sys
+kinds = [("COMMIT (the revoke's, and other transactions')", r"^COMMIT"),
+         ("acknowledgement (UPDATE router_replicas … pg_notify, autocommit)", r"WITH acked AS"),
+         ("lease renewal", r"UPDATE router_replicas SET heartbeat_at"),
+         ("replicas_behind (the waiter's check)", r"SELECT id FROM router_replicas WHERE stopped_at IS NULL"),
+         ("latest_signal_seq", r"sequence_counters WHERE name = 'signals'"),
+         ("signals_after (the applier's catch-up)", r"FROM replica_signals WHERE seq >")]
+got = {k: [] for k, _ in kinds}
+entries = []
+for line in open(sys.argv[1], errors="replace"):
+    if line[:1].isspace() and entries:  # a statement's continuation lines
+        entries[-1] += " " + line.strip()
+    else:
+        entries.append(line.rstrip())
+for line in entries:
+    if f" {sys.argv[2]} " not in line:
+        continue
+    m = re.search(r"duration: ([0-9.]+) ms +(?:statement|execute [^:]*): (.*)", line)
+    if not m:
+        continue
+    for k, pat in kinds:
+        if re.search(pat, m.group(2)):
+            got[k].append(float(m.group(1)))
+            break
+for k, _ in kinds:
+    v = sorted(got[k])
+    if not v:
+        continue
+    pct = lambda p: v[min(len(v) - 1, max(0, int(len(v) * p + 0.999999) - 1))]
+    print(f"| {k} | {len(v)} | {pct(0.5):.2f} | {pct(0.99):.2f} | {v[-1]:.2f} |")
+PY
+  # Per revoke: its commit, the three replicas' acknowledgements, the waiter's last check.
+  python3 - "$OUT/revoke-pg.log" "${url##*/}" <<'PY'
+import re, sys
+from datetime import datetime
+db = sys.argv[2]
+entries = []
+for line in open(sys.argv[1], errors="replace"):
+    if line[:1].isspace() and entries:
+        entries[-1] += " " + line.strip()
+    else:
+        entries.append(line.rstrip())
+ev = []
+for e in entries:
+    if f" {db} " not in e: continue
+    m = re.match(r"(\S+ \S+) UTC \[(\d+)\] \S+ LOG:  duration: ([0-9.]+) ms  (statement|execute [^:]*): (.*)", e)
+    if not m: continue
+    t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()*1000
+    ev.append((t, int(m.group(2)), float(m.group(3)), m.group(5)))
+res = []
+for i,(t,pid,d,s) in enumerate(ev):
+    if "revoked_at" in s and s.startswith("UPDATE api_keys"):
+        # commit of this pid
+        c = next(((t2,d2) for (t2,p2,d2,s2) in ev[i+1:] if p2==pid and s2.startswith("COMMIT")), None)
+        if not c: continue
+        t1 = c[0]
+        later = [x for x in ev[i+1:] if x[0] >= t1 - 0.0001]
+        acks = [x for x in later if x[3].startswith("WITH acked")][:3]
+        nxt = next((x for x in later if "INSERT INTO api_keys" in x[3]), None)
+        rb = [x for x in later if x[3].startswith("SELECT id FROM router_replicas WHERE stopped_at IS NULL") and (nxt is None or x[0] < nxt[0])]
+        if len(acks) < 3 or not rb: continue
+        res.append((t - d, c[1], acks[-1][0]-t1, rb[-1][0]-acks[-1][0], len(rb), rb[-1][0] - (t-d)))
+def pct(v,p):
+    v=sorted(v); return v[min(len(v)-1,max(0,int(len(v)*p+0.999999)-1))]
+print(f"\n| one revoke, from PostgreSQL's log ({len(res)} revokes; log timestamps in ms) | p50 ms | p99 ms | max ms |")
+print("|---|---|---|---|")
+for name, k in (("revoke COMMIT duration (fsync)",1),("commit end -> 3rd ack executed",2),("3rd ack -> waiter's last replicas_behind done",3),("replicas_behind calls per revoke (count)",4),("revoke UPDATE start -> last replicas_behind done",5)):
+    v=[r[k] for r in res]; print(f"| {name} | {pct(v,.5):.2f} | {pct(v,.99):.2f} | {max(v):.2f} |")
+PY
+fi
+fi
+echo
+if want xrotation; then
+# Cross-replica rotation: one simulated agent enrolled through C with its mesh session on C;
+# ROUNDS_ROT rotations requested through C itself (the baseline), then through A. Request →
+# the agent receiving its promotion (agent side), and request → `rotation_completed` (the old
+# key retired; the event's time, millisecond resolution).
+ROUNDS_ROT="${ROUNDS_ROT:-200}"
+# Baseline: one router alone on its database, same rounds.
+url=$(fresh_pg xrotate1)
+start_replicas xrotate1 1 "$url"
+./target/release/xerotier-bench rotate --base-url "http://${ADDRS[0]}" --api-key "$KEY" --agents 1 --rounds "$ROUNDS_ROT" >"$OUT/xrotate-alone.json" 2>"$OUT/xrotate-alone.err"
+stop_replicas xrotate1 1
+url=$(fresh_pg xrotate)
+start_replicas xrotate 3 "$url"
+A="http://${ADDRS[0]}"; C="http://${ADDRS[2]}"
+./target/release/xerotier-bench rotate-floor --base-url "$C" --api-key "$KEY" --rounds "$ROUNDS_ROT" >"$OUT/xrotate-floor.json"
+./target/release/xerotier-bench rotate --base-url "$C" --api-key "$KEY" --agents 1 --rounds "$ROUNDS_ROT" >"$OUT/xrotate-same.json" 2>"$OUT/xrotate-same.err"
+./target/release/xerotier-bench rotate --base-url "$C" --request-url "$A" --api-key "$KEY" --agents 1 --rounds "$ROUNDS_ROT" >"$OUT/xrotate-cross.json" 2>"$OUT/xrotate-cross.err"
+stop_replicas xrotate 3
+echo "| rotation requested through | session on | promoted p50 ms | p99 ms | old key retired p50 ms | p99 ms | promoted p50 / floor p50 | promoted, old key not retired within 5 s (the run stops at the first) |"
+echo "|---|---|---|---|---|---|---|---|"
+python3 - "$OUT/xrotate-same.json" "$OUT/xrotate-cross.json" "$OUT/xrotate-floor.json" "$OUT/xrotate-alone.json" <<'PY'
+import json, sys
+floor = json.load(open(sys.argv[3]))
+for label, on, path in (("one router alone (no replicas)", "the same router", sys.argv[4]), ("C (same replica)", "C", sys.argv[1]), ("A (another replica)", "C", sys.argv[2])):
+    r = json.load(open(path))
+    print(f"| {label} | {on} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['completed_p50_ms']} | {r['completed_p99_ms']} | {r['p50_ms']/floor['p50_ms']:.1f} | {r['not_retired']} of {r['rounds_done']} (of {r['rounds']} asked) |")
+print(f"(floor on C, mesh round trip + crypto: p50 {floor['p50_ms']:.3f} ms, p99 {floor['p99_ms']:.3f} ms)")
+PY
+fi
+# ---------------------------------------------------------------------------------------------
 echo
 if want fairness; then
 # 100 honest simulated agents renew every 200 ms; FAIR_SECONDS without, then FAIR_SECONDS while
@@ -297,5 +495,53 @@ f = json.load(open(sys.argv[2]))
 q50, q99 = f['quiet_p50_us'] / 1000, f['quiet_p99_us'] / 1000
 print(f"| {sys.argv[1]} | {f['concurrency']} | {q50:.2f} / {q99:.2f} | {f['p50_ms']:.2f} / {f['p99_ms']:.2f} | {f['p99_ms'] / max(q99, 0.001):.2f} | {f['flood_hellos']} | {f['acked_quiet']}/{f['sent_quiet']} / {f['ops']}/{f['sent_flood']} |")
 PY
+done
+fi
+echo
+if want fanout; then
+# Event fan-out across replicas (PostgreSQL): two routers on one database; FANOUT_ROUNDS events
+# (pauses and resumes of one agent) committed through A, each awaited on a live events stream
+# held on B, which the commit's NOTIFY wakes. One event in flight at a time.
+echo "| replicas | events | write answered → delivered on the other replica p50 ms | p99 ms | write sent → delivered p50 ms | p99 ms |"
+echo "|---|---|---|---|---|---|"
+url=$(fresh_pg fanout)
+start_router fanout-a "$url"; A_ADDR=$ADDR
+start_router fanout-b "$url"; B_ADDR=$ADDR
+./target/release/xerotier-bench event-fan-out --write-url "http://$A_ADDR" --read-url "http://$B_ADDR" --api-key "$KEY" --rounds "${FANOUT_ROUNDS:-1000}" >"$OUT/fanout.json"
+stop_router fanout-b
+stop_router fanout-a
+python3 - "$OUT/fanout.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"| 2 (PostgreSQL) | {r['ops']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['request_p50_ms']:.2f} | {r['request_p99_ms']:.2f} |")
+PY
+fi
+echo
+if want order; then
+# What numbering audit records costs an invocation's creation (the hot path) on PostgreSQL:
+# the creating statement (bench/order/*.sql) under pgbench, 16 clients, on three databases
+# migrated by this build's router: as of migration 10 (the `seq` columns dropped again), as
+# built (late numbering: `seq` NULL, `insert_order` from a sequence), and with a counter row
+# (the alternative). Rounds alternate between them.
+echo "| audit record order | invocation creations/s (16 clients) | mean latency ms |"
+echo "|---|---|---|"
+for v in v10 late counter; do
+  url=$(fresh_pg "order_$v")
+  start_router "order-$v" "$url"; stop_router "order-$v"
+done
+psql -q "$PG_BASE/bench_order_v10_$$" -c "ALTER TABLE audit_log DROP COLUMN seq, DROP COLUMN insert_order"
+# The counter starts above what the router numbered already (its bootstrap's records).
+psql -q "$PG_BASE/bench_order_counter_$$" -c "INSERT INTO sequence_counters SELECT 'audit', COALESCE(MAX(seq), 0) FROM audit_log"
+for r in $(seq 1 "$ROUNDS"); do
+  for v in v10 late counter; do
+    f=bench/order/invocation_create.sql; [ "$v" = counter ] && f=bench/order/invocation_create_counter_row.sql
+    pgbench -n -M simple -c 16 -j 2 -T "$SECONDS_PER_RUN" -f "$f" "$PG_BASE/bench_order_${v}_$$" >"$OUT/order-$v-$r.txt" 2>&1
+  done
+done
+for v in v10 late counter; do
+  tps=$(cat "$OUT"/order-$v-*.txt | awk '/^tps/ {s+=$3; n++} END {printf "%.0f", s/n}')
+  lat=$(cat "$OUT"/order-$v-*.txt | awk '/latency average/ {s+=$4; n++} END {printf "%.1f", s/n}')
+  case $v in v10) label="none (as of migration 10)";; late) label="late numbering (as built)";; counter) label="counter row locked to the commit";; esac
+  echo "| $label | $tps | $lat |"
 done
 fi

@@ -35,12 +35,18 @@ mapfile -t NAMES < <(printf '%s\n' "$env_var" $fault_names $variants TestFault |
 
 [ -n "$env_var" ] || fail "could not read the environment variable name from $MODULE"
 
-# The router's one fault (skip its argument check, so the XEM's own check can be tested).
+# The router's faults (skip its argument check, hostile invocation ids, so the XEM's own checks
+# can be tested) and its shifted clock (XEROTIER_ROUTER_TEST_CLOCK_OFFSET_MS, a replica whose
+# clock lags): every `const NAME: &str = "…";` of the module, environment variables included.
 ROUTER_MODULE=crates/xerotier-router/src/test_faults.rs
 ROUTER_FAULT_BIN=target/debug/xerotier-router
 [ -f "$ROUTER_MODULE" ] || fail "$ROUTER_MODULE not found"
 mapfile -t ROUTER_NAMES < <(sed -nE 's/^const [A-Z_]+: &str = "([A-Za-z0-9_]+)";$/\1/p' "$ROUTER_MODULE")
 [ ${#ROUTER_NAMES[@]} -ge 2 ] || fail "could not read the router's fault names from $ROUTER_MODULE"
+for required in XEROTIER_ROUTER_TEST_FAULT XEROTIER_ROUTER_TEST_CLOCK_OFFSET_MS; do
+  printf '%s\n' "${ROUTER_NAMES[@]}" | grep -qxF "$required" ||
+    fail "$required was not read from $ROUTER_MODULE; the script's pattern no longer matches it"
+done
 echo "router fault names taken from $ROUTER_MODULE: ${ROUTER_NAMES[*]}"
 n_faults=$(printf '%s\n' $fault_names | sed '/^$/d' | wc -l)
 n_variants=$(printf '%s\n' $variants | sed '/^$/d' | wc -l)

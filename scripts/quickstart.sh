@@ -2,17 +2,43 @@
 # Starts a local router (embedded SQLite store) and one enrolled XEM agent, state in
 # .xerotier-local/, and prints what to do next. Ctrl-C stops both; running it again keeps the
 # state (the XEM reconnects with its stored identity, no new join key needed).
+#
+# `--replicas N` (2-9) starts N router replicas on one local PostgreSQL instead (HTTPS on
+# consecutive ports from 8080, mesh from 5555, one CA shared by all), state in
+# .xerotier-local-replicas/ and the database in /tmp/xerotier-quickstart-pg (port 55440).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+REPLICAS=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --replicas) REPLICAS="${2:-}"; shift 2 || { echo "--replicas needs a number" >&2; exit 2; } ;;
+    --replicas=*) REPLICAS="${1#*=}"; shift ;;
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+case "$REPLICAS" in
+  [1-9]) ;;
+  *) echo "--replicas takes 1 to 9, not ${REPLICAS@Q}" >&2; exit 2 ;;
+esac
 scripts/install-deps.sh
 cargo build --release --bins
 BIN="$PWD/target/release"
 ROOT="$PWD/.xerotier-local"
+[ "$REPLICAS" -gt 1 ] && ROOT="$PWD/.xerotier-local-replicas"
 mkdir -p "$ROOT/xem"
 LISTEN="${XEROTIER_QUICKSTART_LISTEN:-127.0.0.1:8080}"
 MESH="${XEROTIER_QUICKSTART_MESH:-tcp://127.0.0.1:5555}"
 PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+DB_ARGS=()
+PG_BIN=""
+PG_DIR="${XEROTIER_QUICKSTART_PG_DIR:-/tmp/xerotier-quickstart-pg}"
+PG_PORT="${XEROTIER_QUICKSTART_PG_PORT:-55440}"
+as_postgres() { if [ "$(id -u)" = 0 ]; then su postgres -s /bin/bash -c "$*"; else bash -c "$*"; fi; }
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true
+  if [ -n "$PG_BIN" ]; then as_postgres "$PG_BIN/pg_ctl -D $PG_DIR/d -m fast stop" >/dev/null 2>&1 || true; fi
+}
 trap cleanup EXIT INT TERM
 
 wait_for() { # $1 = description, $2.. = command that succeeds when ready
@@ -21,14 +47,51 @@ wait_for() { # $1 = description, $2.. = command that succeeds when ready
   echo "timed out waiting for $what" >&2; return 1
 }
 
+if [ "$REPLICAS" -gt 1 ]; then
+  # One PostgreSQL every replica shares (kept between runs, like the SQLite file would be).
+  for d in /usr/lib/postgresql/*/bin; do [ -x "$d/pg_ctl" ] && PG_BIN="$d"; done
+  if [ -z "$PG_BIN" ]; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q postgresql >&2
+    for d in /usr/lib/postgresql/*/bin; do [ -x "$d/pg_ctl" ] && PG_BIN="$d"; done
+  fi
+  if [ ! -d "$PG_DIR/d" ]; then
+    mkdir -p "$PG_DIR"; [ "$(id -u)" = 0 ] && chown postgres "$PG_DIR"
+    as_postgres "$PG_BIN/initdb -D $PG_DIR/d -A trust -U postgres" >/dev/null
+  fi
+  if ! as_postgres "$PG_BIN/pg_ctl -D $PG_DIR/d status" >/dev/null 2>&1; then
+    as_postgres "$PG_BIN/pg_ctl -D $PG_DIR/d -l $PG_DIR/log -w -o '-p $PG_PORT -k /tmp -c listen_addresses=127.0.0.1' start" >/dev/null
+  fi
+  as_postgres "$PG_BIN/psql -h 127.0.0.1 -p $PG_PORT -U postgres -tAc \"SELECT 1 FROM pg_database WHERE datname = 'xerotier'\"" | grep -q 1 ||
+    as_postgres "$PG_BIN/psql -h 127.0.0.1 -p $PG_PORT -U postgres -qc 'CREATE DATABASE xerotier'"
+  DB_ARGS=(--database-url "postgres://postgres@127.0.0.1:$PG_PORT/xerotier")
+fi
+
 "$BIN/xerotier-router" --state-dir "$ROOT/router" --listen "$LISTEN" --mesh-bind "$MESH" \
-  >"$ROOT/router.log" 2>&1 &
+  ${DB_ARGS[@]+"${DB_ARGS[@]}"} >"$ROOT/router.log" 2>&1 &
 PIDS+=($!)
 wait_for "the router" test -s "$ROOT/router/http.addr" || { cat "$ROOT/router.log" >&2; exit 1; }
 ADDR=$(cat "$ROOT/router/http.addr")
 # The router serves HTTPS with a CA of its own (created on first start, kept in its state dir).
 CA="$ROOT/router/tls/ca.pem"
 wait_for "the router's health check" curl -fsS --cacert "$CA" "https://$ADDR/healthz"
+REPLICA_LINES=""
+for i in $(seq 2 "$REPLICAS"); do
+  # Every replica presents the first one's certificate (its CA and server key, copied once),
+  # so clients, and a load balancer in front, trust one CA whichever replica answers.
+  dir="$ROOT/router-$i"
+  mkdir -p "$dir" && chmod 0700 "$dir"
+  [ -d "$dir/tls" ] || cp -a "$ROOT/router/tls" "$dir/tls"
+  listen="${LISTEN%:*}:$(( ${LISTEN##*:} + i - 1 ))"
+  mesh="${MESH%:*}:$(( ${MESH##*:} + i - 1 ))"
+  rm -f "$dir/http.addr"
+  "$BIN/xerotier-router" --state-dir "$dir" --listen "$listen" --mesh-bind "$mesh" \
+    "${DB_ARGS[@]}" >"$ROOT/router-$i.log" 2>&1 &
+  PIDS+=($!)
+  wait_for "replica $i" test -s "$dir/http.addr" || { cat "$ROOT/router-$i.log" >&2; exit 1; }
+  wait_for "replica $i's health check" curl -fsS --cacert "$CA" "https://$(cat "$dir/http.addr")/healthz"
+  REPLICA_LINES+="  replica $i https://$(cat "$dir/http.addr")  mesh $(cat "$dir/mesh.addr")   (pid $!, log: $ROOT/router-$i.log)"$'\n'
+done
 export XEROCTL_BASE_URL="https://$ADDR" XEROCTL_CA_FILE="$CA"
 CA_PIN=$(python3 -c 'import hashlib,ssl,sys; print("sha256:"+hashlib.sha256(ssl.PEM_cert_to_DER_cert(open(sys.argv[1]).read())).hexdigest())' "$CA")
 XEROCTL_API_KEY=$(cat "$ROOT/router/bootstrap.key"); export XEROCTL_API_KEY
@@ -86,6 +149,7 @@ if [ ! -s "$ROOT/xem/state/identity.json" ]; then
 fi
 "$BIN/xerotier-xem" --config "$ROOT/xem/xem.yaml" >"$ROOT/xem.log" 2>&1 &
 PIDS+=($!)
+XEM_PID=$!
 unset XEM_JOIN_KEY_FILE
 agent_active() { "$BIN/xeroctl" -o json agents | python3 -c 'import json,sys; sys.exit(0 if any(a["name"]=="quickstart-xem" and a["status"]=="active" for a in json.load(sys.stdin)["data"]) else 1)'; }
 wait_for "the XEM to connect" agent_active || { cat "$ROOT/xem.log" >&2; exit 1; }
@@ -121,4 +185,20 @@ Next steps, in another shell:
 
 Press Ctrl-C to stop the router and the XEM.
 NEXT
-wait -n "${PIDS[@]}"
+if [ "$REPLICAS" -gt 1 ]; then
+  cat <<NEXT
+
+$REPLICAS replicas share PostgreSQL postgres://postgres@127.0.0.1:$PG_PORT/xerotier (data in $PG_DIR):
+  replica 1 https://$ADDR  mesh $(cat "$ROOT/router/mesh.addr")   (pid ${PIDS[0]}, log: $ROOT/router.log)
+${REPLICA_LINES}
+  xeroctl router replicas                          # each replica, live, and the sessions it holds
+  xeroctl agents -o wide                           # REPLICA: where quickstart-xem's session is
+  kill -9 ${PIDS[0]}                                   # kill replica 1: the XEM moves to another in seconds
+  xeroctl --base-url https://\$(cat $ROOT/router-2/http.addr) agents -o wide
+NEXT
+fi
+if [ "$REPLICAS" -gt 1 ]; then
+  wait "$XEM_PID"   # a replica may die (try it): the others and the XEM go on
+else
+  wait -n "${PIDS[@]}"
+fi

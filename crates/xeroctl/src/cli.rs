@@ -76,6 +76,11 @@ pub enum Command {
     },
     /// Read the audit log.
     Audit(AuditArgs),
+    /// The router itself: its replicas.
+    Router {
+        #[command(subcommand)]
+        command: RouterCommand,
+    },
     /// Manage contexts (router URL + API key) in the config file.
     Config {
         #[command(subcommand)]
@@ -86,6 +91,13 @@ pub enum Command {
         #[arg(value_enum)]
         shell: Shell,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RouterCommand {
+    /// The router replicas sharing this router's store: addresses, status (live, expired,
+    /// stopped), and the agent sessions each holds.
+    Replicas,
 }
 
 #[derive(Debug, Args)]

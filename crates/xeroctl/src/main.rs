@@ -60,6 +60,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Exec { command } => with_ctx(&global, out, confirm, |ctx| async move {
             commands::exec::run(&ctx, command).await
         }),
+        Command::Router { command } => with_ctx(&global, out, confirm, |ctx| async move {
+            commands::router::run(&ctx, command).await
+        }),
         Command::Audit(args) => {
             with_ctx(
                 &global,

@@ -5,9 +5,11 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod exec;
+mod fanout;
 mod fleet;
 mod isolation;
 mod keys;
+mod replicas;
 mod rotation;
 mod timeline;
 
@@ -46,6 +48,36 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         agents: usize,
         #[arg(long, default_value_t = 100)]
+        rounds: usize,
+        /// Request the rotations through this replica (another router on the same
+        /// PostgreSQL) instead of BASE_URL, which enrolls the agents and holds their sessions.
+        #[arg(long)]
+        request_url: Option<String>,
+    },
+    /// Several replicas: ROUNDS keys created on the first URL, used on the others (cached
+    /// there), revoked through the first; revoke latency, and call → first refusal on each
+    /// other replica (probed every PROBE_INTERVAL_MS); any acceptance after the return counts.
+    RevokeReplicas {
+        /// The replicas' base URLs, the first one revokes.
+        #[arg(long = "url", required = true)]
+        urls: Vec<String>,
+        #[arg(long)]
+        api_key: String,
+        #[arg(long, default_value_t = 300)]
+        rounds: usize,
+        #[arg(long, default_value_t = 1)]
+        probe_interval_ms: u64,
+    },
+    /// Event fan-out across replicas: ROUNDS events committed through WRITE_URL, each awaited
+    /// on a live events stream held on READ_URL (another replica on the same database).
+    EventFanOut {
+        #[arg(long)]
+        write_url: String,
+        #[arg(long)]
+        read_url: String,
+        #[arg(long)]
+        api_key: String,
+        #[arg(long, default_value_t = 500)]
         rounds: usize,
     },
     /// One mesh round trip plus the rotation crypto, ROUNDS times: the floor under `rotate`.
@@ -243,8 +275,15 @@ fn main() -> anyhow::Result<()> {
                 fleet::enroll_throughput(base_url, api_key, args.seconds, args.concurrency).await
             }
             Command::EnrollCryptoFloor => fleet::crypto_floor(args.seconds, args.concurrency).await,
-            Command::Rotate { base_url, api_key, agents, rounds } => {
-                rotation::rotations(base_url, api_key, agents, rounds).await
+            Command::Rotate { base_url, api_key, agents, rounds, request_url } => {
+                rotation::rotations(base_url, api_key, agents, rounds, request_url).await
+            }
+            Command::RevokeReplicas { urls, api_key, rounds, probe_interval_ms } => {
+                let interval = Duration::from_millis(probe_interval_ms);
+                replicas::revoke_latency(urls, api_key, rounds, interval).await
+            }
+            Command::EventFanOut { write_url, read_url, api_key, rounds } => {
+                fanout::fan_out(write_url, read_url, api_key, rounds).await
             }
             Command::RotateFloor { base_url, api_key, rounds } => {
                 rotation::floor(base_url, api_key, rounds).await

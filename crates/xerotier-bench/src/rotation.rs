@@ -186,12 +186,18 @@ async fn rotate(
 
 /// Rotates `count` agents at once (or one agent `rounds` times) and measures request → the
 /// agent receiving its promotion.
+/// With `request_url` (another replica on the same PostgreSQL), the rotations are requested
+/// there while the agents' sessions stay on `base_url`'s replica. With at most
+/// [`COMPLETION_AGENTS`] agents, each round also waits for the old key's retirement
+/// (`rotation_completed`, read through the requesting replica) and reports request → retired.
 pub async fn rotations(
     base_url: String,
     api_key: String,
     agents: usize,
     rounds: usize,
+    request_url: Option<String>,
 ) -> anyhow::Result<Report> {
+    let request_base = request_url.clone().unwrap_or_else(|| base_url.clone());
     let sims = enroll_agents(&base_url, &api_key, agents).await?;
     let ids: Vec<String> = sims.iter().map(|a| a.enrolled.answer.agent_id.clone()).collect();
     let stop = Arc::new(AtomicBool::new(false));
@@ -203,19 +209,27 @@ pub async fn rotations(
     let client = reqwest::Client::new();
     let started = Instant::now();
     let mut latencies = Vec::new();
+    let mut completed = Vec::new();
+    let mut not_retired = 0u64;
+    let mut cursors: HashMap<String, Option<String>> = HashMap::new();
+    let mut rounds_done = 0u64;
     for _ in 0..rounds {
+        rounds_done += 1;
         let round_start = Instant::now();
         let requests = ids.iter().map(|id| {
             let client = client.clone();
-            let (base_url, api_key) = (base_url.clone(), api_key.clone());
+            let (base_url, api_key) = (request_base.clone(), api_key.clone());
             async move {
+                let wall = wall_ms();
                 let t = Instant::now();
                 let request_id = rotate(&client, &base_url, &api_key, id).await?;
-                Ok::<_, anyhow::Error>((request_id, t))
+                Ok::<_, anyhow::Error>((request_id, (t, wall, id.clone())))
             }
         });
-        let sent: HashMap<String, Instant> =
+        let requested: HashMap<String, (Instant, i64, String)> =
             futures::future::try_join_all(requests).await?.into_iter().collect();
+        let sent: HashMap<&String, Instant> =
+            requested.iter().map(|(request_id, (t, _, _))| (request_id, *t)).collect();
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut done = 0;
         while done < sent.len() {
@@ -233,6 +247,27 @@ pub async fn rotations(
             sent.len(),
             round_start.elapsed().as_secs_f64()
         );
+        if agents <= COMPLETION_AGENTS {
+            for (request_id, (_, wall, agent_id)) in &requested {
+                let cursor = cursors.entry(agent_id.clone()).or_default();
+                match wait_retired(&client, &request_base, &api_key, agent_id, request_id, cursor)
+                    .await?
+                {
+                    Some(retired_at) => completed
+                        .push(Duration::from_millis(u64::try_from(retired_at - wall).unwrap_or(0))),
+                    None => {
+                        eprintln!(
+                            "rotation {request_id}: promoted, old key not retired within {RETIRE_WAIT:?}"
+                        );
+                        not_retired += 1;
+                    }
+                }
+            }
+            // Its agent stays on two keys (never `active` again): the run ends here.
+            if not_retired > 0 {
+                break;
+            }
+        }
         // Agents reconnect on the new key; give them the handshake before the next round.
         wait_connected(&base_url, &api_key, &ids).await?;
     }
@@ -240,10 +275,76 @@ pub async fn rotations(
     stop.store(true, Ordering::Relaxed);
     driver.join().map_err(|_| anyhow::anyhow!("driver panicked"))??;
     let last = latencies.iter().max().copied().unwrap_or_default();
+    completed.sort();
+    let percentile = |p: f64| {
+        let rank = (completed.len() as f64 * p).ceil() as usize;
+        completed
+            .get(rank.saturating_sub(1).min(completed.len().saturating_sub(1)))
+            .map_or(0, |d| d.as_millis() as u64)
+    };
+    let (completed_p50, completed_p99) = (percentile(0.50), percentile(0.99));
     Ok(Report::new("curve_rotation", elapsed, vec![latencies], agents)
         .with_extra("agents", agents as u64)
         .with_extra("rounds", rounds as u64)
-        .with_extra("last_promotion_ms", last.as_millis() as u64))
+        .with_extra("last_promotion_ms", last.as_millis() as u64)
+        .with_extra("completed_count", completed.len() as u64)
+        .with_extra("not_retired", not_retired)
+        .with_extra("rounds_done", rounds_done)
+        .with_extra("completed_p50_ms", completed_p50)
+        .with_extra("completed_p99_ms", completed_p99)
+        .with_json("request_url", request_base.into())
+        .with_json("sessions_url", base_url.into()))
+}
+
+/// Up to this many agents, each rotation's retirement of the old key is awaited and timed.
+const COMPLETION_AGENTS: usize = 16;
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// How long a promoted rotation's retirement of the old key is waited for.
+const RETIRE_WAIT: Duration = Duration::from_secs(5);
+
+/// Polls the agent's events (from `cursor` on) until `rotation_completed` of `request_id`;
+/// returns that event's time (the router's clock, milliseconds), or `None` after
+/// [`RETIRE_WAIT`].
+async fn wait_retired(
+    client: &reqwest::Client,
+    base_url: &str,
+    api_key: &str,
+    agent_id: &str,
+    request_id: &str,
+    cursor: &mut Option<String>,
+) -> anyhow::Result<Option<i64>> {
+    let deadline = Instant::now() + RETIRE_WAIT;
+    loop {
+        let mut url = format!("{base_url}/v1/management/agents/{agent_id}/events?limit=500");
+        if let Some(after) = cursor.as_deref() {
+            url.push_str(&format!("&after={after}"));
+        }
+        let page: serde_json::Value =
+            client.get(url).bearer_auth(api_key).send().await?.json().await?;
+        for event in page["data"].as_array().into_iter().flatten() {
+            if let Some(id) = event["id"].as_str() {
+                *cursor = Some(id.to_string());
+            }
+            if event["type"] == "rotation_completed" && event["request_id"] == request_id {
+                let at = event["at"].as_str().unwrap_or_default();
+                return xerotier_core::parse_rfc3339(at)
+                    .with_context(|| format!("event time {at:?}"))
+                    .map(Some);
+            }
+        }
+        if Instant::now() > deadline {
+            return Ok(None);
+        }
+        if page["has_more"] != true {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
 }
 
 /// Waits until no rotation is pending and every agent's current key has been seen (its

@@ -14,6 +14,8 @@ pub enum IdKind {
     Request,
     Event,
     Invocation,
+    /// A router replica (`rtr_…`), registered in the store while it runs.
+    Replica,
 }
 
 impl IdKind {
@@ -26,6 +28,7 @@ impl IdKind {
             IdKind::Request => "req_",
             IdKind::Event => "evt_",
             IdKind::Invocation => "inv_",
+            IdKind::Replica => "rtr_",
         }
     }
 }

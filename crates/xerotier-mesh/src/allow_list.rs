@@ -74,6 +74,40 @@ impl AllowList {
         before - entries.keys.len()
     }
 
+    /// Makes `keys` exactly the keys of `agent_id` (read from the store), in one step: a frame
+    /// checked meanwhile sees either the old set or the new one, never neither. A key that ever
+    /// mapped to another agent is left out (and logged). Returns how many keys it now has.
+    pub fn set_agent_keys(&self, agent_id: &str, keys: &[[u8; 32]]) -> usize {
+        let mut entries = self.write();
+        entries.keys.retain(|key, (agent, _)| agent != agent_id || keys.contains(key));
+        let mut refused = 0usize;
+        for key in keys {
+            if !entries.may_map(key, agent_id) {
+                refused += 1;
+                continue;
+            }
+            if entries.keys.contains_key(key) {
+                continue;
+            }
+            entries.generation += 1;
+            let generation = entries.generation;
+            entries.owners.insert(*key, agent_id.to_string());
+            entries.keys.insert(*key, (agent_id.to_string(), generation));
+        }
+        let now = entries.keys.values().filter(|(agent, _)| agent == agent_id).count();
+        drop(entries);
+        if refused > 0 {
+            tracing::error!(%agent_id, refused, "left out CURVE keys already used by another agent");
+        }
+        now
+    }
+
+    /// Allows nothing (a fenced replica): every handshake and message is refused until the
+    /// list is loaded again.
+    pub fn clear(&self) {
+        self.write().keys.clear();
+    }
+
     pub fn remove_key(&self, key: &[u8; 32]) {
         self.write().keys.remove(key);
     }
@@ -121,6 +155,28 @@ impl AllowList {
 
     pub fn is_empty(&self) -> bool {
         self.read().keys.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod set_agent_keys_tests {
+    use super::*;
+
+    #[test]
+    fn an_agents_keys_are_replaced_whole_and_a_foreign_key_is_never_taken() {
+        let list = AllowList::default();
+        assert!(list.allow([1; 32], "agt_a"));
+        assert!(list.allow([9; 32], "agt_b"));
+        assert_eq!(list.set_agent_keys("agt_a", &[[1; 32], [2; 32]]), 2);
+        assert_eq!(list.agent_for(&[2; 32]).as_deref(), Some("agt_a"));
+        assert_eq!(list.set_agent_keys("agt_a", &[[2; 32], [9; 32]]), 1, "agt_b's key refused");
+        assert_eq!(list.agent_for(&[1; 32]), None, "the retired key is gone");
+        assert_eq!(list.agent_for(&[9; 32]).as_deref(), Some("agt_b"));
+        assert_eq!(list.set_agent_keys("agt_a", &[]), 0);
+        assert!(!list.contains_agent("agt_a"));
+        assert!(list.contains_agent("agt_b"));
+        list.clear();
+        assert!(list.is_empty());
     }
 }
 

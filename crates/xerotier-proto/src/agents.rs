@@ -92,6 +92,10 @@ pub struct EnrollResponse {
     pub router_curve_key: String,
     pub role: String,
     pub region: Option<String>,
+    /// The mesh address of every live router replica (the one above included), to fail over
+    /// to when the agent's replica stops answering. Absent from routers that predate replicas.
+    #[serde(default)]
+    pub mesh_addrs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -118,6 +122,10 @@ pub struct AgentView {
     pub revoked_reason: Option<String>,
     /// `pending` while its join key's approval requirement waits for an operator.
     pub approval: crate::status::AgentApproval,
+    /// The router replica holding its mesh session (as of its last stored lease renewal);
+    /// `null` when none does (never connected, or its replica died and it has not come back).
+    #[serde(default)]
+    pub replica_id: Option<String>,
     /// Each declared workspace and what was decided about it (shown for one agent, not in
     /// listings).
     #[serde(default, skip_serializing_if = "Option::is_none")]

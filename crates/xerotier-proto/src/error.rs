@@ -48,6 +48,9 @@ pub enum ErrorCode {
     MethodNotAllowed,
     UnsupportedMediaType,
     StoreUnavailable,
+    /// This replica lost its lease (cut off from the database) and serves nothing
+    /// authenticated until it has caught up; retry, or use another replica.
+    ReplicaFenced,
     Internal,
 }
 
@@ -83,6 +86,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::ReplicaFenced => "replica_fenced",
             ErrorCode::Internal => "internal_error",
         }
     }
@@ -116,7 +120,7 @@ impl ErrorCode {
             | ErrorCode::PayloadTooLarge
             | ErrorCode::MethodNotAllowed
             | ErrorCode::UnsupportedMediaType => "invalid_request_error",
-            ErrorCode::StoreUnavailable => "unavailable_error",
+            ErrorCode::StoreUnavailable | ErrorCode::ReplicaFenced => "unavailable_error",
             ErrorCode::Internal => "api_error",
         }
     }

@@ -16,6 +16,7 @@ pub mod mesh;
 pub mod page;
 pub mod pauses;
 pub mod rotation;
+pub mod router;
 pub mod schema;
 pub mod scope;
 pub mod status;

@@ -39,6 +39,10 @@ pub enum Frame {
     },
     /// Router → agent.
     LeaseAck { seq: u64 },
+    /// Router → agent, after every hello: the mesh address of every live replica, to fail
+    /// over to. At most [`MAX_REPLICA_ADDRS`]; the agent checks each (`formats::is_mesh_addr`)
+    /// and refuses the whole list if any is not one.
+    Replicas { mesh_addrs: Vec<String> },
     /// Router → agent: its credentials were revoked; it must re-enroll with a new join key.
     Revoked { reason: String },
     /// Router → agent: generate a fresh CURVE key pair, keep it pending, acknowledge.
@@ -82,6 +86,9 @@ pub enum Frame {
     /// Agent → router: what a credentials reload (startup, SIGHUP) did.
     CredentialsReloaded { report: ReloadReport },
 }
+
+/// The most replica addresses an agent accepts in one list (a longer list is refused whole).
+pub const MAX_REPLICA_ADDRS: usize = 32;
 
 /// What a rotation acknowledgement binds: agent, request, the router's nonce and the new key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -51,6 +51,12 @@ wire_enum!(
 );
 
 wire_enum!(
+    /// A router replica as the registry shows it: `live` (its lease runs, by the database's
+    /// clock), `expired` (its lease ran out: dead or cut off) or `stopped` (it said so).
+    ReplicaStatus { Live => "live", Expired => "expired", Stopped => "stopped" }
+);
+
+wire_enum!(
     /// A join key at a given time.
     JoinKeyState { Active => "active", Used => "used", Revoked => "revoked", Expired => "expired" }
 );

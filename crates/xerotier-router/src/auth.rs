@@ -207,6 +207,8 @@ impl std::ops::Deref for AuthGate {
 #[derive(Debug)]
 pub struct GateParts {
     pub auth: Authenticator,
+    /// A fenced replica (its lease lost) may hold stale keys: it authenticates nothing.
+    pub replication: crate::replication::Replication,
     pub audit: AuditLog,
     pub metrics: Metrics,
     pub failures: FailureLimit,
@@ -343,6 +345,10 @@ where
 /// refusal to answer.
 async fn admit(gate: &AuthGate, scope: Scope, req: Request) -> Result<Request, Response> {
     // The request's context (strings) is built only on the paths that record something.
+    if !gate.replication.is_serving() {
+        gate.metrics.auth_failure("replica_fenced");
+        return Err(ApiError::ReplicaFenced.into_response());
+    }
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| *addr);
     if let Some(retry_after_seconds) = gate.failures.refusal(peer) {
         gate.metrics.auth_rate_limited();

@@ -93,6 +93,15 @@ pub struct RouterArgs {
     /// Live event streams (SSE) one API key may hold open at once [default: 8].
     #[arg(long, env = "XEROTIER_ROUTER_MAX_EVENT_STREAMS_PER_KEY")]
     pub max_event_streams_per_key: Option<u32>,
+    /// The URL clients reach this replica's API at, as shown in the replica registry
+    /// (`xeroctl router replicas`) [default: https://<bound listen address>].
+    #[arg(long, env = "XEROTIER_ROUTER_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// How long this replica's lease on a shared PostgreSQL lasts, in milliseconds: cut off (or
+    /// stalled) longer than this, it fences itself; a revoke waits at most about this long for
+    /// a replica that stopped answering [default: 6000; 1000-60000].
+    #[arg(long, env = "XEROTIER_ROUTER_REPLICA_LEASE_MS")]
+    pub replica_lease_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -119,6 +128,8 @@ struct FileConfig {
     auth_failures_per_minute: Option<u32>,
     auth_failure_burst: Option<u32>,
     max_event_streams_per_key: Option<u32>,
+    public_url: Option<String>,
+    replica_lease_ms: Option<u64>,
 }
 
 /// How the API is served.
@@ -141,6 +152,8 @@ pub struct RouterConfig {
     pub fleet: FleetSettings,
     pub http: HttpMode,
     pub limits: RequestLimits,
+    /// Where clients reach this replica, for the registry; `None`: the bound address.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +210,10 @@ impl RouterConfig {
                 .or(file.mesh_flood_cooldown_seconds)
                 .map(|s| s.saturating_mul(1000))
                 .unwrap_or(defaults.mesh_flood_cooldown_ms),
+            replica_lease_ms: args
+                .replica_lease_ms
+                .or(file.replica_lease_ms)
+                .unwrap_or(defaults.replica_lease_ms),
             ..defaults
         };
         validate_fleet(&fleet)?;
@@ -233,7 +250,17 @@ impl RouterConfig {
                 .unwrap_or(default_limits.event_streams_per_key),
         };
         validate_limits(&limits)?;
+        let public_url = args.public_url.or(file.public_url);
+        if let Some(url) = &public_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(ConfigError::Invalid {
+                name: "public_url",
+                message: format!("{url:?} is not an http:// or https:// URL"),
+            });
+        }
         Ok(Self {
+            public_url,
             listen,
             state_dir,
             http,
@@ -266,6 +293,12 @@ fn validate_fleet(fleet: &FleetSettings) -> Result<(), ConfigError> {
     }
     if fleet.curve_rotation_ack_timeout_ms == 0 {
         return invalid("curve_rotation_ack_timeout_seconds", "must be positive".into());
+    }
+    if !(1_000..=60_000).contains(&fleet.replica_lease_ms) {
+        return invalid(
+            "replica_lease_ms",
+            format!("must be between 1000 and 60000, got {}", fleet.replica_lease_ms),
+        );
     }
     if fleet.mesh_agent_frames_per_second == 0 {
         return invalid("mesh_agent_frames_per_second", "must be positive".into());

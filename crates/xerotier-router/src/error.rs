@@ -32,6 +32,11 @@ pub enum ApiError {
          with a valid API key"
     )]
     TooManyAuthFailures { retry_after_seconds: u64 },
+    #[error(
+        "this router replica is cut off from the database and fenced until it catches up; \
+         retry shortly, or through another replica"
+    )]
+    ReplicaFenced,
 }
 
 impl From<StoreError> for ApiError {
@@ -56,6 +61,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             ApiError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
             ApiError::TooManyAuthFailures { .. } => ErrorCode::TooManyAuthFailures,
+            ApiError::ReplicaFenced => ErrorCode::ReplicaFenced,
         }
     }
 
@@ -88,7 +94,9 @@ impl ApiError {
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::StoreUnavailable | ErrorCode::ReplicaFenced => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -124,6 +132,9 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+        }
+        if let ApiError::ReplicaFenced = self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1u64));
         }
         response
     }

@@ -1,9 +1,10 @@
 //! A per-process cache of API key rows, so that authenticating does not cost a database read.
 //!
-//! It is only correct when this process sees every change to the keys, i.e. on the embedded
-//! SQLite store, which one router owns exclusively (see `server::lock_state`). With PostgreSQL,
-//! several replicas change keys, so the cache is off and every request reads the row: a revoke on
-//! one replica must hold on the next request on every other.
+//! Every change to a key reaches this cache before the change is acknowledged: on SQLite the
+//! store belongs to this one router (see `server::lock_sqlite_store`), which makes the change and
+//! invalidates first; on PostgreSQL a revoke returns only once every replica has applied its
+//! signal (dropping the row here) or fenced itself, and a fenced replica clears the cache
+//! (`replication`).
 //!
 //! Races: a reader that fetched a row before a change committed must not put that stale row
 //! back after the change invalidated it. Each invalidation bumps a generation; a reader notes the
@@ -18,9 +19,8 @@ use xerotier_store::ApiKeyRecord;
 /// Rows kept at most; beyond this the cache is cleared (keys are few; this bounds memory).
 const MAX_ENTRIES: usize = 10_000;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct KeyCache {
-    enabled: bool,
     /// Read by every authenticated request, written only on changes: a read lock, so
     /// concurrent requests never wait on each other.
     inner: RwLock<Inner>,
@@ -38,23 +38,17 @@ struct Inner {
 pub struct ReadTicket(u64);
 
 impl KeyCache {
-    pub fn new(enabled: bool) -> Self {
-        Self { enabled, inner: RwLock::default() }
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// The cached row, or a ticket to present with the row read from the store.
     pub fn get(&self, key_id: &str) -> Result<Arc<ApiKeyRecord>, ReadTicket> {
-        if !self.enabled {
-            return Err(ReadTicket(0));
-        }
         let inner = self.inner.read();
         inner.rows.get(key_id).cloned().ok_or(ReadTicket(inner.generation))
     }
 
     pub fn insert(&self, ticket: ReadTicket, record: &Arc<ApiKeyRecord>) {
-        if !self.enabled {
-            return;
-        }
         let mut inner = self.inner.write();
         if inner.generation != ticket.0 {
             return;
@@ -63,6 +57,13 @@ impl KeyCache {
             inner.rows.clear();
         }
         inner.rows.insert(record.id.clone(), Arc::clone(record));
+    }
+
+    /// Forgets every row (a fenced replica may have missed changes).
+    pub fn clear(&self) {
+        let mut inner = self.inner.write();
+        inner.generation += 1;
+        inner.rows.clear();
     }
 
     /// Called after a change to `key_id` committed and before the change is acknowledged.
@@ -98,7 +99,7 @@ mod tests {
 
     #[test]
     fn stale_read_is_not_cached_after_an_invalidation() {
-        let cache = KeyCache::new(true);
+        let cache = KeyCache::new();
         let ticket = cache.get("key_a").unwrap_err();
         // A revoke commits and invalidates while the reader holds the pre-revoke row.
         cache.invalidate("key_a");
@@ -108,13 +109,5 @@ mod tests {
         let ticket = cache.get("key_a").unwrap_err();
         cache.insert(ticket, &Arc::new(record("key_a", true)));
         assert!(cache.get("key_a").unwrap().revoked_at.is_some());
-    }
-
-    #[test]
-    fn disabled_cache_never_serves() {
-        let cache = KeyCache::new(false);
-        let ticket = cache.get("key_a").unwrap_err();
-        cache.insert(ticket, &Arc::new(record("key_a", false)));
-        assert!(cache.get("key_a").is_err());
     }
 }

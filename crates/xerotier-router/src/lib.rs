@@ -16,9 +16,11 @@ pub mod health;
 pub mod http;
 pub mod key_cache;
 pub mod live_streams;
+pub mod membership;
 pub mod mesh_link;
 pub mod mesh_runtime;
 pub mod metrics;
+pub mod replication;
 pub mod request_limits;
 pub mod server;
 pub mod service_error;
@@ -30,8 +32,8 @@ pub mod validate;
 use std::sync::Arc;
 
 use axum::extract::FromRef;
-use xerotier_core::{IdGenerator, SharedClock, SharedEntropy};
-use xerotier_store::{Backend, Store};
+use xerotier_core::{IdGenerator, IdKind, SharedClock, SharedEntropy};
+use xerotier_store::Store;
 
 use crate::agent_events::EventLog;
 use crate::api_keys::ApiKeyService;
@@ -49,9 +51,12 @@ use crate::fleet::rotation::RotationService;
 use crate::fleet::{FleetSettings, RouterIdentity};
 use crate::key_cache::KeyCache;
 use crate::live_streams::LiveStreams;
+use crate::membership::ReplicaService;
 use crate::mesh_link::MeshLink;
 use crate::mesh_runtime::{FrameHandler, RuntimeDeps};
 use crate::metrics::Metrics;
+use crate::replication::apply::SignalApplier;
+use crate::replication::{LeaseSettings, Replication};
 use crate::request_limits::RequestLimits;
 
 /// The services, wired once, behind one `Arc`: axum clones the state for every request, so a
@@ -72,6 +77,9 @@ impl std::ops::Deref for AppState {
 #[derive(Debug)]
 pub struct Services {
     pub store: Store,
+    /// This replica's lease and fence, and the wait that makes revokes hold everywhere.
+    pub replication: Replication,
+    pub cache: Arc<KeyCache>,
     pub clock: SharedClock,
     /// Makes request ids (and every other id the state's services make).
     pub ids: IdGenerator,
@@ -90,6 +98,7 @@ pub struct Services {
     pub credential_ages: CredentialAges,
     pub metrics: Metrics,
     pub streams: LiveStreams,
+    pub replicas: ReplicaService,
 }
 
 macro_rules! sub_state {
@@ -117,6 +126,7 @@ sub_state!(
     credential_ages: CredentialAges,
     metrics: Metrics,
     streams: LiveStreams,
+    replicas: ReplicaService,
 );
 
 impl AppState {
@@ -128,9 +138,17 @@ impl AppState {
         limits: RequestLimits,
     ) -> Self {
         let ids = IdGenerator::new(clock.clone(), entropy.clone());
-        let audit = AuditLog::new(store.clone(), clock.clone(), ids.clone());
-        // Only a store this process owns alone can be cached (see key_cache).
-        let cache = Arc::new(KeyCache::new(store.backend() == Backend::Sqlite));
+        let replication = Replication::new(
+            store.clone(),
+            link.replica_id.clone(),
+            LeaseSettings::for_lease(std::time::Duration::from_millis(
+                link.settings.replica_lease_ms,
+            )),
+        );
+        let audit = AuditLog::new(store.clone(), clock.clone(), ids.clone(), replication.clone());
+        // Every change to a key reaches this cache before it is acknowledged: on SQLite this
+        // process makes them all, on PostgreSQL a revoke waits for every replica (replication).
+        let cache = Arc::new(KeyCache::new());
         let api_keys = ApiKeyService::new(
             store.clone(),
             clock.clone(),
@@ -139,10 +157,11 @@ impl AppState {
             cache.clone(),
         );
         let metrics = Metrics::default();
-        let auth = Authenticator::new(store.clone(), clock.clone(), cache);
+        let auth = Authenticator::new(store.clone(), clock.clone(), cache.clone());
         let streams = LiveStreams::new(auth.clone(), clock.clone(), &limits);
         let gate = AuthGate::new(GateParts {
             auth,
+            replication: replication.clone(),
             audit: audit.clone(),
             metrics: metrics.clone(),
             failures: FailureLimit::new(clock.clone(), &limits),
@@ -171,14 +190,15 @@ impl AppState {
             audit.clone(),
             link.clone(),
         );
+        let replicas = ReplicaService::new(store.clone(), clock.clone(), link.clone());
         let enrollment = EnrollService::new(
             store.clone(),
             clock.clone(),
             ids.clone(),
             audit.clone(),
-            link.clone(),
             events.clone(),
             EnrollAttempts::new(audit.clone(), clock.clone(), metrics.clone()),
+            replicas.clone(),
         );
         let agents = AgentService::new(
             store.clone(),
@@ -206,6 +226,8 @@ impl AppState {
         );
         Self(Arc::new(Services {
             store,
+            replication,
+            cache,
             clock,
             ids,
             link,
@@ -223,6 +245,7 @@ impl AppState {
             credential_ages,
             metrics,
             streams,
+            replicas,
         }))
     }
 
@@ -236,7 +259,9 @@ impl AppState {
     ) -> Result<Self, fleet::identity::IdentityError> {
         let identity =
             RouterIdentity::load_or_create(&store, clock.as_ref(), entropy.as_ref()).await?;
-        Ok(Self::new(store, clock, entropy, MeshLink::new(settings, identity), limits))
+        let replica_id = IdGenerator::new(clock.clone(), entropy.clone()).next(IdKind::Replica);
+        let link = MeshLink::new(settings, identity, replica_id);
+        Ok(Self::new(store, clock, entropy, link, limits))
     }
 
     /// What the mesh runtime's tasks use.
@@ -252,9 +277,19 @@ impl AppState {
                 credential_ages: self.credential_ages.clone(),
                 metrics: self.metrics.clone(),
                 agents: self.agents.clone(),
+                replication: self.replication.clone(),
+                replicas: self.replicas.clone(),
             },
             rotations: self.rotations.clone(),
             exec: self.exec.clone(),
+            replication: self.replication.clone(),
+            applier: SignalApplier {
+                store: self.store.clone(),
+                cache: self.cache.clone(),
+                link: self.link.clone(),
+                exec: self.exec.clone(),
+                rotations: self.rotations.clone(),
+            },
         }
     }
 }

@@ -38,10 +38,12 @@ pub struct FleetSettings {
     pub join_key_max_ttl_seconds: u64,
     /// `inference` or `execution`.
     pub default_agent_role: String,
-    /// How often the allow-list is re-read from the store (other replicas' changes).
-    pub allow_list_refresh_ms: u64,
     /// How often buffered lease renewals are written to the store.
     pub heartbeat_flush_ms: u64,
+    /// How long this replica's own lease on the shared database lasts: a replica that cannot
+    /// renew it (cut off, or stalled) within this is fenced, and a revoke waits at most about
+    /// this long for a replica that stopped answering.
+    pub replica_lease_ms: u64,
     /// How long a CURVE rotation waits for the agent's signed acknowledgement.
     pub curve_rotation_ack_timeout_ms: u64,
     /// Each agent's control frames (everything but invocation output) per second, sustained;
@@ -71,8 +73,8 @@ impl Default for FleetSettings {
             join_key_default_ttl_seconds: 600,
             join_key_max_ttl_seconds: 86_400,
             default_agent_role: "execution".into(),
-            allow_list_refresh_ms: 2_000,
             heartbeat_flush_ms: 1_000,
+            replica_lease_ms: 6_000,
             curve_rotation_ack_timeout_ms: 30_000,
             // An honest XEM sends a lease renewal every 100 ms at the fastest, plus 2-3 frames
             // per invocation: 200/s is 20 times its renewals and 60 invocations a second.
@@ -96,6 +98,9 @@ impl Default for FleetSettings {
 pub struct MeshLink {
     pub settings: FleetSettings,
     pub identity: RouterIdentity,
+    /// This replica's own id (`rtr_…`), new at every start: what the registry
+    /// (`router_replicas`) and each agent's session holder (`agents.replica_id`) name.
+    pub replica_id: String,
     pub allow: AllowList,
     mesh: OnceLock<(MeshHandle, String)>,
     /// The latest routing id of each connected agent.
@@ -132,10 +137,11 @@ impl PendingHeartbeats {
 }
 
 impl MeshLink {
-    pub fn new(settings: FleetSettings, identity: RouterIdentity) -> Self {
+    pub fn new(settings: FleetSettings, identity: RouterIdentity, replica_id: String) -> Self {
         Self {
             settings,
             identity,
+            replica_id,
             allow: AllowList::default(),
             mesh: OnceLock::new(),
             sessions: Mutex::default(),
@@ -226,6 +232,11 @@ impl MeshLink {
         self.sessions.lock().remove(agent_id);
     }
 
+    /// Whether the agent's session is on this replica.
+    pub fn has_session(&self, agent_id: &str) -> bool {
+        self.sessions.lock().contains_key(agent_id)
+    }
+
     pub(crate) fn session_agents(&self) -> Vec<String> {
         self.sessions.lock().keys().cloned().collect()
     }
@@ -241,6 +252,7 @@ mod tests {
             at,
             manifest_hash: String::new(),
             manifest_version: 1,
+            replica_id: "rtr_test".into(),
         }
     }
 

@@ -42,6 +42,9 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
 
     // The one place production time and randomness are wired in.
     let clock: SharedClock = Arc::new(SystemClock);
+    // Test builds only: a replica whose clock is off (`test_faults::offset_clock`).
+    #[cfg(feature = "test-faults")]
+    let clock = crate::test_faults::offset_clock(clock);
     let tls = match &config.http {
         HttpMode::Tls(source) => Some(Arc::new(
             ServerTls::load(source.clone(), clock.now_millis() / 1000)
@@ -76,8 +79,16 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
         Err(err) => return Err(anyhow::anyhow!("bootstrapping the admin key: {err}")),
     }
 
+    // Bound before the mesh starts, so the replica registers with its real address.
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding HTTP listener on {}", config.listen))?;
+    let local = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let https_url = config.public_url.clone().unwrap_or_else(|| format!("{scheme}://{local}"));
+
     let shutdown = CancellationToken::new();
-    let mut mesh = crate::mesh_runtime::start(state.runtime_deps(), &shutdown).await?;
+    let mut mesh = crate::mesh_runtime::start(state.runtime_deps(), https_url, &shutdown).await?;
     let last_used = state.gate.auth.spawn_last_used_writer(shutdown.child_token());
     let reloads =
         tls_reload::spawn_sighup_reloads(tls.clone(), &ca_pin, &clock, shutdown.child_token());
@@ -85,16 +96,14 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
         .clone()
         .map(|tls| tls_reload::spawn_renewal(tls, &ca_pin, &clock, shutdown.child_token()));
     let stream_watch = state.streams.spawn_watch(shutdown.child_token());
+    let event_listener = state.events.spawn_listener(shutdown.child_token());
+    let numbering = state.events.spawn_numbering(shutdown.child_token());
     xerotier_credentials::write_secret_file(
         &config.state_dir.join(MESH_ADDR_FILE),
         format!("{}\n", state.link.advertised_mesh_addr()).as_bytes(),
     )
     .context("writing the mesh address file")?;
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding HTTP listener on {}", config.listen))?;
-    let local = listener.local_addr()?;
     xerotier_credentials::write_secret_file(
         &config.state_dir.join(HTTP_ADDR_FILE),
         format!("{local}\n").as_bytes(),
@@ -146,6 +155,8 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     let tasks = [
         ("last-used writer", Some(last_used)),
         ("live stream watch", Some(stream_watch)),
+        ("event listener", Some(event_listener)),
+        ("event and audit numbering", Some(numbering)),
         ("reload handler", Some(reloads)),
         ("TLS renewal", renewal),
     ];

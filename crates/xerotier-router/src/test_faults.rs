@@ -5,7 +5,15 @@
 //! - `send_hostile_invocation_ids`: every dispatch is preceded by `Invoke` frames whose ids
 //!   are hostile ([`hostile_invocation_ids`]).
 //!
+//! And, apart from those, a replica whose clock is off: `XEROTIER_ROUTER_TEST_CLOCK_OFFSET_MS`
+//! (e.g. `-5000`) shifts every reading of the router's clock ([`offset_clock`]), so a test can
+//! show that what a lagging replica writes is neither lost nor misordered.
+//!
 //! `scripts/check-release-no-test-faults.sh` proves none of this is in a release binary.
+
+use std::sync::Arc;
+
+use xerotier_core::{Clock, SharedClock, UnixMillis};
 
 use crate::AppState;
 
@@ -47,4 +55,48 @@ pub fn hostile_invocation_ids() -> Vec<String> {
         String::new(),
         "inv_0123456789abcdefghjkmnpqr/".to_string(),
     ]
+}
+
+const CLOCK_OFFSET_ENV: &str = "XEROTIER_ROUTER_TEST_CLOCK_OFFSET_MS";
+
+/// `clock`, shifted by the milliseconds `XEROTIER_ROUTER_TEST_CLOCK_OFFSET_MS` names (loudly);
+/// `clock` itself when it names none.
+pub fn offset_clock(clock: SharedClock) -> SharedClock {
+    let Ok(text) = std::env::var(CLOCK_OFFSET_ENV) else { return clock };
+    match text.trim().parse::<i64>() {
+        Ok(offset_ms) => {
+            tracing::warn!(offset_ms, "TEST FAULT: the router's clock is shifted");
+            Arc::new(OffsetClock { base: clock, offset_ms })
+        }
+        Err(err) => {
+            tracing::error!(value = %text, error = %err, "TEST FAULT: unreadable clock offset; ignored");
+            clock
+        }
+    }
+}
+
+/// A clock `offset_ms` away from another.
+#[derive(Debug)]
+struct OffsetClock {
+    base: SharedClock,
+    offset_ms: i64,
+}
+
+impl Clock for OffsetClock {
+    fn now_millis(&self) -> UnixMillis {
+        self.base.now_millis().saturating_add(self.offset_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use xerotier_core::ManualClock;
+
+    use super::*;
+
+    #[test]
+    fn the_offset_clock_is_shifted_by_its_offset() {
+        let clock = OffsetClock { base: Arc::new(ManualClock::new(10_000)), offset_ms: -5_000 };
+        assert_eq!(clock.now_millis(), 5_000);
+    }
 }

@@ -43,6 +43,8 @@ async fn fixtures() -> Vec<Fixture> {
         )
         .await
         .unwrap();
+        // In-process: no replica task holds a lease for this state.
+        state.replication.run_standalone();
         // What the daemon starts beside the HTTP API: the writer of `last_used_at`.
         let _writer =
             state.gate.auth.spawn_last_used_writer(tokio_util::sync::CancellationToken::new());

@@ -46,6 +46,8 @@ async fn fixtures() -> Vec<Fixture> {
         let state = AppState::load(store, clock.clone(), entropy, settings, Default::default())
             .await
             .unwrap();
+        // In-process: no replica task holds a lease for this state.
+        state.replication.run_standalone();
         let admin = AuditContext::new(
             Actor { key_id: "key_admin".into(), name: "admin".into() },
             None,

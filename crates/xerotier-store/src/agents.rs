@@ -1,7 +1,7 @@
 use sqlx::Row;
 use xerotier_core::UnixMillis;
 
-use crate::rows::{RevokeSql, record};
+use crate::rows::{RevokeSql, record, sql};
 use crate::{AuditEntry, PageRequest, PageSlice, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,11 @@ pub struct AgentRecord {
     /// Set while the agent is quarantined (a suspected clone): no dispatch.
     pub quarantined_at: Option<UnixMillis>,
     pub quarantine_reason: Option<String>,
+    /// The replica holding its mesh session as of its latest stored lease renewal; cleared
+    /// when that replica died and the failover sweep released what the agent held.
+    pub replica_id: Option<String>,
+    /// When the agent was first seen on `replica_id`.
+    pub replica_since: Option<UnixMillis>,
 }
 
 /// A lease renewal to record.
@@ -42,13 +47,15 @@ pub struct Heartbeat {
     pub at: UnixMillis,
     pub manifest_hash: String,
     pub manifest_version: i64,
+    /// The replica that received it (`agents.replica_id`).
+    pub replica_id: String,
 }
 
 record!(AgentRecord in "agents" {
     id, name, role, region, join_key_id, enrolled_at, curve_public_key, signing_public_key,
     manifest, manifest_hash, manifest_version, lease_interval_ms, last_heartbeat_at, revoked_at,
     revoked_by, revoked_reason, previous_curve_public_key, approval, quarantined_at,
-    quarantine_reason,
+    quarantine_reason, replica_id, replica_since,
 });
 
 impl Store {
@@ -164,7 +171,25 @@ impl Store {
             .map_err(StoreError::from)
     }
 
+    /// Live agents whose last lease renewal was stored at `since` or later: what every
+    /// replica's agents offer, as far as the store knows (other replicas' agents included).
+    pub async fn agents_heard_since(
+        &self,
+        since: UnixMillis,
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        self.fetch_all(
+            sqlx::query(sql::<AgentRecord>(
+                "SELECT {cols} FROM {table}
+                  WHERE revoked_at IS NULL AND last_heartbeat_at >= $1 ORDER BY id",
+            ))
+            .bind(since),
+        )
+        .await
+    }
+
     /// Records a batch of lease renewals in one transaction; revoked agents are not updated.
+    /// Each also says which replica holds the agent's session: the newest renewal wins, so an
+    /// agent that moved is shown on its new replica once that one flushes.
     pub async fn record_heartbeats(&self, beats: &[Heartbeat]) -> Result<(), StoreError> {
         if beats.is_empty() {
             return Ok(());
@@ -172,7 +197,9 @@ impl Store {
         let mut tx = self.begin_write().await?;
         for beat in beats {
             sqlx::query(
-                "UPDATE agents SET last_heartbeat_at = $2, manifest_hash = $3, manifest_version = $4
+                "UPDATE agents SET last_heartbeat_at = $2, manifest_hash = $3, manifest_version = $4,
+                     replica_since = CASE WHEN replica_id = $5 THEN replica_since ELSE $2 END,
+                     replica_id = $5
                  WHERE id = $1 AND revoked_at IS NULL
                    AND (last_heartbeat_at IS NULL OR last_heartbeat_at < $2)",
             )
@@ -180,6 +207,7 @@ impl Store {
             .bind(beat.at)
             .bind(&beat.manifest_hash)
             .bind(beat.manifest_version)
+            .bind(&beat.replica_id)
             .execute(&mut *tx)
             .await?;
         }

@@ -2,7 +2,7 @@ use sqlx::{Any, Transaction};
 use xerotier_core::UnixMillis;
 
 use crate::rows::{AnyQuery, Record, record};
-use crate::{PageRequest, PageSlice, Store, StoreError};
+use crate::{Backend, PageRequest, PageSlice, Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -69,17 +69,37 @@ impl AuditEntry {
         &self,
         tx: &mut Transaction<'static, Any>,
     ) -> Result<(), StoreError> {
-        self.bind(sqlx::query(sqlx::AssertSqlSafe(Self::insert_statement(1))))
+        let backend =
+            if crate::order::is_postgres(tx) { Backend::Postgres } else { Backend::Sqlite };
+        self.bind(sqlx::query(sqlx::AssertSqlSafe(Self::insert_statement(1, backend))))
             .execute(&mut **tx)
             .await?;
-        Ok(())
+        // The change this record describes is one other replicas must act on.
+        crate::replicas::signal_for(tx, self).await
     }
 
     /// The `INSERT` of one record, its parameters numbered from `$first` (for a statement that
-    /// does more, with parameters of its own before these); [`Self::bind`] binds them.
-    pub(crate) fn insert_statement(first: usize) -> String {
+    /// does more, with parameters of its own before these); [`Self::bind`] binds them. On
+    /// SQLite it numbers the record (`seq`) as it inserts it; on PostgreSQL the record is
+    /// numbered after it committed (`order.rs`), so the insert takes no lock and an
+    /// invocation's creation stays one statement that waits on nobody.
+    pub(crate) fn insert_statement(first: usize, backend: Backend) -> String {
         let params: Vec<String> = (first..first + 14).map(|n| format!("${n}")).collect();
-        format!("INSERT INTO {} ({}) VALUES ({})", Self::TABLE, Self::COLUMNS, params.join(", "))
+        match backend {
+            Backend::Postgres => format!(
+                "INSERT INTO {} ({}) VALUES ({})",
+                Self::TABLE,
+                Self::COLUMNS,
+                params.join(", ")
+            ),
+            Backend::Sqlite => format!(
+                "INSERT INTO {} ({}, seq) VALUES ({}, {})",
+                Self::TABLE,
+                Self::COLUMNS,
+                params.join(", "),
+                crate::order::sqlite_seq_value(Self::TABLE)
+            ),
+        }
     }
 
     /// Binds this record's values, in the order of [`Self::insert_statement`].
@@ -120,12 +140,14 @@ impl Store {
         entry.commit_with(self.begin_write().await?).await
     }
 
+    /// Audit records in the order they committed (`seq`), after the record whose id is
+    /// `page.after`, whichever replica wrote them.
     pub async fn list_audit(
         &self,
         filter: &AuditFilter,
         page: &PageRequest,
     ) -> Result<PageSlice<AuditEntry>, StoreError> {
-        self.page(
+        self.page_by_seq(
             page,
             "($3 IS NULL OR action = $3)
                AND ($4 IS NULL OR actor_key_id = $4)

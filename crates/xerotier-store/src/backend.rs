@@ -61,6 +61,7 @@ const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    url: crate::listen::ListenUrl,
 }
 
 impl Store {
@@ -115,13 +116,17 @@ impl Store {
             Backend::Postgres => pool_options,
         };
         let pool = pool_options.connect_with(options).await?;
-        let store = Self { pool, backend };
+        let store = Self { pool, backend, url: crate::listen::ListenUrl::new(url) };
         run_migrations(&store, clock).await?;
         Ok(store)
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    pub(crate) fn listen_url(&self) -> &crate::listen::ListenUrl {
+        &self.url
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {

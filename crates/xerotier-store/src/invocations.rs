@@ -147,7 +147,10 @@ impl Store {
             // One statement (the audit record's INSERT a data-modifying WITH of the
             // invocation's), so one transaction in one round trip to the server instead of four
             // (BEGIN, two INSERTs, COMMIT): both rows commit together or neither does.
-            let statement = format!("WITH audit AS ({}) {insert}", AuditEntry::insert_statement(8));
+            let statement = format!(
+                "WITH audit AS ({}) {insert}",
+                AuditEntry::insert_statement(8, Backend::Postgres)
+            );
             let query = audit.bind(bind(sqlx::query(sqlx::AssertSqlSafe(statement))));
             let row = query.fetch_one(self.pool()).await?;
             return Ok(InvocationRecord::from_row(&row)?);

@@ -11,11 +11,15 @@ mod audit;
 mod backend;
 mod credentials;
 mod error;
+mod failover;
 mod invocations;
 mod join_keys;
+mod listen;
 mod migrate;
+mod order;
 mod page;
 mod pauses;
+mod replicas;
 mod rotations;
 mod rows;
 mod workspaces;
@@ -26,12 +30,19 @@ pub use audit::{AuditEntry, AuditFilter, Outcome};
 pub use backend::{Backend, Store, redact_url, sqlite_path};
 pub use credentials::CredentialState;
 pub use error::StoreError;
+pub use failover::ReleasedWork;
 pub use invocations::{
     CancelOutcome, InvocationEnd, InvocationFilter, InvocationRecord, NewInvocation,
 };
 pub use join_keys::JoinKeyRecord;
+pub use listen::{Notice, Notifications};
+pub use order::{EVENTS_CHANNEL, Sequenced};
 pub use page::{PageRequest, PageSlice};
 pub use pauses::PauseRecord;
+pub use replicas::{
+    ACK_CHANNEL, DISPATCH_CHANNEL, NewReplica, Renewal, ReplicaRecord, SIGNAL_CHANNEL, Signal,
+    SignalKind,
+};
 pub use rotations::{AgentEvent, RotationRecord};
 pub use sqlx::Error as SqlxError;
 pub use workspaces::{

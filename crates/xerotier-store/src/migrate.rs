@@ -68,6 +68,28 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/common/0009_request_hygiene.sql"),
         postgres: include_str!("../migrations/common/0009_request_hygiene.sql"),
     },
+    Migration {
+        version: 10,
+        name: "replicas_signals",
+        sqlite: include_str!("../migrations/common/0010_replicas_signals.sql"),
+        postgres: include_str!("../migrations/common/0010_replicas_signals.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "event_order",
+        sqlite: include_str!("../migrations/common/0011_event_order.sql"),
+        // The shared columns, then PostgreSQL's late numbering (the dialects differ there).
+        postgres: concat!(
+            include_str!("../migrations/common/0011_event_order.sql"),
+            include_str!("../migrations/postgres/0011_event_order.sql"),
+        ),
+    },
+    Migration {
+        version: 12,
+        name: "agent_replica",
+        sqlite: include_str!("../migrations/common/0012_agent_replica.sql"),
+        postgres: include_str!("../migrations/common/0012_agent_replica.sql"),
+    },
 ];
 
 /// Applies each pending migration in its own write transaction. Several routers starting at
@@ -131,10 +153,89 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use sqlx::Connection;
     use xerotier_core::ManualClock;
-    use xerotier_testkit::TestDb;
+    use xerotier_testkit::{TestDb, per_backend};
 
     use super::*;
+
+    /// A database at schema version 10, with events and audit records written (as before
+    /// migration 11) in another order than their ids'; then opened, which applies 11.
+    async fn upgraded_from_10(db: &TestDb) -> Store {
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(db.url()).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE schema_migrations (
+                version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let postgres = db.backend == "postgres";
+        for migration in MIGRATIONS.iter().filter(|m| m.version <= 10) {
+            let sql = if postgres { migration.postgres } else { migration.sqlite };
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
+            sqlx::query(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, 0)",
+            )
+            .bind(migration.version)
+            .bind(migration.name)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        for id in ["evt_3", "evt_1", "evt_2"] {
+            sqlx::query(
+                "INSERT INTO agent_events (id, agent_id, at, event_type) VALUES ($1, 'agt_1', 1, 'x')",
+            )
+            .bind(id)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        for id in ["aud_2", "aud_1"] {
+            sqlx::query(
+                "INSERT INTO audit_log (id, at, action, outcome) VALUES ($1, 1, 'a', 'success')",
+            )
+            .bind(id)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        conn.close().await.unwrap();
+        Store::connect_with_clock(db.url(), &ManualClock::new(1)).await.unwrap()
+    }
+
+    // Records written before migration 11 are numbered in id order (one router's clock made
+    // them, as the listings assumed); what is written after follows them.
+    per_backend!(
+        event_order_numbers_existing_records_in_id_order,
+        upgraded_from_10,
+        |db, store| {
+            assert_eq!(store.schema_version().await.unwrap(), Store::latest_schema_version());
+            let seq = |id: &'static str| {
+                let store = store.clone();
+                async move { store.event_seq(Some(id)).await.unwrap() }
+            };
+            assert_eq!((seq("evt_1").await, seq("evt_2").await, seq("evt_3").await), (1, 2, 3));
+            store
+                .append_event(&crate::AgentEvent {
+                    id: "evt_0".into(),
+                    agent_id: "agt_1".into(),
+                    at: 2,
+                    event_type: "x".into(),
+                    request_id: None,
+                    details: None,
+                })
+                .await
+                .unwrap();
+            assert_eq!(seq("evt_0").await, 4, "{}", db.backend);
+            let page = crate::PageRequest { limit: 10, after: None };
+            let audit = store.list_audit(&crate::AuditFilter::default(), &page).await.unwrap();
+            let ids: Vec<&str> = audit.items.iter().map(|e| e.id.as_str()).collect();
+            assert_eq!(ids, ["aud_1", "aud_2"], "{}", db.backend);
+        }
+    );
 
     #[tokio::test]
     async fn migrations_record_the_injected_time() {

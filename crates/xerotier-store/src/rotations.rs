@@ -1,7 +1,8 @@
 use sqlx::{Any, Row, Transaction};
 use xerotier_core::UnixMillis;
 
-use crate::rows::{self, record, sql};
+use crate::order::{EVENTS_CHANNEL, Sequenced};
+use crate::rows::{self, Record, record, sql};
 use crate::{AuditEntry, PageRequest, PageSlice, Store, StoreError};
 
 /// A CURVE rotation request. `status` is `pending`, `promoted` or `failed`.
@@ -49,15 +50,29 @@ impl AgentEvent {
         &self,
         tx: &mut Transaction<'static, Any>,
     ) -> Result<(), StoreError> {
-        sqlx::query(sql::<Self>("INSERT INTO {table} ({cols}) VALUES ($1, $2, $3, $4, $5, $6)"))
+        let statement = if crate::order::is_postgres(tx) {
+            // `seq` is assigned after the commit (`order.rs`); the notification, sent at the
+            // commit, wakes this agent's live streams on every replica. Part of the one
+            // statement (its `FROM`), so it costs no round trip of its own.
+            sql::<Self>(
+                "INSERT INTO {table} ({cols}) SELECT $1, $2, $3, $4, $5, $6
+                 FROM (SELECT pg_notify($7, $2)) AS announce",
+            )
+        } else {
+            sql::<Self>(&format!(
+                "INSERT INTO {{table}} ({{cols}}, seq) VALUES ($1, $2, $3, $4, $5, $6, {})",
+                crate::order::sqlite_seq_value(Self::TABLE)
+            ))
+        };
+        let query = sqlx::query(statement)
             .bind(&self.id)
             .bind(&self.agent_id)
             .bind(self.at)
             .bind(&self.event_type)
             .bind(&self.request_id)
-            .bind(&self.details)
-            .execute(&mut **tx)
-            .await?;
+            .bind(&self.details);
+        let query = if crate::order::is_postgres(tx) { query.bind(EVENTS_CHANNEL) } else { query };
+        query.execute(&mut **tx).await?;
         Ok(())
     }
 }
@@ -273,11 +288,30 @@ impl Store {
         Ok(())
     }
 
+    /// One page of an agent's events in the order they committed (`seq`), after the event
+    /// whose id is `page.after`.
     pub async fn list_events(
         &self,
         agent_id: &str,
         page: &PageRequest,
     ) -> Result<PageSlice<AgentEvent>, StoreError> {
-        self.page(page, "agent_id = $3", |q| q.bind(agent_id)).await
+        self.page_by_seq(page, "agent_id = $3", |q| q.bind(agent_id)).await
+    }
+
+    /// Where a stream resuming after the event `after` (an id) starts: that event's `seq`
+    /// (see [`Store::events_after`]).
+    pub async fn event_seq(&self, after: Option<&str>) -> Result<i64, StoreError> {
+        self.seq_of::<AgentEvent>(after).await
+    }
+
+    /// Up to `limit` of the agent's events numbered after `seq`, in order: what a live stream
+    /// reads each time it is woken.
+    pub async fn events_after(
+        &self,
+        agent_id: &str,
+        seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Sequenced<AgentEvent>>, StoreError> {
+        self.after_seq(seq, limit, "agent_id = $3", |q| q.bind(agent_id)).await
     }
 }

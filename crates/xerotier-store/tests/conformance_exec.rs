@@ -267,7 +267,7 @@ per_backend!(
     }
 );
 
-/// The ids of every audit record, oldest first.
+/// The ids of every audit record, in the order they committed.
 async fn audit_ids(store: &Store) -> Vec<String> {
     let page = PageRequest { limit: 500, after: None };
     let records = store.list_audit(&AuditFilter::default(), &page).await.unwrap();
@@ -285,8 +285,8 @@ per_backend!(creating_and_cancelling_commit_their_audit_records, open, |db, stor
     store.cancel_invocation("inv_none", 6, None, &cancel_audit("inv_none")).await.unwrap_err();
     assert_eq!(
         audit_ids(&store).await,
-        ["aud_cancel_inv_a", "aud_create_inv_a", "aud_create_inv_b"],
-        "[{}] one record per change, none for a refusal",
+        ["aud_create_inv_a", "aud_create_inv_b", "aud_cancel_inv_a"],
+        "[{}] one record per change, none for a refusal, in the order they committed",
         db.backend
     );
     // A record that cannot be written (its id is taken) takes the change down with it.

@@ -55,6 +55,8 @@ fn agent(id: &str, name: &str, jk: &str, curve: &str) -> AgentRecord {
         approval: "approved".into(),
         quarantined_at: None,
         quarantine_reason: None,
+        replica_id: None,
+        replica_since: None,
     }
 }
 
@@ -206,6 +208,7 @@ per_backend!(heartbeats_move_forward_and_skip_revoked_agents, open, |db, store| 
         at,
         manifest_hash: format!("h{v}"),
         manifest_version: v,
+        replica_id: "rtr_a".into(),
     };
     store.record_heartbeats(&[beat("agt_1", 100, 2), beat("agt_2", 100, 2)]).await.unwrap();
     store.record_heartbeats(&[beat("agt_1", 90, 1)]).await.unwrap();

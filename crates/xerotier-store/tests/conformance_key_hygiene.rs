@@ -51,6 +51,8 @@ fn agent(id: &str, name: &str, jk: &str, curve: &str) -> AgentRecord {
         approval: "approved".into(),
         quarantined_at: None,
         quarantine_reason: None,
+        replica_id: None,
+        replica_since: None,
     }
 }
 

@@ -50,6 +50,8 @@ async fn store_with_agent(db: &TestDb) -> Store {
         approval: "approved".into(),
         quarantined_at: None,
         quarantine_reason: None,
+        replica_id: None,
+        replica_since: None,
     };
     store.enroll_agent(&agent, 1, &audit("a1")).await.unwrap();
     store

@@ -92,7 +92,7 @@ async fn identity(
         Some(name) => name,
         None => bail!("set registration_name: the host name could not be read"),
     };
-    let identity = enroll(Enrollment {
+    let (identity, mesh_addrs) = enroll(Enrollment {
         router_url,
         join_key: join_key.expose_secret(),
         registration_name: &registration_name,
@@ -104,6 +104,7 @@ async fn identity(
     })
     .await?;
     identity::save(&config.state_dir, &identity)?;
+    crate::replicas::Replicas::save_enrolled(&config.state_dir, &identity.mesh_addr, mesh_addrs);
     tracing::info!(agent_id = %identity.agent_id, mesh = %identity.mesh_addr, "enrolled");
     Ok(identity)
 }

@@ -33,7 +33,9 @@ impl std::fmt::Debug for Enrollment<'_> {
     }
 }
 
-pub async fn enroll(e: Enrollment<'_>) -> anyhow::Result<Identity> {
+/// The identity, and the mesh addresses of the router's live replicas as the answer named them
+/// (unchecked: `replicas::Replicas` checks them).
+pub async fn enroll(e: Enrollment<'_>) -> anyhow::Result<(Identity, Vec<String>)> {
     let pins = unverified_claims(e.join_key).map_err(|_| {
         anyhow!(
             "the join key is not a readable token; copy it again from the output of \
@@ -69,13 +71,14 @@ pub async fn enroll(e: Enrollment<'_>) -> anyhow::Result<Identity> {
     let answer: EnrollResponse =
         serde_json::from_slice(&body).context("unexpected enrollment answer")?;
     check_answer(&answer, &pins)?;
-    Ok(Identity {
+    let identity = Identity {
         agent_id: answer.agent_id,
         registration_name: e.registration_name.to_string(),
         mesh_addr: answer.mesh_addr,
         router_curve_key: answer.router_curve_key,
         role: answer.role,
-    })
+    };
+    Ok((identity, answer.mesh_addrs))
 }
 
 /// An HTTPS client that trusts only the CA the join key pins; plain HTTP only when the key pins

@@ -12,6 +12,7 @@ mod faults_off;
 pub mod identity;
 pub mod metrics;
 pub mod reload;
+pub mod replicas;
 pub mod rotation;
 pub mod sandbox;
 pub mod session;

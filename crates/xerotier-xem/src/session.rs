@@ -32,6 +32,7 @@ use crate::credentials::{CredentialStore, ReloadScope};
 use crate::faults_off::Faults;
 use crate::identity::Identity;
 use crate::metrics::XemMetrics;
+use crate::replicas::Replicas;
 #[cfg(feature = "test-faults")]
 use crate::test_faults::Faults;
 use crate::work::{Work, WorkEvent};
@@ -43,6 +44,11 @@ use credentials::{log_reload, read_credentials, record_reload};
 /// not mistaken for a revoked one.
 const REJECTIONS_BEFORE_GIVING_UP: u32 = 3;
 const REJECTED_FOR_AT_LEAST: Duration = Duration::from_secs(6);
+
+/// The session's replica is taken for dead, and the next one in the list is tried, after this
+/// many lease intervals without a frame from it: the router's own bound, past which it shows
+/// the agent `disconnected`.
+const MISSED_ACKS_BEFORE_FAILOVER: u32 = 3;
 
 /// 0.5 s, 1 s, then 2 s between handshake retries.
 fn rejection_backoff(rejections: u32) -> Duration {
@@ -128,6 +134,11 @@ pub struct Session {
     first_rejection: Option<Instant>,
     lease: Interval,
     lease_seq: u64,
+    /// The replicas this agent may connect to, and the one it is on.
+    replicas: Replicas,
+    /// When the current connection was opened or last heard from the router (a lease
+    /// acknowledgement, or any other frame).
+    last_heard: Instant,
     work: Work,
     work_events: mpsc::Receiver<WorkEvent>,
     credentials: Arc<CredentialStore>,
@@ -151,6 +162,7 @@ impl Session {
         record_reload(&setup.state_dir, reload_seq, &last_reload);
         let agent_id = setup.identity.agent_id.clone();
         let manifest_hash = setup.manifest.hash();
+        let replicas = Replicas::load(&setup.state_dir, &setup.identity.mesh_addr);
         Self {
             hello: Frame::Hello {
                 agent_id: agent_id.clone(),
@@ -174,6 +186,8 @@ impl Session {
             first_rejection: None,
             lease: tokio::time::interval(setup.lease_interval),
             lease_seq: 0,
+            replicas,
+            last_heard: Instant::now(),
             work,
             work_events,
             credentials: setup.credentials,
@@ -194,8 +208,9 @@ impl Session {
         self.link = None;
         self.metrics.session_connected(false);
         let keys = ClientKeys::new(&self.curve, &self.identity.router_curve_key);
-        let (client, events) = MeshClient::connect(&self.identity.mesh_addr, &keys)?;
+        let (client, events) = MeshClient::connect(self.replicas.current(), &keys)?;
         self.link = Some(Link { client, events });
+        self.last_heard = Instant::now();
         Ok(())
     }
 
@@ -294,7 +309,10 @@ impl Session {
                 self.metrics.session_connected(false);
                 tracing::warn!("mesh session lost; reconnecting")
             }
-            ClientEvent::Frame(frame) => return self.on_frame(frame),
+            ClientEvent::Frame(frame) => {
+                self.last_heard = Instant::now();
+                return self.on_frame(frame);
+            }
             ClientEvent::Malformed(err) => {
                 tracing::warn!(error = %err, "malformed frame from the router")
             }
@@ -309,6 +327,15 @@ impl Session {
                 return Ok(ControlFlow::Break(Exit::Revoked(reason)));
             }
             Frame::LeaseAck { seq } => tracing::trace!(seq, "lease renewed"),
+            Frame::Replicas { mesh_addrs } => match self.replicas.update(mesh_addrs) {
+                Ok(true) => {
+                    tracing::info!(replicas = ?self.replicas.addrs(), "router replicas updated")
+                }
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "the router's replica list was refused; the previous one stays")
+                }
+            },
             Frame::Invoke { invocation_id, tool, workspace, args_json } => {
                 // Logged by `invoke` once checked: received strings are not logged whole.
                 if crate::sandbox::is_invocation_id(&invocation_id) {
@@ -368,6 +395,17 @@ impl Session {
     }
 
     fn renew_lease(&mut self) -> anyhow::Result<()> {
+        let bound = self.lease.period() * MISSED_ACKS_BEFORE_FAILOVER;
+        if self.last_heard.elapsed() > bound {
+            // Its replica stopped answering (it died, or the path to it did): the next one.
+            // What runs here keeps running; its results are re-sent on the new session, and
+            // lease renewals there list what this agent holds.
+            let from = self.replicas.current().to_string();
+            let to = self.replicas.advance().to_string();
+            tracing::warn!(%from, %to, silent_for = ?bound, "router replica not answering; failing over");
+            self.metrics.session_connected(false);
+            return self.connect();
+        }
         self.lease_seq += 1;
         self.send(&Frame::LeaseRenewal {
             agent_id: self.identity.agent_id.clone(),

@@ -49,13 +49,14 @@ pub async fn run(ctx: &Ctx, args: AgentsArgs) -> anyhow::Result<()> {
     }
 }
 
-const COLUMNS: [Column; 11] = [
+const COLUMNS: [Column; 12] = [
     col("ID"),
     col("NAME"),
     col("STATUS"),
     col("ROLE"),
     col("REGION"),
     col("LAST_HEARTBEAT"),
+    wide("REPLICA"),
     wide("APPROVAL"),
     wide("ENROLLED"),
     wide("JOIN_KEY"),
@@ -83,6 +84,7 @@ async fn list(ctx: &Ctx, include_revoked: bool, page: crate::cli::PageArgs) -> a
                 a.role.clone(),
                 output::or_dash(a.region.as_deref()),
                 output::or_dash(a.last_heartbeat_at.as_deref()),
+                output::or_dash(a.replica_id.as_deref()),
                 a.approval.to_string(),
                 a.enrolled_at.clone(),
                 a.join_key_id.clone(),
@@ -123,6 +125,7 @@ fn print_agent(ctx: &Ctx, agent: &AgentView) -> anyhow::Result<()> {
         ("join key", agent.join_key_id.clone()),
         ("last heartbeat", output::or_dash(agent.last_heartbeat_at.as_deref())),
         ("lease interval", format!("{} ms", agent.lease_renewal_interval_ms)),
+        ("replica", output::or_dash(agent.replica_id.as_deref())),
         ("curve key fingerprint", agent.curve_key_fingerprint.clone()),
         ("curve public key", agent.curve_public_key.clone()),
         (

@@ -10,6 +10,7 @@ pub mod join_keys;
 pub mod keys;
 pub mod pauses;
 pub mod rotation;
+pub mod router;
 
 use std::time::Duration;
 

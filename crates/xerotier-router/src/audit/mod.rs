@@ -8,7 +8,22 @@ use std::future::Future;
 use xerotier_core::{IdGenerator, IdKind, SharedClock};
 use xerotier_store::{AuditEntry, Outcome, Store, StoreError};
 
+use crate::replication::Replication;
 use crate::service_error::ServiceError;
+
+/// Changes that take something away (a credential, a grant, a session's right to work): each
+/// returns only once every replica has applied it ([`Replication::await_everywhere`]), so it is
+/// in force everywhere when the caller hears it succeeded.
+const TAKES_AWAY: &[&str] = &[
+    "api_key.revoke",
+    "api_key.rotate",
+    "join_key.revoke",
+    "agent.revoke_credentials",
+    "agent.quarantine",
+    "agent.pause_exec",
+    "agent.candidate_reject",
+    "agent.grant_withdraw",
+];
 
 /// What an audited action acted on.
 #[derive(Debug, Clone)]
@@ -104,11 +119,17 @@ pub struct AuditLog {
     store: Store,
     clock: SharedClock,
     ids: IdGenerator,
+    replication: Replication,
 }
 
 impl AuditLog {
-    pub fn new(store: Store, clock: SharedClock, ids: IdGenerator) -> Self {
-        Self { store, clock, ids }
+    pub fn new(
+        store: Store,
+        clock: SharedClock,
+        ids: IdGenerator,
+        replication: Replication,
+    ) -> Self {
+        Self { store, clock, ids, replication }
     }
 
     /// A record to be committed together with the change it describes.
@@ -138,8 +159,10 @@ impl AuditLog {
     }
 
     /// The one way a credential changes: the store commits `commit`'s change together with the
-    /// success record it is handed; if the store refuses, nothing changed and the refusal is
-    /// recorded (outcome `failed`, with the error code the caller will see).
+    /// success record it is handed (and the signal other replicas act on); if the store
+    /// refuses, nothing changed and the refusal is recorded (outcome `failed`, with the error
+    /// code the caller will see). A change that takes something away returns only once every
+    /// replica applied it or fenced itself ([`TAKES_AWAY`]).
     pub async fn audited<T, Fut>(
         &self,
         context: &AuditContext,
@@ -151,7 +174,12 @@ impl AuditLog {
     {
         let entry = self.entry(context, &change, Outcome::Success);
         match commit(entry).await {
-            Ok(value) => Ok(value),
+            Ok(value) => {
+                if TAKES_AWAY.contains(&change.action) {
+                    self.in_force_everywhere(change.action).await;
+                }
+                Ok(value)
+            }
             Err(err) => {
                 let err = ServiceError::from(err);
                 self.record_failure(context, change, &err).await;
@@ -173,6 +201,17 @@ impl AuditLog {
         Fut: Future<Output = Result<T, StoreError>>,
     {
         commit(self.entry(context, change, Outcome::Success)).await
+    }
+
+    /// Waits until every replica applied the change just committed. The change is durable
+    /// already; if the replicas cannot be read, the wait falls back to the lease bound, after
+    /// which a replica that did not apply it has fenced itself.
+    async fn in_force_everywhere(&self, action: &str) {
+        if let Err(err) = self.replication.await_everywhere().await {
+            tracing::warn!(%action, error = %err, "could not confirm the change on every replica; waiting out the lease");
+            let settings = self.replication.settings();
+            tokio::time::sleep(settings.lease + settings.renew_every * 2).await;
+        }
     }
 
     /// Records a mutation the store refused (nothing changed), with the error code it answers.

@@ -34,7 +34,7 @@ use crate::http::pagination::{into_page, page_request};
 use crate::live_streams::LiveStreams;
 use crate::validate;
 
-/// Tools offered by the online agents connected to this router.
+/// Tools offered by the online agents of the fleet (every replica's).
 #[utoipa::path(
     get,
     path = "/v1/exec/tools",
@@ -45,7 +45,7 @@ use crate::validate;
     security(("api_key" = []))
 )]
 pub async fn list_tools(State(exec): State<ExecService>) -> Json<ToolList> {
-    Json(exec.tools())
+    Json(exec.tools().await)
 }
 
 /// One tool: its argument schema and the agents that offer it.
@@ -64,7 +64,7 @@ pub async fn get_tool(
     State(exec): State<ExecService>,
     Path(name): Path<String>,
 ) -> Result<Json<ToolDetail>, ApiError> {
-    Ok(Json(exec.tool(&name)?))
+    Ok(Json(exec.tool(&name).await?))
 }
 
 /// Invoke a tool in a workspace. Arguments are checked against the tool's schema before

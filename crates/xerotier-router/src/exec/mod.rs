@@ -2,6 +2,7 @@
 //! and containment pauses.
 
 pub mod credential_ages;
+pub mod fleet_offers;
 pub mod handlers;
 pub mod offers;
 pub mod output_stream;

@@ -108,6 +108,16 @@ impl Offers {
         online
     }
 
+    /// Every agent known here, online or not.
+    pub fn all(&self) -> Vec<AgentOffer> {
+        self.agents.lock().values().cloned().collect()
+    }
+
+    /// Whether the agent ever said hello here (online or not).
+    pub fn knows_agent(&self, agent_id: &str) -> bool {
+        self.agents.lock().contains_key(agent_id)
+    }
+
     pub fn is_online(&self, agent_id: &str, now: UnixMillis) -> bool {
         self.agents.lock().get(agent_id).is_some_and(|o| o.online(now))
     }

@@ -28,6 +28,7 @@ use xerotier_store::{
     StoreError, Transition, WorkspaceDecision,
 };
 
+use super::fleet_offers::FleetOffers;
 use super::offers::{AgentOffer, Offers};
 use super::timeline;
 use crate::audit::{AuditContext, AuditLog, Change, Target};
@@ -165,6 +166,8 @@ pub struct ExecState {
     audit: AuditLog,
     link: Arc<MeshLink>,
     offers: Arc<Offers>,
+    /// Other replicas' agents, read from the store when none here can take an invocation.
+    fleet: FleetOffers,
     tracking: Arc<Mutex<Tracking>>,
     wake: Arc<Notify>,
     signals: Arc<OutputSignals>,
@@ -188,6 +191,7 @@ impl ExecService {
         audit: AuditLog,
         link: Arc<MeshLink>,
     ) -> Self {
+        let fleet = FleetOffers::new(store.clone(), clock.clone());
         Self(Arc::new(ExecState {
             store,
             clock,
@@ -195,6 +199,7 @@ impl ExecService {
             audit,
             link,
             offers: Arc::default(),
+            fleet,
             tracking: Arc::default(),
             wake: Arc::default(),
             signals: Arc::default(),
@@ -259,6 +264,21 @@ impl ExecService {
         self.signals.clone()
     }
 
+    /// An invocation changed through another replica (a cancel): if its agent's session is
+    /// here and it has not ended, the agent is told; readers here look again.
+    pub fn on_changed_elsewhere(&self, record: &InvocationRecord) {
+        if record.cancel_requested_at.is_some()
+            && record.finished_at.is_none()
+            && let Some(agent_id) = &record.agent_id
+        {
+            let frame = Frame::CancelInvocation { invocation_id: record.id.clone() };
+            if self.link.send_to(agent_id, &frame) {
+                tracing::info!(invocation_id = %record.id, %agent_id, "cancel requested on another replica sent to the agent");
+            }
+        }
+        self.state_changed();
+    }
+
     /// An invocation's state changed in the store: its output readers look again.
     fn state_changed(&self) {
         self.signals.state.notify_waiters();
@@ -283,14 +303,48 @@ impl ExecService {
         self.tracking.lock().live.get(id).cloned()
     }
 
-    pub fn tools(&self) -> ToolList {
-        ToolList { tools: self.offers.tools(self.clock.now_millis()) }
+    /// What online agents offer: this replica's (as they told it), and on PostgreSQL the
+    /// other replicas' (as the store has them, read at most once a second).
+    pub async fn tools(&self) -> ToolList {
+        let now = self.clock.now_millis();
+        match self.with_elsewhere().await {
+            Some(fleet) => ToolList { tools: fleet.tools(now) },
+            None => ToolList { tools: self.offers.tools(now) },
+        }
     }
 
-    pub fn tool(&self, name: &str) -> Result<ToolDetail, ServiceError> {
-        self.offers
-            .tool(name, self.clock.now_millis())
-            .ok_or_else(|| ServiceError::ToolNotFound(name.to_string()))
+    pub async fn tool(&self, name: &str) -> Result<ToolDetail, ServiceError> {
+        let now = self.clock.now_millis();
+        let found = match self.with_elsewhere().await {
+            Some(fleet) => fleet.tool(name, now),
+            None => self.offers.tool(name, now),
+        };
+        found.ok_or_else(|| ServiceError::ToolNotFound(name.to_string()))
+    }
+
+    /// This replica's offers plus other replicas' agents, or `None` when there are no other
+    /// replicas to read (SQLite) or the store cannot be read (then this replica's alone).
+    async fn with_elsewhere(&self) -> Option<Offers> {
+        let fleet = self.elsewhere().await?;
+        for offer in self.offers.all() {
+            fleet.upsert(offer);
+        }
+        Some(fleet)
+    }
+
+    /// Other replicas' agents (PostgreSQL), or `None` on SQLite or when the store cannot be
+    /// read (logged).
+    async fn elsewhere(&self) -> Option<Offers> {
+        if !self.fleet.applies() {
+            return None;
+        }
+        self.fleet
+            .remote(&self.offers)
+            .await
+            .inspect_err(
+                |err| tracing::warn!(error = %err, "could not read other replicas' agents"),
+            )
+            .ok()
     }
 
     /// Validates the request against what online agents offer, then queues it with its audit
@@ -312,7 +366,7 @@ impl ExecService {
         let target = Target { kind: "invocation", id: Some(&id), name: None };
         let details = serde_json::json!({ "tool": request.tool, "workspace": request.workspace });
         let change = Change::new("invocation.create", target).creating().details(details);
-        let (args, accepting) = match self.admit(&request) {
+        let (args, accepting, elsewhere) = match self.admit(&request).await {
             Ok(admitted) => admitted,
             Err(err) => {
                 self.audit.record_failure(context, change, &err).await;
@@ -320,7 +374,9 @@ impl ExecService {
             }
         };
         let now = self.clock.now_millis();
-        let claimed_by = self.agent_for_now(accepting, &request.workspace, now);
+        // Another replica's agent is claimed by that replica's dispatch, not from here.
+        let claimed_by =
+            if elsewhere { None } else { self.agent_for_now(accepting, &request.workspace, now) };
         timeline!(id, "create.chosen");
         let new = NewInvocation {
             id: id.clone(),
@@ -351,6 +407,13 @@ impl ExecService {
                     Err(err) => {
                         tracing::warn!(invocation_id = %record.id, %agent_id, error = %err, "could not requeue an invocation its agent could not be sent")
                     }
+                }
+            }
+            None if elsewhere => {
+                // The durable row is the invocation; this only spares the other replicas'
+                // dispatch its next pass.
+                if let Err(err) = self.store.notify_dispatch().await {
+                    tracing::debug!(error = %err, "could not wake other replicas' dispatch");
                 }
             }
             None => self.wake(),
@@ -399,16 +462,45 @@ impl ExecService {
     }
 
     /// The arguments of `request` when some online agent could run it, else why not; with
-    /// the online agents that serve it and accept them under their own definition.
-    fn admit(
+    /// the online agents that serve it and accept them under their own definition, and whether
+    /// those are other replicas' agents (none of this replica's could run it).
+    async fn admit(
         &self,
         request: &InvokeRequest,
-    ) -> Result<(serde_json::Value, Vec<String>), ServiceError> {
-        // The request's own shape first: a malformed name is the caller's mistake (400),
-        // whatever the fleet looks like now.
+    ) -> Result<(serde_json::Value, Vec<String>, bool), ServiceError> {
+        let args = self.checked_args(request)?;
+        match accepting_in(
+            &self.offers,
+            request,
+            &args,
+            self.checks_arguments(),
+            self.clock.now_millis(),
+        ) {
+            Ok(accepting) => Ok((args, accepting, false)),
+            Err(here) => match self.accepting_elsewhere(request, &args).await {
+                Some(Ok(accepting)) => Ok((args, accepting, true)),
+                // Some agent elsewhere serves it but refuses these arguments: that says more.
+                Some(Err(err @ ServiceError::InvalidArguments { .. })) => Err(err),
+                _ => Err(here),
+            },
+        }
+    }
+
+    /// What other replicas' agents would accept (PostgreSQL only), or `None`.
+    async fn accepting_elsewhere(
+        &self,
+        request: &InvokeRequest,
+        args: &serde_json::Value,
+    ) -> Option<Result<Vec<String>, ServiceError>> {
+        let remote = self.elsewhere().await?;
+        Some(accepting_in(&remote, request, args, self.checks_arguments(), self.clock.now_millis()))
+    }
+
+    /// The request's own shape: a malformed name or argument object is the caller's mistake
+    /// (400), whatever the fleet looks like now.
+    fn checked_args(&self, request: &InvokeRequest) -> Result<serde_json::Value, ServiceError> {
         validate::catalog_name(&request.tool, "tool")?;
         validate::catalog_name(&request.workspace, "workspace")?;
-        let now = self.clock.now_millis();
         let args = request.args.clone().unwrap_or_else(|| serde_json::json!({}));
         if !args.is_object() {
             return Err(ServiceError::InvalidArguments {
@@ -425,46 +517,7 @@ impl ExecService {
                 param: "args".into(),
             });
         }
-        if self.offers.online(now).is_empty() {
-            return Err(ServiceError::NoAgentAvailable(
-                "no agent is online; see `xeroctl agents`".into(),
-            ));
-        }
-        let candidates = self.offers.candidates(&request.tool, &request.workspace, now);
-        if candidates.is_empty() {
-            return Err(match self.offers.knows(&request.tool, &request.workspace, now) {
-                (false, _) => ServiceError::ToolNotFound(request.tool.clone()),
-                (_, false) => ServiceError::WorkspaceNotFound(request.workspace.clone()),
-                _ => ServiceError::NoAgentAvailable(format!(
-                    "no online agent offers tool {:?} in workspace {:?}",
-                    request.tool, request.workspace
-                )),
-            });
-        }
-        // Queued only if some agent that serves it accepts these arguments under its own
-        // definition; dispatch then picks among those agents only.
-        let mut refusal = None;
-        let accepting: Vec<String> = candidates
-            .iter()
-            .filter(|(_, tool)| {
-                !self.checks_arguments()
-                    || match schema::validate(&tool.args_schema, &args) {
-                        Ok(()) => true,
-                        Err(err) => {
-                            refusal.get_or_insert(err);
-                            false
-                        }
-                    }
-            })
-            .map(|(agent, _)| agent.clone())
-            .collect();
-        if let (true, Some(err)) = (accepting.is_empty(), refusal) {
-            return Err(ServiceError::InvalidArguments {
-                message: format!("arguments do not match the schema of {}: {err}", request.tool),
-                param: format!("args{}", err.path),
-            });
-        }
-        Ok((args, accepting))
+        Ok(args)
     }
 
     /// One invocation, if `viewer` may see it; another key's is not found.
@@ -937,6 +990,39 @@ impl ExecService {
         Ok(())
     }
 
+    /// Agents whose replica died (its lease over for `grace_ms`) and who have not come back
+    /// through another replica: what they held is requeued (never started) or failed
+    /// (started), each once whichever replica sweeps (the store's conditional updates).
+    pub async fn release_work_of_dead_replicas(
+        &self,
+        grace_ms: i64,
+    ) -> Result<xerotier_store::ReleasedWork, StoreError> {
+        let released =
+            self.store.release_work_of_dead_replicas(grace_ms, self.clock.now_millis()).await?;
+        if released.is_empty() {
+            return Ok(released);
+        }
+        {
+            let mut tracking = self.tracking.lock();
+            for agent_id in &released.agents {
+                tracking.held.remove(agent_id);
+            }
+            for record in &released.failed {
+                tracking.live.remove(&record.id);
+            }
+        }
+        for invocation_id in &released.requeued {
+            tracing::warn!(%invocation_id, "unstarted invocation of an agent whose replica died requeued");
+        }
+        for record in &released.failed {
+            tracing::warn!(invocation_id = %record.id, agent_id = record.agent_id.as_deref().unwrap_or("-"), "running invocation of an agent whose replica died failed");
+            self.committed(record.clone());
+        }
+        self.state_changed();
+        self.wake();
+        Ok(released)
+    }
+
     async fn lost(&self, agent_id: &str, invocation_id: &str, why: &str) -> Result<(), StoreError> {
         self.release(agent_id, invocation_id);
         if self.store.requeue_invocation(invocation_id, agent_id).await? {
@@ -977,7 +1063,7 @@ fn failed_without_running(error: String, at: UnixMillis) -> InvocationEnd {
 
 /// What an agent may be given: its granted workspaces, for its current tool definitions, if
 /// it is an approved, unquarantined `execution` agent. Nothing it merely declares.
-fn served(
+pub(super) fn served(
     agent: &AgentRecord,
     manifest: &CapabilityManifest,
     decisions: Vec<WorkspaceDecision>,
@@ -1033,6 +1119,57 @@ fn truncate_text(mut text: String) -> String {
         text.truncate(cut);
     }
     text
+}
+
+/// The agents among `offers` that serve the request and accept `args` under their own
+/// definition of the tool, or why none does.
+fn accepting_in(
+    offers: &Offers,
+    request: &InvokeRequest,
+    args: &serde_json::Value,
+    checks_arguments: bool,
+    now: UnixMillis,
+) -> Result<Vec<String>, ServiceError> {
+    if offers.online(now).is_empty() {
+        return Err(ServiceError::NoAgentAvailable(
+            "no agent is online; see `xeroctl agents`".into(),
+        ));
+    }
+    let candidates = offers.candidates(&request.tool, &request.workspace, now);
+    if candidates.is_empty() {
+        return Err(match offers.knows(&request.tool, &request.workspace, now) {
+            (false, _) => ServiceError::ToolNotFound(request.tool.clone()),
+            (_, false) => ServiceError::WorkspaceNotFound(request.workspace.clone()),
+            _ => ServiceError::NoAgentAvailable(format!(
+                "no online agent offers tool {:?} in workspace {:?}",
+                request.tool, request.workspace
+            )),
+        });
+    }
+    // Queued only if some agent that serves it accepts these arguments under its own
+    // definition; dispatch then picks among those agents only.
+    let mut refusal = None;
+    let accepting: Vec<String> = candidates
+        .iter()
+        .filter(|(_, tool)| {
+            !checks_arguments
+                || match schema::validate(&tool.args_schema, args) {
+                    Ok(()) => true,
+                    Err(err) => {
+                        refusal.get_or_insert(err);
+                        false
+                    }
+                }
+        })
+        .map(|(agent, _)| agent.clone())
+        .collect();
+    if let (true, Some(err)) = (accepting.is_empty(), refusal) {
+        return Err(ServiceError::InvalidArguments {
+            message: format!("arguments do not match the schema of {}: {err}", request.tool),
+            param: format!("args{}", err.path),
+        });
+    }
+    Ok(accepting)
 }
 
 #[cfg(test)]

@@ -73,8 +73,13 @@ impl AgentService {
         Self { store, clock, audit, link, events, rotations, exec }
     }
 
-    fn as_of_now(&self, record: AgentRecord) -> Agent {
+    fn as_of_now(&self, mut record: AgentRecord) -> Agent {
         let pending = self.link.pending_heartbeat_at(&record.id);
+        // A renewal buffered here and newer than the stored one: the session is on this
+        // replica, whatever the store says yet.
+        if pending.is_some_and(|at| record.last_heartbeat_at.is_none_or(|stored| stored < at)) {
+            record.replica_id = Some(self.link.replica_id.clone());
+        }
         Agent::at(record, pending, self.clock.now_millis())
     }
 

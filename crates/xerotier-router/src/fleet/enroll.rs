@@ -34,6 +34,7 @@ pub struct EnrollService {
     link: Arc<MeshLink>,
     events: EventLog,
     attempts: EnrollAttempts,
+    replicas: crate::membership::ReplicaService,
 }
 
 /// A refused enrollment: what the caller is answered, and the reason its record gives.
@@ -83,11 +84,13 @@ impl EnrollService {
         clock: SharedClock,
         ids: IdGenerator,
         audit: AuditLog,
-        link: Arc<MeshLink>,
         events: EventLog,
         attempts: EnrollAttempts,
+        replicas: crate::membership::ReplicaService,
     ) -> Self {
-        Self { store, clock, ids, audit, link, events, attempts }
+        // The mesh link is the replica service's: one per process.
+        let link = replicas.link().clone();
+        Self { store, clock, ids, audit, link, events, attempts, replicas }
     }
 
     /// `context` carries the request id and peer address; the join key becomes the actor. A
@@ -274,6 +277,8 @@ impl EnrollService {
             approval: String::new(),
             quarantined_at: None,
             quarantine_reason: None,
+            replica_id: None,
+            replica_since: None,
         };
         let context = AuditContext { actor: actor.clone(), ..context.clone() };
         let target = Target { kind: "agent", id: Some(&agent.id), name: Some(&agent.name) };
@@ -314,8 +319,19 @@ impl EnrollService {
             )
             .await;
         tracing::info!(agent_id = %agent.id, name = %agent.name, join_key = %claims.jti, "agent enrolled");
+        // The address the join key names first (the one the agent connects to), then every
+        // live replica's, to fail over to.
+        let mut mesh_addrs = vec![claims.router_addr.clone()];
+        for addr in self.replicas.live_mesh_addrs().await {
+            if mesh_addrs.len() < xerotier_proto::mesh::MAX_REPLICA_ADDRS
+                && !mesh_addrs.contains(&addr)
+            {
+                mesh_addrs.push(addr);
+            }
+        }
         Ok(EnrollResponse {
             agent_id: agent.id,
+            mesh_addrs,
             mesh_addr: claims.router_addr,
             router_curve_key: self.link.router_curve_public_z85(),
             role: agent.role,

@@ -20,7 +20,7 @@ use xerotier_proto::rotation::{
     DEFAULT_ROTATION_REASON, FAILURE_ACK_TIMEOUT, FAILURE_REVOKED_AGENT, FAILURE_SIGNATURE_MISMATCH,
 };
 use xerotier_proto::status::RotationStatus;
-use xerotier_store::{Outcome, RotationRecord, Store, StoreError};
+use xerotier_store::{AgentRecord, Outcome, RotationRecord, Store, StoreError};
 
 use crate::agent_events::EventLog;
 use crate::audit::{Actor, AuditContext, AuditLog, Change, Target};
@@ -31,6 +31,46 @@ use crate::validate;
 /// A promoted key the agent has not been seen on yet: (request id, new key, old key).
 type Promoted = (String, [u8; 32], Option<[u8; 32]>);
 
+/// Agents between promotion and first sight on the new key. This replica's own changes (a
+/// promotion it made, a retirement, a revocation) bump a generation; what is read from the
+/// store (on hello, on another replica's signal) is applied only if no own change happened
+/// since the read began, so a read that raced a promotion here cannot undo it.
+#[derive(Debug, Default)]
+struct PromotedKeys(Mutex<(u64, HashMap<String, Promoted>)>);
+
+impl PromotedKeys {
+    fn get(&self, agent_id: &str) -> Option<Promoted> {
+        self.0.lock().1.get(agent_id).cloned()
+    }
+
+    fn set_here(&self, agent_id: &str, promoted: Option<Promoted>) {
+        let mut inner = self.0.lock();
+        inner.0 += 1;
+        match promoted {
+            Some(promoted) => inner.1.insert(agent_id.to_string(), promoted),
+            None => inner.1.remove(agent_id),
+        };
+    }
+
+    /// Where a read of the store starts.
+    fn ticket(&self) -> u64 {
+        self.0.lock().0
+    }
+
+    /// What the store said, read since `ticket`; ignored if this replica changed anything
+    /// meanwhile (the change is newer than the read).
+    fn set_read(&self, ticket: u64, agent_id: &str, promoted: Option<Promoted>) {
+        let mut inner = self.0.lock();
+        if inner.0 != ticket {
+            return;
+        }
+        match promoted {
+            Some(promoted) => inner.1.insert(agent_id.to_string(), promoted),
+            None => inner.1.remove(agent_id),
+        };
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RotationService {
     store: Store,
@@ -40,7 +80,7 @@ pub struct RotationService {
     events: EventLog,
     link: Arc<MeshLink>,
     /// Agents between promotion and first sight on the new key.
-    promoted: Arc<Mutex<HashMap<String, Promoted>>>,
+    promoted: Arc<PromotedKeys>,
     /// Pending rotations whose instruction this replica has sent (request ids).
     delivered: Arc<Mutex<HashSet<String>>>,
 }
@@ -85,15 +125,8 @@ impl RotationService {
                 )
                 .await?;
             for agent in &slice.items {
-                if let (Some(previous), Ok(current)) =
-                    (&agent.previous_curve_public_key, parse_curve_public(&agent.curve_public_key))
-                {
-                    let request_id =
-                        self.store.latest_promoted_rotation(&agent.id).await?.unwrap_or_default();
-                    self.promoted.lock().insert(
-                        agent.id.clone(),
-                        (request_id, current, parse_curve_public(previous).ok()),
-                    );
+                if let Some(promoted) = self.promotion_of(agent).await? {
+                    self.promoted.set_here(&agent.id, Some(promoted));
                 }
             }
             if !slice.has_more {
@@ -297,7 +330,7 @@ impl RotationService {
         if !self.link.allow.allow(new_key, agent_id) {
             tracing::error!(%agent_id, request_id = %rotation.id, "promoted, but the new CURVE key maps to another agent on the allow-list");
         }
-        self.promoted.lock().insert(agent_id.to_string(), (rotation.id.clone(), new_key, old_key));
+        self.promoted.set_here(agent_id, Some((rotation.id.clone(), new_key, old_key)));
         tracing::info!(%agent_id, request_id = %rotation.id, "CURVE key promoted");
         self.link.send_to(agent_id, &Frame::RotationPromoted { request_id: rotation.id.clone() });
         Ok(())
@@ -305,8 +338,7 @@ impl RotationService {
 
     /// Every authenticated frame: an agent seen on its promoted key retires the old one.
     pub async fn on_seen(&self, agent_id: &str, curve_key: &[u8; 32]) {
-        let promoted = self.promoted.lock().get(agent_id).cloned();
-        let Some((request_id, new_key, old_key)) = promoted else { return };
+        let Some((request_id, new_key, old_key)) = self.promoted.get(agent_id) else { return };
         if &new_key != curve_key {
             return;
         }
@@ -326,7 +358,7 @@ impl RotationService {
                 if let Some(old) = old_key {
                     self.link.allow.remove_key(&old);
                 }
-                self.promoted.lock().remove(agent_id);
+                self.promoted.set_here(agent_id, None);
                 self.events.written();
                 tracing::info!(%agent_id, %request_id, "agent on its new CURVE key; old key retired");
             }
@@ -336,10 +368,27 @@ impl RotationService {
         }
     }
 
-    /// On (re)connect: re-send what the agent may have missed (a crash at any step).
+    /// What the store says of the agent's rotation, made this replica's: a promotion made
+    /// through any replica is known here (so the agent seen here on its new key retires the
+    /// old one), and a pending instruction not yet sent from here is sent if its session is
+    /// here. Called on hello and when another replica signals a change to the agent.
+    pub async fn reload_agent(&self, agent_id: &str) -> Result<(), StoreError> {
+        self.reload_promoted(agent_id).await?;
+        if let Some(rotation) = self.store.pending_rotation(agent_id).await?
+            && !self.delivered.lock().contains(&rotation.id)
+        {
+            self.instruct(&rotation);
+        }
+        Ok(())
+    }
+
+    /// On (re)connect: re-send what the agent may have missed (a crash at any step). The
+    /// rotation's state is read from the store first: it may have moved on another replica.
     pub async fn on_hello(&self, agent_id: &str, curve_key: &[u8; 32]) {
-        let promoted = self.promoted.lock().get(agent_id).cloned();
-        if let Some((request_id, new_key, _)) = promoted {
+        if let Err(err) = self.reload_promoted(agent_id).await {
+            tracing::warn!(%agent_id, error = %err, "could not read the agent's promotion");
+        }
+        if let Some((request_id, new_key, _)) = self.promoted.get(agent_id) {
             if &new_key != curve_key {
                 self.link.send_to(agent_id, &Frame::RotationPromoted { request_id });
             }
@@ -354,6 +403,30 @@ impl RotationService {
                 tracing::warn!(%agent_id, error = %err, "could not look up pending rotations")
             }
         }
+    }
+
+    /// The promotion the store records for the agent (a current key with a previous one still
+    /// accepted), or none.
+    async fn reload_promoted(&self, agent_id: &str) -> Result<(), StoreError> {
+        let ticket = self.promoted.ticket();
+        let Some(agent) = self.store.agent(agent_id).await? else { return Ok(()) };
+        let promoted = self.promotion_of(&agent).await?;
+        self.promoted.set_read(ticket, agent_id, promoted);
+        Ok(())
+    }
+
+    /// The promotion the agent's row records: a current key with the previous one still
+    /// accepted (a live agent only), with the request that promoted it.
+    async fn promotion_of(&self, agent: &AgentRecord) -> Result<Option<Promoted>, StoreError> {
+        let (Some(previous), Ok(current), None) = (
+            &agent.previous_curve_public_key,
+            parse_curve_public(&agent.curve_public_key),
+            agent.revoked_at,
+        ) else {
+            return Ok(None);
+        };
+        let request_id = self.store.latest_promoted_rotation(&agent.id).await?.unwrap_or_default();
+        Ok(Some((request_id, current, parse_curve_public(previous).ok())))
     }
 
     /// Fails rotations whose acknowledgement did not arrive in time.
@@ -394,7 +467,30 @@ impl RotationService {
         if let Some(rotation) = self.store.pending_rotation(agent_id).await? {
             self.fail(&rotation, FAILURE_REVOKED_AGENT).await?;
         }
-        self.promoted.lock().remove(agent_id);
+        self.promoted.set_here(agent_id, None);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod promoted_tests {
+    use super::*;
+
+    #[test]
+    fn a_read_that_raced_a_promotion_here_does_not_undo_it() {
+        let keys = PromotedKeys::default();
+        let ticket = keys.ticket();
+        // The store was read before the promotion committed here...
+        keys.set_here("agt_a", Some(("rot_1".into(), [2; 32], Some([1; 32]))));
+        // ...and its answer (no promotion) arrives after: it is ignored.
+        keys.set_read(ticket, "agt_a", None);
+        assert_eq!(keys.get("agt_a").map(|p| p.1), Some([2; 32]));
+        // A read that began after every change here is applied.
+        let ticket = keys.ticket();
+        keys.set_read(ticket, "agt_a", None);
+        assert!(keys.get("agt_a").is_none());
+        let ticket = keys.ticket();
+        keys.set_read(ticket, "agt_b", Some(("rot_2".into(), [4; 32], Some([3; 32]))));
+        assert!(keys.get("agt_b").is_some());
     }
 }

@@ -40,6 +40,7 @@ pub fn agent(agent: Agent) -> AgentView {
         manifest_hash: record.manifest_hash,
         revoked_by: record.revoked_by,
         revoked_reason: record.revoked_reason,
+        replica_id: record.replica_id,
         approval: AgentApproval::parse(&record.approval).unwrap_or(AgentApproval::Pending),
         workspaces: workspaces.map(|w| w.into_iter().map(agent_workspace).collect()),
     }

@@ -290,6 +290,12 @@ fn document_auth(path: &str, operation: &mut Operation) {
         "403",
         &format!("The API key lacks the `{scope}` scope (`scope_insufficient`)."),
     );
+    add_or_extend(
+        operation,
+        "503",
+        "This replica lost its lease on the shared database and is fenced until it has caught \
+         up (`replica_fenced`, `Retry-After`); another replica serves.",
+    );
     let retry_after =
         integer_header("Seconds until this address may try again (`too_many_auth_failures`)");
     match operation.responses.responses.get_mut("429") {

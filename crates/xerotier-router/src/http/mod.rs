@@ -24,6 +24,7 @@ use crate::audit::handlers as audit;
 use crate::error::ApiError;
 use crate::exec::handlers as exec;
 use crate::fleet::handlers as fleet;
+use crate::membership::handlers as membership;
 use xerotier_proto::Scope;
 
 use crate::{AppState, auth, health, metrics};
@@ -52,6 +53,7 @@ pub const MAX_BODY_BYTES: usize = 96 * 1024;
         (name = "agents", description = "The fleet and containment (scope management)"),
         (name = "enrollment", description = "Agents trade a join key for an identity (no API key)"),
         (name = "exec", description = "Execution API (scope execution)"),
+        (name = "router", description = "The router's replicas (scope management)"),
         (name = "operations", description = "Health, metrics, this document"),
     )
 )]
@@ -113,6 +115,7 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .routes(routes!(exec::resume_exec))
         .routes(routes!(exec::list_pauses))
         .routes(routes!(exec::list_credentials))
+        .routes(routes!(membership::list_replicas))
         .route_layer(auth::RequireScope::new(gate.clone(), Scope::Management));
     let exec = OpenApiRouter::new()
         .routes(routes!(exec::list_tools))

@@ -62,6 +62,9 @@ pub struct FrameHandler {
     pub credential_ages: CredentialAges,
     pub metrics: Metrics,
     pub agents: crate::fleet::agents::AgentService,
+    pub replication: crate::replication::Replication,
+    /// Tells every agent, after its hello, where the live replicas are.
+    pub replicas: crate::membership::ReplicaService,
 }
 
 /// Routes the mesh's events to per-agent tasks until `shutdown` (or the mesh ends); then waits
@@ -260,6 +263,17 @@ impl FrameHandler {
 
     async fn handle(&self, agent_id: &str, inbound: Inbound, hellos: &mut HelloWindow) {
         let Inbound { routing_id, curve_key, frame, resync } = inbound;
+        // Checked again as the frame is acted on, not only when the mesh thread received it:
+        // a frame queued before a revoke (here or on any replica) or before this replica was
+        // fenced is dropped, so none is accepted after the revoke returned.
+        if !self.replication.is_serving() {
+            self.metrics.mesh_dropped("replica_fenced");
+            return;
+        }
+        if self.link.allow.agent_for(&curve_key).as_deref() != Some(agent_id) {
+            self.metrics.mesh_dropped("key_no_longer_allowed");
+            return;
+        }
         let kind = frame_kind(&frame);
         if kind != "unexpected" {
             self.metrics.mesh_frame(kind);
@@ -318,6 +332,7 @@ impl FrameHandler {
                 self.note_heartbeat(agent_id, manifest_hash, manifest_version);
             }
             Frame::LeaseAck { .. }
+            | Frame::Replicas { .. }
             | Frame::Invoke { .. }
             | Frame::CancelInvocation { .. }
             | Frame::ResultAck { .. }
@@ -345,6 +360,10 @@ impl FrameHandler {
         action: HelloAction,
     ) {
         let Hello { manifest_hash, manifest_version, xem_version } = hello;
+        // Answered at every hello (not only once a window): it is the agent's way to learn
+        // replicas that started since it connected.
+        let mesh_addrs = self.replicas.live_mesh_addrs().await;
+        self.link.send_raw(&routing_id, &Frame::Replicas { mesh_addrs });
         self.link.note_session(agent_id, routing_id);
         self.note_heartbeat(agent_id, manifest_hash, manifest_version);
         if action.announce {
@@ -419,6 +438,7 @@ impl FrameHandler {
             at: self.clock.now_millis(),
             manifest_hash,
             manifest_version: i64::try_from(manifest_version).unwrap_or(i64::MAX),
+            replica_id: self.link.replica_id.clone(),
         });
     }
 }

@@ -11,7 +11,6 @@ use xerotier_credentials::parse_curve_public;
 use xerotier_mesh::MeshServer;
 use xerotier_store::{Store, StoreError};
 
-use crate::exec::ExecService;
 use crate::fleet::rotation::RotationService;
 use crate::mesh_link::MeshLink;
 use crate::metrics::Metrics;
@@ -79,18 +78,24 @@ async fn flush(store: &Store, link: &MeshLink) {
     }
 }
 
+/// A stored CURVE key as the allow-list takes it; an unreadable one is logged and left out
+/// (the agent is not allowed on it).
+pub fn stored_curve_key(agent_id: &str, key: &str) -> Option<[u8; 32]> {
+    parse_curve_public(key)
+        .inspect_err(|err| {
+            tracing::error!(%agent_id, error = %err, "stored CURVE key is unreadable; agent not allowed");
+        })
+        .ok()
+}
+
 /// Re-reads the allow-list from the store, so revocations and enrollments made through other
 /// replicas take effect here; sessions of agents no longer allowed are ended.
 pub async fn refresh_allow_list(store: &Store, link: &MeshLink) -> Result<(), StoreError> {
     let since = link.allow.generation();
     let live = store.live_agent_keys().await?;
-    let entries = live.into_iter().filter_map(|(agent_id, key)| match parse_curve_public(&key) {
-        Ok(bytes) => Some((bytes, agent_id)),
-        Err(err) => {
-            tracing::error!(%agent_id, error = %err, "stored CURVE key is unreadable; agent not allowed");
-            None
-        }
-    });
+    let entries = live
+        .into_iter()
+        .filter_map(|(agent_id, key)| stored_curve_key(&agent_id, &key).map(|k| (k, agent_id)));
     link.allow.replace_all(entries, since);
     for agent_id in link.session_agents() {
         if !link.allow.contains_agent(&agent_id) {
@@ -98,37 +103,6 @@ pub async fn refresh_allow_list(store: &Store, link: &MeshLink) -> Result<(), St
         }
     }
     Ok(())
-}
-
-/// Re-reads the allow-list and what each agent may serve, every `period`: revocations,
-/// enrollments and grant decisions made through other replicas take effect here.
-pub fn spawn_allow_list_refresh(
-    store: Store,
-    link: Arc<MeshLink>,
-    exec: ExecService,
-    period: Duration,
-    shutdown: CancellationToken,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        // The allow-list was loaded at start; the first refresh is one period later.
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(period) => {}
-        }
-        let _ = every(period, shutdown, move || {
-            let (store, link, exec) = (store.clone(), link.clone(), exec.clone());
-            async move {
-                if let Err(err) = refresh_allow_list(&store, &link).await {
-                    tracing::warn!(error = %err, "could not refresh the mesh allow-list");
-                }
-                if let Err(err) = exec.refresh_served().await {
-                    tracing::warn!(error = %err, "could not refresh what agents may serve");
-                }
-                true
-            }
-        })
-        .await;
-    })
 }
 
 /// Fails rotations whose acknowledgement deadline passed (decided by the injected clock).

@@ -20,10 +20,13 @@ use xerotier_mesh::{InboundCap, MeshError, MeshServer};
 use xerotier_store::{Store, StoreError};
 
 pub use frames::{AGENT_QUEUE, FrameHandler};
-pub use loops::refresh_allow_list;
+pub use loops::{refresh_allow_list, stored_curve_key};
 
 use crate::exec::ExecService;
 use crate::fleet::rotation::RotationService;
+use crate::replication::Replication;
+use crate::replication::apply::SignalApplier;
+use crate::replication::task::Addresses;
 
 /// Messages a second one agent may put through the mesh thread (see `start`).
 pub const TRANSPORT_CAP_PER_SECOND: u32 = 10_000;
@@ -45,6 +48,8 @@ pub struct RuntimeDeps {
     pub frames: FrameHandler,
     pub rotations: RotationService,
     pub exec: ExecService,
+    pub replication: Replication,
+    pub applier: SignalApplier,
 }
 
 /// A running mesh: the endpoint's threads and the tasks around it.
@@ -56,12 +61,18 @@ pub struct MeshRuntime {
     pub fatal: mpsc::Receiver<String>,
 }
 
-/// Loads the allow-list, binds the endpoint and starts the tasks, each stopping on `shutdown`.
+/// Loads the allow-list, binds the endpoint, registers this replica (it serves nothing before
+/// it holds a lease) and starts the tasks, each stopping on `shutdown`. `https_url` is where
+/// this replica's API is reached, for the registry.
 pub async fn start(
     deps: RuntimeDeps,
+    https_url: String,
     shutdown: &CancellationToken,
 ) -> Result<MeshRuntime, RuntimeError> {
     let link = deps.frames.link.clone();
+    // Read before the state it loads: every change after it is applied as a signal, so none
+    // falls between the load and the first signal applied.
+    deps.replication.set_applied(deps.store.latest_signal_seq().await?);
     refresh_allow_list(&deps.store, &link).await?;
     deps.rotations.load_promoted().await?;
     // Well above what an honest agent sends (the frame loop's limits are 200 control frames
@@ -81,6 +92,15 @@ pub async fn start(
     link.attach_mesh(handle, server.endpoint().to_string());
     tracing::info!(endpoint = %server.endpoint(), agents = link.allow.len(), "mesh endpoint listening (CURVE)");
     let server = Arc::new(server);
+    let addresses = Addresses { https_url, mesh_addr: link.advertised_mesh_addr() };
+    let replica = crate::replication::task::start(
+        deps.replication.clone(),
+        deps.applier.clone(),
+        deps.frames.clock.clone(),
+        addresses,
+        shutdown.child_token(),
+    )
+    .await?;
     let (fatal_tx, fatal) = mpsc::channel(4);
     let settings = &link.settings;
     let tasks = vec![
@@ -97,16 +117,7 @@ pub async fn start(
                 shutdown.child_token(),
             ),
         ),
-        (
-            "allow-list refresh",
-            loops::spawn_allow_list_refresh(
-                deps.store.clone(),
-                link.clone(),
-                deps.exec.clone(),
-                Duration::from_millis(settings.allow_list_refresh_ms),
-                shutdown.child_token(),
-            ),
-        ),
+        ("replica", replica),
         (
             "rotation sweep",
             loops::spawn_rotation_sweep(
@@ -116,6 +127,10 @@ pub async fn start(
             ),
         ),
         ("dispatch", crate::exec::spawn_dispatch(deps.exec.clone(), shutdown.child_token())),
+        (
+            "failover sweep",
+            crate::membership::sweep::spawn(deps.exec.clone(), shutdown.child_token()),
+        ),
         (
             "mesh health",
             loops::spawn_health_watch(

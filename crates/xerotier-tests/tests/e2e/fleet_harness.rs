@@ -570,8 +570,21 @@ impl RawMesh {
         }
     }
 
-    /// A frame from the router within `timeout`, if any.
+    /// A frame from the router within `timeout`, if any. The replica list the router sends
+    /// after every hello is skipped (see [`RawMesh::recv_any`]).
     pub fn recv(&self, timeout: Duration) -> Option<Frame> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv_any(left)? {
+                Frame::Replicas { .. } => continue,
+                frame => return Some(frame),
+            }
+        }
+    }
+
+    /// Any frame from the router within `timeout`, if any.
+    pub fn recv_any(&self, timeout: Duration) -> Option<Frame> {
         let millis = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
         if self.socket.poll(zmq::POLLIN, millis).expect("polling the raw client") == 0 {
             return None;

@@ -213,13 +213,28 @@ impl Router {
     /// A second router on the same PostgreSQL database, with a state dir of its own. The store
     /// is bootstrapped already, so it must not create (or write) a bootstrap key of its own.
     pub async fn replica(&self) -> Router {
-        assert!(self.database_url.is_some(), "replicas share a PostgreSQL database");
+        self.replica_with(self.options.clone()).await
+    }
+
+    /// [`Router::replica`] started with `options` of its own (e.g. a test fault in its `env`).
+    pub async fn replica_with(&self, options: RouterOptions) -> Router {
+        let url = self.database_url.clone().expect("replicas share a PostgreSQL database");
+        self.replica_on(url, options).await
+    }
+
+    /// A replica that reaches the shared database at `database_url` (through a proxy the test
+    /// can cut, say).
+    pub async fn replica_via(&self, database_url: String) -> Router {
+        self.replica_on(database_url, self.options.clone()).await
+    }
+
+    async fn replica_on(&self, database_url: String, options: RouterOptions) -> Router {
         let dir = tempfile::Builder::new().prefix("xerotier-e2e-").tempdir().expect("tempdir");
         let mut replica = Router {
             backend: self.backend,
             dir,
-            database_url: self.database_url.clone(),
-            options: self.options.clone(),
+            database_url: Some(database_url),
+            options,
             child: None,
             starts: 0,
             addr: String::new(),

@@ -6,6 +6,7 @@
 //! keeps the mesh address it enrolled with, so a restarted router must bind the same one) and
 //! time acknowledgements out after a few seconds.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
@@ -1049,8 +1050,10 @@ async fn events_stream_shows_the_rotation_live_and_resumes() {
             "[{}] {seen:#?}",
             backend.name
         );
-        let ids: Vec<&str> = seen.iter().map(|e| e.id.as_str()).collect();
-        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids in order, no duplicates: {ids:?}");
+        // The stream's order is the database's (commit) order, not the ids' (which carry the
+        // writing router's clock and are made before the commit): no duplicates is what holds.
+        let ids: HashSet<&str> = seen.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids.len(), seen.len(), "no duplicates: {seen:#?}");
 
         // Reconnecting after the request event resumes right after it.
         let at = seen.iter().position(|e| e.kind == "rotation_requested").expect("requested");
@@ -1062,7 +1065,7 @@ async fn events_stream_shows_the_rotation_live_and_resumes() {
         // ... and goes on live: the completion is still to come (or just came).
         let completed = loop {
             let event = resumed.next().await;
-            assert!(ids.binary_search(&event.id.as_str()).is_err(), "duplicate {event:?}");
+            assert!(!ids.contains(event.id.as_str()), "duplicate {event:?}");
             if event.kind == "rotation_completed" {
                 break event;
             }
@@ -1217,14 +1220,30 @@ async fn rotation_requested_through_another_replica_is_promoted() {
         };
         let first = Router::start_with(&backend, options).await;
         let second = first.replica().await;
+        let third = first.replica().await;
         // The agent's session is on the second replica; the operator talks to the first.
         let xem = TestXem::enroll_via(&first, &second, "xem-replicas", None).await;
         let id = xem.agent_id.as_str();
         let old_hex = xem.key_hex();
+        for replica in [&first, &third] {
+            assert!(accepted(replica, &xem, &old_hex), "every replica allows the enrolled key");
+        }
         let request_id = request_id_of(&first.rotate(id, "scheduled").await);
         let rotation = first.wait_terminal(id, &request_id).await;
         assert_eq!(rotation["status"], "promoted", "[{}] {rotation}", backend.name);
         assert_working(&second, &xem, rotation["completed_at"].as_str().unwrap()).await;
         assert_outcome(&second, &xem, &rotation, &old_hex, None).await;
+        // Retired on the replica that saw the agent on its new key, and so everywhere: the
+        // other replicas learn it from the retirement's signal, not from a restart.
+        let new_hex = xem.key_hex();
+        assert_ne!(new_hex, old_hex);
+        for (name, replica) in [("first", &first), ("second", &second), ("third", &third)] {
+            eventually(&format!("the {name} replica to refuse the old key"), SETTLE, || {
+                let refused = !accepted(replica, &xem, &old_hex);
+                async move { refused.then_some(()) }
+            })
+            .await;
+            assert!(accepted(replica, &xem, &new_hex), "the {name} replica allows the new key");
+        }
     }
 }

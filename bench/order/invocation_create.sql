@@ -1,0 +1,5 @@
+-- An invocation's creation as the router sends it on PostgreSQL (crates/xerotier-store/src/
+-- invocations.rs): one statement, the audit record's INSERT a data-modifying WITH. Literal
+-- values (pgbench -M simple); ids made unique by gen_random_uuid().
+\set t random(1, 1000000000)
+WITH audit AS (INSERT INTO audit_log (id, at, actor_key_id, actor_name, action, target_type, target_id, target_name, reason, request_id, correlation_id, outcome, client_addr, details) VALUES ('aud_' || gen_random_uuid(), :t, 'key_bench', 'bench', 'invocation.create', 'invocation', 'inv_x', NULL, NULL, 'req_' || gen_random_uuid(), NULL, 'success', '127.0.0.1:1', NULL)) INSERT INTO invocations (id, tool, workspace, args, status, created_at, created_by, agent_id, dispatched_at) SELECT 'inv_' || gen_random_uuid(), 'noop', 'kubernetes-prod', '{}', 'queued', :t, 'key_bench', claim.agent_id, CASE WHEN claim.agent_id IS NULL THEN NULL ELSE :t END FROM (SELECT CASE WHEN EXISTS (SELECT 1 FROM exec_pauses WHERE agent_id = 'agt_x' AND workspace IN ('', 'kubernetes-prod')) THEN NULL ELSE 'agt_x' END AS agent_id) AS claim RETURNING id;

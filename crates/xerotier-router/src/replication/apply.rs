@@ -1,0 +1,78 @@
+//! What this replica does with each signal: re-read the changed thing from the store and make
+//! its caches, allow-list, sessions and agents agree. Each step is idempotent and reads the
+//! store's current state, so applying a signal twice, or late, is harmless.
+
+use std::sync::Arc;
+
+use xerotier_store::{Signal, SignalKind, Store, StoreError};
+
+use crate::exec::ExecService;
+use crate::fleet::rotation::RotationService;
+use crate::key_cache::KeyCache;
+use crate::mesh_link::MeshLink;
+use crate::mesh_runtime::stored_curve_key;
+
+/// The parts of this replica a signal can touch.
+#[derive(Debug, Clone)]
+pub struct SignalApplier {
+    pub store: Store,
+    pub cache: Arc<KeyCache>,
+    pub link: Arc<MeshLink>,
+    pub exec: ExecService,
+    pub rotations: RotationService,
+}
+
+impl SignalApplier {
+    pub async fn apply(&self, signal: &Signal) -> Result<(), StoreError> {
+        match signal.kind {
+            Some(SignalKind::ApiKey) => self.cache.invalidate(&signal.subject),
+            Some(SignalKind::Agent) => self.agent_changed(&signal.subject).await?,
+            Some(SignalKind::Invocation) => self.invocation_changed(&signal.subject).await?,
+            // Join keys are consumed inside the enrollment transaction; nothing is cached.
+            Some(SignalKind::JoinKey) => {}
+            None => tracing::debug!(seq = signal.seq, "signal of an unknown kind skipped"),
+        }
+        Ok(())
+    }
+
+    /// An agent was revoked, rotated, promoted, retired, granted, paused or quarantined
+    /// somewhere: its keys here become exactly what the store says, a session it may no
+    /// longer hold ends, and what it serves and must be told is re-read.
+    async fn agent_changed(&self, agent_id: &str) -> Result<(), StoreError> {
+        let agent = self.store.agent(agent_id).await?;
+        let keys: Vec<[u8; 32]> = match &agent {
+            Some(agent) if agent.revoked_at.is_none() => {
+                [Some(&agent.curve_public_key), agent.previous_curve_public_key.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|key| stored_curve_key(agent_id, key))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        let allowed = self.link.allow.set_agent_keys(agent_id, &keys);
+        // Read even without a session here: the agent may be reconnecting here on the key just
+        // promoted elsewhere, and its first frame on it must retire the old one.
+        if let Err(err) = self.rotations.reload_agent(agent_id).await {
+            tracing::warn!(%agent_id, error = %err, "could not re-read the agent's rotation");
+        }
+        if !self.link.has_session(agent_id) {
+            return Ok(());
+        }
+        if allowed == 0 {
+            self.link.end_session(agent_id, "credentials revoked");
+            self.exec.on_agent_silenced(agent_id);
+            tracing::warn!(%agent_id, "agent revoked on another replica; its session here ended");
+            return Ok(());
+        }
+        self.exec.reload_served(agent_id).await
+    }
+
+    /// An invocation was cancelled somewhere: the replica holding its agent's session tells it.
+    async fn invocation_changed(&self, invocation_id: &str) -> Result<(), StoreError> {
+        if let Some(record) = self.store.invocation(invocation_id).await? {
+            self.exec.on_changed_elsewhere(&record);
+        }
+        Ok(())
+    }
+}
