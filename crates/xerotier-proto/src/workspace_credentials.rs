@@ -19,6 +19,11 @@ pub struct CredentialFileReport {
     /// Modification time of the version in use, Unix milliseconds.
     pub mtime_ms: Option<i64>,
     pub error: Option<String>,
+    /// The expiry the version in use carries, Unix milliseconds, when the XEM could read one
+    /// (a kubeconfig client certificate's notAfter, a JWT's `exp`, an AWS credentials file's
+    /// expiration). Absent from reports of older XEMs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<i64>,
 }
 
 /// What one reload did.

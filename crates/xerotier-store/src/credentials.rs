@@ -17,10 +17,13 @@ pub struct CredentialState {
     pub ok: bool,
     pub error: Option<String>,
     pub reported_at: UnixMillis,
+    /// The expiry the file itself carries, when the XEM could read one (short-lived
+    /// credentials: a certificate's notAfter, a JWT's `exp`, an AWS expiration).
+    pub expires_at: Option<UnixMillis>,
 }
 
 record!(CredentialState in "agent_credentials" {
-    agent_id, credentials_ref, sha256, generation, mtime_ms, ok, error, reported_at,
+    agent_id, credentials_ref, sha256, generation, mtime_ms, ok, error, reported_at, expires_at,
 });
 
 impl Store {
@@ -50,7 +53,7 @@ impl Store {
             .await?;
         for state in states {
             sqlx::query(sql::<CredentialState>(
-                "INSERT INTO {table} ({cols}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                "INSERT INTO {table} ({cols}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             ))
             .bind(agent_id)
             .bind(&state.credentials_ref)
@@ -60,6 +63,7 @@ impl Store {
             .bind(i64::from(state.ok))
             .bind(&state.error)
             .bind(reported_at)
+            .bind(state.expires_at)
             .execute(&mut *tx)
             .await?;
         }

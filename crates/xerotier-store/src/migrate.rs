@@ -90,6 +90,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/common/0012_agent_replica.sql"),
         postgres: include_str!("../migrations/common/0012_agent_replica.sql"),
     },
+    Migration {
+        version: 13,
+        name: "credential_expiry",
+        sqlite: include_str!("../migrations/common/0013_credential_expiry.sql"),
+        postgres: include_str!("../migrations/common/0013_credential_expiry.sql"),
+    },
 ];
 
 /// Applies each pending migration in its own write transaction. Several routers starting at

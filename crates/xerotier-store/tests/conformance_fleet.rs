@@ -231,6 +231,7 @@ per_backend!(
             ok,
             error: (!ok).then(|| "mode 644".to_string()),
             reported_at: 0,
+            expires_at: (generation == 2).then_some(9_000),
         };
         store.create_join_key(&join_key("jk_c", 10_000), &audit("a1")).await.unwrap();
         store
@@ -250,6 +251,7 @@ per_backend!(
         assert_eq!(states.len(), 1, "[{}] the latest report replaces the whole set", db.backend);
         assert_eq!((states[0].generation, states[0].ok, states[0].reported_at), (2, false, 200));
         assert_eq!(states[0].error.as_deref(), Some("mode 644"));
+        assert_eq!(states[0].expires_at, Some(9_000), "[{}] the file's own expiry", db.backend);
 
         store.record_credential_report("agt_c", &[state("z.yaml", 9, true)], 150).await.unwrap();
         let states = store.credential_states(Some("agt_c")).await.unwrap();

@@ -313,6 +313,7 @@ impl CredentialStore {
                 generation: version.as_ref().map_or(0, |v| v.generation),
                 mtime_ms: version.as_ref().map(|v| v.mtime_ms),
                 error,
+                expires_at_ms: None,
             };
             last_reports.insert(credentials_ref.clone(), report.clone());
             files.push(report);

@@ -294,6 +294,7 @@ mod tests {
                 generation,
                 mtime_ms,
                 error: (!ok).then(|| "refused".into()),
+                expires_at_ms: None,
             }],
         }
     }

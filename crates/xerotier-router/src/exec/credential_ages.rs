@@ -54,6 +54,7 @@ fn state(agent_id: &str, file: &CredentialFileReport, now: UnixMillis) -> Creden
         ok: file.ok,
         error: file.error.clone(),
         reported_at: now,
+        expires_at: file.expires_at_ms,
     }
 }
 
@@ -110,6 +111,7 @@ mod tests {
             ok: true,
             error: None,
             reported_at: 0,
+            expires_at: None,
         };
         let seen = view(state, 100 * DAY_MS + 5);
         assert_eq!((seen.age_days, seen.rotation.as_str()), (Some(100), "overdue"));

@@ -62,6 +62,7 @@ pub(super) async fn read_credentials(
                 generation: 0,
                 mtime_ms: None,
                 error: Some(format!("reload task failed: {err}")),
+                expires_at_ms: None,
             }],
         },
     }
