@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -1244,6 +1244,69 @@ async fn rotation_requested_through_another_replica_is_promoted() {
             })
             .await;
             assert!(accepted(replica, &xem, &new_hex), "the {name} replica allows the new key");
+        }
+    }
+}
+
+/// kill -9 of the replica holding the sessions while rotations of its agents are in flight
+/// (issue 12): every agent is connected to another replica within 5 s, every rotation ends
+/// terminal there (promoted or failed with a SPEC reason, never stuck `pending`), and each agent
+/// keeps working on the key the store says it has, which the surviving replica accepts.
+#[tokio::test]
+async fn rotations_in_flight_when_their_replica_is_killed_all_end_terminal() {
+    /// SPEC: an agent whose replica dies is connected to another within this.
+    const FAILOVER: Duration = Duration::from_secs(5);
+    for backend in backends().await.into_iter().filter(|b| !b.is_sqlite()) {
+        let options = RouterOptions {
+            extra_args: vec![
+                "--curve-rotation-ack-timeout-seconds".to_string(),
+                ACK_TIMEOUT_S.to_string(),
+            ],
+            ..RouterOptions::default()
+        };
+        let mut first = Router::start_with(&backend, options).await;
+        let second = first.replica().await;
+        // Sessions on the first replica; the operator talks to the second.
+        let mut xems = Vec::new();
+        for n in 0..3 {
+            xems.push(TestXem::enroll_via(&second, &first, &format!("xem-killed-{n}"), None).await);
+        }
+        let mut requests = Vec::new();
+        for xem in &xems {
+            requests.push(request_id_of(&second.rotate(&xem.agent_id, "scheduled").await));
+        }
+        let since = now_rfc3339();
+        first.kill();
+        let killed = Instant::now();
+        let survivor = &second;
+        for xem in &xems {
+            eventually(
+                &format!("{} to renew on the surviving replica", xem.name),
+                FAILOVER,
+                || {
+                    let since = since.clone();
+                    async move {
+                        let agent = survivor.agent(&xem.agent_id).await;
+                        let fresh = agent["last_heartbeat_at"]
+                            .as_str()
+                            .is_some_and(|at| at > since.as_str());
+                        (fresh && agent["status"] == "active").then_some(())
+                    }
+                },
+            )
+            .await;
+        }
+        eprintln!("[{}] every agent failed over in {:?}", backend.name, killed.elapsed());
+        for (xem, request_id) in xems.iter().zip(&requests) {
+            let rotation = second.wait_terminal(&xem.agent_id, request_id).await;
+            eprintln!("[{}] {}: {}", backend.name, xem.name, rotation["status"]);
+            let ended = rotation["completed_at"].as_str().expect("a terminal rotation has ended");
+            assert_working(&second, xem, ended).await;
+        }
+        // Nothing is left pending for any of them.
+        for xem in &xems {
+            let agent = second.agent(&xem.agent_id).await;
+            assert_eq!(agent["status"], "active", "{agent}");
         }
     }
 }
