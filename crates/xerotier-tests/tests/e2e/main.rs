@@ -36,6 +36,7 @@ mod replicas;
 mod request_hygiene;
 mod rotation;
 mod router;
+mod runbook;
 mod security;
 mod seed;
 mod shutdown;
