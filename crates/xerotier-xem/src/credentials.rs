@@ -59,7 +59,6 @@ impl fmt::Debug for CredentialVersion {
             .field("sha256", &self.sha256)
             .field("generation", &self.generation)
             .field("mtime_ms", &self.mtime_ms)
-            .field("expires_at_ms", &self.expires_at_ms)
             .finish_non_exhaustive()
     }
 }
