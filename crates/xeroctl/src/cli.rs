@@ -169,6 +169,24 @@ pub enum KeysCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// End a rotated key's grace window: its previous value stops working now, on every
+    /// replica (asks first), or with --when-quiet once it has been unused that long. See who
+    /// still uses the old value first: `xeroctl keys show` (grace uses, last use, address).
+    /// With --dry-run the router says what would happen and changes nothing.
+    EndGrace {
+        #[command(flatten)]
+        key: KeySelector,
+        /// End it once the previous value has been unused this long: a number and s, m, h or
+        /// d, e.g. 10m (at most 30d).
+        #[arg(long, value_name = "DURATION")]
+        when_quiet: Option<String>,
+        /// Keep showing the state until the grace window has ended.
+        #[arg(long)]
+        follow: bool,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

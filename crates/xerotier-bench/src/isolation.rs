@@ -89,6 +89,7 @@ pub async fn layers(tool_user: String, executable: PathBuf, rounds: usize) -> an
         sha256: String::new(),
         generation: 1,
         mtime_ms: 0,
+        expires_at_ms: None,
     });
     let specs = [
         spec(&sandbox, &executable, false, LandlockMode::Off),

@@ -21,6 +21,23 @@ pub struct ApiKeyView {
     pub revoked_at: Option<String>,
     pub revoked_by: Option<String>,
     pub revoked_reason: Option<String>,
+    /// Authenticated uses of the previous value since the last rotation, added up across
+    /// replicas (each flushes its count about once a second).
+    #[serde(default)]
+    pub grace_uses: u64,
+    /// When the previous value was last used (RFC 3339).
+    #[serde(default)]
+    pub grace_last_used_at: Option<String>,
+    /// The client address of that use as the router saw it: behind a proxy, the proxy's.
+    #[serde(default)]
+    pub grace_last_used_from: Option<String>,
+    /// When an end of the grace window is scheduled (`end-grace --when-quiet`): the previous
+    /// value stops working once it has been unused this long.
+    #[serde(default)]
+    pub grace_end_when_quiet_seconds: Option<u64>,
+    /// When that end was requested (RFC 3339).
+    #[serde(default)]
+    pub grace_end_requested_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -68,6 +85,44 @@ pub struct RevokeApiKeyRequest {
     pub allow_lockout: bool,
 }
 
+/// Ends a rotated key's grace window: now, or once the previous value has been unused for
+/// `when_quiet_seconds`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndGraceRequest {
+    /// End the window once the previous value has been unused this long (1 s to 30 days);
+    /// absent: end it now.
+    #[schema(minimum = 1, maximum = 2592000)]
+    pub when_quiet_seconds: Option<u64>,
+    /// Say what would happen and change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Recorded in the audit log (at most 1024 characters, no NUL).
+    #[schema(max_length = 1024, pattern = "^[^\\x00]*$")]
+    pub reason: Option<String>,
+}
+
+/// What an end-grace request did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GraceEnd {
+    /// The previous value is refused from now on, on every replica.
+    Ended,
+    /// The end is scheduled: it happens once the previous value has been unused long enough.
+    Waiting,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EndGraceResponse {
+    /// `ended` or `waiting`: with `dry_run`, what would be.
+    pub state: GraceEnd,
+    pub dry_run: bool,
+    /// The key after the request (with `dry_run`, unchanged).
+    pub key: ApiKeyView,
+}
+
+/// The longest quiet period an end of grace can wait for: 30 days.
+pub const MAX_WHEN_QUIET_SECONDS: u64 = 30 * 24 * 60 * 60;
 pub const DEFAULT_ROTATE_GRACE_SECONDS: u64 = 24 * 60 * 60;
 pub const MAX_KEY_NAME_LEN: usize = 128;
 /// The longest lifetime of a key and the longest grace window of a rotated value: ten years.

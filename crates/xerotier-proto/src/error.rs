@@ -44,6 +44,9 @@ pub enum ErrorCode {
     /// Refused: the key is the last active one with the `management` scope
     /// (`allow_lockout` overrides).
     LastManagementKey,
+    /// The API key has no open grace window (never rotated, ended, or expired): there is no
+    /// previous value to end.
+    NoGraceWindow,
     PayloadTooLarge,
     MethodNotAllowed,
     UnsupportedMediaType,
@@ -82,6 +85,7 @@ impl ErrorCode {
             ErrorCode::TooManyStreams => "too_many_streams",
             ErrorCode::SelfRevoke => "self_revoke",
             ErrorCode::LastManagementKey => "last_management_key",
+            ErrorCode::NoGraceWindow => "no_grace_window",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
@@ -107,7 +111,8 @@ impl ErrorCode {
             | ErrorCode::NotPaused
             | ErrorCode::AgentNotApproved
             | ErrorCode::SelfRevoke
-            | ErrorCode::LastManagementKey => "conflict_error",
+            | ErrorCode::LastManagementKey
+            | ErrorCode::NoGraceWindow => "conflict_error",
             ErrorCode::TooManyAuthFailures | ErrorCode::TooManyStreams => "rate_limit_error",
             ErrorCode::ScopeInsufficient => "permission_error",
             ErrorCode::NotFound | ErrorCode::ToolNotFound | ErrorCode::WorkspaceNotFound => {

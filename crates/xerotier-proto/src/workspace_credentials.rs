@@ -55,6 +55,11 @@ pub struct CredentialView {
     pub reload_ok: bool,
     pub error: Option<String>,
     pub reported_at: String,
+    /// When the version in use expires, if its content says so and the agent could read it
+    /// (a kubeconfig client certificate's notAfter, a JWT's `exp`, an AWS credentials file's
+    /// expiration), RFC 3339.
+    #[serde(default)]
+    pub expires_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

@@ -22,6 +22,7 @@ use xerotier_credentials::{ApiKeyValue, Verifier};
 use xerotier_proto::{Scope, Scopes};
 use xerotier_store::{ApiKeyRecord, Outcome, Store};
 
+use crate::api_keys::GraceUseCounter;
 use crate::audit::{Actor, AuditLog, Change};
 use crate::error::ApiError;
 use crate::http::extract::RequestContext;
@@ -71,6 +72,8 @@ pub struct Authenticator {
     store: Store,
     clock: SharedClock,
     cache: Arc<KeyCache>,
+    /// Uses of previous values within their grace window, flushed by `ApiKeyService`.
+    grace_uses: Arc<GraceUseCounter>,
     /// When each key's last use was last handed to the writer: read by every request, written
     /// once a minute per key.
     last_used_written: Arc<RwLock<HashMap<String, UnixMillis, foldhash::fast::RandomState>>>,
@@ -80,12 +83,18 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(store: Store, clock: SharedClock, cache: Arc<KeyCache>) -> Self {
+    pub fn new(
+        store: Store,
+        clock: SharedClock,
+        cache: Arc<KeyCache>,
+        grace_uses: Arc<GraceUseCounter>,
+    ) -> Self {
         let (last_used, queue) = mpsc::channel(LAST_USED_QUEUE);
         Self {
             store,
             clock,
             cache,
+            grace_uses,
             last_used_written: Arc::default(),
             last_used,
             last_used_queue: Arc::new(Mutex::new(Some(queue))),
@@ -128,7 +137,12 @@ impl Authenticator {
         Ok(record)
     }
 
-    pub async fn authenticate(&self, header: Option<&HeaderValue>) -> Result<Principal, ApiError> {
+    /// `peer`: the connection's address, recorded when a previous value is used.
+    pub async fn authenticate(
+        &self,
+        header: Option<&HeaderValue>,
+        peer: Option<SocketAddr>,
+    ) -> Result<Principal, ApiError> {
         let header = header.ok_or(ApiError::MissingApiKey)?;
         let text = header.to_str().map_err(|_| ApiError::InvalidApiKey)?;
         let token = text
@@ -139,8 +153,13 @@ impl Authenticator {
         let record = self.record(presented.key_id()).await?.ok_or(ApiError::InvalidApiKey)?;
         let now = self.clock.now_millis();
         let credential = presented.verifier();
-        if !accepts(&record, &credential, now) {
-            return Err(ApiError::InvalidApiKey);
+        match accepted_value(&record, &credential, now) {
+            None => return Err(ApiError::InvalidApiKey),
+            Some(Accepted::Current) => {}
+            Some(Accepted::Previous) => {
+                let rotated_at = record.rotated_at.unwrap_or_default();
+                self.grace_uses.note(&record.id, rotated_at, now, peer);
+            }
         }
         self.note_use(&record.id, now);
         let scopes = Scopes::from_csv(&record.scopes).map_err(|e| {
@@ -266,8 +285,25 @@ impl FailureLimit {
 /// not revoked, not expired, and matching the current verifier or, within the grace window
 /// after a rotation, the previous one.
 pub fn accepts(record: &ApiKeyRecord, presented: &Verifier, now: UnixMillis) -> bool {
+    accepted_value(record, presented, now).is_some()
+}
+
+/// Which of a key's values a presented secret is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    Current,
+    /// The value from before the last rotation, within its grace window.
+    Previous,
+}
+
+/// [`accepts`], saying which value was presented.
+pub fn accepted_value(
+    record: &ApiKeyRecord,
+    presented: &Verifier,
+    now: UnixMillis,
+) -> Option<Accepted> {
     if record.revoked_at.is_some() || record.expires_at.is_some_and(|at| now >= at) {
-        return false;
+        return None;
     }
     let stored = |hex: &str| Verifier::from_hex(hex).is_some_and(|v| v.matches(presented));
     let current = stored(&record.verifier);
@@ -276,7 +312,11 @@ pub fn accepts(record: &ApiKeyRecord, presented: &Verifier, now: UnixMillis) -> 
         _ => false,
     };
     // Both comparisons always run, so timing does not reveal which value was presented.
-    current | previous
+    match (current, previous) {
+        (true, _) => Some(Accepted::Current),
+        (false, true) => Some(Accepted::Previous),
+        (false, false) => None,
+    }
 }
 
 /// The scope check as a tower layer (a hand-written one: `from_fn` boxes the rest of the stack
@@ -355,7 +395,7 @@ async fn admit(gate: &AuthGate, scope: Scope, req: Request) -> Result<Request, R
         return Err(ApiError::TooManyAuthFailures { retry_after_seconds }.into_response());
     }
     let presented = req.headers().get(header::AUTHORIZATION);
-    let principal = match gate.auth.authenticate(presented).await {
+    let principal = match gate.auth.authenticate(presented, peer).await {
         Ok(principal) => principal,
         Err(err) => {
             if matches!(err, ApiError::MissingApiKey | ApiError::InvalidApiKey) {

@@ -80,7 +80,8 @@ impl ApiError {
             | ErrorCode::NotPaused
             | ErrorCode::AgentNotApproved
             | ErrorCode::SelfRevoke
-            | ErrorCode::LastManagementKey => StatusCode::CONFLICT,
+            | ErrorCode::LastManagementKey
+            | ErrorCode::NoGraceWindow => StatusCode::CONFLICT,
             ErrorCode::TooManyAuthFailures | ErrorCode::TooManyStreams => {
                 StatusCode::TOO_MANY_REQUESTS
             }

@@ -94,6 +94,11 @@ mod tests {
             revoked_at: revoked.then_some(1),
             revoked_by: None,
             revoked_reason: None,
+            grace_uses: 0,
+            grace_last_used_at: None,
+            grace_last_used_from: None,
+            grace_end_quiet_ms: None,
+            grace_end_requested_at: None,
         }
     }
 

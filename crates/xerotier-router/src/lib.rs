@@ -36,7 +36,7 @@ use xerotier_core::{IdGenerator, IdKind, SharedClock, SharedEntropy};
 use xerotier_store::Store;
 
 use crate::agent_events::EventLog;
-use crate::api_keys::ApiKeyService;
+use crate::api_keys::{ApiKeyService, GraceUseCounter};
 use crate::audit::AuditLog;
 use crate::auth::{AuthGate, Authenticator, FailureLimit, GateParts};
 use crate::exec::ExecService;
@@ -149,15 +149,17 @@ impl AppState {
         // Every change to a key reaches this cache before it is acknowledged: on SQLite this
         // process makes them all, on PostgreSQL a revoke waits for every replica (replication).
         let cache = Arc::new(KeyCache::new());
+        let grace_uses = Arc::new(GraceUseCounter::new());
         let api_keys = ApiKeyService::new(
             store.clone(),
             clock.clone(),
             entropy.clone(),
             audit.clone(),
             cache.clone(),
+            grace_uses.clone(),
         );
         let metrics = Metrics::default();
-        let auth = Authenticator::new(store.clone(), clock.clone(), cache.clone());
+        let auth = Authenticator::new(store.clone(), clock.clone(), cache.clone(), grace_uses);
         let streams = LiveStreams::new(auth.clone(), clock.clone(), &limits);
         let gate = AuthGate::new(GateParts {
             auth,

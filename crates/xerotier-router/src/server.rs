@@ -90,6 +90,7 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut mesh = crate::mesh_runtime::start(state.runtime_deps(), https_url, &shutdown).await?;
     let last_used = state.gate.auth.spawn_last_used_writer(shutdown.child_token());
+    let grace_watch = state.api_keys.spawn_grace_watch(shutdown.child_token());
     let reloads =
         tls_reload::spawn_sighup_reloads(tls.clone(), &ca_pin, &clock, shutdown.child_token());
     let renewal = tls
@@ -154,6 +155,7 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     mesh.stop(TASKS_DRAIN).await;
     let tasks = [
         ("last-used writer", Some(last_used)),
+        ("grace-window watch", Some(grace_watch)),
         ("live stream watch", Some(stream_watch)),
         ("event listener", Some(event_listener)),
         ("event and audit numbering", Some(numbering)),

@@ -66,6 +66,11 @@ pub enum ServiceError {
          \"allow_lockout\": true) if that is what you want"
     )]
     LastManagementKey(String),
+    #[error(
+        "API key {0} has no open grace window: it was not rotated with a grace, or the window \
+         already ended or expired; nothing to end (`xeroctl keys show {0}`)"
+    )]
+    NoGraceWindow(String),
     #[error("the state store is unavailable; retry")]
     StoreUnavailable(#[source] StoreError),
     #[error("internal error")]
@@ -106,6 +111,7 @@ impl ServiceError {
             ServiceError::TooManyStreams { .. } => ErrorCode::TooManyStreams,
             ServiceError::SelfRevoke(_) => ErrorCode::SelfRevoke,
             ServiceError::LastManagementKey(_) => ErrorCode::LastManagementKey,
+            ServiceError::NoGraceWindow(_) => ErrorCode::NoGraceWindow,
             ServiceError::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
             ServiceError::Internal(_) => ErrorCode::Internal,
         }
@@ -128,6 +134,7 @@ impl From<StoreError> for ServiceError {
             }
             StoreError::AlreadyRevoked(what) => ServiceError::AlreadyRevoked(what),
             StoreError::LastManagementKey(id) => ServiceError::LastManagementKey(id),
+            StoreError::NoGraceWindow(id) => ServiceError::NoGraceWindow(id),
             StoreError::Database(sqlx_err) if is_unavailable(&sqlx_err) => {
                 ServiceError::StoreUnavailable(StoreError::Database(sqlx_err))
             }

@@ -74,7 +74,7 @@ impl Fixture {
     }
 
     async fn accepted(&self, value: &str) -> bool {
-        match self.state.gate.auth.authenticate(Some(&bearer(value))).await {
+        match self.state.gate.auth.authenticate(Some(&bearer(value)), None).await {
             Ok(_) => true,
             Err(err) => {
                 assert_eq!(err.code(), ErrorCode::InvalidApiKey, "{err}");

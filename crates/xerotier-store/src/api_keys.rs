@@ -22,6 +22,27 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<UnixMillis>,
     pub revoked_by: Option<String>,
     pub revoked_reason: Option<String>,
+    /// Authenticated uses of the previous value since the last rotation (all replicas).
+    pub grace_uses: i64,
+    pub grace_last_used_at: Option<UnixMillis>,
+    /// The client address of the latest of those uses, as the router saw it.
+    pub grace_last_used_from: Option<String>,
+    /// An end of the grace window scheduled for when the previous value has been unused this
+    /// long (milliseconds).
+    pub grace_end_quiet_ms: Option<i64>,
+    pub grace_end_requested_at: Option<UnixMillis>,
+}
+
+/// Uses of a key's previous value counted by one router since its last flush.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraceUses {
+    pub key_id: String,
+    /// The rotation the uses belong to (`rotated_at`): uses of an older rotation's value are
+    /// dropped rather than added to a newer one's count.
+    pub rotated_at: UnixMillis,
+    pub count: i64,
+    pub last_at: UnixMillis,
+    pub last_from: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -37,7 +58,8 @@ pub struct NewApiKey {
 
 record!(ApiKeyRecord in "api_keys" {
     id, name, scopes, verifier, previous_verifier, previous_valid_until, created_at, created_by,
-    expires_at, last_used_at, rotated_at, revoked_at, revoked_by, revoked_reason,
+    expires_at, last_used_at, rotated_at, revoked_at, revoked_by, revoked_reason, grace_uses,
+    grace_last_used_at, grace_last_used_from, grace_end_quiet_ms, grace_end_requested_at,
 });
 
 impl NewApiKey {
@@ -137,7 +159,8 @@ impl Store {
             .await
     }
 
-    /// Replaces the key's verifier; the old one stays valid until `previous_valid_until`.
+    /// Replaces the key's verifier; the old one stays valid until `previous_valid_until`. The
+    /// previous rotation's evidence and any scheduled end of its grace are reset.
     pub async fn rotate_api_key(
         &self,
         id: &str,
@@ -148,7 +171,9 @@ impl Store {
     ) -> Result<ApiKeyRecord, StoreError> {
         let query = sqlx::query(sql::<ApiKeyRecord>(
             "UPDATE {table} SET previous_verifier = verifier, previous_valid_until = $2,
-                 verifier = $3, rotated_at = $4
+                 verifier = $3, rotated_at = $4, grace_uses = 0, grace_last_used_at = NULL,
+                 grace_last_used_from = NULL, grace_end_quiet_ms = NULL,
+                 grace_end_requested_at = NULL
              WHERE id = $1 AND revoked_at IS NULL RETURNING {cols}",
         ))
         .bind(id)
@@ -181,7 +206,8 @@ impl Store {
         self.serialize_key_revocations(&mut tx).await?;
         let revoked = sqlx::query(sql::<ApiKeyRecord>(
             "UPDATE {table} SET revoked_at = $2, revoked_by = $3, revoked_reason = $4,
-                 previous_verifier = NULL, previous_valid_until = NULL
+                 previous_verifier = NULL, previous_valid_until = NULL,
+                 grace_end_quiet_ms = NULL, grace_end_requested_at = NULL
              WHERE id = $1 AND revoked_at IS NULL
                AND ($5 = 0
                     OR (',' || scopes || ',') NOT LIKE '%,management,%'
@@ -222,6 +248,109 @@ impl Store {
             sqlx::query("SELECT pg_advisory_xact_lock(7272)").execute(&mut **tx).await?;
         }
         Ok(())
+    }
+
+    /// Adds one router's counted uses of previous values, each an atomic increment (so several
+    /// replicas' counts add up); the latest use only ever moves forward. Uses of a rotation
+    /// that has since been replaced are dropped.
+    pub async fn add_grace_uses(&self, uses: &[GraceUses]) -> Result<(), StoreError> {
+        for use_ in uses {
+            sqlx::query(
+                "UPDATE api_keys SET grace_uses = grace_uses + $3,
+                     grace_last_used_from = CASE
+                         WHEN grace_last_used_at IS NULL OR grace_last_used_at <= $4 THEN $5
+                         ELSE grace_last_used_from END,
+                     grace_last_used_at = CASE
+                         WHEN grace_last_used_at IS NULL OR grace_last_used_at < $4 THEN $4
+                         ELSE grace_last_used_at END
+                 WHERE id = $1 AND rotated_at = $2",
+            )
+            .bind(&use_.key_id)
+            .bind(use_.rotated_at)
+            .bind(use_.count)
+            .bind(use_.last_at)
+            .bind(&use_.last_from)
+            .execute(self.pool())
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the open grace window of `id` now: its previous value stops being accepted
+    /// (`previous_valid_until` becomes `now`, the evidence stays). Refused with
+    /// [`StoreError::NoGraceWindow`] (nothing written) when there is none open at `now`.
+    /// `only_if_scheduled`: only if an end when quiet is still scheduled (the background
+    /// check: a rotation or another replica's end in between wins).
+    pub async fn end_api_key_grace(
+        &self,
+        id: &str,
+        now: UnixMillis,
+        only_if_scheduled: bool,
+        audit: &AuditEntry,
+    ) -> Result<ApiKeyRecord, StoreError> {
+        let query = sqlx::query(sql::<ApiKeyRecord>(
+            "UPDATE {table} SET previous_verifier = NULL, previous_valid_until = $2,
+                 grace_end_quiet_ms = NULL, grace_end_requested_at = NULL
+             WHERE id = $1 AND revoked_at IS NULL AND previous_verifier IS NOT NULL
+               AND previous_valid_until > $2 AND ($3 = 0 OR grace_end_quiet_ms IS NOT NULL)
+             RETURNING {cols}",
+        ))
+        .bind(id)
+        .bind(now)
+        .bind(i64::from(only_if_scheduled));
+        match self.update_audited(query, &[], audit).await? {
+            Some(key) => Ok(key),
+            None => Err(self.why_no_grace(id).await?),
+        }
+    }
+
+    /// Schedules the end of `id`'s open grace window for when its previous value has been
+    /// unused for `quiet_ms`. Refused like [`Self::end_api_key_grace`].
+    pub async fn schedule_api_key_grace_end(
+        &self,
+        id: &str,
+        now: UnixMillis,
+        quiet_ms: i64,
+        audit: &AuditEntry,
+    ) -> Result<ApiKeyRecord, StoreError> {
+        let query = sqlx::query(sql::<ApiKeyRecord>(
+            "UPDATE {table} SET grace_end_quiet_ms = $3, grace_end_requested_at = $2
+             WHERE id = $1 AND revoked_at IS NULL AND previous_verifier IS NOT NULL
+               AND previous_valid_until > $2
+             RETURNING {cols}",
+        ))
+        .bind(id)
+        .bind(now)
+        .bind(quiet_ms);
+        match self.update_audited(query, &[], audit).await? {
+            Some(key) => Ok(key),
+            None => Err(self.why_no_grace(id).await?),
+        }
+    }
+
+    /// Keys whose grace window is open at `now` with an end scheduled for when quiet.
+    pub async fn api_keys_ending_grace_when_quiet(
+        &self,
+        now: UnixMillis,
+    ) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.fetch_all(
+            sqlx::query(sql::<ApiKeyRecord>(
+                "SELECT {cols} FROM {table}
+                 WHERE grace_end_quiet_ms IS NOT NULL AND revoked_at IS NULL
+                   AND previous_verifier IS NOT NULL AND previous_valid_until > $1
+                 ORDER BY id",
+            ))
+            .bind(now),
+        )
+        .await
+    }
+
+    async fn why_no_grace(&self, id: &str) -> Result<StoreError, StoreError> {
+        Ok(match self.api_key(id).await? {
+            None => StoreError::NotFound(id.to_string()),
+            Some(key) if key.revoked_at.is_some() => StoreError::AlreadyRevoked(id.to_string()),
+            Some(_) => StoreError::NoGraceWindow(id.to_string()),
+        })
     }
 
     /// Records use; only ever moves `last_used_at` forward.

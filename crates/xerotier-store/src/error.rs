@@ -22,6 +22,8 @@ pub enum StoreError {
     AlreadyRevoked(String),
     #[error("{0} is the last usable API key with the management scope")]
     LastManagementKey(String),
+    #[error("{0} has no open grace window")]
+    NoGraceWindow(String),
     #[error("unsupported database URL {0:?}: expected sqlite:… or postgres://…")]
     UnsupportedUrl(String),
     #[error("migration {version} failed: {source}")]

@@ -25,7 +25,7 @@ mod rows;
 mod workspaces;
 
 pub use agents::{AgentRecord, Heartbeat};
-pub use api_keys::{ApiKeyRecord, NewApiKey};
+pub use api_keys::{ApiKeyRecord, GraceUses, NewApiKey};
 pub use audit::{AuditEntry, AuditFilter, Outcome};
 pub use backend::{Backend, Store, redact_url, sqlite_path};
 pub use credentials::CredentialState;

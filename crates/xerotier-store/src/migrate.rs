@@ -96,6 +96,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/common/0013_credential_expiry.sql"),
         postgres: include_str!("../migrations/common/0013_credential_expiry.sql"),
     },
+    Migration {
+        version: 17,
+        name: "api_key_grace_evidence",
+        sqlite: include_str!("../migrations/common/0017_api_key_grace_evidence.sql"),
+        postgres: include_str!("../migrations/common/0017_api_key_grace_evidence.sql"),
+    },
 ];
 
 /// Applies each pending migration in its own write transaction. Several routers starting at

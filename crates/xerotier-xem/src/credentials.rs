@@ -25,10 +25,11 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, open, openat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 use parking_lot::{Mutex, RwLock};
-
 use sha2::{Digest, Sha256};
 use xerotier_proto::workspace_credentials::{CredentialFileReport, ReloadReport};
 use zeroize::Zeroizing;
+
+use crate::credential_expiry;
 
 /// A credential file is a kubeconfig, a token, a key: kilobytes. Anything past this is not one
 /// (or is an attempt to make the XEM hold a lot in memory), and is refused before it is read.
@@ -48,6 +49,8 @@ pub struct CredentialVersion {
     /// 1 for the first content read, then one more for each change seen by a reload.
     pub generation: u64,
     pub mtime_ms: i64,
+    /// The expiry the content carries, if the XEM can read one (`credential_expiry`).
+    pub expires_at_ms: Option<i64>,
 }
 
 impl fmt::Debug for CredentialVersion {
@@ -292,8 +295,11 @@ impl CredentialStore {
                         Some(old) if old.sha256 == sha256 => (Some(old.clone()), None),
                         _ => {
                             let generation = old.map_or(1, |o| o.generation + 1);
+                            // Read once per new content; unchanged content keeps its reading.
+                            let expires_at_ms = credential_expiry::expiry_of(&bytes);
                             (
                                 Some(Arc::new(CredentialVersion {
+                                    expires_at_ms,
                                     bytes,
                                     sha256,
                                     generation,
@@ -313,7 +319,7 @@ impl CredentialStore {
                 generation: version.as_ref().map_or(0, |v| v.generation),
                 mtime_ms: version.as_ref().map(|v| v.mtime_ms),
                 error,
-                expires_at_ms: None,
+                expires_at_ms: version.as_ref().and_then(|v| v.expires_at_ms),
             };
             last_reports.insert(credentials_ref.clone(), report.clone());
             files.push(report);

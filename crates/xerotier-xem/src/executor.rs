@@ -451,6 +451,7 @@ mod tests {
                         sha256: String::new(),
                         generation: 3,
                         mtime_ms: 0,
+                        expires_at_ms: None,
                     })
                 }),
                 args_json: r#"{"n":1}"#.into(),

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod catalog;
 pub mod config;
+pub mod credential_expiry;
 pub mod credentials;
 pub mod enroll;
 pub mod executor;

@@ -8,9 +8,9 @@ use crate::client::Call;
 use crate::exit;
 use crate::output::{self, Column, col, wide};
 
-const BASE: &str = "/v1/management/api-keys";
+pub(super) const BASE: &str = "/v1/management/api-keys";
 /// `-o name` prints `apikey/key_…`.
-const KIND: &str = "apikey";
+pub(super) const KIND: &str = "apikey";
 
 pub async fn run(
     ctx: &Ctx,
@@ -27,6 +27,9 @@ pub async fn run(
             revoke(ctx, key, reason, allow_lockout).await
         }
         KeysCommand::Rotate { key, grace, reason } => rotate(ctx, key, grace, reason).await,
+        KeysCommand::EndGrace { key, when_quiet, follow, reason } => {
+            super::end_grace::run(ctx, key, when_quiet, follow, reason).await
+        }
     }
 }
 
@@ -117,7 +120,7 @@ fn print_issued(ctx: &Ctx, issued: &IssuedApiKey, verb: &str) -> anyhow::Result<
 
 /// The key to act on, by id or looked up by name (a read that runs even in dry-run mode, since
 /// the plan depends on it): its id and how to name it to the operator.
-async fn resolve(ctx: &Ctx, selector: &KeySelector) -> anyhow::Result<(String, String)> {
+pub(super) async fn resolve(ctx: &Ctx, selector: &KeySelector) -> anyhow::Result<(String, String)> {
     if let Some(id) = &selector.id {
         if !id.starts_with("key_") {
             return Err(exit::usage(format!(
@@ -160,6 +163,10 @@ async fn show(ctx: &Ctx, selector: KeySelector) -> anyhow::Result<()> {
             ("revoked", output::or_dash(key.revoked_at.as_deref())),
             ("revoked by", output::or_dash(key.revoked_by.as_deref())),
             ("revoke reason", output::or_dash(key.revoked_reason.as_deref())),
+            ("grace uses", key.grace_uses.to_string()),
+            ("grace last used", output::or_dash(key.grace_last_used_at.as_deref())),
+            ("grace last used from", output::or_dash(key.grace_last_used_from.as_deref())),
+            ("grace end", super::end_grace::scheduled(&key)),
         ]);
         Ok(())
     })

@@ -8,7 +8,8 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use xerotier_core::format_rfc3339;
 use xerotier_proto::api_keys::{
-    ApiKeyView, CreateApiKeyRequest, IssuedApiKey, RevokeApiKeyRequest, RotateApiKeyRequest,
+    ApiKeyView, CreateApiKeyRequest, EndGraceRequest, EndGraceResponse, IssuedApiKey,
+    RevokeApiKeyRequest, RotateApiKeyRequest,
 };
 use xerotier_proto::{ErrorEnvelope, Page, Scopes};
 
@@ -22,7 +23,20 @@ use crate::validate;
 /// How a key appears in the API.
 pub fn view(key: ApiKey) -> ApiKeyView {
     let ApiKey { record, status, previous_valid_until } = key;
+    // A scheduled end means something only while the window it would end is open.
+    let scheduled = previous_valid_until.is_some();
     ApiKeyView {
+        grace_uses: u64::try_from(record.grace_uses).unwrap_or(0),
+        grace_last_used_at: record.grace_last_used_at.map(format_rfc3339),
+        grace_last_used_from: record.grace_last_used_from.clone(),
+        grace_end_when_quiet_seconds: record
+            .grace_end_quiet_ms
+            .filter(|_| scheduled)
+            .and_then(|ms| u64::try_from(ms / 1000).ok()),
+        grace_end_requested_at: record
+            .grace_end_requested_at
+            .filter(|_| scheduled)
+            .map(format_rfc3339),
         status,
         scopes: Scopes::from_csv(&record.scopes).unwrap_or_default(),
         created_at: format_rfc3339(record.created_at),
@@ -173,4 +187,35 @@ pub async fn rotate_api_key(
 ) -> Result<Json<IssuedApiKey>, ApiError> {
     let request = body.map(|JsonBody(b)| b).unwrap_or_default();
     Ok(Json(issued(keys.rotate(&context, &id, request).await?)))
+}
+
+/// End a rotated key's grace window: the previous value stops working now (on every replica
+/// when this returns), or, with `when_quiet_seconds`, once it has been unused that long.
+#[utoipa::path(
+    post,
+    path = "/v1/management/api-keys/{id}/end-grace",
+    tag = "api-keys",
+    params(("id" = String, Path, description = "Key id, `key_…`")),
+    request_body(content = Option<EndGraceRequest>, description = "When to end it (absent: now), `dry_run`, reason"),
+    responses(
+        (status = 200, description = "`ended`: the previous value is refused from now on; `waiting`: the end is scheduled for when the previous value has been unused for `when_quiet_seconds` (audited when it happens). With `dry_run`, what would happen; nothing changed.", body = EndGraceResponse),
+        (status = 400, description = "`when_quiet_seconds` out of 1..=2592000, or a bad reason", body = ErrorEnvelope),
+        (status = 404, description = "No such key", body = ErrorEnvelope),
+        (status = 409, description = "The key has no open grace window (`no_grace_window`), or is revoked (`already_revoked`)", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn end_api_key_grace(
+    State(keys): State<ApiKeyService>,
+    context: AuditContext,
+    Path(id): Path<String>,
+    body: Option<JsonBody<EndGraceRequest>>,
+) -> Result<Json<EndGraceResponse>, ApiError> {
+    let request = body.map(|JsonBody(b)| b).unwrap_or_default();
+    let outcome = keys.end_grace(&context, &id, request).await?;
+    Ok(Json(EndGraceResponse {
+        state: outcome.state,
+        dry_run: outcome.dry_run,
+        key: view(outcome.key),
+    }))
 }

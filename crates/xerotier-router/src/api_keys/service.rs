@@ -11,6 +11,7 @@ use xerotier_proto::status::ApiKeyStatus;
 use xerotier_proto::{Scope, Scopes};
 use xerotier_store::{ApiKeyRecord, NewApiKey, Outcome, PageRequest, PageSlice, Store};
 
+use super::GraceUseCounter;
 use crate::audit::{AuditContext, AuditLog, Change, Target};
 use crate::key_cache::KeyCache;
 use crate::service_error::ServiceError;
@@ -23,12 +24,15 @@ const MAX_EXPIRES_IN_SECONDS: u64 = xerotier_proto::api_keys::MAX_LIFETIME_SECON
 
 #[derive(Debug, Clone)]
 pub struct ApiKeyService {
-    store: Store,
-    clock: SharedClock,
+    pub(super) store: Store,
+    pub(super) clock: SharedClock,
     entropy: SharedEntropy,
     ids: IdGenerator,
-    audit: AuditLog,
-    cache: Arc<KeyCache>,
+    pub(super) audit: AuditLog,
+    pub(super) cache: Arc<KeyCache>,
+    /// Uses of previous values counted by the authentication path, flushed by
+    /// [`Self::spawn_grace_watch`].
+    pub(super) grace_uses: Arc<GraceUseCounter>,
 }
 
 impl ApiKeyService {
@@ -38,12 +42,13 @@ impl ApiKeyService {
         entropy: SharedEntropy,
         audit: AuditLog,
         cache: Arc<KeyCache>,
+        grace_uses: Arc<GraceUseCounter>,
     ) -> Self {
         let ids = IdGenerator::new(clock.clone(), entropy.clone());
-        Self { store, clock, entropy, ids, audit, cache }
+        Self { store, clock, entropy, ids, audit, cache, grace_uses }
     }
 
-    fn as_of_now(&self, record: ApiKeyRecord) -> ApiKey {
+    pub(super) fn as_of_now(&self, record: ApiKeyRecord) -> ApiKey {
         ApiKey::at(record, self.clock.now_millis())
     }
 
@@ -181,7 +186,7 @@ impl ApiKeyService {
         Ok(self.as_of_now(self.get_record(id).await?))
     }
 
-    async fn get_record(&self, id: &str) -> Result<ApiKeyRecord, ServiceError> {
+    pub(super) async fn get_record(&self, id: &str) -> Result<ApiKeyRecord, ServiceError> {
         self.store.api_key(id).await?.ok_or_else(|| ServiceError::NotFound(format!("API key {id}")))
     }
 

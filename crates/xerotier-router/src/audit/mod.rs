@@ -17,6 +17,7 @@ use crate::service_error::ServiceError;
 const TAKES_AWAY: &[&str] = &[
     "api_key.revoke",
     "api_key.rotate",
+    "api_key.end_grace",
     "join_key.revoke",
     "agent.revoke_credentials",
     "agent.quarantine",
@@ -190,7 +191,8 @@ impl AuditLog {
 
     /// [`Self::audited`] for a caller that records refusals itself (enrollment: a `denied`
     /// record naming the join key, rate-limited per peer): the success record commits with the
-    /// change; a refusal comes back unrecorded, as the store's error.
+    /// change; a refusal comes back unrecorded, as the store's error. A change that takes
+    /// something away waits for every replica as with [`Self::audited`].
     pub async fn audited_refusal_to_caller<T, Fut>(
         &self,
         context: &AuditContext,
@@ -200,7 +202,11 @@ impl AuditLog {
     where
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        commit(self.entry(context, change, Outcome::Success)).await
+        let value = commit(self.entry(context, change, Outcome::Success)).await?;
+        if TAKES_AWAY.contains(&change.action) {
+            self.in_force_everywhere(change.action).await;
+        }
+        Ok(value)
     }
 
     /// Waits until every replica applied the change just committed. The change is durable

@@ -77,6 +77,7 @@ pub fn view(state: CredentialState, now: UnixMillis) -> CredentialView {
         cadence_days: CADENCE_DAYS,
         last_changed_at: state.mtime_ms.map(format_rfc3339),
         reported_at: format_rfc3339(state.reported_at),
+        expires_at: state.expires_at.map(format_rfc3339),
         generation: u64::try_from(state.generation).unwrap_or(0),
         reload_ok: state.ok,
         agent_id: state.agent_id,

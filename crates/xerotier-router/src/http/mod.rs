@@ -96,6 +96,7 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .routes(routes!(api_keys::get_api_key))
         .routes(routes!(api_keys::revoke_api_key))
         .routes(routes!(api_keys::rotate_api_key))
+        .routes(routes!(api_keys::end_api_key_grace))
         .routes(routes!(audit::list_audit))
         .routes(routes!(fleet::create_join_key, fleet::list_join_keys))
         .routes(routes!(fleet::get_join_key))
