@@ -96,6 +96,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/common/0013_credential_expiry.sql"),
         postgres: include_str!("../migrations/common/0013_credential_expiry.sql"),
     },
+    Migration {
+        version: 14,
+        name: "credential_posture",
+        sqlite: include_str!("../migrations/common/0014_credential_posture.sql"),
+        postgres: include_str!("../migrations/common/0014_credential_posture.sql"),
+    },
 ];
 
 /// Applies each pending migration in its own write transaction. Several routers starting at
