@@ -140,6 +140,23 @@ impl Default for Metrics {
             "Age of the oldest credential of each kind, since creation or last rotation",
             credential_oldest_age.clone(),
         );
+        // Every kind and state from the start, zeros included, so the set of series never
+        // changes (a dashboard sees `0`, not a missing series, before the first monitor run).
+        for kind in xerotier_posture::CredentialKind::ALL {
+            if kind == xerotier_posture::CredentialKind::RouterKey {
+                continue;
+            }
+            for state in xerotier_posture::PostureState::ALL {
+                drop(credentials.get_or_create(&KindStateLabels {
+                    kind: kind.as_str().to_string(),
+                    state: state.as_str().to_string(),
+                }));
+            }
+            drop(
+                credential_oldest_age
+                    .get_or_create(&KindLabels { kind: kind.as_str().to_string() }),
+            );
+        }
         Self(Arc::new(MetricFamilies {
             posture_registry: Arc::new(posture_registry),
             credentials,
