@@ -36,7 +36,8 @@ pub struct GlobalArgs {
     #[arg(long, env = "XEROCTL_CONTEXT", global = true)]
     pub context: Option<String>,
     /// Output format: table (plain columns when not on a terminal), wide (more columns),
-    /// json, yaml, or name (`kind/id` per line).
+    /// json, yaml, name (`kind/id` per line), or csv (listings: RFC 4180, every column,
+    /// a header row).
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table, global = true)]
     pub output: OutputFormat,
     /// Tables without their header line.
@@ -61,6 +62,7 @@ pub enum OutputFormat {
     Json,
     Yaml,
     Name,
+    Csv,
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,6 +78,10 @@ pub enum Command {
     },
     /// Read the audit log.
     Audit(AuditArgs),
+    /// Credential posture: every API key, CURVE key, workspace credential and unconsumed join
+    /// key against the rotation policy, worst first. `--check` exits 9 when anything is
+    /// overdue or expired (for cron and CI).
+    Credentials(CredentialsArgs),
     /// The router itself: its replicas.
     Router {
         #[command(subcommand)]
@@ -91,6 +97,30 @@ pub enum Command {
         #[arg(value_enum)]
         shell: Shell,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct CredentialsArgs {
+    /// Only this kind: api_key, curve_key, workspace_credential, join_key.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only this state: ok, due_soon, overdue, expired.
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only this agent's credentials (`agt_…`).
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Only this region.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Preview another compliance profile (pci-dss-4, hipaa, fedramp-moderate, fedramp-high,
+    /// cis-cloud), with the deployment's overrides; changes nothing.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Exit 9 when anything listed is overdue or expired (0 otherwise; due_soon only prints a
+    /// note on stderr).
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -26,6 +26,8 @@ pub const UNAVAILABLE: u8 = 6;
 pub const NOT_CONFIRMED: u8 = 7;
 /// Stopped waiting (`--wait-timeout`) while the invocation or rotation still runs.
 pub const STILL_RUNNING: u8 = 8;
+/// `credentials --check`: a listed credential is overdue or expired.
+pub const POSTURE_FAILING: u8 = 9;
 /// With `exec invoke --wait`/`exec watch`: the agent killed the tool at its timeout (like
 /// coreutils `timeout`).
 pub const TOOL_TIMED_OUT: u8 = 124;
@@ -45,6 +47,7 @@ Exit codes (README.md, \"Exit codes\"):
   6    router unreachable, TLS failure, timeout, or HTTP 5xx (retry later)
   7    not confirmed: answered no, or no terminal and no --yes (nothing was sent)
   8    still running: --wait-timeout passed, the work goes on
+  9    credentials --check: a credential is overdue or expired
   124  the tool timed out (exec invoke --wait, exec watch)
   130  cancelled, or interrupted (Ctrl-C)";
 

@@ -15,6 +15,7 @@ pub mod join_keys;
 pub mod mesh;
 pub mod page;
 pub mod pauses;
+pub mod posture;
 pub mod rotation;
 pub mod router;
 pub mod schema;

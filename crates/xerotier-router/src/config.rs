@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
+use xerotier_posture::{CredentialKind, Overrides, PolicyConfig, Profile, parse_duration};
 use xerotier_tls::CertSource;
 
 use crate::fleet::FleetSettings;
@@ -102,6 +103,33 @@ pub struct RouterArgs {
     /// a replica that stopped answering [default: 6000; 1000-60000].
     #[arg(long, env = "XEROTIER_ROUTER_REPLICA_LEASE_MS")]
     pub replica_lease_ms: Option<u64>,
+    /// Compliance profile the credential posture is judged by (pci-dss-4, hipaa,
+    /// fedramp-moderate, fedramp-high, cis-cloud); wins over `credential_policy.profile`
+    /// [default: none, SPEC 3.6's table].
+    #[arg(long, env = "XEROTIER_ROUTER_CREDENTIAL_PROFILE")]
+    pub credential_profile: Option<String>,
+}
+
+/// `credential_policy:` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialPolicyFile {
+    profile: Option<String>,
+    max_age: Option<MaxAgeFile>,
+    due_soon: Option<String>,
+    join_key_max_unconsumed: Option<String>,
+    cryptoperiod_ref: Option<String>,
+    /// How often the posture monitor runs (e.g. `60s`).
+    monitor_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaxAgeFile {
+    api_key: Option<String>,
+    curve_key: Option<String>,
+    workspace_credential: Option<String>,
+    router_key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -130,6 +158,7 @@ struct FileConfig {
     max_event_streams_per_key: Option<u32>,
     public_url: Option<String>,
     replica_lease_ms: Option<u64>,
+    credential_policy: Option<CredentialPolicyFile>,
 }
 
 /// How the API is served.
@@ -216,6 +245,9 @@ impl RouterConfig {
                 .unwrap_or(defaults.replica_lease_ms),
             ..defaults
         };
+        let (credential_policy, posture_interval_ms) =
+            credential_policy(args.credential_profile, file.credential_policy.unwrap_or_default())?;
+        let fleet = FleetSettings { credential_policy, posture_interval_ms, ..fleet };
         validate_fleet(&fleet)?;
         let listen = args.listen.or(file.listen).unwrap_or(default_listen);
         let state_dir =
@@ -335,6 +367,60 @@ fn validate_fleet(fleet: &FleetSettings) -> Result<(), ConfigError> {
         );
     }
     Ok(())
+}
+
+/// The credential policy (`credential_policy:` and `--credential-profile`), every value
+/// checked: a bad one stops the router at start, naming the setting.
+fn credential_policy(
+    flag_profile: Option<String>,
+    file: CredentialPolicyFile,
+) -> Result<(PolicyConfig, u64), ConfigError> {
+    let invalid = |name, err: xerotier_posture::PolicyError| ConfigError::Invalid {
+        name,
+        message: err.to_string(),
+    };
+    let duration = |name, value: Option<String>| {
+        value.map(|v| parse_duration(&v).map_err(|e| invalid(name, e))).transpose()
+    };
+    let profile = flag_profile
+        .or(file.profile)
+        .map(|p| p.parse::<Profile>().map_err(|e| invalid("credential_policy.profile", e)))
+        .transpose()?;
+    let mut overrides = Overrides::default();
+    let max_age = file.max_age.unwrap_or_default();
+    for (kind, name, value) in [
+        (CredentialKind::ApiKey, "credential_policy.max_age.api_key", max_age.api_key),
+        (CredentialKind::CurveKey, "credential_policy.max_age.curve_key", max_age.curve_key),
+        (
+            CredentialKind::WorkspaceCredential,
+            "credential_policy.max_age.workspace_credential",
+            max_age.workspace_credential,
+        ),
+        (CredentialKind::RouterKey, "credential_policy.max_age.router_key", max_age.router_key),
+    ] {
+        if let Some(ms) = duration(name, value)? {
+            overrides.max_age.insert(kind, ms);
+        }
+    }
+    overrides.join_key_max_unconsumed =
+        duration("credential_policy.join_key_max_unconsumed", file.join_key_max_unconsumed)?;
+    let due_soon_ms = duration("credential_policy.due_soon", file.due_soon)?
+        .unwrap_or(xerotier_posture::DEFAULT_DUE_SOON_MS);
+    let interval =
+        duration("credential_policy.monitor_interval", file.monitor_interval)?.unwrap_or(60_000);
+    let cryptoperiod_ref = file.cryptoperiod_ref.map(|r| r.trim().to_string());
+    if let Some(reference) = &cryptoperiod_ref
+        && (reference.is_empty()
+            || reference.len() > 200
+            || reference.chars().any(char::is_control))
+    {
+        return Err(ConfigError::Invalid {
+            name: "credential_policy.cryptoperiod_ref",
+            message: "must be 1-200 printable characters".into(),
+        });
+    }
+    let config = PolicyConfig { profile, overrides, due_soon_ms, cryptoperiod_ref };
+    Ok((config, u64::try_from(interval).unwrap_or(60_000)))
 }
 
 /// The TLS settings as given, before they are checked.
@@ -468,6 +554,59 @@ mod tests {
         std::fs::write(&file, "listne: 127.0.0.1:9000\n").unwrap();
         let err = RouterConfig::resolve(args(&["--config", file.to_str().unwrap()])).unwrap_err();
         assert!(err.to_string().contains("unknown field `listne`"), "{err}");
+    }
+
+    fn with_file(yaml: &str, extra: &[&str]) -> Result<RouterConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("router.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let mut argv = vec!["--config", file.to_str().unwrap()];
+        argv.extend_from_slice(extra);
+        RouterConfig::resolve(args(&argv))
+    }
+
+    #[test]
+    fn the_credential_policy_section_is_read_and_the_flag_wins() {
+        let yaml = "credential_policy:\n  profile: fedramp-high\n  max_age: { api_key: 90d, curve_key: 180d, workspace_credential: 90d, router_key: 30d }\n  due_soon: 7d\n  join_key_max_unconsumed: 24h\n  cryptoperiod_ref: \"SEC-POL-7 §3\"\n  monitor_interval: 5s\n";
+        let config = with_file(yaml, &[]).unwrap();
+        let policy = &config.fleet.credential_policy;
+        assert_eq!(policy.profile, Some(Profile::FedrampHigh));
+        assert_eq!(policy.overrides.max_age.get(&CredentialKind::ApiKey), Some(&(90 * 86_400_000)));
+        assert_eq!(
+            policy.overrides.max_age.get(&CredentialKind::RouterKey),
+            Some(&(30 * 86_400_000))
+        );
+        assert_eq!(policy.overrides.join_key_max_unconsumed, Some(24 * 3_600_000));
+        assert_eq!(policy.due_soon_ms, 7 * 86_400_000);
+        assert_eq!(policy.cryptoperiod_ref.as_deref(), Some("SEC-POL-7 §3"));
+        assert_eq!(config.fleet.posture_interval_ms, 5_000);
+        let flagged = with_file(yaml, &["--credential-profile", "hipaa"]).unwrap();
+        assert_eq!(flagged.fleet.credential_policy.profile, Some(Profile::Hipaa));
+        let none = RouterConfig::resolve(args(&[])).unwrap();
+        assert_eq!(none.fleet.credential_policy, PolicyConfig::default());
+        assert_eq!(none.fleet.posture_interval_ms, 60_000);
+    }
+
+    #[test]
+    fn bad_credential_policy_values_stop_the_router_naming_the_setting() {
+        for (yaml, names) in [
+            ("credential_policy:\n  profile: pci\n", "credential_policy.profile"),
+            (
+                "credential_policy:\n  max_age: { api_key: 90 }\n",
+                "credential_policy.max_age.api_key",
+            ),
+            ("credential_policy:\n  max_age: { join_key: 1d }\n", "unknown field `join_key`"),
+            ("credential_policy:\n  due_soon: 2w\n", "credential_policy.due_soon"),
+            ("credential_policy:\n  join_key_max_unconsumed: -1h\n", "join_key_max_unconsumed"),
+            ("credential_policy:\n  monitor_interval: 0s\n", "monitor_interval"),
+            ("credential_policy:\n  cryptoperiod_ref: \"\"\n", "cryptoperiod_ref"),
+            ("credential_policy:\n  profil: hipaa\n", "unknown field `profil`"),
+        ] {
+            let err = with_file(yaml, &[]).unwrap_err().to_string();
+            assert!(err.contains(names), "{yaml}: {err}");
+        }
+        let err = RouterConfig::resolve(args(&["--credential-profile", "sox"])).unwrap_err();
+        assert!(err.to_string().contains("unknown compliance profile \"sox\""), "{err}");
     }
 
     #[test]

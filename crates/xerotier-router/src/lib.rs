@@ -20,6 +20,7 @@ pub mod membership;
 pub mod mesh_link;
 pub mod mesh_runtime;
 pub mod metrics;
+pub mod posture;
 pub mod replication;
 pub mod request_limits;
 pub mod server;
@@ -55,6 +56,8 @@ use crate::membership::ReplicaService;
 use crate::mesh_link::MeshLink;
 use crate::mesh_runtime::{FrameHandler, RuntimeDeps};
 use crate::metrics::Metrics;
+use crate::posture::PostureService;
+use crate::posture::monitor::PostureMonitor;
 use crate::replication::apply::SignalApplier;
 use crate::replication::{LeaseSettings, Replication};
 use crate::request_limits::RequestLimits;
@@ -96,6 +99,7 @@ pub struct Services {
     pub exec: ExecService,
     pub pauses: PauseService,
     pub credential_ages: CredentialAges,
+    pub posture: PostureService,
     pub metrics: Metrics,
     pub streams: LiveStreams,
     pub replicas: ReplicaService,
@@ -124,6 +128,7 @@ sub_state!(
     exec: ExecService,
     pauses: PauseService,
     credential_ages: CredentialAges,
+    posture: PostureService,
     metrics: Metrics,
     streams: LiveStreams,
     replicas: ReplicaService,
@@ -219,6 +224,11 @@ impl AppState {
             exec.clone(),
         );
         let credential_ages = CredentialAges::new(store.clone(), clock.clone());
+        let posture = PostureService::new(
+            store.clone(),
+            clock.clone(),
+            link.settings.credential_policy.clone(),
+        );
         let grants = GrantService::new(
             store.clone(),
             clock.clone(),
@@ -245,6 +255,7 @@ impl AppState {
             exec,
             pauses,
             credential_ages,
+            posture,
             metrics,
             streams,
             replicas,
@@ -285,6 +296,13 @@ impl AppState {
             rotations: self.rotations.clone(),
             exec: self.exec.clone(),
             replication: self.replication.clone(),
+            posture: PostureMonitor {
+                posture: self.posture.clone(),
+                store: self.store.clone(),
+                audit: self.audit.clone(),
+                events: self.events.clone(),
+                metrics: self.metrics.clone(),
+            },
             applier: SignalApplier {
                 store: self.store.clone(),
                 cache: self.cache.clone(),

@@ -63,6 +63,10 @@ pub struct FleetSettings {
     /// The CA the HTTPS listener presents, carried in every join key so the agent enrolls
     /// only with this router; follows certificate reloads.
     pub tls_ca_pin: CaPin,
+    /// The credential rotation policy the posture report and monitor judge by.
+    pub credential_policy: xerotier_posture::PolicyConfig,
+    /// How often the posture monitor recomputes the gauges and announces transitions.
+    pub posture_interval_ms: u64,
 }
 
 impl Default for FleetSettings {
@@ -87,6 +91,8 @@ impl Default for FleetSettings {
             mesh_flood_window_ms: 10_000,
             mesh_flood_cooldown_ms: 30_000,
             tls_ca_pin: CaPin::default(),
+            credential_policy: xerotier_posture::PolicyConfig::default(),
+            posture_interval_ms: 60_000,
         }
     }
 }

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -28,6 +29,12 @@ struct RouteLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindStateLabels {
+    kind: String,
+    state: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -60,6 +67,11 @@ pub struct MetricFamilies {
     mesh_flood_disconnects: Counter,
     enroll_denied_unrecorded: Counter,
     agents_quarantined: Counter,
+    /// The credential posture gauges, named `xerotier_credential…` (no `router` prefix: they
+    /// describe the fleet, whichever replica serves them).
+    posture_registry: Arc<Registry>,
+    credentials: Family<KindStateLabels, Gauge>,
+    credential_oldest_age: Family<KindLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -114,7 +126,41 @@ impl Default for Metrics {
             "Refused enrollment attempts not written to the audit log (per-source rate limit)",
             enroll_denied_unrecorded.clone(),
         );
+        let mut posture_registry = Registry::with_prefix("xerotier");
+        let credentials = Family::<KindStateLabels, Gauge>::default();
+        let credential_oldest_age = Family::<KindLabels, Gauge>::default();
+        posture_registry.register(
+            "credentials",
+            "Credentials by kind and posture state (ok, due_soon, overdue, expired), as of the \
+             posture monitor's latest run",
+            credentials.clone(),
+        );
+        posture_registry.register(
+            "credential_oldest_age_seconds",
+            "Age of the oldest credential of each kind, since creation or last rotation",
+            credential_oldest_age.clone(),
+        );
+        // Every kind and state from the start, zeros included, so the set of series never
+        // changes (a dashboard sees `0`, not a missing series, before the first monitor run).
+        for kind in xerotier_posture::CredentialKind::ALL {
+            if kind == xerotier_posture::CredentialKind::RouterKey {
+                continue;
+            }
+            for state in xerotier_posture::PostureState::ALL {
+                drop(credentials.get_or_create(&KindStateLabels {
+                    kind: kind.as_str().to_string(),
+                    state: state.as_str().to_string(),
+                }));
+            }
+            drop(
+                credential_oldest_age
+                    .get_or_create(&KindLabels { kind: kind.as_str().to_string() }),
+            );
+        }
         Self(Arc::new(MetricFamilies {
+            posture_registry: Arc::new(posture_registry),
+            credentials,
+            credential_oldest_age,
             registry: Arc::new(registry),
             enroll_denied_unrecorded,
             requests,
@@ -166,9 +212,30 @@ impl Metrics {
         self.enroll_denied_unrecorded.inc();
     }
 
+    /// Sets the posture gauges: a count per kind and state (every pair given, zeros included)
+    /// and the oldest age per kind.
+    pub fn set_posture(&self, counts: &[(&str, &str, i64)], oldest: &[(&str, i64)]) {
+        for (kind, state, count) in counts {
+            self.credentials
+                .get_or_create(&KindStateLabels {
+                    kind: kind.to_string(),
+                    state: state.to_string(),
+                })
+                .set(*count);
+        }
+        for (kind, age) in oldest {
+            self.credential_oldest_age
+                .get_or_create(&KindLabels { kind: kind.to_string() })
+                .set(*age);
+        }
+    }
+
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        use prometheus_client::encoding::text;
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        text::encode_registry(&mut out, &self.registry)?;
+        text::encode_registry(&mut out, &self.posture_registry)?;
+        text::encode_eof(&mut out)?;
         Ok(out)
     }
 }

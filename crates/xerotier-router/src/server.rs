@@ -87,6 +87,26 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let https_url = config.public_url.clone().unwrap_or_else(|| format!("{scheme}://{local}"));
 
+    let policy = state.posture.policy();
+    tracing::info!(
+        profile = policy.profile.map_or("none", |p| p.as_str()),
+        "credential policy: {}",
+        policy
+            .rules()
+            .iter()
+            .map(|r| format!(
+                "{} {} ({})",
+                r.kind,
+                r.max_age_ms.map_or_else(|| "none".into(), xerotier_posture::format_duration),
+                r.name
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for warning in &policy.warnings {
+        tracing::warn!("{warning}");
+    }
+
     let shutdown = CancellationToken::new();
     let mut mesh = crate::mesh_runtime::start(state.runtime_deps(), https_url, &shutdown).await?;
     let last_used = state.gate.auth.spawn_last_used_writer(shutdown.child_token());

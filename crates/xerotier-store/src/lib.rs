@@ -19,6 +19,7 @@ mod migrate;
 mod order;
 mod page;
 mod pauses;
+mod posture;
 mod replicas;
 mod rotations;
 mod rows;
@@ -39,6 +40,7 @@ pub use listen::{Notice, Notifications};
 pub use order::{EVENTS_CHANNEL, Sequenced};
 pub use page::{PageRequest, PageSlice};
 pub use pauses::PauseRecord;
+pub use posture::{AnnouncedState, CurveKeyAge, Transition as PostureTransition};
 pub use replicas::{
     ACK_CHANNEL, DISPATCH_CHANNEL, NewReplica, Renewal, ReplicaRecord, SIGNAL_CHANNEL, Signal,
     SignalKind,

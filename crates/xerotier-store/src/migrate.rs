@@ -97,6 +97,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/common/0013_credential_expiry.sql"),
     },
     Migration {
+        version: 14,
+        name: "credential_posture",
+        sqlite: include_str!("../migrations/common/0014_credential_posture.sql"),
+        postgres: include_str!("../migrations/common/0014_credential_posture.sql"),
+    },
+    Migration {
         version: 17,
         name: "api_key_grace_evidence",
         sqlite: include_str!("../migrations/common/0017_api_key_grace_evidence.sql"),

@@ -121,7 +121,8 @@ pub(crate) async fn signal_for(
     tx: &mut Transaction<'static, Any>,
     entry: &AuditEntry,
 ) -> Result<(), StoreError> {
-    if entry.outcome != "success" {
+    // A posture notice (`credential.due_soon`, …) takes nothing away: no replica acts on it.
+    if entry.outcome != "success" || entry.action.starts_with("credential.") {
         return Ok(());
     }
     let kind = match entry.target_type.as_deref() {

@@ -67,7 +67,7 @@ fn print_followed(ctx: &Ctx, event: &AgentEventView) -> anyhow::Result<()> {
         OutputFormat::Json => println!("{}", serde_json::to_string(event)?),
         OutputFormat::Yaml => print!("---\n{}", serde_norway::to_string(event)?),
         OutputFormat::Name => println!("{KIND}/{}", event.id),
-        OutputFormat::Table | OutputFormat::Wide => {
+        OutputFormat::Table | OutputFormat::Wide | OutputFormat::Csv => {
             let cells = cells(event);
             let id = if ctx.out.format == OutputFormat::Wide { cells[4].as_str() } else { "" };
             println!("{}  {:<22} {:<34} {} {id}", cells[0], cells[1], cells[2], cells[3]);

@@ -3,6 +3,7 @@ pub mod audit;
 pub mod candidates;
 pub mod completion;
 pub mod config;
+pub mod credentials;
 pub mod end_grace;
 pub mod events;
 pub mod exec;

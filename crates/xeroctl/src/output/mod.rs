@@ -81,6 +81,12 @@ impl Printer {
         write_stdout(&text)
     }
 
+    /// Lines as given (`-o name` for items whose kind differs line by line).
+    pub fn names_plain<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> anyhow::Result<()> {
+        let text: String = names.into_iter().map(|n| format!("{n}\n")).collect();
+        write_stdout(&text)
+    }
+
     /// A listing: `whole` (the page as the router sent it) as data, `kind/id` per item, or a
     /// table of `cells` under `columns` (wide ones with `-o wide` only).
     pub fn list<T>(
@@ -101,7 +107,24 @@ impl Printer {
             OutputFormat::Table | OutputFormat::Wide => {
                 self.table(columns, items.iter().map(cells).collect())
             }
+            OutputFormat::Csv => self.csv(columns, items.iter().map(cells).collect()),
         }
+    }
+
+    /// RFC 4180: every column (wide ones too), a header row unless `--no-headers`, CRLF line
+    /// ends, a field quoted when it holds a comma, a quote or a line break (quotes doubled).
+    pub fn csv(&self, columns: &[Column], rows: Vec<Vec<String>>) -> anyhow::Result<()> {
+        let line = |fields: Vec<String>| {
+            fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",") + "\r\n"
+        };
+        let mut text = String::new();
+        if self.headers {
+            text.push_str(&line(columns.iter().map(|c| c.header.to_string()).collect()));
+        }
+        for row in rows {
+            text.push_str(&line(row));
+        }
+        write_stdout(&text)
     }
 
     /// One object: `value` as data, `kind/id`, or `text` (which prints it for people).
@@ -115,7 +138,7 @@ impl Printer {
         match self.format {
             OutputFormat::Json | OutputFormat::Yaml => self.data(value),
             OutputFormat::Name => self.names(kind, [id]),
-            OutputFormat::Table | OutputFormat::Wide => text(),
+            OutputFormat::Table | OutputFormat::Wide | OutputFormat::Csv => text(),
         }
     }
 
@@ -133,6 +156,15 @@ impl Printer {
         let text =
             if self.terminal { table::boxed(headers, &rows) } else { table::plain(headers, &rows) };
         write_stdout(&text)
+    }
+}
+
+/// One RFC 4180 field.
+pub fn csv_field(value: &str) -> String {
+    if value.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_string()
     }
 }
 

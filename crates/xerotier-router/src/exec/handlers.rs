@@ -18,11 +18,9 @@ use xerotier_proto::invocation::{
 };
 use xerotier_proto::pauses::{PauseExecRequest, PauseList, PauseView};
 use xerotier_proto::tools::{ToolDetail, ToolList};
-use xerotier_proto::workspace_credentials::{CredentialList, CredentialQuery};
 use xerotier_proto::{ErrorEnvelope, Page};
 use xerotier_store::PauseRecord;
 
-use super::credential_ages::{self, CredentialAges};
 use super::output_stream::OutputEvent;
 use super::pauses::PauseService;
 use super::service::{ExecService, Invocation, InvocationSearch, Viewer};
@@ -315,27 +313,6 @@ pub async fn list_pauses(
     Path(agent_id): Path<String>,
 ) -> Result<Json<PauseList>, ApiError> {
     Ok(Json(pause_list(pauses.list(&agent_id).await?)))
-}
-
-/// Workspace credential files across the fleet: hash, generation, age, due/overdue.
-#[utoipa::path(
-    get,
-    path = "/v1/management/credentials",
-    tag = "agents",
-    params(CredentialQuery),
-    responses(
-        (status = 200, description = "Every live agent's credential files", body = CredentialList),
-    ),
-    security(("api_key" = []))
-)]
-pub async fn list_credentials(
-    State(ages): State<CredentialAges>,
-    QueryParams(query): QueryParams<CredentialQuery>,
-) -> Result<Json<CredentialList>, ApiError> {
-    validate::optional(query.agent_id.as_deref(), |a| validate::id("agt_", a, "agent_id"))?;
-    let (states, now) = ages.list(query.agent_id.as_deref()).await?;
-    let credentials = states.into_iter().map(|s| credential_ages::view(s, now)).collect();
-    Ok(Json(CredentialList { credentials }))
 }
 
 fn pause_view(record: PauseRecord) -> PauseView {

@@ -115,7 +115,7 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .routes(routes!(exec::pause_exec))
         .routes(routes!(exec::resume_exec))
         .routes(routes!(exec::list_pauses))
-        .routes(routes!(exec::list_credentials))
+        .routes(routes!(crate::posture::handlers::posture_report))
         .routes(routes!(membership::list_replicas))
         .route_layer(auth::RequireScope::new(gate.clone(), Scope::Management));
     let exec = OpenApiRouter::new()

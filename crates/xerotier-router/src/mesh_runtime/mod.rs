@@ -50,6 +50,7 @@ pub struct RuntimeDeps {
     pub exec: ExecService,
     pub replication: Replication,
     pub applier: SignalApplier,
+    pub posture: crate::posture::monitor::PostureMonitor,
 }
 
 /// A running mesh: the endpoint's threads and the tasks around it.
@@ -130,6 +131,14 @@ pub async fn start(
         (
             "failover sweep",
             crate::membership::sweep::spawn(deps.exec.clone(), shutdown.child_token()),
+        ),
+        (
+            "posture monitor",
+            crate::posture::monitor::spawn(
+                deps.posture.clone(),
+                Duration::from_millis(settings.posture_interval_ms.max(1)),
+                shutdown.child_token(),
+            ),
         ),
         (
             "mesh health",

@@ -32,15 +32,21 @@ fn jwt(exp: i64) -> String {
     format!("{header}.{payload}.c2lnbmF0dXJl\n")
 }
 
-async fn reported_expiry(router: &Router, agent_id: &str) -> Value {
+/// The agent's workspace credential row of the posture report.
+async fn reported_row(router: &Router, agent_id: &str) -> Value {
     eventually("the credential report", Duration::from_secs(15), || async {
-        let path = format!("/v1/management/credentials?agent_id={agent_id}");
+        let path =
+            format!("/v1/management/credentials?agent_id={agent_id}&kind=workspace_credential");
         let list = router.get_json(&path).await;
         let file = list["credentials"].as_array()?.first()?.clone();
         assert_eq!(file["credentials_ref"], json!(CREDENTIAL_FILE), "{list}");
-        Some(file["expires_at"].clone())
+        Some(file)
     })
     .await
+}
+
+async fn reported_expiry(router: &Router, agent_id: &str) -> Value {
+    reported_row(router, agent_id).await["expires_at"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,5 +71,14 @@ async fn the_xem_reports_the_expiry_its_credential_files_carry() {
             backend.name
         );
         assert_eq!(reported_expiry(&router, &plain_agent).await, Value::Null, "[{}]", backend.name);
+        // The posture follows the file's own expiry: a token past its `exp` is `expired`
+        // whatever the file's age, one far from it is `ok`, both judged by the rule `expiry`.
+        let kube = reported_row(&router, &kube_agent).await;
+        assert_eq!((kube["state"].as_str(), kube["rule"].as_str()), (Some("ok"), Some("expiry")));
+        let (_old_xem, old_agent) =
+            exec_fleet(&router, "xem-old-jwt", &jwt(1_577_836_800), |_| {}).await;
+        let old = reported_row(&router, &old_agent).await;
+        assert_eq!(old["expires_at"], json!("2020-01-01T00:00:00.000Z"), "{old}");
+        assert_eq!((old["state"].as_str(), old["rule"].as_str()), (Some("expired"), Some("expiry")));
     }
 }

@@ -146,7 +146,7 @@ impl Exec for Router {
 
 /// The agent's one credential file in `GET /v1/management/credentials`.
 pub(crate) async fn credentials_of(router: &Router, agent_id: &str) -> Value {
-    let path = format!("/v1/management/credentials?agent_id={agent_id}");
+    let path = format!("/v1/management/credentials?agent_id={agent_id}&kind=workspace_credential");
     let list = router.api().get(&path, Some(router.admin_key())).await.json();
     let files = list["credentials"].as_array().unwrap();
     assert_eq!(files.len(), 1, "{list}");
@@ -210,9 +210,10 @@ async fn seed_rotation_under_load_keeps_in_flight_invocations_on_their_credentia
         assert_eq!(listed["generation"], 2, "{listed}");
         assert_eq!(listed["sha256"], sha256_hex(new), "{listed}");
         assert_eq!(
-            (listed["age_days"].as_u64(), listed["rotation"].as_str()),
-            (Some(0), Some("ok"))
+            (listed["state"].as_str(), listed["rule"].as_str()),
+            (Some("ok"), Some("default"))
         );
+        assert!(listed["age_seconds"].as_i64().unwrap() < 86_400, "{listed}");
         assert_eq!(listed["reload_ok"], true);
 
         let mut after = Vec::new();

@@ -313,8 +313,11 @@ async fn an_inference_agent_gets_no_tool_work() {
         // Wait until it has told the router everything (its credential report follows its
         // hello and manifest), then nothing of it may be offered.
         eventually("the inference agent's credential report", SETTLE, || async {
-            let list =
-                router.get_json(&format!("/v1/management/credentials?agent_id={agent}")).await;
+            let list = router
+                .get_json(&format!(
+                    "/v1/management/credentials?agent_id={agent}&kind=workspace_credential"
+                ))
+                .await;
             (!list["credentials"].as_array().unwrap().is_empty()).then_some(())
         })
         .await;

@@ -31,6 +31,7 @@ mod key_hygiene;
 mod lockout;
 mod mesh;
 mod mesh_fairness;
+mod posture;
 mod protocol;
 mod replica_order;
 mod replica_signals;
