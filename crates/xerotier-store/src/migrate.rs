@@ -96,6 +96,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/common/0013_credential_expiry.sql"),
         postgres: include_str!("../migrations/common/0013_credential_expiry.sql"),
     },
+    Migration {
+        version: 15,
+        name: "security_webhooks",
+        sqlite: include_str!("../migrations/common/0015_security_webhooks.sql"),
+        postgres: include_str!("../migrations/common/0015_security_webhooks.sql"),
+    },
 ];
 
 /// Applies each pending migration in its own write transaction. Several routers starting at
