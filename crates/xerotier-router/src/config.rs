@@ -12,6 +12,9 @@ use xerotier_tls::CertSource;
 
 use crate::fleet::FleetSettings;
 use crate::request_limits::RequestLimits;
+use crate::webhooks::settings::{
+    DeliveryEntry, WebhookConfigError, WebhookEntry, WebhookSettings,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -130,6 +133,11 @@ struct FileConfig {
     max_event_streams_per_key: Option<u32>,
     public_url: Option<String>,
     replica_lease_ms: Option<u64>,
+    /// Outbound webhooks for security events (config file only: a secret file per webhook).
+    #[serde(default)]
+    webhooks: Vec<WebhookEntry>,
+    #[serde(default)]
+    webhook_delivery: DeliveryEntry,
 }
 
 /// How the API is served.
@@ -154,6 +162,8 @@ pub struct RouterConfig {
     pub limits: RequestLimits,
     /// Where clients reach this replica, for the registry; `None`: the bound address.
     pub public_url: Option<String>,
+    /// Outbound webhooks, checked and with their secrets read.
+    pub webhooks: WebhookSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +174,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, source: serde_norway::Error },
     #[error("invalid setting {name}: {message}")]
     Invalid { name: &'static str, message: String },
+    #[error("invalid webhooks setting: {0}")]
+    Webhooks(#[from] WebhookConfigError),
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -250,6 +262,7 @@ impl RouterConfig {
                 .unwrap_or(default_limits.event_streams_per_key),
         };
         validate_limits(&limits)?;
+        let webhooks = crate::webhooks::settings::load(&file.webhooks, &file.webhook_delivery)?;
         let public_url = args.public_url.or(file.public_url);
         if let Some(url) = &public_url
             && !(url.starts_with("https://") || url.starts_with("http://"))
@@ -260,6 +273,7 @@ impl RouterConfig {
             });
         }
         Ok(Self {
+            webhooks,
             public_url,
             listen,
             state_dir,

@@ -28,6 +28,7 @@ pub mod service_error;
 pub mod test_faults;
 pub mod tls_reload;
 pub mod validate;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -58,6 +59,7 @@ use crate::metrics::Metrics;
 use crate::replication::apply::SignalApplier;
 use crate::replication::{LeaseSettings, Replication};
 use crate::request_limits::RequestLimits;
+use crate::webhooks::WebhookService;
 
 /// The services, wired once, behind one `Arc`: axum clones the state for every request, so a
 /// clone must be one reference count, not one per service (it was half the CPU of an
@@ -99,6 +101,7 @@ pub struct Services {
     pub metrics: Metrics,
     pub streams: LiveStreams,
     pub replicas: ReplicaService,
+    pub webhooks: WebhookService,
 }
 
 macro_rules! sub_state {
@@ -127,6 +130,7 @@ sub_state!(
     metrics: Metrics,
     streams: LiveStreams,
     replicas: ReplicaService,
+    webhooks: WebhookService,
 );
 
 impl AppState {
@@ -224,7 +228,15 @@ impl AppState {
             events.clone(),
             exec.clone(),
         );
+        let webhooks = WebhookService::new(
+            store.clone(),
+            clock.clone(),
+            entropy.clone(),
+            ids.clone(),
+            metrics.clone(),
+        );
         Self(Arc::new(Services {
+            webhooks,
             store,
             replication,
             cache,

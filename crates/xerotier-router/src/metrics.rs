@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -28,6 +29,12 @@ struct RouteLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    webhook: String,
+    outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -60,6 +67,8 @@ pub struct MetricFamilies {
     mesh_flood_disconnects: Counter,
     enroll_denied_unrecorded: Counter,
     agents_quarantined: Counter,
+    webhook_deliveries: Family<WebhookLabels, Counter>,
+    webhook_pending: Gauge,
 }
 
 impl Default for Metrics {
@@ -114,7 +123,22 @@ impl Default for Metrics {
             "Refused enrollment attempts not written to the audit log (per-source rate limit)",
             enroll_denied_unrecorded.clone(),
         );
+        let webhook_deliveries = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts, by webhook and outcome (delivered, retry, failed: the \
+             last attempt failed)",
+            webhook_deliveries.clone(),
+        );
+        let webhook_pending = Gauge::default();
+        registry.register(
+            "webhook_deliveries_pending",
+            "Webhook deliveries waiting for an attempt, fleet-wide",
+            webhook_pending.clone(),
+        );
         Self(Arc::new(MetricFamilies {
+            webhook_deliveries,
+            webhook_pending,
             registry: Arc::new(registry),
             enroll_denied_unrecorded,
             requests,
@@ -164,6 +188,15 @@ impl Metrics {
 
     pub fn enroll_denied_unrecorded(&self) {
         self.enroll_denied_unrecorded.inc();
+    }
+
+    pub fn webhook_delivery(&self, webhook: &str, outcome: &str) {
+        let labels = WebhookLabels { webhook: webhook.to_string(), outcome: outcome.to_string() };
+        self.webhook_deliveries.get_or_create(&labels).inc();
+    }
+
+    pub fn webhook_pending(&self, pending: i64) {
+        self.webhook_pending.set(pending);
     }
 
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
