@@ -81,6 +81,9 @@ pub enum Command {
         #[command(subcommand)]
         command: RouterCommand,
     },
+    /// Outbound webhooks for security events (lists them when no subcommand is given), and
+    /// their deliveries.
+    Webhooks(WebhooksArgs),
     /// Manage contexts (router URL + API key) in the config file.
     Config {
         #[command(subcommand)]
@@ -91,6 +94,31 @@ pub enum Command {
         #[arg(value_enum)]
         shell: Shell,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct WebhooksArgs {
+    #[command(subcommand)]
+    pub command: Option<WebhooksCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Deliveries of security events to webhooks, oldest first: status (pending, delivered,
+    /// failed), attempts, the receiver's last answer.
+    Deliveries(WebhookDeliveriesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookDeliveriesArgs {
+    #[command(flatten)]
+    pub page: PageArgs,
+    /// Only this webhook's deliveries (its name in the router's config).
+    #[arg(long)]
+    pub webhook: Option<String>,
+    /// pending, delivered or failed.
+    #[arg(long)]
+    pub status: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
