@@ -93,10 +93,8 @@ mod tests {
             hex::encode(mac),
             "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
         );
-        let mac = hmac_sha256(
-            &[0xaa; 131],
-            &[b"Test Using Larger Than Block-Size Key - Hash Key First"],
-        );
+        let mac =
+            hmac_sha256(&[0xaa; 131], &[b"Test Using Larger Than Block-Size Key - Hash Key First"]);
         assert_eq!(
             hex::encode(mac),
             "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
@@ -116,13 +114,31 @@ mod tests {
         let body = b"{\"type\":\"rotation.failed\"}";
         let sig = sign(b"s3cret", 1_000, body);
         let tampered = b"{\"type\":\"rotation.failee\"}";
-        assert_eq!(verify(b"s3cret", "1000", &sig, tampered, 1_000, 300), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(b"s3cret", "1000", &sig, tampered, 1_000, 300),
+            Err(SignatureError::Mismatch)
+        );
         assert_eq!(verify(b"other", "1000", &sig, body, 1_000, 300), Err(SignatureError::Mismatch));
-        assert_eq!(verify(b"s3cret", "1000", &sig, body, 1_301, 300), Err(SignatureError::Stale(300)));
-        assert_eq!(verify(b"s3cret", "1000", &sig, body, 699, 300), Err(SignatureError::Stale(300)));
-        assert_eq!(verify(b"s3cret", "1001", &sig, body, 1_000, 300), Err(SignatureError::Mismatch));
-        assert_eq!(verify(b"s3cret", "x", &sig, body, 1_000, 300), Err(SignatureError::BadTimestamp));
+        assert_eq!(
+            verify(b"s3cret", "1000", &sig, body, 1_301, 300),
+            Err(SignatureError::Stale(300))
+        );
+        assert_eq!(
+            verify(b"s3cret", "1000", &sig, body, 699, 300),
+            Err(SignatureError::Stale(300))
+        );
+        assert_eq!(
+            verify(b"s3cret", "1001", &sig, body, 1_000, 300),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(b"s3cret", "x", &sig, body, 1_000, 300),
+            Err(SignatureError::BadTimestamp)
+        );
         assert_eq!(verify(b"s3cret", "1000", "", body, 1_000, 300), Err(SignatureError::Missing));
-        assert_eq!(verify(b"s3cret", "1000", "v1=zz", body, 1_000, 300), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(b"s3cret", "1000", "v1=zz", body, 1_000, 300),
+            Err(SignatureError::Mismatch)
+        );
     }
 }

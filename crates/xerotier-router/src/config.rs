@@ -12,9 +12,7 @@ use xerotier_tls::CertSource;
 
 use crate::fleet::FleetSettings;
 use crate::request_limits::RequestLimits;
-use crate::webhooks::settings::{
-    DeliveryEntry, WebhookConfigError, WebhookEntry, WebhookSettings,
-};
+use crate::webhooks::settings::{DeliveryEntry, WebhookConfigError, WebhookEntry, WebhookSettings};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -237,9 +237,7 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get("seq")?, SecurityEvent::from_row(row)?)))
-            .collect()
+        rows.iter().map(|row| Ok((row.try_get("seq")?, SecurityEvent::from_row(row)?))).collect()
     }
 
     pub async fn security_event(&self, id: &str) -> Result<Option<SecurityEvent>, StoreError> {
@@ -406,21 +404,18 @@ impl Store {
         filter: &DeliveryFilter,
         page: &PageRequest,
     ) -> Result<PageSlice<WebhookDelivery>, StoreError> {
-        self.page(
-            page,
-            "($3 IS NULL OR webhook = $3) AND ($4 IS NULL OR status = $4)",
-            |q| q.bind(&filter.webhook).bind(&filter.status),
-        )
+        self.page(page, "($3 IS NULL OR webhook = $3) AND ($4 IS NULL OR status = $4)", |q| {
+            q.bind(&filter.webhook).bind(&filter.status)
+        })
         .await
     }
 
     /// How many deliveries are pending (for the gauge).
     pub async fn pending_webhook_deliveries(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM webhook_deliveries WHERE status = 'pending'",
-        )
-        .fetch_one(self.pool())
-        .await?;
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n FROM webhook_deliveries WHERE status = 'pending'")
+                .fetch_one(self.pool())
+                .await?;
         Ok(row.try_get("n")?)
     }
 }

@@ -158,7 +158,10 @@ per_backend!(two_replicas_claiming_one_delivery_leave_one_winner, open, |db, sto
     };
     assert!(store.finish_attempt(&id, winner, &result).await.unwrap().is_none());
     let done = store.finish_attempt(&id, loser, &result).await.unwrap().unwrap();
-    assert_eq!((done.status.as_str(), done.attempts, done.delivered_at), ("delivered", 1, Some(32_001)));
+    assert_eq!(
+        (done.status.as_str(), done.attempts, done.delivered_at),
+        ("delivered", 1, Some(32_001))
+    );
     assert!(store.claim_deliveries(winner, 99_000, 30_000, 10).await.unwrap().is_empty());
 });
 
@@ -192,7 +195,8 @@ per_backend!(a_failed_attempt_is_retried_when_due_and_ends_failed, open, |db, st
     let page = store.list_webhook_deliveries(&failed, &PageRequest { limit: 5, after: None });
     assert_eq!(page.await.unwrap().items.len(), 1);
     // An operator's retry puts it back, audited.
-    let entry = audit("aud_r", "webhook_delivery.retry", ("webhook_delivery", &id), Outcome::Success);
+    let entry =
+        audit("aud_r", "webhook_delivery.retry", ("webhook_delivery", &id), Outcome::Success);
     let row = store.retry_delivery(&id, 100_000, &entry).await.unwrap().unwrap();
     assert_eq!((row.status.as_str(), row.attempts), ("pending", 0));
     assert!(store.retry_delivery(&id, 100_000, &entry).await.unwrap().is_none());

@@ -21,11 +21,11 @@ use utoipa_axum::routes;
 
 use crate::api_keys::handlers as api_keys;
 use crate::audit::handlers as audit;
-use crate::webhooks::handlers as webhooks;
 use crate::error::ApiError;
 use crate::exec::handlers as exec;
 use crate::fleet::handlers as fleet;
 use crate::membership::handlers as membership;
+use crate::webhooks::handlers as webhooks;
 use xerotier_proto::Scope;
 
 use crate::{AppState, auth, health, metrics};

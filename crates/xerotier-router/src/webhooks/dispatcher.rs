@@ -17,8 +17,8 @@ use xerotier_core::IdKind;
 use xerotier_credentials::webhook_signature;
 use xerotier_store::{AttemptEnd, AttemptResult, NewDelivery, StoreError, WebhookDelivery};
 
-use super::settings::{DeliverySettings, Webhook, WebhookSettings};
 use super::WebhookService;
+use super::settings::{DeliverySettings, Webhook, WebhookSettings};
 
 /// Events read per webhook per pass.
 const FAN_OUT_BATCH: u32 = 200;
@@ -124,8 +124,7 @@ impl WebhookService {
                     Ok(claimed) => {
                         for d in claimed {
                             let hook = settings.webhooks.iter().find(|h| h.name == d.webhook);
-                            let (Some(hook), Some(client)) = (hook, clients.get(&d.webhook))
-                            else {
+                            let (Some(hook), Some(client)) = (hook, clients.get(&d.webhook)) else {
                                 self.settle_unconfigured(&owner, &d).await;
                                 continue;
                             };
@@ -134,7 +133,9 @@ impl WebhookService {
                             let max_attempts = delivery.max_attempts;
                             let backoff = delivery.clone();
                             in_flight.spawn(async move {
-                                service.attempt(&owner, &client, &hook, max_attempts, &backoff, d).await
+                                service
+                                    .attempt(&owner, &client, &hook, max_attempts, &backoff, d)
+                                    .await
                             });
                         }
                     }
@@ -226,8 +227,12 @@ impl WebhookService {
                     tracing::warn!(webhook = %d.webhook, delivery = %d.id, event = %d.event_type, attempts, "webhook delivery failed after its last attempt");
                 }
             }
-            Ok(None) => tracing::info!(delivery = %d.id, "lease lost before the attempt was recorded; another replica has it"),
-            Err(err) => tracing::warn!(delivery = %d.id, error = %err, "recording a webhook attempt failed"),
+            Ok(None) => {
+                tracing::info!(delivery = %d.id, "lease lost before the attempt was recorded; another replica has it")
+            }
+            Err(err) => {
+                tracing::warn!(delivery = %d.id, error = %err, "recording a webhook attempt failed")
+            }
         }
     }
 
@@ -264,7 +269,9 @@ impl WebhookService {
                 };
                 Sent {
                     status: Some(i64::from(status.as_u16())),
-                    error: Some(format!("HTTP {status}: {excerpt}").trim_end_matches(": ").to_string()),
+                    error: Some(
+                        format!("HTTP {status}: {excerpt}").trim_end_matches(": ").to_string(),
+                    ),
                     ok: false,
                 }
             }
@@ -298,10 +305,8 @@ impl WebhookService {
 /// Delay before the attempt after `attempts_made`, for a random `jitter` (0-65535).
 pub fn backoff_ms(settings: &DeliverySettings, attempts_made: i64, jitter: u16) -> i64 {
     let exponent = u32::try_from(attempts_made.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
-    let base = settings
-        .backoff_initial_ms
-        .saturating_mul(1u64 << exponent)
-        .min(settings.backoff_max_ms);
+    let base =
+        settings.backoff_initial_ms.saturating_mul(1u64 << exponent).min(settings.backoff_max_ms);
     // base × (0.75 + 0.5 × jitter/65536), in integers.
     let scaled = u128::from(base) * (49_152 + u128::from(jitter) / 2) / 65_536;
     i64::try_from(scaled).unwrap_or(i64::MAX).max(1)

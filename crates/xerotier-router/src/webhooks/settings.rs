@@ -135,10 +135,8 @@ pub fn load(
 ) -> Result<WebhookSettings, WebhookConfigError> {
     let mut webhooks: Vec<Webhook> = Vec::new();
     for entry in entries {
-        let fail = |message: String| WebhookConfigError::Webhook {
-            name: entry.name.clone(),
-            message,
-        };
+        let fail =
+            |message: String| WebhookConfigError::Webhook { name: entry.name.clone(), message };
         if !valid_name(&entry.name) {
             return Err(fail("the name must be 1-64 characters of a-z, 0-9 and -".into()));
         }
@@ -149,9 +147,10 @@ pub fn load(
         let events = event_filter(&entry.events).map_err(fail)?;
         let secret = read_secret(&entry.secret_file).map_err(fail)?;
         let ca_pem = match &entry.ca_file {
-            Some(path) => Some(std::fs::read(path).map_err(|e| {
-                fail(format!("cannot read ca_file {}: {e}", path.display()))
-            })?),
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| fail(format!("cannot read ca_file {}: {e}", path.display())))?,
+            ),
             None => None,
         };
         webhooks.push(Webhook {
@@ -335,8 +334,14 @@ mod tests {
             (entry("soc", "http://siem.example/hooks", good.clone()), "not loopback"),
             (entry("soc", "ftp://siem.example/", good.clone()), "not https"),
             (entry("Soc", "https://siem.example/", good.clone()), "the name"),
-            (entry("soc", "https://siem.example/", secret_file(dir.path(), 0o644, &[b'k'; 40])), "mode 0644"),
-            (entry("soc", "https://siem.example/", secret_file(dir.path(), 0o600, &[b'k'; 31])), "at least 32"),
+            (
+                entry("soc", "https://siem.example/", secret_file(dir.path(), 0o644, &[b'k'; 40])),
+                "mode 0644",
+            ),
+            (
+                entry("soc", "https://siem.example/", secret_file(dir.path(), 0o600, &[b'k'; 31])),
+                "at least 32",
+            ),
             (entry("soc", "https://siem.example/", dir.path().join("absent")), "cannot read"),
         ];
         for (hook, expected) in cases {
@@ -345,9 +350,22 @@ mod tests {
         }
         let mut unknown = entry("soc", "https://siem.example/", good.clone());
         unknown.events = vec!["agent.sneezed".into()];
-        assert!(load(&[unknown], &DeliveryEntry::default()).unwrap_err().to_string().contains("unknown event"));
-        let twice = [entry("soc", "https://a.example/", good.clone()), entry("soc", "https://b.example/", good)];
-        assert!(load(&twice, &DeliveryEntry::default()).unwrap_err().to_string().contains("another webhook"));
+        assert!(
+            load(&[unknown], &DeliveryEntry::default())
+                .unwrap_err()
+                .to_string()
+                .contains("unknown event")
+        );
+        let twice = [
+            entry("soc", "https://a.example/", good.clone()),
+            entry("soc", "https://b.example/", good),
+        ];
+        assert!(
+            load(&twice, &DeliveryEntry::default())
+                .unwrap_err()
+                .to_string()
+                .contains("another webhook")
+        );
     }
 
     #[test]

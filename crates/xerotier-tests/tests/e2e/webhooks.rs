@@ -125,8 +125,9 @@ fn write_config(dir: &Path, hooks: &[(&str, String, PathBuf)], delivery: Value) 
         })
         .collect();
     let path = dir.join("router.yaml");
-    let text = serde_norway::to_string(&json!({ "webhooks": webhooks, "webhook_delivery": delivery }))
-        .unwrap();
+    let text =
+        serde_norway::to_string(&json!({ "webhooks": webhooks, "webhook_delivery": delivery }))
+            .unwrap();
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -144,7 +145,8 @@ async fn security_events_arrive_signed_once_with_retries_and_no_receiver_blockin
         let (hang, _) = start_receiver(SECRET, Behaviour::Hang).await;
         let (dead, _) = start_receiver(SECRET, Behaviour::Always500).await;
         // The attacker's receiver: it holds another secret, so nothing it gets verifies.
-        let (wrong, wrong_seen) = start_receiver("another-secret-another-secret-xx", Behaviour::Ok).await;
+        let (wrong, wrong_seen) =
+            start_receiver("another-secret-another-secret-xx", Behaviour::Ok).await;
         let secret = secret_file(dir.path(), "shared", SECRET, 0o600);
         let config = write_config(
             dir.path(),
@@ -207,7 +209,8 @@ async fn security_events_arrive_signed_once_with_retries_and_no_receiver_blockin
                 assert!(!raw.contains(SECRET), "the secret was sent: {raw}");
                 assert!(!raw.contains(&key.token), "the join key was sent: {raw}");
             }
-            let revoked = seen.verified.iter().find(|(_, v)| v["type"] == "agent.credentials_revoked");
+            let revoked =
+                seen.verified.iter().find(|(_, v)| v["type"] == "agent.credentials_revoked");
             assert_eq!(revoked.unwrap().1["agent_id"], agent_id.as_str());
             let failed = seen.verified.iter().find(|(_, v)| v["type"] == "rotation.failed");
             assert_eq!(failed.unwrap().1["details"]["failure_reason"], "revoked agent");
@@ -238,7 +241,11 @@ async fn security_events_arrive_signed_once_with_retries_and_no_receiver_blockin
         })
         .await;
         for d in &failed {
-            assert_eq!((d["attempts"].as_i64(), d["last_status_code"].as_i64()), (Some(3), Some(500)), "{d}");
+            assert_eq!(
+                (d["attempts"].as_i64(), d["last_status_code"].as_i64()),
+                (Some(3), Some(500)),
+                "{d}"
+            );
         }
         // The receiver with the wrong secret refused everything it got (401 → retried →
         // failed), and verified nothing.
@@ -251,11 +258,16 @@ async fn security_events_arrive_signed_once_with_retries_and_no_receiver_blockin
         assert!(wrong_seen.lock().rejected.iter().all(|e| e.contains("does not match")));
 
         let delivered = router
-            .metric("xerotier_router_webhook_deliveries_total{webhook=\"good\",outcome=\"delivered\"}")
+            .metric(
+                "xerotier_router_webhook_deliveries_total{webhook=\"good\",outcome=\"delivered\"}",
+            )
             .await;
         assert_eq!(delivered, 3.0, "[{}]", backend.name);
-        let out = xeroctl(&router, &["webhooks", "deliveries", "--webhook", "dead", "--status", "failed", "-o", "json"])
-            .success();
+        let out = xeroctl(
+            &router,
+            &["webhooks", "deliveries", "--webhook", "dead", "--status", "failed", "-o", "json"],
+        )
+        .success();
         let page: Value = serde_json::from_str(&out.stdout).unwrap();
         assert_eq!(page["data"].as_array().unwrap().len(), 3, "{}", out.stdout);
         let out = xeroctl(&router, &["webhooks"]).success();
@@ -286,15 +298,13 @@ fn refused_at_start(config: &Path) -> String {
 fn a_plain_http_url_off_loopback_or_a_readable_secret_file_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let good = secret_file(dir.path(), "good", SECRET, 0o600);
-    let config = write_config(
-        dir.path(),
-        &[("soc", "http://siem.example/hooks".into(), good)],
-        json!({}),
-    );
+    let config =
+        write_config(dir.path(), &[("soc", "http://siem.example/hooks".into(), good)], json!({}));
     let out = refused_at_start(&config);
     assert!(out.contains("not loopback") && out.contains("https://"), "{out}");
     let open = secret_file(dir.path(), "open", SECRET, 0o644);
-    let config = write_config(dir.path(), &[("soc", "https://siem.example/h".into(), open)], json!({}));
+    let config =
+        write_config(dir.path(), &[("soc", "https://siem.example/h".into(), open)], json!({}));
     let out = refused_at_start(&config);
     assert!(out.contains("mode 0644") && out.contains("chmod 600"), "{out}");
 }
