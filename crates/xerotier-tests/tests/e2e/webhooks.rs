@@ -25,7 +25,7 @@ use crate::harness::{
     ROUTER_BIN, Router, RouterOptions, backends, binary, eventually, wait_for_exit, xeroctl,
 };
 
-const SETTLE: Duration = Duration::from_secs(20);
+const SETTLE: Duration = Duration::from_secs(40);
 const SECRET: &str = "0123456789abcdef0123456789abcdef-good";
 
 /// How a receiver answers.
@@ -158,7 +158,7 @@ async fn security_events_arrive_signed_once_with_retries_and_no_receiver_blockin
                 ("wrong", format!("http://{wrong}/hook"), secret.clone()),
             ],
             json!({ "max_attempts": 3, "backoff_initial_ms": 100, "backoff_max_ms": 200,
-                    "timeout_ms": 15000, "poll_interval_ms": 50 }),
+                    "timeout_ms": 30000, "poll_interval_ms": 100 }),
         );
         let options = RouterOptions {
             extra_args: vec!["--config".into(), config.display().to_string()],
