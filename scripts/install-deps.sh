@@ -16,3 +16,10 @@ if [ "${#need[@]}" -gt 0 ]; then
   $SUDO apt-get update -q >&2
   $SUDO apt-get install -y -q "${need[@]}" >&2
 fi
+# promtool, for the alert rules' tests (deploy/prometheus): Debian ships it in `prometheus`,
+# whose recommended packages (web assets) it does not need.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "installing: prometheus (for promtool)" >&2
+  $SUDO apt-get update -q >&2
+  $SUDO apt-get install -y -q --no-install-recommends prometheus >&2
+fi

@@ -13,6 +13,10 @@ export XEROTIER_REQUIRE_POSTGRES=1
 # it never builds them itself. The XEM's fault injection (for the rotation crash tests) is
 # compiled in only with its `test-faults` feature, which release builds never have
 # (scripts/check-release-no-test-faults.sh).
+# The alert rules: syntax, then their unit tests (every rule firing and not firing).
+promtool check rules deploy/prometheus/xerotier-alerts.yaml
+promtool test rules deploy/prometheus/xerotier-alerts.test.yaml
+
 features=(--features xerotier-xem/test-faults,xerotier-router/test-faults)
 cargo build --workspace --bins --locked "${features[@]}"
 

@@ -87,6 +87,9 @@ pub enum Command {
         #[command(subcommand)]
         command: RouterCommand,
     },
+    /// Outbound webhooks for security events (lists them when no subcommand is given), and
+    /// their deliveries.
+    Webhooks(WebhooksArgs),
     /// Manage contexts (router URL + API key) in the config file.
     Config {
         #[command(subcommand)]
@@ -121,6 +124,31 @@ pub struct CredentialsArgs {
     /// note on stderr).
     #[arg(long)]
     pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WebhooksArgs {
+    #[command(subcommand)]
+    pub command: Option<WebhooksCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Deliveries of security events to webhooks, oldest first: status (pending, delivered,
+    /// failed), attempts, the receiver's last answer.
+    Deliveries(WebhookDeliveriesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookDeliveriesArgs {
+    #[command(flatten)]
+    pub page: PageArgs,
+    /// Only this webhook's deliveries (its name in the router's config).
+    #[arg(long)]
+    pub webhook: Option<String>,
+    /// pending, delivered or failed.
+    #[arg(long)]
+    pub status: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,7 @@ mod api_key;
 mod join_token;
 mod keys;
 mod secret_file;
+pub mod webhook_signature;
 
 pub use api_key::{ApiKeyValue, ApiKeyValueError, IssuedSecret, Verifier};
 pub use join_token::{JoinTokenError, JoinTokenSigner, unverified_claims, unverified_join_key_id};

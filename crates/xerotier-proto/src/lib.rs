@@ -22,6 +22,7 @@ pub mod schema;
 pub mod scope;
 pub mod status;
 pub mod tools;
+pub mod webhooks;
 pub mod workspace_credentials;
 
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};

@@ -98,3 +98,9 @@ mod tests {
         assert_eq!(ApiKeyStatus::parse("nope"), None);
     }
 }
+
+wire_enum!(
+    /// A webhook delivery: `pending` (waiting for its next attempt), `delivered` (a 2xx
+    /// answer) or `failed` (every attempt used).
+    WebhookDeliveryStatus { Pending => "pending", Delivered => "delivered", Failed => "failed" }
+);

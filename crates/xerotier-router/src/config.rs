@@ -13,6 +13,7 @@ use xerotier_tls::CertSource;
 
 use crate::fleet::FleetSettings;
 use crate::request_limits::RequestLimits;
+use crate::webhooks::settings::{DeliveryEntry, WebhookConfigError, WebhookEntry, WebhookSettings};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -159,6 +160,11 @@ struct FileConfig {
     public_url: Option<String>,
     replica_lease_ms: Option<u64>,
     credential_policy: Option<CredentialPolicyFile>,
+    /// Outbound webhooks for security events (config file only: a secret file per webhook).
+    #[serde(default)]
+    webhooks: Vec<WebhookEntry>,
+    #[serde(default)]
+    webhook_delivery: DeliveryEntry,
 }
 
 /// How the API is served.
@@ -183,6 +189,8 @@ pub struct RouterConfig {
     pub limits: RequestLimits,
     /// Where clients reach this replica, for the registry; `None`: the bound address.
     pub public_url: Option<String>,
+    /// Outbound webhooks, checked and with their secrets read.
+    pub webhooks: WebhookSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +201,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, source: serde_norway::Error },
     #[error("invalid setting {name}: {message}")]
     Invalid { name: &'static str, message: String },
+    #[error("invalid webhooks setting: {0}")]
+    Webhooks(#[from] WebhookConfigError),
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -282,6 +292,7 @@ impl RouterConfig {
                 .unwrap_or(default_limits.event_streams_per_key),
         };
         validate_limits(&limits)?;
+        let webhooks = crate::webhooks::settings::load(&file.webhooks, &file.webhook_delivery)?;
         let public_url = args.public_url.or(file.public_url);
         if let Some(url) = &public_url
             && !(url.starts_with("https://") || url.starts_with("http://"))
@@ -292,6 +303,7 @@ impl RouterConfig {
             });
         }
         Ok(Self {
+            webhooks,
             public_url,
             listen,
             state_dir,

@@ -29,6 +29,7 @@ pub mod service_error;
 pub mod test_faults;
 pub mod tls_reload;
 pub mod validate;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -61,6 +62,7 @@ use crate::posture::monitor::PostureMonitor;
 use crate::replication::apply::SignalApplier;
 use crate::replication::{LeaseSettings, Replication};
 use crate::request_limits::RequestLimits;
+use crate::webhooks::WebhookService;
 
 /// The services, wired once, behind one `Arc`: axum clones the state for every request, so a
 /// clone must be one reference count, not one per service (it was half the CPU of an
@@ -103,6 +105,7 @@ pub struct Services {
     pub metrics: Metrics,
     pub streams: LiveStreams,
     pub replicas: ReplicaService,
+    pub webhooks: WebhookService,
 }
 
 macro_rules! sub_state {
@@ -132,6 +135,7 @@ sub_state!(
     metrics: Metrics,
     streams: LiveStreams,
     replicas: ReplicaService,
+    webhooks: WebhookService,
 );
 
 impl AppState {
@@ -236,7 +240,15 @@ impl AppState {
             events.clone(),
             exec.clone(),
         );
+        let webhooks = WebhookService::new(
+            store.clone(),
+            clock.clone(),
+            entropy.clone(),
+            ids.clone(),
+            metrics.clone(),
+        );
         Self(Arc::new(Services {
+            webhooks,
             store,
             replication,
             cache,

@@ -38,6 +38,12 @@ struct KindStateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    webhook: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -72,6 +78,8 @@ pub struct MetricFamilies {
     posture_registry: Arc<Registry>,
     credentials: Family<KindStateLabels, Gauge>,
     credential_oldest_age: Family<KindLabels, Gauge>,
+    webhook_deliveries: Family<WebhookLabels, Counter>,
+    webhook_pending: Gauge,
 }
 
 impl Default for Metrics {
@@ -157,10 +165,25 @@ impl Default for Metrics {
                     .get_or_create(&KindLabels { kind: kind.as_str().to_string() }),
             );
         }
+        let webhook_deliveries = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts, by webhook and outcome (delivered, retry, failed: the \
+             last attempt failed)",
+            webhook_deliveries.clone(),
+        );
+        let webhook_pending = Gauge::default();
+        registry.register(
+            "webhook_deliveries_pending",
+            "Webhook deliveries waiting for an attempt, fleet-wide",
+            webhook_pending.clone(),
+        );
         Self(Arc::new(MetricFamilies {
             posture_registry: Arc::new(posture_registry),
             credentials,
             credential_oldest_age,
+            webhook_deliveries,
+            webhook_pending,
             registry: Arc::new(registry),
             enroll_denied_unrecorded,
             requests,
@@ -228,6 +251,15 @@ impl Metrics {
                 .get_or_create(&KindLabels { kind: kind.to_string() })
                 .set(*age);
         }
+    }
+
+    pub fn webhook_delivery(&self, webhook: &str, outcome: &str) {
+        let labels = WebhookLabels { webhook: webhook.to_string(), outcome: outcome.to_string() };
+        self.webhook_deliveries.get_or_create(&labels).inc();
+    }
+
+    pub fn webhook_pending(&self, pending: i64) {
+        self.webhook_pending.set(pending);
     }
 
     pub fn encode(&self) -> Result<String, std::fmt::Error> {

@@ -107,6 +107,7 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
         tracing::warn!("{warning}");
     }
 
+    state.webhooks.configure(config.webhooks.clone());
     let shutdown = CancellationToken::new();
     let mut mesh = crate::mesh_runtime::start(state.runtime_deps(), https_url, &shutdown).await?;
     let last_used = state.gate.auth.spawn_last_used_writer(shutdown.child_token());
@@ -119,6 +120,13 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     let stream_watch = state.streams.spawn_watch(shutdown.child_token());
     let event_listener = state.events.spawn_listener(shutdown.child_token());
     let numbering = state.events.spawn_numbering(shutdown.child_token());
+    let webhooks = state
+        .webhooks
+        .spawn_dispatcher(state.link.replica_id.clone(), shutdown.child_token())
+        .context("starting the webhook dispatcher")?;
+    if !config.webhooks.webhooks.is_empty() {
+        tracing::info!(webhooks = config.webhooks.webhooks.len(), "webhook dispatcher started");
+    }
     xerotier_credentials::write_secret_file(
         &config.state_dir.join(MESH_ADDR_FILE),
         format!("{}\n", state.link.advertised_mesh_addr()).as_bytes(),
@@ -181,6 +189,7 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
         ("event and audit numbering", Some(numbering)),
         ("reload handler", Some(reloads)),
         ("TLS renewal", renewal),
+        ("webhook dispatcher", webhooks),
     ];
     for (name, task) in tasks {
         let Some(task) = task else { continue };

@@ -74,6 +74,8 @@ impl AuditEntry {
         self.bind(sqlx::query(sqlx::AssertSqlSafe(Self::insert_statement(1, backend))))
             .execute(&mut **tx)
             .await?;
+        // A security event leaves through the outbox written with its record.
+        crate::webhooks::outbox_for(tx, self).await?;
         // The change this record describes is one other replicas must act on.
         crate::replicas::signal_for(tx, self).await
     }

@@ -23,6 +23,7 @@ mod posture;
 mod replicas;
 mod rotations;
 mod rows;
+mod webhooks;
 mod workspaces;
 
 pub use agents::{AgentRecord, Heartbeat};
@@ -47,6 +48,10 @@ pub use replicas::{
 };
 pub use rotations::{AgentEvent, RotationRecord};
 pub use sqlx::Error as SqlxError;
+pub use webhooks::{
+    AttemptEnd, AttemptResult, DeliveryFilter, MAX_ERROR_CHARS, NewDelivery, SecurityEvent,
+    SecurityEventType, WebhookDelivery, security_event_id,
+};
 pub use workspaces::{
     CANDIDATE, Decision, DeclaredWorkspace, GRANTED, REJECTED, Transition, WITHDRAWN,
     WorkspaceDecision,

@@ -103,6 +103,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/common/0014_credential_posture.sql"),
     },
     Migration {
+        version: 15,
+        name: "security_webhooks",
+        sqlite: include_str!("../migrations/common/0015_security_webhooks.sql"),
+        postgres: include_str!("../migrations/common/0015_security_webhooks.sql"),
+    },
+    Migration {
         version: 17,
         name: "api_key_grace_evidence",
         sqlite: include_str!("../migrations/common/0017_api_key_grace_evidence.sql"),

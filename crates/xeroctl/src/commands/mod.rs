@@ -13,6 +13,7 @@ pub mod keys;
 pub mod pauses;
 pub mod rotation;
 pub mod router;
+pub mod webhooks;
 
 use std::time::Duration;
 

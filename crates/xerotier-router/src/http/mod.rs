@@ -25,6 +25,7 @@ use crate::error::ApiError;
 use crate::exec::handlers as exec;
 use crate::fleet::handlers as fleet;
 use crate::membership::handlers as membership;
+use crate::webhooks::handlers as webhooks;
 use xerotier_proto::Scope;
 
 use crate::{AppState, auth, health, metrics};
@@ -54,6 +55,7 @@ pub const MAX_BODY_BYTES: usize = 96 * 1024;
         (name = "enrollment", description = "Agents trade a join key for an identity (no API key)"),
         (name = "exec", description = "Execution API (scope execution)"),
         (name = "router", description = "The router's replicas (scope management)"),
+        (name = "webhooks", description = "Outbound webhooks for security events and their deliveries (scope management)"),
         (name = "operations", description = "Health, metrics, this document"),
     )
 )]
@@ -117,6 +119,8 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .routes(routes!(exec::list_pauses))
         .routes(routes!(crate::posture::handlers::posture_report))
         .routes(routes!(membership::list_replicas))
+        .routes(routes!(webhooks::list_webhooks))
+        .routes(routes!(webhooks::list_deliveries))
         .route_layer(auth::RequireScope::new(gate.clone(), Scope::Management));
     let exec = OpenApiRouter::new()
         .routes(routes!(exec::list_tools))

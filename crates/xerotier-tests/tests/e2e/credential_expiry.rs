@@ -79,6 +79,9 @@ async fn the_xem_reports_the_expiry_its_credential_files_carry() {
             exec_fleet(&router, "xem-old-jwt", &jwt(1_577_836_800), |_| {}).await;
         let old = reported_row(&router, &old_agent).await;
         assert_eq!(old["expires_at"], json!("2020-01-01T00:00:00.000Z"), "{old}");
-        assert_eq!((old["state"].as_str(), old["rule"].as_str()), (Some("expired"), Some("expiry")));
+        assert_eq!(
+            (old["state"].as_str(), old["rule"].as_str()),
+            (Some("expired"), Some("expiry"))
+        );
     }
 }

@@ -45,6 +45,7 @@ mod seed;
 mod shutdown;
 mod streams;
 mod tls;
+mod webhooks;
 mod xem;
 mod xem_host;
 mod xem_host_files;
