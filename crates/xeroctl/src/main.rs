@@ -65,6 +65,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }),
         Command::Credentials(args) => with_ctx(&global, out, confirm, |ctx| async move {
             commands::credentials::run(&ctx, args).await
+        }),
         Command::Webhooks(args) => with_ctx(&global, out, confirm, |ctx| async move {
             commands::webhooks::run(&ctx, args).await
         }),
