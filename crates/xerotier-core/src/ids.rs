@@ -16,6 +16,8 @@ pub enum IdKind {
     Invocation,
     /// A router replica (`rtr_…`), registered in the store while it runs.
     Replica,
+    /// A fleet-wide operation (`op_…`).
+    Operation,
 }
 
 impl IdKind {
@@ -29,6 +31,7 @@ impl IdKind {
             IdKind::Event => "evt_",
             IdKind::Invocation => "inv_",
             IdKind::Replica => "rtr_",
+            IdKind::Operation => "op_",
         }
     }
 }

@@ -51,6 +51,11 @@ pub enum ErrorCode {
     /// This replica lost its lease (cut off from the database) and serves nothing
     /// authenticated until it has caught up; retry, or use another replica.
     ReplicaFenced,
+    /// A fleet-wide operation's selector is valid but matches nothing to act on.
+    NothingSelected,
+    /// The fleet-wide operation is not in a state that allows this (cancel a finished one,
+    /// resume one that is not halted).
+    OperationState,
     Internal,
 }
 
@@ -87,6 +92,8 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::ReplicaFenced => "replica_fenced",
+            ErrorCode::NothingSelected => "nothing_selected",
+            ErrorCode::OperationState => "operation_state",
             ErrorCode::Internal => "internal_error",
         }
     }
@@ -107,7 +114,9 @@ impl ErrorCode {
             | ErrorCode::NotPaused
             | ErrorCode::AgentNotApproved
             | ErrorCode::SelfRevoke
-            | ErrorCode::LastManagementKey => "conflict_error",
+            | ErrorCode::LastManagementKey
+            | ErrorCode::NothingSelected
+            | ErrorCode::OperationState => "conflict_error",
             ErrorCode::TooManyAuthFailures | ErrorCode::TooManyStreams => "rate_limit_error",
             ErrorCode::ScopeInsufficient => "permission_error",
             ErrorCode::NotFound | ErrorCode::ToolNotFound | ErrorCode::WorkspaceNotFound => {

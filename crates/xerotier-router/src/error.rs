@@ -80,7 +80,9 @@ impl ApiError {
             | ErrorCode::NotPaused
             | ErrorCode::AgentNotApproved
             | ErrorCode::SelfRevoke
-            | ErrorCode::LastManagementKey => StatusCode::CONFLICT,
+            | ErrorCode::LastManagementKey
+            | ErrorCode::NothingSelected
+            | ErrorCode::OperationState => StatusCode::CONFLICT,
             ErrorCode::TooManyAuthFailures | ErrorCode::TooManyStreams => {
                 StatusCode::TOO_MANY_REQUESTS
             }

@@ -20,6 +20,7 @@ pub mod membership;
 pub mod mesh_link;
 pub mod mesh_runtime;
 pub mod metrics;
+pub mod operations;
 pub mod replication;
 pub mod request_limits;
 pub mod server;
@@ -55,6 +56,8 @@ use crate::membership::ReplicaService;
 use crate::mesh_link::MeshLink;
 use crate::mesh_runtime::{FrameHandler, RuntimeDeps};
 use crate::metrics::Metrics;
+use crate::operations::OperationService;
+use crate::operations::executor::Executor;
 use crate::replication::apply::SignalApplier;
 use crate::replication::{LeaseSettings, Replication};
 use crate::request_limits::RequestLimits;
@@ -99,6 +102,7 @@ pub struct Services {
     pub metrics: Metrics,
     pub streams: LiveStreams,
     pub replicas: ReplicaService,
+    pub operations: OperationService,
 }
 
 macro_rules! sub_state {
@@ -127,6 +131,7 @@ sub_state!(
     metrics: Metrics,
     streams: LiveStreams,
     replicas: ReplicaService,
+    operations: OperationService,
 );
 
 impl AppState {
@@ -224,6 +229,8 @@ impl AppState {
             events.clone(),
             exec.clone(),
         );
+        let operations =
+            OperationService::new(store.clone(), clock.clone(), ids.clone(), audit.clone());
         Self(Arc::new(Services {
             store,
             replication,
@@ -246,6 +253,7 @@ impl AppState {
             metrics,
             streams,
             replicas,
+            operations,
         }))
     }
 
@@ -283,6 +291,13 @@ impl AppState {
             rotations: self.rotations.clone(),
             exec: self.exec.clone(),
             replication: self.replication.clone(),
+            operations: Executor {
+                operations: self.operations.clone(),
+                rotations: self.rotations.clone(),
+                agents: self.agents.clone(),
+                join_keys: self.join_keys.clone(),
+                replica_id: self.link.replica_id.clone(),
+            },
             applier: SignalApplier {
                 store: self.store.clone(),
                 cache: self.cache.clone(),

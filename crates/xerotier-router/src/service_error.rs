@@ -66,6 +66,10 @@ pub enum ServiceError {
          \"allow_lockout\": true) if that is what you want"
     )]
     LastManagementKey(String),
+    #[error("{0}")]
+    NothingSelected(String),
+    #[error("{0}")]
+    OperationState(String),
     #[error("the state store is unavailable; retry")]
     StoreUnavailable(#[source] StoreError),
     #[error("internal error")]
@@ -106,6 +110,8 @@ impl ServiceError {
             ServiceError::TooManyStreams { .. } => ErrorCode::TooManyStreams,
             ServiceError::SelfRevoke(_) => ErrorCode::SelfRevoke,
             ServiceError::LastManagementKey(_) => ErrorCode::LastManagementKey,
+            ServiceError::NothingSelected(_) => ErrorCode::NothingSelected,
+            ServiceError::OperationState(_) => ErrorCode::OperationState,
             ServiceError::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
             ServiceError::Internal(_) => ErrorCode::Internal,
         }

@@ -96,6 +96,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/common/0013_credential_expiry.sql"),
         postgres: include_str!("../migrations/common/0013_credential_expiry.sql"),
     },
+    Migration {
+        version: 16,
+        name: "operations",
+        sqlite: include_str!("../migrations/common/0016_operations.sql"),
+        postgres: include_str!("../migrations/common/0016_operations.sql"),
+    },
 ];
 
 /// Applies each pending migration in its own write transaction. Several routers starting at

@@ -25,6 +25,7 @@ use crate::error::ApiError;
 use crate::exec::handlers as exec;
 use crate::fleet::handlers as fleet;
 use crate::membership::handlers as membership;
+use crate::operations::handlers as operations;
 use xerotier_proto::Scope;
 
 use crate::{AppState, auth, health, metrics};
@@ -116,6 +117,10 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .routes(routes!(exec::list_pauses))
         .routes(routes!(exec::list_credentials))
         .routes(routes!(membership::list_replicas))
+        .routes(routes!(operations::create_operation, operations::list_operations))
+        .routes(routes!(operations::get_operation))
+        .routes(routes!(operations::cancel_operation))
+        .routes(routes!(operations::resume_operation))
         .route_layer(auth::RequireScope::new(gate.clone(), Scope::Management));
     let exec = OpenApiRouter::new()
         .routes(routes!(exec::list_tools))

@@ -50,6 +50,8 @@ pub struct RuntimeDeps {
     pub exec: ExecService,
     pub replication: Replication,
     pub applier: SignalApplier,
+    /// Runs fleet-wide operations.
+    pub operations: crate::operations::executor::Executor,
 }
 
 /// A running mesh: the endpoint's threads and the tasks around it.
@@ -130,6 +132,10 @@ pub async fn start(
         (
             "failover sweep",
             crate::membership::sweep::spawn(deps.exec.clone(), shutdown.child_token()),
+        ),
+        (
+            "operations",
+            crate::operations::runner::spawn(deps.operations.clone(), shutdown.child_token()),
         ),
         (
             "mesh health",
