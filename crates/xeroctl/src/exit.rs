@@ -26,6 +26,10 @@ pub const UNAVAILABLE: u8 = 6;
 pub const NOT_CONFIRMED: u8 = 7;
 /// Stopped waiting (`--wait-timeout`) while the invocation or rotation still runs.
 pub const STILL_RUNNING: u8 = 8;
+/// A fleet-wide operation (`xeroctl operations … --follow`, a fleet `curve-rotate`, a
+/// blast-radius revocation) ended halted (more failures than `--max-failures`), cancelled or
+/// failed; its table says which targets.
+pub const OPERATION_INCOMPLETE: u8 = 9;
 /// With `exec invoke --wait`/`exec watch`: the agent killed the tool at its timeout (like
 /// coreutils `timeout`).
 pub const TOOL_TIMED_OUT: u8 = 124;
@@ -45,6 +49,7 @@ Exit codes (README.md, \"Exit codes\"):
   6    router unreachable, TLS failure, timeout, or HTTP 5xx (retry later)
   7    not confirmed: answered no, or no terminal and no --yes (nothing was sent)
   8    still running: --wait-timeout passed, the work goes on
+  9    a fleet-wide operation halted, was cancelled or failed (see its table)
   124  the tool timed out (exec invoke --wait, exec watch)
   130  cancelled, or interrupted (Ctrl-C)";
 
@@ -180,6 +185,7 @@ mod tests {
             UNAVAILABLE,
             NOT_CONFIRMED,
             STILL_RUNNING,
+            OPERATION_INCOMPLETE,
             TOOL_TIMED_OUT,
             CANCELLED,
         ];

@@ -63,6 +63,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Router { command } => with_ctx(&global, out, confirm, |ctx| async move {
             commands::router::run(&ctx, command).await
         }),
+        Command::Operations(args) => with_ctx(&global, out, confirm, |ctx| async move {
+            commands::operations::run(&ctx, args).await
+        }),
         Command::Audit(args) => {
             with_ctx(
                 &global,
