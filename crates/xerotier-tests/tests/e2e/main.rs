@@ -29,6 +29,7 @@ mod key_hygiene;
 mod lockout;
 mod mesh;
 mod mesh_fairness;
+mod operations;
 mod protocol;
 mod replica_order;
 mod replica_signals;
