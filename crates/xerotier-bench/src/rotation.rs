@@ -468,7 +468,11 @@ pub async fn fleet_operation(
         .send()
         .await?;
     if response.status() != 202 {
-        bail!("operation answered {}: {}", response.status(), response.text().await.unwrap_or_default());
+        bail!(
+            "operation answered {}: {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
     }
     let op: serde_json::Value = response.json().await?;
     let id = op["id"].as_str().unwrap_or_default().to_string();
@@ -499,7 +503,10 @@ pub async fn fleet_operation(
     if finished["status"] != "completed" {
         bail!("the operation ended {}: {finished}", finished["status"]);
     }
-    eprintln!("operation {id}: {agents} agents in waves of {wave_size}: {:.1}s", elapsed.as_secs_f64());
+    eprintln!(
+        "operation {id}: {agents} agents in waves of {wave_size}: {:.1}s",
+        elapsed.as_secs_f64()
+    );
     Ok(Report::new("fleet_rotation_operation", elapsed, vec![promotions], agents)
         .with_extra("agents", agents as u64)
         .with_extra("wave_size", u64::from(wave_size))

@@ -376,7 +376,10 @@ impl Store {
     }
 
     /// Join keys that are unconsumed, unrevoked and unexpired at `now`, in id order.
-    pub async fn usable_join_keys(&self, now: UnixMillis) -> Result<Vec<JoinKeyRecord>, StoreError> {
+    pub async fn usable_join_keys(
+        &self,
+        now: UnixMillis,
+    ) -> Result<Vec<JoinKeyRecord>, StoreError> {
         self.fetch_all(
             sqlx::query(sql::<JoinKeyRecord>(
                 "SELECT {cols} FROM {table}

@@ -40,13 +40,17 @@ pub async fn run(ctx: &Ctx, args: OperationsArgs) -> anyhow::Result<()> {
         else {
             return Ok(());
         };
-        eprintln!("Cancelled {id}: no target is started from now on; rotations in flight end by themselves.");
+        eprintln!(
+            "Cancelled {id}: no target is started from now on; rotations in flight end by themselves."
+        );
         return show_view(ctx, &op);
     }
     if args.resume {
         let body = json!({ "retry_failed": args.retry_failed });
-        let Some(_) =
-            ctx.client.send::<OperationView>(Call::post(format!("{BASE}/{id}/resume"), body)).await?
+        let Some(_) = ctx
+            .client
+            .send::<OperationView>(Call::post(format!("{BASE}/{id}/resume"), body))
+            .await?
         else {
             return Ok(());
         };
@@ -105,11 +109,7 @@ pub async fn start(
         &format!(
             "The router runs this in {} wave(s) and keeps going if this command stops.{}",
             plan.wave_count,
-            if kind == OperationKind::CurveRotate {
-                ""
-            } else {
-                " Revocations cannot be undone."
-            }
+            if kind == OperationKind::CurveRotate { "" } else { " Revocations cannot be undone." }
         ),
     )?;
     body["dry_run"] = json!(false);
@@ -183,7 +183,14 @@ fn progress_line(op: &OperationView) -> String {
     let done = op.succeeded + op.failed + op.skipped + op.cancelled;
     format!(
         "{} · wave {}/{} · {}/{} done · {} failed · {} skipped · {}",
-        op.id, op.current_wave, op.wave_count, done, op.target_count, op.failed, op.skipped, op.status
+        op.id,
+        op.current_wave,
+        op.wave_count,
+        done,
+        op.target_count,
+        op.failed,
+        op.skipped,
+        op.status
     )
 }
 
@@ -206,14 +213,8 @@ fn finished(ctx: &Ctx, op: &OperationView) -> anyhow::Result<()> {
     }
 }
 
-const TARGET_COLUMNS: [Column; 6] = [
-    col("TARGET"),
-    col("NAME"),
-    col("WAVE"),
-    col("RESULT"),
-    col("REASON"),
-    wide("ROTATION"),
-];
+const TARGET_COLUMNS: [Column; 6] =
+    [col("TARGET"), col("NAME"), col("WAVE"), col("RESULT"), col("REASON"), wide("ROTATION")];
 
 fn target_rows(targets: &[OperationTargetView]) -> Vec<Vec<String>> {
     targets
@@ -261,7 +262,12 @@ fn show_view(ctx: &Ctx, op: &OperationView) -> anyhow::Result<()> {
                 "targets",
                 format!(
                     "{} · {} succeeded · {} failed · {} skipped · {} cancelled · {} remaining",
-                    op.target_count, op.succeeded, op.failed, op.skipped, op.cancelled, op.remaining
+                    op.target_count,
+                    op.succeeded,
+                    op.failed,
+                    op.skipped,
+                    op.cancelled,
+                    op.remaining
                 ),
             ),
             ("max failures", op.max_failures.to_string()),

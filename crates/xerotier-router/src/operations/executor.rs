@@ -84,7 +84,8 @@ impl Executor {
         match self.execute(id, shutdown).await {
             Ok(()) => {}
             Err(StepError::Stop(Stop::Shutdown)) => {
-                if let Err(err) = self.operations.store.release_operation(id, &self.replica_id).await
+                if let Err(err) =
+                    self.operations.store.release_operation(id, &self.replica_id).await
                 {
                     tracing::warn!(operation = %id, error = %err, "could not release the operation's lease");
                 }
@@ -121,6 +122,15 @@ impl Executor {
             if status != Some(OperationStatus::Running) {
                 return Ok(());
             }
+            if targets.iter().any(|t| t.status == TargetStatus::Running.as_str()) {
+                // Taken over mid-wave (a restart): that wave ends before the next one starts.
+                self.wait_in_flight(&op, shutdown).await?;
+                let op = self.renew(id, shutdown).await?;
+                if op.status == OperationStatus::Running.as_str() && over_threshold(&op) {
+                    return self.finish(&op, OperationStatus::Halted, "operation.halt").await;
+                }
+                continue;
+            }
             let Some(wave) = next_wave(&targets) else {
                 // Nothing left to start: wait for what is in flight, then end.
                 self.wait_in_flight(&op, shutdown).await?;
@@ -154,16 +164,22 @@ impl Executor {
     }
 
     /// Moves the operation from running (or an unfinished cancel) to `to`, with its record.
-    async fn finish(&self, op: &OperationRecord, to: OperationStatus, action: &'static str) -> Step<()> {
+    async fn finish(
+        &self,
+        op: &OperationRecord,
+        to: OperationStatus,
+        action: &'static str,
+    ) -> Step<()> {
         let context = OperationService::context_of(op);
         let details = serde_json::json!({
             "status": to, "kind": op.kind, "target_count": op.target_count,
             "succeeded": op.succeeded_count, "failed": op.failed_count,
             "skipped": op.skipped_count, "cancelled": op.cancelled_count,
         });
-        let change = Change::new(action, Target { kind: "operation", id: Some(&op.id), name: None })
-            .reason(Some(&op.reason))
-            .details(details);
+        let change =
+            Change::new(action, Target { kind: "operation", id: Some(&op.id), name: None })
+                .reason(Some(&op.reason))
+                .details(details);
         // The runner acts here, for the operator who created the operation.
         let entry = self.operations.audit.entry(
             &AuditContext { correlation_id: None, ..context },
@@ -173,7 +189,16 @@ impl Executor {
         let finish = to != OperationStatus::Halted;
         self.operations
             .store
-            .transition_operation(&op.id, &op.status, to.as_str(), self.now(), finish, false, false, &entry)
+            .transition_operation(
+                &op.id,
+                &op.status,
+                to.as_str(),
+                self.now(),
+                finish,
+                false,
+                false,
+                &entry,
+            )
             .await?;
         tracing::warn!(operation = %op.id, status = %to, succeeded = op.succeeded_count, failed = op.failed_count, skipped = op.skipped_count, "operation {}", to);
         Ok(())
@@ -339,7 +364,13 @@ impl Executor {
                         self.start_target(op, target).await?;
                         waiting = true;
                     } else {
-                        self.end_target(op, target, TargetStatus::Cancelled, Some("operation cancelled")).await?;
+                        self.end_target(
+                            op,
+                            target,
+                            TargetStatus::Cancelled,
+                            Some("operation cancelled"),
+                        )
+                        .await?;
                     }
                     continue;
                 };
@@ -354,7 +385,13 @@ impl Executor {
                     }
                     Some(_) => waiting = true,
                     None => {
-                        self.end_target(op, target, TargetStatus::Failed, Some("rotation record missing")).await?;
+                        self.end_target(
+                            op,
+                            target,
+                            TargetStatus::Failed,
+                            Some("rotation record missing"),
+                        )
+                        .await?;
                     }
                 }
             }
@@ -372,11 +409,7 @@ impl Executor {
 
 /// The lowest wave with a target still to start.
 fn next_wave(targets: &[OperationTargetRecord]) -> Option<u32> {
-    targets
-        .iter()
-        .filter(|t| startable(t))
-        .map(|t| u32::try_from(t.wave).unwrap_or(u32::MAX))
-        .min()
+    targets.iter().filter(|t| startable(t)).map(|t| u32::try_from(t.wave).unwrap_or(u32::MAX)).min()
 }
 
 /// Pending, or running without a rotation request recorded (started before a crash).

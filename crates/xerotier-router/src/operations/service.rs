@@ -291,7 +291,11 @@ impl OperationService {
     /// Stops before the next target: pending targets are cancelled; rotations in flight end
     /// by themselves (the runner records them, then finishes the operation). A halted
     /// operation is cancelled at once. Anything else is a 409.
-    pub async fn cancel(&self, context: &AuditContext, id: &str) -> Result<Operation, ServiceError> {
+    pub async fn cancel(
+        &self,
+        context: &AuditContext,
+        id: &str,
+    ) -> Result<Operation, ServiceError> {
         let current = self.get(id).await?.record;
         let (from, finish) = match OperationStatus::parse(&current.status) {
             Some(OperationStatus::Running) => (OperationStatus::Running, false),
@@ -305,8 +309,11 @@ impl OperationService {
         };
         let entry = self.audit.entry(
             context,
-            &Change::new("operation.cancel", Target { kind: "operation", id: Some(id), name: None })
-                .details(serde_json::json!({ "from": from })),
+            &Change::new(
+                "operation.cancel",
+                Target { kind: "operation", id: Some(id), name: None },
+            )
+            .details(serde_json::json!({ "from": from })),
             Outcome::Success,
         );
         let now = self.clock.now_millis();
@@ -341,8 +348,11 @@ impl OperationService {
         }
         let entry = self.audit.entry(
             context,
-            &Change::new("operation.resume", Target { kind: "operation", id: Some(id), name: None })
-                .details(serde_json::json!({ "retry_failed": retry_failed })),
+            &Change::new(
+                "operation.resume",
+                Target { kind: "operation", id: Some(id), name: None },
+            )
+            .details(serde_json::json!({ "retry_failed": retry_failed })),
             Outcome::Success,
         );
         let now = self.clock.now_millis();
@@ -430,8 +440,12 @@ fn check_selector(kind: OperationKind, s: &OperationSelector) -> Result<(), Serv
                     validate::id("agt_", id, "selector.agents")?;
                 }
             }
-            let chosen = [s.all.is_some(), s.region.is_some(), s.role.is_some(), s.agents.is_some()];
-            exactly_one(&chosen, "curve_rotate takes exactly one of selector.all, selector.region, selector.role, selector.agents")
+            let chosen =
+                [s.all.is_some(), s.region.is_some(), s.role.is_some(), s.agents.is_some()];
+            exactly_one(
+                &chosen,
+                "curve_rotate takes exactly one of selector.all, selector.region, selector.role, selector.agents",
+            )
         }
         OperationKind::RevokeJoinKeys => {
             for (field, set) in [
@@ -475,7 +489,10 @@ fn check_selector(kind: OperationKind, s: &OperationSelector) -> Result<(), Serv
                 validate::id("key_", id, "selector.minted_by")?;
             }
             let chosen = [s.enrolled_via.is_some(), s.minted_by.is_some(), s.region.is_some()];
-            exactly_one(&chosen, "revoke_agents takes exactly one of selector.enrolled_via, selector.minted_by, selector.region")
+            exactly_one(
+                &chosen,
+                "revoke_agents takes exactly one of selector.enrolled_via, selector.minted_by, selector.region",
+            )
         }
     }
 }
@@ -541,7 +558,10 @@ mod tests {
             ),
             (OperationKind::RevokeAgents, serde_json::json!({})),
             (OperationKind::RevokeAgents, serde_json::json!({ "enrolled_via": "jk_bad" })),
-            (OperationKind::RevokeAgents, serde_json::json!({ "minted_by": "agt_01m8sbce9k2rcej9fhvv8jg3pq" })),
+            (
+                OperationKind::RevokeAgents,
+                serde_json::json!({ "minted_by": "agt_01m8sbce9k2rcej9fhvv8jg3pq" }),
+            ),
             (
                 OperationKind::RevokeAgents,
                 serde_json::json!({ "region": "r", "enrolled_via": "jk_01m8sbce9k2rcej9fhvv8jg3pq" }),

@@ -26,7 +26,13 @@ async fn start_router(backend: &crate::harness::Backend) -> Router {
 
 /// A XEM enrolled with a join key minted with `body` (by `key`, the admin's by default),
 /// optionally frozen (`never_ack`); waits until active. Returns it with its agent id.
-async fn agent(router: &Router, name: &str, body: Value, key: Option<&str>, fault: Option<&str>) -> (Xem, String) {
+async fn agent(
+    router: &Router,
+    name: &str,
+    body: Value,
+    key: Option<&str>,
+    fault: Option<&str>,
+) -> (Xem, String) {
     let mut body = body;
     body["name"] = json!(format!("{name}-key"));
     body["router_addr"] = json!(router.mesh_addr());
@@ -93,8 +99,10 @@ fn op_id_in(text: &str) -> String {
 async fn a_fleet_rotation_with_frozen_agents_halts_at_the_threshold_resumes_and_finishes() {
     for backend in backends().await {
         let router = start_router(&backend).await;
-        let (_frozen, frozen_id) = agent(&router, "frozen-1", json!({}), None, Some("never_ack")).await;
-        let (mut thawed, thawed_id) = agent(&router, "frozen-2", json!({}), None, Some("never_ack")).await;
+        let (_frozen, frozen_id) =
+            agent(&router, "frozen-1", json!({}), None, Some("never_ack")).await;
+        let (mut thawed, thawed_id) =
+            agent(&router, "frozen-2", json!({}), None, Some("never_ack")).await;
         let (_ok1, ok1) = agent(&router, "ok-1", json!({}), None, None).await;
         let (_ok2, ok2) = agent(&router, "ok-2", json!({}), None, None).await;
         let (mut offline, offline_id) = agent(&router, "offline-1", json!({}), None, None).await;
@@ -103,9 +111,26 @@ async fn a_fleet_rotation_with_frozen_agents_halts_at_the_threshold_resumes_and_
 
         let out = xeroctl(
             &router,
-            &["agents", "curve-rotate", "--all", "--reason", "suspected leak", "--wave-size", "2", "--max-failures", "1", "--yes"],
+            &[
+                "agents",
+                "curve-rotate",
+                "--all",
+                "--reason",
+                "suspected leak",
+                "--wave-size",
+                "2",
+                "--max-failures",
+                "1",
+                "--yes",
+            ],
         );
-        assert_eq!(out.status.code(), Some(EXIT_OPERATION_INCOMPLETE), "[{}] {}", backend.name, out.all());
+        assert_eq!(
+            out.status.code(),
+            Some(EXIT_OPERATION_INCOMPLETE),
+            "[{}] {}",
+            backend.name,
+            out.all()
+        );
         let id = op_id_in(&out.all());
         let op = operation(&router, &id).await;
         assert_eq!(op["status"], "halted", "[{}] {op}", backend.name);
@@ -122,10 +147,13 @@ async fn a_fleet_rotation_with_frozen_agents_halts_at_the_threshold_resumes_and_
         thawed.stop_with_sigterm();
         thawed.fault = None;
         thawed.restart();
-        let since = router.agent(&thawed_id).await["last_heartbeat_at"].as_str().unwrap_or("").to_string();
+        let since =
+            router.agent(&thawed_id).await["last_heartbeat_at"].as_str().unwrap_or("").to_string();
         eventually("the thawed agent back", SETTLE, || async {
             let a = router.agent(&thawed_id).await;
-            (a["status"] == "active" && a["last_heartbeat_at"].as_str().unwrap_or("") > since.as_str()).then_some(())
+            (a["status"] == "active"
+                && a["last_heartbeat_at"].as_str().unwrap_or("") > since.as_str())
+            .then_some(())
         })
         .await;
         let out = xeroctl(&router, &["operations", &id, "--resume", "--retry-failed"]);
@@ -137,20 +165,36 @@ async fn a_fleet_rotation_with_frozen_agents_halts_at_the_threshold_resumes_and_
         assert_eq!(result_of(&op, &ok1).0, "succeeded");
         assert_eq!(result_of(&op, &ok2).0, "succeeded");
         assert_eq!(result_of(&op, &offline_id), ("skipped".into(), "offline".into()));
-        assert_eq!((op["succeeded"].as_u64(), op["failed"].as_u64(), op["skipped"].as_u64()), (Some(3), Some(1), Some(1)));
+        assert_eq!(
+            (op["succeeded"].as_u64(), op["failed"].as_u64(), op["skipped"].as_u64()),
+            (Some(3), Some(1), Some(1))
+        );
         // The final table: agent → result/reason.
         let table = out.stdout.clone();
-        for (agent_id, result) in [(&frozen_id, "acknowledgement timeout"), (&offline_id, "offline"), (&ok1, "succeeded")] {
-            let row = table.lines().find(|l| l.contains(agent_id.as_str())).unwrap_or_else(|| panic!("{agent_id} in {table}"));
+        for (agent_id, result) in
+            [(&frozen_id, "acknowledgement timeout"), (&offline_id, "offline"), (&ok1, "succeeded")]
+        {
+            let row = table
+                .lines()
+                .find(|l| l.contains(agent_id.as_str()))
+                .unwrap_or_else(|| panic!("{agent_id} in {table}"));
             assert!(row.contains(result), "{row}");
         }
         // Audited: the creation, the halt, the resume, the end; one rotation record per agent
         // request, each naming the operation.
         for action in ["operation.create", "operation.halt", "operation.resume", "operation.end"] {
-            assert_eq!(router.audit(&format!("action={action}&target_id={id}")).await.len(), 1, "{action}");
+            assert_eq!(
+                router.audit(&format!("action={action}&target_id={id}")).await.len(),
+                1,
+                "{action}"
+            );
         }
-        let rotations = router.audit(&format!("action=agent.curve_rotate&correlation_id={id}")).await;
-        assert!(rotations.len() >= 6, "every rotation request is audited under the operation: {rotations:?}");
+        let rotations =
+            router.audit(&format!("action=agent.curve_rotate&correlation_id={id}")).await;
+        assert!(
+            rotations.len() >= 6,
+            "every rotation request is audited under the operation: {rotations:?}"
+        );
     }
 }
 
@@ -194,17 +238,77 @@ async fn every_dry_run_changes_nothing() {
         let before = without_heartbeats(snapshot(&router).await);
         let runs: [&[&str]; 5] = [
             &["agents", "curve-rotate", "--all", "--reason", "drill", "--dry-run"],
-            &["agents", "curve-rotate", "--region", "eu", "--reason", "drill", "--wave-size", "1", "--dry-run"],
-            &["agents", "join-keys", "--revoke", "--all-unconsumed", "--reason", "drill", "--dry-run"],
-            &["agents", "revoke-credentials", "--enrolled-via", &jk, "--reason", "drill", "--dry-run"],
-            &["agents", "revoke-credentials", "--region", "us", "--reason", "drill", "--dry-run", "-o", "json"],
+            &[
+                "agents",
+                "curve-rotate",
+                "--region",
+                "eu",
+                "--reason",
+                "drill",
+                "--wave-size",
+                "1",
+                "--dry-run",
+            ],
+            &[
+                "agents",
+                "join-keys",
+                "--revoke",
+                "--all-unconsumed",
+                "--reason",
+                "drill",
+                "--dry-run",
+            ],
+            &[
+                "agents",
+                "revoke-credentials",
+                "--enrolled-via",
+                &jk,
+                "--reason",
+                "drill",
+                "--dry-run",
+            ],
+            &[
+                "agents",
+                "revoke-credentials",
+                "--region",
+                "us",
+                "--reason",
+                "drill",
+                "--dry-run",
+                "-o",
+                "json",
+            ],
         ];
         for args in runs {
             let out = xeroctl(&router, args).success();
-            assert!(out.stdout.contains("agt_") || out.stdout.contains("jk_"), "the plan lists targets: {}", out.stdout);
+            assert!(
+                out.stdout.contains("agt_") || out.stdout.contains("jk_"),
+                "the plan lists targets: {}",
+                out.stdout
+            );
         }
-        let plan = xeroctl(&router, &["agents", "curve-rotate", "--all", "--reason", "d", "--wave-size", "1", "--dry-run", "-o", "json"]).success().json();
-        assert_eq!((plan["target_count"].as_u64(), plan["wave_count"].as_u64()), (Some(2), Some(2)), "{plan}");
+        let plan = xeroctl(
+            &router,
+            &[
+                "agents",
+                "curve-rotate",
+                "--all",
+                "--reason",
+                "d",
+                "--wave-size",
+                "1",
+                "--dry-run",
+                "-o",
+                "json",
+            ],
+        )
+        .success()
+        .json();
+        assert_eq!(
+            (plan["target_count"].as_u64(), plan["wave_count"].as_u64()),
+            (Some(2), Some(2)),
+            "{plan}"
+        );
         assert_eq!(plan["targets"][0]["target_id"], a.as_str(), "{plan}");
         let resp = router
             .post_json("/v1/management/operations", &json!({ "kind": "revoke_agents", "selector": { "region": "eu" }, "reason": "r", "dry_run": true }))
@@ -241,36 +345,102 @@ async fn blast_radius_revocations_revoke_exactly_the_selected_set() {
         let router = start_router(&backend).await;
         let k1 = router.create_key("minter-1", &["management"]).await;
         let k2 = router.create_key("minter-2", &["management"]).await;
-        let (mut e1, e1_id) = agent(&router, "e1", json!({ "region": "eu" }), Some(&k1.value), None).await;
-        let (mut u1, u1_id) = agent(&router, "u1", json!({ "region": "us" }), Some(&k1.value), None).await;
-        let (mut u2, u2_id) = agent(&router, "u2", json!({ "region": "us" }), Some(&k2.value), None).await;
-        let (mut e2, e2_id) = agent(&router, "e2", json!({ "region": "eu" }), Some(&k2.value), None).await;
-        let (_bystander, bystander_id) = agent(&router, "ap1", json!({ "region": "ap" }), None, None).await;
+        let (mut e1, e1_id) =
+            agent(&router, "e1", json!({ "region": "eu" }), Some(&k1.value), None).await;
+        let (mut u1, u1_id) =
+            agent(&router, "u1", json!({ "region": "us" }), Some(&k1.value), None).await;
+        let (mut u2, u2_id) =
+            agent(&router, "u2", json!({ "region": "us" }), Some(&k2.value), None).await;
+        let (mut e2, e2_id) =
+            agent(&router, "e2", json!({ "region": "eu" }), Some(&k2.value), None).await;
+        let (_bystander, bystander_id) =
+            agent(&router, "ap1", json!({ "region": "ap" }), None, None).await;
         let e1_key = router.agent(&e1_id).await["join_key_id"].as_str().unwrap().to_string();
 
-        xeroctl(&router, &["agents", "revoke-credentials", "--enrolled-via", &e1_key, "--reason", "leak", "--yes"]).success();
-        assert_eq!(revoked(&router.all_agents().await), sorted(&[&e1_id]), "[{}] by join key", backend.name);
+        xeroctl(
+            &router,
+            &[
+                "agents",
+                "revoke-credentials",
+                "--enrolled-via",
+                &e1_key,
+                "--reason",
+                "leak",
+                "--yes",
+            ],
+        )
+        .success();
+        assert_eq!(
+            revoked(&router.all_agents().await),
+            sorted(&[&e1_id]),
+            "[{}] by join key",
+            backend.name
+        );
         assert_eq!(e1.wait_exit(AGENT_DEADLINE).code(), Some(EXIT_REVOKED), "its session is cut");
 
-        xeroctl(&router, &["agents", "revoke-credentials", "--minted-by", &k2.id, "--reason", "leak", "--yes"]).success();
-        assert_eq!(revoked(&router.all_agents().await), sorted(&[&e1_id, &u2_id, &e2_id]), "by minting key");
+        xeroctl(
+            &router,
+            &["agents", "revoke-credentials", "--minted-by", &k2.id, "--reason", "leak", "--yes"],
+        )
+        .success();
+        assert_eq!(
+            revoked(&router.all_agents().await),
+            sorted(&[&e1_id, &u2_id, &e2_id]),
+            "by minting key"
+        );
         assert_eq!(u2.wait_exit(AGENT_DEADLINE).code(), Some(EXIT_REVOKED));
         assert_eq!(e2.wait_exit(AGENT_DEADLINE).code(), Some(EXIT_REVOKED));
 
-        xeroctl(&router, &["agents", "revoke-credentials", "--region", "us", "--reason", "leak", "--yes"]).success();
-        assert_eq!(revoked(&router.all_agents().await), sorted(&[&e1_id, &u2_id, &e2_id, &u1_id]), "by region");
+        xeroctl(
+            &router,
+            &["agents", "revoke-credentials", "--region", "us", "--reason", "leak", "--yes"],
+        )
+        .success();
+        assert_eq!(
+            revoked(&router.all_agents().await),
+            sorted(&[&e1_id, &u2_id, &e2_id, &u1_id]),
+            "by region"
+        );
         assert_eq!(u1.wait_exit(AGENT_DEADLINE).code(), Some(EXIT_REVOKED));
         assert_eq!(router.agent(&bystander_id).await["status"], "active", "the bystander stays");
 
         // Join keys: by name prefix and region, then all the unconsumed rest.
-        let batch_eu = router.mint_join_key_with(json!({ "name": "batch-a-1", "region": "eu" })).await.id;
-        let batch_us = router.mint_join_key_with(json!({ "name": "batch-a-2", "region": "us" })).await.id;
-        let other_us = router.mint_join_key_with(json!({ "name": "other-1", "region": "us" })).await.id;
-        xeroctl(&router, &["agents", "join-keys", "--revoke", "--all-unconsumed", "--name-prefix", "batch-a", "--region", "us", "--reason", "leak", "--yes"]).success();
-        let state = |keys: &[Value], id: &str| keys.iter().find(|k| k["id"] == id).unwrap()["state"].clone();
+        let batch_eu =
+            router.mint_join_key_with(json!({ "name": "batch-a-1", "region": "eu" })).await.id;
+        let batch_us =
+            router.mint_join_key_with(json!({ "name": "batch-a-2", "region": "us" })).await.id;
+        let other_us =
+            router.mint_join_key_with(json!({ "name": "other-1", "region": "us" })).await.id;
+        xeroctl(
+            &router,
+            &[
+                "agents",
+                "join-keys",
+                "--revoke",
+                "--all-unconsumed",
+                "--name-prefix",
+                "batch-a",
+                "--region",
+                "us",
+                "--reason",
+                "leak",
+                "--yes",
+            ],
+        )
+        .success();
+        let state = |keys: &[Value], id: &str| {
+            keys.iter().find(|k| k["id"] == id).unwrap()["state"].clone()
+        };
         let keys = router.all_join_keys().await;
-        assert_eq!((state(&keys, &batch_eu), state(&keys, &batch_us), state(&keys, &other_us)), (json!("active"), json!("revoked"), json!("active")));
-        xeroctl(&router, &["agents", "join-keys", "--revoke", "--all-unconsumed", "--reason", "leak", "--yes"]).success();
+        assert_eq!(
+            (state(&keys, &batch_eu), state(&keys, &batch_us), state(&keys, &other_us)),
+            (json!("active"), json!("revoked"), json!("active"))
+        );
+        xeroctl(
+            &router,
+            &["agents", "join-keys", "--revoke", "--all-unconsumed", "--reason", "leak", "--yes"],
+        )
+        .success();
         let keys = router.all_join_keys().await;
         assert!(keys.iter().all(|k| k["state"] != "active"), "{keys:?}");
         // Each revocation is audited on its own, under its operation.
@@ -278,7 +448,12 @@ async fn blast_radius_revocations_revoke_exactly_the_selected_set() {
         assert_eq!(ops.len(), 5);
         assert!(ops.iter().all(|o| o["status"] == "completed"), "{ops:?}");
         let by_region = &ops[2]["id"];
-        let records = router.audit(&format!("action=agent.revoke_credentials&correlation_id={}", by_region.as_str().unwrap())).await;
+        let records = router
+            .audit(&format!(
+                "action=agent.revoke_credentials&correlation_id={}",
+                by_region.as_str().unwrap()
+            ))
+            .await;
         assert_eq!(records.len(), 1, "{records:?}");
     }
 }
@@ -294,9 +469,29 @@ async fn an_operation_survives_the_cli_detaching_and_a_router_restart() {
         let (_frozen, frozen_id) = agent(&router, "slow", json!({}), None, Some("never_ack")).await;
         let (_a, a) = agent(&router, "after-1", json!({}), None, None).await;
         let (_b, b) = agent(&router, "after-2", json!({}), None, None).await;
-        let out = xeroctl(&router, &["agents", "curve-rotate", "--all", "--reason", "drill", "--wave-size", "1", "--max-failures", "5", "--detach", "--yes"]).success();
+        let out = xeroctl(
+            &router,
+            &[
+                "agents",
+                "curve-rotate",
+                "--all",
+                "--reason",
+                "drill",
+                "--wave-size",
+                "1",
+                "--max-failures",
+                "5",
+                "--detach",
+                "--yes",
+            ],
+        )
+        .success();
         let id = op_id_in(&out.all());
-        assert!(out.stderr.contains(&format!("xeroctl operations {id} --follow")), "{}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("xeroctl operations {id} --follow")),
+            "{}",
+            out.stderr
+        );
         eventually("the first wave in flight", SETTLE, || async {
             let op = operation(&router, &id).await;
             (result_of(&op, &frozen_id).0 == "running").then_some(())
@@ -324,10 +519,15 @@ async fn hostile_requests_create_nothing_and_finished_operations_refuse_changes(
         let exec = router.create_key("exec-only", &["execution"]).await;
         let body = json!({ "kind": "revoke_join_keys", "selector": { "all_unconsumed": true }, "reason": "r" });
         let api = router.api();
-        api.post("/v1/management/operations", Some(&exec.value), &body).await.assert_error(403, "scope_insufficient");
-        api.get("/v1/management/operations", Some(&exec.value)).await.assert_error(403, "scope_insufficient");
+        api.post("/v1/management/operations", Some(&exec.value), &body)
+            .await
+            .assert_error(403, "scope_insufficient");
+        api.get("/v1/management/operations", Some(&exec.value))
+            .await
+            .assert_error(403, "scope_insufficient");
         let audit_before = router.collect_pages("/v1/management/audit").await.len();
-        let agents: Vec<String> = (0..1001).map(|_| "agt_01m8sbce9k2rcej9fhvv8jg3pq".to_string()).collect();
+        let agents: Vec<String> =
+            (0..1001).map(|_| "agt_01m8sbce9k2rcej9fhvv8jg3pq".to_string()).collect();
         let hostile = [
             json!({ "kind": "delete_everything", "selector": { "all": true }, "reason": "r" }),
             json!({ "kind": "curve_rotate", "selector": { "all": true }, "reason": "r", "wave_size": 0 }),
@@ -344,13 +544,22 @@ async fn hostile_requests_create_nothing_and_finished_operations_refuse_changes(
             json!({ "kind": "revoke_join_keys", "selector": { "all_unconsumed": true, "name_prefix": "a b" }, "reason": "r" }),
         ];
         for body in &hostile {
-            router.post_json("/v1/management/operations", body).await.assert_error(400, "invalid_request");
+            router
+                .post_json("/v1/management/operations", body)
+                .await
+                .assert_error(400, "invalid_request");
         }
         router.post_json("/v1/management/operations", &json!({ "kind": "revoke_join_keys", "selector": { "all_unconsumed": true }, "reason": "r" })).await.assert_error(409, "nothing_selected");
         assert!(router.collect_pages("/v1/management/operations").await.is_empty());
-        assert_eq!(router.collect_pages("/v1/management/audit").await.len(), audit_before, "nothing recorded");
+        assert_eq!(
+            router.collect_pages("/v1/management/audit").await.len(),
+            audit_before,
+            "nothing recorded"
+        );
         router.get_json("/v1/management/operations").await;
-        api.get("/v1/management/operations/op_nope", Some(router.admin_key())).await.assert_error(404, "not_found");
+        api.get("/v1/management/operations/op_nope", Some(router.admin_key()))
+            .await
+            .assert_error(404, "not_found");
 
         // A finished operation: cancel and resume are 409.
         router.mint_join_key("to-revoke").await;
@@ -358,8 +567,14 @@ async fn hostile_requests_create_nothing_and_finished_operations_refuse_changes(
         resp.assert_status(202);
         let id = resp.json()["id"].as_str().unwrap().to_string();
         wait_status(&router, &id, "completed").await;
-        router.post_json(&format!("/v1/management/operations/{id}/cancel"), &json!({})).await.assert_error(409, "operation_state");
-        router.post_json(&format!("/v1/management/operations/{id}/resume"), &json!({})).await.assert_error(409, "operation_state");
+        router
+            .post_json(&format!("/v1/management/operations/{id}/cancel"), &json!({}))
+            .await
+            .assert_error(409, "operation_state");
+        router
+            .post_json(&format!("/v1/management/operations/{id}/resume"), &json!({}))
+            .await
+            .assert_error(409, "operation_state");
         let out = xeroctl(&router, &["operations", &id, "--cancel"]);
         assert_eq!(out.status.code(), Some(3), "{}", out.all());
     }
