@@ -24,6 +24,9 @@ const BASE: &str = "/v1/management/operations";
 const KIND: &str = "operation";
 /// How often a followed operation is read.
 const POLL: Duration = Duration::from_millis(300);
+/// How long a followed operation's router may be unreachable (restarting, fenced) before the
+/// command gives up following (the operation goes on regardless).
+const UNAVAILABLE_WINDOW: Duration = Duration::from_secs(30);
 
 pub async fn run(ctx: &Ctx, args: OperationsArgs) -> anyhow::Result<()> {
     let Some(id) = args.id else { return list(ctx, args.page).await };
@@ -134,8 +137,27 @@ async fn follow(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
     let mut last_line = String::new();
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
+    let mut unavailable_since: Option<std::time::Instant> = None;
     loop {
-        let op: OperationView = ctx.client.fetch(Call::get(format!("{BASE}/{id}"))).await?;
+        let op: OperationView = match ctx.client.fetch(Call::get(format!("{BASE}/{id}"))).await {
+            Ok(op) => {
+                unavailable_since = None;
+                op
+            }
+            // The operation runs on the router whatever happens here: a router restarting or
+            // a replica briefly fenced (5xx, unreachable) is waited out for a while.
+            Err(err) if exit::code(&err) == exit::UNAVAILABLE => {
+                #[expect(clippy::disallowed_methods, reason = "a wait's deadline decides nothing")]
+                let now = std::time::Instant::now();
+                let since = *unavailable_since.get_or_insert(now);
+                if now.duration_since(since) > UNAVAILABLE_WINDOW {
+                    return Err(err);
+                }
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
         let line = progress_line(&op);
         if live {
             eprint!("\r\x1b[2K{line}");
