@@ -40,7 +40,7 @@ cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 stop_router() { kill "$(cat "$OUT/$1/pid")"; wait "$(cat "$OUT/$1/pid")" 2>/dev/null || true; }
 rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
-SECTIONS="${SECTIONS:-http tls keys enroll fleet rotation exec isolation fairness fanout order replicas revoke xrotation}"
+SECTIONS="${SECTIONS:-http tls keys enroll fleet rotation oprotation exec isolation fairness fanout order replicas revoke xrotation}"
 AGENTS="${AGENTS:-1000}"
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 fresh_pg() { local name="bench_$1_$$"; psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >/dev/null; echo "$PG_BASE/$name"; }
@@ -173,6 +173,26 @@ for backend in sqlite postgres; do
 import json, sys
 one = json.load(open(sys.argv[2])); floor = json.load(open(sys.argv[3])); fleet = json.load(open(sys.argv[4]))
 print(f"| {sys.argv[1]} | {one['p50_ms']:.2f} | {one['p99_ms']:.2f} | {floor['p50_ms']:.3f} | {floor['p99_ms']:.3f} | {one['p50_ms']/floor['p50_ms']:.1f} | {fleet['last_promotion_ms']/1000:.2f} | {fleet['p50_ms']:.0f} / {fleet['p99_ms']:.0f} |")
+PY
+done
+fi
+echo
+if want oprotation; then
+# Emergency rotation of $AGENTS simulated agents as one fleet operation (issue 13): waves of
+# $WAVE_SIZE, request → operation `completed`, against the 15-minute window.
+WAVE_SIZE="${WAVE_SIZE:-100}"
+echo "| backend | agents | wave size | waves | time to completed (s) | window (s) | succeeded | failed |"
+echo "|---|---|---|---|---|---|---|---|"
+for backend in sqlite postgres; do
+  url=""; [ "$backend" = postgres ] && url=$(fresh_pg oprotate)
+  start_router "oprotate-$backend" "$url"
+  ./target/release/xerotier-bench fleet-operation --base-url "http://$ADDR" --api-key "$KEY" --agents "$AGENTS" --wave-size "$WAVE_SIZE" >"$OUT/oprotate-$backend.json" 2>"$OUT/oprotate-$backend.err"
+  stop_router "oprotate-$backend"
+  python3 - "$backend" "$OUT/oprotate-$backend.json" <<'PY'
+import json, sys, math
+r = json.load(open(sys.argv[2]))
+waves = math.ceil(r['agents'] / r['wave_size'])
+print(f"| {sys.argv[1]} | {r['agents']} | {r['wave_size']} | {waves} | {r['completion_ms']/1000:.1f} | {r['window_ms']/1000:.0f} | {r['succeeded']} | {r['failed']} |")
 PY
 done
 fi

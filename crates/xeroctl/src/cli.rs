@@ -82,6 +82,9 @@ pub enum Command {
     /// key against the rotation policy, worst first. `--check` exits 9 when anything is
     /// overdue or expired (for cron and CI).
     Credentials(CredentialsArgs),
+    /// Fleet-wide operations (fleet CURVE rotation, blast-radius revocations): list them, show
+    /// one (`xeroctl operations op_…`), --follow, --cancel or --resume it.
+    Operations(OperationsArgs),
     /// The router itself: its replicas.
     Router {
         #[command(subcommand)]
@@ -289,25 +292,55 @@ pub enum AgentsCommand {
     /// Join keys: list active ones, --create, --include-terminal, or `ID --revoke [--force]`.
     JoinKeys(JoinKeysArgs),
     /// Rotate the agent's CURVE key pair (on demand): prints the request and where to watch it.
+    /// With --all, --region, --role or --agents: a fleet rotation in waves, run by the router
+    /// as an operation (`xeroctl operations`), shown as a plan first (asks; --yes does not).
+    #[command(group(clap::ArgGroup::new("fleet").args(["id", "all", "region", "role", "agents"]).required(true).multiple(false)))]
     CurveRotate {
         /// Agent id (agt_…).
-        id: String,
-        /// Why, for the audit log.
-        #[arg(long, default_value = "scheduled")]
-        reason: String,
-        /// Follow the events stream until the rotation is promoted or failed; exit non-zero on
-        /// failure.
-        #[arg(long)]
-        wait: bool,
-    },
-    /// Revoke an agent's keys at once: its live session is cut; it must re-enroll (asks
-    /// first).
-    RevokeCredentials {
-        /// Agent id (agt_…).
-        id: String,
-        /// Why, for the audit log.
+        id: Option<String>,
+        /// Why, for the audit log [default for one agent: scheduled; required for a fleet].
         #[arg(long)]
         reason: Option<String>,
+        /// One agent: follow the events stream until the rotation is promoted or failed; exit
+        /// non-zero on failure.
+        #[arg(long, requires = "id")]
+        wait: bool,
+        /// Every live agent.
+        #[arg(long)]
+        all: bool,
+        /// Every live agent of this region.
+        #[arg(long)]
+        region: Option<String>,
+        /// Every live agent of this role (inference or execution).
+        #[arg(long)]
+        role: Option<String>,
+        /// These agents, comma-separated ids (agt_…).
+        #[arg(long, value_delimiter = ',')]
+        agents: Option<Vec<String>>,
+        #[command(flatten)]
+        operation: OperationFlags,
+    },
+    /// Revoke an agent's keys at once: its live session is cut; it must re-enroll (asks
+    /// first). With --enrolled-via, --minted-by or --region: every live agent so selected, as
+    /// an operation run by the router (`xeroctl operations`).
+    #[command(group(clap::ArgGroup::new("blast").args(["id", "enrolled_via", "minted_by", "region"]).required(true).multiple(false)))]
+    RevokeCredentials {
+        /// Agent id (agt_…).
+        id: Option<String>,
+        /// Why, for the audit log (required with a selector).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Every live agent enrolled with this join key (jk_…).
+        #[arg(long)]
+        enrolled_via: Option<String>,
+        /// Every live agent enrolled with any join key minted by this API key (key_…).
+        #[arg(long)]
+        minted_by: Option<String>,
+        /// Every live agent of this region.
+        #[arg(long)]
+        region: Option<String>,
+        #[command(flatten)]
+        operation: OperationFlags,
     },
     /// Stop dispatching new invocations to the agent (or one workspace on it); work in flight
     /// finishes, queued work waits.
@@ -476,6 +509,51 @@ pub struct JoinKeysArgs {
     /// With --revoke: why, for the audit log.
     #[arg(long)]
     pub reason: Option<String>,
+    /// With --revoke: every unconsumed, unexpired join key (narrowed by --name-prefix and
+    /// --region), as an operation run by the router (`xeroctl operations`).
+    #[arg(long, requires = "revoke")]
+    pub all_unconsumed: bool,
+    /// With --all-unconsumed: only keys whose name starts with this.
+    #[arg(long, requires = "all_unconsumed")]
+    pub name_prefix: Option<String>,
+    #[command(flatten)]
+    pub operation: OperationFlags,
+    #[command(flatten)]
+    pub page: PageArgs,
+}
+
+/// How a fleet-wide operation runs and is followed.
+#[derive(Debug, Args, Default, Clone)]
+pub struct OperationFlags {
+    /// Targets per wave (1-500) [default: 10].
+    #[arg(long)]
+    pub wave_size: Option<u32>,
+    /// Failures tolerated before the operation halts after its wave (0-10000) [default: 0].
+    #[arg(long)]
+    pub max_failures: Option<u32>,
+    /// Create the operation and return at once (follow it with `xeroctl operations op_… --follow`).
+    #[arg(long)]
+    pub detach: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("op_action").args(["follow", "cancel", "resume"]).multiple(false)))]
+pub struct OperationsArgs {
+    /// An operation id (op_…): show it with every target's result.
+    pub id: Option<String>,
+    /// Follow it until it ends (exit status: 0 completed, 10 halted, cancelled or failed).
+    #[arg(long, requires = "id")]
+    pub follow: bool,
+    /// Cancel it: no target is started after this; rotations in flight end by themselves.
+    #[arg(long, requires = "id")]
+    pub cancel: bool,
+    /// Resume a halted operation with its remaining targets (failed ones stay failed unless
+    /// --retry-failed), and follow it.
+    #[arg(long, requires = "id")]
+    pub resume: bool,
+    /// With --resume: try the failed targets again too.
+    #[arg(long, requires = "resume")]
+    pub retry_failed: bool,
     #[command(flatten)]
     pub page: PageArgs,
 }

@@ -28,6 +28,10 @@ pub const NOT_CONFIRMED: u8 = 7;
 pub const STILL_RUNNING: u8 = 8;
 /// `credentials --check`: a listed credential is overdue or expired.
 pub const POSTURE_FAILING: u8 = 9;
+/// A fleet-wide operation (`xeroctl operations … --follow`, a fleet `curve-rotate`, a
+/// blast-radius revocation) ended halted (more failures than `--max-failures`), cancelled or
+/// failed; its table says which targets.
+pub const OPERATION_INCOMPLETE: u8 = 10;
 /// With `exec invoke --wait`/`exec watch`: the agent killed the tool at its timeout (like
 /// coreutils `timeout`).
 pub const TOOL_TIMED_OUT: u8 = 124;
@@ -48,6 +52,7 @@ Exit codes (README.md, \"Exit codes\"):
   7    not confirmed: answered no, or no terminal and no --yes (nothing was sent)
   8    still running: --wait-timeout passed, the work goes on
   9    credentials --check: a credential is overdue or expired
+  10   a fleet-wide operation halted, was cancelled or failed (see its table)
   124  the tool timed out (exec invoke --wait, exec watch)
   130  cancelled, or interrupted (Ctrl-C)";
 
@@ -183,6 +188,8 @@ mod tests {
             UNAVAILABLE,
             NOT_CONFIRMED,
             STILL_RUNNING,
+            POSTURE_FAILING,
+            OPERATION_INCOMPLETE,
             TOOL_TIMED_OUT,
             CANCELLED,
         ];

@@ -69,6 +69,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Webhooks(args) => with_ctx(&global, out, confirm, |ctx| async move {
             commands::webhooks::run(&ctx, args).await
         }),
+        Command::Operations(args) => with_ctx(&global, out, confirm, |ctx| async move {
+            commands::operations::run(&ctx, args).await
+        }),
         Command::Audit(args) => {
             with_ctx(
                 &global,

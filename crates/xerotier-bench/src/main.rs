@@ -80,6 +80,18 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         rounds: usize,
     },
+    /// An emergency rotation of AGENTS simulated agents as one fleet operation in waves of
+    /// WAVE_SIZE: request → the operation `completed` (issue 13).
+    FleetOperation {
+        #[arg(long)]
+        base_url: String,
+        #[arg(long)]
+        api_key: String,
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        #[arg(long, default_value_t = 100)]
+        wave_size: u32,
+    },
     /// One mesh round trip plus the rotation crypto, ROUNDS times: the floor under `rotate`.
     RotateFloor {
         #[arg(long)]
@@ -284,6 +296,9 @@ fn main() -> anyhow::Result<()> {
             }
             Command::EventFanOut { write_url, read_url, api_key, rounds } => {
                 fanout::fan_out(write_url, read_url, api_key, rounds).await
+            }
+            Command::FleetOperation { base_url, api_key, agents, wave_size } => {
+                rotation::fleet_operation(base_url, api_key, agents, wave_size).await
             }
             Command::RotateFloor { base_url, api_key, rounds } => {
                 rotation::floor(base_url, api_key, rounds).await

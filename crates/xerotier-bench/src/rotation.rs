@@ -438,3 +438,81 @@ pub async fn floor(base_url: String, api_key: String, rounds: usize) -> anyhow::
     let elapsed = result.iter().sum();
     Ok(Report::new("rotation_floor", elapsed, vec![result], 1))
 }
+
+/// An emergency fleet rotation as an operator runs it: `AGENTS` simulated agents, one
+/// `curve_rotate` operation over all of them (`POST /v1/management/operations`, waves of
+/// `wave_size`), timed from the request to the operation's `completed` (every target's
+/// rotation promoted, wave after wave), against the 15-minute window for a suspected leak.
+pub async fn fleet_operation(
+    base_url: String,
+    api_key: String,
+    agents: usize,
+    wave_size: u32,
+) -> anyhow::Result<Report> {
+    let sims = enroll_agents(&base_url, &api_key, agents).await?;
+    let ids: Vec<String> = sims.iter().map(|a| a.enrolled.answer.agent_id.clone()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, mut promoted) = mpsc::unbounded_channel();
+    let driver_stop = stop.clone();
+    let driver = std::thread::spawn(move || drive(sims, zmq::Context::new(), driver_stop, tx));
+    wait_connected(&base_url, &api_key, &ids).await?;
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let response = client
+        .post(format!("{base_url}/v1/management/operations"))
+        .bearer_auth(&api_key)
+        .json(&serde_json::json!({
+            "kind": "curve_rotate", "selector": { "agents": ids }, "reason": "benchmark: emergency rotation",
+            "wave_size": wave_size, "max_failures": 0,
+        }))
+        .send()
+        .await?;
+    if response.status() != 202 {
+        bail!(
+            "operation answered {}: {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
+    }
+    let op: serde_json::Value = response.json().await?;
+    let id = op["id"].as_str().unwrap_or_default().to_string();
+    let deadline = Instant::now() + Duration::from_secs(15 * 60);
+    let mut promotions = Vec::new();
+    let finished = loop {
+        while let Ok((_, at)) = promoted.try_recv() {
+            promotions.push(at.duration_since(started));
+        }
+        let op: serde_json::Value = client
+            .get(format!("{base_url}/v1/management/operations/{id}"))
+            .bearer_auth(&api_key)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if op["status"] != "running" {
+            break op;
+        }
+        if Instant::now() > deadline {
+            bail!("the operation did not end within the 15-minute window: {}", op["status"]);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    driver.join().map_err(|_| anyhow::anyhow!("driver panicked"))??;
+    if finished["status"] != "completed" {
+        bail!("the operation ended {}: {finished}", finished["status"]);
+    }
+    eprintln!(
+        "operation {id}: {agents} agents in waves of {wave_size}: {:.1}s",
+        elapsed.as_secs_f64()
+    );
+    Ok(Report::new("fleet_rotation_operation", elapsed, vec![promotions], agents)
+        .with_extra("agents", agents as u64)
+        .with_extra("wave_size", u64::from(wave_size))
+        .with_extra("succeeded", finished["succeeded"].as_u64().unwrap_or(0))
+        .with_extra("failed", finished["failed"].as_u64().unwrap_or(0))
+        .with_extra("skipped", finished["skipped"].as_u64().unwrap_or(0))
+        .with_extra("completion_ms", elapsed.as_millis() as u64)
+        .with_extra("window_ms", 15 * 60 * 1000))
+}

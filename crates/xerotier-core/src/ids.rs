@@ -18,6 +18,8 @@ pub enum IdKind {
     Replica,
     /// One delivery of a security event to one webhook (`del_…`).
     Delivery,
+    /// A fleet-wide operation (`op_…`).
+    Operation,
 }
 
 impl IdKind {
@@ -32,6 +34,7 @@ impl IdKind {
             IdKind::Invocation => "inv_",
             IdKind::Replica => "rtr_",
             IdKind::Delivery => "del_",
+            IdKind::Operation => "op_",
         }
     }
 }

@@ -54,6 +54,11 @@ pub enum ErrorCode {
     /// This replica lost its lease (cut off from the database) and serves nothing
     /// authenticated until it has caught up; retry, or use another replica.
     ReplicaFenced,
+    /// A fleet-wide operation's selector is valid but matches nothing to act on.
+    NothingSelected,
+    /// The fleet-wide operation is not in a state that allows this (cancel a finished one,
+    /// resume one that is not halted).
+    OperationState,
     Internal,
 }
 
@@ -91,6 +96,8 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::ReplicaFenced => "replica_fenced",
+            ErrorCode::NothingSelected => "nothing_selected",
+            ErrorCode::OperationState => "operation_state",
             ErrorCode::Internal => "internal_error",
         }
     }
@@ -112,7 +119,9 @@ impl ErrorCode {
             | ErrorCode::AgentNotApproved
             | ErrorCode::SelfRevoke
             | ErrorCode::LastManagementKey
-            | ErrorCode::NoGraceWindow => "conflict_error",
+            | ErrorCode::NoGraceWindow
+            | ErrorCode::NothingSelected
+            | ErrorCode::OperationState => "conflict_error",
             ErrorCode::TooManyAuthFailures | ErrorCode::TooManyStreams => "rate_limit_error",
             ErrorCode::ScopeInsufficient => "permission_error",
             ErrorCode::NotFound | ErrorCode::ToolNotFound | ErrorCode::WorkspaceNotFound => {

@@ -13,6 +13,7 @@ pub const JOIN_KEY_ID: &str = "^jk_[0-9a-hjkmnp-tv-z]{26}$";
 pub const INVOCATION_ID: &str = "^inv_[0-9a-hjkmnp-tv-z]{26}$";
 pub const AUDIT_ID: &str = "^aud_[0-9a-hjkmnp-tv-z]{26}$";
 pub const EVENT_ID: &str = "^evt_[0-9a-hjkmnp-tv-z]{26}$";
+pub const OPERATION_ID: &str = "^op_[0-9a-hjkmnp-tv-z]{26}$";
 pub const REQUEST_ID: &str = "^req_[0-9a-hjkmnp-tv-z]{26}$";
 /// A CURVE rotation's request id: 16 random bytes, lowercase hex.
 pub const ROTATION_ID: &str = "^[0-9a-f]{32}$";

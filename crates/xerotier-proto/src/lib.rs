@@ -13,6 +13,7 @@ pub mod health;
 pub mod invocation;
 pub mod join_keys;
 pub mod mesh;
+pub mod operations;
 pub mod page;
 pub mod pauses;
 pub mod posture;

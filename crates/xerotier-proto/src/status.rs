@@ -82,6 +82,39 @@ wire_enum!(
     RotationStatus { Pending => "pending", Promoted => "promoted", Failed => "failed" }
 );
 
+wire_enum!(
+    /// What a fleet-wide operation does.
+    OperationKind {
+        CurveRotate => "curve_rotate",
+        RevokeJoinKeys => "revoke_join_keys",
+        RevokeAgents => "revoke_agents",
+    }
+);
+
+wire_enum!(
+    /// A fleet-wide operation: `running` until it ends `completed`, `cancelled` or `failed`;
+    /// `halted` (failures exceeded `max_failures`) until resumed or cancelled.
+    OperationStatus {
+        Running => "running",
+        Halted => "halted",
+        Completed => "completed",
+        Cancelled => "cancelled",
+        Failed => "failed",
+    }
+);
+
+wire_enum!(
+    /// One target of an operation's plan.
+    TargetStatus {
+        Pending => "pending",
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Skipped => "skipped",
+        Cancelled => "cancelled",
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

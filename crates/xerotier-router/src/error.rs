@@ -81,7 +81,9 @@ impl ApiError {
             | ErrorCode::AgentNotApproved
             | ErrorCode::SelfRevoke
             | ErrorCode::LastManagementKey
-            | ErrorCode::NoGraceWindow => StatusCode::CONFLICT,
+            | ErrorCode::NoGraceWindow
+            | ErrorCode::NothingSelected
+            | ErrorCode::OperationState => StatusCode::CONFLICT,
             ErrorCode::TooManyAuthFailures | ErrorCode::TooManyStreams => {
                 StatusCode::TOO_MANY_REQUESTS
             }

@@ -21,6 +21,7 @@ pub mod mesh_link;
 pub mod mesh_runtime;
 pub mod metrics;
 pub mod posture;
+pub mod operations;
 pub mod replication;
 pub mod request_limits;
 pub mod server;
@@ -59,6 +60,8 @@ use crate::mesh_runtime::{FrameHandler, RuntimeDeps};
 use crate::metrics::Metrics;
 use crate::posture::PostureService;
 use crate::posture::monitor::PostureMonitor;
+use crate::operations::OperationService;
+use crate::operations::executor::Executor;
 use crate::replication::apply::SignalApplier;
 use crate::replication::{LeaseSettings, Replication};
 use crate::request_limits::RequestLimits;
@@ -106,6 +109,7 @@ pub struct Services {
     pub streams: LiveStreams,
     pub replicas: ReplicaService,
     pub webhooks: WebhookService,
+    pub operations: OperationService,
 }
 
 macro_rules! sub_state {
@@ -136,6 +140,7 @@ sub_state!(
     streams: LiveStreams,
     replicas: ReplicaService,
     webhooks: WebhookService,
+    operations: OperationService,
 );
 
 impl AppState {
@@ -247,6 +252,8 @@ impl AppState {
             ids.clone(),
             metrics.clone(),
         );
+        let operations =
+            OperationService::new(store.clone(), clock.clone(), ids.clone(), audit.clone());
         Self(Arc::new(Services {
             webhooks,
             store,
@@ -271,6 +278,7 @@ impl AppState {
             metrics,
             streams,
             replicas,
+            operations,
         }))
     }
 
@@ -314,6 +322,13 @@ impl AppState {
                 audit: self.audit.clone(),
                 events: self.events.clone(),
                 metrics: self.metrics.clone(),
+            },
+            operations: Executor {
+                operations: self.operations.clone(),
+                rotations: self.rotations.clone(),
+                agents: self.agents.clone(),
+                join_keys: self.join_keys.clone(),
+                replica_id: self.link.replica_id.clone(),
             },
             applier: SignalApplier {
                 store: self.store.clone(),

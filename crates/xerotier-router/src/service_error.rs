@@ -71,6 +71,10 @@ pub enum ServiceError {
          already ended or expired; nothing to end (`xeroctl keys show {0}`)"
     )]
     NoGraceWindow(String),
+    #[error("{0}")]
+    NothingSelected(String),
+    #[error("{0}")]
+    OperationState(String),
     #[error("the state store is unavailable; retry")]
     StoreUnavailable(#[source] StoreError),
     #[error("internal error")]
@@ -112,6 +116,8 @@ impl ServiceError {
             ServiceError::SelfRevoke(_) => ErrorCode::SelfRevoke,
             ServiceError::LastManagementKey(_) => ErrorCode::LastManagementKey,
             ServiceError::NoGraceWindow(_) => ErrorCode::NoGraceWindow,
+            ServiceError::NothingSelected(_) => ErrorCode::NothingSelected,
+            ServiceError::OperationState(_) => ErrorCode::OperationState,
             ServiceError::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
             ServiceError::Internal(_) => ErrorCode::Internal,
         }

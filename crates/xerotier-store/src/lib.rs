@@ -16,6 +16,7 @@ mod invocations;
 mod join_keys;
 mod listen;
 mod migrate;
+mod operations;
 mod order;
 mod page;
 mod pauses;
@@ -38,6 +39,7 @@ pub use invocations::{
 };
 pub use join_keys::JoinKeyRecord;
 pub use listen::{Notice, Notifications};
+pub use operations::{OperationRecord, OperationTargetRecord};
 pub use order::{EVENTS_CHANNEL, Sequenced};
 pub use page::{PageRequest, PageSlice};
 pub use pauses::PauseRecord;

@@ -109,6 +109,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/common/0015_security_webhooks.sql"),
     },
     Migration {
+        version: 16,
+        name: "operations",
+        sqlite: include_str!("../migrations/common/0016_operations.sql"),
+        postgres: include_str!("../migrations/common/0016_operations.sql"),
+    },
+    Migration {
         version: 17,
         name: "api_key_grace_evidence",
         sqlite: include_str!("../migrations/common/0017_api_key_grace_evidence.sql"),

@@ -1,5 +1,6 @@
 use xerotier_proto::Page;
 use xerotier_proto::agents::AgentView;
+use xerotier_proto::status::OperationKind;
 
 use super::Ctx;
 use crate::cli::{AgentsArgs, AgentsCommand};
@@ -14,10 +15,45 @@ pub const KIND: &str = "agent";
 pub async fn run(ctx: &Ctx, args: AgentsArgs) -> anyhow::Result<()> {
     match args.command {
         Some(AgentsCommand::JoinKeys(join)) => super::join_keys::run(ctx, join).await,
-        Some(AgentsCommand::RevokeCredentials { id, reason }) => revoke(ctx, &id, reason).await,
-        Some(AgentsCommand::CurveRotate { id, reason, wait }) => {
-            super::rotation::curve_rotate(ctx, &id, &reason, wait).await
-        }
+        Some(AgentsCommand::RevokeCredentials {
+            id,
+            reason,
+            enrolled_via,
+            minted_by,
+            region,
+            operation,
+        }) => match id {
+            Some(id) => revoke(ctx, &id, reason).await,
+            None => {
+                let selector = serde_json::json!({
+                    "enrolled_via": enrolled_via, "minted_by": minted_by, "region": region,
+                });
+                let kind = OperationKind::RevokeAgents;
+                super::operations::start(ctx, kind, selector, reason, &operation).await
+            }
+        },
+        Some(AgentsCommand::CurveRotate {
+            id,
+            reason,
+            wait,
+            all,
+            region,
+            role,
+            agents,
+            operation,
+        }) => match id {
+            Some(id) => {
+                let reason = reason.unwrap_or_else(|| "scheduled".to_string());
+                super::rotation::curve_rotate(ctx, &id, &reason, wait).await
+            }
+            None => {
+                let selector = serde_json::json!({
+                    "all": all.then_some(true), "region": region, "role": role, "agents": agents,
+                });
+                let kind = OperationKind::CurveRotate;
+                super::operations::start(ctx, kind, selector, reason, &operation).await
+            }
+        },
         Some(AgentsCommand::PauseExec { id, workspace, reason }) => {
             super::pauses::pause_exec(ctx, &id, workspace, reason).await
         }

@@ -19,7 +19,7 @@ const ATTEMPTS_SHOWN: u32 = 100;
 pub async fn run(ctx: &Ctx, args: JoinKeysArgs) -> anyhow::Result<()> {
     let create_options = [
         ("--name", args.name.is_some()),
-        ("--region", args.region.is_some()),
+        ("--region", args.region.is_some() && !args.all_unconsumed),
         ("--router-addr", args.router_addr.is_some()),
         ("--ttl-seconds", args.ttl_seconds.is_some()),
         ("--agent-role", args.agent_role.is_some()),
@@ -39,6 +39,18 @@ pub async fn run(ctx: &Ctx, args: JoinKeysArgs) -> anyhow::Result<()> {
             return Err(exit::usage(format!("--create makes a new key; drop the id {id:?}")));
         }
         return create(ctx, args).await;
+    }
+    if args.revoke && args.all_unconsumed {
+        if let Some(id) = &args.id {
+            return Err(exit::usage(format!(
+                "--all-unconsumed selects the keys itself; drop the id {id:?}"
+            )));
+        }
+        let selector = json!({
+            "all_unconsumed": true, "name_prefix": args.name_prefix, "region": args.region,
+        });
+        let kind = xerotier_proto::status::OperationKind::RevokeJoinKeys;
+        return super::operations::start(ctx, kind, selector, args.reason, &args.operation).await;
     }
     if args.revoke {
         let Some(id) = args.id.clone() else {

@@ -10,6 +10,7 @@ pub mod exec;
 pub mod follow;
 pub mod join_keys;
 pub mod keys;
+pub mod operations;
 pub mod pauses;
 pub mod rotation;
 pub mod router;

@@ -133,7 +133,7 @@ pub fn served(doc: &OpenApi) -> serde_json::Value {
 /// Where an answer names the id an operation on `{id}` takes: listings (`data/0/id`), and
 /// what creations answer. OpenAPI links, so a client (or a fuzzer's stateful phase) can follow
 /// them.
-const ID_SOURCES: [(&str, &str, &str, &str); 8] = [
+const ID_SOURCES: [(&str, &str, &str, &str); 10] = [
     ("/v1/management/api-keys", "get", "200", "/data/0/id"),
     ("/v1/management/api-keys", "post", "201", "/key/id"),
     ("/v1/management/join-keys", "get", "200", "/data/0/id"),
@@ -142,6 +142,8 @@ const ID_SOURCES: [(&str, &str, &str, &str); 8] = [
     ("/v1/exec/invocations", "get", "200", "/data/0/id"),
     ("/v1/exec/invocations", "post", "202", "/id"),
     ("/v1/exec/tools", "get", "200", "/tools/0/name"),
+    ("/v1/management/operations", "get", "200", "/data/0/id"),
+    ("/v1/management/operations", "post", "202", "/id"),
 ];
 
 fn link_ids(doc: &mut OpenApi) {
@@ -324,13 +326,14 @@ fn document_auth(path: &str, operation: &mut Operation) {
 /// format and the check of it. The document states them ([`document`]); [`known_path_formats`]
 /// applies them.
 type PathFormat = (&'static str, &'static str, &'static str, fn(&str) -> bool);
-const PATH_FORMATS: [PathFormat; 6] = [
+const PATH_FORMATS: [PathFormat; 7] = [
     ("/v1/management/api-keys/", "id", formats::API_KEY_ID, |t| formats::is_id("key_", t)),
     ("/v1/management/join-keys/", "id", formats::JOIN_KEY_ID, |t| formats::is_id("jk_", t)),
     ("/v1/management/agents/", "id", formats::AGENT_ID, |t| formats::is_id("agt_", t)),
     ("/v1/management/agents/", "request_id", formats::ROTATION_ID, formats::is_rotation_id),
     ("/v1/exec/invocations/", "id", formats::INVOCATION_ID, |t| formats::is_id("inv_", t)),
     ("/v1/exec/tools/", "name", formats::CATALOG_NAME, formats::is_catalog_name),
+    ("/v1/management/operations/", "id", formats::OPERATION_ID, |t| formats::is_id("op_", t)),
 ];
 
 fn path_format(path: &str, parameter: &str) -> Option<&'static PathFormat> {

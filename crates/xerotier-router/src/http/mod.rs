@@ -26,6 +26,7 @@ use crate::exec::handlers as exec;
 use crate::fleet::handlers as fleet;
 use crate::membership::handlers as membership;
 use crate::webhooks::handlers as webhooks;
+use crate::operations::handlers as operations;
 use xerotier_proto::Scope;
 
 use crate::{AppState, auth, health, metrics};
@@ -121,6 +122,10 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .routes(routes!(membership::list_replicas))
         .routes(routes!(webhooks::list_webhooks))
         .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(operations::create_operation, operations::list_operations))
+        .routes(routes!(operations::get_operation))
+        .routes(routes!(operations::cancel_operation))
+        .routes(routes!(operations::resume_operation))
         .route_layer(auth::RequireScope::new(gate.clone(), Scope::Management));
     let exec = OpenApiRouter::new()
         .routes(routes!(exec::list_tools))

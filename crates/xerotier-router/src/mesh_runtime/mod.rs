@@ -51,6 +51,8 @@ pub struct RuntimeDeps {
     pub replication: Replication,
     pub applier: SignalApplier,
     pub posture: crate::posture::monitor::PostureMonitor,
+    /// Runs fleet-wide operations.
+    pub operations: crate::operations::executor::Executor,
 }
 
 /// A running mesh: the endpoint's threads and the tasks around it.
@@ -139,6 +141,10 @@ pub async fn start(
                 Duration::from_millis(settings.posture_interval_ms.max(1)),
                 shutdown.child_token(),
             ),
+        ),
+        (
+            "operations",
+            crate::operations::runner::spawn(deps.operations.clone(), shutdown.child_token()),
         ),
         (
             "mesh health",

@@ -58,6 +58,8 @@ pub struct Xem {
     starts: usize,
     /// Settings beyond the ones every start uses (see [`Xem::set`]).
     extra: Vec<(&'static str, String)>,
+    /// The XEM test fault (`XEROTIER_XEM_TEST_FAULT`) of the next starts, if any.
+    pub fault: Option<String>,
 }
 
 impl Xem {
@@ -80,6 +82,7 @@ impl Xem {
             child: None,
             starts: 0,
             extra: Vec::new(),
+            fault: None,
         }
     }
 
@@ -231,6 +234,9 @@ impl Xem {
         // Tools run as `nobody` (the suite runs as root, as CI does) in this XEM's own run dir;
         // through the environment, so configs written by a test need not repeat them.
         command.env("XEM_TOOL_USER", TOOL_USER).env("XEM_RUN_DIR", self.run_dir());
+        if let Some(fault) = &self.fault {
+            command.env("XEROTIER_XEM_TEST_FAULT", fault);
+        }
         command
             .stdin(Stdio::null())
             .stdout(File::create(self.out_path(self.starts)).expect("XEM stdout file"))

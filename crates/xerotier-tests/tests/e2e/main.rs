@@ -32,6 +32,7 @@ mod lockout;
 mod mesh;
 mod mesh_fairness;
 mod posture;
+mod operations;
 mod protocol;
 mod replica_order;
 mod replica_signals;
