@@ -25,8 +25,8 @@ use crate::error::ApiError;
 use crate::exec::handlers as exec;
 use crate::fleet::handlers as fleet;
 use crate::membership::handlers as membership;
-use crate::webhooks::handlers as webhooks;
 use crate::operations::handlers as operations;
+use crate::webhooks::handlers as webhooks;
 use xerotier_proto::Scope;
 
 use crate::{AppState, auth, health, metrics};
