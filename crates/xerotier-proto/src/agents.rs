@@ -126,6 +126,17 @@ pub struct AgentView {
     /// `null` when none does (never connected, or its replica died and it has not come back).
     #[serde(default)]
     pub replica_id: Option<String>,
+    /// When its current CURVE key became current: the promotion of its latest completed
+    /// rotation, or its enrollment (shown for one live agent, not in listings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curve_key_since: Option<String>,
+    /// The promotion time of its latest completed CURVE rotation; null if never rotated
+    /// (shown for one live agent, not in listings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curve_key_rotated_at: Option<String>,
+    /// Age of its current CURVE key in seconds (shown for one live agent, not in listings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curve_key_age_seconds: Option<u64>,
     /// Each declared workspace and what was decided about it (shown for one agent, not in
     /// listings).
     #[serde(default, skip_serializing_if = "Option::is_none")]

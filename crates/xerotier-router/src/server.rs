@@ -123,6 +123,7 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     let webhooks = state
         .webhooks
         .spawn_dispatcher(state.link.replica_id.clone(), shutdown.child_token())
+        .await
         .context("starting the webhook dispatcher")?;
     if !config.webhooks.webhooks.is_empty() {
         tracing::info!(webhooks = config.webhooks.webhooks.len(), "webhook dispatcher started");

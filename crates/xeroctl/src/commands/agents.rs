@@ -165,6 +165,20 @@ fn print_agent(ctx: &Ctx, agent: &AgentView) -> anyhow::Result<()> {
         ("curve key fingerprint", agent.curve_key_fingerprint.clone()),
         ("curve public key", agent.curve_public_key.clone()),
         (
+            "curve key age",
+            agent.curve_key_age_seconds.map_or_else(
+                || "-".to_string(),
+                |age| {
+                    format!(
+                        "{} (since {})",
+                        super::credentials::human(i64::try_from(age).unwrap_or(i64::MAX)),
+                        agent.curve_key_since.as_deref().unwrap_or("-")
+                    )
+                },
+            ),
+        ),
+        ("last curve rotation", output::or_dash(agent.curve_key_rotated_at.as_deref())),
+        (
             "manifest",
             format!(
                 "version {}, {} tools, {} workspaces, sha256 {}",

@@ -28,7 +28,7 @@ const COLUMNS: [Column; 14] = [
 ];
 
 /// Seconds as the largest whole unit (`183d`, `5h`, `42s`), for people.
-fn human(seconds: i64) -> String {
+pub(crate) fn human(seconds: i64) -> String {
     match seconds {
         s if s >= 86_400 => format!("{}d", s / 86_400),
         s if s >= 3_600 => format!("{}h", s / 3_600),

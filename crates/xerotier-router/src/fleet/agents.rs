@@ -23,6 +23,18 @@ pub struct Agent {
     pub status: AgentStatus,
     /// What was decided about each workspace it declared (read for one agent, not listings).
     pub workspaces: Option<Vec<WorkspaceDecision>>,
+    /// Its current CURVE key's age (read for one live agent, not listings).
+    pub curve_key: Option<CurveKeyAge>,
+}
+
+/// When an agent's current CURVE key became current, and how old it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CurveKeyAge {
+    /// Enrollment, or the promotion of its latest completed rotation.
+    pub since: UnixMillis,
+    /// The promotion of its latest completed rotation, if it was ever rotated.
+    pub rotated_at: Option<UnixMillis>,
+    pub age_ms: i64,
 }
 
 impl Agent {
@@ -42,7 +54,7 @@ impl Agent {
         } else {
             AgentStatus::Disconnected
         };
-        Self { record, last_heartbeat_at: last, status, workspaces: None }
+        Self { record, last_heartbeat_at: last, status, workspaces: None, curve_key: None }
     }
 }
 
@@ -99,7 +111,14 @@ impl AgentService {
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("agent {id}")))?;
         let workspaces = self.store.agent_workspaces(id).await?;
-        Ok(Agent { workspaces: Some(workspaces), ..self.as_of_now(record) })
+        // The same reading as the posture report's CURVE key row (store `posture_curve_keys`).
+        let now = self.clock.now_millis();
+        let curve_key =
+            self.store.posture_curve_keys(Some(id)).await?.into_iter().next().map(|key| {
+                let since = key.rotated_at.unwrap_or(key.enrolled_at);
+                CurveKeyAge { since, rotated_at: key.rotated_at, age_ms: (now - since).max(0) }
+            });
+        Ok(Agent { workspaces: Some(workspaces), curve_key, ..self.as_of_now(record) })
     }
 
     /// Revokes the agent's keys: removed from the allow-list (its live session's next frame is

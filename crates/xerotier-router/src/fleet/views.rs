@@ -17,7 +17,7 @@ use super::grants::{Candidate, Decided};
 use super::join_keys::{IssuedJoin, JoinKey};
 
 pub fn agent(agent: Agent) -> AgentView {
-    let Agent { record, last_heartbeat_at, status, workspaces } = agent;
+    let Agent { record, last_heartbeat_at, status, workspaces, curve_key } = agent;
     let manifest: CapabilityManifest = serde_json::from_str(&record.manifest).unwrap_or_default();
     let curve_key_fingerprint =
         parse_curve_public(&record.curve_public_key).map(|k| fingerprint(&k)).unwrap_or_default();
@@ -41,6 +41,9 @@ pub fn agent(agent: Agent) -> AgentView {
         revoked_by: record.revoked_by,
         revoked_reason: record.revoked_reason,
         replica_id: record.replica_id,
+        curve_key_since: curve_key.map(|k| format_rfc3339(k.since)),
+        curve_key_rotated_at: curve_key.and_then(|k| k.rotated_at).map(format_rfc3339),
+        curve_key_age_seconds: curve_key.map(|k| u64::try_from(k.age_ms / 1000).unwrap_or(0)),
         approval: AgentApproval::parse(&record.approval).unwrap_or(AgentApproval::Pending),
         workspaces: workspaces.map(|w| w.into_iter().map(agent_workspace).collect()),
     }

@@ -77,8 +77,11 @@ fn clients(settings: &WebhookSettings) -> Result<HashMap<String, reqwest::Client
 }
 
 impl WebhookService {
-    /// Starts the dispatcher (nothing to do, and no task, without webhooks).
-    pub fn spawn_dispatcher(
+    /// Starts the dispatcher (nothing to do, and no task, without webhooks). A webhook seen
+    /// for the first time starts at the events committed so far: its cursor is fixed here,
+    /// before the router serves a request, so that nothing done through this router after its
+    /// start can fall before the cursor (the first pass comes a poll interval later).
+    pub async fn spawn_dispatcher(
         &self,
         owner: String,
         cancel: CancellationToken,
@@ -88,6 +91,9 @@ impl WebhookService {
             return Ok(None);
         }
         let clients = clients(&settings)?;
+        for hook in &settings.webhooks {
+            self.store.webhook_cursor(&hook.name).await?;
+        }
         let service = self.clone();
         Ok(Some(tokio::spawn(async move { service.run(owner, settings, clients, cancel).await })))
     }

@@ -688,6 +688,10 @@ async fn promoted_key_replaces_the_old_one_on_the_mesh() {
 
         // The probe itself works: before the rotation, the old key gets a hello through.
         let agent = router.agent(id).await;
+        // Never rotated: its key is as old as its enrollment.
+        assert!(agent["curve_key_rotated_at"].is_null(), "{agent}");
+        assert_eq!(agent["curve_key_since"], agent["enrolled_at"], "{agent}");
+        assert!(agent["curve_key_age_seconds"].is_u64(), "{agent}");
         let hellos = router.hellos().await;
         let (control_accepted, control) = probe(&router, &xem, &old_hex, Some(&agent));
         assert!(control_accepted, "[{}] the key before the rotation", backend.name);
@@ -714,6 +718,15 @@ async fn promoted_key_replaces_the_old_one_on_the_mesh() {
         let new_hex = xem.key_hex();
         assert_ne!(new_hex, old_hex, "the agent switched key files");
         assert_outcome(&router, &xem, &rotation, &old_hex, None).await;
+        // The agent view dates its key from the promotion, and xeroctl shows it.
+        let shown = router.agent(id).await;
+        assert_eq!(shown["curve_key_rotated_at"], rotation["completed_at"], "{shown}");
+        assert_eq!(shown["curve_key_since"], rotation["completed_at"], "{shown}");
+        let out = crate::harness::xeroctl(&router, &["agents", id]).success();
+        let line =
+            out.stdout.lines().find(|l| l.starts_with("last curve rotation")).unwrap_or_default();
+        assert!(line.contains(rotation["completed_at"].as_str().unwrap()), "{}", out.stdout);
+        assert!(out.stdout.lines().any(|l| l.starts_with("curve key age")), "{}", out.stdout);
         assert_eq!(
             rotation_events(&router, id, &request_id).await,
             [

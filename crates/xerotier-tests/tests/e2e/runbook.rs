@@ -201,7 +201,7 @@ async fn every_command_in_the_runbook_runs() {
 /// The id of the most recently created operation.
 async fn newest_operation(router: &Router) -> String {
     let list = router.get_json("/v1/management/operations").await;
-    let items = list["items"].as_array().cloned().unwrap_or_default();
+    let items = list["data"].as_array().cloned().unwrap_or_default();
     items
         .iter()
         .max_by_key(|op| op["created_at"].as_str().unwrap_or_default().to_string())
