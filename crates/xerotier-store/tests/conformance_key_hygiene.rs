@@ -3,107 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-use xerotier_store::{
-    AgentEvent, AgentRecord, AuditEntry, AuditFilter, JoinKeyRecord, PageRequest, RotationRecord,
-    Store, StoreError,
-};
+use xerotier_store::{AuditFilter, PageRequest, Store, StoreError};
 use xerotier_testkit::{TestDb, per_backend};
 
-fn join_key(id: &str) -> JoinKeyRecord {
-    JoinKeyRecord {
-        id: id.into(),
-        name: "n".into(),
-        region: None,
-        role: "execution".into(),
-        router_addr: "tcp://r:1".into(),
-        created_at: 0,
-        created_by: None,
-        expires_at: 1_000_000,
-        consumed_at: None,
-        consumed_by_agent: None,
-        revoked_at: None,
-        revoked_by: None,
-        revoked_reason: None,
-        grant_workspaces: None,
-        require_approval: false,
-    }
-}
-
-fn agent(id: &str, name: &str, jk: &str, curve: &str) -> AgentRecord {
-    AgentRecord {
-        id: id.into(),
-        name: name.into(),
-        role: "execution".into(),
-        region: None,
-        join_key_id: jk.into(),
-        enrolled_at: 1,
-        curve_public_key: curve.into(),
-        signing_public_key: "ab".repeat(32),
-        manifest: "{}".into(),
-        manifest_hash: "h".into(),
-        manifest_version: 1,
-        lease_interval_ms: 1000,
-        last_heartbeat_at: None,
-        revoked_at: None,
-        revoked_by: None,
-        revoked_reason: None,
-        previous_curve_public_key: None,
-        approval: "approved".into(),
-        quarantined_at: None,
-        quarantine_reason: None,
-        replica_id: None,
-        replica_since: None,
-    }
-}
-
-fn audit(id: &str) -> AuditEntry {
-    AuditEntry {
-        id: id.into(),
-        at: 1,
-        actor_key_id: None,
-        actor_name: None,
-        action: "test".into(),
-        target_type: None,
-        target_id: None,
-        target_name: None,
-        reason: None,
-        request_id: None,
-        correlation_id: None,
-        outcome: "success".into(),
-        client_addr: None,
-        details: None,
-    }
-}
-
-fn rotation(id: &str, agent_id: &str) -> RotationRecord {
-    RotationRecord {
-        id: id.into(),
-        agent_id: agent_id.into(),
-        reason: "suspected leak".into(),
-        nonce: format!("nonce-{id}"),
-        status: "pending".into(),
-        failure_reason: None,
-        requested_at: 10,
-        requested_by: None,
-        requested_by_name: None,
-        deadline_at: 100_000,
-        acknowledged_at: None,
-        completed_at: None,
-        new_public_key: None,
-        request_id: None,
-    }
-}
-
-fn event(id: &str, agent_id: &str) -> AgentEvent {
-    AgentEvent {
-        id: id.into(),
-        agent_id: agent_id.into(),
-        at: 10,
-        event_type: "x".into(),
-        request_id: None,
-        details: None,
-    }
-}
+mod builders;
+use builders::{agent, audit, event, join_key, rotation};
 
 /// A store with `agt_1` enrolled on `k0`, rotated to `k1` (so `k0` is its previous key), and a
 /// fresh join key per attempt in `jk_a0..`.
