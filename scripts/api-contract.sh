@@ -88,7 +88,9 @@ new_key() { # $1 = name
 new_key contract-main
 new_key contract-lockout
 
-# The XEM: a join key (to a 0600 file), then enrollment and a CURVE session.
+# The XEM: a join key (to a 0600 file), then enrollment and a CURVE session. It offers no
+# tools; its tool user is `nobody`, which every machine has (a fresh CI machine has no
+# `xerotier-tool` user, and the XEM refuses to start without its tool user).
 mkdir -p "$WORK/xem/tools"
 install -d -m 0700 "$WORK/xem/credentials"
 (umask 077; curl -fsS --cacert "$CA" -H "Authorization: Bearer $(cat "$WORK/state/bootstrap.key")" \
@@ -99,7 +101,7 @@ XEM_JOIN_KEY_FILE="$WORK/xem/join.key" "$XEM" --router-url "$BASE" \
   --registration-name contract-xem --tools-dir "$WORK/xem/tools" \
   --credentials-dir "$WORK/xem/credentials" --state-dir "$WORK/xem/state" \
   --signing-key-path "$WORK/xem/signing.hex" --curve-key-path "$WORK/xem/curve.hex" \
-  --lease-renewal-interval-ms 1000 --log-level warn >"$WORK/xem.log" 2>&1 &
+  --lease-renewal-interval-ms 1000 --log-level warn --tool-user nobody >"$WORK/xem.log" 2>&1 &
 XEM_PID=$!
 agent_active() {
   curl -fsS --cacert "$CA" -H "Authorization: Bearer $(cat "$WORK/contract-main.key")" \
