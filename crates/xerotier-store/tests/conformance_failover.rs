@@ -5,32 +5,14 @@
 
 use std::collections::BTreeSet;
 
-use xerotier_store::{
-    AgentRecord, AuditEntry, Heartbeat, JoinKeyRecord, NewInvocation, NewReplica, Store,
-};
+use xerotier_store::{AgentRecord, Heartbeat, JoinKeyRecord, NewInvocation, NewReplica, Store};
 use xerotier_testkit::{TestDb, per_backend};
+
+mod builders;
+use builders::audit;
 
 async fn open(db: &TestDb) -> Store {
     Store::connect(db.url()).await.unwrap()
-}
-
-fn audit(id: &str) -> AuditEntry {
-    AuditEntry {
-        id: id.into(),
-        at: 1,
-        actor_key_id: None,
-        actor_name: None,
-        action: "test".into(),
-        target_type: None,
-        target_id: None,
-        target_name: None,
-        reason: None,
-        request_id: None,
-        correlation_id: None,
-        outcome: "success".into(),
-        client_addr: None,
-        details: None,
-    }
 }
 
 /// An enrolled agent `agt_<n>`, renewing its lease every second.

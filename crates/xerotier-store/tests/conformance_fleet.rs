@@ -3,10 +3,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use xerotier_store::{
-    AgentEvent, AgentRecord, AuditEntry, AuditFilter, CANDIDATE, Decision, DeclaredWorkspace,
-    GRANTED, Heartbeat, JoinKeyRecord, PageRequest, REJECTED, Store, StoreError, WITHDRAWN,
+    AgentEvent, AgentRecord, AuditFilter, CANDIDATE, Decision, DeclaredWorkspace, GRANTED,
+    Heartbeat, JoinKeyRecord, PageRequest, REJECTED, Store, StoreError, WITHDRAWN,
 };
 use xerotier_testkit::{TestDb, per_backend};
+
+mod builders;
+use builders::audit;
 
 /// A store on `db`, migrated.
 async fn open(db: &TestDb) -> Store {
@@ -57,25 +60,6 @@ fn agent(id: &str, name: &str, jk: &str, curve: &str) -> AgentRecord {
         quarantine_reason: None,
         replica_id: None,
         replica_since: None,
-    }
-}
-
-fn audit(id: &str) -> AuditEntry {
-    AuditEntry {
-        id: id.into(),
-        at: 1,
-        actor_key_id: None,
-        actor_name: None,
-        action: "test".into(),
-        target_type: None,
-        target_id: None,
-        target_name: None,
-        reason: None,
-        request_id: None,
-        correlation_id: None,
-        outcome: "success".into(),
-        client_addr: None,
-        details: None,
     }
 }
 
