@@ -32,6 +32,9 @@ pub const JOIN_TOKEN: &str = "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$
 pub const CURVE_PUBLIC_KEY: &str = "^[0-9a-zA-Z.:+=^!/*?&<>()\\[\\]{}@%$#-]{40}$";
 /// An Ed25519 public key, hex (64 characters).
 pub const SIGNING_PUBLIC_KEY: &str = "^[0-9a-fA-F]{64}$";
+/// A router key id: `mks-` (mesh CURVE), `jks-` (join-key signing) or `tls-` (TLS CA), then 16
+/// lowercase hex digits of the public key's fingerprint.
+pub const ROUTER_KEY_ID: &str = "^(mks|jks|tls)-[0-9a-f]{16}$";
 /// Free text (reasons): anything but NUL, which no database column holds.
 /// An invocation output cursor, `<stdout bytes>:<stderr bytes>` (at most 19 digits each, so
 /// every value the pattern admits fits).
@@ -118,6 +121,14 @@ pub fn is_signing_public_key(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// [`ROUTER_KEY_ID`].
+pub fn is_router_key_id(text: &str) -> bool {
+    let (kind, hex) = text.split_at_checked(4).unwrap_or(("", ""));
+    matches!(kind, "mks-" | "jks-" | "tls-")
+        && hex.len() == 16
+        && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// [`TEXT`].
 pub fn is_text(text: &str) -> bool {
     !text.contains('\0')
@@ -126,6 +137,24 @@ pub fn is_text(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn router_key_ids_have_one_spelling() {
+        assert!(is_router_key_id("mks-0123456789abcdef"));
+        assert!(is_router_key_id("jks-0123456789abcdef"));
+        assert!(is_router_key_id("tls-0123456789abcdef"));
+        for bad in [
+            "mks-0123456789ABCDEF",
+            "mks-0123456789abcde",
+            "xyz-0123456789abcdef",
+            "",
+            "mks-",
+            "mks-0123456789abcdef0",
+            "ékß-0123456789abcdef",
+        ] {
+            assert!(!is_router_key_id(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn ids() {

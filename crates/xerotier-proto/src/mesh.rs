@@ -85,6 +85,28 @@ pub enum Frame {
     ResultAck { invocation_id: String },
     /// Agent → router: what a credentials reload (startup, SIGHUP) did.
     CredentialsReloaded { report: ReloadReport },
+    /// Router → agent, over the authenticated session: the router's mesh CURVE public keys the
+    /// agent must accept, in the order to try them (a staged rotation of the router's mesh key,
+    /// SPEC §9). At most [`MAX_ROUTER_MESH_KEYS`]; the agent checks every entry
+    /// (`formats::is_router_key_id`, `formats::is_curve_public_key`) and refuses the whole set if
+    /// any is not one, or if the set is empty.
+    RouterKeys { keys: Vec<RouterMeshKey> },
+    /// Agent → router: the set above is saved durably (its identity file); `kids` are the key
+    /// ids it now holds, in its order.
+    RouterKeysAck { kids: Vec<String> },
+}
+
+/// The most router mesh keys an agent holds at once: the serving key and the one being rolled
+/// in (or out).
+pub const MAX_ROUTER_MESH_KEYS: usize = 2;
+
+/// One of the router's mesh CURVE public keys, named by its key id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterMeshKey {
+    /// `mks-` and 16 lowercase hex digits of the key's fingerprint ([`crate::formats::ROUTER_KEY_ID`]).
+    pub kid: String,
+    /// Z85.
+    pub public_key: String,
 }
 
 /// The most replica addresses an agent accepts in one list (a longer list is refused whole).
@@ -163,6 +185,13 @@ mod tests {
             manifest_version: 2,
         };
         assert_eq!(decode(&encode(&frame)).unwrap(), frame);
+        let keys = Frame::RouterKeys {
+            keys: vec![RouterMeshKey {
+                kid: "mks-0123456789abcdef".into(),
+                public_key: "x".repeat(40),
+            }],
+        };
+        assert_eq!(decode(&encode(&keys)).unwrap(), keys);
     }
 
     #[test]

@@ -339,7 +339,9 @@ impl FrameHandler {
             | Frame::Revoked { .. }
             | Frame::RotateCurve { .. }
             | Frame::RotationPromoted { .. }
-            | Frame::RotationFailed { .. } => {
+            | Frame::RotationFailed { .. }
+            | Frame::RouterKeys { .. }
+            | Frame::RouterKeysAck { .. } => {
                 self.metrics.mesh_dropped("unexpected");
                 tracing::debug!(%agent_id, "router-bound frame of a router-sent type; dropped");
             }
