@@ -24,6 +24,7 @@ pub mod operations;
 pub mod posture;
 pub mod replication;
 pub mod request_limits;
+pub mod router_keys;
 pub mod server;
 pub mod service_error;
 #[cfg(feature = "test-faults")]
