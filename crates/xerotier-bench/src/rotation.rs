@@ -23,7 +23,8 @@ struct SimAgent {
     enrolled: Enrolled,
     signing: SigningKeyPair,
     socket: zmq::Socket,
-    pending: Option<(String, CurveKeyPair)>,
+    /// The request, and the new CURVE and signing keys it acknowledged.
+    pending: Option<(String, CurveKeyPair, SigningKeyPair)>,
 }
 
 impl SimAgent {
@@ -45,28 +46,32 @@ impl SimAgent {
         match frame {
             Frame::RotateCurve { request_id, nonce } => {
                 // A re-sent instruction (after a reconnect) reuses the pending key, as the XEM does.
-                let key = match self.pending.take() {
-                    Some((pending_id, key)) if pending_id == request_id => key,
-                    _ => CurveKeyPair::generate(&OsEntropy),
+                let (key, next_signing) = match self.pending.take() {
+                    Some((pending_id, key, next)) if pending_id == request_id => (key, next),
+                    _ => (CurveKeyPair::generate(&OsEntropy), SigningKeyPair::generate(&OsEntropy)),
                 };
                 let payload = encode_ack_payload(&RotateAckPayload {
                     agent_id: self.enrolled.answer.agent_id.clone(),
                     request_id: request_id.clone(),
                     nonce,
                     new_public_key: key.public_z85(),
+                    new_signing_public_key: next_signing.public_hex(),
                 });
                 let signature = self.signing.sign(&rotate_ack_signing_input(&payload)).to_vec();
                 self.send(&Frame::RotateAck { payload, signature });
-                self.pending = Some((request_id, key));
+                self.pending = Some((request_id, key, next_signing));
                 Ok(None)
             }
             Frame::RotationPromoted { request_id } => {
-                let Some((pending_id, key)) = self.pending.take() else { return Ok(None) };
+                let Some((pending_id, key, next_signing)) = self.pending.take() else {
+                    return Ok(None);
+                };
                 if pending_id != request_id {
                     bail!("promotion for {request_id}, pending {pending_id}");
                 }
                 self.socket = open(context, &key, &self.enrolled)?;
                 self.enrolled.curve = key;
+                self.signing = next_signing;
                 Ok(Some(request_id))
             }
             Frame::RotationFailed { request_id, reason } => {
@@ -421,6 +426,7 @@ pub async fn floor(base_url: String, api_key: String, rounds: usize) -> anyhow::
                 request_id: "r".into(),
                 nonce: "n".into(),
                 new_public_key: key.public_z85(),
+                new_signing_public_key: signing.public_hex(),
             });
             let signature = signing.sign(&rotate_ack_signing_input(&payload));
             if !verify_signature(

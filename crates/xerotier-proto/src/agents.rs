@@ -113,6 +113,15 @@ pub struct AgentView {
     /// SHA-256 fingerprint of the CURVE public key, hex, first 16 bytes.
     pub curve_key_fingerprint: String,
     pub curve_public_key: String,
+    /// SHA-256 fingerprint of its Ed25519 signing public key (the key that proves its
+    /// rotation acknowledgements), hex, first 16 bytes. It changes with every promoted CURVE
+    /// rotation.
+    #[serde(default)]
+    pub signing_key_fingerprint: String,
+    /// When its signing key was last replaced by a promoted rotation (RFC 3339); null while it
+    /// is the key it enrolled with.
+    #[serde(default)]
+    pub signing_key_rotated_at: Option<String>,
     pub manifest_hash: String,
     pub manifest_version: u64,
     pub tool_count: usize,

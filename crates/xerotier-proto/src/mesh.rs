@@ -112,7 +112,9 @@ pub struct RouterMeshKey {
 /// The most replica addresses an agent accepts in one list (a longer list is refused whole).
 pub const MAX_REPLICA_ADDRS: usize = 32;
 
-/// What a rotation acknowledgement binds: agent, request, the router's nonce and the new key.
+/// What a rotation acknowledgement binds: agent, request, the router's nonce and the agent's
+/// two new keys. It is signed with the agent's current (old) signing key; the new signing key
+/// takes over at promotion, so each rotation's proof chains to the one before.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RotateAckPayload {
     pub agent_id: String,
@@ -120,6 +122,9 @@ pub struct RotateAckPayload {
     pub nonce: String,
     /// The new CURVE public key, Z85.
     pub new_public_key: String,
+    /// The new Ed25519 signing public key, 64 hex digits
+    /// ([`crate::formats::is_signing_public_key`]); it must differ from the current one.
+    pub new_signing_public_key: String,
 }
 
 /// Domain separation: an acknowledgement signature can never be valid as anything else.

@@ -38,6 +38,9 @@ pub struct AgentRecord {
     pub replica_id: Option<String>,
     /// When the agent was first seen on `replica_id`.
     pub replica_since: Option<UnixMillis>,
+    /// When `signing_public_key` last changed by a promoted rotation; `None` if it is still
+    /// the one enrolled with.
+    pub signing_key_rotated_at: Option<UnixMillis>,
 }
 
 /// A lease renewal to record.
@@ -55,7 +58,7 @@ record!(AgentRecord in "agents" {
     id, name, role, region, join_key_id, enrolled_at, curve_public_key, signing_public_key,
     manifest, manifest_hash, manifest_version, lease_interval_ms, last_heartbeat_at, revoked_at,
     revoked_by, revoked_reason, previous_curve_public_key, approval, quarantined_at,
-    quarantine_reason, replica_id, replica_since,
+    quarantine_reason, replica_id, replica_since, signing_key_rotated_at,
 });
 
 impl Store {

@@ -48,7 +48,7 @@ pub use replicas::{
     ACK_CHANNEL, DISPATCH_CHANNEL, NewReplica, Renewal, ReplicaRecord, SIGNAL_CHANNEL, Signal,
     SignalKind,
 };
-pub use rotations::{AgentEvent, RotationRecord};
+pub use rotations::{AgentEvent, NewAgentKeys, RotationRecord};
 pub use sqlx::Error as SqlxError;
 pub use webhooks::{
     AttemptEnd, AttemptResult, DeliveryFilter, MAX_ERROR_CHARS, NewDelivery, SecurityEvent,

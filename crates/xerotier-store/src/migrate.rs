@@ -120,6 +120,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/common/0017_api_key_grace_evidence.sql"),
         postgres: include_str!("../migrations/common/0017_api_key_grace_evidence.sql"),
     },
+    Migration {
+        version: 19,
+        name: "agent_signing_rotation",
+        sqlite: include_str!("../migrations/common/0019_agent_signing_rotation.sql"),
+        postgres: include_str!("../migrations/common/0019_agent_signing_rotation.sql"),
+    },
 ];
 
 /// Applies each pending migration in its own write transaction. Several routers starting at

@@ -24,6 +24,18 @@ pub struct RotationRecord {
     pub new_public_key: Option<String>,
     /// The HTTP request id of the operator's call.
     pub request_id: Option<String>,
+    /// The agent's new Ed25519 signing public key (hex) the acknowledgement bound; it
+    /// replaces the agent's signing key at promotion.
+    pub new_signing_public_key: Option<String>,
+}
+
+/// The two keys a verified acknowledgement bound, promoted together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewAgentKeys<'a> {
+    /// The new CURVE public key, Z85.
+    pub curve: &'a str,
+    /// The new Ed25519 signing public key, hex.
+    pub signing: &'a str,
 }
 
 /// An entry of an agent's event log.
@@ -41,6 +53,7 @@ pub struct AgentEvent {
 record!(RotationRecord in "curve_rotations" {
     id, agent_id, reason, nonce, status, failure_reason, requested_at, requested_by,
     requested_by_name, deadline_at, acknowledged_at, completed_at, new_public_key, request_id,
+    new_signing_public_key,
 });
 
 record!(AgentEvent in "agent_events" { id, agent_id, at, event_type, request_id, details });
@@ -89,7 +102,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(sql::<RotationRecord>(
             "INSERT INTO {table} ({cols})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         ))
         .bind(&rotation.id)
         .bind(&rotation.agent_id)
@@ -105,6 +118,7 @@ impl Store {
         .bind(rotation.completed_at)
         .bind(&rotation.new_public_key)
         .bind(&rotation.request_id)
+        .bind(&rotation.new_signing_public_key)
         .execute(&mut *tx)
         .await;
         if let Err(err) = inserted {
@@ -180,13 +194,15 @@ impl Store {
         self.update_audited(query, std::slice::from_ref(event), audit).await
     }
 
-    /// Promotes a verified new key: the rotation ends `promoted`, the agent's current key becomes
-    /// its previous one (still accepted until the agent is seen on the new one) and the new key
-    /// becomes current, all in one transaction with the events and the audit record.
+    /// Promotes verified new keys: the rotation ends `promoted`, the agent's current CURVE key
+    /// becomes its previous one (still accepted until the agent is seen on the new one), the new
+    /// CURVE key becomes current and the new signing key replaces the old one outright (the old
+    /// one verifies nothing after this), all in one transaction with the events and the audit
+    /// record.
     pub async fn promote_rotation(
         &self,
         id: &str,
-        new_public_key: &str,
+        new_keys: &NewAgentKeys<'_>,
         now: UnixMillis,
         events: &[AgentEvent],
         audit: &AuditEntry,
@@ -194,12 +210,13 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(sql::<RotationRecord>(
             "UPDATE {table} SET status = 'promoted', acknowledged_at = $2, completed_at = $2,
-                 new_public_key = $3
+                 new_public_key = $3, new_signing_public_key = $4
              WHERE id = $1 AND status = 'pending' RETURNING {cols}",
         ))
         .bind(id)
         .bind(now)
-        .bind(new_public_key)
+        .bind(new_keys.curve)
+        .bind(new_keys.signing)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(rotation) = rows::one::<RotationRecord>(row)? else {
@@ -207,11 +224,14 @@ impl Store {
             return Ok(None);
         };
         let updated = sqlx::query(
-            "UPDATE agents SET previous_curve_public_key = curve_public_key, curve_public_key = $2
+            "UPDATE agents SET previous_curve_public_key = curve_public_key, curve_public_key = $2,
+                 signing_public_key = $3, signing_key_rotated_at = $4
              WHERE id = $1 AND revoked_at IS NULL",
         )
         .bind(&rotation.agent_id)
-        .bind(new_public_key)
+        .bind(new_keys.curve)
+        .bind(new_keys.signing)
+        .bind(now)
         .execute(&mut *tx)
         .await;
         match updated {
@@ -227,7 +247,7 @@ impl Store {
             Err(err) => return Err(err.into()),
         }
         if let Err(refusal) =
-            crate::agents::bind_curve_key(&mut tx, new_public_key, &rotation.agent_id, now).await
+            crate::agents::bind_curve_key(&mut tx, new_keys.curve, &rotation.agent_id, now).await
         {
             tx.rollback().await?;
             return Err(refusal);

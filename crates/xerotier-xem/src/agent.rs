@@ -177,6 +177,7 @@ pub async fn run(config: XemConfig, deps: Deps) -> anyhow::Result<Exit> {
         signing,
         manifest,
         curve_key_path: config.curve_key_path.clone(),
+        signing_key_path: config.signing_key_path.clone(),
         state_dir: config.state_dir.clone(),
         lease_interval: Duration::from_millis(config.lease_renewal_interval_ms),
         shutdown_grace: Duration::from_secs(config.shutdown_grace_seconds),
@@ -211,11 +212,22 @@ fn prepare_dirs(config: &XemConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The agent's CURVE and signing keys, created at the first start.
+/// The agent's CURVE and signing keys, created at the first start. A rotation's promotion
+/// that a crash cut between the two key files is finished first, so the keys loaded are the
+/// pair the router holds.
 fn load_keys(
     config: &XemConfig,
     entropy: &SharedEntropy,
 ) -> anyhow::Result<(CurveKeyPair, SigningKeyPair)> {
+    if config.curve_key_path.exists() {
+        let paths = crate::rotation::KeyPaths {
+            curve: &config.curve_key_path,
+            signing: &config.signing_key_path,
+        };
+        if crate::rotation::finish_interrupted(paths).context("finishing a key promotion")? {
+            tracing::info!("finished a key promotion interrupted by a restart");
+        }
+    }
     let curve = CurveKeyPair::load_or_create(&config.curve_key_path, &**entropy)
         .with_context(|| format!("CURVE key {}", config.curve_key_path.display()))?;
     let signing = SigningKeyPair::load_or_create(&config.signing_key_path, &**entropy)

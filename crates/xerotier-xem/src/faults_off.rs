@@ -2,10 +2,9 @@
 //! nothing, so a release build carries no fault code and never reads the environment for one.
 
 use xerotier_core::Entropy;
-use xerotier_credentials::CurveKeyPair;
 use xerotier_proto::mesh::Frame;
 
-use crate::rotation::Ack;
+use crate::rotation::{Ack, PendingKey};
 
 #[derive(Debug, Default)]
 pub struct Faults;
@@ -31,12 +30,15 @@ impl Faults {
     pub fn promotion_received(&self) {}
 
     #[inline(always)]
+    pub fn between_key_files(&self) {}
+
+    #[inline(always)]
     pub fn acknowledgement(
         &mut self,
         honest: Ack<'_>,
-        key: &CurveKeyPair,
+        pending: &PendingKey,
         _entropy: &dyn Entropy,
     ) -> Frame {
-        honest.sign(key)
+        honest.sign(pending)
     }
 }

@@ -7,10 +7,10 @@
 //! Without the feature, `crate::session` uses a no-op shim with the same methods.
 
 use xerotier_core::Entropy;
-use xerotier_credentials::{CurveKeyPair, SigningKeyPair};
+use xerotier_credentials::SigningKeyPair;
 use xerotier_proto::mesh::Frame;
 
-use crate::rotation::{self, Ack};
+use crate::rotation::{self, Ack, PendingKey};
 
 const ENV_VAR: &str = "XEROTIER_XEM_TEST_FAULT";
 
@@ -19,6 +19,7 @@ enum TestFault {
     CrashBeforeAck,
     CrashAfterAck,
     CrashAfterPromotion,
+    CrashBetweenKeyFiles,
     NeverAck,
     ForgeWrongKey,
     ForgeWrongNonce,
@@ -31,6 +32,7 @@ impl TestFault {
             "crash_before_ack" => Self::CrashBeforeAck,
             "crash_after_ack" => Self::CrashAfterAck,
             "crash_after_promotion" => Self::CrashAfterPromotion,
+            "crash_between_key_files" => Self::CrashBetweenKeyFiles,
             "never_ack" => Self::NeverAck,
             "forge_wrong_key" => Self::ForgeWrongKey,
             "forge_wrong_nonce" => Self::ForgeWrongNonce,
@@ -80,13 +82,19 @@ impl Faults {
         self.abort_at(TestFault::CrashAfterPromotion);
     }
 
+    /// The promoted CURVE key is on disk; the signing key file is not yet replaced.
+    pub fn between_key_files(&self) {
+        self.abort_at(TestFault::CrashBetweenKeyFiles);
+    }
+
     /// The acknowledgement to send: the honest one, or the injected forgery.
     pub fn acknowledgement(
         &mut self,
         honest: Ack<'_>,
-        key: &CurveKeyPair,
+        pending: &PendingKey,
         entropy: &dyn Entropy,
     ) -> Frame {
+        let (key, next_signing) = (&pending.key, pending.signing.public_hex());
         let ack = match self.active {
             Some(TestFault::ForgeWrongKey) => {
                 let stranger = SigningKeyPair::generate(entropy);
@@ -95,6 +103,7 @@ impl Faults {
                     honest.request_id,
                     honest.nonce,
                     key,
+                    &next_signing,
                     &stranger,
                 )
             }
@@ -103,12 +112,13 @@ impl Faults {
                 honest.request_id,
                 "not-the-nonce",
                 key,
+                &next_signing,
                 honest.signing,
             ),
             Some(TestFault::ReplayPreviousAck) if self.last_ack.is_some() => {
                 self.last_ack.clone().unwrap_or(Frame::LeaseAck { seq: 0 })
             }
-            _ => honest.sign(key),
+            _ => honest.sign(pending),
         };
         self.last_ack = Some(ack.clone());
         ack

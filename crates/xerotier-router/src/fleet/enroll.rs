@@ -279,6 +279,7 @@ impl EnrollService {
             quarantine_reason: None,
             replica_id: None,
             replica_since: None,
+            signing_key_rotated_at: None,
         };
         let context = AuditContext { actor: actor.clone(), ..context.clone() };
         let target = Target { kind: "agent", id: Some(&agent.id), name: Some(&agent.name) };

@@ -1,8 +1,9 @@
 //! On-demand CURVE key rotation with a signed acknowledgement.
 //!
 //! The router asks the agent (over its live CURVE session) for a fresh key pair; the agent keeps
-//! it pending and answers with an Ed25519 signature binding agent, request, nonce and new key;
-//! only a verified answer promotes the key. Until the agent is seen on the new key the old one
+//! it pending and answers with an Ed25519 signature binding agent, request, nonce, new CURVE key
+//! and new signing key; only a verified answer promotes the keys. The signing key is replaced
+//! outright at promotion: the next rotation must be signed by the new one. Until the agent is seen on the new key the old one
 //! stays accepted, so no step can lock the agent out, and every rotation ends `promoted` or
 //! `failed` with one reason.
 
@@ -13,14 +14,15 @@ use parking_lot::Mutex;
 
 use xerotier_core::{SharedClock, SharedEntropy, UnixMillis, format_rfc3339};
 use xerotier_credentials::{
-    curve_public_z85, fingerprint, parse_agent_curve_public, parse_curve_public, verify_signature,
+    curve_public_z85, fingerprint, parse_agent_curve_public, parse_curve_public,
+    parse_signing_public, verify_signature,
 };
 use xerotier_proto::mesh::{Frame, decode_ack_payload, rotate_ack_signing_input};
 use xerotier_proto::rotation::{
     DEFAULT_ROTATION_REASON, FAILURE_ACK_TIMEOUT, FAILURE_REVOKED_AGENT, FAILURE_SIGNATURE_MISMATCH,
 };
 use xerotier_proto::status::RotationStatus;
-use xerotier_store::{AgentRecord, Outcome, RotationRecord, Store, StoreError};
+use xerotier_store::{AgentRecord, NewAgentKeys, Outcome, RotationRecord, Store, StoreError};
 
 use crate::agent_events::EventLog;
 use crate::audit::{Actor, AuditContext, AuditLog, Change, Target};
@@ -172,6 +174,7 @@ impl RotationService {
             completed_at: None,
             new_public_key: None,
             request_id: context.request_id.clone(),
+            new_signing_public_key: None,
         };
         let event = self.events.event(&agent.id, "rotation_requested", Some(&rotation.id), serde_json::json!({
             "reason": reason, "requested_by": context.actor_key_id(), "deadline_at": format_rfc3339(rotation.deadline_at),
@@ -285,7 +288,11 @@ impl RotationService {
         let binds = body.as_ref().is_some_and(|b| {
             b.agent_id == agent.id && b.request_id == rotation.id && b.nonce == rotation.nonce
         });
-        let (true, true, Some(new_key)) = (signed, binds, new_key) else {
+        // The new signing key must be a valid one and a new one: an ack that keeps (or cannot
+        // name) its signing key would leave a stolen key proving every later rotation.
+        let new_signing = body.as_ref().and_then(|b| new_signing_key(b, &agent));
+        let (true, true, Some(new_key), Some(new_signing)) = (signed, binds, new_key, new_signing)
+        else {
             self.fail(&rotation, FAILURE_SIGNATURE_MISMATCH).await?;
             return Ok(());
         };
@@ -294,25 +301,30 @@ impl RotationService {
             return Ok(());
         }
         let new_z85 = curve_public_z85(&new_key);
+        let new_signing_hex = hex::encode(new_signing);
         let now = self.clock.now_millis();
+        // Fingerprints only: the records say which keys, never the keys.
+        let fingerprints = serde_json::json!({
+            "new_key_fingerprint": fingerprint(&new_key),
+            "new_signing_key_fingerprint": fingerprint(&new_signing),
+            "previous_signing_key_fingerprint": signing_fingerprint(&agent.signing_public_key),
+        });
         let events = [
             self.events.event(
                 agent_id,
                 "rotation_acknowledged",
                 Some(&rotation.id),
-                serde_json::json!({ "new_key_fingerprint": fingerprint(&new_key) }),
+                fingerprints.clone(),
             ),
-            self.events.event(
-                agent_id,
-                "rotation_promoted",
-                Some(&rotation.id),
-                serde_json::json!({ "new_key_fingerprint": fingerprint(&new_key) }),
-            ),
+            self.events.event(agent_id, "rotation_promoted", Some(&rotation.id), fingerprints.clone()),
         ];
-        let entry = self.terminal_audit(&rotation, Outcome::Success, serde_json::json!({
-            "rotation_request_id": rotation.id, "phase": "promoted", "new_key_fingerprint": fingerprint(&new_key),
-        }));
-        match self.store.promote_rotation(&rotation.id, &new_z85, now, &events, &entry).await {
+        let mut details = serde_json::json!({ "rotation_request_id": rotation.id, "phase": "promoted" });
+        if let (Some(details), Some(prints)) = (details.as_object_mut(), fingerprints.as_object()) {
+            details.extend(prints.clone());
+        }
+        let entry = self.terminal_audit(&rotation, Outcome::Success, details);
+        let new_keys = NewAgentKeys { curve: &new_z85, signing: &new_signing_hex };
+        match self.store.promote_rotation(&rotation.id, &new_keys, now, &events, &entry).await {
             Ok(Some(_)) => {}
             Ok(None) => return Ok(()), // ended meanwhile (deadline): nothing to promote
             Err(StoreError::AlreadyRevoked(_)) => {
@@ -470,6 +482,25 @@ impl RotationService {
         self.promoted.set_here(agent_id, None);
         Ok(())
     }
+}
+
+/// The new signing key an acknowledgement binds, if it is a valid Ed25519 key (not a weak
+/// point) other than the agent's current one.
+fn new_signing_key(
+    body: &xerotier_proto::mesh::RotateAckPayload,
+    agent: &AgentRecord,
+) -> Option<[u8; 32]> {
+    if !xerotier_proto::formats::is_signing_public_key(&body.new_signing_public_key) {
+        return None;
+    }
+    let key = parse_signing_public(&body.new_signing_public_key).ok()?;
+    let current = parse_signing_public(&agent.signing_public_key).ok();
+    (current != Some(key)).then_some(key)
+}
+
+/// The fingerprint of a hex signing key, or none if it is not one.
+pub(crate) fn signing_fingerprint(public_hex: &str) -> Option<String> {
+    parse_signing_public(public_hex).ok().map(|k| fingerprint(&k))
 }
 
 #[cfg(test)]

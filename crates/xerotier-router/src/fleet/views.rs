@@ -27,6 +27,9 @@ pub fn agent(agent: Agent) -> AgentView {
         last_heartbeat_at: last_heartbeat_at.map(format_rfc3339),
         lease_renewal_interval_ms: u64::try_from(record.lease_interval_ms).unwrap_or(0),
         curve_key_fingerprint,
+        signing_key_fingerprint: super::rotation::signing_fingerprint(&record.signing_public_key)
+            .unwrap_or_default(),
+        signing_key_rotated_at: record.signing_key_rotated_at.map(format_rfc3339),
         manifest_version: u64::try_from(record.manifest_version).unwrap_or(0),
         tool_count: manifest.tools.len(),
         workspace_count: manifest.workspaces.len(),

@@ -1,5 +1,6 @@
 //! The session's half of CURVE rotation: the router asks for a new key, the agent stores a
-//! pending one and acknowledges it signed, then switches once the router has promoted it.
+//! pending CURVE key and signing key and acknowledges them signed with its current signing
+//! key, then switches to both once the router has promoted them.
 //! The test-fault hooks mark the points the crash-safety tests kill or forge at.
 
 use super::Session;
@@ -17,7 +18,7 @@ impl Session {
         self.faults.pending_stored();
         let honest =
             Ack { agent_id: &self.identity.agent_id, request_id, nonce, signing: &self.signing };
-        let ack = self.faults.acknowledgement(honest, &pending.key, &*self.entropy);
+        let ack = self.faults.acknowledgement(honest, &pending, &*self.entropy);
         self.send(&ack)?;
         self.metrics.rotation(RotationOutcome::Acknowledged);
         self.faults.ack_sent();
@@ -34,12 +35,17 @@ impl Session {
             return Ok(());
         }
         self.faults.promotion_received();
-        rotation::promote(&self.curve_key_path, &pending)?;
+        let paths =
+            rotation::KeyPaths { curve: &self.curve_key_path, signing: &self.signing_key_path };
+        let faults = &self.faults;
+        rotation::promote(paths, &pending, || faults.between_key_files())?;
         self.curve = pending.key;
+        // The new signing key proves the next rotation; the old one verifies nothing any more.
+        self.signing = pending.signing;
         // Reconnect on the new key; the router retires the old one when it sees us.
         self.connect()?;
         self.metrics.rotation(RotationOutcome::Promoted);
-        tracing::info!(%request_id, "switched to the promoted CURVE key");
+        tracing::info!(%request_id, "switched to the promoted CURVE and signing keys");
         Ok(())
     }
 
