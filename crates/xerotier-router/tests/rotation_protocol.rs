@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use secrecy::ExposeSecret;
 use xerotier_core::{ManualClock, SeededEntropy};
 use xerotier_credentials::{CurveKeyPair, SigningKeyPair};
 use xerotier_proto::ErrorCode;
@@ -103,11 +104,27 @@ impl Fixture {
         key: &CurveKeyPair,
         signer: &SigningKeyPair,
     ) -> (Vec<u8>, Vec<u8>) {
+        // A fresh signing key, derived from the new CURVE key so a re-built ack is the same.
+        let next_signing =
+            SigningKeyPair::from_secret_hex(&key.secret_hex().expose_secret()).unwrap();
+        self.ack_binding(request_id, nonce, key, &next_signing.public_hex(), signer)
+    }
+
+    /// An acknowledgement binding `new_signing_public` as the agent's next signing key.
+    fn ack_binding(
+        &self,
+        request_id: &str,
+        nonce: &str,
+        key: &CurveKeyPair,
+        new_signing_public: &str,
+        signer: &SigningKeyPair,
+    ) -> (Vec<u8>, Vec<u8>) {
         let payload = encode_ack_payload(&RotateAckPayload {
             agent_id: self.agent_id.clone(),
             request_id: request_id.into(),
             nonce: nonce.into(),
             new_public_key: key.public_z85(),
+            new_signing_public_key: new_signing_public.into(),
         });
         let signature = signer.sign(&rotate_ack_signing_input(&payload)).to_vec();
         (payload, signature)
@@ -316,5 +333,138 @@ async fn every_rotation_is_audited_with_operator_reason_and_outcome() {
         assert_eq!(records[0].outcome, "success");
         assert_eq!(records[1].outcome, "failed");
         assert!(records[1].details.as_deref().unwrap().contains("acknowledgement timeout"));
+    }
+}
+
+impl Fixture {
+    async fn signing_key(&self) -> (String, Option<i64>) {
+        let agent = self.state.store.agent(&self.agent_id).await.unwrap().unwrap();
+        (agent.signing_public_key, agent.signing_key_rotated_at)
+    }
+}
+
+#[tokio::test]
+async fn promotion_replaces_the_signing_key_and_the_old_one_proves_nothing_after() {
+    for f in fixtures().await {
+        let old_signing = f.signing.public_hex();
+        assert_eq!(f.signing_key().await, (old_signing.clone(), None), "enrolled, never rotated");
+        let next = SigningKeyPair::generate(&SeededEntropy::new(21));
+        let key = CurveKeyPair::generate(&SeededEntropy::new(22));
+        let first = f.request().await;
+        let nonce = f.nonce(&first.request_id).await;
+        f.clock.advance_millis(10);
+        let (payload, signature) =
+            f.ack_binding(&first.request_id, &nonce, &key, &next.public_hex(), &f.signing);
+        f.state.rotations.on_ack(&f.agent_id, &payload, &signature).await.unwrap();
+        assert_eq!(f.status(&first.request_id).await.0, "promoted");
+        assert_eq!(f.signing_key().await, (next.public_hex(), Some(START + 10)));
+        let record = f.state.store.rotation(&first.request_id).await.unwrap().unwrap();
+        assert_eq!(record.new_signing_public_key, Some(next.public_hex()));
+        let view = f.state.agents.get(&f.agent_id).await.unwrap();
+        let view = xerotier_router::fleet::views::agent(view);
+        assert_eq!(
+            view.signing_key_fingerprint,
+            xerotier_credentials::fingerprint(&next.public_bytes())
+        );
+        assert_eq!(
+            view.signing_key_rotated_at.as_deref(),
+            Some(xerotier_core::format_rfc3339(START + 10).as_str())
+        );
+        f.state.rotations.on_seen(&f.agent_id, &key.public_bytes()).await;
+
+        // The old signing key, stolen, signs the next acknowledgement: refused, nothing moves.
+        let second = f.request().await;
+        let stolen = f.ack_binding(
+            &second.request_id,
+            &f.nonce(&second.request_id).await,
+            &CurveKeyPair::generate(&SeededEntropy::new(23)),
+            &SigningKeyPair::generate(&SeededEntropy::new(24)).public_hex(),
+            &f.signing,
+        );
+        f.state.rotations.on_ack(&f.agent_id, &stolen.0, &stolen.1).await.unwrap();
+        assert_eq!(
+            f.status(&second.request_id).await,
+            ("failed".into(), Some("signature mismatch".into()))
+        );
+        assert_eq!(f.current_key().await, key.public_z85());
+        assert_eq!(f.signing_key().await.0, next.public_hex());
+
+        // The new signing key proves the next rotation.
+        let third = f.request().await;
+        let (payload, signature) = f.ack(
+            &third.request_id,
+            &f.nonce(&third.request_id).await,
+            &CurveKeyPair::generate(&SeededEntropy::new(25)),
+            &next,
+        );
+        f.state.rotations.on_ack(&f.agent_id, &payload, &signature).await.unwrap();
+        assert_eq!(f.status(&third.request_id).await.0, "promoted");
+        assert_ne!(f.signing_key().await.0, next.public_hex());
+
+        // Events and audit records name the keys by fingerprint, never by their bytes.
+        let events = f
+            .state
+            .store
+            .list_events(&f.agent_id, &xerotier_store::PageRequest { limit: 50, after: None })
+            .await
+            .unwrap()
+            .items;
+        let promoted = events.iter().find(|e| e.event_type == "rotation_promoted").unwrap();
+        let details = promoted.details.as_deref().unwrap();
+        assert!(details.contains(&xerotier_credentials::fingerprint(&next.public_bytes())));
+        let filter = xerotier_store::AuditFilter {
+            action: Some("agent.curve_rotate".into()),
+            ..Default::default()
+        };
+        let audit = f
+            .state
+            .store
+            .list_audit(&filter, &xerotier_store::PageRequest { limit: 50, after: None })
+            .await
+            .unwrap()
+            .items;
+        let all: Vec<String> = events
+            .iter()
+            .filter_map(|e| e.details.clone())
+            .chain(audit.iter().filter_map(|a| a.details.clone()))
+            .collect();
+        assert!(all.iter().any(|d| d.contains("new_signing_key_fingerprint")));
+        for text in &all {
+            assert!(!text.contains(&next.public_hex()), "a signing key in a record: {text}");
+            assert!(!text.contains(&old_signing), "a signing key in a record: {text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_ack_binding_a_malformed_weak_or_reused_signing_key_is_refused() {
+    for f in fixtures().await {
+        let mut weak = [0u8; 32];
+        weak[0] = 1; // the identity point: a small-order (weak) key
+        let cases = [
+            ("empty", String::new()),
+            ("not hex", "z".repeat(64)),
+            ("too short", "ab".repeat(16)),
+            ("weak point", hex::encode(weak)),
+            ("same as the current one", f.signing.public_hex()),
+        ];
+        for (what, bound) in cases {
+            let before = (f.current_key().await, f.signing_key().await);
+            let rotation = f.request().await;
+            let (payload, signature) = f.ack_binding(
+                &rotation.request_id,
+                &f.nonce(&rotation.request_id).await,
+                &CurveKeyPair::generate(&SeededEntropy::new(31)),
+                &bound,
+                &f.signing,
+            );
+            f.state.rotations.on_ack(&f.agent_id, &payload, &signature).await.unwrap();
+            assert_eq!(
+                f.status(&rotation.request_id).await,
+                ("failed".into(), Some("signature mismatch".into())),
+                "{what}"
+            );
+            assert_eq!((f.current_key().await, f.signing_key().await), before, "{what}");
+        }
     }
 }

@@ -64,6 +64,7 @@ async fn enroll_renewing_every(store: &Store, n: u32, lease_interval_ms: i64) ->
         quarantine_reason: None,
         replica_id: None,
         replica_since: None,
+        signing_key_rotated_at: None,
     };
     store.enroll_agent(&agent, 10, &audit(&format!("aud_enroll_{n}"))).await.unwrap();
     id

@@ -60,6 +60,7 @@ fn agent(id: &str, name: &str, jk: &str, curve: &str) -> AgentRecord {
         quarantine_reason: None,
         replica_id: None,
         replica_since: None,
+        signing_key_rotated_at: None,
     }
 }
 

@@ -7,7 +7,7 @@ use xerotier_store::{AuditFilter, PageRequest, Store, StoreError};
 use xerotier_testkit::{TestDb, per_backend};
 
 mod builders;
-use builders::{agent, audit, event, join_key, rotation};
+use builders::{agent, audit, event, join_key, new_keys, rotation};
 
 /// A store with `agt_1` enrolled on `k0`, rotated to `k1` (so `k0` is its previous key), and a
 /// fresh join key per attempt in `jk_a0..`.
@@ -19,7 +19,7 @@ async fn rotated_store(db: &TestDb) -> Store {
         .create_rotation(&rotation("r1", "agt_1"), &event("e1", "agt_1"), &audit("a2"))
         .await
         .unwrap();
-    store.promote_rotation("r1", "k1", 20, &[], &audit("a3")).await.unwrap().unwrap();
+    store.promote_rotation("r1", &new_keys("k1"), 20, &[], &audit("a3")).await.unwrap().unwrap();
     for i in 0..4 {
         store
             .create_join_key(&join_key(&format!("jk_a{i}")), &audit(&format!("aj{i}")))
@@ -98,7 +98,8 @@ per_backend!(promotion_to_a_used_key_is_refused, rotated_store, |db, store| {
             .await
             .unwrap();
         let before = audit_ids(&store).await;
-        let result = store.promote_rotation(&id, used, 30, &[], &audit(&format!("ap{i}"))).await;
+        let result =
+            store.promote_rotation(&id, &new_keys(used), 30, &[], &audit(&format!("ap{i}"))).await;
         assert!(
             matches!(result, Err(StoreError::CurveKeyTaken)),
             "{}: promoted to used key {used}: {result:?}",
@@ -134,6 +135,10 @@ per_backend!(promotion_to_a_used_key_is_refused, rotated_store, |db, store| {
         .create_rotation(&rotation("r-fresh", "agt_1"), &event("ef", "agt_1"), &audit("afr"))
         .await
         .unwrap();
-    store.promote_rotation("r-fresh", "k2", 40, &[], &audit("apf")).await.unwrap().unwrap();
+    store
+        .promote_rotation("r-fresh", &new_keys("k2"), 40, &[], &audit("apf"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(store.agent_curve_keys("agt_1").await.unwrap(), ["k0", "k1", "k2"]);
 });

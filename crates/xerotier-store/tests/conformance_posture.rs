@@ -7,7 +7,7 @@ use xerotier_store::{AuditEntry, AuditFilter, NewApiKey, PageRequest, PostureTra
 use xerotier_testkit::{TestDb, per_backend};
 
 mod builders;
-use builders::{agent, audit, event, join_key, rotation};
+use builders::{agent, audit, event, join_key, new_keys, rotation};
 
 async fn open(db: &TestDb) -> Store {
     Store::connect(db.url()).await.unwrap()
@@ -64,7 +64,7 @@ per_backend!(posture_reads_each_kind_in_force, open, |db, store| {
         .create_rotation(&rotation("r1", "agt_1"), &event("e1", "agt_1"), &audit("a5"))
         .await
         .unwrap();
-    store.promote_rotation("r1", "k1", 20, &[], &audit("a6")).await.unwrap().unwrap();
+    store.promote_rotation("r1", &new_keys("k1"), 20, &[], &audit("a6")).await.unwrap().unwrap();
     store
         .create_rotation(&rotation("r2", "agt_1"), &event("e2", "agt_1"), &audit("a7"))
         .await

@@ -3,9 +3,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use xerotier_store::{
-    AgentEvent, AgentRecord, AuditEntry, AuditFilter, JoinKeyRecord, PageRequest, RotationRecord,
-    Store, StoreError,
+    AgentEvent, AgentRecord, AuditEntry, AuditFilter, JoinKeyRecord, NewAgentKeys, PageRequest,
+    RotationRecord, Store, StoreError,
 };
+
+/// The signing key `agt_1` enrolls with, and the one every test promotion binds.
+const OLD_SIGNING_KEY: &str = "abababababababababababababababababababababababababababababababab";
+const NEW_SIGNING_KEY: &str = "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd";
+
+fn new_keys(curve: &str) -> NewAgentKeys<'_> {
+    NewAgentKeys { curve, signing: NEW_SIGNING_KEY }
+}
+
+/// `agt_1`'s signing key and when it was last rotated.
+async fn signing(store: &Store) -> (String, Option<i64>) {
+    let agent = store.agent("agt_1").await.unwrap().unwrap();
+    (agent.signing_public_key, agent.signing_key_rotated_at)
+}
 use xerotier_testkit::{TestDb, per_backend};
 
 /// A store on `db` with one enrolled agent, `agt_1`, on CURVE key `old-key`.
@@ -52,6 +66,7 @@ async fn store_with_agent(db: &TestDb) -> Store {
         quarantine_reason: None,
         replica_id: None,
         replica_since: None,
+        signing_key_rotated_at: None,
     };
     store.enroll_agent(&agent, 1, &audit("a1")).await.unwrap();
     store
@@ -92,6 +107,7 @@ fn rotation(id: &str, deadline_at: i64) -> RotationRecord {
         completed_at: None,
         new_public_key: None,
         request_id: Some("http-1".into()),
+        new_signing_public_key: None,
     }
 }
 
@@ -153,7 +169,7 @@ per_backend!(
             .unwrap();
         let events = [event("e2", "rotation_acknowledged"), event("e3", "rotation_promoted")];
         let promoted = store
-            .promote_rotation("r1", "new-key", 20, &events, &audit("a3"))
+            .promote_rotation("r1", &new_keys("new-key"), 20, &events, &audit("a3"))
             .await
             .unwrap()
             .unwrap();
@@ -198,7 +214,8 @@ per_backend!(
             .collect();
         assert!(audited.contains(&"a6".to_string()), "a retirement is audited: {audited:?}");
         assert!(!audited.contains(&"a5".to_string()), "a refused retirement records nothing");
-        let again = store.promote_rotation("r1", "newer", 30, &[], &audit("a4")).await.unwrap();
+        let again =
+            store.promote_rotation("r1", &new_keys("newer"), 30, &[], &audit("a4")).await.unwrap();
         assert!(again.is_none(), "a terminal rotation is never promoted twice");
         let page = PageRequest { limit: 50, after: None };
         let types: Vec<_> = store
@@ -255,7 +272,11 @@ per_backend!(failed_rotation_changes_no_key_and_ends_once, store_with_agent, |db
             .is_none()
     );
     assert!(
-        store.promote_rotation("r1", "new-key", 102, &[], &audit("a5")).await.unwrap().is_none()
+        store
+            .promote_rotation("r1", &new_keys("new-key"), 102, &[], &audit("a5"))
+            .await
+            .unwrap()
+            .is_none()
     );
     assert_eq!(keys(&store).await, ["old-key"]);
     assert_eq!(
@@ -273,7 +294,8 @@ per_backend!(
             .await
             .unwrap();
         store.revoke_agent("agt_1", 15, None, None, &audit("a3")).await.unwrap();
-        let promoted = store.promote_rotation("r1", "new-key", 20, &[], &audit("a4")).await;
+        let promoted =
+            store.promote_rotation("r1", &new_keys("new-key"), 20, &[], &audit("a4")).await;
         assert!(
             matches!(promoted, Err(StoreError::AlreadyRevoked(_))),
             "{}: {promoted:?}",
@@ -314,3 +336,72 @@ per_backend!(events_page_by_id, store_with_agent, |db, store| {
             .is_empty()
     );
 });
+
+per_backend!(
+    promotion_replaces_the_signing_key_in_the_same_transaction,
+    store_with_agent,
+    |db, store| {
+        assert_eq!(signing(&store).await, (OLD_SIGNING_KEY.to_string(), None), "{}", db.backend);
+        store
+            .create_rotation(&rotation("r1", 100), &event("e1", "rotation_requested"), &audit("a2"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.rotation("r1").await.unwrap().unwrap().new_signing_public_key,
+            None,
+            "nothing bound before the acknowledgement"
+        );
+        let promoted =
+            store.promote_rotation("r1", &new_keys("new-key"), 20, &[], &audit("a3")).await;
+        let promoted = promoted.unwrap().unwrap();
+        assert_eq!(promoted.new_signing_public_key.as_deref(), Some(NEW_SIGNING_KEY));
+        assert_eq!(
+            store.rotation("r1").await.unwrap().unwrap().new_signing_public_key.as_deref(),
+            Some(NEW_SIGNING_KEY)
+        );
+        // Replaced outright: no previous signing key is kept anywhere on the agent.
+        assert_eq!(signing(&store).await, (NEW_SIGNING_KEY.to_string(), Some(20)));
+        // A second promotion of the ended rotation changes nothing.
+        let other = NewAgentKeys { curve: "newer", signing: OLD_SIGNING_KEY };
+        assert!(
+            store.promote_rotation("r1", &other, 30, &[], &audit("a4")).await.unwrap().is_none()
+        );
+        assert_eq!(signing(&store).await, (NEW_SIGNING_KEY.to_string(), Some(20)));
+    }
+);
+
+per_backend!(
+    a_failed_or_refused_promotion_leaves_the_signing_key,
+    store_with_agent,
+    |db, store| {
+        store
+            .create_rotation(&rotation("r1", 100), &event("e1", "rotation_requested"), &audit("a2"))
+            .await
+            .unwrap();
+        store
+            .fail_rotation("r1", "signature mismatch", 50, &event("e2", "x"), &audit("a3"))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .promote_rotation("r1", &new_keys("new-key"), 60, &[], &audit("a4"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(signing(&store).await, (OLD_SIGNING_KEY.to_string(), None), "{}", db.backend);
+        let failed = store.rotation("r1").await.unwrap().unwrap();
+        assert_eq!(failed.new_signing_public_key, None);
+        // A revoked agent: the promotion rolls back whole, the signing key with it.
+        store
+            .create_rotation(&rotation("r2", 200), &event("e3", "rotation_requested"), &audit("a5"))
+            .await
+            .unwrap();
+        store.revoke_agent("agt_1", 70, None, None, &audit("a6")).await.unwrap();
+        let refused =
+            store.promote_rotation("r2", &new_keys("new-key"), 80, &[], &audit("a7")).await;
+        assert!(matches!(refused, Err(StoreError::AlreadyRevoked(_))), "{refused:?}");
+        assert_eq!(signing(&store).await, (OLD_SIGNING_KEY.to_string(), None));
+        assert_eq!(store.rotation("r2").await.unwrap().unwrap().new_signing_public_key, None);
+    }
+);

@@ -118,6 +118,7 @@ fn frames() -> Vec<Frame> {
         request_id: "rot_01HZY3".into(),
         nonce: "6f1c".repeat(8),
         new_public_key: CurveKeyPair::generate(&SeededEntropy::new(4)).public_z85(),
+        new_signing_public_key: SigningKeyPair::generate(&SeededEntropy::new(5)).public_hex(),
     });
     let signature = signing.sign(&mesh::rotate_ack_signing_input(&payload)).to_vec();
     let result: xerotier_proto::invocation::InvocationResult = serde_json::from_value(json!({

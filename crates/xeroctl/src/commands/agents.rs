@@ -178,7 +178,12 @@ fn print_agent(ctx: &Ctx, agent: &AgentView) -> anyhow::Result<()> {
             ),
         ),
         ("last curve rotation", output::or_dash(agent.curve_key_rotated_at.as_deref())),
-        ("signing key fingerprint", output::or_dash(Some(&agent.signing_key_fingerprint).filter(|f| !f.is_empty()).map(String::as_str))),
+        (
+            "signing key fingerprint",
+            output::or_dash(
+                Some(&agent.signing_key_fingerprint).filter(|f| !f.is_empty()).map(String::as_str),
+            ),
+        ),
         ("last signing key rotation", output::or_dash(agent.signing_key_rotated_at.as_deref())),
         (
             "manifest",

@@ -316,9 +316,15 @@ impl RotationService {
                 Some(&rotation.id),
                 fingerprints.clone(),
             ),
-            self.events.event(agent_id, "rotation_promoted", Some(&rotation.id), fingerprints.clone()),
+            self.events.event(
+                agent_id,
+                "rotation_promoted",
+                Some(&rotation.id),
+                fingerprints.clone(),
+            ),
         ];
-        let mut details = serde_json::json!({ "rotation_request_id": rotation.id, "phase": "promoted" });
+        let mut details =
+            serde_json::json!({ "rotation_request_id": rotation.id, "phase": "promoted" });
         if let (Some(details), Some(prints)) = (details.as_object_mut(), fingerprints.as_object()) {
             details.extend(prints.clone());
         }

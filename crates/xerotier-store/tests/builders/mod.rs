@@ -3,7 +3,18 @@
 
 #![allow(dead_code)] // each test crate uses a subset
 
-use xerotier_store::{AgentEvent, AgentRecord, AuditEntry, JoinKeyRecord, RotationRecord};
+use xerotier_store::{
+    AgentEvent, AgentRecord, AuditEntry, JoinKeyRecord, NewAgentKeys, RotationRecord,
+};
+
+/// The new signing key every test promotion binds (hex; the store keeps what it is given).
+pub const NEW_SIGNING_KEY: &str =
+    "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd";
+
+/// The keys a promotion of CURVE key `curve` binds.
+pub fn new_keys(curve: &str) -> NewAgentKeys<'_> {
+    NewAgentKeys { curve, signing: NEW_SIGNING_KEY }
+}
 
 pub fn join_key(id: &str) -> JoinKeyRecord {
     JoinKeyRecord {
@@ -49,6 +60,7 @@ pub fn agent(id: &str, name: &str, jk: &str, curve: &str) -> AgentRecord {
         quarantine_reason: None,
         replica_id: None,
         replica_since: None,
+        signing_key_rotated_at: None,
     }
 }
 
@@ -87,6 +99,7 @@ pub fn rotation(id: &str, agent_id: &str) -> RotationRecord {
         completed_at: None,
         new_public_key: None,
         request_id: None,
+        new_signing_public_key: None,
     }
 }
 

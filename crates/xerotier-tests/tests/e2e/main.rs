@@ -44,6 +44,7 @@ mod runbook;
 mod security;
 mod seed;
 mod shutdown;
+mod signing_rotation;
 mod streams;
 mod tls;
 mod webhooks;

@@ -29,16 +29,16 @@ use crate::harness::{
 /// The agents' lease renewal interval: `active` means a renewal within the last three.
 const LEASE_MS: u64 = 200;
 /// The routers' acknowledgement timeout (seconds), short so that timeouts are quick to see.
-const ACK_TIMEOUT_S: u64 = 3;
+pub(crate) const ACK_TIMEOUT_S: u64 = 3;
 /// Deadline for anything asynchronous: a rotation's end, an agent's state, a process's crash.
-const SETTLE: Duration = Duration::from_secs(20);
+pub(crate) const SETTLE: Duration = Duration::from_secs(20);
 /// The three reasons a rotation may fail with (SPEC 3.2), exactly.
 const FAILURE_REASONS: [&str; 3] =
     ["acknowledgement timeout", "signature mismatch", "revoked agent"];
 /// `xem_version` of the hellos that raw probe clients send, to tell them apart in the events.
 const PROBE_VERSION: &str = "rotation-probe";
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
@@ -47,7 +47,7 @@ fn now_rfc3339() -> String {
 // ---------------------------------------------------------------------------------------------
 
 /// A router on a fixed mesh port with an acknowledgement timeout of `ack_timeout_s` seconds.
-async fn start_router(backend: &Backend, ack_timeout_s: u64) -> Router {
+pub(crate) async fn start_router(backend: &Backend, ack_timeout_s: u64) -> Router {
     let options = RouterOptions {
         extra_args: vec![
             "--curve-rotation-ack-timeout-seconds".to_string(),
@@ -59,7 +59,7 @@ async fn start_router(backend: &Backend, ack_timeout_s: u64) -> Router {
 }
 
 /// Rotation calls on a [`Router`], with its admin key.
-trait Rotations {
+pub(crate) trait Rotations {
     /// `GET …/curve-rotations/{request_id}`.
     async fn rotation(&self, agent_id: &str, request_id: &str) -> Value;
     /// `POST …/curve-rotate`; panics unless 202.
@@ -153,19 +153,19 @@ fn assert_terminal(rotation: &Value) {
 // An XEM process, with the XEM's test fault injection (`XEROTIER_XEM_TEST_FAULT`)
 // ---------------------------------------------------------------------------------------------
 
-struct TestXem {
+pub(crate) struct TestXem {
     name: String,
-    dir: TempDir,
+    pub(crate) dir: TempDir,
     child: Option<Child>,
     starts: usize,
-    agent_id: String,
+    pub(crate) agent_id: String,
     /// The router's CURVE public key, from the enrollment answer (kept in `identity.json`).
-    router_key: String,
+    pub(crate) router_key: String,
 }
 
 impl TestXem {
     /// Enrolls a fresh agent with a new join key and waits for its first lease renewal.
-    async fn enroll(router: &Router, name: &str, fault: Option<&str>) -> TestXem {
+    pub(crate) async fn enroll(router: &Router, name: &str, fault: Option<&str>) -> TestXem {
         Self::enroll_via(router, router, name, fault).await
     }
 
@@ -205,7 +205,7 @@ impl TestXem {
         self.dir.path().join("state")
     }
 
-    fn key_path(&self) -> PathBuf {
+    pub(crate) fn key_path(&self) -> PathBuf {
         self.dir.path().join("curve.hex")
     }
 
@@ -275,12 +275,12 @@ impl TestXem {
     }
 
     /// Starts it again on its enrolled identity (no join key), without any fault.
-    fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.spawn(None, None);
     }
 
     /// SIGTERM; it must exit cleanly.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let mut child = self.child.take().expect("the XEM is not running");
         send_sigterm(child.id());
         let status = wait_for_exit(&mut child, EXIT_DEADLINE).expect("the XEM stops on SIGTERM");
@@ -300,22 +300,22 @@ impl TestXem {
     }
 
     /// Waits for an injected `abort()`.
-    async fn wait_crash(&mut self) {
+    pub(crate) async fn wait_crash(&mut self) {
         let status = self.wait_exit().await;
         assert_eq!(status.signal(), Some(6), "{} should have aborted, got {status}", self.name);
     }
 
     /// The agent's current key, as its key file holds it.
-    fn key_hex(&self) -> String {
+    pub(crate) fn key_hex(&self) -> String {
         std::fs::read_to_string(self.key_path()).expect("reading the key file").trim().to_string()
     }
 
-    fn key(&self) -> CurveKeyPair {
+    pub(crate) fn key(&self) -> CurveKeyPair {
         CurveKeyPair::from_secret_hex(&self.key_hex()).expect("a CURVE secret key")
     }
 
     /// The public key of the pending key file, if there is one.
-    fn pending_public(&self) -> Option<String> {
+    pub(crate) fn pending_public(&self) -> Option<String> {
         let path = PathBuf::from(format!("{}.pending", self.key_path().display()));
         let text = std::fs::read_to_string(path).ok()?;
         let file: Value = serde_json::from_str(&text).expect("a pending key file");
@@ -374,7 +374,7 @@ fn probe(
 }
 
 /// Whether the mesh accepts `key_hex` at the handshake (no frame is sent).
-fn accepted(router: &Router, xem: &TestXem, key_hex: &str) -> bool {
+pub(crate) fn accepted(router: &Router, xem: &TestXem, key_hex: &str) -> bool {
     probe(router, xem, key_hex, None).0
 }
 
@@ -471,7 +471,7 @@ impl EventStream {
 
 /// The end every scenario must reach: the agent renews its lease after `since`, the router's
 /// current key is the one in the agent's key file (any switch is done), and the mesh accepts it.
-async fn assert_working(router: &Router, xem: &TestXem, since: &str) -> Value {
+pub(crate) async fn assert_working(router: &Router, xem: &TestXem, since: &str) -> Value {
     router.wait_fresh(&xem.agent_id, since).await;
     eventually(&format!("{} and the router to agree on its key", xem.name), SETTLE, || async {
         let agent = router.agent(&xem.agent_id).await;
@@ -528,7 +528,7 @@ async fn rotation_events(router: &Router, agent_id: &str, request_id: &str) -> V
         .collect()
 }
 
-fn request_id_of(view: &Value) -> String {
+pub(crate) fn request_id_of(view: &Value) -> String {
     view["request_id"].as_str().expect("request id").to_string()
 }
 

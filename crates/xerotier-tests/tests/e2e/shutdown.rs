@@ -54,8 +54,9 @@ struct SimAgent {
     signing: SigningKeyPair,
     /// Whether it acknowledges rotation instructions (a mute agent never does).
     acknowledges: bool,
-    /// The key of an acknowledged rotation, until the promotion (or failure) arrives.
-    pending: Option<(String, CurveKeyPair)>,
+    /// The keys (CURVE, signing) of an acknowledged rotation, until the promotion (or
+    /// failure) arrives.
+    pending: Option<(String, CurveKeyPair, SigningKeyPair)>,
 }
 
 impl SimAgent {
@@ -81,25 +82,27 @@ impl SimAgent {
         match frame {
             Frame::RotateCurve { request_id, nonce } if self.acknowledges => {
                 // A re-sent instruction (after a reconnect) reuses the pending key.
-                let key = match self.pending.take() {
-                    Some((pending_id, key)) if pending_id == request_id => key,
-                    _ => CurveKeyPair::generate(&OsEntropy),
+                let (key, next_signing) = match self.pending.take() {
+                    Some((pending_id, key, next)) if pending_id == request_id => (key, next),
+                    _ => (CurveKeyPair::generate(&OsEntropy), SigningKeyPair::generate(&OsEntropy)),
                 };
                 let payload = encode_ack_payload(&RotateAckPayload {
                     agent_id: self.id.clone(),
                     request_id: request_id.clone(),
                     nonce,
                     new_public_key: key.public_z85(),
+                    new_signing_public_key: next_signing.public_hex(),
                 });
                 let signature = self.signing.sign(&rotate_ack_signing_input(&payload)).to_vec();
                 let _ = socket.send(mesh::encode(&Frame::RotateAck { payload, signature }), 0);
-                self.pending = Some((request_id, key));
+                self.pending = Some((request_id, key, next_signing));
                 stats.acknowledged.fetch_add(1, Ordering::Relaxed);
                 false
             }
             Frame::RotationPromoted { request_id } => match self.pending.take() {
-                Some((pending_id, key)) if pending_id == request_id => {
+                Some((pending_id, key, next_signing)) if pending_id == request_id => {
                     self.curve = key;
+                    self.signing = next_signing;
                     stats.promoted.fetch_add(1, Ordering::Relaxed);
                     true
                 }
@@ -109,7 +112,7 @@ impl SimAgent {
                 }
             },
             Frame::RotationFailed { request_id, .. } => {
-                if self.pending.as_ref().is_some_and(|(id, _)| *id == request_id) {
+                if self.pending.as_ref().is_some_and(|(id, _, _)| *id == request_id) {
                     self.pending = None;
                 }
                 false
