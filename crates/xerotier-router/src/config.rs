@@ -232,9 +232,9 @@ pub enum HttpMode {
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
-    /// The master key file, if one was given or systemd passed the credential; the router
+    /// Where the master key is, if it was given or systemd passed the credential; the router
     /// refuses to start without one.
-    pub master_key_file: Option<PathBuf>,
+    pub master_key: Option<MasterKeySource>,
     pub listen: SocketAddr,
     pub state_dir: PathBuf,
     /// May carry a password: held as a secret, shown only through `redact_url`.
@@ -360,7 +360,10 @@ impl RouterConfig {
             });
         }
         Ok(Self {
-            master_key_file: master_key_file(args.master_key_file.or(file.master_key_file)),
+            master_key: master_key_source(
+                args.master_key_file.or(file.master_key_file),
+                std::env::var_os("CREDENTIALS_DIRECTORY"),
+            ),
             webhooks,
             public_url,
             listen,
@@ -383,13 +386,26 @@ impl RouterConfig {
 /// The name of the systemd credential holding the master key (`LoadCredential=`).
 pub const MASTER_KEY_CREDENTIAL: &str = "xerotier-master-key";
 
+/// Where the master key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasterKeySource {
+    /// `--master-key-file` / `master_key_file:`: 0600, owned by the router's user.
+    File(PathBuf),
+    /// systemd's credential (`LoadCredential=xerotier-master-key:…`), in
+    /// `$CREDENTIALS_DIRECTORY`.
+    SystemdCredential(PathBuf),
+}
+
 /// The given master key file, else systemd's credential when the service has one.
-fn master_key_file(given: Option<PathBuf>) -> Option<PathBuf> {
-    given.or_else(|| {
-        let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
-        let path = PathBuf::from(dir).join(MASTER_KEY_CREDENTIAL);
-        path.exists().then_some(path)
-    })
+fn master_key_source(
+    given: Option<PathBuf>,
+    credentials_dir: Option<std::ffi::OsString>,
+) -> Option<MasterKeySource> {
+    if let Some(path) = given {
+        return Some(MasterKeySource::File(path));
+    }
+    let path = PathBuf::from(credentials_dir?).join(MASTER_KEY_CREDENTIAL);
+    path.exists().then_some(MasterKeySource::SystemdCredential(path))
 }
 
 /// What the offline commands (`rewrap`) need: the store URL, from the flags and the config
@@ -621,6 +637,50 @@ mod tests {
         let mut argv = vec!["xerotier-router"];
         argv.extend_from_slice(extra);
         RouterArgs::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn the_master_key_is_the_flag_then_the_file_then_the_systemd_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("router.yaml");
+        std::fs::write(&file, "master_key_file: /etc/xerotier/master.key\n").unwrap();
+        let config = RouterConfig::resolve(args(&["--config", file.to_str().unwrap()])).unwrap();
+        let from_file = MasterKeySource::File("/etc/xerotier/master.key".into());
+        assert_eq!(config.master_key, Some(from_file));
+        let flag = ["--config", file.to_str().unwrap(), "--master-key-file", "/k"];
+        let config = RouterConfig::resolve(args(&flag)).unwrap();
+        assert_eq!(config.master_key, Some(MasterKeySource::File("/k".into())));
+
+        let creds = dir.path().join("creds");
+        std::fs::create_dir(&creds).unwrap();
+        assert_eq!(master_key_source(None, Some(creds.clone().into_os_string())), None);
+        std::fs::write(creds.join(MASTER_KEY_CREDENTIAL), "x").unwrap();
+        assert_eq!(
+            master_key_source(None, Some(creds.clone().into_os_string())),
+            Some(MasterKeySource::SystemdCredential(creds.join(MASTER_KEY_CREDENTIAL)))
+        );
+        assert_eq!(
+            master_key_source(Some("/k".into()), Some(creds.into_os_string())),
+            Some(MasterKeySource::File("/k".into()))
+        );
+        assert_eq!(master_key_source(None, None), None);
+    }
+
+    #[test]
+    fn a_database_url_password_never_reaches_debug() {
+        let url = "postgres://xero:hunter2@db:5432/x?sslpassword=hunter3";
+        let parsed = args(&["--database-url", url]);
+        let shown = format!("{parsed:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("hunter3"), "{shown}");
+        assert!(shown.contains("postgres://xero:***@db:5432/x"), "{shown}");
+        let config = RouterConfig::resolve(parsed).unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("hunter3"), "{shown}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("router.yaml");
+        std::fs::write(&file, format!("database_url: {url}\n")).unwrap();
+        let offline = offline_store_url(&args(&["--config", file.to_str().unwrap()])).unwrap();
+        assert_eq!(secrecy::ExposeSecret::expose_secret(&offline), url);
     }
 
     #[test]

@@ -1,11 +1,9 @@
 //! The master key this router seals its secrets under, and the one exit status that says it is
 //! missing or wrong (so a service manager can stop restarting a router that cannot start).
 
-use std::path::Path;
-
 use xerotier_seal::{MasterKey, MasterKeyError, SealError};
 
-use crate::config::MASTER_KEY_CREDENTIAL;
+use crate::config::{MASTER_KEY_CREDENTIAL, MasterKeySource};
 
 /// The router's exit status when its master key is missing, unreadable, refused (mode, owner,
 /// symlink, content) or not the key the store's secrets are sealed under (sysexits' EX_CONFIG).
@@ -25,10 +23,12 @@ pub enum MasterKeyFailure {
     WrongKey(SealError),
 }
 
-/// Loads the master key from `path`, or says why there is none.
-pub fn load(path: Option<&Path>) -> Result<MasterKey, MasterKeyFailure> {
-    let path = path.ok_or(MasterKeyFailure::Missing)?;
-    Ok(MasterKey::load(path)?)
+/// Loads the master key from where it was given, or says why there is none.
+pub fn load(source: Option<&MasterKeySource>) -> Result<MasterKey, MasterKeyFailure> {
+    match source.ok_or(MasterKeyFailure::Missing)? {
+        MasterKeySource::File(path) => Ok(MasterKey::load(path)?),
+        MasterKeySource::SystemdCredential(path) => Ok(MasterKey::load_credential(path)?),
+    }
 }
 
 /// Whether `err` (anywhere in its chain) is a master key failure: the router then exits with

@@ -40,7 +40,7 @@ const TASKS_DRAIN: Duration = Duration::from_secs(10);
 pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     // First: without its master key the router can read none of its secrets, so it refuses
     // before it creates or touches anything.
-    let master_key = crate::master_key::load(config.master_key_file.as_deref())?;
+    let master_key = crate::master_key::load(config.master_key.as_ref())?;
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
     std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o700))

@@ -120,6 +120,19 @@ impl MasterKey {
     /// characters. The checks are made on the opened descriptor (`O_NOFOLLOW`), so the file
     /// checked is the file read.
     pub fn load(path: &Path) -> Result<Self, MasterKeyError> {
+        Self::load_checked(path, true)
+    }
+
+    /// Reads a master key that systemd passed as a credential (`LoadCredential=`): as
+    /// [`MasterKey::load`], except the mode and owner. systemd gives the service's user read
+    /// access with an ACL (the group bits then show the ACL mask, e.g. 0440, owner root) or by
+    /// ownership, in a read-only directory only that service (and root) can enter; the checks
+    /// meant for a file an operator placed would refuse it for no reason.
+    pub fn load_credential(path: &Path) -> Result<Self, MasterKeyError> {
+        Self::load_checked(path, false)
+    }
+
+    fn load_checked(path: &Path, check_access: bool) -> Result<Self, MasterKeyError> {
         let io = |source| MasterKeyError::Io { path: path.to_path_buf(), source };
         let mut file = match OpenOptions::new()
             .read(true)
@@ -137,11 +150,11 @@ impl MasterKey {
             return Err(MasterKeyError::NotRegular { path: path.to_path_buf() });
         }
         let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        if check_access && mode & 0o077 != 0 {
             return Err(MasterKeyError::TooOpen { path: path.to_path_buf(), mode });
         }
         let uid = rustix::process::geteuid().as_raw();
-        if meta.uid() != uid {
+        if check_access && meta.uid() != uid {
             return Err(MasterKeyError::WrongOwner { path: path.to_path_buf(), owner: meta.uid(), uid });
         }
         if meta.len() > MAX_FILE_LEN {
@@ -298,6 +311,21 @@ mod tests {
         let huge = dir.path().join("huge.key");
         write(&huge, &"a".repeat(10_000), 0o600);
         assert!(matches!(MasterKey::load(&huge), Err(MasterKeyError::TooLong { .. })));
+    }
+
+    #[test]
+    fn a_systemd_credential_is_read_whatever_its_acl_mask_but_never_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = MasterKey::generate(&SeededEntropy::new(6));
+        let path = dir.path().join("xerotier-master-key");
+        write(&path, key.file_text().expose_secret(), 0o440);
+        assert!(matches!(MasterKey::load(&path), Err(MasterKeyError::TooOpen { .. })));
+        assert_eq!(MasterKey::load_credential(&path).unwrap(), key);
+        let link = dir.path().join("link");
+        symlink(&path, &link).unwrap();
+        assert!(matches!(MasterKey::load_credential(&link), Err(MasterKeyError::Symlink { .. })));
+        write(&path, "short", 0o400);
+        assert!(matches!(MasterKey::load_credential(&path), Err(MasterKeyError::TooShort { .. })));
     }
 
     #[test]
