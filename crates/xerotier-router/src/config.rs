@@ -420,10 +420,11 @@ pub fn offline_store_url(args: &RouterArgs) -> Result<SecretString, ConfigError>
         .clone()
         .or(file.state_dir)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-    Ok(args.database_url.clone().or(file.database_url).map_or_else(
-        || sqlite_url(&state_dir),
-        DatabaseUrl::into_secret,
-    ))
+    Ok(args
+        .database_url
+        .clone()
+        .or(file.database_url)
+        .map_or_else(|| sqlite_url(&state_dir), DatabaseUrl::into_secret))
 }
 
 fn sqlite_url(state_dir: &Path) -> SecretString {

@@ -78,10 +78,16 @@ async fn rewrap(
     store.close().await;
     let report = result?;
     for done in &report.columns {
-        println!("{}.{}: {} of {} values rewrapped", done.column.table, done.column.sealed, done.changed, done.rows);
+        println!(
+            "{}.{}: {} of {} values rewrapped",
+            done.column.table, done.column.sealed, done.changed, done.rows
+        );
     }
     if report.were_clear > 0 {
-        println!("{} of them were stored in clear by an older router, now sealed", report.were_clear);
+        println!(
+            "{} of them were stored in clear by an older router, now sealed",
+            report.were_clear
+        );
     }
     println!("sealed under master key {} (was {})", new.kek_id(), old.kek_id());
     Ok(())

@@ -27,7 +27,11 @@ pub struct RewrapReport {
 
 /// Opens every sealed value with `old` and seals it again under `new` (a value still in clear is
 /// sealed under `new`), in one transaction; any value `old` does not open refuses the whole.
-pub async fn rewrap(store: &Store, old: &Sealer, new: &Sealer) -> Result<RewrapReport, RewrapError> {
+pub async fn rewrap(
+    store: &Store,
+    old: &Sealer,
+    new: &Sealer,
+) -> Result<RewrapReport, RewrapError> {
     if old.kek_id() == new.kek_id() {
         return Err(RewrapError::SameKey(old.kek_id().to_string()));
     }

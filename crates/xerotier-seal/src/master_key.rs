@@ -155,7 +155,11 @@ impl MasterKey {
         }
         let uid = rustix::process::geteuid().as_raw();
         if check_access && meta.uid() != uid {
-            return Err(MasterKeyError::WrongOwner { path: path.to_path_buf(), owner: meta.uid(), uid });
+            return Err(MasterKeyError::WrongOwner {
+                path: path.to_path_buf(),
+                owner: meta.uid(),
+                uid,
+            });
         }
         if meta.len() > MAX_FILE_LEN {
             return Err(MasterKeyError::TooLong { path: path.to_path_buf(), len: meta.len() });
@@ -292,7 +296,8 @@ mod tests {
         let missing = dir.path().join("missing.key");
         assert!(matches!(MasterKey::load(&missing), Err(MasterKeyError::Io { .. })));
 
-        let cases: [(&str, fn(&MasterKeyError) -> bool); 5] = [
+        type Expected = fn(&MasterKeyError) -> bool;
+        let cases: [(&str, Expected); 5] = [
             ("", |e| matches!(e, MasterKeyError::Empty { .. })),
             ("\n", |e| matches!(e, MasterKeyError::Empty { .. })),
             ("abcd\n", |e| matches!(e, MasterKeyError::TooShort { len: 4, .. })),

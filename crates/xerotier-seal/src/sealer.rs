@@ -210,10 +210,7 @@ mod tests {
             let mut bad = body.clone();
             bad[i] ^= 0x01;
             let tampered = format!("{header}{}", STANDARD_NO_PAD.encode(&bad));
-            assert!(
-                matches!(s.open("x", &tampered), Err(SealError::Tampered { .. })),
-                "byte {i}"
-            );
+            assert!(matches!(s.open("x", &tampered), Err(SealError::Tampered { .. })), "byte {i}");
         }
     }
 

@@ -258,7 +258,10 @@ mod tests {
                 "postgresql://u@h/db?sslmode=verify-full&sslpassword=***&PASSWORD=***",
             ),
             ("postgres://u:hunter2@h/db?password=hunter2", "postgres://u:***@h/db?password=***"),
-            ("postgres://h/db?options=a@b&auth_token=hunter2", "postgres://h/db?options=a@b&auth_token=***"),
+            (
+                "postgres://h/db?options=a@b&auth_token=hunter2",
+                "postgres://h/db?options=a@b&auth_token=***",
+            ),
             ("sqlite:x.db?password=hunter2", "sqlite:x.db?password=***"),
             ("not a url hunter2", "not a url hunter2"),
         ];

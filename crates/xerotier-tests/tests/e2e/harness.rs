@@ -303,7 +303,10 @@ impl Router {
             }
         }
         command.envs(self.options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        command.env_remove("NOTIFY_SOCKET").env_remove("NO_COLOR").env_remove("CREDENTIALS_DIRECTORY");
+        command
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("NO_COLOR")
+            .env_remove("CREDENTIALS_DIRECTORY");
         command.stdin(Stdio::null());
         command
     }
@@ -522,11 +525,6 @@ impl Router {
         self.database_url.clone().unwrap_or_else(|| {
             format!("sqlite://{}?mode=rwc", self.state_dir().join("router.db").display())
         })
-    }
-
-    /// Whether the router process is running (started and not stopped by the test).
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
     }
 
     /// Stops the router (SIGTERM) if it runs, and starts it again on the same state dir and

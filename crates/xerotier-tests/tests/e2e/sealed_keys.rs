@@ -144,11 +144,19 @@ async fn rewrap_moves_every_secret_to_the_new_key_or_changes_nothing() {
         let (new, new_id) = new_key(scratch.path(), "new.key");
         let (code, out) = rewrap(&router, &wrong, &new);
         assert_ne!(code, 0, "[{}] {out}", backend.name);
-        assert!(out.contains("sealed under master key") && out.contains("nothing was changed"), "{out}");
+        assert!(
+            out.contains("sealed under master key") && out.contains("nothing was changed"),
+            "{out}"
+        );
         let (code, out) = rewrap(&router, &old, &old);
         assert_ne!(code, 0, "{out}");
         assert!(out.contains("are the same key"), "{out}");
-        assert_eq!(stored(&url).await, before, "[{}] a refused rewrap changed the store", backend.name);
+        assert_eq!(
+            stored(&url).await,
+            before,
+            "[{}] a refused rewrap changed the store",
+            backend.name
+        );
 
         let (code, out) = rewrap(&router, &old, &new);
         assert_eq!(code, 0, "[{}] {out}", backend.name);
@@ -160,13 +168,17 @@ async fn rewrap_moves_every_secret_to_the_new_key_or_changes_nothing() {
         assert_eq!(opened(&url, &new).await, secrets, "[{}] same keys, new seal", backend.name);
 
         // The old key no longer starts the router; the new one does.
-        assert_refused(&mut router, Some(&old), &format!("this router was given {}", {
-            MasterKey::load(&old).unwrap().id().to_string()
-        }));
+        assert_refused(
+            &mut router,
+            Some(&old),
+            &format!("this router was given {}", {
+                MasterKey::load(&old).unwrap().id().to_string()
+            }),
+        );
         std::fs::remove_file(router.master_key_path()).unwrap();
         std::fs::copy(&new, router.master_key_path()).unwrap();
         router.restart().await;
-        assert_eq!(router.get_json("/v1/management/api-keys").await["data"].is_array(), true);
+        assert!(router.get_json("/v1/management/api-keys").await["data"].is_array());
     }
 }
 
@@ -190,7 +202,9 @@ async fn secrets_an_older_router_stored_in_clear_are_sealed_in_place_at_start() 
         assert!(stored(&url).await.iter().all(|(_, text)| !is_sealed(text)));
 
         router.restart().await;
-        assert!(router.logs().contains("sealed router secrets an older router had stored in clear"));
+        assert!(
+            router.logs().contains("sealed router secrets an older router had stored in clear")
+        );
         assert_eq!(opened(&url, &router.master_key_path()).await, secrets, "[{}]", backend.name);
         for (_, hex) in &secrets {
             assert!(!router.logs().contains(hex.as_str()), "a secret reached the log");
@@ -207,8 +221,14 @@ fn encodings(name: &str, hex: &str) -> Vec<(String, Vec<u8>)> {
         ("hex".to_string(), hex.to_lowercase().into_bytes()),
         ("HEX".to_string(), hex.to_uppercase().into_bytes()),
         ("base64".to_string(), b64.encode(&raw).into_bytes()),
-        ("base64 unpadded".to_string(), base64::engine::general_purpose::STANDARD_NO_PAD.encode(&raw).into_bytes()),
-        ("base64url".to_string(), base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw).into_bytes()),
+        (
+            "base64 unpadded".to_string(),
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(&raw).into_bytes(),
+        ),
+        (
+            "base64url".to_string(),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw).into_bytes(),
+        ),
     ];
     if name.ends_with("mesh_curve") {
         let z85 = CurveKeyPair::from_secret_hex(hex).unwrap().secret_z85();
@@ -298,7 +318,11 @@ async fn no_private_key_byte_is_in_the_database_files_or_a_pg_dump() {
         let all: Vec<u8> = copies.iter().flat_map(|(_, b)| b.clone()).collect();
         // ... and it reads these copies: the sealed values are in them, as stored.
         for (name, text) in &sealed {
-            assert!(contains(&all, text.as_bytes()), "[{}] {name}'s sealed value not found", backend.name);
+            assert!(
+                contains(&all, text.as_bytes()),
+                "[{}] {name}'s sealed value not found",
+                backend.name
+            );
         }
         for (what, bytes) in &copies {
             let hits = found(bytes, &secrets);
