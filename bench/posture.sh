@@ -8,8 +8,9 @@ N=${N:-10000}
 ROUNDS=${ROUNDS:-10}
 dir=$(mktemp -d)
 port=$((20000 + RANDOM % 20000))
+"$ROUTER_BIN" new-master-key "$dir/master.key" >/dev/null
 "$ROUTER_BIN" --insecure-http --listen "127.0.0.1:$port" --state-dir "$dir" \
-  --mesh-bind tcp://127.0.0.1:0 --log-level warn >"$dir/router.log" 2>&1 &
+  --master-key-file "$dir/master.key" --mesh-bind tcp://127.0.0.1:0 --log-level warn >"$dir/router.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 100); do [ -s "$dir/bootstrap.key" ] && break; sleep 0.1; done

@@ -21,6 +21,14 @@ cargo build --release --bins -q
 eval "$(scripts/postgres-for-tests.sh start)"
 PG_ADMIN="$XEROTIER_TEST_POSTGRES_URL"
 PG_BASE="${PG_ADMIN%/*}"
+# Every router of the run seals its keys under one master key (replicas of one store must share
+# it). A router build from before sealed secrets (ROUTER_BIN of an older build) takes none.
+MASTER_KEY_ARGS=()
+if "${ROUTER_BIN:-./target/release/xerotier-router}" --help | grep -q -- --master-key-file; then
+  mkdir -p "$OUT"
+  [ -s "$OUT/master.key" ] || "${ROUTER_BIN:-./target/release/xerotier-router}" new-master-key "$OUT/master.key" >/dev/null
+  MASTER_KEY_ARGS=(--master-key-file "$OUT/master.key")
+fi
 
 start_router() { # $1 = name, $2 = database url or "", $3 = "tls" for HTTPS (default: plain HTTP)
   local dir="$OUT/$1"; mkdir -p "$dir"
@@ -29,7 +37,7 @@ start_router() { # $1 = name, $2 = database url or "", $3 = "tls" for HTTPS (def
   rm -rf "$dir/state"
   local db=(); [ -n "$2" ] && db=(--database-url "$2")
   local http=(--insecure-http); [ "${3:-}" = tls ] && http=()
-  "${ROUTER_BIN:-./target/release/xerotier-router}" --state-dir "$dir/state" "${http[@]}" --listen 127.0.0.1:0 --mesh-bind tcp://127.0.0.1:0 --log-level "${LOG_LEVEL:-warn}" "${db[@]}" >"$dir/router.log" 2>&1 &
+  "${ROUTER_BIN:-./target/release/xerotier-router}" --state-dir "$dir/state" "${http[@]}" --listen 127.0.0.1:0 --mesh-bind tcp://127.0.0.1:0 --log-level "${LOG_LEVEL:-warn}" "${MASTER_KEY_ARGS[@]}" "${db[@]}" >"$dir/router.log" 2>&1 &
   echo $! >"$dir/pid"; STARTED+=($!)
   for _ in $(seq 1 200); do [ -s "$dir/state/http.addr" ] && break; sleep 0.05; done
   # A replica on an already bootstrapped database writes no bootstrap key: KEY stays the first's.
@@ -307,7 +315,7 @@ fi
 start_replica() { # $1 = name, $2 = database url, more = extra router arguments; sets ADDR
   local dir="$OUT/$1" name="$1" url="$2"; shift 2; mkdir -p "$dir"; rm -rf "$dir/state"
   "${ROUTER_BIN:-./target/release/xerotier-router}" --state-dir "$dir/state" --insecure-http --listen 127.0.0.1:0 --mesh-bind tcp://127.0.0.1:0 \
-    --log-level "${LOG_LEVEL:-warn}" --database-url "$url" "$@" >"$dir/router.log" 2>&1 &
+    --log-level "${LOG_LEVEL:-warn}" "${MASTER_KEY_ARGS[@]}" --database-url "$url" "$@" >"$dir/router.log" 2>&1 &
   echo $! >"$dir/pid"; STARTED+=($!)
   for _ in $(seq 1 200); do [ -s "$dir/state/http.addr" ] && break; sleep 0.05; done
   ADDR=$(cat "$dir/state/http.addr")

@@ -60,7 +60,9 @@ trap cleanup EXIT INT TERM
 # per-address failure limit (documented 429) would otherwise throttle the rest of the run.
 DATABASE=()
 [ -n "${XEROTIER_CONTRACT_DATABASE_URL:-}" ] && DATABASE=(--database-url "$XEROTIER_CONTRACT_DATABASE_URL")
+"$ROUTER" new-master-key "$WORK/master.key" >/dev/null
 "$ROUTER" "${DATABASE[@]}" --state-dir "$WORK/state" --listen 127.0.0.1:0 \
+  --master-key-file "$WORK/master.key" \
   --mesh-bind tcp://127.0.0.1:0 \
   --auth-failure-burst 1000000 --auth-failures-per-minute 1000000 --log-level warn \
   >"$WORK/router.log" 2>&1 &

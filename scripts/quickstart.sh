@@ -67,8 +67,14 @@ if [ "$REPLICAS" -gt 1 ]; then
   DB_ARGS=(--database-url "postgres://postgres@127.0.0.1:$PG_PORT/xerotier")
 fi
 
+# The master key the router seals its own keys under in the store (0600, made once, kept
+# beside the state; every replica is given the same one). A store copied without it is no
+# use to anyone; lose it and the router's keys are lost with it.
+MASTER_KEY="$ROOT/master.key"
+[ -s "$MASTER_KEY" ] || "$BIN/xerotier-router" new-master-key "$MASTER_KEY" >/dev/null
+
 "$BIN/xerotier-router" --state-dir "$ROOT/router" --listen "$LISTEN" --mesh-bind "$MESH" \
-  ${DB_ARGS[@]+"${DB_ARGS[@]}"} >"$ROOT/router.log" 2>&1 &
+  --master-key-file "$MASTER_KEY" ${DB_ARGS[@]+"${DB_ARGS[@]}"} >"$ROOT/router.log" 2>&1 &
 PIDS+=($!)
 wait_for "the router" test -s "$ROOT/router/http.addr" || { cat "$ROOT/router.log" >&2; exit 1; }
 ADDR=$(cat "$ROOT/router/http.addr")
@@ -86,7 +92,7 @@ for i in $(seq 2 "$REPLICAS"); do
   mesh="${MESH%:*}:$(( ${MESH##*:} + i - 1 ))"
   rm -f "$dir/http.addr"
   "$BIN/xerotier-router" --state-dir "$dir" --listen "$listen" --mesh-bind "$mesh" \
-    "${DB_ARGS[@]}" >"$ROOT/router-$i.log" 2>&1 &
+    --master-key-file "$MASTER_KEY" "${DB_ARGS[@]}" >"$ROOT/router-$i.log" 2>&1 &
   PIDS+=($!)
   wait_for "replica $i" test -s "$dir/http.addr" || { cat "$ROOT/router-$i.log" >&2; exit 1; }
   wait_for "replica $i's health check" curl -fsS --cacert "$CA" "https://$(cat "$dir/http.addr")/healthz"
@@ -159,6 +165,7 @@ cat <<NEXT
 
 Xerotier is running locally:
   router  https://$ADDR  mesh $(cat "$ROOT/router/mesh.addr")   (log: $ROOT/router.log)
+          its keys sealed in the store under the master key $MASTER_KEY (0600)
   XEM     quickstart-xem, enrolled and connected              (log: $ROOT/xem.log)
 
 Next steps, in another shell:

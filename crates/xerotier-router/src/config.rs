@@ -22,21 +22,74 @@ pub enum LogFormat {
     Json,
 }
 
+/// A database URL as given: it may carry a password, so its `Debug` is the redacted URL.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", xerotier_store::redact_url(&self.0))
+    }
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self(text.to_string()))
+    }
+}
+
+impl DatabaseUrl {
+    fn into_secret(self) -> SecretString {
+        SecretString::from(self.0)
+    }
+}
+
+/// What to do instead of serving.
+#[derive(Debug, clap::Subcommand)]
+pub enum RouterCommand {
+    /// Re-encrypt every sealed secret in the store under a new master key, offline (every
+    /// router on the store stopped), in one transaction; refuses, changing nothing, unless the
+    /// old key opens every value.
+    Rewrap {
+        /// The master key the store's secrets are sealed under now.
+        #[arg(long)]
+        old_master_key_file: PathBuf,
+        /// The master key to seal them under (`xerotier-router new-master-key PATH` makes one).
+        #[arg(long)]
+        new_master_key_file: PathBuf,
+    },
+    /// Write a new random master key to PATH (0600; never over an existing file).
+    NewMasterKey {
+        /// Where to write it.
+        path: PathBuf,
+    },
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "xerotier-router", version, about = "The Xerotier control plane")]
 pub struct RouterArgs {
+    #[command(subcommand)]
+    pub command: Option<RouterCommand>,
     /// YAML file with any of the settings below (flags and environment win over it).
-    #[arg(long, env = "XEROTIER_ROUTER_CONFIG")]
+    #[arg(long, env = "XEROTIER_ROUTER_CONFIG", global = true)]
     pub config: Option<PathBuf>,
+    /// File holding the master key the router's secrets are sealed under in the store: 64 hex
+    /// characters (32 random bytes), mode 0600, owned by the router's user [default: the
+    /// systemd credential `xerotier-master-key`, `$CREDENTIALS_DIRECTORY/xerotier-master-key`].
+    #[arg(long, env = "XEROTIER_ROUTER_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
     /// HTTP listen address [default: 127.0.0.1:8080]; port 0 picks a free port.
     #[arg(long, env = "XEROTIER_ROUTER_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// Directory for the SQLite store, keys and bootstrap.key [default: /var/lib/xerotier/router].
-    #[arg(long, env = "XEROTIER_ROUTER_STATE_DIR")]
+    #[arg(long, env = "XEROTIER_ROUTER_STATE_DIR", global = true)]
     pub state_dir: Option<PathBuf>,
     /// `postgres://…` to share state between replicas [default: SQLite in the state dir].
-    #[arg(long, env = "XEROTIER_ROUTER_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    #[arg(long, env = "XEROTIER_ROUTER_DATABASE_URL", hide_env_values = true, global = true)]
+    pub database_url: Option<DatabaseUrl>,
     /// Log output format [default: text].
     #[arg(long, env = "XEROTIER_ROUTER_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -138,7 +191,8 @@ struct MaxAgeFile {
 struct FileConfig {
     listen: Option<SocketAddr>,
     state_dir: Option<PathBuf>,
-    database_url: Option<String>,
+    database_url: Option<DatabaseUrl>,
+    master_key_file: Option<PathBuf>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
     mesh_bind: Option<String>,
@@ -178,6 +232,9 @@ pub enum HttpMode {
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
+    /// Where the master key is, if it was given or systemd passed the credential; the router
+    /// refuses to start without one.
+    pub master_key: Option<MasterKeySource>,
     pub listen: SocketAddr,
     pub state_dir: PathBuf,
     /// May carry a password: held as a secret, shown only through `redact_url`.
@@ -303,12 +360,16 @@ impl RouterConfig {
             });
         }
         Ok(Self {
+            master_key: master_key_source(
+                args.master_key_file.or(file.master_key_file),
+                std::env::var_os("CREDENTIALS_DIRECTORY"),
+            ),
             webhooks,
             public_url,
             listen,
             state_dir,
             http,
-            database_url: args.database_url.or(file.database_url).map(SecretString::from),
+            database_url: args.database_url.or(file.database_url).map(DatabaseUrl::into_secret),
             log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
             log_level: args.log_level.or(file.log_level).unwrap_or_else(|| "info".to_string()),
             fleet,
@@ -318,13 +379,56 @@ impl RouterConfig {
 
     /// The store URL: the given one, or the SQLite file in the state dir.
     pub fn store_url(&self) -> SecretString {
-        self.database_url.clone().unwrap_or_else(|| {
-            SecretString::from(format!(
-                "sqlite://{}?mode=rwc",
-                self.state_dir.join("router.db").display()
-            ))
-        })
+        self.database_url.clone().unwrap_or_else(|| sqlite_url(&self.state_dir))
     }
+}
+
+/// The name of the systemd credential holding the master key (`LoadCredential=`).
+pub const MASTER_KEY_CREDENTIAL: &str = "xerotier-master-key";
+
+/// Where the master key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasterKeySource {
+    /// `--master-key-file` / `master_key_file:`: 0600, owned by the router's user.
+    File(PathBuf),
+    /// systemd's credential (`LoadCredential=xerotier-master-key:…`), in
+    /// `$CREDENTIALS_DIRECTORY`.
+    SystemdCredential(PathBuf),
+}
+
+/// The given master key file, else systemd's credential when the service has one.
+fn master_key_source(
+    given: Option<PathBuf>,
+    credentials_dir: Option<std::ffi::OsString>,
+) -> Option<MasterKeySource> {
+    if let Some(path) = given {
+        return Some(MasterKeySource::File(path));
+    }
+    let path = PathBuf::from(credentials_dir?).join(MASTER_KEY_CREDENTIAL);
+    path.exists().then_some(MasterKeySource::SystemdCredential(path))
+}
+
+/// What the offline commands (`rewrap`) need: the store URL, from the flags and the config
+/// file, without the serving settings (TLS, webhooks) they do not use.
+pub fn offline_store_url(args: &RouterArgs) -> Result<SecretString, ConfigError> {
+    let file = match &args.config {
+        Some(path) => read_file(path)?,
+        None => FileConfig::default(),
+    };
+    let state_dir = args
+        .state_dir
+        .clone()
+        .or(file.state_dir)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    Ok(args
+        .database_url
+        .clone()
+        .or(file.database_url)
+        .map_or_else(|| sqlite_url(&state_dir), DatabaseUrl::into_secret))
+}
+
+fn sqlite_url(state_dir: &Path) -> SecretString {
+    SecretString::from(format!("sqlite://{}?mode=rwc", state_dir.join("router.db").display()))
 }
 
 fn validate_fleet(fleet: &FleetSettings) -> Result<(), ConfigError> {
@@ -534,6 +638,50 @@ mod tests {
         let mut argv = vec!["xerotier-router"];
         argv.extend_from_slice(extra);
         RouterArgs::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn the_master_key_is_the_flag_then_the_file_then_the_systemd_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("router.yaml");
+        std::fs::write(&file, "master_key_file: /etc/xerotier/master.key\n").unwrap();
+        let config = RouterConfig::resolve(args(&["--config", file.to_str().unwrap()])).unwrap();
+        let from_file = MasterKeySource::File("/etc/xerotier/master.key".into());
+        assert_eq!(config.master_key, Some(from_file));
+        let flag = ["--config", file.to_str().unwrap(), "--master-key-file", "/k"];
+        let config = RouterConfig::resolve(args(&flag)).unwrap();
+        assert_eq!(config.master_key, Some(MasterKeySource::File("/k".into())));
+
+        let creds = dir.path().join("creds");
+        std::fs::create_dir(&creds).unwrap();
+        assert_eq!(master_key_source(None, Some(creds.clone().into_os_string())), None);
+        std::fs::write(creds.join(MASTER_KEY_CREDENTIAL), "x").unwrap();
+        assert_eq!(
+            master_key_source(None, Some(creds.clone().into_os_string())),
+            Some(MasterKeySource::SystemdCredential(creds.join(MASTER_KEY_CREDENTIAL)))
+        );
+        assert_eq!(
+            master_key_source(Some("/k".into()), Some(creds.into_os_string())),
+            Some(MasterKeySource::File("/k".into()))
+        );
+        assert_eq!(master_key_source(None, None), None);
+    }
+
+    #[test]
+    fn a_database_url_password_never_reaches_debug() {
+        let url = "postgres://xero:hunter2@db:5432/x?sslpassword=hunter3";
+        let parsed = args(&["--database-url", url]);
+        let shown = format!("{parsed:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("hunter3"), "{shown}");
+        assert!(shown.contains("postgres://xero:***@db:5432/x"), "{shown}");
+        let config = RouterConfig::resolve(parsed).unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("hunter3"), "{shown}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("router.yaml");
+        std::fs::write(&file, format!("database_url: {url}\n")).unwrap();
+        let offline = offline_store_url(&args(&["--config", file.to_str().unwrap()])).unwrap();
+        assert_eq!(secrecy::ExposeSecret::expose_secret(&offline), url);
     }
 
     #[test]

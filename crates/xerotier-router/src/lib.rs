@@ -16,6 +16,7 @@ pub mod health;
 pub mod http;
 pub mod key_cache;
 pub mod live_streams;
+pub mod master_key;
 pub mod membership;
 pub mod mesh_link;
 pub mod mesh_runtime;
@@ -24,6 +25,7 @@ pub mod operations;
 pub mod posture;
 pub mod replication;
 pub mod request_limits;
+pub mod rewrap;
 pub mod router_keys;
 pub mod server;
 pub mod service_error;
@@ -37,6 +39,7 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 use xerotier_core::{IdGenerator, IdKind, SharedClock, SharedEntropy};
+use xerotier_seal::Sealer;
 use xerotier_store::Store;
 
 use crate::agent_events::EventLog;
@@ -86,6 +89,8 @@ impl std::ops::Deref for AppState {
 #[derive(Debug)]
 pub struct Services {
     pub store: Store,
+    /// Seals and opens the router's secrets in the store, under the master key.
+    pub sealer: Sealer,
     /// This replica's lease and fence, and the wait that makes revokes hold everywhere.
     pub replication: Replication,
     pub cache: Arc<KeyCache>,
@@ -149,6 +154,7 @@ impl AppState {
         store: Store,
         clock: SharedClock,
         entropy: SharedEntropy,
+        sealer: Sealer,
         link: MeshLink,
         limits: RequestLimits,
     ) -> Self {
@@ -258,6 +264,7 @@ impl AppState {
         Self(Arc::new(Services {
             webhooks,
             store,
+            sealer,
             replication,
             cache,
             clock,
@@ -283,19 +290,22 @@ impl AppState {
         }))
     }
 
-    /// Loads (or creates) the router identity from `store` and builds the state.
+    /// Loads (or creates) the router identity from `store`, sealed under `sealer`'s master
+    /// key, and builds the state.
     pub async fn load(
         store: Store,
         clock: SharedClock,
         entropy: SharedEntropy,
+        sealer: Sealer,
         settings: FleetSettings,
         limits: RequestLimits,
     ) -> Result<Self, fleet::identity::IdentityError> {
         let identity =
-            RouterIdentity::load_or_create(&store, clock.as_ref(), entropy.as_ref()).await?;
+            RouterIdentity::load_or_create(&store, clock.as_ref(), entropy.as_ref(), &sealer)
+                .await?;
         let replica_id = IdGenerator::new(clock.clone(), entropy.clone()).next(IdKind::Replica);
         let link = MeshLink::new(settings, identity, replica_id);
-        Ok(Self::new(store, clock, entropy, link, limits))
+        Ok(Self::new(store, clock, entropy, sealer, link, limits))
     }
 
     /// What the mesh runtime's tasks use.

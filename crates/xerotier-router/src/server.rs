@@ -1,6 +1,6 @@
 //! The router daemon: open the store, bootstrap, serve until SIGTERM/SIGINT.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -11,12 +11,15 @@ use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
-use xerotier_core::{OsEntropy, SharedClock, SystemClock};
+use xerotier_core::{OsEntropy, SharedClock, SharedEntropy, SystemClock};
+use xerotier_seal::{SealError, Sealer};
 use xerotier_store::{Store, redact_url, sqlite_path};
 use xerotier_tls::ServerTls;
 
 use crate::AppState;
 use crate::config::{HttpMode, RouterConfig};
+use crate::fleet::identity::IdentityError;
+use crate::master_key::MasterKeyFailure;
 use crate::tls_reload;
 
 /// Written to the state dir once the HTTP listener is bound: the actual address (useful with
@@ -35,6 +38,9 @@ const TASKS_DRAIN: Duration = Duration::from_secs(10);
 /// drains, background tasks finish and are joined, the mesh threads stop, and only then does
 /// the store close, so nothing is written to a closed store.
 pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
+    // First: without its master key the router can read none of its secrets, so it refuses
+    // before it creates or touches anything.
+    let master_key = crate::master_key::load(config.master_key.as_ref())?;
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
     std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o700))
@@ -62,10 +68,18 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
         format!("opening the state store {}", redact_url(store_url.expose_secret()))
     })?;
     tracing::info!(backend = store.backend().name(), "state store ready");
-    let state =
-        AppState::load(store.clone(), clock.clone(), Arc::new(OsEntropy), fleet, config.limits)
-            .await
-            .context("loading the router identity")?;
+    let entropy: SharedEntropy = Arc::new(OsEntropy);
+    let sealer = Sealer::new(master_key, entropy.clone());
+    tracing::info!(kek_id = sealer.kek_id(), "router secrets sealed under this master key");
+    let state = AppState::load(store.clone(), clock.clone(), entropy, sealer, fleet, config.limits)
+        .await
+        .map_err(|err| match err {
+            IdentityError::Seal(err @ SealError::WrongKey { .. }) => {
+                anyhow::Error::new(MasterKeyFailure::WrongKey(err))
+            }
+            err => anyhow::Error::new(err),
+        })
+        .context("loading the router identity")?;
 
     #[cfg(feature = "test-faults")]
     crate::test_faults::arm(&state);
@@ -208,13 +222,14 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
 
 /// A SQLite store belongs to one router process: the key cache relies on seeing every change.
 /// The lock is held until the returned file is dropped (process exit).
-fn lock_sqlite_store(url: &str) -> anyhow::Result<Option<std::fs::File>> {
+pub fn lock_sqlite_store(url: &str) -> anyhow::Result<Option<std::fs::File>> {
     let Some(db) = sqlite_path(url) else { return Ok(None) };
     let lock_path = PathBuf::from(format!("{}.lock", db.display()));
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&lock_path)
         .with_context(|| format!("opening {}", lock_path.display()))?;
     match file.try_lock() {

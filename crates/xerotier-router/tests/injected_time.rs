@@ -34,10 +34,16 @@ async fn fixtures() -> Vec<Fixture> {
     for db in TestDb::all().await {
         let store = Store::connect(db.url()).await.unwrap();
         let clock = Arc::new(ManualClock::new(START));
+        let entropy: xerotier_core::SharedEntropy = Arc::new(SeededEntropy::new(42));
+        let sealer = xerotier_seal::Sealer::new(
+            xerotier_seal::MasterKey::generate(entropy.as_ref()),
+            entropy.clone(),
+        );
         let state = AppState::load(
             store,
             clock.clone(),
-            Arc::new(SeededEntropy::new(42)),
+            entropy,
+            sealer,
             FleetSettings::default(),
             RequestLimits::default(),
         )

@@ -43,10 +43,15 @@ async fn fixtures() -> Vec<Fixture> {
         let clock = Arc::new(ManualClock::new(START));
         let settings =
             FleetSettings { curve_rotation_ack_timeout_ms: TIMEOUT_MS, ..FleetSettings::default() };
-        let entropy = Arc::new(SeededEntropy::new(7));
-        let state = AppState::load(store, clock.clone(), entropy, settings, Default::default())
-            .await
-            .unwrap();
+        let entropy: xerotier_core::SharedEntropy = Arc::new(SeededEntropy::new(7));
+        let sealer = xerotier_seal::Sealer::new(
+            xerotier_seal::MasterKey::generate(entropy.as_ref()),
+            entropy.clone(),
+        );
+        let state =
+            AppState::load(store, clock.clone(), entropy, sealer, settings, Default::default())
+                .await
+                .unwrap();
         // In-process: no replica task holds a lease for this state.
         state.replication.run_standalone();
         let admin = AuditContext::new(

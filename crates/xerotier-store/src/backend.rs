@@ -41,16 +41,87 @@ pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
     (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
 }
 
-/// Hides a password in a database URL before it reaches an error message or a log.
+/// Hides every password in a database URL before it reaches an error message, a log or a
+/// `Debug`: the one in the user info (`user:password@`) and any query parameter that carries
+/// one (`password=`, `sslpassword=`, and any other whose name says password, secret or token).
+/// A URL too odd to parse keeps only its scheme.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}://{user}:***@{}", &url[..scheme_end], &url[at + 1..])
+    let Some(scheme_end) = url.find("://") else {
+        // `sqlite:path` and the like carry no user info; their query is still checked.
+        return redact_query(url);
+    };
+    let (scheme, rest) = (&url[..scheme_end], &url[scheme_end + 3..]);
+    let (before_query, query) = match rest.find('?') {
+        Some(q) => (&rest[..q], Some(&rest[q..])),
+        None => (rest, None),
+    };
+    let mut out = format!("{scheme}://");
+    match before_query.rfind('@') {
+        Some(at) => {
+            let userinfo = &before_query[..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => out.push_str(&format!("{user}:***@")),
+                None => out.push_str(&format!("{userinfo}@")),
+            }
+            out.push_str(&before_query[at + 1..]);
         }
-        _ => url.to_string(),
+        None => out.push_str(before_query),
     }
+    if let Some(query) = query {
+        out.push_str(&redact_query(query));
+    }
+    out
+}
+
+/// Replaces the value of every secret-bearing parameter of the `?…` part of `text`.
+fn redact_query(text: &str) -> String {
+    let Some(q) = text.find('?') else { return text.to_string() };
+    let (head, query) = (&text[..q], &text[q + 1..]);
+    let params: Vec<String> = query
+        .split('&')
+        .map(|param| match param.split_once('=') {
+            Some((name, _)) if is_secret_param(name) => format!("{name}=***"),
+            _ => param.to_string(),
+        })
+        .collect();
+    format!("{head}?{}", params.join("&"))
+}
+
+fn is_secret_param(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["password", "passwd", "secret", "token"].iter().any(|word| name.contains(word))
+}
+
+/// Makes the SQLite file behind `url` (and its `-wal`/`-shm`, which SQLite creates with the
+/// database file's permission bits) readable by its owner only: created 0600 when the URL asks
+/// for creation (`mode=rwc`) and it does not exist yet, narrowed to 0600 when an older router
+/// left it wider.
+fn restrict_sqlite_files(url: &str) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let Some(db) = sqlite_path(url) else { return Ok(()) };
+    let io = |source| StoreError::File { path: db.clone(), source };
+    if !db.exists() && url.contains("mode=rwc") {
+        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&db) {
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(io(err)),
+        }
+    }
+    for path in [db.clone(), suffixed(&db, "-wal"), suffixed(&db, "-shm")] {
+        if let Ok(meta) = std::fs::metadata(&path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|source| StoreError::File { path: path.clone(), source })?;
+        }
+    }
+    Ok(())
+}
+
+fn suffixed(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    std::path::PathBuf::from(name)
 }
 
 /// A pooled connection idle at least this long is pinged before it is used again.
@@ -81,6 +152,9 @@ impl Store {
     pub async fn connect_with_clock(url: &str, clock: &dyn Clock) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
+        if backend == Backend::Sqlite {
+            restrict_sqlite_files(url)?;
+        }
         let options = AnyConnectOptions::from_str(url)?;
         let pool_options = AnyPoolOptions::new()
             .max_connections(match backend {
@@ -176,5 +250,24 @@ mod tests {
     fn password_never_appears_in_redacted_url() {
         assert_eq!(redact_url("postgres://u:hunter2@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact_url("sqlite:///x.db"), "sqlite:///x.db");
+        let cases = [
+            ("postgres://u:hun@ter2@h/db", "postgres://u:***@h/db"),
+            ("postgres://h/db?user=u&password=hunter2", "postgres://h/db?user=u&password=***"),
+            (
+                "postgresql://u@h/db?sslmode=verify-full&sslpassword=hunter2&PASSWORD=hunter2",
+                "postgresql://u@h/db?sslmode=verify-full&sslpassword=***&PASSWORD=***",
+            ),
+            ("postgres://u:hunter2@h/db?password=hunter2", "postgres://u:***@h/db?password=***"),
+            (
+                "postgres://h/db?options=a@b&auth_token=hunter2",
+                "postgres://h/db?options=a@b&auth_token=***",
+            ),
+            ("sqlite:x.db?password=hunter2", "sqlite:x.db?password=***"),
+            ("not a url hunter2", "not a url hunter2"),
+        ];
+        for (url, redacted) in cases {
+            assert_eq!(redact_url(url), redacted, "{url}");
+        }
+        assert!(!redact_url("postgres://u:hunter2@h/db?x=1").contains("hunter2"));
     }
 }

@@ -28,6 +28,8 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("migration {version} failed: {source}")]
     Migration { version: i64, source: sqlx::Error },
+    #[error("database file {path}: {source}")]
+    File { path: std::path::PathBuf, source: std::io::Error },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }

@@ -24,6 +24,7 @@ mod posture;
 mod replicas;
 mod rotations;
 mod rows;
+mod sealed;
 mod webhooks;
 mod workspaces;
 
@@ -49,6 +50,9 @@ pub use replicas::{
     SignalKind,
 };
 pub use rotations::{AgentEvent, NewAgentKeys, RotationRecord};
+pub use sealed::{
+    ROUTER_SECRETS, RewriteError, Rewritten, SEALED_COLUMNS, SealedColumn, SealedValue,
+};
 pub use sqlx::Error as SqlxError;
 pub use webhooks::{
     AttemptEnd, AttemptResult, DeliveryFilter, MAX_ERROR_CHARS, NewDelivery, SecurityEvent,

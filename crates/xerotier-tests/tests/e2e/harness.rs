@@ -13,6 +13,7 @@ use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use tempfile::TempDir;
+use xerotier_core::OsEntropy;
 use xerotier_testkit::TestDb;
 
 /// How long a router may take to start answering `/healthz`.
@@ -25,6 +26,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 pub const ROUTER_BIN: &str = "xerotier-router";
 pub const XEROCTL_BIN: &str = "xeroctl";
 pub const XEM_BIN: &str = "xerotier-xem";
+/// The router's master key, in the test's directory (beside, not in, the state dir).
+pub const MASTER_KEY_FILE: &str = "master.key";
 
 // ---------------------------------------------------------------------------------------------
 // Polling
@@ -194,6 +197,8 @@ impl Router {
 
     pub async fn start_with(backend: &Backend, options: RouterOptions) -> Router {
         let dir = tempfile::Builder::new().prefix("xerotier-e2e-").tempdir().expect("tempdir");
+        xerotier_seal::MasterKey::create_file(&dir.path().join(MASTER_KEY_FILE), &OsEntropy)
+            .expect("creating the router's master key");
         let mut router = Router {
             backend: backend.name,
             dir,
@@ -230,6 +235,9 @@ impl Router {
 
     async fn replica_on(&self, database_url: String, options: RouterOptions) -> Router {
         let dir = tempfile::Builder::new().prefix("xerotier-e2e-").tempdir().expect("tempdir");
+        // Every replica of one store seals under the same master key.
+        std::fs::copy(self.master_key_path(), dir.path().join(MASTER_KEY_FILE))
+            .expect("sharing the master key with the replica");
         let mut replica = Router {
             backend: self.backend,
             dir,
@@ -250,6 +258,11 @@ impl Router {
         self.dir.path().join("state")
     }
 
+    /// The master key file this router (and its replicas, each with a copy) is started with.
+    pub fn master_key_path(&self) -> PathBuf {
+        self.dir.path().join(MASTER_KEY_FILE)
+    }
+
     pub fn bootstrap_key_path(&self) -> PathBuf {
         self.state_dir().join("bootstrap.key")
     }
@@ -260,7 +273,15 @@ impl Router {
 
     /// The arguments a router on this state dir and store is started with.
     pub fn command(&self) -> Command {
+        self.command_with_master_key(Some(&self.master_key_path()))
+    }
+
+    /// [`Router::command`] with another master key file, or none.
+    pub fn command_with_master_key(&self, master_key: Option<&Path>) -> Command {
         let mut command = Command::new(binary(ROUTER_BIN));
+        if let Some(path) = master_key {
+            command.arg("--master-key-file").arg(path);
+        }
         command.arg("--listen").arg("127.0.0.1:0").arg("--state-dir").arg(self.state_dir());
         // Port 0 for the CURVE mesh endpoint too (unless the test fixed one): routers of
         // parallel tests must not collide.
@@ -282,7 +303,10 @@ impl Router {
             }
         }
         command.envs(self.options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        command.env_remove("NOTIFY_SOCKET").env_remove("NO_COLOR");
+        command
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("NO_COLOR")
+            .env_remove("CREDENTIALS_DIRECTORY");
         command.stdin(Stdio::null());
         command
     }
@@ -470,6 +494,37 @@ impl Router {
                 )
             }
         }
+    }
+
+    /// Starts a router process on this state dir and store with `master_key` (or none), and
+    /// waits for it to exit: for checks that a router is refused at start. Its status and
+    /// output; panics if it keeps running past the deadline.
+    pub fn run_refused(&mut self, master_key: Option<&Path>) -> (ExitStatus, String) {
+        assert!(self.child.is_none(), "stop the router first");
+        self.starts += 1;
+        let log_path = self.log_path(self.starts);
+        let log = File::create(&log_path).expect("creating the router's log");
+        let mut command = self.command_with_master_key(master_key);
+        command.stdout(log.try_clone().expect("cloning the log handle")).stderr(log);
+        let mut child = command.spawn().expect("spawning xerotier-router");
+        let status = wait_for_exit(&mut child, STARTUP_DEADLINE);
+        let output = std::fs::read_to_string(&log_path).unwrap_or_default();
+        match status {
+            Some(status) => (status, output),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("[{}] the router started and kept running:\n{output}", self.backend)
+            }
+        }
+    }
+
+    /// The store URL the router uses: its PostgreSQL database, or the SQLite file in its state
+    /// dir.
+    pub fn store_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}?mode=rwc", self.state_dir().join("router.db").display())
+        })
     }
 
     /// Stops the router (SIGTERM) if it runs, and starts it again on the same state dir and

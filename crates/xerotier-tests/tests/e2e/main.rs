@@ -41,6 +41,7 @@ mod request_hygiene;
 mod rotation;
 mod router;
 mod runbook;
+mod sealed_keys;
 mod security;
 mod seed;
 mod shutdown;
