@@ -23,6 +23,7 @@ mod pauses;
 mod posture;
 mod replicas;
 mod rotations;
+mod router_keys;
 mod rows;
 mod webhooks;
 mod workspaces;
@@ -49,6 +50,9 @@ pub use replicas::{
     SignalKind,
 };
 pub use rotations::{AgentEvent, RotationRecord};
+pub use router_keys::{
+    RotationEnd, RotationOutcome, RouterKeyRecord, RouterKeyRotationRecord, RouterKeyStatus,
+};
 pub use sqlx::Error as SqlxError;
 pub use webhooks::{
     AttemptEnd, AttemptResult, DeliveryFilter, MAX_ERROR_CHARS, NewDelivery, SecurityEvent,
