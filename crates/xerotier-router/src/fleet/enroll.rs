@@ -209,7 +209,7 @@ impl EnrollService {
         token: &str,
         now: UnixMillis,
     ) -> Result<(JoinKeyClaims, JoinKeyRecord), Refused> {
-        let claims = self.link.identity.join_signer.verify(token, now).map_err(|err| {
+        let claims = self.link.join_keyring.verify(&self.link.identity.join_signer, token, now).map_err(|err| {
             let reason = match err {
                 JoinTokenError::Expired => "expired",
                 JoinTokenError::Malformed => "malformed",
