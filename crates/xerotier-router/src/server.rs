@@ -123,9 +123,8 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
         .clone()
         .map(|tls| tls_reload::spawn_renewal(tls, &ca_pin, &clock, shutdown.child_token()));
     let stream_watch = state.streams.spawn_watch(shutdown.child_token());
-    let key_sweep = state
-        .router_keys
-        .spawn_sweep(std::time::Duration::from_secs(1), shutdown.child_token());
+    let key_sweep =
+        state.router_keys.spawn_sweep(std::time::Duration::from_secs(1), shutdown.child_token());
     let event_listener = state.events.spawn_listener(shutdown.child_token());
     let numbering = state.events.spawn_numbering(shutdown.child_token());
     let webhooks = state

@@ -39,7 +39,9 @@ struct Row<'a> {
 fn moved(kind: &RouterKeyKindView) -> String {
     match (&kind.progress, kind.phase.as_str()) {
         (_, "standby") | (None, _) => "-".into(),
-        (Some(p), _) => format!("{}/{}{}", p.moved, p.total, if p.ready { "" } else { " (waiting)" }),
+        (Some(p), _) => {
+            format!("{}/{}{}", p.moved, p.total, if p.ready { "" } else { " (waiting)" })
+        }
     }
 }
 
@@ -49,7 +51,8 @@ pub async fn list(ctx: &Ctx) -> anyhow::Result<()> {
         .kinds
         .iter()
         .flat_map(|kind| {
-            let keys: Vec<Row<'_>> = kind.keys.iter().map(|key| Row { kind, key: Some(key) }).collect();
+            let keys: Vec<Row<'_>> =
+                kind.keys.iter().map(|key| Row { kind, key: Some(key) }).collect();
             if keys.is_empty() { vec![Row { kind, key: None }] } else { keys }
         })
         .collect();
@@ -269,11 +272,12 @@ async fn wait_ready(
                 status.phase
             ));
         }
-        let progress = status.progress.unwrap_or(xerotier_proto::router_keys::RouterKeyProgressView {
-            moved: 0,
-            total: 0,
-            ready: true,
-        });
+        let progress =
+            status.progress.unwrap_or(xerotier_proto::router_keys::RouterKeyProgressView {
+                moved: 0,
+                total: 0,
+                ready: true,
+            });
         if progress.ready {
             return Ok(());
         }

@@ -10,8 +10,7 @@ use std::sync::Arc;
 use secrecy::{ExposeSecret, SecretString};
 use xerotier_core::{IdGenerator, IdKind, SharedClock, SharedEntropy, UnixMillis};
 use xerotier_store::{
-    RotationEnd, RotationOutcome, RouterKeyRecord, RouterKeyRotationRecord, RouterKeyStatus,
-    Store,
+    RotationEnd, RotationOutcome, RouterKeyRecord, RouterKeyRotationRecord, RouterKeyStatus, Store,
 };
 
 use super::material::{self, MaterialError};
@@ -157,8 +156,7 @@ pub struct RouterKeyParts {
 
 impl RouterKeyService {
     pub fn new(parts: RouterKeyParts) -> Self {
-        let RouterKeyParts { store, clock, entropy, ids, audit, metrics, sealer, registry } =
-            parts;
+        let RouterKeyParts { store, clock, entropy, ids, audit, metrics, sealer, registry } = parts;
         Self {
             inner: Arc::new(Inner { store, clock, entropy, ids, audit, metrics, sealer, registry }),
         }
@@ -179,14 +177,8 @@ impl RouterKeyService {
     pub async fn bootstrap(&self, identity: &RouterIdentity) -> Result<(), ServiceError> {
         let now = self.inner.clock.now_millis();
         let mesh_public = identity.mesh_keys.public_z85();
-        self.import(
-            RouterKeyKind::Mesh,
-            &mesh_public,
-            &identity.mesh_keys.secret_hex(),
-            None,
-            now,
-        )
-        .await?;
+        self.import(RouterKeyKind::Mesh, &mesh_public, &identity.mesh_keys.secret_hex(), None, now)
+            .await?;
         // The identity holds the join signer, not its secret: read the secret the identity was
         // built from (the candidate is only stored when none is, which cannot be the case once
         // the identity loaded), and check that it is the identity's key.
@@ -226,7 +218,9 @@ impl RouterKeyService {
             )));
         }
         let record = RouterKeyRecord {
-            secret_sealed: Some(self.inner.sealer.seal(&kid, secret).map_err(ServiceError::internal)?),
+            secret_sealed: Some(
+                self.inner.sealer.seal(&kid, secret).map_err(ServiceError::internal)?,
+            ),
             kid,
             kind: kind.as_str().to_string(),
             public_key: public.to_string(),
@@ -261,7 +255,8 @@ impl RouterKeyService {
             .as_ref()
             .and_then(|r| RotationPhase::parse(&r.phase))
             .unwrap_or(RotationPhase::Standby);
-        let by_state = |status: RouterKeyStatus| keys.iter().filter(move |k| k.status() == Some(status));
+        let by_state =
+            |status: RouterKeyStatus| keys.iter().filter(move |k| k.status() == Some(status));
         let Some(current) = by_state(RouterKeyStatus::Current).next() else { return Ok(None) };
         let Some(current) = self.open(current)? else { return Ok(None) };
         let next = match (&open, by_state(RouterKeyStatus::Next).next()) {
@@ -289,7 +284,11 @@ impl RouterKeyService {
         let Some(state) = self.state(kind).await? else { return Ok(()) };
         rollout.reconcile(&state).await.map_err(ServiceError::internal)?;
         self.inner.metrics.set_router_key_phase(kind.as_str(), phase_value(state.phase));
-        tracing::debug!(kind = kind.as_str(), phase = state.phase.as_str(), "router key reconciled");
+        tracing::debug!(
+            kind = kind.as_str(),
+            phase = state.phase.as_str(),
+            "router key reconciled"
+        );
         Ok(())
     }
 
@@ -303,9 +302,8 @@ impl RouterKeyService {
 
     /// Reconciles the kind a signal names (its kind, or one of its key ids).
     pub async fn on_signal(&self, subject: &str) -> Result<(), ServiceError> {
-        let kind = RouterKeyKind::parse(subject).or_else(|| {
-            KINDS.into_iter().find(|k| subject.starts_with(k.kid_prefix()))
-        });
+        let kind = RouterKeyKind::parse(subject)
+            .or_else(|| KINDS.into_iter().find(|k| subject.starts_with(k.kid_prefix())));
         match kind {
             Some(kind) => self.reconcile(kind).await,
             None => Ok(()),
@@ -418,8 +416,12 @@ impl RouterKeyService {
                     return Err(waiting("the servers cannot switch yet"));
                 }
                 effects.push(match kind {
-                    RouterKeyKind::Mesh => "the mesh serves the new key; agents still trust the old one".into(),
-                    _ => "new join keys are signed with the new key (its kid in their header)".into(),
+                    RouterKeyKind::Mesh => {
+                        "the mesh serves the new key; agents still trust the old one".into()
+                    }
+                    _ => {
+                        "new join keys are signed with the new key (its kid in their header)".into()
+                    }
                 });
             }
             RotationPhase::Standby => {
@@ -429,7 +431,9 @@ impl RouterKeyService {
                         if !ready && !force {
                             return Err(waiting("the old mesh key cannot be dropped yet"));
                         }
-                        effects.push(format!("the new key becomes current; {old} is retired and its secret deleted"));
+                        effects.push(format!(
+                            "the new key becomes current; {old} is retired and its secret deleted"
+                        ));
                     }
                     _ => {
                         let usable = self.inner.store.usable_join_keys_signed_by(old, now).await?;
@@ -443,10 +447,7 @@ impl RouterKeyService {
             }
             RotationPhase::Rollback => {
                 let new = state.next.as_ref().map_or("the new key", |k| k.kid.as_str());
-                effects.push(format!(
-                    "{} stays current; {new} is withdrawn",
-                    state.current.kid
-                ));
+                effects.push(format!("{} stays current; {new} is withdrawn", state.current.kid));
             }
         }
         let then = match to {
@@ -513,7 +514,8 @@ impl RouterKeyService {
         })?;
         let event_id = self.inner.ids.next(IdKind::Event);
         let rotation_id = format!("rkr_{}", event_id.get(4..).unwrap_or(&event_id));
-        let sealed = self.inner.sealer.seal(&new.kid, &new.secret).map_err(ServiceError::internal)?;
+        let sealed =
+            self.inner.sealer.seal(&new.kid, &new.secret).map_err(ServiceError::internal)?;
         let key = RouterKeyRecord {
             kid: new.kid.clone(),
             kind: kind.as_str().to_string(),
@@ -547,7 +549,8 @@ impl RouterKeyService {
             "forced": force,
         });
         let target = Target { kind: "router_key", id: Some(kind.as_str()), name: Some(&new.kid) };
-        let change = Change::new(action(RotationPhase::Init), target).reason(reason).details(details);
+        let change =
+            Change::new(action(RotationPhase::Init), target).reason(reason).details(details);
         self.inner
             .audit
             .audited(context, change, |entry| {
@@ -567,10 +570,9 @@ impl RouterKeyService {
         now: UnixMillis,
     ) -> Result<(), ServiceError> {
         let kind = state.kind;
-        let rotation_id = state
-            .rotation_id
-            .clone()
-            .ok_or_else(|| conflict(format!("no rotation of the {} key is in progress", kind.as_str())))?;
+        let rotation_id = state.rotation_id.clone().ok_or_else(|| {
+            conflict(format!("no rotation of the {} key is in progress", kind.as_str()))
+        })?;
         let next_kid = state.next.as_ref().map(|k| k.kid.clone());
         let details = serde_json::json!({
             "rotation_id": rotation_id, "from": state.phase.as_str(), "to": to.as_str(),
@@ -578,7 +580,8 @@ impl RouterKeyService {
             "new_fingerprint": state.next.as_ref().map(|k| Self::fingerprint(kind, k)),
             "forced": force,
         });
-        let target = Target { kind: "router_key", id: Some(kind.as_str()), name: next_kid.as_deref() };
+        let target =
+            Target { kind: "router_key", id: Some(kind.as_str()), name: next_kid.as_deref() };
         let change = Change::new(action(to), target).reason(reason).details(details);
         let from = state.phase.as_str();
         self.inner
@@ -606,10 +609,9 @@ impl RouterKeyService {
         now: UnixMillis,
     ) -> Result<(), ServiceError> {
         let kind = state.kind;
-        let rotation_id = state
-            .rotation_id
-            .clone()
-            .ok_or_else(|| conflict(format!("no rotation of the {} key is in progress", kind.as_str())))?;
+        let rotation_id = state.rotation_id.clone().ok_or_else(|| {
+            conflict(format!("no rotation of the {} key is in progress", kind.as_str()))
+        })?;
         let (outcome, dropped_kid) = match to {
             RotationPhase::Standby => (RotationOutcome::Completed, state.current.kid.clone()),
             _ => (
@@ -634,7 +636,8 @@ impl RouterKeyService {
             "dropped_kid": dropped_kid, "dropped_state": dropped_state.as_str(),
             "usable_join_keys": usable, "forced": force,
         });
-        let target = Target { kind: "router_key", id: Some(kind.as_str()), name: Some(&dropped_kid) };
+        let target =
+            Target { kind: "router_key", id: Some(kind.as_str()), name: Some(&dropped_kid) };
         let change = Change::new(action(to), target).reason(reason).details(details);
         let final_phase = match to {
             RotationPhase::Standby => RotationPhase::Standby,
@@ -674,7 +677,8 @@ impl RouterKeyService {
                 "kid": key.kid,
                 "fingerprint": material::key_fingerprint(kind, &key.public_key).unwrap_or_default(),
             });
-            let target = Target { kind: "router_key", id: Some(kind.as_str()), name: Some(&key.kid) };
+            let target =
+                Target { kind: "router_key", id: Some(kind.as_str()), name: Some(&key.kid) };
             let change = Change::new("router_key.dropped", target)
                 .reason(Some("its last join key expired, was used or was revoked"))
                 .details(details);

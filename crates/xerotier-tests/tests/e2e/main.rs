@@ -40,6 +40,7 @@ mod replicas;
 mod request_hygiene;
 mod rotation;
 mod router;
+mod router_keys;
 mod runbook;
 mod security;
 mod seed;
