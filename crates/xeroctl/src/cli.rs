@@ -159,6 +159,41 @@ pub enum RouterCommand {
     /// The router replicas sharing this router's store: addresses, status (live, expired,
     /// stopped), and the agent sessions each holds.
     Replicas,
+    /// The router's own keys (mesh, join signing; TLS is not rotated in phases in this
+    /// version): kind, key id, fingerprint, state, age, rotation phase, clients moved / total.
+    Keys,
+    /// Rotate one of the router's own keys in phases: init → update_clients → update_servers →
+    /// standby (complete), or rollback before standby. `--phase P` takes one step; `--auto`
+    /// walks every remaining step, waiting for clients to move, and resumes where the router
+    /// is (rerun it after a crash or a timeout). Asks before init, complete and rollback.
+    RotateKeys(RotateKeysArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("step").required(true).args(["phase", "auto"])))]
+pub struct RotateKeysArgs {
+    /// mesh, join-signing or tls.
+    #[arg(long)]
+    pub kind: String,
+    /// The phase to enter: init, update_clients, update_servers, standby (or complete),
+    /// rollback.
+    #[arg(long)]
+    pub phase: Option<String>,
+    /// Walk the remaining phases in order, waiting until every client moved before the
+    /// servers switch and before the old key is dropped.
+    #[arg(long)]
+    pub auto: bool,
+    /// Move on although not every client has moved (API `force`; stragglers must re-enroll
+    /// or fetch the keys over HTTPS). `--force` alone is `--yes`.
+    #[arg(long)]
+    pub ignore_stragglers: bool,
+    /// Why, for the audit log.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// With --auto: how long to wait for clients in all (e.g. 10m, 1h); past it xeroctl exits
+    /// 8 and the rotation stays where it is (rerun to continue).
+    #[arg(long, default_value = "10m")]
+    pub timeout: String,
 }
 
 #[derive(Debug, Args)]

@@ -19,6 +19,7 @@ pub mod pauses;
 pub mod posture;
 pub mod rotation;
 pub mod router;
+pub mod router_keys;
 pub mod schema;
 pub mod scope;
 pub mod status;

@@ -69,6 +69,10 @@ use crate::posture::monitor::PostureMonitor;
 use crate::replication::apply::SignalApplier;
 use crate::replication::{LeaseSettings, Replication};
 use crate::request_limits::RequestLimits;
+use crate::router_keys::join_signing::JoinSigningRollout;
+use crate::router_keys::registry::RolloutRegistry;
+use crate::router_keys::sealing::RouterKeySealer;
+use crate::router_keys::{RouterKeyParts, RouterKeyService};
 use crate::webhooks::WebhookService;
 
 /// The services, wired once, behind one `Arc`: axum clones the state for every request, so a
@@ -116,6 +120,7 @@ pub struct Services {
     pub replicas: ReplicaService,
     pub webhooks: WebhookService,
     pub operations: OperationService,
+    pub router_keys: RouterKeyService,
 }
 
 macro_rules! sub_state {
@@ -147,6 +152,7 @@ sub_state!(
     replicas: ReplicaService,
     webhooks: WebhookService,
     operations: OperationService,
+    router_keys: RouterKeyService,
 );
 
 impl AppState {
@@ -261,7 +267,21 @@ impl AppState {
         );
         let operations =
             OperationService::new(store.clone(), clock.clone(), ids.clone(), audit.clone());
+        let mut registry = RolloutRegistry::default();
+        registry.register(Arc::new(JoinSigningRollout::new(link.clone())));
+        // registry.register(Arc::new(crate::router_keys::mesh::MeshRollout::new(/* h4 */)));
+        let router_keys = RouterKeyService::new(RouterKeyParts {
+            store: store.clone(),
+            clock: clock.clone(),
+            entropy: entropy.clone(),
+            ids: ids.clone(),
+            audit: audit.clone(),
+            metrics: metrics.clone(),
+            sealer: RouterKeySealer::plaintext(),
+            registry,
+        });
         Self(Arc::new(Services {
+            router_keys,
             webhooks,
             store,
             sealer,
@@ -347,6 +367,7 @@ impl AppState {
                 link: self.link.clone(),
                 exec: self.exec.clone(),
                 rotations: self.rotations.clone(),
+                router_keys: self.router_keys.clone(),
             },
         }
     }

@@ -108,6 +108,8 @@ pub struct MeshLink {
     /// (`router_replicas`) and each agent's session holder (`agents.replica_id`) name.
     pub replica_id: String,
     pub allow: AllowList,
+    /// The join-key signing keys in force on this replica (`router_keys::JoinSigningRollout`).
+    pub join_keyring: crate::router_keys::keyring::JoinKeyring,
     mesh: OnceLock<(MeshHandle, String)>,
     /// The latest routing id of each connected agent.
     sessions: Mutex<HashMap<String, Vec<u8>>>,
@@ -149,6 +151,7 @@ impl MeshLink {
             identity,
             replica_id,
             allow: AllowList::default(),
+            join_keyring: Default::default(),
             mesh: OnceLock::new(),
             sessions: Mutex::default(),
             pending_heartbeats: PendingHeartbeats::default(),

@@ -80,6 +80,7 @@ pub struct MetricFamilies {
     credential_oldest_age: Family<KindLabels, Gauge>,
     webhook_deliveries: Family<WebhookLabels, Counter>,
     webhook_pending: Gauge,
+    router_key_phase: Family<KindLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -178,7 +179,15 @@ impl Default for Metrics {
             "Webhook deliveries waiting for an attempt, fleet-wide",
             webhook_pending.clone(),
         );
+        let router_key_phase = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "router_key_rotation_phase",
+            "Phase of each router key kind's rotation as this replica applies it: 0 standby, \
+             1 init, 2 update_clients, 3 update_servers",
+            router_key_phase.clone(),
+        );
         Self(Arc::new(MetricFamilies {
+            router_key_phase,
             posture_registry: Arc::new(posture_registry),
             credentials,
             credential_oldest_age,
@@ -256,6 +265,11 @@ impl Metrics {
     pub fn webhook_delivery(&self, webhook: &str, outcome: &str) {
         let labels = WebhookLabels { webhook: webhook.to_string(), outcome: outcome.to_string() };
         self.webhook_deliveries.get_or_create(&labels).inc();
+    }
+
+    /// The phase a router key kind is in on this replica (see the family's help).
+    pub fn set_router_key_phase(&self, kind: &str, phase: i64) {
+        self.router_key_phase.get_or_create(&KindLabels { kind: kind.to_string() }).set(phase);
     }
 
     pub fn webhook_pending(&self, pending: i64) {

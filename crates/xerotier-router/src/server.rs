@@ -81,6 +81,11 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
         })
         .context("loading the router identity")?;
 
+    // The router's own keys: import the identity's on the first start, then serve what
+    // `router_keys` says (a rotation in progress included) before anything is served.
+    state.router_keys.bootstrap(&state.link.identity).await.context("importing the router keys")?;
+    state.router_keys.reconcile_all().await.context("applying the router keys")?;
+
     #[cfg(feature = "test-faults")]
     crate::test_faults::arm(&state);
 
@@ -132,6 +137,8 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
         .clone()
         .map(|tls| tls_reload::spawn_renewal(tls, &ca_pin, &clock, shutdown.child_token()));
     let stream_watch = state.streams.spawn_watch(shutdown.child_token());
+    let key_sweep =
+        state.router_keys.spawn_sweep(std::time::Duration::from_secs(1), shutdown.child_token());
     let event_listener = state.events.spawn_listener(shutdown.child_token());
     let numbering = state.events.spawn_numbering(shutdown.child_token());
     let webhooks = state
@@ -200,6 +207,7 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
         ("last-used writer", Some(last_used)),
         ("grace-window watch", Some(grace_watch)),
         ("live stream watch", Some(stream_watch)),
+        ("router key sweep", Some(key_sweep)),
         ("event listener", Some(event_listener)),
         ("event and audit numbering", Some(numbering)),
         ("reload handler", Some(reloads)),

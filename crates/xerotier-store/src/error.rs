@@ -24,6 +24,10 @@ pub enum StoreError {
     LastManagementKey(String),
     #[error("{0} has no open grace window")]
     NoGraceWindow(String),
+    /// A router key rotation that cannot happen from where the store is (another in
+    /// progress, a phase that moved meanwhile).
+    #[error("{0}")]
+    RouterKeyConflict(String),
     #[error("unsupported database URL {0:?}: expected sqlite:… or postgres://…")]
     UnsupportedUrl(String),
     #[error("migration {version} failed: {source}")]

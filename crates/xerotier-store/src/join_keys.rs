@@ -24,6 +24,8 @@ pub struct JoinKeyRecord {
     pub grant_workspaces: Option<String>,
     /// The agent waits, whole, for an operator's approval.
     pub require_approval: bool,
+    /// The `kid` of the router key that signed its token (`jks-…`).
+    pub signing_kid: Option<String>,
 }
 
 impl JoinKeyRecord {
@@ -44,6 +46,7 @@ impl JoinKeyRecord {
 record!(JoinKeyRecord in "join_keys" {
     id, name, region, role, router_addr, created_at, created_by, expires_at, consumed_at,
     consumed_by_agent, revoked_at, revoked_by, revoked_reason, grant_workspaces, require_approval,
+    signing_kid,
 });
 
 impl Store {
@@ -55,8 +58,8 @@ impl Store {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO join_keys (id, name, region, role, router_addr, created_at, created_by,
-                 expires_at, grant_workspaces, require_approval)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                 expires_at, grant_workspaces, require_approval, signing_kid)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&key.id)
         .bind(&key.name)
@@ -68,6 +71,7 @@ impl Store {
         .bind(key.expires_at)
         .bind(&key.grant_workspaces)
         .bind(i64::from(key.require_approval))
+        .bind(&key.signing_kid)
         .execute(&mut *tx)
         .await?;
         audit.commit_with(tx).await

@@ -23,6 +23,7 @@ mod pauses;
 mod posture;
 mod replicas;
 mod rotations;
+mod router_keys;
 mod rows;
 mod sealed;
 mod webhooks;
@@ -50,6 +51,9 @@ pub use replicas::{
     SignalKind,
 };
 pub use rotations::{AgentEvent, NewAgentKeys, RotationRecord};
+pub use router_keys::{
+    RotationEnd, RotationOutcome, RouterKeyRecord, RouterKeyRotationRecord, RouterKeyStatus,
+};
 pub use sealed::{
     ROUTER_SECRETS, RewriteError, Rewritten, SEALED_COLUMNS, SealedColumn, SealedValue,
 };

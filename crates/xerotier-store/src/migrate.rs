@@ -126,6 +126,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/common/0019_agent_signing_rotation.sql"),
         postgres: include_str!("../migrations/common/0019_agent_signing_rotation.sql"),
     },
+    Migration {
+        version: 20,
+        name: "router_keys",
+        sqlite: include_str!("../migrations/common/0020_router_keys.sql"),
+        postgres: include_str!("../migrations/common/0020_router_keys.sql"),
+    },
 ];
 
 /// Applies each pending migration in its own write transaction. Several routers starting at

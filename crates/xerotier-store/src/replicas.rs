@@ -36,6 +36,9 @@ pub enum SignalKind {
     JoinKey,
     /// An invocation was cancelled: the replica holding its agent tells the agent.
     Invocation,
+    /// A router key's rotation moved (subject: the kind, or the key id it concerns): every
+    /// replica re-reads that kind's keys and reconciles.
+    RouterKey,
 }
 
 impl SignalKind {
@@ -45,13 +48,20 @@ impl SignalKind {
             SignalKind::Agent => "agent",
             SignalKind::JoinKey => "join_key",
             SignalKind::Invocation => "invocation",
+            SignalKind::RouterKey => "router_key",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [SignalKind::ApiKey, SignalKind::Agent, SignalKind::JoinKey, SignalKind::Invocation]
-            .into_iter()
-            .find(|kind| kind.as_str() == text)
+        [
+            SignalKind::ApiKey,
+            SignalKind::Agent,
+            SignalKind::JoinKey,
+            SignalKind::Invocation,
+            SignalKind::RouterKey,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == text)
     }
 }
 
@@ -129,6 +139,7 @@ pub(crate) async fn signal_for(
         Some("api_key") => SignalKind::ApiKey,
         Some("agent") => SignalKind::Agent,
         Some("join_key") => SignalKind::JoinKey,
+        Some("router_key") => SignalKind::RouterKey,
         // Only a cancel needs another replica (the one holding the agent); a creation is its
         // own durable row, picked up by dispatch.
         Some("invocation") if entry.action == "invocation.cancel" => SignalKind::Invocation,

@@ -39,6 +39,7 @@ async fn enroll_renewing_every(store: &Store, n: u32, lease_interval_ms: i64) ->
         revoked_reason: None,
         grant_workspaces: None,
         require_approval: false,
+        signing_kid: None,
     };
     store.create_join_key(&key, &audit(&format!("aud_jk_{n}"))).await.unwrap();
     let agent = AgentRecord {

@@ -33,6 +33,7 @@ fn join_key(id: &str, expires_at: i64) -> JoinKeyRecord {
         revoked_reason: None,
         grant_workspaces: None,
         require_approval: false,
+        signing_kid: None,
     }
 }
 

@@ -41,6 +41,7 @@ async fn store_with_agent(db: &TestDb) -> Store {
         revoked_reason: None,
         grant_workspaces: None,
         require_approval: false,
+        signing_kid: None,
     };
     store.create_join_key(&jk, &audit("a0")).await.unwrap();
     let agent = AgentRecord {

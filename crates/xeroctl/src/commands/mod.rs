@@ -14,6 +14,7 @@ pub mod operations;
 pub mod pauses;
 pub mod rotation;
 pub mod router;
+pub mod router_keys;
 pub mod webhooks;
 
 use std::time::Duration;

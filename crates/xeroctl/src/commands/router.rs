@@ -1,5 +1,5 @@
 //! `xeroctl router replicas`: the router replicas sharing one store, and the agent sessions
-//! each holds.
+//! each holds. `xeroctl router keys` / `rotate-keys`: the router's own keys (`router_keys`).
 
 use xerotier_proto::router::ReplicaList;
 
@@ -25,6 +25,8 @@ const COLUMNS: [Column; 8] = [
 pub async fn run(ctx: &Ctx, command: RouterCommand) -> anyhow::Result<()> {
     match command {
         RouterCommand::Replicas => replicas(ctx).await,
+        RouterCommand::Keys => super::router_keys::list(ctx).await,
+        RouterCommand::RotateKeys(args) => super::router_keys::rotate(ctx, args).await,
     }
 }
 
@@ -54,7 +56,7 @@ async fn replicas(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 /// `850ms`, `12s`, `3m4s`: short enough for a column.
-fn age(ms: u64) -> String {
+pub(crate) fn age(ms: u64) -> String {
     if ms < 1_000 {
         return format!("{ms}ms");
     }

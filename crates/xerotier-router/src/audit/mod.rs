@@ -24,6 +24,12 @@ const TAKES_AWAY: &[&str] = &[
     "agent.pause_exec",
     "agent.candidate_reject",
     "agent.grant_withdraw",
+    // A router key phase is in force on every replica before the next may begin.
+    "router_key.update_clients",
+    "router_key.update_servers",
+    "router_key.complete",
+    "router_key.rollback",
+    "router_key.dropped",
 ];
 
 /// What an audited action acted on.

@@ -209,22 +209,25 @@ impl EnrollService {
         token: &str,
         now: UnixMillis,
     ) -> Result<(JoinKeyClaims, JoinKeyRecord), Refused> {
-        let claims = self.link.identity.join_signer.verify(token, now).map_err(|err| {
-            let reason = match err {
-                JoinTokenError::Expired => "expired",
-                JoinTokenError::Malformed => "malformed",
-                JoinTokenError::WrongAlgorithm => "wrong_algorithm",
-                JoinTokenError::BadSignature => "bad_signature",
-                JoinTokenError::WrongAudience => "wrong_audience",
-                JoinTokenError::WrongIssuer => "wrong_issuer",
-                JoinTokenError::Signing(_) => "internal",
-            };
-            let error = match err {
-                JoinTokenError::Expired => ServiceError::JoinKeyExpired("(token)".into()),
-                other => ServiceError::JoinKeyInvalid(other.to_string()),
-            };
-            Refused::new(reason, error)
-        })?;
+        let claims =
+            self.link.join_keyring.verify(&self.link.identity.join_signer, token, now).map_err(
+                |err| {
+                    let reason = match err {
+                        JoinTokenError::Expired => "expired",
+                        JoinTokenError::Malformed => "malformed",
+                        JoinTokenError::WrongAlgorithm => "wrong_algorithm",
+                        JoinTokenError::BadSignature => "bad_signature",
+                        JoinTokenError::WrongAudience => "wrong_audience",
+                        JoinTokenError::WrongIssuer => "wrong_issuer",
+                        JoinTokenError::Signing(_) => "internal",
+                    };
+                    let error = match err {
+                        JoinTokenError::Expired => ServiceError::JoinKeyExpired("(token)".into()),
+                        other => ServiceError::JoinKeyInvalid(other.to_string()),
+                    };
+                    Refused::new(reason, error)
+                },
+            )?;
         validate_role(&claims.role).map_err(|_| {
             Refused::new("unknown_role", ServiceError::JoinKeyInvalid("unknown role".into()))
         })?;

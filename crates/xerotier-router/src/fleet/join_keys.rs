@@ -138,6 +138,7 @@ impl JoinKeyService {
             revoked_reason: None,
             grant_workspaces: grant.as_ref().map(|g| serde_json::json!(g).to_string()),
             require_approval,
+            signing_kid: None,
         };
         let claims = JoinKeyClaims {
             iss: JOIN_KEY_ISSUER.into(),
@@ -154,8 +155,13 @@ impl JoinKeyService {
             require_approval,
             tls_ca: settings.tls_ca_pin.get(),
         };
-        let token =
-            self.link.identity.join_signer.issue(&claims).map_err(ServiceError::internal)?;
+        let signed = self
+            .link
+            .join_keyring
+            .issue(&self.link.identity.join_signer, &claims)
+            .map_err(ServiceError::internal)?;
+        let (token, record) =
+            (signed.token, JoinKeyRecord { signing_kid: Some(signed.kid), ..record });
         let target = Target { kind: "join_key", id: Some(&record.id), name: Some(&record.name) };
         let details = serde_json::json!({
             "role": record.role, "region": record.region, "router_addr": record.router_addr,

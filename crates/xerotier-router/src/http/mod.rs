@@ -120,6 +120,8 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .routes(routes!(exec::list_pauses))
         .routes(routes!(crate::posture::handlers::posture_report))
         .routes(routes!(membership::list_replicas))
+        .routes(routes!(crate::router_keys::handlers::list_router_keys))
+        .routes(routes!(crate::router_keys::handlers::rotate_router_key))
         .routes(routes!(webhooks::list_webhooks))
         .routes(routes!(webhooks::list_deliveries))
         .routes(routes!(operations::create_operation, operations::list_operations))

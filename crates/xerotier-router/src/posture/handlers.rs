@@ -13,7 +13,8 @@ use crate::http::extract::QueryParams;
 use crate::validate;
 
 /// Every credential of every kind against the rotation policy: API keys, each live agent's
-/// CURVE key and workspace credential files, unconsumed join keys.
+/// CURVE key and workspace credential files, unconsumed join keys, the router's own keys in
+/// force (`router_key`: mesh and join signing).
 #[utoipa::path(
     get,
     path = "/v1/management/credentials",
@@ -35,13 +36,7 @@ pub async fn posture_report(
         now: format_rfc3339(report.now),
         profile: report.policy.profile.map(|p| p.as_str().to_string()),
         due_soon_seconds: report.policy.due_soon_ms / 1000,
-        rules: report
-            .policy
-            .rules()
-            .iter()
-            .filter(|r| r.kind != CredentialKind::RouterKey)
-            .map(rule_view)
-            .collect(),
+        rules: report.policy.rules().iter().map(rule_view).collect(),
         credentials: report.rows.into_iter().map(row_view).collect(),
     }))
 }

@@ -8,7 +8,7 @@ use xerotier_core::{SharedClock, UnixMillis};
 use xerotier_posture::{
     CredentialKind, Judgement, Policy, PolicyConfig, PostureState, Profile, Rule, Subject, judge,
 };
-use xerotier_store::{CredentialState, Store};
+use xerotier_store::{CredentialState, RouterKeyStatus, Store};
 
 use crate::service_error::ServiceError;
 
@@ -167,6 +167,34 @@ impl PostureService {
                         file: None,
                     },
                 ));
+            }
+        }
+        if filter.agent_id.is_none() && wants(CredentialKind::RouterKey) {
+            // The router's own keys in force (mesh, join signing); a rotation replaces the key,
+            // so a key's age runs from its creation.
+            for kind in ["mesh", "join_signing"] {
+                for key in self.store.router_keys(kind).await? {
+                    if key.status() != Some(RouterKeyStatus::Current) {
+                        continue;
+                    }
+                    rows.push(row(
+                        &policy,
+                        now,
+                        Seed {
+                            kind: CredentialKind::RouterKey,
+                            id: key.kid,
+                            name: format!("{kind} key"),
+                            owner: None,
+                            agent_id: None,
+                            region: None,
+                            created_at: key.created_at,
+                            last_rotated_at: None,
+                            last_used_at: None,
+                            expires_at: None,
+                            file: None,
+                        },
+                    ));
+                }
             }
         }
         rows.retain(|r| {

@@ -11,6 +11,7 @@ use crate::fleet::rotation::RotationService;
 use crate::key_cache::KeyCache;
 use crate::mesh_link::MeshLink;
 use crate::mesh_runtime::stored_curve_key;
+use crate::router_keys::RouterKeyService;
 
 /// The parts of this replica a signal can touch.
 #[derive(Debug, Clone)]
@@ -20,6 +21,7 @@ pub struct SignalApplier {
     pub link: Arc<MeshLink>,
     pub exec: ExecService,
     pub rotations: RotationService,
+    pub router_keys: RouterKeyService,
 }
 
 impl SignalApplier {
@@ -30,6 +32,12 @@ impl SignalApplier {
             Some(SignalKind::Invocation) => self.invocation_changed(&signal.subject).await?,
             // Join keys are consumed inside the enrollment transaction; nothing is cached.
             Some(SignalKind::JoinKey) => {}
+            // A router key's phase moved: this replica matches the store for that kind.
+            Some(SignalKind::RouterKey) => {
+                if let Err(err) = self.router_keys.on_signal(&signal.subject).await {
+                    tracing::error!(subject = %signal.subject, error = %err, "could not apply a router key phase");
+                }
+            }
             None => tracing::debug!(seq = signal.seq, "signal of an unknown kind skipped"),
         }
         Ok(())

@@ -33,6 +33,7 @@ pub fn join_key(id: &str) -> JoinKeyRecord {
         revoked_reason: None,
         grant_workspaces: None,
         require_approval: false,
+        signing_kid: None,
     }
 }
 

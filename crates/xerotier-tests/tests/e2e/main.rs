@@ -40,6 +40,7 @@ mod replicas;
 mod request_hygiene;
 mod rotation;
 mod router;
+mod router_keys;
 mod runbook;
 mod sealed_keys;
 mod security;
