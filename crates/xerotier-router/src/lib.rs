@@ -313,6 +313,11 @@ impl AppState {
                 agents: self.agents.clone(),
                 replication: self.replication.clone(),
                 replicas: self.replicas.clone(),
+                router_keys: crate::router_keys::mesh::MeshKeyAcks::new(
+                    self.link.clone(),
+                    self.store.clone(),
+                    self.clock.clone(),
+                ),
             },
             rotations: self.rotations.clone(),
             exec: self.exec.clone(),

@@ -23,6 +23,7 @@ mod pauses;
 mod posture;
 mod replicas;
 mod rotations;
+mod router_key_acks;
 mod rows;
 mod webhooks;
 mod workspaces;
@@ -49,6 +50,7 @@ pub use replicas::{
     SignalKind,
 };
 pub use rotations::{AgentEvent, RotationRecord};
+pub use router_key_acks::RouterKeyAck;
 pub use sqlx::Error as SqlxError;
 pub use webhooks::{
     AttemptEnd, AttemptResult, DeliveryFilter, MAX_ERROR_CHARS, NewDelivery, SecurityEvent,
