@@ -203,7 +203,7 @@ mod tests {
 
     fn answer(served: u64, set: &[u64], retired: &[u64]) -> EnrollResponse {
         EnrollResponse {
-            agent_id: "agt_01J9ZK3V8P5Q2R7T4W6X0Y1ABC".into(),
+            agent_id: "agt_01j9zk3v8p5q2r7t4w6x0y1abc".into(),
             mesh_addr: "tcp://router:5555".into(),
             router_curve_key: z85(served),
             role: "execution".into(),

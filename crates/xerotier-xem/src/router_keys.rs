@@ -204,7 +204,7 @@ mod tests {
 
     fn identity() -> Identity {
         Identity {
-            agent_id: "agt_01J9ZK3V8P5Q2R7T4W6X0Y1ABC".into(),
+            agent_id: "agt_01j9zk3v8p5q2r7t4w6x0y1abc".into(),
             registration_name: "xem".into(),
             mesh_addr: "tcp://router:5555".into(),
             router_curve_key: key(1).public_key,
@@ -219,7 +219,7 @@ mod tests {
     fn an_identity_file_from_before_key_rotation_still_loads_with_its_one_key() {
         let dir = tempfile::tempdir().unwrap();
         let old = serde_json::json!({
-            "agent_id": "agt_01J9ZK3V8P5Q2R7T4W6X0Y1ABC",
+            "agent_id": "agt_01j9zk3v8p5q2r7t4w6x0y1abc",
             "registration_name": "xem",
             "mesh_addr": "tcp://router:5555",
             "router_curve_key": key(1).public_key,
