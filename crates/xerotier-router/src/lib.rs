@@ -111,6 +111,8 @@ pub struct Services {
     pub replicas: ReplicaService,
     pub webhooks: WebhookService,
     pub operations: OperationService,
+    /// Signed router key fetches by agents that missed a mesh key rotation.
+    pub router_key_fetch: router_keys::fetch::KeyFetchService,
 }
 
 macro_rules! sub_state {
@@ -142,6 +144,7 @@ sub_state!(
     replicas: ReplicaService,
     webhooks: WebhookService,
     operations: OperationService,
+    router_key_fetch: router_keys::fetch::KeyFetchService,
 );
 
 impl AppState {
@@ -255,7 +258,15 @@ impl AppState {
         );
         let operations =
             OperationService::new(store.clone(), clock.clone(), ids.clone(), audit.clone());
+        let router_key_fetch = router_keys::fetch::KeyFetchService::new(
+            store.clone(),
+            clock.clone(),
+            link.clone(),
+            audit.clone(),
+            metrics.clone(),
+        );
         Self(Arc::new(Services {
+            router_key_fetch,
             webhooks,
             store,
             replication,
