@@ -5,3 +5,5 @@ pub mod fetch;
 pub mod handlers;
 pub mod mesh;
 pub mod rollout;
+
+pub use rollout::KindRollout;
