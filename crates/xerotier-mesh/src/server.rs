@@ -311,7 +311,8 @@ impl MeshServer {
             .name("mesh-io".into())
             .spawn(move || {
                 crate::socket::block_signals_on_this_thread();
-                let endpoint = Rebind { context: &context, endpoint: &io_endpoint, rekey: &io_rekey };
+                let endpoint =
+                    Rebind { context: &context, endpoint: &io_endpoint, rekey: &io_rekey };
                 if let Err(err) =
                     pump(router, &pull, &allow, caps.as_mut(), &events_tx, &io_stop, &endpoint)
                 {

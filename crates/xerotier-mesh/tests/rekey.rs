@@ -81,11 +81,9 @@ async fn after_a_rekey_the_old_server_key_is_refused_and_the_new_one_works() {
     on_old.send(&hello("agt_old")).unwrap();
     let (on_new, mut new_events) = client(&endpoint, &allow, 11, "agt_new", &new.public_z85());
     on_new.send(&hello("agt_new")).unwrap();
-    timeout(WAIT, async {
-        while new_events.recv().await != Some(ClientEvent::Connected) {}
-    })
-    .await
-    .expect("a client on the new key completes its handshake");
+    timeout(WAIT, async { while new_events.recv().await != Some(ClientEvent::Connected) {} })
+        .await
+        .expect("a client on the new key completes its handshake");
     let (late_old, _late) = client(&endpoint, &allow, 12, "agt_late", &old.public_z85());
     late_old.send(&hello("agt_late")).unwrap();
     let seen = frames_from(&mut events, Duration::from_millis(1_500)).await;

@@ -135,7 +135,12 @@ pub struct RouterKeysRequest {
 
 /// What the agent signs for a [`RouterKeysRequest`]: the domain and every field, one a line
 /// (none may contain a newline: each has a fixed format the router checks first).
-pub fn router_keys_signing_input(agent_id: &str, timestamp_ms: i64, nonce: &str, kid: &str) -> Vec<u8> {
+pub fn router_keys_signing_input(
+    agent_id: &str,
+    timestamp_ms: i64,
+    nonce: &str,
+    kid: &str,
+) -> Vec<u8> {
     format!("{ROUTER_KEYS_FETCH_DOMAIN}\n{agent_id}\n{timestamp_ms}\n{nonce}\n{kid}").into_bytes()
 }
 

@@ -135,7 +135,9 @@ pub fn spawn_mesh_phase_watch(
                 continue;
             }
             match mesh_state(&link, &text) {
-                Some(state) => match crate::router_keys::KindRollout::reconcile(&rollout, &state).await {
+                Some(state) => match crate::router_keys::KindRollout::reconcile(&rollout, &state)
+                    .await
+                {
                     Ok(()) => tracing::warn!(phase = %text, "TEST FAULT: mesh key phase applied"),
                     Err(err) => tracing::error!(error = %err, "TEST FAULT: mesh key phase failed"),
                 },
@@ -150,7 +152,9 @@ fn mesh_state(
     link: &crate::mesh_link::MeshLink,
     text: &str,
 ) -> Option<crate::router_keys::rollout::RouterKeyState> {
-    use crate::router_keys::rollout::{RotationPhase, RouterKeyKind, RouterKeyMaterial, RouterKeyState};
+    use crate::router_keys::rollout::{
+        RotationPhase, RouterKeyKind, RouterKeyMaterial, RouterKeyState,
+    };
     use secrecy::{ExposeSecret, SecretString};
     let (phase, seed) = text.split_once(' ')?;
     let seed: u64 = seed.trim().parse().ok()?;

@@ -88,8 +88,10 @@ impl Store {
 
     /// Every agent's record, by agent id.
     pub async fn router_key_acks(&self) -> Result<Vec<RouterKeyAck>, StoreError> {
-        self.fetch_all(sqlx::query(sql::<RouterKeyAck>("SELECT {cols} FROM {table} ORDER BY agent_id")))
-            .await
+        self.fetch_all(sqlx::query(sql::<RouterKeyAck>(
+            "SELECT {cols} FROM {table} ORDER BY agent_id",
+        )))
+        .await
     }
 
     /// Spends a fetch nonce: true when it was not seen since `forget_before` (it is then kept

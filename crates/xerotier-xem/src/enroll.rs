@@ -166,7 +166,8 @@ fn vouches_for_pin(answer: &EnrollResponse, pin: &str) -> bool {
     {
         return true;
     }
-    crate::router_keys::kid_of(pin).is_some_and(|kid| answer.retired_router_mesh_kids.contains(&kid))
+    crate::router_keys::kid_of(pin)
+        .is_some_and(|kid| answer.retired_router_mesh_kids.contains(&kid))
 }
 
 #[cfg(test)]

@@ -78,7 +78,11 @@ pub fn key_set(identity: &Identity) -> Vec<RouterMeshKey> {
 
 /// Replaces the identity's key set with `keys` (checked whole first) and saves it durably
 /// (atomic 0600 write, synced) before returning: only then may the agent acknowledge it.
-pub fn adopt(state_dir: &Path, identity: &mut Identity, keys: Vec<RouterMeshKey>) -> anyhow::Result<()> {
+pub fn adopt(
+    state_dir: &Path,
+    identity: &mut Identity,
+    keys: Vec<RouterMeshKey>,
+) -> anyhow::Result<()> {
     validate(&keys)?;
     let mut updated = identity.clone();
     updated.router_curve_key = keys[0].public_key.clone();
@@ -132,7 +136,9 @@ pub async fn fetch(
     entropy: SharedEntropy,
 ) -> anyhow::Result<()> {
     let Some(router_url) = identity.router_url.clone() else {
-        bail!("the identity names no router URL to fetch the router's keys from (enrolled by an older XEM): re-enroll");
+        bail!(
+            "the identity names no router URL to fetch the router's keys from (enrolled by an older XEM): re-enroll"
+        );
     };
     let held = key_set(identity);
     let kid = held.first().map(|k| k.kid.clone()).ok_or_else(|| anyhow!("no router key held"))?;
@@ -253,10 +259,15 @@ mod tests {
         let entropy: SharedEntropy = Arc::new(SeededEntropy::new(10));
         let request = signed_request("agt_1", &key(1).kid, &signing, &clock, &entropy);
         let signature = hex::decode(&request.signature).unwrap();
-        let input =
-            router_keys_signing_input(&request.agent_id, request.timestamp_ms, &request.nonce, &request.kid);
+        let input = router_keys_signing_input(
+            &request.agent_id,
+            request.timestamp_ms,
+            &request.nonce,
+            &request.kid,
+        );
         assert!(xerotier_credentials::verify_signature(&signing.public_hex(), &input, &signature));
-        let other = router_keys_signing_input("agt_2", request.timestamp_ms, &request.nonce, &request.kid);
+        let other =
+            router_keys_signing_input("agt_2", request.timestamp_ms, &request.nonce, &request.kid);
         assert!(!xerotier_credentials::verify_signature(&signing.public_hex(), &other, &signature));
         assert_eq!(request.nonce.len(), 32);
         let again = signed_request("agt_1", &key(1).kid, &signing, &clock, &entropy);

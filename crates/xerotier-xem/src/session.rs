@@ -6,8 +6,8 @@
 //! so each decision can be read (and changed) in one place.
 
 mod credentials;
-mod router_keys;
 mod rotate;
+mod router_keys;
 mod shutdown;
 
 use std::collections::BTreeSet;

@@ -150,11 +150,17 @@ impl KeyFetchService {
     }
 
     async fn record(&self, context: &AuditContext, request: &RouterKeysRequest, refusal: Refusal) {
-        let agent_id = is_valid_id(IdKind::Agent, &request.agent_id).then_some(request.agent_id.as_str());
+        let agent_id =
+            is_valid_id(IdKind::Agent, &request.agent_id).then_some(request.agent_id.as_str());
         self.record_refusal(context, agent_id, refusal).await;
     }
 
-    async fn record_refusal(&self, context: &AuditContext, agent_id: Option<&str>, refusal: Refusal) {
+    async fn record_refusal(
+        &self,
+        context: &AuditContext,
+        agent_id: Option<&str>,
+        refusal: Refusal,
+    ) {
         let source = source_of_text(context.client_addr.as_deref());
         tracing::info!(%source, agent_id = agent_id.unwrap_or("-"), reason = refusal.as_str(), "router key fetch refused");
         let admitted = self.limiter.lock().admit(&source, self.clock.now_millis());

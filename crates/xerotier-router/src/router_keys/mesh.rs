@@ -40,11 +40,17 @@ const LIVE_READ_WINDOW_MS: i64 = 10 * 60_000;
 
 /// What a replica serves and tells its agents for `state`, and the keys a key fetch may still
 /// hold besides them.
-pub fn plan(state: &RouterKeyState) -> Result<(RouterKeyMaterial, Vec<RouterMeshKey>), RolloutError> {
-    let key = |m: &RouterKeyMaterial| RouterMeshKey { kid: m.kid.clone(), public_key: m.public.clone() };
+pub fn plan(
+    state: &RouterKeyState,
+) -> Result<(RouterKeyMaterial, Vec<RouterMeshKey>), RolloutError> {
+    let key =
+        |m: &RouterKeyMaterial| RouterMeshKey { kid: m.kid.clone(), public_key: m.public.clone() };
     let next = || {
         state.next.clone().ok_or_else(|| {
-            RolloutError::Failed(format!("mesh rotation in {} without a new key", state.phase.as_str()))
+            RolloutError::Failed(format!(
+                "mesh rotation in {} without a new key",
+                state.phase.as_str()
+            ))
         })
     };
     let planned = match state.phase {
@@ -90,8 +96,12 @@ impl MeshRollout {
         }
         let retired = state.verify_only.iter().map(|m| m.kid.clone()).collect();
         let kid = serve.kid.clone();
-        let (key_changed, set_changed) =
-            self.link.set_serving(ServingKeys { keys, kid: kid.clone(), accept: accept.clone(), retired });
+        let (key_changed, set_changed) = self.link.set_serving(ServingKeys {
+            keys,
+            kid: kid.clone(),
+            accept: accept.clone(),
+            retired,
+        });
         if key_changed {
             tracing::info!(%kid, phase = state.phase.as_str(), "mesh endpoint now serves this router key");
         }
@@ -101,7 +111,11 @@ impl MeshRollout {
             let frame = Frame::RouterKeys { keys: accept };
             let agents = self.link.session_agents();
             let told = agents.iter().filter(|agent| self.link.send_to(agent, &frame)).count();
-            tracing::info!(phase = state.phase.as_str(), agents = told, "router mesh keys sent to live sessions");
+            tracing::info!(
+                phase = state.phase.as_str(),
+                agents = told,
+                "router mesh keys sent to live sessions"
+            );
         }
         Ok(())
     }
@@ -202,12 +216,16 @@ impl MeshKeyAcks {
     pub async fn on_ack(&self, agent_id: &str, kids: Vec<String>) {
         let well_formed = !kids.is_empty()
             && kids.len() <= MAX_ROUTER_MESH_KEYS
-            && kids.iter().all(|k| k.starts_with("mks-") && xerotier_proto::formats::is_router_key_id(k));
+            && kids
+                .iter()
+                .all(|k| k.starts_with("mks-") && xerotier_proto::formats::is_router_key_id(k));
         if !well_formed {
             tracing::warn!(%agent_id, "malformed router key acknowledgement; dropped");
             return;
         }
-        if let Err(err) = self.store.record_router_key_ack(agent_id, &kids, self.clock.now_millis()).await {
+        if let Err(err) =
+            self.store.record_router_key_ack(agent_id, &kids, self.clock.now_millis()).await
+        {
             tracing::warn!(%agent_id, error = %err, "could not record the agent's router key acknowledgement");
         } else {
             tracing::info!(%agent_id, kids = %kids.join(","), "agent holds the router mesh keys");

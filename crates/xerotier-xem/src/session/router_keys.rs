@@ -24,7 +24,9 @@ impl Session {
         self.fetch_keys = false;
         if self.key_index != 0 {
             match router_keys::promote(&self.state_dir, &mut self.identity, self.key_index) {
-                Ok(()) => tracing::info!("connected on another router mesh key; it is now tried first"),
+                Ok(()) => {
+                    tracing::info!("connected on another router mesh key; it is now tried first")
+                }
                 Err(err) => tracing::warn!(error = %err, "could not save the router key order"),
             }
             self.key_index = 0;
@@ -37,7 +39,10 @@ impl Session {
         let keys = router_keys::key_set(&self.identity).len().max(1);
         self.key_index += 1;
         if self.key_index < keys {
-            tracing::warn!(key = self.key_index, "no handshake on this router mesh key; trying the next one held");
+            tracing::warn!(
+                key = self.key_index,
+                "no handshake on this router mesh key; trying the next one held"
+            );
             return;
         }
         self.key_index = 0;
