@@ -88,19 +88,6 @@ impl Clock for OffsetClock {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use xerotier_core::ManualClock;
-
-    use super::*;
-
-    #[test]
-    fn the_offset_clock_is_shifted_by_its_offset() {
-        let clock = OffsetClock { base: Arc::new(ManualClock::new(10_000)), offset_ms: -5_000 };
-        assert_eq!(clock.now_millis(), 5_000);
-    }
-}
-
 const MESH_PHASE_FILE_ENV: &str = "XEROTIER_ROUTER_TEST_MESH_PHASE_FILE";
 /// How often the mesh phase file is re-read.
 const MESH_PHASE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
@@ -180,4 +167,17 @@ fn mesh_state(
         next,
         verify_only,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use xerotier_core::ManualClock;
+
+    use super::*;
+
+    #[test]
+    fn the_offset_clock_is_shifted_by_its_offset() {
+        let clock = OffsetClock { base: Arc::new(ManualClock::new(10_000)), offset_ms: -5_000 };
+        assert_eq!(clock.now_millis(), 5_000);
+    }
 }
