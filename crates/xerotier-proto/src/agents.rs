@@ -118,7 +118,7 @@ pub const ROUTER_KEYS_FETCH_DOMAIN: &str = "xerotier-router-keys-fetch-v1";
 #[serde(deny_unknown_fields)]
 pub struct RouterKeysRequest {
     /// `agt_…`.
-    #[schema(max_length = 64)]
+    #[schema(pattern = "^agt_[0-9a-hjkmnp-tv-z]{26}$")]
     pub agent_id: String,
     /// Unix milliseconds when signed; refused more than 5 minutes from the router's clock.
     pub timestamp_ms: i64,
