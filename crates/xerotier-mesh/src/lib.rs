@@ -20,5 +20,5 @@ mod zap;
 pub use allow_list::AllowList;
 pub use client::{ClientEvent, MeshClient};
 pub use error::MeshError;
-pub use server::{DropReason, InboundCap, MeshEvent, MeshHandle, MeshServer};
+pub use server::{DropReason, InboundCap, MeshEvent, MeshHandle, MeshRekey, MeshServer};
 pub use socket::{ClientKeys, configure_client_socket};

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use parking_lot::Mutex;
 use std::thread::JoinHandle;
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 use xerotier_core::{SharedClock, UnixMillis};
 use xerotier_credentials::CurveKeyPair;
@@ -160,6 +160,103 @@ pub struct MeshServer {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     cap_drops: Arc<CapDrops>,
+    rekey: MeshRekey,
+}
+
+/// Changes the CURVE key a running [`MeshServer`] serves (the router's mesh key rotation,
+/// SPEC §9). Cheap to clone. The I/O thread applies a request between two polls: it closes
+/// the ROUTER socket and binds a new one on the same endpoint with the new key, so every
+/// session on the old key ends (its agent reconnects, and must know the new key to get in)
+/// while the outbound queue, a separate socket, keeps what was queued.
+#[derive(Clone, Default)]
+pub struct MeshRekey {
+    pending: Arc<Mutex<Option<(u64, SecretString)>>>,
+    requested: Arc<AtomicU64>,
+    applied: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for MeshRekey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshRekey")
+            .field("requested", &self.requested.load(Ordering::Relaxed))
+            .field("applied", &self.applied.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl MeshRekey {
+    /// Asks the I/O thread to serve `keys` from now on; returns the request's number (see
+    /// [`Self::applied`]). A later request replaces one not yet applied.
+    pub fn serve(&self, keys: &CurveKeyPair) -> u64 {
+        let mut pending = self.pending.lock();
+        let number = self.requested.fetch_add(1, Ordering::Relaxed) + 1;
+        *pending = Some((number, keys.secret_z85()));
+        number
+    }
+
+    /// The number of the last request the I/O thread applied (0 before any).
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    fn take(&self) -> Option<(u64, SecretString)> {
+        self.pending.lock().take()
+    }
+}
+
+/// What the I/O thread needs to re-bind its ROUTER socket.
+struct Rebind<'a> {
+    context: &'a zmq::Context,
+    endpoint: &'a str,
+    rekey: &'a MeshRekey,
+}
+
+/// How long a re-bind waits for the closed socket's port to be released (libzmq closes it on
+/// its own I/O thread, shortly after the socket is dropped).
+const REBIND_ATTEMPTS: u32 = 250;
+const REBIND_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The CURVE ROUTER socket, bound at `bind`, serving `secret`.
+fn bind_router(
+    context: &zmq::Context,
+    secret: &SecretString,
+    bind: &str,
+) -> Result<zmq::Socket, MeshError> {
+    let router = context.socket(zmq::ROUTER)?;
+    router.set_curve_server(true)?;
+    router.set_curve_secretkey(secret.expose_secret().as_bytes())?;
+    router.set_zap_domain("xerotier")?;
+    router.set_maxmsgsize(i64::try_from(MAX_FRAME_BYTES).unwrap_or(i64::MAX))?;
+    router.set_linger(0)?;
+    router.set_sndhwm(100_000)?;
+    router.set_rcvhwm(100_000)?;
+    router.set_heartbeat_ivl(5_000)?;
+    router.set_heartbeat_timeout(15_000)?;
+    router.bind(bind).map_err(|source| MeshError::Bind { addr: bind.to_string(), source })?;
+    Ok(router)
+}
+
+/// Closes `old` and binds a socket serving `secret` on the same endpoint, retrying while the
+/// port is still held by the closing socket.
+fn rebind(
+    old: zmq::Socket,
+    rebind: &Rebind<'_>,
+    secret: &SecretString,
+) -> Result<zmq::Socket, MeshError> {
+    drop(old);
+    let mut attempt = 0;
+    loop {
+        match bind_router(rebind.context, secret, rebind.endpoint) {
+            Ok(socket) => return Ok(socket),
+            Err(MeshError::Bind { source: zmq::Error::EADDRINUSE, .. })
+                if attempt < REBIND_ATTEMPTS =>
+            {
+                attempt += 1;
+                std::thread::sleep(REBIND_PAUSE);
+            }
+            Err(err) => return Err(err),
+        }
+    }
 }
 
 impl MeshServer {
@@ -185,17 +282,7 @@ impl MeshServer {
         let stop = Arc::new(AtomicBool::new(false));
         let zap_thread = zap::start(&context, allow.clone(), stop.clone())?;
 
-        let router = context.socket(zmq::ROUTER)?;
-        router.set_curve_server(true)?;
-        router.set_curve_secretkey(server_keys.secret_z85().expose_secret().as_bytes())?;
-        router.set_zap_domain("xerotier")?;
-        router.set_maxmsgsize(i64::try_from(MAX_FRAME_BYTES).unwrap_or(i64::MAX))?;
-        router.set_linger(0)?;
-        router.set_sndhwm(100_000)?;
-        router.set_rcvhwm(100_000)?;
-        router.set_heartbeat_ivl(5_000)?;
-        router.set_heartbeat_timeout(15_000)?;
-        router.bind(bind).map_err(|source| MeshError::Bind { addr: bind.to_string(), source })?;
+        let router = bind_router(&context, &server_keys.secret_z85(), bind)?;
         let endpoint = match router.get_last_endpoint()? {
             Ok(endpoint) => endpoint,
             Err(_) => bind.to_string(),
@@ -217,11 +304,17 @@ impl MeshServer {
         let mut caps =
             cap.map(|cap| Caps { cap, agents: HashMap::new(), drops: cap_drops.clone() });
         let fatal_tx = events_tx.clone();
+        let rekey = MeshRekey::default();
+        let io_rekey = rekey.clone();
+        let io_endpoint = endpoint.clone();
         let io_thread = std::thread::Builder::new()
             .name("mesh-io".into())
             .spawn(move || {
                 crate::socket::block_signals_on_this_thread();
-                if let Err(err) = pump(&router, &pull, &allow, caps.as_mut(), &events_tx, &io_stop)
+                let endpoint =
+                    Rebind { context: &context, endpoint: &io_endpoint, rekey: &io_rekey };
+                if let Err(err) =
+                    pump(router, &pull, &allow, caps.as_mut(), &events_tx, &io_stop, &endpoint)
                 {
                     let _ = fatal_tx.blocking_send(MeshEvent::Fatal(format!("mesh I/O: {err}")));
                 }
@@ -229,7 +322,8 @@ impl MeshServer {
                 drop(context);
             })
             .map_err(|e| MeshError::Thread(e.to_string()))?;
-        let server = Self { endpoint, stop, threads: vec![zap_thread, io_thread], cap_drops };
+        let server =
+            Self { endpoint, stop, threads: vec![zap_thread, io_thread], cap_drops, rekey };
         Ok((server, MeshHandle { outbound: Arc::new(Mutex::new(push)) }, events_rx))
     }
 
@@ -242,6 +336,11 @@ impl MeshServer {
     /// router treats this turning false as fatal.
     pub fn is_healthy(&self) -> bool {
         self.threads.iter().all(|t| !t.is_finished())
+    }
+
+    /// Changes the key this endpoint serves (see [`MeshRekey`]).
+    pub fn rekey(&self) -> MeshRekey {
+        self.rekey.clone()
     }
 
     /// Messages dropped so far by the per-agent [`InboundCap`].
@@ -266,14 +365,20 @@ impl Drop for MeshServer {
 }
 
 fn pump(
-    router: &zmq::Socket,
+    mut router: zmq::Socket,
     outbound: &zmq::Socket,
     allow: &AllowList,
     mut caps: Option<&mut Caps>,
     events: &mpsc::Sender<MeshEvent>,
     stop: &AtomicBool,
+    endpoint: &Rebind<'_>,
 ) -> Result<(), MeshError> {
     while !stop.load(Ordering::Relaxed) {
+        if let Some((number, secret)) = endpoint.rekey.take() {
+            router = rebind(router, endpoint, &secret)?;
+            endpoint.rekey.applied.store(number, Ordering::Release);
+        }
+        let router = &router;
         let mut items = [router.as_poll_item(zmq::POLLIN), outbound.as_poll_item(zmq::POLLIN)];
         match zmq::poll(&mut items, POLL_MS) {
             Ok(_) => {}

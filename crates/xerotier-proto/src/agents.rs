@@ -96,6 +96,59 @@ pub struct EnrollResponse {
     /// to when the agent's replica stops answering. Absent from routers that predate replicas.
     #[serde(default)]
     pub mesh_addrs: Vec<String>,
+    /// The router mesh keys to accept, in the order to try them (`router_curve_key` is among
+    /// them): both while a mesh key rotation is under way (SPEC §9). Absent from routers that
+    /// predate router key rotation.
+    #[serde(default)]
+    pub router_mesh_keys: Vec<crate::mesh::RouterMeshKey>,
+    /// Ids of router mesh keys rotated away within the overlap window: a join key minted
+    /// before the rotation pins one of them and still enrolls.
+    #[serde(default)]
+    pub retired_router_mesh_kids: Vec<String>,
+}
+
+/// The domain of a signed router key fetch: a signature over it can never be mistaken for any
+/// other the agent's signing key makes (rotation acknowledgements have their own).
+pub const ROUTER_KEYS_FETCH_DOMAIN: &str = "xerotier-router-keys-fetch-v1";
+
+/// `POST /v1/agents/router-keys`: an enrolled agent none of whose router mesh keys works any
+/// more (it was offline for a whole mesh key rotation) asks for the current ones, signed with
+/// its Ed25519 signing key instead of a join key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouterKeysRequest {
+    /// `agt_…`.
+    #[schema(pattern = "^agt_[0-9a-hjkmnp-tv-z]{26}$")]
+    pub agent_id: String,
+    /// Unix milliseconds when signed; refused more than 5 minutes from the router's clock.
+    pub timestamp_ms: i64,
+    /// 32 lowercase hex digits, never used twice.
+    #[schema(pattern = "^[0-9a-f]{32}$")]
+    pub nonce: String,
+    /// The router mesh key id the agent holds (`mks-…`).
+    #[schema(pattern = "^mks-[0-9a-f]{16}$")]
+    pub kid: String,
+    /// Ed25519 over [`router_keys_signing_input`], 128 lowercase hex digits.
+    #[schema(pattern = "^[0-9a-f]{128}$")]
+    pub signature: String,
+}
+
+/// What the agent signs for a [`RouterKeysRequest`]: the domain and every field, one a line
+/// (none may contain a newline: each has a fixed format the router checks first).
+pub fn router_keys_signing_input(
+    agent_id: &str,
+    timestamp_ms: i64,
+    nonce: &str,
+    kid: &str,
+) -> Vec<u8> {
+    format!("{ROUTER_KEYS_FETCH_DOMAIN}\n{agent_id}\n{timestamp_ms}\n{nonce}\n{kid}").into_bytes()
+}
+
+/// The answer to a [`RouterKeysRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RouterKeysResponse {
+    /// The router mesh keys to accept, in the order to try them.
+    pub keys: Vec<crate::mesh::RouterMeshKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

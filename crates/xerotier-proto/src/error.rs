@@ -59,6 +59,10 @@ pub enum ErrorCode {
     /// The fleet-wide operation is not in a state that allows this (cancel a finished one,
     /// resume one that is not halted).
     OperationState,
+    /// A signed agent request (`POST /v1/agents/router-keys`) was refused: unknown or revoked
+    /// agent, bad signature, stale timestamp, replayed nonce, or a key id too old. One code
+    /// for all, so the caller learns nothing about which.
+    AgentRequestRefused,
     Internal,
 }
 
@@ -73,6 +77,7 @@ impl ErrorCode {
             ErrorCode::AlreadyRevoked => "already_revoked",
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::JoinKeyInvalid => "join_key_invalid",
+            ErrorCode::AgentRequestRefused => "agent_request_refused",
             ErrorCode::JoinKeyExpired => "join_key_expired",
             ErrorCode::JoinKeyUsed => "join_key_used",
             ErrorCode::JoinKeyRevoked => "join_key_revoked",
@@ -109,7 +114,8 @@ impl ErrorCode {
             | ErrorCode::InvalidApiKey
             | ErrorCode::JoinKeyInvalid
             | ErrorCode::JoinKeyExpired
-            | ErrorCode::JoinKeyRevoked => "authentication_error",
+            | ErrorCode::JoinKeyRevoked
+            | ErrorCode::AgentRequestRefused => "authentication_error",
             ErrorCode::JoinKeyUsed
             | ErrorCode::RegistrationNameTaken
             | ErrorCode::CurveKeyTaken

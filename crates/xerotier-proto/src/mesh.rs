@@ -101,11 +101,14 @@ pub enum Frame {
 pub const MAX_ROUTER_MESH_KEYS: usize = 2;
 
 /// One of the router's mesh CURVE public keys, named by its key id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RouterMeshKey {
     /// `mks-` and 16 lowercase hex digits of the key's fingerprint ([`crate::formats::ROUTER_KEY_ID`]).
+    #[schema(pattern = "^mks-[0-9a-f]{16}$")]
     pub kid: String,
     /// Z85.
+    #[schema(min_length = 40, max_length = 40)]
     pub public_key: String,
 }
 

@@ -71,7 +71,8 @@ impl ApiError {
             | ErrorCode::InvalidApiKey
             | ErrorCode::JoinKeyInvalid
             | ErrorCode::JoinKeyExpired
-            | ErrorCode::JoinKeyRevoked => StatusCode::UNAUTHORIZED,
+            | ErrorCode::JoinKeyRevoked
+            | ErrorCode::AgentRequestRefused => StatusCode::UNAUTHORIZED,
             ErrorCode::JoinKeyUsed
             | ErrorCode::RegistrationNameTaken
             | ErrorCode::CurveKeyTaken

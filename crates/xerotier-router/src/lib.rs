@@ -121,6 +121,8 @@ pub struct Services {
     pub webhooks: WebhookService,
     pub operations: OperationService,
     pub router_keys: RouterKeyService,
+    /// Signed router key fetches by agents that missed a mesh key rotation.
+    pub router_key_fetch: router_keys::fetch::KeyFetchService,
 }
 
 macro_rules! sub_state {
@@ -153,6 +155,7 @@ sub_state!(
     webhooks: WebhookService,
     operations: OperationService,
     router_keys: RouterKeyService,
+    router_key_fetch: router_keys::fetch::KeyFetchService,
 );
 
 impl AppState {
@@ -269,7 +272,11 @@ impl AppState {
             OperationService::new(store.clone(), clock.clone(), ids.clone(), audit.clone());
         let mut registry = RolloutRegistry::default();
         registry.register(Arc::new(JoinSigningRollout::new(link.clone())));
-        // registry.register(Arc::new(crate::router_keys::mesh::MeshRollout::new(/* h4 */)));
+        registry.register(Arc::new(crate::router_keys::mesh::MeshRollout::new(
+            link.clone(),
+            store.clone(),
+            clock.clone(),
+        )));
         let router_keys = RouterKeyService::new(RouterKeyParts {
             store: store.clone(),
             clock: clock.clone(),
@@ -280,8 +287,16 @@ impl AppState {
             sealer: RouterKeySealer::plaintext(),
             registry,
         });
+        let router_key_fetch = router_keys::fetch::KeyFetchService::new(
+            store.clone(),
+            clock.clone(),
+            link.clone(),
+            audit.clone(),
+            metrics.clone(),
+        );
         Self(Arc::new(Services {
             router_keys,
+            router_key_fetch,
             webhooks,
             store,
             sealer,
@@ -343,6 +358,11 @@ impl AppState {
                 agents: self.agents.clone(),
                 replication: self.replication.clone(),
                 replicas: self.replicas.clone(),
+                router_keys: crate::router_keys::mesh::MeshKeyAcks::new(
+                    self.link.clone(),
+                    self.store.clone(),
+                    self.clock.clone(),
+                ),
             },
             rotations: self.rotations.clone(),
             exec: self.exec.clone(),

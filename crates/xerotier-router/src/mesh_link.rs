@@ -5,8 +5,9 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use xerotier_core::UnixMillis;
-use xerotier_mesh::{AllowList, MeshHandle};
-use xerotier_proto::mesh::Frame;
+use xerotier_credentials::CurveKeyPair;
+use xerotier_mesh::{AllowList, MeshHandle, MeshRekey};
+use xerotier_proto::mesh::{Frame, RouterMeshKey};
 use xerotier_store::Heartbeat;
 
 use crate::fleet::RouterIdentity;
@@ -24,6 +25,17 @@ impl CaPin {
     pub fn set(&self, pin: Option<String>) {
         *self.0.write() = pin;
     }
+}
+
+/// What the mesh key rollout decided this replica serves.
+#[derive(Debug)]
+pub struct ServingKeys {
+    pub keys: CurveKeyPair,
+    pub kid: String,
+    /// In the order agents are to try them; the served key is among them.
+    pub accept: Vec<RouterMeshKey>,
+    /// Kids no longer accepted that a signed key fetch may still hold.
+    pub retired: Vec<String>,
 }
 
 /// Fleet policy, from the router's configuration.
@@ -111,6 +123,12 @@ pub struct MeshLink {
     /// The join-key signing keys in force on this replica (`router_keys::JoinSigningRollout`).
     pub join_keyring: crate::router_keys::keyring::JoinKeyring,
     mesh: OnceLock<(MeshHandle, String)>,
+    /// Changes the key the running endpoint serves.
+    rekey: OnceLock<MeshRekey>,
+    /// The mesh key this replica serves and the set agents are told to accept, as the mesh
+    /// key rollout last reconciled them (`router_keys::mesh`); `None` until then, when the
+    /// identity's key is both.
+    serving: parking_lot::RwLock<Option<ServingKeys>>,
     /// The latest routing id of each connected agent.
     sessions: Mutex<HashMap<String, Vec<u8>>>,
     /// Lease renewals not yet written to the store.
@@ -153,6 +171,8 @@ impl MeshLink {
             allow: AllowList::default(),
             join_keyring: Default::default(),
             mesh: OnceLock::new(),
+            rekey: OnceLock::new(),
+            serving: parking_lot::RwLock::new(None),
             sessions: Mutex::default(),
             pending_heartbeats: PendingHeartbeats::default(),
         }
@@ -173,8 +193,90 @@ impl MeshLink {
         }
     }
 
+    /// The mesh key this replica serves now (Z85): what enrollment answers and join keys pin.
     pub fn router_curve_public_z85(&self) -> String {
-        self.identity.mesh_keys.public_z85()
+        match &*self.serving.read() {
+            Some(serving) => serving.keys.public_z85(),
+            None => self.identity.mesh_keys.public_z85(),
+        }
+    }
+
+    /// The id of the mesh key this replica serves now.
+    pub fn serving_mesh_kid(&self) -> String {
+        match &*self.serving.read() {
+            Some(serving) => serving.kid.clone(),
+            None => crate::router_keys::mesh::mesh_kid(&self.identity.mesh_keys.public_bytes()),
+        }
+    }
+
+    /// The router mesh keys agents are told to accept, in the order to try them.
+    pub fn router_mesh_keys(&self) -> Vec<RouterMeshKey> {
+        match &*self.serving.read() {
+            Some(serving) => serving.accept.clone(),
+            None => {
+                let public = self.identity.mesh_keys.public_bytes();
+                vec![RouterMeshKey {
+                    kid: crate::router_keys::mesh::mesh_kid(&public),
+                    public_key: self.identity.mesh_keys.public_z85(),
+                }]
+            }
+        }
+    }
+
+    /// Keys no longer served that a key fetch may still name (within the overlap window).
+    pub fn retired_mesh_kids(&self) -> Vec<String> {
+        match &*self.serving.read() {
+            Some(serving) => serving.retired.clone(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The key pair the endpoint is to serve (a copy: the running endpoint keeps its own).
+    pub(crate) fn serving_mesh_keys(&self) -> Result<CurveKeyPair, xerotier_credentials::KeyError> {
+        use secrecy::ExposeSecret;
+        let guard = self.serving.read();
+        let keys = match &*guard {
+            Some(serving) => &serving.keys,
+            None => &self.identity.mesh_keys,
+        };
+        CurveKeyPair::from_secret_hex(keys.secret_hex().expose_secret())
+    }
+
+    /// Serve `serving` from now on. Returns whether the served key or the accepted set
+    /// changed; a changed key is handed to the running endpoint (if it runs yet: one started
+    /// later reads [`Self::serving_mesh_keys`]).
+    pub(crate) fn set_serving(&self, serving: ServingKeys) -> (bool, bool) {
+        let mut guard = self.serving.write();
+        let before_key = match &*guard {
+            Some(old) => old.keys.public_bytes(),
+            None => self.identity.mesh_keys.public_bytes(),
+        };
+        let before_set = match &*guard {
+            Some(old) => old.accept.clone(),
+            None => Vec::new(),
+        };
+        let key_changed = before_key != serving.keys.public_bytes();
+        let set_changed = before_set != serving.accept;
+        if key_changed && let Some(rekey) = self.rekey.get() {
+            rekey.serve(&serving.keys);
+        }
+        *guard = Some(serving);
+        (key_changed, set_changed)
+    }
+
+    /// `started_with` is the public key the endpoint was started on: a reconcile between
+    /// reading the keys for the start and this attach is applied now, not lost.
+    pub(crate) fn attach_rekey(
+        &self,
+        rekey: MeshRekey,
+        started_with: [u8; 32],
+    ) -> Result<(), xerotier_credentials::KeyError> {
+        let _ = self.rekey.set(rekey.clone());
+        let keys = self.serving_mesh_keys()?;
+        if keys.public_bytes() != started_with {
+            rekey.serve(&keys);
+        }
+        Ok(())
     }
 
     pub(crate) fn note_session(&self, agent_id: &str, routing_id: Vec<u8>) {

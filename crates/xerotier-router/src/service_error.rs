@@ -28,6 +28,9 @@ pub enum ServiceError {
     RegistrationNameTaken(String),
     #[error("this CURVE public key is already registered; generate a fresh key pair")]
     CurveKeyTaken,
+    /// A signed agent request refused, whatever the reason (no oracle).
+    #[error("the signed agent request was refused")]
+    AgentRequestRefused,
     #[error(
         "rotation {0} is already in flight for this agent; wait for it to end (see the events stream)"
     )]
@@ -99,6 +102,7 @@ impl ServiceError {
             ServiceError::AlreadyRevoked(_) => ErrorCode::AlreadyRevoked,
             ServiceError::Invalid { .. } => ErrorCode::InvalidRequest,
             ServiceError::JoinKeyInvalid(_) => ErrorCode::JoinKeyInvalid,
+            ServiceError::AgentRequestRefused => ErrorCode::AgentRequestRefused,
             ServiceError::JoinKeyExpired(_) => ErrorCode::JoinKeyExpired,
             ServiceError::JoinKeyUsed(_) => ErrorCode::JoinKeyUsed,
             ServiceError::JoinKeyRevoked(_) => ErrorCode::JoinKeyRevoked,

@@ -88,6 +88,87 @@ impl Clock for OffsetClock {
     }
 }
 
+const MESH_PHASE_FILE_ENV: &str = "XEROTIER_ROUTER_TEST_MESH_PHASE_FILE";
+/// How often the mesh phase file is re-read.
+const MESH_PHASE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Until the router key phase service drives it (SPEC §9), an end-to-end test drives the mesh
+/// key rollout itself: `XEROTIER_ROUTER_TEST_MESH_PHASE_FILE` names a file holding
+/// `<phase> <seed>`, re-read every 100 ms; on a change this replica reconciles the mesh
+/// rollout with the identity's key as `current` and a key made from `seed` as `next`
+/// (`completed` serves the new key alone, the old one retired). None of it without the env.
+pub fn spawn_mesh_phase_watch(
+    state: &AppState,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let path = std::path::PathBuf::from(std::env::var_os(MESH_PHASE_FILE_ENV)?);
+    tracing::warn!(file = %path.display(), "TEST FAULT: the mesh key phase is read from a file");
+    let rollout = crate::router_keys::mesh::MeshRollout::new(
+        state.link.clone(),
+        state.store.clone(),
+        state.clock.clone(),
+    );
+    let link = state.link.clone();
+    Some(tokio::spawn(async move {
+        let mut applied = String::new();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(MESH_PHASE_POLL) => {}
+            }
+            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            let text = text.trim().to_string();
+            if text == applied {
+                continue;
+            }
+            match mesh_state(&link, &text) {
+                Some(state) => match crate::router_keys::KindRollout::reconcile(&rollout, &state)
+                    .await
+                {
+                    Ok(()) => tracing::warn!(phase = %text, "TEST FAULT: mesh key phase applied"),
+                    Err(err) => tracing::error!(error = %err, "TEST FAULT: mesh key phase failed"),
+                },
+                None => tracing::error!(phase = %text, "TEST FAULT: unreadable mesh key phase"),
+            }
+            applied = text;
+        }
+    }))
+}
+
+fn mesh_state(
+    link: &crate::mesh_link::MeshLink,
+    text: &str,
+) -> Option<crate::router_keys::rollout::RouterKeyState> {
+    use crate::router_keys::rollout::{
+        RotationPhase, RouterKeyKind, RouterKeyMaterial, RouterKeyState,
+    };
+    use secrecy::{ExposeSecret, SecretString};
+    let (phase, seed) = text.split_once(' ')?;
+    let seed: u64 = seed.trim().parse().ok()?;
+    let material = |keys: &xerotier_credentials::CurveKeyPair| RouterKeyMaterial {
+        kid: crate::router_keys::mesh::mesh_kid(&keys.public_bytes()),
+        public: keys.public_z85(),
+        secret: SecretString::from(keys.secret_hex().expose_secret().to_string()),
+        created_at: 0,
+    };
+    let old = material(&link.identity.mesh_keys);
+    let new = material(&xerotier_credentials::CurveKeyPair::generate(
+        &xerotier_core::SeededEntropy::new(seed),
+    ));
+    let (phase, current, next, verify_only) = match phase {
+        "completed" => (RotationPhase::Standby, new, None, vec![old]),
+        other => (RotationPhase::parse(other)?, old, Some(new), Vec::new()),
+    };
+    Some(RouterKeyState {
+        kind: RouterKeyKind::Mesh,
+        phase,
+        rotation_id: None,
+        current,
+        next,
+        verify_only,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use xerotier_core::ManualClock;

@@ -24,6 +24,7 @@ mod posture;
 mod replicas;
 mod rotations;
 mod router_keys;
+mod router_key_acks;
 mod rows;
 mod sealed;
 mod webhooks;
@@ -57,6 +58,7 @@ pub use router_keys::{
 pub use sealed::{
     ROUTER_SECRETS, RewriteError, Rewritten, SEALED_COLUMNS, SealedColumn, SealedValue,
 };
+pub use router_key_acks::RouterKeyAck;
 pub use sqlx::Error as SqlxError;
 pub use webhooks::{
     AttemptEnd, AttemptResult, DeliveryFilter, MAX_ERROR_CHARS, NewDelivery, SecurityEvent,

@@ -132,6 +132,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/common/0020_router_keys.sql"),
         postgres: include_str!("../migrations/common/0020_router_keys.sql"),
     },
+    Migration {
+        version: 21,
+        name: "router_key_acks",
+        sqlite: include_str!("../migrations/common/0021_router_key_acks.sql"),
+        postgres: include_str!("../migrations/common/0021_router_key_acks.sql"),
+    },
 ];
 
 /// Applies each pending migration in its own write transaction. Several routers starting at

@@ -182,6 +182,7 @@ pub async fn run(config: XemConfig, deps: Deps) -> anyhow::Result<Exit> {
         lease_interval: Duration::from_millis(config.lease_renewal_interval_ms),
         shutdown_grace: Duration::from_secs(config.shutdown_grace_seconds),
         entropy: deps.entropy,
+        clock: deps.clock.clone(),
         credentials,
         metrics,
         replaced: background.replaced,

@@ -71,12 +71,22 @@ pub async fn enroll(e: Enrollment<'_>) -> anyhow::Result<(Identity, Vec<String>)
     let answer: EnrollResponse =
         serde_json::from_slice(&body).context("unexpected enrollment answer")?;
     check_answer(&answer, &pins)?;
+    let router_mesh_keys = if answer.router_mesh_keys.is_empty() {
+        crate::router_keys::from_single(&answer.router_curve_key)
+            .map(|key| vec![key])
+            .unwrap_or_default()
+    } else {
+        answer.router_mesh_keys
+    };
     let identity = Identity {
         agent_id: answer.agent_id,
         registration_name: e.registration_name.to_string(),
         mesh_addr: answer.mesh_addr,
         router_curve_key: answer.router_curve_key,
         role: answer.role,
+        router_mesh_keys,
+        router_url: Some(e.router_url.to_string()),
+        tls_ca_pin: pins.tls_ca.clone(),
     };
     Ok((identity, answer.mesh_addrs))
 }
@@ -120,8 +130,16 @@ fn check_answer(answer: &EnrollResponse, pins: &JoinKeyClaims) -> anyhow::Result
              new join key"
         )
     };
-    if answer.router_curve_key != pins.router_curve_key {
+    if !vouches_for_pin(answer, &pins.router_curve_key) {
         return Err(disagrees("router CURVE key"));
+    }
+    if !answer.router_mesh_keys.is_empty() {
+        // The set must be one the session would accept, and hold the key served now.
+        crate::router_keys::validate(&answer.router_mesh_keys)
+            .map_err(|_| disagrees("router mesh key set"))?;
+        if !answer.router_mesh_keys.iter().any(|k| k.public_key == answer.router_curve_key) {
+            return Err(disagrees("router mesh key set"));
+        }
     }
     if answer.mesh_addr != pins.router_addr {
         return Err(disagrees("mesh address"));
@@ -133,4 +151,86 @@ fn check_answer(answer: &EnrollResponse, pins: &JoinKeyClaims) -> anyhow::Result
         return Err(disagrees("agent id"));
     }
     Ok(())
+}
+
+/// Whether the answer vouches for the router CURVE key the join key pins. The served key is
+/// the plain case. A mesh key rotation changes the served key under join keys already minted:
+/// the pin is then still good when it is one of the keys the router tells agents to accept
+/// (mid-rotation) or one it names as rotated away within its overlap window (after). The
+/// answer comes over the TLS connection the same join key pins, and the router accepted the
+/// token (signature, expiry, one use) before answering, so this widens nothing an attacker
+/// without the router's TLS key could use; a pin the answer does not name at all, in any of
+/// these places, is still refused.
+fn vouches_for_pin(answer: &EnrollResponse, pin: &str) -> bool {
+    if answer.router_curve_key == pin || answer.router_mesh_keys.iter().any(|k| k.public_key == pin)
+    {
+        return true;
+    }
+    crate::router_keys::kid_of(pin)
+        .is_some_and(|kid| answer.retired_router_mesh_kids.contains(&kid))
+}
+
+#[cfg(test)]
+mod tests {
+    use xerotier_core::SeededEntropy;
+
+    use super::*;
+
+    fn z85(seed: u64) -> String {
+        CurveKeyPair::generate(&SeededEntropy::new(seed)).public_z85()
+    }
+
+    fn key(seed: u64) -> xerotier_proto::mesh::RouterMeshKey {
+        crate::router_keys::from_single(&z85(seed)).unwrap()
+    }
+
+    fn pins(router_curve_key: String) -> JoinKeyClaims {
+        JoinKeyClaims {
+            iss: xerotier_proto::join_keys::JOIN_KEY_ISSUER.into(),
+            aud: xerotier_proto::join_keys::JOIN_KEY_AUDIENCE.into(),
+            jti: "jk_01".into(),
+            iat: 0,
+            exp: 1,
+            name: "xem".into(),
+            region: None,
+            role: "execution".into(),
+            router_addr: "tcp://router:5555".into(),
+            router_curve_key,
+            workspaces: Vec::new(),
+            require_approval: false,
+            tls_ca: None,
+        }
+    }
+
+    fn answer(served: u64, set: &[u64], retired: &[u64]) -> EnrollResponse {
+        EnrollResponse {
+            agent_id: "agt_01j9zk3v8p5q2r7t4w6x0y1abc".into(),
+            mesh_addr: "tcp://router:5555".into(),
+            router_curve_key: z85(served),
+            role: "execution".into(),
+            region: None,
+            mesh_addrs: Vec::new(),
+            router_mesh_keys: set.iter().map(|s| key(*s)).collect(),
+            retired_router_mesh_kids: retired.iter().map(|s| key(*s).kid).collect(),
+        }
+    }
+
+    #[test]
+    fn a_join_key_minted_before_a_mesh_rotation_still_enrolls() {
+        // Mid-rotation (serving the new key, the old one still accepted) and after it (the
+        // old key retired within the overlap window).
+        assert!(check_answer(&answer(2, &[2, 1], &[]), &pins(z85(1))).is_ok());
+        assert!(check_answer(&answer(2, &[2], &[1]), &pins(z85(1))).is_ok());
+        assert!(check_answer(&answer(1, &[1], &[]), &pins(z85(1))).is_ok(), "no rotation");
+    }
+
+    #[test]
+    fn an_answer_that_does_not_vouch_for_the_pinned_key_is_refused() {
+        // An unrelated pin: named nowhere in the answer.
+        let refused = check_answer(&answer(2, &[2, 3], &[4]), &pins(z85(1)));
+        assert!(refused.unwrap_err().to_string().contains("router CURVE key"));
+        // A set that does not hold the served key, or is malformed, is refused too.
+        assert!(check_answer(&answer(2, &[1], &[]), &pins(z85(1))).is_err());
+        assert!(check_answer(&answer(1, &[1, 1], &[]), &pins(z85(1))).is_err(), "duplicates");
+    }
 }

@@ -13,8 +13,21 @@ pub struct Identity {
     pub agent_id: String,
     pub registration_name: String,
     pub mesh_addr: String,
+    /// The router mesh key tried first (the first of `router_mesh_keys`; kept on its own so
+    /// an older XEM reading this file still connects).
     pub router_curve_key: String,
     pub role: String,
+    /// The router mesh keys to accept, in the order to try them (SPEC §9). Absent from files
+    /// written before router key rotation: [`crate::router_keys::key_set`] then derives it from
+    /// `router_curve_key`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub router_mesh_keys: Vec<xerotier_proto::mesh::RouterMeshKey>,
+    /// Where the agent enrolled, and the TLS CA it pinned then: where it fetches the router's
+    /// keys with a signed request when none it holds works any more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca_pin: Option<String>,
 }
 
 pub fn path(state_dir: &Path) -> PathBuf {

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod reload;
 pub mod replicas;
 pub mod rotation;
+pub mod router_keys;
 pub mod sandbox;
 pub mod session;
 #[cfg(feature = "test-faults")]

@@ -7,6 +7,7 @@
 
 mod credentials;
 mod rotate;
+mod router_keys;
 mod shutdown;
 
 use std::collections::BTreeSet;
@@ -19,7 +20,7 @@ use anyhow::anyhow;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval};
-use xerotier_core::SharedEntropy;
+use xerotier_core::{SharedClock, SharedEntropy};
 use xerotier_credentials::{CurveKeyPair, SigningKeyPair};
 use xerotier_mesh::{ClientEvent, ClientKeys, MeshClient};
 use xerotier_proto::agents::CapabilityManifest;
@@ -101,6 +102,8 @@ pub struct Setup {
     pub lease_interval: Duration,
     pub shutdown_grace: Duration,
     pub entropy: SharedEntropy,
+    /// Signs the timestamp of a router key fetch.
+    pub clock: SharedClock,
     /// The workspace credentials `Work` takes its snapshots from; the session reloads them.
     pub credentials: Arc<CredentialStore>,
     pub metrics: XemMetrics,
@@ -125,6 +128,16 @@ pub struct Session {
     state_dir: PathBuf,
     shutdown_grace: Duration,
     entropy: SharedEntropy,
+    clock: SharedClock,
+    /// Which router mesh key of the identity's set this connection tries (SPEC §9).
+    key_index: usize,
+    /// Whether the current connection completed a CURVE handshake.
+    handshaken: bool,
+    /// Rounds through every key on every replica without a handshake; one full round means
+    /// no key held works any more: the agent fetches the router's current keys.
+    failed_rounds: usize,
+    /// Set when that round is over: the next lease tick fetches.
+    fetch_keys: bool,
     /// Said on every handshake: Hello, then the manifest.
     hello: Frame,
     manifest_frame: Frame,
@@ -184,6 +197,11 @@ impl Session {
             state_dir: setup.state_dir,
             shutdown_grace: setup.shutdown_grace,
             entropy: setup.entropy,
+            clock: setup.clock,
+            key_index: 0,
+            handshaken: false,
+            failed_rounds: 0,
+            fetch_keys: false,
             link: None,
             retry_at: None,
             rejections: 0,
@@ -211,9 +229,11 @@ impl Session {
         // never holds two sockets at once.
         self.link = None;
         self.metrics.session_connected(false);
-        let keys = ClientKeys::new(&self.curve, &self.identity.router_curve_key);
+        let router_key = self.router_key_to_try();
+        let keys = ClientKeys::new(&self.curve, &router_key);
         let (client, events) = MeshClient::connect(self.replicas.current(), &keys)?;
         self.link = Some(Link { client, events });
+        self.handshaken = false;
         self.last_heard = Instant::now();
         Ok(())
     }
@@ -267,7 +287,12 @@ impl Session {
 
     pub async fn on_timer(&mut self, timer: Timer) -> Step {
         match timer {
-            Timer::Lease => self.renew_lease()?,
+            Timer::Lease => {
+                self.renew_lease()?;
+                if self.fetch_keys {
+                    self.fetch_router_keys().await?;
+                }
+            }
             Timer::Retry => {
                 self.retry_at = None;
                 self.connect()?;
@@ -363,6 +388,7 @@ impl Session {
             Frame::RotationFailed { request_id, reason } => {
                 self.on_rotation_failed(&request_id, &reason)?
             }
+            Frame::RouterKeys { keys } => self.on_router_keys(keys)?,
             other => tracing::debug!(?other, "unexpected frame from the router"),
         }
         GO_ON
@@ -372,6 +398,7 @@ impl Session {
         self.metrics.session_connected(true);
         self.rejections = 0;
         self.first_rejection = None;
+        self.on_handshake();
         tracing::info!("mesh session established");
         self.send(&self.hello)?;
         self.send(&self.manifest_frame)?;
@@ -400,6 +427,13 @@ impl Session {
 
     fn renew_lease(&mut self) -> anyhow::Result<()> {
         let bound = self.lease.period() * MISSED_ACKS_BEFORE_FAILOVER;
+        if self.last_heard.elapsed() > bound && !self.handshaken {
+            // No handshake on this key within the bound: the router may serve another of the
+            // keys held (a mesh key rotation); the next key, then the next replica.
+            self.next_router_key();
+            self.metrics.session_connected(false);
+            return self.connect();
+        }
         if self.last_heard.elapsed() > bound {
             // Its replica stopped answering (it died, or the path to it did): the next one.
             // What runs here keeps running; its results are re-sent on the new session, and

@@ -340,6 +340,10 @@ impl EnrollService {
             router_curve_key: self.link.router_curve_public_z85(),
             role: agent.role,
             region: agent.region,
+            // The keys to hold (both, mid-rotation) and those rotated away that a join key
+            // minted before the rotation may still pin (SPEC §9).
+            router_mesh_keys: self.link.router_mesh_keys(),
+            retired_router_mesh_kids: self.link.retired_mesh_kids(),
         })
     }
 }

@@ -139,6 +139,7 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .route_layer(auth::RequireScope::new(gate, Scope::Execution));
     let public = OpenApiRouter::new()
         .routes(routes!(fleet::enroll))
+        .routes(routes!(crate::router_keys::fetch_handlers::fetch_router_keys))
         .routes(routes!(health::healthz))
         .routes(routes!(metrics::serve_metrics))
         .routes(routes!(openapi_document));

@@ -65,6 +65,8 @@ pub struct FrameHandler {
     pub replication: crate::replication::Replication,
     /// Tells every agent, after its hello, where the live replicas are.
     pub replicas: crate::membership::ReplicaService,
+    /// The router mesh keys each agent must hold (SPEC §9), told after its hello.
+    pub router_keys: crate::router_keys::mesh::MeshKeyAcks,
 }
 
 /// Routes the mesh's events to per-agent tasks until `shutdown` (or the mesh ends); then waits
@@ -331,6 +333,7 @@ impl FrameHandler {
                 }
                 self.note_heartbeat(agent_id, manifest_hash, manifest_version);
             }
+            Frame::RouterKeysAck { kids } => self.router_keys.on_ack(agent_id, kids).await,
             Frame::LeaseAck { .. }
             | Frame::Replicas { .. }
             | Frame::Invoke { .. }
@@ -340,8 +343,7 @@ impl FrameHandler {
             | Frame::RotateCurve { .. }
             | Frame::RotationPromoted { .. }
             | Frame::RotationFailed { .. }
-            | Frame::RouterKeys { .. }
-            | Frame::RouterKeysAck { .. } => {
+            | Frame::RouterKeys { .. } => {
                 self.metrics.mesh_dropped("unexpected");
                 tracing::debug!(%agent_id, "router-bound frame of a router-sent type; dropped");
             }
@@ -366,6 +368,9 @@ impl FrameHandler {
         // replicas that started since it connected.
         let mesh_addrs = self.replicas.live_mesh_addrs().await;
         self.link.send_raw(&routing_id, &Frame::Replicas { mesh_addrs });
+        // At every hello too: an agent that missed the set (offline, or on another replica
+        // when it was sent) gets it here until it acknowledges exactly it.
+        self.router_keys.on_hello(agent_id, &routing_id).await;
         self.link.note_session(agent_id, routing_id);
         self.note_heartbeat(agent_id, manifest_hash, manifest_version);
         if action.announce {
@@ -464,6 +469,7 @@ fn frame_kind(frame: &Frame) -> &'static str {
         Frame::CredentialsReloaded { .. } => "credentials_reloaded",
         Frame::RotateAck { .. } => "rotate_ack",
         Frame::LeaseRenewal { .. } => "lease_renewal",
+        Frame::RouterKeysAck { .. } => "router_keys_ack",
         _ => "unexpected",
     }
 }

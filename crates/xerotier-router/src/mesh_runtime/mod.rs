@@ -39,6 +39,8 @@ pub enum RuntimeError {
     Store(#[from] StoreError),
     #[error("starting the mesh endpoint: {0}")]
     Mesh(#[from] MeshError),
+    #[error("the router's mesh key is unusable: {0}")]
+    Keys(String),
 }
 
 /// What the runtime's loops use besides the frame handler's services.
@@ -86,13 +88,17 @@ pub async fn start(
         burst: TRANSPORT_CAP_BURST,
         clock: deps.frames.clock.clone(),
     };
+    // The key the mesh key rollout last reconciled (the identity's until it ran).
+    let serving = link.serving_mesh_keys().map_err(|e| RuntimeError::Keys(e.to_string()))?;
     let (server, handle, events) = MeshServer::start_capped(
         &link.settings.mesh_bind,
-        &link.identity.mesh_keys,
+        &serving,
         link.allow.clone(),
         Some(cap),
     )?;
     link.attach_mesh(handle, server.endpoint().to_string());
+    link.attach_rekey(server.rekey(), serving.public_bytes())
+        .map_err(|e| RuntimeError::Keys(e.to_string()))?;
     tracing::info!(endpoint = %server.endpoint(), agents = link.allow.len(), "mesh endpoint listening (CURVE)");
     let server = Arc::new(server);
     let addresses = Addresses { https_url, mesh_addr: link.advertised_mesh_addr() };

@@ -6,14 +6,18 @@
 //! kind's rollout and `keyring` the keys it installs; `sealing` is the one way a secret reaches
 //! the `router_keys` table; `material` makes keys and their ids; `handlers`/`views` are HTTP.
 
+pub mod fetch;
+pub mod fetch_handlers;
 pub mod handlers;
 pub mod join_signing;
 pub mod keyring;
 pub mod material;
+pub mod mesh;
 pub mod registry;
 pub mod rollout;
 pub mod sealing;
 pub mod service;
 pub mod views;
 
+pub use rollout::KindRollout;
 pub use service::{RouterKeyParts, RouterKeyService};

@@ -577,13 +577,14 @@ impl RawMesh {
     }
 
     /// A frame from the router within `timeout`, if any. The replica list the router sends
-    /// after every hello is skipped (see [`RawMesh::recv_any`]).
+    /// after every hello is skipped (see [`RawMesh::recv_any`]), and so is the router mesh key
+    /// set it sends after a hello until the agent acknowledges it (SPEC §9).
     pub fn recv(&self, timeout: Duration) -> Option<Frame> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.recv_any(left)? {
-                Frame::Replicas { .. } => continue,
+                Frame::Replicas { .. } | Frame::RouterKeys { .. } => continue,
                 frame => return Some(frame),
             }
         }

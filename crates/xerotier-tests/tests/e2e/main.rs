@@ -31,6 +31,7 @@ mod key_hygiene;
 mod lockout;
 mod mesh;
 mod mesh_fairness;
+mod mesh_keys;
 mod operations;
 mod posture;
 mod protocol;

@@ -1,0 +1,290 @@
+//! The mesh key's rollout (SPEC §9): which CURVE key this replica's mesh endpoint serves, which
+//! keys its agents are told to accept (`Frame::RouterKeys`, acknowledged durably with
+//! `Frame::RouterKeysAck`), and how far the fleet has moved, from the store so every replica
+//! answers alike.
+//!
+//! | phase          | served  | agents accept     | moved when                          |
+//! |----------------|---------|-------------------|-------------------------------------|
+//! | standby/init   | current | [current]         | —                                   |
+//! | update_clients | current | [current, next]   | the agent's ack holds `next`        |
+//! | update_servers | next    | [next, current]   | the agent said hello on `next`      |
+//! | rollback       | current | [current]         | —                                   |
+
+use std::sync::Arc;
+
+use secrecy::ExposeSecret;
+use xerotier_core::{SharedClock, UnixMillis};
+use xerotier_credentials::CurveKeyPair;
+use xerotier_proto::mesh::{Frame, MAX_ROUTER_MESH_KEYS, RouterMeshKey};
+use xerotier_store::{AgentRecord, Store};
+
+use super::rollout::{
+    KindRollout, RolloutError, RolloutFuture, RolloutProgress, RotationPhase, RouterKeyKind,
+    RouterKeyMaterial, RouterKeyState,
+};
+use crate::mesh_link::{MeshLink, ServingKeys};
+
+/// `mks-` and the first 16 hex digits of the key's fingerprint (`formats::ROUTER_KEY_ID`).
+pub fn mesh_kid(public: &[u8; 32]) -> String {
+    let print = xerotier_credentials::fingerprint(public);
+    format!("mks-{}", &print[..16.min(print.len())])
+}
+
+/// An agent counts towards a phase's progress while it is *live*: not revoked, and its last
+/// lease renewal is younger than three of its own lease intervals (the bound past which the
+/// router shows it `disconnected`). An agent that is offline is not waited for: it catches up
+/// with a signed key fetch within the overlap window.
+const LIVE_INTERVALS: i64 = 3;
+/// Agents heard within this long are read before the per-agent bound is applied.
+const LIVE_READ_WINDOW_MS: i64 = 10 * 60_000;
+
+/// What a replica serves and tells its agents for `state`, and the keys a key fetch may still
+/// hold besides them.
+pub fn plan(
+    state: &RouterKeyState,
+) -> Result<(RouterKeyMaterial, Vec<RouterMeshKey>), RolloutError> {
+    let key =
+        |m: &RouterKeyMaterial| RouterMeshKey { kid: m.kid.clone(), public_key: m.public.clone() };
+    let next = || {
+        state.next.clone().ok_or_else(|| {
+            RolloutError::Failed(format!(
+                "mesh rotation in {} without a new key",
+                state.phase.as_str()
+            ))
+        })
+    };
+    let planned = match state.phase {
+        RotationPhase::Standby | RotationPhase::Init | RotationPhase::Rollback => {
+            (state.current.clone(), vec![key(&state.current)])
+        }
+        RotationPhase::UpdateClients => {
+            let next = next()?;
+            (state.current.clone(), vec![key(&state.current), key(&next)])
+        }
+        RotationPhase::UpdateServers => {
+            let next = next()?;
+            let accept = vec![key(&next), key(&state.current)];
+            (next, accept)
+        }
+    };
+    debug_assert!(planned.1.len() <= MAX_ROUTER_MESH_KEYS);
+    Ok(planned)
+}
+
+/// The mesh kind's [`KindRollout`].
+#[derive(Debug, Clone)]
+pub struct MeshRollout {
+    link: Arc<MeshLink>,
+    store: Store,
+    clock: SharedClock,
+}
+
+impl MeshRollout {
+    pub fn new(link: Arc<MeshLink>, store: Store, clock: SharedClock) -> Self {
+        Self { link, store, clock }
+    }
+
+    async fn apply(&self, state: &RouterKeyState) -> Result<(), RolloutError> {
+        let (serve, accept) = plan(state)?;
+        let keys = CurveKeyPair::from_secret_hex(serve.secret.expose_secret())
+            .map_err(|_| RolloutError::Failed(format!("mesh key {} is unusable", serve.kid)))?;
+        if keys.public_z85() != serve.public {
+            return Err(RolloutError::Failed(format!(
+                "mesh key {}: its secret does not match its public key",
+                serve.kid
+            )));
+        }
+        let retired = state.verify_only.iter().map(|m| m.kid.clone()).collect();
+        let kid = serve.kid.clone();
+        let (key_changed, set_changed) = self.link.set_serving(ServingKeys {
+            keys,
+            kid: kid.clone(),
+            accept: accept.clone(),
+            retired,
+        });
+        if key_changed {
+            tracing::info!(%kid, phase = state.phase.as_str(), "mesh endpoint now serves this router key");
+        }
+        if set_changed {
+            // Live sessions learn the set now; an agent not connected here learns it at its
+            // next hello (`MeshKeyAcks::on_hello`).
+            let frame = Frame::RouterKeys { keys: accept };
+            let agents = self.link.session_agents();
+            let told = agents.iter().filter(|agent| self.link.send_to(agent, &frame)).count();
+            tracing::info!(
+                phase = state.phase.as_str(),
+                agents = told,
+                "router mesh keys sent to live sessions"
+            );
+        }
+        Ok(())
+    }
+
+    async fn measure(&self, state: &RouterKeyState) -> Result<RolloutProgress, RolloutError> {
+        let now = self.clock.now_millis();
+        let live = live_agents(&self.store, now).await?;
+        let total = u64::try_from(live.len()).unwrap_or(u64::MAX);
+        let Some(next) = &state.next else {
+            return Ok(RolloutProgress { moved: total, total, ready: true });
+        };
+        let moved_when: fn(&xerotier_store::RouterKeyAck, &str) -> bool = match state.phase {
+            RotationPhase::UpdateClients => |ack, kid| ack.kids.iter().any(|k| k == kid),
+            RotationPhase::UpdateServers => |ack, kid| ack.seen_kid.as_deref() == Some(kid),
+            _ => return Ok(RolloutProgress { moved: total, total, ready: true }),
+        };
+        let acks = self.store.router_key_acks().await?;
+        let moved = live
+            .iter()
+            .filter(|agent| {
+                acks.iter().any(|ack| ack.agent_id == agent.id && moved_when(ack, &next.kid))
+            })
+            .count();
+        let moved = u64::try_from(moved).unwrap_or(u64::MAX);
+        Ok(RolloutProgress { moved, total, ready: moved >= total })
+    }
+}
+
+/// Agents that are not revoked and renewed their lease within [`LIVE_INTERVALS`] of their
+/// own intervals.
+async fn live_agents(store: &Store, now: UnixMillis) -> Result<Vec<AgentRecord>, RolloutError> {
+    let heard = store.agents_heard_since(now - LIVE_READ_WINDOW_MS).await?;
+    Ok(heard
+        .into_iter()
+        .filter(|agent| {
+            agent.last_heartbeat_at.is_some_and(|at| {
+                now - at <= LIVE_INTERVALS.saturating_mul(agent.lease_interval_ms.max(1_000))
+            })
+        })
+        .collect())
+}
+
+impl KindRollout for MeshRollout {
+    fn kind(&self) -> RouterKeyKind {
+        RouterKeyKind::Mesh
+    }
+
+    fn reconcile<'a>(&'a self, state: &'a RouterKeyState) -> RolloutFuture<'a, ()> {
+        Box::pin(self.apply(state))
+    }
+
+    fn progress<'a>(&'a self, state: &'a RouterKeyState) -> RolloutFuture<'a, RolloutProgress> {
+        Box::pin(self.measure(state))
+    }
+}
+
+/// The frame handler's side of the rollout: tells a hello the key set it has not acknowledged,
+/// records an acknowledgement, and records which key an agent came in on.
+#[derive(Debug, Clone)]
+pub struct MeshKeyAcks {
+    link: Arc<MeshLink>,
+    store: Store,
+    clock: SharedClock,
+}
+
+impl MeshKeyAcks {
+    pub fn new(link: Arc<MeshLink>, store: Store, clock: SharedClock) -> Self {
+        Self { link, store, clock }
+    }
+
+    /// After a hello on this replica's serving key: re-sends the key set unless the agent
+    /// acknowledged exactly it, and notes the key it came in on (once per change).
+    pub async fn on_hello(&self, agent_id: &str, routing_id: &[u8]) {
+        let keys = self.link.router_mesh_keys();
+        let kids: Vec<String> = keys.iter().map(|k| k.kid.clone()).collect();
+        let serving = self.link.serving_mesh_kid();
+        let ack = match self.store.router_key_ack(agent_id).await {
+            Ok(ack) => ack,
+            Err(err) => {
+                tracing::warn!(%agent_id, error = %err, "could not read the agent's router key acknowledgement");
+                None
+            }
+        };
+        if ack.as_ref().is_none_or(|ack| ack.kids != kids) {
+            self.link.send_raw(routing_id, &Frame::RouterKeys { keys });
+        }
+        if ack.as_ref().and_then(|ack| ack.seen_kid.as_deref()) != Some(serving.as_str())
+            && let Err(err) =
+                self.store.record_router_key_seen(agent_id, &serving, self.clock.now_millis()).await
+        {
+            tracing::warn!(%agent_id, error = %err, "could not record the router key the agent came in on");
+        }
+    }
+
+    /// The agent saved `kids` durably. Recorded as sent when each is well formed and at most
+    /// [`MAX_ROUTER_MESH_KEYS`] (an agent's claim about itself: it can only misstate its own
+    /// progress, which `--force` is for).
+    pub async fn on_ack(&self, agent_id: &str, kids: Vec<String>) {
+        let well_formed = !kids.is_empty()
+            && kids.len() <= MAX_ROUTER_MESH_KEYS
+            && kids
+                .iter()
+                .all(|k| k.starts_with("mks-") && xerotier_proto::formats::is_router_key_id(k));
+        if !well_formed {
+            tracing::warn!(%agent_id, "malformed router key acknowledgement; dropped");
+            return;
+        }
+        if let Err(err) =
+            self.store.record_router_key_ack(agent_id, &kids, self.clock.now_millis()).await
+        {
+            tracing::warn!(%agent_id, error = %err, "could not record the agent's router key acknowledgement");
+        } else {
+            tracing::info!(%agent_id, kids = %kids.join(","), "agent holds the router mesh keys");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::SecretString;
+    use xerotier_core::SeededEntropy;
+
+    use super::*;
+
+    fn material(seed: u64) -> RouterKeyMaterial {
+        let keys = CurveKeyPair::generate(&SeededEntropy::new(seed));
+        RouterKeyMaterial {
+            kid: mesh_kid(&keys.public_bytes()),
+            public: keys.public_z85(),
+            secret: SecretString::from(keys.secret_hex().expose_secret().to_string()),
+            created_at: 0,
+        }
+    }
+
+    fn state(phase: RotationPhase, next: bool) -> RouterKeyState {
+        RouterKeyState {
+            kind: RouterKeyKind::Mesh,
+            phase,
+            rotation_id: None,
+            current: material(1),
+            next: next.then(|| material(2)),
+            verify_only: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn each_phase_serves_and_announces_the_keys_of_the_table() {
+        let (old, new) = (material(1).kid, material(2).kid);
+        let cases = [
+            (RotationPhase::Standby, false, &old, vec![&old]),
+            (RotationPhase::Init, true, &old, vec![&old]),
+            (RotationPhase::UpdateClients, true, &old, vec![&old, &new]),
+            (RotationPhase::UpdateServers, true, &new, vec![&new, &old]),
+            (RotationPhase::Rollback, true, &old, vec![&old]),
+        ];
+        for (phase, with_next, served, accept) in cases {
+            let (serve, set) = plan(&state(phase, with_next)).unwrap();
+            assert_eq!(&serve.kid, served, "{phase:?}");
+            let kids: Vec<&String> = set.iter().map(|k| &k.kid).collect();
+            assert_eq!(kids, accept, "{phase:?}");
+            assert!(set.len() <= MAX_ROUTER_MESH_KEYS);
+        }
+        assert!(plan(&state(RotationPhase::UpdateServers, false)).is_err(), "no key to serve");
+    }
+
+    #[test]
+    fn a_mesh_kid_is_a_router_key_id() {
+        let kid = material(3).kid;
+        assert!(xerotier_proto::formats::is_router_key_id(&kid), "{kid}");
+        assert!(kid.starts_with("mks-"));
+    }
+}
