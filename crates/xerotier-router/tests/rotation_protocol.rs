@@ -111,7 +111,7 @@ impl Fixture {
     ) -> (Vec<u8>, Vec<u8>) {
         // A fresh signing key, derived from the new CURVE key so a re-built ack is the same.
         let next_signing =
-            SigningKeyPair::from_secret_hex(&key.secret_hex().expose_secret()).unwrap();
+            SigningKeyPair::from_secret_hex(key.secret_hex().expose_secret()).unwrap();
         self.ack_binding(request_id, nonce, key, &next_signing.public_hex(), signer)
     }
 
