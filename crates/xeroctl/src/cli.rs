@@ -107,7 +107,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct CredentialsArgs {
-    /// Only this kind: api_key, curve_key, workspace_credential, join_key.
+    /// Only this kind: api_key, curve_key, workspace_credential, join_key, router_key.
     #[arg(long)]
     pub kind: Option<String>,
     /// Only this state: ok, due_soon, overdue, expired.

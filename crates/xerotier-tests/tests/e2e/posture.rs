@@ -47,12 +47,12 @@ async fn the_posture_report_lists_every_kind_and_check_fails_on_overdue() {
         let join_key = router.mint_join_key("spare").await;
         let report = eventually("a row of every kind", SETTLE, || async {
             let report = router.get_json("/v1/management/credentials").await;
-            (kinds(&report).len() == 4).then_some(report)
+            (kinds(&report).len() == 5).then_some(report)
         })
         .await;
         assert_eq!(
             kinds(&report),
-            ["api_key", "curve_key", "join_key", "workspace_credential"],
+            ["api_key", "curve_key", "join_key", "router_key", "workspace_credential"],
             "[{}] {report}",
             backend.name
         );
@@ -78,6 +78,12 @@ async fn the_posture_report_lists_every_kind_and_check_fails_on_overdue() {
             (Some(join_key.id.as_str()), Some("ok"))
         );
         assert_eq!(jk["emergency_deadline_seconds"], 0);
+        // The router's own keys in force, against their rule (365 days, emergency 1 hour).
+        let router_keys: Vec<&Value> = all.iter().filter(|r| r["kind"] == "router_key").collect();
+        assert_eq!(router_keys.len(), 2, "mesh and join signing: {report}");
+        assert!(router_keys.iter().all(
+            |r| r["max_age_seconds"] == 365 * 86_400 && r["emergency_deadline_seconds"] == 3600
+        ));
 
         // Filters.
         let only = router.get_json(&format!("/v1/management/credentials?agent_id={agent}")).await;
