@@ -284,7 +284,7 @@ impl AppState {
             ids: ids.clone(),
             audit: audit.clone(),
             metrics: metrics.clone(),
-            sealer: RouterKeySealer::plaintext(),
+            sealer: RouterKeySealer::sealed(sealer.clone()),
             registry,
         });
         let router_key_fetch = router_keys::fetch::KeyFetchService::new(

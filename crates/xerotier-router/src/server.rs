@@ -130,7 +130,6 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut mesh = crate::mesh_runtime::start(state.runtime_deps(), https_url, &shutdown).await?;
     #[cfg(feature = "test-faults")]
-    let _mesh_phase = crate::test_faults::spawn_mesh_phase_watch(&state, shutdown.child_token());
     let last_used = state.gate.auth.spawn_last_used_writer(shutdown.child_token());
     let grace_watch = state.api_keys.spawn_grace_watch(shutdown.child_token());
     let reloads =

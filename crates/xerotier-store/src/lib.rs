@@ -23,8 +23,8 @@ mod pauses;
 mod posture;
 mod replicas;
 mod rotations;
-mod router_keys;
 mod router_key_acks;
+mod router_keys;
 mod rows;
 mod sealed;
 mod webhooks;
@@ -52,13 +52,13 @@ pub use replicas::{
     SignalKind,
 };
 pub use rotations::{AgentEvent, NewAgentKeys, RotationRecord};
+pub use router_key_acks::RouterKeyAck;
 pub use router_keys::{
     RotationEnd, RotationOutcome, RouterKeyRecord, RouterKeyRotationRecord, RouterKeyStatus,
 };
 pub use sealed::{
-    ROUTER_SECRETS, RewriteError, Rewritten, SEALED_COLUMNS, SealedColumn, SealedValue,
+    ROUTER_KEYS, ROUTER_SECRETS, RewriteError, Rewritten, SEALED_COLUMNS, SealedColumn, SealedValue,
 };
-pub use router_key_acks::RouterKeyAck;
 pub use sqlx::Error as SqlxError;
 pub use webhooks::{
     AttemptEnd, AttemptResult, DeliveryFilter, MAX_ERROR_CHARS, NewDelivery, SecurityEvent,

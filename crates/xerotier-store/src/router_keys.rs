@@ -399,7 +399,9 @@ async fn set_dropped(
             "UPDATE router_keys SET state = 'retired', retired_at = $2, secret_sealed = NULL
              WHERE kid = $1"
         }
-        _ => "UPDATE router_keys SET state = 'verify_only' WHERE kid = $1 AND $2 = $2",
+        // `retired_at` is when it stopped being in force: a mesh key is accepted by the signed
+        // key fetch for the overlap window after it.
+        _ => "UPDATE router_keys SET state = 'verify_only', retired_at = $2 WHERE kid = $1",
     };
     sqlx::query(statement).bind(kid).bind(at).execute(&mut **tx).await?;
     Ok(())

@@ -27,8 +27,12 @@ impl SealedColumn {
 pub const ROUTER_SECRETS: SealedColumn =
     SealedColumn { table: "router_secrets", key: "name", sealed: "secret_hex" };
 
+/// The router's rotatable keys (SPEC §9); a dropped key's secret is NULL and is skipped.
+pub const ROUTER_KEYS: SealedColumn =
+    SealedColumn { table: "router_keys", key: "kid", sealed: "secret_sealed" };
+
 /// Every sealed column in the store: one line per table.
-pub const SEALED_COLUMNS: &[SealedColumn] = &[ROUTER_SECRETS];
+pub const SEALED_COLUMNS: &[SealedColumn] = &[ROUTER_SECRETS, ROUTER_KEYS];
 
 /// One stored sealed (or not yet sealed) value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,7 +133,7 @@ impl Store {
 
 fn select_sql(column: &SealedColumn, suffix: &str) -> String {
     format!(
-        "SELECT {key}, {sealed} FROM {table} ORDER BY {key}{suffix}",
+        "SELECT {key}, {sealed} FROM {table} WHERE {sealed} IS NOT NULL ORDER BY {key}{suffix}",
         key = column.key,
         sealed = column.sealed,
         table = column.table

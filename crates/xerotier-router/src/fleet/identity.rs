@@ -14,6 +14,8 @@ use xerotier_store::{ROUTER_SECRETS, RewriteError, SEALED_COLUMNS, Store};
 pub struct RouterIdentity {
     pub mesh_keys: CurveKeyPair,
     pub join_signer: JoinTokenSigner,
+    /// The join-signing key pair the signer was built from, for the import into `router_keys`.
+    pub join_signing_keys: SigningKeyPair,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +63,7 @@ impl RouterIdentity {
             .map_err(|e| IdentityError::Corrupt { name: JOIN_SIGNING, detail: e.to_string() })?;
         let join_signer = JoinTokenSigner::new(&signing)
             .map_err(|e| IdentityError::Corrupt { name: JOIN_SIGNING, detail: e.to_string() })?;
-        Ok(Self { mesh_keys, join_signer })
+        Ok(Self { mesh_keys, join_signer, join_signing_keys: signing })
     }
 }
 

@@ -14,12 +14,15 @@ pub enum SealingError {
     Seal { kid: String, detail: String },
 }
 
-/// How secrets are sealed. Until the master-key sealer is wired in, the text is stored as is
-/// (the store then holds it as `router_secrets` always did).
-#[derive(Debug, Clone, Copy, Default)]
+/// How secrets are sealed: under the router's master key (every router), or as is (unit tests
+/// of the service's logic only).
+#[derive(Debug, Clone, Default)]
 enum Mode {
     #[default]
     Plain,
+    /// An AEAD under the master key; the associated data names the row
+    /// (`router_keys.<kid>`), so a sealed secret moved to another row does not open.
+    Sealed(xerotier_seal::Sealer),
 }
 
 /// Seals and opens router key secrets; bound to the key id so that a sealed secret moved to
@@ -35,8 +38,16 @@ impl RouterKeySealer {
         Self { mode: Mode::Plain }
     }
 
+    /// Seals under the router's master key.
+    pub fn sealed(sealer: xerotier_seal::Sealer) -> Self {
+        Self { mode: Mode::Sealed(sealer) }
+    }
+
     pub fn seal(&self, kid: &str, secret: &SecretString) -> Result<String, SealingError> {
-        match self.mode {
+        match &self.mode {
+            Mode::Sealed(sealer) => sealer
+                .seal_str(&xerotier_store::ROUTER_KEYS.secret_name(kid), secret.expose_secret())
+                .map_err(|e| SealingError::Seal { kid: kid.into(), detail: e.to_string() }),
             Mode::Plain => {
                 let text = secret.expose_secret();
                 if text.is_empty() {
@@ -48,7 +59,10 @@ impl RouterKeySealer {
     }
 
     pub fn open(&self, kid: &str, sealed: &str) -> Result<SecretString, SealingError> {
-        match self.mode {
+        match &self.mode {
+            Mode::Sealed(sealer) => sealer
+                .open_str(&xerotier_store::ROUTER_KEYS.secret_name(kid), sealed)
+                .map_err(|e| SealingError::Open { kid: kid.into(), detail: e.to_string() }),
             Mode::Plain => {
                 if sealed.is_empty() {
                     return Err(SealingError::Open { kid: kid.into(), detail: "empty".into() });

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use xerotier_core::{IdGenerator, IdKind, SharedClock, SharedEntropy, UnixMillis};
 use xerotier_store::{
     RotationEnd, RotationOutcome, RouterKeyRecord, RouterKeyRotationRecord, RouterKeyStatus, Store,
@@ -119,6 +119,10 @@ fn tls_unavailable() -> ServiceError {
     )
 }
 
+/// How long the mesh key a completed rotation replaced is still accepted by the signed key
+/// fetch of an agent that was offline for the whole rotation (SPEC §9: 7 days).
+pub const MESH_KEY_OVERLAP_MS: i64 = 7 * 24 * 3_600_000;
+
 #[derive(Clone)]
 pub struct RouterKeyService {
     inner: Arc<Inner>,
@@ -179,17 +183,7 @@ impl RouterKeyService {
         let mesh_public = identity.mesh_keys.public_z85();
         self.import(RouterKeyKind::Mesh, &mesh_public, &identity.mesh_keys.secret_hex(), None, now)
             .await?;
-        // The identity holds the join signer, not its secret: read the secret the identity was
-        // built from (the candidate is only stored when none is, which cannot be the case once
-        // the identity loaded), and check that it is the identity's key.
-        let candidate = xerotier_credentials::SigningKeyPair::generate(self.inner.entropy.as_ref());
-        let stored = self
-            .inner
-            .store
-            .router_secret("join_signing", candidate.secret_hex().expose_secret(), now)
-            .await?;
-        let pair = xerotier_credentials::SigningKeyPair::from_secret_hex(&stored)
-            .map_err(ServiceError::internal)?;
+        let pair = &identity.join_signing_keys;
         self.import(
             RouterKeyKind::JoinSigning,
             &pair.public_hex(),
@@ -620,15 +614,22 @@ impl RouterKeyService {
             ),
         };
         // A join-signing key whose join keys can still enroll stays accepted until they
-        // cannot (the sweep drops it); any other dropped key is retired now.
+        // cannot (the sweep drops it). The mesh key a completed rotation replaced stays
+        // `verify_only` for the overlap window: never served, but an agent that was offline
+        // for the whole rotation may still name it in a signed key fetch. Any other dropped key
+        // is retired now.
         let usable = match kind {
             RouterKeyKind::JoinSigning => {
                 self.inner.store.usable_join_keys_signed_by(&dropped_kid, now).await?
             }
             _ => 0,
         };
-        let dropped_state =
-            if usable > 0 { RouterKeyStatus::VerifyOnly } else { RouterKeyStatus::Retired };
+        let overlap = kind == RouterKeyKind::Mesh && to == RotationPhase::Standby;
+        let dropped_state = if usable > 0 || overlap {
+            RouterKeyStatus::VerifyOnly
+        } else {
+            RouterKeyStatus::Retired
+        };
         let details = serde_json::json!({
             "rotation_id": rotation_id, "from": state.phase.as_str(), "to": to.as_str(),
             "old_kid": state.current.kid, "new_kid": state.next.as_ref().map(|k| k.kid.clone()),
@@ -663,25 +664,51 @@ impl RouterKeyService {
     /// Drops every `verify_only` join-signing key none of whose join keys can still enroll:
     /// retired, secret deleted, audited `router_key.dropped`. Returns how many it dropped.
     pub async fn sweep_once(&self) -> Result<usize, ServiceError> {
-        let kind = RouterKeyKind::JoinSigning;
+        let mut dropped = 0;
+        for kind in [RouterKeyKind::JoinSigning, RouterKeyKind::Mesh] {
+            dropped += self.sweep_kind(kind).await?;
+        }
+        Ok(dropped)
+    }
+
+    /// Why a `verify_only` key of `kind` may be dropped at `now`, if it may.
+    async fn droppable(
+        &self,
+        kind: RouterKeyKind,
+        key: &xerotier_store::RouterKeyRecord,
+        now: UnixMillis,
+    ) -> Result<Option<&'static str>, ServiceError> {
+        Ok(match kind {
+            RouterKeyKind::JoinSigning => {
+                (self.inner.store.usable_join_keys_signed_by(&key.kid, now).await? == 0)
+                    .then_some("its last join key expired, was used or was revoked")
+            }
+            RouterKeyKind::Mesh => key
+                .retired_at
+                .is_none_or(|since| now.saturating_sub(since) >= MESH_KEY_OVERLAP_MS)
+                .then_some("the overlap window for agents that missed the rotation is over"),
+            RouterKeyKind::Tls => None,
+        })
+    }
+
+    async fn sweep_kind(&self, kind: RouterKeyKind) -> Result<usize, ServiceError> {
         let now = self.inner.clock.now_millis();
         let mut dropped = 0;
         for key in self.inner.store.router_keys(kind.as_str()).await? {
             if key.status() != Some(RouterKeyStatus::VerifyOnly) {
                 continue;
             }
-            if self.inner.store.usable_join_keys_signed_by(&key.kid, now).await? > 0 {
+            let Some(why) = self.droppable(kind, &key, now).await? else {
                 continue;
-            }
+            };
             let details = serde_json::json!({
                 "kid": key.kid,
                 "fingerprint": material::key_fingerprint(kind, &key.public_key).unwrap_or_default(),
             });
             let target =
                 Target { kind: "router_key", id: Some(kind.as_str()), name: Some(&key.kid) };
-            let change = Change::new("router_key.dropped", target)
-                .reason(Some("its last join key expired, was used or was revoked"))
-                .details(details);
+            let change =
+                Change::new("router_key.dropped", target).reason(Some(why)).details(details);
             let context = AuditContext::default();
             let kid = &key.kid;
             let done = self
@@ -693,7 +720,7 @@ impl RouterKeyService {
                 .await?;
             if done {
                 dropped += 1;
-                tracing::info!(kind = kind.as_str(), %kid, "router key dropped: none of its join keys can enroll any more");
+                tracing::info!(kind = kind.as_str(), %kid, reason = why, "router key dropped");
             }
         }
         if dropped > 0 {

@@ -141,6 +141,10 @@ pub struct RouterOptions {
     /// the mesh address they enrolled with, so a test that restarts the router under live
     /// agents gives a fixed port (see [`closed_port`]).
     pub mesh_bind: Option<String>,
+    /// `--listen`; `None` is `127.0.0.1:0`, a fresh port at every start. Agents keep the
+    /// router URL they enrolled with (for a signed key fetch), so a test that restarts the
+    /// router and needs it gives a fixed port.
+    pub listen: Option<String>,
     /// More flags, e.g. `--join-key-max-ttl-seconds 60`.
     pub extra_args: Vec<String>,
     /// Environment for the router process (set after the test's own `XEROTIER_ROUTER_*` are
@@ -157,6 +161,7 @@ impl Default for RouterOptions {
             log_level: "info".to_string(),
             log_format: None,
             mesh_bind: None,
+            listen: None,
             extra_args: vec![],
             env: vec![],
             ca_file: None,
@@ -170,6 +175,14 @@ impl RouterOptions {
         RouterOptions {
             mesh_bind: Some(format!("tcp://127.0.0.1:{}", closed_port())),
             ..RouterOptions::default()
+        }
+    }
+
+    /// The mesh endpoint and the HTTP API on ports chosen now, the same at every start.
+    pub fn fixed_ports() -> RouterOptions {
+        RouterOptions {
+            listen: Some(format!("127.0.0.1:{}", closed_port())),
+            ..RouterOptions::fixed_mesh_port()
         }
     }
 }
@@ -282,7 +295,11 @@ impl Router {
         if let Some(path) = master_key {
             command.arg("--master-key-file").arg(path);
         }
-        command.arg("--listen").arg("127.0.0.1:0").arg("--state-dir").arg(self.state_dir());
+        command
+            .arg("--listen")
+            .arg(self.options.listen.as_deref().unwrap_or("127.0.0.1:0"))
+            .arg("--state-dir")
+            .arg(self.state_dir());
         // Port 0 for the CURVE mesh endpoint too (unless the test fixed one): routers of
         // parallel tests must not collide.
         command

@@ -1,53 +1,56 @@
-//! The router mesh key rollout end to end (SPEC §9), on SQLite and PostgreSQL: a real router
-//! and real XEMs. Until the phase service drives it, the router's test build reads the phase
-//! from a file (`XEROTIER_ROUTER_TEST_MESH_PHASE_FILE`, `test_faults::spawn_mesh_phase_watch`):
-//! `<phase> <seed>`, the new key made from the seed.
+//! The router mesh key rotated in phases end to end (SPEC §9), on SQLite and PostgreSQL: a
+//! real router, real XEMs and `xeroctl router rotate-keys --kind mesh`.
 //!
-//! What is shown: a live XEM saves the key set before it acknowledges it (killed with SIGKILL
-//! right after the acknowledgement, its file has the set), follows the router onto the new key
-//! without re-enrolling, and drops the old one at the end; a XEM offline for the whole
-//! rotation fetches the keys with a signed request and reconnects; and the fetch refuses,
-//! alike, a forged, replayed, stale, unknown-agent, revoked-agent or wrong-kid request.
+//! What is shown: with three XEMs, one stopped for the whole rotation, the key moves through
+//! init → update_clients → update_servers → standby with a kill -9 of the router in init and
+//! in update_servers and of a XEM right after it acknowledged the new set (its file already
+//! holds it); no agent re-enrolls; the old key no longer completes a CURVE handshake; the
+//! stopped XEM comes back on its own with a signed HTTPS key fetch. A rollback from
+//! update_clients leaves every agent on the old key. The fetch refuses, alike, a forged,
+//! replayed, stale, unknown-agent, revoked-agent or wrong-kid request.
 
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use tempfile::TempDir;
 use xerotier_core::SeededEntropy;
 use xerotier_credentials::{CurveKeyPair, SigningKeyPair, fingerprint};
 use xerotier_proto::agents::router_keys_signing_input;
 
-use crate::fleet_harness::{AGENT_DEADLINE, Xem, enrolled_xem};
-use crate::harness::{Backend, Router, RouterOptions, backends, eventually};
+use crate::fleet_harness::{AGENT_DEADLINE, Handshake, RawMesh, Xem, enrolled_xem};
+use crate::harness::{CliOutput, Router, RouterOptions, backends, eventually, xeroctl};
 
-const SETTLE: Duration = Duration::from_secs(20);
+const SETTLE: Duration = Duration::from_secs(30);
 const REFUSED: &str = "agent_request_refused";
-
-/// A router whose mesh key phase is read from a file in `dir`.
-async fn start_router(backend: &Backend, dir: &TempDir) -> (Router, PathBuf) {
-    let phase_file = dir.path().join("mesh-phase");
-    let options = RouterOptions {
-        env: vec![(
-            "XEROTIER_ROUTER_TEST_MESH_PHASE_FILE".to_string(),
-            phase_file.display().to_string(),
-        )],
-        ..RouterOptions::default()
-    };
-    (Router::start_with(backend, options).await, phase_file)
-}
-
-fn set_phase(file: &PathBuf, phase: &str, seed: u64) {
-    std::fs::write(file, format!("{phase} {seed}\n")).expect("writing the phase file");
-}
+const KEYS: &str = "/v1/management/router/keys";
 
 fn kid_of(public: &[u8; 32]) -> String {
     format!("mks-{}", &fingerprint(public)[..16])
 }
 
-/// The kid of the key the router rotates to with `seed`.
-fn new_kid(seed: u64) -> String {
-    kid_of(&CurveKeyPair::generate(&SeededEntropy::new(seed)).public_bytes())
+/// The mesh kind as `GET …/router/keys` shows it.
+async fn mesh_kind(router: &Router) -> Value {
+    let view = router.get_json(KEYS).await;
+    view["kinds"]
+        .as_array()
+        .expect("kinds")
+        .iter()
+        .find(|k| k["kind"] == "mesh")
+        .cloned()
+        .expect("a mesh kind")
+}
+
+/// The kid of the mesh key in `state` (`current`, `next`, `verify_only`), if any.
+fn kid_in(kind: &Value, state: &str) -> Option<String> {
+    kind["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["state"] == state)
+        .map(|k| k["kid"].as_str().expect("kid").to_string())
+}
+
+fn rotate(router: &Router, phase: &str) -> CliOutput {
+    xeroctl(router, &["router", "rotate-keys", "--kind", "mesh", "--phase", phase, "--yes"])
 }
 
 /// The kids the XEM's identity file holds, in its order.
@@ -57,6 +60,19 @@ fn held_kids(xem: &Xem) -> Vec<String> {
         .as_array()
         .map(|keys| keys.iter().filter_map(|k| k["kid"].as_str().map(str::to_string)).collect())
         .unwrap_or_default()
+}
+
+/// The public key (Z85) the XEM's identity file holds for `kid`.
+fn held_public(xem: &Xem, kid: &str) -> String {
+    let identity = xem.identity().expect("an identity file");
+    identity["router_mesh_keys"]
+        .as_array()
+        .expect("a key set")
+        .iter()
+        .find(|k| k["kid"] == kid)
+        .and_then(|k| k["public_key"].as_str())
+        .expect("the key is held")
+        .to_string()
 }
 
 async fn wait_held(xem: &Xem, want: &[&str]) {
@@ -83,69 +99,114 @@ fn now_ms() -> u128 {
 }
 
 #[tokio::test]
-async fn a_live_xem_follows_every_phase_and_saves_each_set_before_acknowledging_it() {
+async fn the_mesh_key_rotates_with_a_xem_stopped_throughout_and_crashes_in_phases() {
     for backend in backends().await {
-        let dir = TempDir::new().unwrap();
-        let (router, phase_file) = start_router(&backend, &dir).await;
-        let (mut xem, id) = enrolled_xem(&router, "xem-mesh-keys").await;
-        let old = held_kids(&xem).first().cloned().expect("enrolled with the key set");
-        let new = new_kid(7);
+        let mut router = Router::start_with(&backend, RouterOptions::fixed_ports()).await;
+        let (mut a, id_a) = enrolled_xem(&router, "xem-mesh-a").await;
+        let (b, id_b) = enrolled_xem(&router, "xem-mesh-b").await;
+        let (mut c, id_c) = enrolled_xem(&router, "xem-mesh-c").await;
+        let old = kid_in(&mesh_kind(&router).await, "current").expect("a current mesh key");
+        assert_eq!(held_kids(&a), [old.as_str()], "[{}] enrolled with the key set", backend.name);
+        let old_public = held_public(&a, &old);
+        c.stop_with_sigterm();
 
-        set_phase(&phase_file, "update_clients", 7);
-        let ack = format!("kids={old},{new}");
-        eventually("the router records the acknowledgement", SETTLE, || async {
-            router.logs().contains(&ack).then_some(())
+        rotate(&router, "init").success();
+        router.kill();
+        router.restart().await;
+        let kind = mesh_kind(&router).await;
+        assert_eq!(kind["phase"], "init", "[{}] the phase survives a crash: {kind}", backend.name);
+        let new = kid_in(&kind, "next").expect("the new mesh key");
+        assert_ne!(new, old);
+
+        rotate(&router, "update_clients").success();
+        wait_held(&a, &[&old, &new]).await;
+        // Killed right after acknowledging: the set is on disk already, and it comes back.
+        a.kill();
+        assert_eq!(held_kids(&a), [old.as_str(), new.as_str()], "[{}]", backend.name);
+        a.restart();
+        router.wait_agent_status(&id_a, "active", AGENT_DEADLINE).await;
+        wait_held(&b, &[&old, &new]).await;
+        // update_servers waits until every live agent has moved (the stopped one is not live).
+        eventually("update_servers once every live agent acknowledged", SETTLE, || async {
+            rotate(&router, "update_servers").status.success().then_some(())
         })
         .await;
-        // Killed right after acknowledging: the set is on disk already.
-        xem.kill();
-        assert_eq!(held_kids(&xem), [old.as_str(), new.as_str()], "[{}]", backend.name);
-        xem.restart();
-        router.wait_agent_status(&id, "active", AGENT_DEADLINE).await;
-
-        set_phase(&phase_file, "update_servers", 7);
+        router.kill();
+        router.restart().await;
+        assert_eq!(mesh_kind(&router).await["phase"], "update_servers", "[{}]", backend.name);
         let since = now_ms();
-        // The old key no longer completes a handshake: the XEM moves to the next one it
-        // holds, and keeps it first.
-        wait_held(&xem, &[&new, &old]).await;
-        wait_connected_after(&router, &id, since).await;
+        // The old key no longer completes a handshake: each XEM moves to the next key it holds
+        // and keeps it first.
+        wait_held(&a, &[&new, &old]).await;
+        wait_held(&b, &[&new, &old]).await;
+        wait_connected_after(&router, &id_a, since).await;
+        wait_connected_after(&router, &id_b, since).await;
 
-        set_phase(&phase_file, "completed", 7);
-        wait_held(&xem, &[&new]).await;
+        eventually(
+            "the rotation completes once every live agent is on the new key",
+            SETTLE,
+            || async { rotate(&router, "standby").status.success().then_some(()) },
+        )
+        .await;
+        let kind = mesh_kind(&router).await;
+        assert_eq!(kind["phase"], "standby", "[{}] {kind}", backend.name);
+        assert_eq!(kid_in(&kind, "current").as_deref(), Some(new.as_str()), "[{}]", backend.name);
+        wait_held(&a, &[&new]).await;
+        wait_held(&b, &[&new]).await;
+
+        // The old key is refused after completion; the new one completes a handshake.
+        let own = a.curve_keys(&a.curve_key_path());
+        let stale = RawMesh::curve(&router.mesh_addr(), &own, &old_public);
+        let outcome = stale.handshake(Duration::from_secs(2));
+        assert!(
+            !matches!(outcome, Handshake::Succeeded),
+            "[{}] old key: {outcome:?}",
+            backend.name
+        );
+        let fresh = RawMesh::curve(&router.mesh_addr(), &own, &held_public(&a, &new));
+        let outcome = fresh.handshake(Duration::from_secs(5));
+        assert!(matches!(outcome, Handshake::Succeeded), "[{}] new key: {outcome:?}", backend.name);
+
+        // The XEM stopped for the whole rotation comes back on its own, without a join key.
         let since = now_ms();
-        wait_connected_after(&router, &id, since).await;
-        xem.assert_running();
+        c.restart();
+        wait_held(&c, &[&new]).await;
+        wait_connected_after(&router, &id_c, since).await;
+        assert!(
+            c.logs().contains("fetched the router's current mesh keys"),
+            "[{}] the stopped XEM fetched the keys over HTTPS",
+            backend.name
+        );
+        // Nobody re-enrolled: the same three agents, all active.
+        let agents = router.all_agents().await;
+        assert_eq!(agents.len(), 3, "[{}] {agents:?}", backend.name);
+        for id in [&id_a, &id_b, &id_c] {
+            assert_eq!(router.agent(id).await["status"], "active", "[{}] {id}", backend.name);
+        }
+        a.assert_running();
     }
 }
 
 #[tokio::test]
-async fn a_xem_offline_for_the_whole_rotation_fetches_the_keys_and_reconnects() {
+async fn a_mesh_key_rotation_rolled_back_from_update_clients_leaves_every_agent_on_the_old_key() {
     for backend in backends().await {
-        let dir = TempDir::new().unwrap();
-        let (router, phase_file) = start_router(&backend, &dir).await;
-        let (mut xem, id) = enrolled_xem(&router, "xem-offline").await;
-        let old = held_kids(&xem).first().cloned().expect("enrolled with the key set");
-        xem.stop_with_sigterm();
+        let router = Router::start_with(&backend, RouterOptions::fixed_mesh_port()).await;
+        let (mut xem, id) = enrolled_xem(&router, "xem-mesh-rollback").await;
+        let old = kid_in(&mesh_kind(&router).await, "current").expect("a current mesh key");
+        rotate(&router, "init").success();
+        let new = kid_in(&mesh_kind(&router).await, "next").expect("the new mesh key");
+        rotate(&router, "update_clients").success();
+        wait_held(&xem, &[&old, &new]).await;
 
-        // The whole rotation happens while it is away.
-        set_phase(&phase_file, "update_clients", 9);
-        set_phase(&phase_file, "completed", 9);
-        let new = new_kid(9);
-        eventually("the router serves the new key", SETTLE, || async {
-            router.logs().contains(&format!("kid={new}")).then_some(())
-        })
-        .await;
-
+        rotate(&router, "rollback").success();
+        wait_held(&xem, &[&old]).await;
+        let kind = mesh_kind(&router).await;
+        assert_eq!(kind["phase"], "standby", "[{}] {kind}", backend.name);
+        assert_eq!(kid_in(&kind, "current").as_deref(), Some(old.as_str()), "[{}]", backend.name);
+        assert_eq!(kid_in(&kind, "next"), None, "[{}] the new key is withdrawn", backend.name);
         let since = now_ms();
-        xem.restart();
-        wait_held(&xem, &[&new]).await;
         wait_connected_after(&router, &id, since).await;
-        assert!(
-            xem.logs().contains("fetched the router's current mesh keys"),
-            "[{}] the XEM fetched over HTTPS (no join key)",
-            backend.name
-        );
-        assert_ne!(old, new);
+        xem.assert_running();
     }
 }
 
@@ -164,8 +225,7 @@ fn request(id: &str, kid: &str, key: &SigningKeyPair, timestamp_ms: i64, nonce: 
 #[tokio::test]
 async fn a_forged_replayed_stale_or_misdirected_key_fetch_is_refused_alike() {
     for backend in backends().await {
-        let dir = TempDir::new().unwrap();
-        let (router, _phase_file) = start_router(&backend, &dir).await;
+        let router = Router::start(&backend).await;
         let (xem, id) = enrolled_xem(&router, "xem-fetch").await;
         let text = std::fs::read_to_string(xem.signing_key_path()).unwrap();
         let key = SigningKeyPair::from_secret_hex(text.trim()).unwrap();
@@ -183,7 +243,7 @@ async fn a_forged_replayed_stale_or_misdirected_key_fetch_is_refused_alike() {
         assert_eq!(answer.json()["keys"][0]["kid"], kid.as_str());
 
         let forger = SigningKeyPair::generate(&SeededEntropy::new(5));
-        let other_kid = new_kid(11);
+        let other_kid = kid_of(&CurveKeyPair::generate(&SeededEntropy::new(11)).public_bytes());
         let refused = [
             ("replayed", honest),
             ("forged", request(&id, &kid, &forger, now, &"2".repeat(32))),

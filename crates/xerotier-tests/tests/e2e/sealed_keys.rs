@@ -137,7 +137,8 @@ async fn rewrap_moves_every_secret_to_the_new_key_or_changes_nothing() {
         let url = router.store_url();
         let before = stored(&url).await;
         let secrets = opened(&url, &old).await;
-        assert_eq!(secrets.len(), 2, "[{}] mesh and join-signing keys", backend.name);
+        // Mesh and join-signing keys, in router_secrets and in router_keys.
+        assert_eq!(secrets.len(), 4, "[{}] mesh and join-signing keys", backend.name);
 
         // Refused, changing nothing: a wrong old key, the same key twice.
         let (wrong, _) = new_key(scratch.path(), "wrong.key");
@@ -161,6 +162,7 @@ async fn rewrap_moves_every_secret_to_the_new_key_or_changes_nothing() {
         let (code, out) = rewrap(&router, &old, &new);
         assert_eq!(code, 0, "[{}] {out}", backend.name);
         assert!(out.contains("router_secrets.secret_hex: 2 of 2 values rewrapped"), "{out}");
+        assert!(out.contains("router_keys.secret_sealed: 2 of 2 values rewrapped"), "{out}");
         assert!(out.contains(&format!("sealed under master key {}", new_id.id())), "{out}");
         for (_, hex) in &secrets {
             assert!(!out.contains(hex.as_str()), "rewrap printed a secret");
@@ -282,7 +284,8 @@ async fn no_private_key_byte_is_in_the_database_files_or_a_pg_dump() {
         let mut router = Router::start(&backend).await;
         let url = router.store_url();
         let secrets = opened(&url, &router.master_key_path()).await;
-        assert_eq!(secrets.len(), 2);
+        // router_secrets (mesh, join signing) and their rows in router_keys.
+        assert_eq!(secrets.len(), 4);
         let sealed = stored(&url).await;
 
         // The search finds what is there: every encoding of every key planted in clear.
