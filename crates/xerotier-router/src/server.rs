@@ -129,7 +129,6 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     state.webhooks.configure(config.webhooks.clone());
     let shutdown = CancellationToken::new();
     let mut mesh = crate::mesh_runtime::start(state.runtime_deps(), https_url, &shutdown).await?;
-    #[cfg(feature = "test-faults")]
     let last_used = state.gate.auth.spawn_last_used_writer(shutdown.child_token());
     let grace_watch = state.api_keys.spawn_grace_watch(shutdown.child_token());
     let reloads =
