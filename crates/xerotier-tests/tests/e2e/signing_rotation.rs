@@ -101,16 +101,19 @@ fn impersonate(router: &Router, xem: &TestXem) -> RawMesh {
 }
 
 /// The next rotation instruction the router sends the client: (request id, nonce).
-fn instruction(client: &RawMesh) -> (String, String) {
+/// The instruction for `request_id`. An instruction of an earlier request may still be queued
+/// (the router's sweep re-sends an unanswered instruction as a safety net): it is skipped.
+fn instruction(client: &RawMesh, request_id: &str) -> (String, String) {
     let deadline = std::time::Instant::now() + SETTLE;
     while std::time::Instant::now() < deadline {
-        if let Some(Frame::RotateCurve { request_id, nonce }) =
+        if let Some(Frame::RotateCurve { request_id: got, nonce }) =
             client.recv(Duration::from_millis(200))
+            && got == request_id
         {
-            return (request_id, nonce);
+            return (got, nonce);
         }
     }
-    panic!("no rotation instruction within {SETTLE:?}");
+    panic!("no rotation instruction for {request_id} within {SETTLE:?}");
 }
 
 /// An acknowledgement of `(request_id, nonce)` binding `new_signing_public`, signed by `signer`.
@@ -210,7 +213,7 @@ async fn curve_rotate_rotates_the_signing_key_and_the_replaced_key_proves_nothin
         ];
         for (what, bound, signer) in forgeries {
             let request_id = request_id_of(&router.rotate(&id, what).await);
-            let instructed = instruction(&client);
+            let instructed = instruction(&client, &request_id);
             assert_eq!(instructed.0, request_id);
             client.send(&forged_ack(&id, &instructed, &bound, signer));
             let rotation = router.wait_terminal(&id, &request_id).await;

@@ -353,7 +353,7 @@ async fn an_enrollment_through_a_rewriting_proxy_is_refused_and_writes_nothing()
         .unwrap();
         let stolen = Arc::new(stolen);
         let rewrites =
-            [(Rewrite::CurveKey, "router CURVE key"), (Rewrite::MeshAddr, "mesh address")];
+            [(Rewrite::CurveKey, "router mesh key set"), (Rewrite::MeshAddr, "mesh address")];
         for (n, (rewrite, what)) in rewrites.into_iter().enumerate() {
             let rewriting = proxy(&router, Some(stolen.clone()), rewrite).await;
             let key = router.mint_join_key("through-rewriter").await;
