@@ -492,25 +492,9 @@ impl Router {
     /// waits for it to exit: for checks that a second router is refused. Panics if it keeps
     /// running past the deadline.
     pub fn run_second_process(&mut self) -> (ExitStatus, String) {
-        self.starts += 1;
-        let log_path = self.log_path(self.starts);
-        let log = File::create(&log_path).expect("creating the second router's log");
-        let mut command = self.command();
-        command.stdout(log.try_clone().expect("cloning the log handle")).stderr(log);
-        let mut child = command.spawn().expect("spawning a second xerotier-router");
-        let status = wait_for_exit(&mut child, STARTUP_DEADLINE);
-        let output = std::fs::read_to_string(&log_path).unwrap_or_default();
-        match status {
-            Some(status) => (status, output),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "[{}] a second router on the same store kept running:\n{output}",
-                    self.backend
-                )
-            }
-        }
+        let command = self.command();
+        let what = "a second router on the same store kept running";
+        self.run_to_exit(command, what)
     }
 
     /// Starts a router process on this state dir and store with `master_key` (or none), and
@@ -518,10 +502,16 @@ impl Router {
     /// output; panics if it keeps running past the deadline.
     pub fn run_refused(&mut self, master_key: Option<&Path>) -> (ExitStatus, String) {
         assert!(self.child.is_none(), "stop the router first");
+        let command = self.command_with_master_key(master_key);
+        self.run_to_exit(command, "the router started and kept running")
+    }
+
+    /// Runs `command` with its own log until it exits: its status and output. Panics with
+    /// `what` and the output if it keeps running past the startup deadline.
+    fn run_to_exit(&mut self, mut command: Command, what: &str) -> (ExitStatus, String) {
         self.starts += 1;
         let log_path = self.log_path(self.starts);
         let log = File::create(&log_path).expect("creating the router's log");
-        let mut command = self.command_with_master_key(master_key);
         command.stdout(log.try_clone().expect("cloning the log handle")).stderr(log);
         let mut child = command.spawn().expect("spawning xerotier-router");
         let status = wait_for_exit(&mut child, STARTUP_DEADLINE);
@@ -531,7 +521,7 @@ impl Router {
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("[{}] the router started and kept running:\n{output}", self.backend)
+                panic!("[{}] {what}:\n{output}", self.backend)
             }
         }
     }

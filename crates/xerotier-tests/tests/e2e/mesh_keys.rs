@@ -18,10 +18,10 @@ use xerotier_proto::agents::router_keys_signing_input;
 
 use crate::fleet_harness::{AGENT_DEADLINE, Handshake, RawMesh, Xem, enrolled_xem};
 use crate::harness::{CliOutput, Router, RouterOptions, backends, eventually, xeroctl};
+use crate::router_keys::{key_kind, kid_in};
 
 const SETTLE: Duration = Duration::from_secs(30);
 const REFUSED: &str = "agent_request_refused";
-const KEYS: &str = "/v1/management/router/keys";
 
 fn kid_of(public: &[u8; 32]) -> String {
     format!("mks-{}", &fingerprint(public)[..16])
@@ -29,24 +29,7 @@ fn kid_of(public: &[u8; 32]) -> String {
 
 /// The mesh kind as `GET …/router/keys` shows it.
 async fn mesh_kind(router: &Router) -> Value {
-    let view = router.get_json(KEYS).await;
-    view["kinds"]
-        .as_array()
-        .expect("kinds")
-        .iter()
-        .find(|k| k["kind"] == "mesh")
-        .cloned()
-        .expect("a mesh kind")
-}
-
-/// The kid of the mesh key in `state` (`current`, `next`, `verify_only`), if any.
-fn kid_in(kind: &Value, state: &str) -> Option<String> {
-    kind["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .find(|k| k["state"] == state)
-        .map(|k| k["kid"].as_str().expect("kid").to_string())
+    key_kind(router, "mesh").await
 }
 
 fn rotate(router: &Router, phase: &str) -> CliOutput {

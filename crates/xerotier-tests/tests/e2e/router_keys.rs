@@ -16,20 +16,25 @@ use crate::harness::{Router, backends, eventually, xeroctl, xeroctl_with_key};
 const KEYS: &str = "/v1/management/router/keys";
 const SETTLE: Duration = Duration::from_secs(20);
 
-/// The join-signing kind as `GET …/router/keys` shows it.
-async fn join_signing(router: &Router) -> Value {
+/// One kind (`mesh`, `join_signing`) as `GET …/router/keys` shows it.
+pub(crate) async fn key_kind(router: &Router, kind: &str) -> Value {
     let view = router.get_json(KEYS).await;
     view["kinds"]
         .as_array()
         .expect("kinds")
         .iter()
-        .find(|k| k["kind"] == "join_signing")
+        .find(|k| k["kind"] == kind)
         .cloned()
-        .expect("a join_signing kind")
+        .unwrap_or_else(|| panic!("a {kind} kind in {view}"))
+}
+
+/// The join-signing kind as `GET …/router/keys` shows it.
+async fn join_signing(router: &Router) -> Value {
+    key_kind(router, "join_signing").await
 }
 
 /// The kid of the key in `state` (`current`, `next`, `verify_only`), if any.
-fn kid_in(kind: &Value, state: &str) -> Option<String> {
+pub(crate) fn kid_in(kind: &Value, state: &str) -> Option<String> {
     kind["keys"]
         .as_array()
         .expect("keys")
@@ -45,6 +50,12 @@ fn token_kid(token: &str) -> String {
 
 fn rotate(router: &Router, phase: &str) -> crate::harness::CliOutput {
     xeroctl(router, &["router", "rotate-keys", "--kind", "join-signing", "--phase", phase, "--yes"])
+}
+
+/// `xeroctl router rotate-keys --kind join-signing --auto`, confirmed, within 30 s.
+fn auto_rotate(router: &Router) -> crate::harness::CliOutput {
+    let args = ["--kind", "join-signing", "--auto", "--yes", "--timeout", "30s"];
+    xeroctl(router, &[&["router", "rotate-keys"][..], &args[..]].concat())
 }
 
 async fn assert_enrolls(router: &Router, token: &str, name: &str) {
@@ -223,40 +234,14 @@ async fn join_signing_rotation_survives_a_crash_in_every_phase_and_auto_complete
             assert_enrolls(&router, &key.token, &format!("xem-{phase}")).await;
         }
         // --auto resumes where the router is and completes the rotation.
-        let auto = xeroctl(
-            &router,
-            &[
-                "router",
-                "rotate-keys",
-                "--kind",
-                "join-signing",
-                "--auto",
-                "--yes",
-                "--timeout",
-                "30s",
-            ],
-        )
-        .success();
+        let auto = auto_rotate(&router).success();
         assert!(auto.stderr.contains("update_servers -> standby"), "{}", auto.stderr);
         let kind = join_signing(&router).await;
         assert_eq!(kind["phase"], "standby");
         assert_ne!(kid_in(&kind, "current").as_deref(), Some(old_kid.as_str()));
         // And a whole rotation with --auto from standby.
         let current = kid_in(&kind, "current").expect("current");
-        xeroctl(
-            &router,
-            &[
-                "router",
-                "rotate-keys",
-                "--kind",
-                "join-signing",
-                "--auto",
-                "--yes",
-                "--timeout",
-                "30s",
-            ],
-        )
-        .success();
+        auto_rotate(&router).success();
         let kind = join_signing(&router).await;
         let newest = kid_in(&kind, "current").expect("current");
         assert_ne!(newest, current);
