@@ -176,6 +176,13 @@ fn frames() -> Vec<Frame> {
         Frame::InvocationRefused { invocation_id: "inv_1".into(), reason: "unknown tool".into() },
         Frame::ResultAck { invocation_id: "inv_1".into() },
         Frame::CredentialsReloaded { report },
+        Frame::RouterKeys {
+            keys: vec![mesh::RouterMeshKey {
+                kid: "mks-0123456789abcdef".into(),
+                public_key: CurveKeyPair::generate(&SeededEntropy::new(6)).public_z85(),
+            }],
+        },
+        Frame::RouterKeysAck { kids: vec!["mks-0123456789abcdef".into()] },
     ]
 }
 
