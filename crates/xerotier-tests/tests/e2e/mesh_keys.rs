@@ -2,8 +2,8 @@
 //! real router, real XEMs and `xeroctl router rotate-keys --kind mesh`.
 //!
 //! What is shown: with three XEMs, one stopped for the whole rotation, the key moves through
-//! init → update_clients → update_servers → standby with a kill -9 of the router in init and
-//! in update_servers and of a XEM right after it acknowledged the new set (its file already
+//! init → update_clients → update_servers → standby with a kill -9 of the router in every
+//! phase and of a XEM right after it acknowledged the new set (its file already
 //! holds it); no agent re-enrolls; the old key no longer completes a CURVE handshake; the
 //! stopped XEM comes back on its own with a signed HTTPS key fetch. A rollback from
 //! update_clients leaves every agent on the old key. The fetch refuses, alike, a forged,
@@ -82,7 +82,7 @@ fn now_ms() -> u128 {
 }
 
 #[tokio::test]
-async fn the_mesh_key_rotates_with_a_xem_stopped_throughout_and_crashes_in_phases() {
+async fn the_mesh_key_rotates_with_a_xem_stopped_throughout_and_crashes_in_every_phase() {
     for backend in backends().await {
         let mut router = Router::start_with(&backend, RouterOptions::fixed_ports()).await;
         let (mut a, id_a) = enrolled_xem(&router, "xem-mesh-a").await;
@@ -109,6 +109,10 @@ async fn the_mesh_key_rotates_with_a_xem_stopped_throughout_and_crashes_in_phase
         a.restart();
         router.wait_agent_status(&id_a, "active", AGENT_DEADLINE).await;
         wait_held(&b, &[&old, &new]).await;
+        router.kill();
+        router.restart().await;
+        assert_eq!(mesh_kind(&router).await["phase"], "update_clients", "[{}]", backend.name);
+        router.wait_agent_status(&id_b, "active", AGENT_DEADLINE).await;
         // update_servers waits until every live agent has moved (the stopped one is not live).
         eventually("update_servers once every live agent acknowledged", SETTLE, || async {
             rotate(&router, "update_servers").status.success().then_some(())
@@ -136,6 +140,11 @@ async fn the_mesh_key_rotates_with_a_xem_stopped_throughout_and_crashes_in_phase
         assert_eq!(kid_in(&kind, "current").as_deref(), Some(new.as_str()), "[{}]", backend.name);
         wait_held(&a, &[&new]).await;
         wait_held(&b, &[&new]).await;
+        router.kill();
+        router.restart().await;
+        let since = now_ms();
+        wait_connected_after(&router, &id_a, since).await;
+        wait_connected_after(&router, &id_b, since).await;
 
         // The old key is refused after completion; the new one completes a handshake.
         let own = a.curve_keys(&a.curve_key_path());
