@@ -104,7 +104,8 @@ impl KeyFetchService {
             return refuse(Refusal::Malformed);
         }
         let now = self.clock.now_millis();
-        if (request.timestamp_ms - now).abs() > MAX_SKEW_MS {
+        // `abs_diff`: any i64 a client sends, however far off, is compared without overflow.
+        if request.timestamp_ms.abs_diff(now) > MAX_SKEW_MS.unsigned_abs() {
             return refuse(Refusal::StaleTimestamp);
         }
         let agent = match self.store.agent(&request.agent_id).await.map_err(Checked::Store)? {

@@ -241,6 +241,8 @@ async fn a_forged_replayed_stale_or_misdirected_key_fetch_is_refused_alike() {
             ("forged", request(&id, &kid, &forger, now, &"2".repeat(32))),
             ("stale", request(&id, &kid, &key, now - 10 * 60_000, &"3".repeat(32))),
             ("future", request(&id, &kid, &key, now + 10 * 60_000, &"4".repeat(32))),
+            ("the earliest instant", request(&id, &kid, &key, i64::MIN, &"8".repeat(32))),
+            ("the latest instant", request(&id, &kid, &key, i64::MAX, &"9".repeat(32))),
             (
                 "unknown agent",
                 request("agt_01j9zk3v8p5q2r7t4w6x0y1abc", &kid, &key, now, &"5".repeat(32)),
