@@ -426,7 +426,9 @@ impl RouterKeyService {
                             return Err(waiting("the old mesh key cannot be dropped yet"));
                         }
                         effects.push(format!(
-                            "the new key becomes current; {old} is retired and its secret deleted"
+                            "the new key becomes current; {old} is no longer served, and stays \
+                             accepted only by the signed key fetch for 7 days (agents that missed \
+                             the rotation), then is dropped"
                         ));
                     }
                     _ => {
