@@ -58,14 +58,15 @@ impl Session {
     /// The router's key set: checked whole and saved durably, then acknowledged. A refused set
     /// leaves the held one (and says nothing: the router re-sends at the next hello).
     pub(super) fn on_router_keys(&mut self, keys: Vec<RouterMeshKey>) -> anyhow::Result<()> {
-        let connected_on = self.router_key_to_try();
         let kids: Vec<String> = keys.iter().map(|k| k.kid.clone()).collect();
         if let Err(err) = router_keys::adopt(&self.state_dir, &mut self.identity, keys) {
             tracing::warn!(error = %err, "the router's mesh key set was refused; the held one stays");
             return Ok(());
         }
-        let held = router_keys::key_set(&self.identity);
-        self.key_index = held.iter().position(|k| k.public_key == connected_on).unwrap_or(0);
+        // The live connection keeps the key it was opened with; the next one tries the
+        // router's preferred key first (in update_servers the new key, which the router now
+        // serves), so a session lost to the rekey comes back on the first attempt.
+        self.key_index = 0;
         tracing::info!(kids = %kids.join(","), "router mesh keys saved");
         self.send(&Frame::RouterKeysAck { kids })
     }
