@@ -3,17 +3,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use xerotier_store::{
-    AgentEvent, AgentRecord, AuditEntry, AuditFilter, JoinKeyRecord, NewAgentKeys, PageRequest,
-    RotationRecord, Store, StoreError,
+    AgentEvent, AuditEntry, AuditFilter, NewAgentKeys, PageRequest, RotationRecord, Store,
+    StoreError,
 };
 
-/// The signing key `agt_1` enrolls with, and the one every test promotion binds.
-const OLD_SIGNING_KEY: &str = "abababababababababababababababababababababababababababababababab";
-const NEW_SIGNING_KEY: &str = "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd";
+mod builders;
+use builders::{NEW_SIGNING_KEY, new_keys};
 
-fn new_keys(curve: &str) -> NewAgentKeys<'_> {
-    NewAgentKeys { curve, signing: NEW_SIGNING_KEY }
-}
+/// The signing key `agt_1` enrolls with (`builders::agent`'s).
+const OLD_SIGNING_KEY: &str = "abababababababababababababababababababababababababababababababab";
 
 /// `agt_1`'s signing key and when it was last rotated.
 async fn signing(store: &Store) -> (String, Option<i64>) {
@@ -25,50 +23,9 @@ use xerotier_testkit::{TestDb, per_backend};
 /// A store on `db` with one enrolled agent, `agt_1`, on CURVE key `old-key`.
 async fn store_with_agent(db: &TestDb) -> Store {
     let store = Store::connect(db.url()).await.unwrap();
-    let jk = JoinKeyRecord {
-        id: "jk_1".into(),
-        name: "n".into(),
-        region: None,
-        role: "execution".into(),
-        router_addr: "tcp://r:1".into(),
-        created_at: 0,
-        created_by: None,
-        expires_at: 1_000_000,
-        consumed_at: None,
-        consumed_by_agent: None,
-        revoked_at: None,
-        revoked_by: None,
-        revoked_reason: None,
-        grant_workspaces: None,
-        require_approval: false,
-        signing_kid: None,
-    };
+    let jk = builders::join_key("jk_1");
     store.create_join_key(&jk, &audit("a0")).await.unwrap();
-    let agent = AgentRecord {
-        id: "agt_1".into(),
-        name: "xem-1".into(),
-        role: "execution".into(),
-        region: None,
-        join_key_id: "jk_1".into(),
-        enrolled_at: 1,
-        curve_public_key: "old-key".into(),
-        signing_public_key: "ab".repeat(32),
-        manifest: "{}".into(),
-        manifest_hash: "h".into(),
-        manifest_version: 1,
-        lease_interval_ms: 1000,
-        last_heartbeat_at: None,
-        revoked_at: None,
-        revoked_by: None,
-        revoked_reason: None,
-        previous_curve_public_key: None,
-        approval: "approved".into(),
-        quarantined_at: None,
-        quarantine_reason: None,
-        replica_id: None,
-        replica_since: None,
-        signing_key_rotated_at: None,
-    };
+    let agent = builders::agent("agt_1", "xem-1", "jk_1", "old-key");
     store.enroll_agent(&agent, 1, &audit("a1")).await.unwrap();
     store
 }
