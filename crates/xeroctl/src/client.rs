@@ -81,8 +81,9 @@ fn builder(target: &Target) -> anyhow::Result<reqwest::ClientBuilder> {
         .user_agent(concat!("xeroctl/", env!("CARGO_PKG_VERSION")));
     match &target.ca_file {
         Some(path) => {
-            let ca = crate::tls::load_ca(path)?;
-            Ok(builder.tls_built_in_root_certs(false).add_root_certificate(ca))
+            let bundle = crate::tls::load_ca(path)?;
+            let builder = builder.tls_built_in_root_certs(false);
+            Ok(bundle.into_iter().fold(builder, |b, ca| b.add_root_certificate(ca)))
         }
         None => Ok(builder),
     }

@@ -7,8 +7,9 @@ use anyhow::Context as _;
 
 use crate::exit;
 
-/// The PEM CA certificate at `path`, to be the only one trusted.
-pub fn load_ca(path: &Path) -> anyhow::Result<reqwest::Certificate> {
+/// The PEM CA certificates at `path`, to be the only ones trusted: one CA, or the bundle of
+/// the old and the new during a rotation of the router's CA.
+pub fn load_ca(path: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
     let pem = std::fs::read(path)
         .with_context(|| format!("reading the CA certificate {}", path.display()))?;
     if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
@@ -17,7 +18,7 @@ pub fn load_ca(path: &Path) -> anyhow::Result<reqwest::Certificate> {
             path.display()
         )));
     }
-    reqwest::Certificate::from_pem(&pem)
+    reqwest::Certificate::from_pem_bundle(&pem)
         .with_context(|| format!("{} is not a PEM certificate", path.display()))
 }
 

@@ -90,15 +90,37 @@ pub enum Frame {
     /// SPEC §9). At most [`MAX_ROUTER_MESH_KEYS`]; the agent checks every entry
     /// (`formats::is_router_key_id`, `formats::is_curve_public_key`) and refuses the whole set if
     /// any is not one, or if the set is empty.
-    RouterKeys { keys: Vec<RouterMeshKey> },
+    ///
+    /// `tls_ca_pins` (`sha256:<hex>`, at most [`MAX_ROUTER_TLS_CAS`]) are the TLS CAs the agent
+    /// is to trust for the router's HTTPS (the signed key fetch) during and after a CA rotation;
+    /// empty when the router has no CA of its own to rotate (then the enrollment pin stays).
+    RouterKeys {
+        keys: Vec<RouterMeshKey>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tls_ca_pins: Vec<String>,
+    },
     /// Agent → router: the set above is saved durably (its identity file); `kids` are the key
-    /// ids it now holds, in its order.
+    /// ids it now holds, in its order: the mesh keys' `mks-` ids, then the TLS CAs' `tls-` ids
+    /// ([`tls_kid_of_pin`]).
     RouterKeysAck { kids: Vec<String> },
 }
 
 /// The most router mesh keys an agent holds at once: the serving key and the one being rolled
 /// in (or out).
 pub const MAX_ROUTER_MESH_KEYS: usize = 2;
+
+/// The most TLS CAs an agent trusts at once: the serving CA and the one being rolled in (or out).
+pub const MAX_ROUTER_TLS_CAS: usize = 2;
+
+/// The router key id of a TLS CA from its pin: `tls-` and the first 16 hex digits of the
+/// certificate's SHA-256 (the router derives the same id from the certificate). `None` when
+/// `pin` is not `sha256:` and 64 lowercase hex digits.
+pub fn tls_kid_of_pin(pin: &str) -> Option<String> {
+    let hex = pin.strip_prefix("sha256:")?;
+    let well_formed =
+        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    well_formed.then(|| format!("tls-{}", &hex[..16]))
+}
 
 /// One of the router's mesh CURVE public keys, named by its key id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -198,6 +220,7 @@ mod tests {
                 kid: "mks-0123456789abcdef".into(),
                 public_key: "x".repeat(40),
             }],
+            tls_ca_pins: vec![format!("sha256:{}", "ab".repeat(32))],
         };
         assert_eq!(decode(&encode(&keys)).unwrap(), keys);
     }

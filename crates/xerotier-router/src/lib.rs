@@ -277,6 +277,11 @@ impl AppState {
             store.clone(),
             clock.clone(),
         )));
+        registry.register(Arc::new(crate::router_keys::tls::TlsRollout::new(
+            link.clone(),
+            store.clone(),
+            clock.clone(),
+        )));
         let router_keys = RouterKeyService::new(RouterKeyParts {
             store: store.clone(),
             clock: clock.clone(),

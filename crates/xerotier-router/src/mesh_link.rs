@@ -125,10 +125,16 @@ pub struct MeshLink {
     mesh: OnceLock<(MeshHandle, String)>,
     /// Changes the key the running endpoint serves.
     rekey: OnceLock<MeshRekey>,
+    /// The HTTPS listener's certificate, when the router serves TLS: what the TLS CA rollout
+    /// (`router_keys::tls`) re-issues during a CA rotation.
+    server_tls: OnceLock<Arc<xerotier_tls::ServerTls>>,
     /// The mesh key this replica serves and the set agents are told to accept, as the mesh
     /// key rollout last reconciled them (`router_keys::mesh`); `None` until then, when the
     /// identity's key is both.
     serving: parking_lot::RwLock<Option<ServingKeys>>,
+    /// The TLS CAs agents are told to trust (`router_keys::tls`); empty while the router has
+    /// no CA of its own in the store (agents keep their enrollment pin).
+    tls_trust: parking_lot::RwLock<Vec<String>>,
     /// The latest routing id of each connected agent.
     sessions: Mutex<HashMap<String, Vec<u8>>>,
     /// Lease renewals not yet written to the store.
@@ -172,7 +178,9 @@ impl MeshLink {
             join_keyring: Default::default(),
             mesh: OnceLock::new(),
             rekey: OnceLock::new(),
+            server_tls: OnceLock::new(),
             serving: parking_lot::RwLock::new(None),
+            tls_trust: parking_lot::RwLock::new(Vec::new()),
             sessions: Mutex::default(),
             pending_heartbeats: PendingHeartbeats::default(),
         }
@@ -207,6 +215,49 @@ impl MeshLink {
             Some(serving) => serving.kid.clone(),
             None => crate::router_keys::mesh::mesh_kid(&self.identity.mesh_keys.public_bytes()),
         }
+    }
+
+    /// Attaches the HTTPS listener's certificate (once, at start, before the router keys are
+    /// reconciled).
+    pub fn attach_server_tls(&self, tls: Arc<xerotier_tls::ServerTls>) {
+        if self.server_tls.set(tls).is_err() {
+            tracing::warn!("the TLS certificate was attached twice; the first stays");
+        }
+    }
+
+    pub fn server_tls(&self) -> Option<&Arc<xerotier_tls::ServerTls>> {
+        self.server_tls.get()
+    }
+
+    /// The TLS CA pins agents are told to trust (`sha256:…`), the serving CA first.
+    pub fn tls_ca_pins(&self) -> Vec<String> {
+        self.tls_trust.read().clone()
+    }
+
+    /// Replaces the TLS CA pins agents are told; true when they changed.
+    pub(crate) fn set_tls_ca_pins(&self, pins: Vec<String>) -> bool {
+        let mut guard = self.tls_trust.write();
+        let changed = *guard != pins;
+        *guard = pins;
+        changed
+    }
+
+    /// What agents are told (`Frame::RouterKeys`): the mesh keys, and the TLS CAs.
+    pub fn router_keys_frame(&self) -> Frame {
+        Frame::RouterKeys { keys: self.router_mesh_keys(), tls_ca_pins: self.tls_ca_pins() }
+    }
+
+    /// The key ids an agent holding exactly [`Self::router_keys_frame`] acknowledges.
+    pub fn announced_kids(&self) -> Vec<String> {
+        let mesh = self.router_mesh_keys().into_iter().map(|k| k.kid);
+        let tls = self.tls_ca_pins();
+        mesh.chain(tls.iter().filter_map(|pin| xerotier_proto::mesh::tls_kid_of_pin(pin))).collect()
+    }
+
+    /// Sends [`Self::router_keys_frame`] to every live session here; returns how many.
+    pub fn announce_router_keys(&self) -> usize {
+        let frame = self.router_keys_frame();
+        self.session_agents().iter().filter(|agent| self.send_to(agent, &frame)).count()
     }
 
     /// The router mesh keys agents are told to accept, in the order to try them.

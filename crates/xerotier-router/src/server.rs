@@ -83,7 +83,18 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
 
     // The router's own keys: import the identity's on the first start, then serve what
     // `router_keys` says (a rotation in progress included) before anything is served.
-    state.router_keys.bootstrap(&state.link.identity).await.context("importing the router keys")?;
+    if let Some(tls) = &tls {
+        state.link.attach_server_tls(tls.clone());
+    }
+    let tls_ca = match &tls {
+        Some(tls) => tls.generated_ca().context("reading the router's TLS CA")?,
+        None => None,
+    };
+    state
+        .router_keys
+        .bootstrap(&state.link.identity, tls_ca.as_ref())
+        .await
+        .context("importing the router keys")?;
     state.router_keys.reconcile_all().await.context("applying the router keys")?;
 
     #[cfg(feature = "test-faults")]

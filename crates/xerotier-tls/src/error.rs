@@ -23,6 +23,13 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
     #[error("invalid TLS name {name:?}: {detail}")]
     BadName { name: String, detail: String },
+    #[error(
+        "the router presents the operator's certificate (--tls-cert); its owner rotates it by \
+         replacing the files and sending SIGHUP"
+    )]
+    OperatorCertificate,
+    #[error("not a usable CA certificate or key: {0}")]
+    BadCertificate(String),
     #[error("invalid CA fingerprint {0:?}: expected sha256: and 64 lowercase hex digits")]
     BadFingerprint(String),
 }

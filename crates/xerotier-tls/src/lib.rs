@@ -14,13 +14,15 @@ mod files;
 mod fingerprint;
 mod pinned;
 mod private_ca;
+mod rotation;
 mod server;
 
 pub use anchored::{AnchorChoice, AnchoredVerifier};
 pub use error::TlsError;
 pub use fingerprint::{ca_fingerprint, is_fingerprint};
-pub use pinned::pinned_client_config;
+pub use pinned::{pinned_client_config, pinned_client_config_any};
 pub use private_ca::{CA_CERT_FILE, RENEW_BEFORE_SECONDS, SERVER_VALIDITY_SECONDS};
+pub use rotation::{CaMaterial, CaPlan, cert_der, cross_sign, new_ca};
 pub use server::{CertSource, Reloaded, ServerTls};
 
 /// The one crypto provider every configuration here is built on (rustls may be compiled with

@@ -18,10 +18,22 @@ use crate::{TlsError, ca_fingerprint, is_fingerprint};
 /// connected to under that certificate as the only trust anchor (or is that certificate).
 /// Certificate validity is judged at `clock`'s time.
 pub fn pinned_client_config(pin: &str, clock: SharedClock) -> Result<ClientConfig, TlsError> {
-    if !is_fingerprint(pin) {
-        return Err(TlsError::BadFingerprint(pin.to_string()));
+    pinned_client_config_any(&[pin.to_string()], clock)
+}
+
+/// [`pinned_client_config`] for any of `pins` (the CAs a router told its agents to trust
+/// during and after a CA rotation). At least one pin is required.
+pub fn pinned_client_config_any(
+    pins: &[String],
+    clock: SharedClock,
+) -> Result<ClientConfig, TlsError> {
+    if pins.is_empty() {
+        return Err(TlsError::BadFingerprint(String::new()));
     }
-    let verifier = Arc::new(AnchoredVerifier::new(Pinned(pin.to_string())));
+    if let Some(bad) = pins.iter().find(|pin| !is_fingerprint(pin)) {
+        return Err(TlsError::BadFingerprint(bad.clone()));
+    }
+    let verifier = Arc::new(AnchoredVerifier::new(Pinned(pins.to_vec())));
     Ok(ClientConfig::builder_with_details(crate::provider(), Arc::new(ClockTime(clock)))
         .with_safe_default_protocol_versions()?
         .dangerous()
@@ -40,9 +52,9 @@ impl TimeProvider for ClockTime {
     }
 }
 
-/// The certificate of the chain whose fingerprint is the pin.
+/// The certificate of the chain whose fingerprint is one of the pins.
 #[derive(Debug)]
-struct Pinned(String);
+struct Pinned(Vec<String>);
 
 impl AnchorChoice for Pinned {
     fn choose(
@@ -50,11 +62,12 @@ impl AnchorChoice for Pinned {
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
     ) -> Result<Option<CertificateDer<'static>>, rustls::Error> {
-        if ca_fingerprint(end_entity) == self.0 {
+        let pinned = |cert: &CertificateDer<'_>| self.0.contains(&ca_fingerprint(cert));
+        if pinned(end_entity) {
             // The pinned certificate is the server certificate itself.
             return Ok(None);
         }
-        match intermediates.iter().find(|c| ca_fingerprint(c) == self.0) {
+        match intermediates.iter().find(|c| pinned(c)) {
             Some(anchor) => Ok(Some(anchor.clone().into_owned())),
             None => Err(rustls::Error::General(
                 "the server's certificate chain does not contain the CA pinned by the join key \

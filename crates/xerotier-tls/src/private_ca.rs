@@ -5,6 +5,11 @@
 //! (the server certificate followed by the CA certificate), `server.key` (0600) and
 //! `server.json` (the names and expiry the server certificate was issued for, so renewal needs
 //! no certificate parser).
+//!
+//! During a CA rotation (`crate::rotation`) `ca.pem` holds the trust bundle, the issuing CA
+//! first, and `chain-extra.pem` the certificates presented after the issuing CA (the new CA
+//! cross-signed by the old one, then the old CA), so clients that still trust only the old CA
+//! accept the new server certificate.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -25,6 +30,7 @@ const CA_KEY_FILE: &str = "ca.key";
 const SERVER_CERT_FILE: &str = "server.pem";
 const SERVER_KEY_FILE: &str = "server.key";
 const SERVER_META_FILE: &str = "server.json";
+pub(crate) const CHAIN_EXTRA_FILE: &str = "chain-extra.pem";
 
 /// The CA lives ten years (its rotation is a phased operation of its own).
 const CA_VALIDITY_SECONDS: i64 = 10 * 365 * 86_400;
@@ -63,20 +69,92 @@ pub(crate) fn ensure(dir: &Path, sans: &[String], now: i64) -> Result<ServerMate
     let (ca_pem, ca_key) = load_or_create_ca(dir, now)?;
     let ca = CertificateDer::from_pem_slice(ca_pem.as_bytes())
         .map_err(|e| TlsError::bad_file(&dir.join(CA_CERT_FILE), e))?;
+    let extra = chain_extra(dir)?;
     let wanted = ServerMeta { sans: sans.to_vec(), not_after: 0 };
     if let Some(meta) = current_meta(dir)
         && meta.sans == wanted.sans
         && meta.not_after - now > RENEW_BEFORE_SECONDS
-        && let Ok(material) = load_server(dir, &ca, meta.not_after)
+        && let Ok(material) = load_server(dir, &ca, &extra, meta.not_after)
     {
         return Ok(material);
     }
-    issue_server(dir, sans, &ca_pem, ca_key, now)?;
+    issue_server(dir, sans, (&ca, ca_key), &extra, now)?;
     let meta = current_meta(dir)
         .ok_or_else(|| TlsError::bad_file(&dir.join(SERVER_META_FILE), "unreadable after write"))?;
-    let mut material = load_server(dir, &ca, meta.not_after)?;
+    let mut material = load_server(dir, &ca, &extra, meta.not_after)?;
     material.issued = true;
     Ok(material)
+}
+
+/// Every CA certificate of `ca.pem` (the trust bundle, the issuing CA first).
+pub(crate) fn read_bundle(dir: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let path = dir.join(CA_CERT_FILE);
+    CertificateDer::pem_slice_iter(&files::read(&path)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::bad_file(&path, e))
+}
+
+/// The certificates presented after the issuing CA (empty outside a CA rotation).
+pub(crate) fn chain_extra(dir: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let path = dir.join(CHAIN_EXTRA_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => CertificateDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsError::bad_file(&path, e)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(err) => Err(TlsError::io(&path)(err)),
+    }
+}
+
+/// Replaces the CA files with `ca_key` and the bundle `ca_certs` (the issuing CA first) and the
+/// extra chain; the next [`ensure`] issues a server certificate under the new CA, since the
+/// stored one no longer chains to it.
+pub(crate) fn replace_ca(
+    dir: &Path,
+    ca_certs: &[CertificateDer<'static>],
+    ca_key_pem: &str,
+    extra: &[CertificateDer<'static>],
+) -> Result<(), TlsError> {
+    std::fs::create_dir_all(dir).map_err(TlsError::io(dir))?;
+    files::write_key(&dir.join(CA_KEY_FILE), ca_key_pem.as_bytes())?;
+    files::write_public(&dir.join(CA_CERT_FILE), pem_all(ca_certs).as_bytes())?;
+    let extra_path = dir.join(CHAIN_EXTRA_FILE);
+    if extra.is_empty() {
+        match std::fs::remove_file(&extra_path) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(TlsError::io(&extra_path)(err)),
+        }
+    } else {
+        files::write_public(&extra_path, pem_all(extra).as_bytes())
+    }
+}
+
+/// The CA certificate (first of `ca.pem`) and key that issue the server certificate.
+pub(crate) fn read_ca(dir: &Path) -> Result<(CertificateDer<'static>, String), TlsError> {
+    let (cert_path, key_path) = (dir.join(CA_CERT_FILE), dir.join(CA_KEY_FILE));
+    let cert = CertificateDer::from_pem_slice(&files::read(&cert_path)?)
+        .map_err(|e| TlsError::bad_file(&cert_path, e))?;
+    let key = String::from_utf8(files::read_key(&key_path)?)
+        .map_err(|e| TlsError::bad_file(&key_path, e))?;
+    Ok((cert, key))
+}
+
+pub(crate) fn pem_all(certs: &[CertificateDer<'_>]) -> String {
+    certs.iter().map(|c| pem(c)).collect()
+}
+
+/// A DER certificate as PEM text.
+pub(crate) fn pem(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
 }
 
 fn load_or_create_ca(dir: &Path, now: i64) -> Result<(String, KeyPair), TlsError> {
@@ -98,10 +176,21 @@ fn load_or_create_ca(dir: &Path, now: i64) -> Result<(String, KeyPair), TlsError
 
 fn create_ca(cert_path: &Path, key_path: &Path, now: i64) -> Result<(String, KeyPair), TlsError> {
     let key = KeyPair::generate()?;
+    let cert = ca_params("Xerotier router CA", now)?.self_signed(&key)?;
+    // The key first: a CA certificate without its key could never issue again.
+    files::write_key(key_path, key.serialize_pem().as_bytes())?;
+    files::write_public(cert_path, cert.pem().as_bytes())?;
+    tracing::info!(file = %cert_path.display(), "created the router's private TLS CA");
+    Ok((cert.pem(), key))
+}
+
+/// What a router CA certificate is: `common_name` distinguishes the CAs of successive
+/// rotations (a cross-signed copy must carry the same name as the self-signed one).
+pub(crate) fn ca_params(common_name: &str, now: i64) -> Result<CertificateParams, TlsError> {
     let mut params = CertificateParams::default();
     let mut name = DistinguishedName::new();
     name.push(DnType::OrganizationName, "Xerotier");
-    name.push(DnType::CommonName, "Xerotier router CA");
+    name.push(DnType::CommonName, common_name);
     params.distinguished_name = name;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
@@ -111,22 +200,17 @@ fn create_ca(cert_path: &Path, key_path: &Path, now: i64) -> Result<(String, Key
     ];
     params.not_before = at(now - BACKDATE_SECONDS)?;
     params.not_after = at(now + CA_VALIDITY_SECONDS)?;
-    let cert = params.self_signed(&key)?;
-    // The key first: a CA certificate without its key could never issue again.
-    files::write_key(key_path, key.serialize_pem().as_bytes())?;
-    files::write_public(cert_path, cert.pem().as_bytes())?;
-    tracing::info!(file = %cert_path.display(), "created the router's private TLS CA");
-    Ok((cert.pem(), key))
+    Ok(params)
 }
 
 fn issue_server(
     dir: &Path,
     sans: &[String],
-    ca_pem: &str,
-    ca_key: KeyPair,
+    (ca, ca_key): (&CertificateDer<'static>, KeyPair),
+    extra: &[CertificateDer<'static>],
     now: i64,
 ) -> Result<(), TlsError> {
-    let issuer = Issuer::from_ca_cert_pem(ca_pem, ca_key)
+    let issuer = Issuer::from_ca_cert_der(ca, ca_key)
         .map_err(|e| TlsError::bad_file(&dir.join(CA_CERT_FILE), e))?;
     let mut params = CertificateParams::new(sans.to_vec())
         .map_err(|e| TlsError::BadName { name: sans.join(","), detail: e.to_string() })?;
@@ -142,7 +226,7 @@ fn issue_server(
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
     files::write_key(&dir.join(SERVER_KEY_FILE), key.serialize_pem().as_bytes())?;
-    let chain = format!("{}{}", cert.pem(), ca_pem);
+    let chain = format!("{}{}{}", cert.pem(), pem(ca), pem_all(extra));
     files::write_public(&dir.join(SERVER_CERT_FILE), chain.as_bytes())?;
     let meta = ServerMeta { sans: sans.to_vec(), not_after };
     let meta = serde_json::to_vec(&meta).map_err(|e| TlsError::bad_file(dir, e))?;
@@ -159,6 +243,7 @@ fn current_meta(dir: &Path) -> Option<ServerMeta> {
 fn load_server(
     dir: &Path,
     ca: &CertificateDer<'static>,
+    extra: &[CertificateDer<'static>],
     not_after: i64,
 ) -> Result<ServerMaterial, TlsError> {
     let cert_path: PathBuf = dir.join(SERVER_CERT_FILE);
@@ -166,7 +251,7 @@ fn load_server(
     let chain = CertificateDer::pem_slice_iter(&files::read(&cert_path)?)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::bad_file(&cert_path, e))?;
-    if chain.len() != 2 || chain[1] != *ca {
+    if chain.len() != 2 + extra.len() || chain[1] != *ca || chain[2..] != *extra {
         return Err(TlsError::bad_file(&cert_path, "not the server certificate and this CA"));
     }
     let key = PrivateKeyDer::from_pem_slice(&files::read_key(&key_path)?)

@@ -10,7 +10,11 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::{TlsError, ca_fingerprint, files, private_ca};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::{
+    CaMaterial, CaPlan, TlsError, ca_fingerprint, cert_der, cross_sign, files, private_ca,
+};
 
 /// Where the server certificate comes from.
 #[derive(Debug, Clone)]
@@ -105,6 +109,56 @@ impl ServerTls {
     /// `sha256:<hex>` of the CA certificate clients should trust: what join keys pin.
     pub fn ca_pin(&self) -> String {
         self.state.lock().ca_pin.clone()
+    }
+
+    /// Whether the certificate is the router's own (its private CA), not the operator's.
+    pub fn is_generated(&self) -> bool {
+        matches!(self.source, CertSource::Generated { .. })
+    }
+
+    /// The CA that issues the generated server certificate (`None` for the operator's files).
+    pub fn generated_ca(&self) -> Result<Option<CaMaterial>, TlsError> {
+        let CertSource::Generated { dir, .. } = &self.source else { return Ok(None) };
+        let (cert, key) = private_ca::read_ca(dir)?;
+        Ok(Some(CaMaterial { cert_pem: private_ca::pem(&cert), key_pem: SecretString::from(key) }))
+    }
+
+    /// Issues the generated server certificate under `plan` (a CA rotation's phase) and
+    /// presents it from now on; the CA files follow, so a restart presents the same. Returns
+    /// whether anything changed (nothing when the files already match `plan`). Refused for
+    /// the operator's files, which their owner rotates.
+    pub fn adopt_ca(&self, plan: &CaPlan<'_>, now: i64) -> Result<bool, TlsError> {
+        let CertSource::Generated { dir, .. } = &self.source else {
+            return Err(TlsError::OperatorCertificate);
+        };
+        let issuing = cert_der(&plan.issuing.cert_pem)?;
+        let mut bundle = vec![issuing.clone()];
+        for other in &plan.also_trusted {
+            bundle.push(cert_der(other)?);
+        }
+        let (held_ca, held_key) = private_ca::read_ca(dir)?;
+        let held_bundle = private_ca::read_bundle(dir)?;
+        let held_extra = private_ca::chain_extra(dir)?;
+        let extra_fits = match plan.cross_signed_by {
+            None => held_extra.is_empty(),
+            Some(old) => held_extra.len() == 2 && held_extra[1] == cert_der(&old.cert_pem)?,
+        };
+        if held_ca == issuing
+            && held_key == *plan.issuing.key_pem.expose_secret()
+            && held_bundle == bundle
+            && extra_fits
+        {
+            return Ok(false);
+        }
+        let extra = match plan.cross_signed_by {
+            None => Vec::new(),
+            Some(old) => vec![cross_sign(plan.issuing, old)?, cert_der(&old.cert_pem)?],
+        };
+        private_ca::replace_ca(dir, &bundle, plan.issuing.key_pem.expose_secret(), &extra)?;
+        let (key, state) = read_source(&self.source, now)?;
+        *self.current.0.write() = Arc::new(key);
+        *self.state.lock() = state;
+        Ok(true)
     }
 
     /// When the presented certificate expires (Unix seconds), when known.

@@ -87,6 +87,7 @@ pub async fn enroll(e: Enrollment<'_>) -> anyhow::Result<(Identity, Vec<String>)
         router_mesh_keys,
         router_url: Some(e.router_url.to_string()),
         tls_ca_pin: pins.tls_ca.clone(),
+        tls_ca_pins: Vec::new(),
     };
     Ok((identity, answer.mesh_addrs))
 }

@@ -28,6 +28,10 @@ pub struct Identity {
     pub router_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_ca_pin: Option<String>,
+    /// The TLS CAs the router told the agent to trust (a CA rotation, SPEC §9); when present
+    /// they replace `tls_ca_pin` for the signed key fetch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_ca_pins: Vec<String>,
 }
 
 pub fn path(state_dir: &Path) -> PathBuf {

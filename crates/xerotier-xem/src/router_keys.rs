@@ -11,7 +11,9 @@ use xerotier_core::{SharedClock, SharedEntropy};
 use xerotier_credentials::{SigningKeyPair, fingerprint, parse_curve_public};
 use xerotier_proto::ErrorEnvelope;
 use xerotier_proto::agents::{RouterKeysRequest, RouterKeysResponse, router_keys_signing_input};
-use xerotier_proto::mesh::{MAX_ROUTER_MESH_KEYS, RouterMeshKey};
+use xerotier_proto::mesh::{
+    MAX_ROUTER_MESH_KEYS, MAX_ROUTER_TLS_CAS, RouterMeshKey, tls_kid_of_pin,
+};
 
 use crate::identity::{self, Identity};
 
@@ -30,6 +32,29 @@ pub enum KeySetError {
     KidMismatch,
     #[error("a key appears twice")]
     Duplicate,
+    #[error("a TLS CA pin is not sha256: and 64 lowercase hex digits, or appears twice")]
+    BadPin,
+    #[error("the set names {0} TLS CAs, more than {MAX_ROUTER_TLS_CAS}")]
+    TooManyPins(usize),
+}
+
+/// Checks the TLS CA pins of a set: at most [`MAX_ROUTER_TLS_CAS`], each well formed, none twice.
+pub fn validate_pins(pins: &[String]) -> Result<(), KeySetError> {
+    if pins.len() > MAX_ROUTER_TLS_CAS {
+        return Err(KeySetError::TooManyPins(pins.len()));
+    }
+    for (i, pin) in pins.iter().enumerate() {
+        if tls_kid_of_pin(pin).is_none() || pins[..i].contains(pin) {
+            return Err(KeySetError::BadPin);
+        }
+    }
+    Ok(())
+}
+
+/// The key ids an acknowledgement names: the mesh keys held, then the TLS CAs trusted.
+pub fn held_kids(identity: &Identity) -> Vec<String> {
+    let mesh = key_set(identity).into_iter().map(|k| k.kid);
+    mesh.chain(identity.tls_ca_pins.iter().filter_map(|pin| tls_kid_of_pin(pin))).collect()
 }
 
 /// The id of a router mesh key, from its Z85 text; `None` when it is not a CURVE key.
@@ -83,10 +108,25 @@ pub fn adopt(
     identity: &mut Identity,
     keys: Vec<RouterMeshKey>,
 ) -> anyhow::Result<()> {
+    adopt_with_pins(state_dir, identity, keys, Vec::new())
+}
+
+/// [`adopt`], and the TLS CAs to trust from now on when `tls_ca_pins` is not empty (an empty
+/// list leaves the trusted CAs as they are). Both are checked before anything is saved.
+pub fn adopt_with_pins(
+    state_dir: &Path,
+    identity: &mut Identity,
+    keys: Vec<RouterMeshKey>,
+    tls_ca_pins: Vec<String>,
+) -> anyhow::Result<()> {
     validate(&keys)?;
+    validate_pins(&tls_ca_pins)?;
     let mut updated = identity.clone();
     updated.router_curve_key = keys[0].public_key.clone();
     updated.router_mesh_keys = keys;
+    if !tls_ca_pins.is_empty() {
+        updated.tls_ca_pins = tls_ca_pins;
+    }
     identity::save(state_dir, &updated)?;
     *identity = updated;
     Ok(())
@@ -143,13 +183,19 @@ pub async fn fetch(
     let held = key_set(identity);
     let kid = held.first().map(|k| k.kid.clone()).ok_or_else(|| anyhow!("no router key held"))?;
     let builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
-    let client = match (&identity.tls_ca_pin, router_url.starts_with("https://")) {
-        (Some(pin), true) => {
-            let tls = xerotier_tls::pinned_client_config(pin, clock.clone())
-                .context("the enrolled TLS CA fingerprint is malformed")?;
+    // The CAs the router named during a CA rotation, else the one pinned at enrollment.
+    let pins: Vec<String> = if identity.tls_ca_pins.is_empty() {
+        identity.tls_ca_pin.iter().cloned().collect()
+    } else {
+        identity.tls_ca_pins.clone()
+    };
+    let client = match (pins.is_empty(), router_url.starts_with("https://")) {
+        (false, true) => {
+            let tls = xerotier_tls::pinned_client_config_any(&pins, clock.clone())
+                .context("a trusted TLS CA fingerprint is malformed")?;
             builder.use_preconfigured_tls(tls).build()?
         }
-        (None, false) => builder.build()?,
+        (true, false) => builder.build()?,
         _ => bail!("router_url {router_url} and the TLS pin the agent enrolled with disagree"),
     };
     let request = signed_request(&identity.agent_id, &kid, signing, &clock, &entropy);
@@ -218,6 +264,7 @@ mod tests {
             router_mesh_keys: Vec::new(),
             router_url: None,
             tls_ca_pin: None,
+            tls_ca_pins: Vec::new(),
         }
     }
 

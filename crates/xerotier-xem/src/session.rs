@@ -388,7 +388,7 @@ impl Session {
             Frame::RotationFailed { request_id, reason } => {
                 self.on_rotation_failed(&request_id, &reason)?
             }
-            Frame::RouterKeys { keys } => self.on_router_keys(keys)?,
+            Frame::RouterKeys { keys, tls_ca_pins } => self.on_router_keys(keys, tls_ca_pins)?,
             other => tracing::debug!(?other, "unexpected frame from the router"),
         }
         GO_ON

@@ -181,8 +181,11 @@ fn frames() -> Vec<Frame> {
                 kid: "mks-0123456789abcdef".into(),
                 public_key: CurveKeyPair::generate(&SeededEntropy::new(6)).public_z85(),
             }],
+            tls_ca_pins: vec![format!("sha256:{}", "0a".repeat(32))],
         },
-        Frame::RouterKeysAck { kids: vec!["mks-0123456789abcdef".into()] },
+        Frame::RouterKeysAck {
+            kids: vec!["mks-0123456789abcdef".into(), "tls-0a0a0a0a0a0a0a0a".into()],
+        },
     ]
 }
 

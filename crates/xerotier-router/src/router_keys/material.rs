@@ -18,8 +18,8 @@ pub struct NewKey {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaterialError {
-    #[error("TLS CA rotation is not available in this version")]
-    Unsupported,
+    #[error("TLS CA: {0}")]
+    Tls(#[from] xerotier_tls::TlsError),
     #[error("invalid public key: {0}")]
     Public(String),
     #[error("{0}")]
@@ -35,7 +35,7 @@ fn public_bytes(kind: RouterKeyKind, public: &str) -> Result<Vec<u8>, MaterialEr
         RouterKeyKind::JoinSigning => {
             hex::decode(public).map_err(|e| MaterialError::Public(e.to_string()))
         }
-        RouterKeyKind::Tls => Err(MaterialError::Unsupported),
+        RouterKeyKind::Tls => Ok(xerotier_tls::cert_der(public)?.to_vec()),
     }
 }
 
@@ -50,7 +50,13 @@ pub fn key_id(kind: RouterKeyKind, public: &str) -> Result<String, MaterialError
     Ok(format!("{}{}", kind.kid_prefix(), fp.get(..16).unwrap_or(&fp)))
 }
 
-pub fn generate(kind: RouterKeyKind, entropy: &dyn Entropy) -> Result<NewKey, MaterialError> {
+/// A new key of `kind`; `now` dates a TLS CA, whose name carries it and a random suffix so
+/// that no two of the router's CAs share a subject (a cross-signed CA is told apart by it).
+pub fn generate(
+    kind: RouterKeyKind,
+    entropy: &dyn Entropy,
+    now: xerotier_core::UnixMillis,
+) -> Result<NewKey, MaterialError> {
     match kind {
         RouterKeyKind::Mesh => {
             let pair = CurveKeyPair::generate(entropy);
@@ -64,7 +70,17 @@ pub fn generate(kind: RouterKeyKind, entropy: &dyn Entropy) -> Result<NewKey, Ma
             let public = pair.public_hex();
             Ok(NewKey { kid: signer.kid().to_string(), public, secret: pair.secret_hex() })
         }
-        RouterKeyKind::Tls => Err(MaterialError::Unsupported),
+        RouterKeyKind::Tls => {
+            let mut suffix = [0u8; 4];
+            entropy.fill(&mut suffix);
+            let name = format!(
+                "Xerotier router CA {} {}",
+                xerotier_core::format_rfc3339(now),
+                hex::encode(suffix)
+            );
+            let ca = xerotier_tls::new_ca(&name, now / 1000)?;
+            Ok(NewKey { kid: key_id(kind, &ca.cert_pem)?, public: ca.cert_pem, secret: ca.key_pem })
+        }
     }
 }
 
@@ -79,11 +95,18 @@ mod tests {
     #[test]
     fn key_ids_have_the_router_key_id_format_and_match_the_join_token_kid() {
         let entropy = SeededEntropy::new(4);
-        for kind in [RouterKeyKind::Mesh, RouterKeyKind::JoinSigning] {
-            let key = generate(kind, &entropy).unwrap();
+        for kind in [RouterKeyKind::Mesh, RouterKeyKind::JoinSigning, RouterKeyKind::Tls] {
+            let key = generate(kind, &entropy, 1_800_000_000_000).unwrap();
             assert!(xerotier_proto::formats::is_router_key_id(&key.kid), "{}", key.kid);
+            assert!(key.kid.starts_with(kind.kid_prefix()));
             assert_eq!(key.kid, key_id(kind, &key.public).unwrap());
         }
-        assert!(matches!(generate(RouterKeyKind::Tls, &entropy), Err(MaterialError::Unsupported)));
+    }
+
+    #[test]
+    fn a_tls_kid_is_the_one_an_agent_derives_from_the_ca_pin() {
+        let key = generate(RouterKeyKind::Tls, &SeededEntropy::new(5), 1_800_000_000_000).unwrap();
+        let pin = xerotier_tls::ca_fingerprint(&xerotier_tls::cert_der(&key.public).unwrap());
+        assert_eq!(xerotier_proto::mesh::tls_kid_of_pin(&pin), Some(key.kid));
     }
 }

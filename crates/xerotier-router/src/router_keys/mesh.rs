@@ -15,7 +15,7 @@ use std::sync::Arc;
 use secrecy::ExposeSecret;
 use xerotier_core::{SharedClock, UnixMillis};
 use xerotier_credentials::CurveKeyPair;
-use xerotier_proto::mesh::{Frame, MAX_ROUTER_MESH_KEYS, RouterMeshKey};
+use xerotier_proto::mesh::{MAX_ROUTER_MESH_KEYS, MAX_ROUTER_TLS_CAS, RouterMeshKey};
 use xerotier_store::{AgentRecord, Store};
 
 use super::rollout::{
@@ -108,9 +108,7 @@ impl MeshRollout {
         if set_changed {
             // Live sessions learn the set now; an agent not connected here learns it at its
             // next hello (`MeshKeyAcks::on_hello`).
-            let frame = Frame::RouterKeys { keys: accept };
-            let agents = self.link.session_agents();
-            let told = agents.iter().filter(|agent| self.link.send_to(agent, &frame)).count();
+            let told = self.link.announce_router_keys();
             tracing::info!(
                 phase = state.phase.as_str(),
                 agents = told,
@@ -146,7 +144,10 @@ impl MeshRollout {
 
 /// Agents that are not revoked and renewed their lease within [`LIVE_INTERVALS`] of their
 /// own intervals.
-async fn live_agents(store: &Store, now: UnixMillis) -> Result<Vec<AgentRecord>, RolloutError> {
+pub(super) async fn live_agents(
+    store: &Store,
+    now: UnixMillis,
+) -> Result<Vec<AgentRecord>, RolloutError> {
     let heard = store.agents_heard_since(now - LIVE_READ_WINDOW_MS).await?;
     Ok(heard
         .into_iter()
@@ -189,8 +190,7 @@ impl MeshKeyAcks {
     /// After a hello on this replica's serving key: re-sends the key set unless the agent
     /// acknowledged exactly it, and notes the key it came in on (once per change).
     pub async fn on_hello(&self, agent_id: &str, routing_id: &[u8]) {
-        let keys = self.link.router_mesh_keys();
-        let kids: Vec<String> = keys.iter().map(|k| k.kid.clone()).collect();
+        let kids = self.link.announced_kids();
         let serving = self.link.serving_mesh_kid();
         let ack = match self.store.router_key_ack(agent_id).await {
             Ok(ack) => ack,
@@ -200,7 +200,7 @@ impl MeshKeyAcks {
             }
         };
         if ack.as_ref().is_none_or(|ack| ack.kids != kids) {
-            self.link.send_raw(routing_id, &Frame::RouterKeys { keys });
+            self.link.send_raw(routing_id, &self.link.router_keys_frame());
         }
         if ack.as_ref().and_then(|ack| ack.seen_kid.as_deref()) != Some(serving.as_str())
             && let Err(err) =
@@ -210,16 +210,12 @@ impl MeshKeyAcks {
         }
     }
 
-    /// The agent saved `kids` durably. Recorded as sent when each is well formed and at most
-    /// [`MAX_ROUTER_MESH_KEYS`] (an agent's claim about itself: it can only misstate its own
-    /// progress, which `--force` is for).
+    /// The agent saved `kids` durably. Recorded as sent when each is well formed, with at most
+    /// [`MAX_ROUTER_MESH_KEYS`] mesh keys first and at most [`MAX_ROUTER_TLS_CAS`] TLS CAs after
+    /// them (an agent's claim about itself: it can only misstate its own progress, which
+    /// `--force` is for).
     pub async fn on_ack(&self, agent_id: &str, kids: Vec<String>) {
-        let well_formed = !kids.is_empty()
-            && kids.len() <= MAX_ROUTER_MESH_KEYS
-            && kids
-                .iter()
-                .all(|k| k.starts_with("mks-") && xerotier_proto::formats::is_router_key_id(k));
-        if !well_formed {
+        if !well_formed_ack(&kids) {
             tracing::warn!(%agent_id, "malformed router key acknowledgement; dropped");
             return;
         }
@@ -231,6 +227,17 @@ impl MeshKeyAcks {
             tracing::info!(%agent_id, kids = %kids.join(","), "agent holds the router mesh keys");
         }
     }
+}
+
+/// An acknowledgement's kids: 1..=[`MAX_ROUTER_MESH_KEYS`] `mks-` ids, then up to
+/// [`MAX_ROUTER_TLS_CAS`] `tls-` ids, each a router key id.
+fn well_formed_ack(kids: &[String]) -> bool {
+    let mesh = kids.iter().take_while(|k| k.starts_with("mks-")).count();
+    let tls = &kids[mesh..];
+    (1..=MAX_ROUTER_MESH_KEYS).contains(&mesh)
+        && tls.len() <= MAX_ROUTER_TLS_CAS
+        && tls.iter().all(|k| k.starts_with("tls-"))
+        && kids.iter().all(|k| xerotier_proto::formats::is_router_key_id(k))
 }
 
 #[cfg(test)]
@@ -279,6 +286,26 @@ mod tests {
             assert!(set.len() <= MAX_ROUTER_MESH_KEYS);
         }
         assert!(plan(&state(RotationPhase::UpdateServers, false)).is_err(), "no key to serve");
+    }
+
+    #[test]
+    fn an_acknowledgement_names_mesh_keys_then_at_most_two_tls_cas() {
+        let kids = |list: &[&str]| list.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        let (m1, m2, t1, t2) = (
+            "mks-0123456789abcdef",
+            "mks-fedcba9876543210",
+            "tls-0123456789abcdef",
+            "tls-1111111111111111",
+        );
+        assert!(well_formed_ack(&kids(&[m1])));
+        assert!(well_formed_ack(&kids(&[m1, m2, t1, t2])));
+        assert!(!well_formed_ack(&kids(&[])));
+        assert!(!well_formed_ack(&kids(&[t1])), "no mesh key");
+        assert!(!well_formed_ack(&kids(&[m1, t1, m2])), "mesh keys come first");
+        assert!(!well_formed_ack(&kids(&[m1, m2, m2])), "three mesh keys");
+        assert!(!well_formed_ack(&kids(&[m1, t1, t2, t1])), "three TLS CAs");
+        assert!(!well_formed_ack(&kids(&[m1, "jks-0123456789abcdef"])));
+        assert!(!well_formed_ack(&kids(&[m1, "tls-XYZ"])));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! `service` holds the phases (store, audit, signals) and calls each kind's rollout
 //! (`rollout::KindRollout`, looked up in `registry`); `join_signing` is the join-key signing
-//! kind's rollout and `keyring` the keys it installs; `sealing` is the one way a secret reaches
+//! kind's rollout and `keyring` the keys it installs, `mesh` and `tls` the other kinds' rollouts; `sealing` is the one way a secret reaches
 //! the `router_keys` table; `material` makes keys and their ids; `handlers`/`views` are HTTP.
 
 pub mod fetch;
@@ -17,6 +17,7 @@ pub mod registry;
 pub mod rollout;
 pub mod sealing;
 pub mod service;
+pub mod tls;
 pub mod views;
 
 pub use rollout::KindRollout;

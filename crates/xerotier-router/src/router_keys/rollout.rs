@@ -150,6 +150,10 @@ pub type RolloutFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, RolloutErr
 /// What one kind of router key does on this replica when its rotation moves.
 pub trait KindRollout: Send + Sync + 'static {
     fn kind(&self) -> RouterKeyKind;
+    /// Why this kind cannot rotate on this router, if it cannot (TLS without a CA of its own).
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
     /// Make this replica match `state`. Idempotent.
     fn reconcile<'a>(&'a self, state: &'a RouterKeyState) -> RolloutFuture<'a, ()>;
     /// How far the fleet has moved in `state.phase`, as the store records it (so any replica

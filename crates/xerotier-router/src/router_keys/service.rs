@@ -13,7 +13,7 @@ use xerotier_store::{
     RotationEnd, RotationOutcome, RouterKeyRecord, RouterKeyRotationRecord, RouterKeyStatus, Store,
 };
 
-use super::material::{self, MaterialError};
+use super::material;
 use super::registry::RolloutRegistry;
 use super::rollout::{
     KindRollout, RolloutProgress, RotationPhase, RouterKeyKind, RouterKeyMaterial, RouterKeyState,
@@ -111,14 +111,6 @@ fn conflict(message: String) -> ServiceError {
     ServiceError::OperationState(message)
 }
 
-fn tls_unavailable() -> ServiceError {
-    conflict(
-        "TLS CA rotation is not available in this version: the TLS certificate is replaced \
-         by reloading its files (SIGHUP); only the mesh and join-signing keys rotate in phases"
-            .into(),
-    )
-}
-
 /// How long the mesh key a completed rotation replaced is still accepted by the signed key
 /// fetch of an agent that was offline for the whole rotation (SPEC §9: 7 days).
 pub const MESH_KEY_OVERLAP_MS: i64 = 7 * 24 * 3_600_000;
@@ -178,7 +170,13 @@ impl RouterKeyService {
     /// Imports the identity's keys as each kind's `current` key when the kind has none (the
     /// first start after the upgrade; racing replicas import one). From then on `router_keys`
     /// is the source of truth.
-    pub async fn bootstrap(&self, identity: &RouterIdentity) -> Result<(), ServiceError> {
+    /// `tls_ca` is the router's own TLS CA (none with the operator's certificate or plain
+    /// HTTP).
+    pub async fn bootstrap(
+        &self,
+        identity: &RouterIdentity,
+        tls_ca: Option<&xerotier_tls::CaMaterial>,
+    ) -> Result<(), ServiceError> {
         let now = self.inner.clock.now_millis();
         let mesh_public = identity.mesh_keys.public_z85();
         self.import(RouterKeyKind::Mesh, &mesh_public, &identity.mesh_keys.secret_hex(), None, now)
@@ -191,7 +189,11 @@ impl RouterKeyService {
             Some(identity.join_signer.kid()),
             now,
         )
-        .await
+        .await?;
+        if let Some(ca) = tls_ca {
+            self.import(RouterKeyKind::Tls, &ca.cert_pem, &ca.key_pem, None, now).await?;
+        }
+        Ok(())
     }
 
     async fn import(
@@ -329,12 +331,9 @@ impl RouterKeyService {
             .into_iter()
             .filter(|k| k.status() != Some(RouterKeyStatus::Retired))
             .collect();
-        let unavailable = match kind {
-            RouterKeyKind::Tls => Some("TLS CA rotation is not available in this version".into()),
-            _ if self.rollout(kind).is_none() => {
-                Some(format!("{} key rotation is not available in this build", kind.as_str()))
-            }
-            _ => None,
+        let unavailable = match self.rollout(kind) {
+            None => Some(format!("{} key rotation is not available in this build", kind.as_str())),
+            Some(rollout) => rollout.unavailable(),
         };
         Ok(KindStatus {
             kind,
@@ -362,14 +361,18 @@ impl RouterKeyService {
         to: RotationPhase,
         force: bool,
     ) -> Result<Plan, ServiceError> {
-        if kind == RouterKeyKind::Tls {
-            return Err(tls_unavailable());
-        }
-        if self.rollout(kind).is_none() {
-            return Err(conflict(format!(
-                "{} key rotation is not available in this build",
-                kind.as_str()
-            )));
+        match self.rollout(kind) {
+            None => {
+                return Err(conflict(format!(
+                    "{} key rotation is not available in this build",
+                    kind.as_str()
+                )));
+            }
+            Some(rollout) => {
+                if let Some(why) = rollout.unavailable() {
+                    return Err(conflict(why));
+                }
+            }
         }
         let state = self
             .state(kind)
@@ -403,7 +406,13 @@ impl RouterKeyService {
             )),
             RotationPhase::UpdateClients => effects.push(match kind {
                 RouterKeyKind::Mesh => "agents learn the new mesh key and trust both".into(),
-                _ => "every replica accepts join keys signed by the new key too".into(),
+                RouterKeyKind::Tls => "agents learn the new CA and trust both; the CA file \
+                    (<state-dir>/tls/ca.pem) holds both: give it to every xeroctl before \
+                    completing the rotation"
+                    .into(),
+                RouterKeyKind::JoinSigning => {
+                    "every replica accepts join keys signed by the new key too".into()
+                }
             }),
             RotationPhase::UpdateServers => {
                 if !ready && !force {
@@ -413,7 +422,11 @@ impl RouterKeyService {
                     RouterKeyKind::Mesh => {
                         "the mesh serves the new key; agents still trust the old one".into()
                     }
-                    _ => {
+                    RouterKeyKind::Tls => "HTTPS presents a certificate of the new CA, also \
+                        cross-signed by the old one, so clients that trust only the old CA \
+                        keep working; join keys minted from now on pin the new CA"
+                        .into(),
+                    RouterKeyKind::JoinSigning => {
                         "new join keys are signed with the new key (its kid in their header)".into()
                     }
                 });
@@ -421,6 +434,11 @@ impl RouterKeyService {
             RotationPhase::Standby => {
                 let old = &state.current.kid;
                 match kind {
+                    RouterKeyKind::Tls => effects.push(format!(
+                        "the new CA becomes current; {old} is no longer presented or \
+                         cross-signed and its secret is deleted: clients that trust only it \
+                         and join keys that pin it stop working"
+                    )),
                     RouterKeyKind::Mesh => {
                         if !ready && !force {
                             return Err(waiting("the old mesh key cannot be dropped yet"));
@@ -431,7 +449,7 @@ impl RouterKeyService {
                              the rotation), then is dropped"
                         ));
                     }
-                    _ => {
+                    RouterKeyKind::JoinSigning => {
                         let usable = self.inner.store.usable_join_keys_signed_by(old, now).await?;
                         effects.push(if usable > 0 {
                             format!("the new key becomes current; {old} stays accepted (verify only) until its {usable} usable join key(s) expire, then is dropped")
@@ -504,10 +522,8 @@ impl RouterKeyService {
         now: UnixMillis,
     ) -> Result<(), ServiceError> {
         let kind = state.kind;
-        let new = material::generate(kind, self.inner.entropy.as_ref()).map_err(|e| match e {
-            MaterialError::Unsupported => tls_unavailable(),
-            other => ServiceError::internal(other),
-        })?;
+        let new = material::generate(kind, self.inner.entropy.as_ref(), now)
+            .map_err(ServiceError::internal)?;
         let event_id = self.inner.ids.next(IdKind::Event);
         let rotation_id = format!("rkr_{}", event_id.get(4..).unwrap_or(&event_id));
         let sealed =

@@ -860,8 +860,10 @@ pub fn client_builder(ca_file: Option<&Path>) -> reqwest::ClientBuilder {
     match ca_file {
         Some(path) => {
             let pem = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let ca = reqwest::Certificate::from_pem(&pem).expect("the router's CA");
-            builder.tls_built_in_root_certs(false).add_root_certificate(ca)
+            // One CA, or the old and the new during a rotation of the router's CA.
+            let bundle = reqwest::Certificate::from_pem_bundle(&pem).expect("the router's CA");
+            let builder = builder.tls_built_in_root_certs(false);
+            bundle.into_iter().fold(builder, |b, ca| b.add_root_certificate(ca))
         }
         None => builder,
     }

@@ -50,6 +50,7 @@ mod shutdown;
 mod signing_rotation;
 mod streams;
 mod tls;
+mod tls_rotation;
 mod webhooks;
 mod xem;
 mod xem_host;

@@ -116,11 +116,6 @@ async fn join_signing_key_rotates_step_by_step_and_the_old_key_is_dropped_after_
             )
             .await
             .assert_status(403);
-        // TLS does not rotate in phases in this version: a clear refusal.
-        let tls =
-            router.post_json(&format!("{KEYS}/tls/rotation"), &json!({ "phase": "init" })).await;
-        tls.assert_error(409, "operation_state");
-        assert!(tls.text.contains("not available in this version"), "{}", tls.text);
         // Unknown fields are refused.
         router
             .post_json(

@@ -46,10 +46,17 @@ async fn opened(url: &str, key: &Path) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (name, text) in stored(url).await {
         assert!(is_sealed(&text), "{name} is stored in clear");
-        let hex = sealer.open_str(&name, &text).unwrap();
-        out.push((name, hex.expose_secret().to_string()));
+        let opened = sealer.open_str(&name, &text).unwrap();
+        out.push((name, opened.expose_secret().to_string()));
     }
     out
+}
+
+/// The DER inside a PEM text.
+fn pem_der(pem: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD.decode(body).expect("PEM base64")
 }
 
 fn assert_refused(router: &mut Router, key: Option<&Path>, expected: &str) {
@@ -137,8 +144,8 @@ async fn rewrap_moves_every_secret_to_the_new_key_or_changes_nothing() {
         let url = router.store_url();
         let before = stored(&url).await;
         let secrets = opened(&url, &old).await;
-        // Mesh and join-signing keys, in router_secrets and in router_keys.
-        assert_eq!(secrets.len(), 4, "[{}] mesh and join-signing keys", backend.name);
+        // Mesh and join-signing keys, in router_secrets and in router_keys, and the TLS CA.
+        assert_eq!(secrets.len(), 5, "[{}] mesh, join-signing and TLS CA keys", backend.name);
 
         // Refused, changing nothing: a wrong old key, the same key twice.
         let (wrong, _) = new_key(scratch.path(), "wrong.key");
@@ -162,7 +169,7 @@ async fn rewrap_moves_every_secret_to_the_new_key_or_changes_nothing() {
         let (code, out) = rewrap(&router, &old, &new);
         assert_eq!(code, 0, "[{}] {out}", backend.name);
         assert!(out.contains("router_secrets.secret_hex: 2 of 2 values rewrapped"), "{out}");
-        assert!(out.contains("router_keys.secret_sealed: 2 of 2 values rewrapped"), "{out}");
+        assert!(out.contains("router_keys.secret_sealed: 3 of 3 values rewrapped"), "{out}");
         assert!(out.contains(&format!("sealed under master key {}", new_id.id())), "{out}");
         for (_, hex) in &secrets {
             assert!(!out.contains(hex.as_str()), "rewrap printed a secret");
@@ -214,8 +221,14 @@ async fn secrets_an_older_router_stored_in_clear_are_sealed_in_place_at_start() 
     }
 }
 
-/// Every encoding of a private key a careless store could hold it in.
-fn encodings(name: &str, hex: &str) -> Vec<(String, Vec<u8>)> {
+/// Every encoding of a private key a careless store could hold it in. `secret` is the key as
+/// the router holds it: hex, or PEM for the TLS CA's key.
+fn encodings(name: &str, secret: &str) -> Vec<(String, Vec<u8>)> {
+    let hex = &if secret.starts_with("-----BEGIN") {
+        ::hex::encode(pem_der(secret))
+    } else {
+        secret.to_string()
+    };
     let raw = ::hex::decode(hex).unwrap();
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut out = vec![
@@ -232,6 +245,14 @@ fn encodings(name: &str, hex: &str) -> Vec<(String, Vec<u8>)> {
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw).into_bytes(),
         ),
     ];
+    // A PEM key (the TLS CA's) is base64 in 64-column lines: its second line is all key.
+    let full = b64.encode(&raw);
+    if full.len() >= 128 {
+        out.push(("PEM line".to_string(), full.as_bytes()[64..128].to_vec()));
+    }
+    if secret.starts_with("-----BEGIN") {
+        out.push(("PEM".to_string(), secret.as_bytes().to_vec()));
+    }
     if name.ends_with("mesh_curve") {
         let z85 = CurveKeyPair::from_secret_hex(hex).unwrap().secret_z85();
         out.push(("z85".to_string(), z85.expose_secret().as_bytes().to_vec()));
@@ -284,8 +305,9 @@ async fn no_private_key_byte_is_in_the_database_files_or_a_pg_dump() {
         let mut router = Router::start(&backend).await;
         let url = router.store_url();
         let secrets = opened(&url, &router.master_key_path()).await;
-        // router_secrets (mesh, join signing) and their rows in router_keys.
-        assert_eq!(secrets.len(), 4);
+        // router_secrets (mesh, join signing) and their rows in router_keys, and the TLS CA.
+        assert_eq!(secrets.len(), 5);
+        assert!(secrets.iter().any(|(name, _)| name.contains("tls-")), "{secrets:?}");
         let sealed = stored(&url).await;
 
         // The search finds what is there: every encoding of every key planted in clear.

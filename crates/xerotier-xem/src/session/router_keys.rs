@@ -57,9 +57,14 @@ impl Session {
 
     /// The router's key set: checked whole and saved durably, then acknowledged. A refused set
     /// leaves the held one (and says nothing: the router re-sends at the next hello).
-    pub(super) fn on_router_keys(&mut self, keys: Vec<RouterMeshKey>) -> anyhow::Result<()> {
-        let kids: Vec<String> = keys.iter().map(|k| k.kid.clone()).collect();
-        if let Err(err) = router_keys::adopt(&self.state_dir, &mut self.identity, keys) {
+    pub(super) fn on_router_keys(
+        &mut self,
+        keys: Vec<RouterMeshKey>,
+        tls_ca_pins: Vec<String>,
+    ) -> anyhow::Result<()> {
+        let adopted =
+            router_keys::adopt_with_pins(&self.state_dir, &mut self.identity, keys, tls_ca_pins);
+        if let Err(err) = adopted {
             tracing::warn!(error = %err, "the router's mesh key set was refused; the held one stays");
             return Ok(());
         }
@@ -67,6 +72,7 @@ impl Session {
         // router's preferred key first (in update_servers the new key, which the router now
         // serves), so a session lost to the rekey comes back on the first attempt.
         self.key_index = 0;
+        let kids = router_keys::held_kids(&self.identity);
         tracing::info!(kids = %kids.join(","), "router mesh keys saved");
         self.send(&Frame::RouterKeysAck { kids })
     }
