@@ -159,14 +159,25 @@ pub enum RouterCommand {
     /// The router replicas sharing this router's store: addresses, status (live, expired,
     /// stopped), and the agent sessions each holds.
     Replicas,
-    /// The router's own keys (mesh, join signing; TLS is not rotated in phases in this
-    /// version): kind, key id, fingerprint, state, age, rotation phase, clients moved / total.
+    /// The router's own keys (mesh, join signing, TLS CA): kind, key id, fingerprint, state,
+    /// age, rotation phase, clients moved / total.
     Keys,
+    /// The router's TLS CAs that clients should trust now (PEM): its CA, and during a TLS CA
+    /// rotation the new one too. Fetched over the connection the current CA file already
+    /// secures; `--write FILE` replaces FILE (e.g. the one `--ca-file` names) atomically.
+    CaBundle(CaBundleArgs),
     /// Rotate one of the router's own keys in phases: init → update_clients → update_servers →
     /// standby (complete), or rollback before standby. `--phase P` takes one step; `--auto`
     /// walks every remaining step, waiting for clients to move, and resumes where the router
     /// is (rerun it after a crash or a timeout). Asks before init, complete and rollback.
     RotateKeys(RotateKeysArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CaBundleArgs {
+    /// Write the bundle to this file (0644, atomically) instead of printing it.
+    #[arg(long)]
+    pub write: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -30,6 +30,9 @@ pub struct RouterKeyView {
     pub age_seconds: i64,
     /// When it became current (RFC 3339).
     pub activated_at: Option<String>,
+    /// TLS only: the CA certificate (PEM), for clients to trust (`xeroctl router ca-bundle`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
 }
 
 /// How far the fleet has moved in the current phase.

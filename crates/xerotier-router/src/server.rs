@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use xerotier_core::{OsEntropy, SharedClock, SharedEntropy, SystemClock};
 use xerotier_seal::{SealError, Sealer};
 use xerotier_store::{Store, redact_url, sqlite_path};
-use xerotier_tls::ServerTls;
+use xerotier_tls::{CertSource, ServerTls};
 
 use crate::AppState;
 use crate::config::{HttpMode, RouterConfig};
@@ -37,6 +37,30 @@ const TASKS_DRAIN: Duration = Duration::from_secs(10);
 /// Runs the router until SIGTERM/SIGINT (or a dead mesh thread), then stops in order: HTTP
 /// drains, background tasks finish and are joined, the mesh threads stop, and only then does
 /// the store close, so nothing is written to a closed store.
+/// The router's own TLS certificate: issued by the CA in the store (sealed), or on the first
+/// start by the CA a standalone certificate directory holds (an upgrade), or by a new one;
+/// the bootstrap then imports it.
+async fn own_tls(
+    state: &AppState,
+    dir: &std::path::Path,
+    sans: &[String],
+    clock: &SharedClock,
+) -> anyhow::Result<ServerTls> {
+    let now = clock.now_millis() / 1000;
+    let ca = match state.router_keys.current_tls_ca().await.context("reading the TLS CA")? {
+        Some(ca) => ca,
+        None => match xerotier_tls::files_ca(dir).context("reading the TLS CA files")? {
+            Some(ca) => ca,
+            None => {
+                tracing::info!("created the router's private TLS CA");
+                xerotier_tls::new_ca("Xerotier router CA", now)?
+            }
+        },
+    };
+    ServerTls::from_ca(dir.to_path_buf(), sans.to_vec(), ca, now)
+        .context("issuing the TLS certificate")
+}
+
 pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     // First: without its master key the router can read none of its secrets, so it refuses
     // before it creates or touches anything.
@@ -51,15 +75,16 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     // Test builds only: a replica whose clock is off (`test_faults::offset_clock`).
     #[cfg(feature = "test-faults")]
     let clock = crate::test_faults::offset_clock(clock);
-    let tls = match &config.http {
-        HttpMode::Tls(source) => Some(Arc::new(
+    // The operator's certificate is read before anything else; the router's own CA lives in
+    // the store, sealed, and is read once the store is open.
+    let operator_tls = match &config.http {
+        HttpMode::Tls(source @ CertSource::Operator { .. }) => Some(Arc::new(
             ServerTls::load(source.clone(), clock.now_millis() / 1000)
                 .context("loading the TLS certificate")?,
         )),
-        HttpMode::Insecure => None,
+        _ => None,
     };
     let fleet = config.fleet.clone();
-    fleet.tls_ca_pin.set(tls.as_ref().map(|tls| tls.ca_pin()));
     let ca_pin = fleet.tls_ca_pin.clone();
 
     let store_url = config.store_url();
@@ -83,6 +108,14 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
 
     // The router's own keys: import the identity's on the first start, then serve what
     // `router_keys` says (a rotation in progress included) before anything is served.
+    let tls = match &config.http {
+        HttpMode::Tls(CertSource::Generated { dir, sans }) => {
+            Some(Arc::new(own_tls(&state, dir, sans, &clock).await?))
+        }
+        HttpMode::Tls(CertSource::Operator { .. }) => operator_tls,
+        HttpMode::Insecure => None,
+    };
+    ca_pin.set(tls.as_ref().map(|tls| tls.ca_pin()));
     if let Some(tls) = &tls {
         state.link.attach_server_tls(tls.clone());
     }
@@ -95,6 +128,14 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
         .bootstrap(&state.link.identity, tls_ca.as_ref())
         .await
         .context("importing the router keys")?;
+    if let HttpMode::Tls(CertSource::Generated { dir, .. }) = &config.http
+        && xerotier_tls::remove_files_ca_key(dir).context("removing the TLS CA key file")?
+    {
+        tracing::info!(
+            dir = %dir.display(),
+            "the TLS CA's private key is kept sealed in the store only; its file was removed"
+        );
+    }
     state.router_keys.reconcile_all().await.context("applying the router keys")?;
 
     #[cfg(feature = "test-faults")]

@@ -23,7 +23,7 @@ pub use fingerprint::{ca_fingerprint, is_fingerprint};
 pub use pinned::{pinned_client_config, pinned_client_config_any};
 pub use private_ca::{CA_CERT_FILE, RENEW_BEFORE_SECONDS, SERVER_VALIDITY_SECONDS};
 pub use rotation::{CaMaterial, CaPlan, cert_der, cross_sign, new_ca};
-pub use server::{CertSource, Reloaded, ServerTls};
+pub use server::{CertSource, Reloaded, ServerTls, files_ca, remove_files_ca_key};
 
 /// The one crypto provider every configuration here is built on (rustls may be compiled with
 /// more than one, and then refuses to guess).

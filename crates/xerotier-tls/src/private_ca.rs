@@ -6,10 +6,12 @@
 //! `server.json` (the names and expiry the server certificate was issued for, so renewal needs
 //! no certificate parser).
 //!
-//! During a CA rotation (`crate::rotation`) `ca.pem` holds the trust bundle, the issuing CA
-//! first, and `chain-extra.pem` the certificates presented after the issuing CA (the new CA
-//! cross-signed by the old one, then the old CA), so clients that still trust only the old CA
-//! accept the new server certificate.
+//! That is the standalone form. The router keeps its CA in its store instead, sealed
+//! (SPEC §9): it hands the CA to [`ensure_issued`] in memory, and `<state-dir>/tls/` then holds
+//! no CA key: `ca.pem` is the trust bundle clients read (the issuing CA first; during a CA
+//! rotation the old and the new), and the server certificate is presented with whatever the
+//! rotation adds after the CA (the new CA cross-signed by the old one, then the old CA), so
+//! clients that still trust only the old CA accept it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -30,7 +32,6 @@ const CA_KEY_FILE: &str = "ca.key";
 const SERVER_CERT_FILE: &str = "server.pem";
 const SERVER_KEY_FILE: &str = "server.key";
 const SERVER_META_FILE: &str = "server.json";
-pub(crate) const CHAIN_EXTRA_FILE: &str = "chain-extra.pem";
 
 /// The CA lives ten years (its rotation is a phased operation of its own).
 const CA_VALIDITY_SECONDS: i64 = 10 * 365 * 86_400;
@@ -69,75 +70,91 @@ pub(crate) fn ensure(dir: &Path, sans: &[String], now: i64) -> Result<ServerMate
     let (ca_pem, ca_key) = load_or_create_ca(dir, now)?;
     let ca = CertificateDer::from_pem_slice(ca_pem.as_bytes())
         .map_err(|e| TlsError::bad_file(&dir.join(CA_CERT_FILE), e))?;
-    let extra = chain_extra(dir)?;
+    server_under(dir, sans, (&ca, ca_key), &[], now)
+}
+
+/// The issuing CA held in memory (the router's, from its store), the CAs clients are told to
+/// trust after it, and what is presented after it.
+#[derive(Debug)]
+pub(crate) struct Issuing<'a> {
+    pub ca: &'a CertificateDer<'static>,
+    pub key_pem: &'a str,
+    pub also_trusted: &'a [CertificateDer<'static>],
+    pub extra: &'a [CertificateDer<'static>],
+}
+
+/// As [`ensure`] with a CA held in memory: writes the trust bundle to `ca.pem` when it
+/// differs, and issues a server certificate under the CA unless the one in `dir` was issued by
+/// it for these names and presents the same extra chain. No CA key is written.
+pub(crate) fn ensure_issued(
+    dir: &Path,
+    sans: &[String],
+    issuing: &Issuing<'_>,
+    now: i64,
+) -> Result<ServerMaterial, TlsError> {
+    std::fs::create_dir_all(dir).map_err(TlsError::io(dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(TlsError::io(dir))?;
+    let mut bundle = vec![issuing.ca.clone()];
+    bundle.extend(issuing.also_trusted.iter().cloned());
+    let bundle_pem = pem_all(&bundle);
+    let ca_path = dir.join(CA_CERT_FILE);
+    if std::fs::read(&ca_path).ok().as_deref() != Some(bundle_pem.as_bytes()) {
+        files::write_public(&ca_path, bundle_pem.as_bytes())?;
+    }
+    let key =
+        KeyPair::from_pem(issuing.key_pem).map_err(|e| TlsError::BadCertificate(e.to_string()))?;
+    server_under(dir, sans, (issuing.ca, key), issuing.extra, now)
+}
+
+/// The server certificate in `dir` if it was issued by `ca` for `sans`, is not due, and is
+/// presented with `extra`; otherwise a new one.
+fn server_under(
+    dir: &Path,
+    sans: &[String],
+    (ca, ca_key): (&CertificateDer<'static>, KeyPair),
+    extra: &[CertificateDer<'static>],
+    now: i64,
+) -> Result<ServerMaterial, TlsError> {
     let wanted = ServerMeta { sans: sans.to_vec(), not_after: 0 };
     if let Some(meta) = current_meta(dir)
         && meta.sans == wanted.sans
         && meta.not_after - now > RENEW_BEFORE_SECONDS
-        && let Ok(material) = load_server(dir, &ca, &extra, meta.not_after)
+        && let Ok(material) = load_server(dir, ca, extra, meta.not_after)
     {
         return Ok(material);
     }
-    issue_server(dir, sans, (&ca, ca_key), &extra, now)?;
+    issue_server(dir, sans, (ca, ca_key), extra, now)?;
     let meta = current_meta(dir)
         .ok_or_else(|| TlsError::bad_file(&dir.join(SERVER_META_FILE), "unreadable after write"))?;
-    let mut material = load_server(dir, &ca, &extra, meta.not_after)?;
+    let mut material = load_server(dir, ca, extra, meta.not_after)?;
     material.issued = true;
     Ok(material)
 }
 
-/// Every CA certificate of `ca.pem` (the trust bundle, the issuing CA first).
-pub(crate) fn read_bundle(dir: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let path = dir.join(CA_CERT_FILE);
-    CertificateDer::pem_slice_iter(&files::read(&path)?)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::bad_file(&path, e))
-}
-
-/// The certificates presented after the issuing CA (empty outside a CA rotation).
-pub(crate) fn chain_extra(dir: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let path = dir.join(CHAIN_EXTRA_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => CertificateDer::pem_slice_iter(&bytes)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TlsError::bad_file(&path, e)),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(err) => Err(TlsError::io(&path)(err)),
-    }
-}
-
-/// Replaces the CA files with `ca_key` and the bundle `ca_certs` (the issuing CA first) and the
-/// extra chain; the next [`ensure`] issues a server certificate under the new CA, since the
-/// stored one no longer chains to it.
-pub(crate) fn replace_ca(
-    dir: &Path,
-    ca_certs: &[CertificateDer<'static>],
-    ca_key_pem: &str,
-    extra: &[CertificateDer<'static>],
-) -> Result<(), TlsError> {
-    std::fs::create_dir_all(dir).map_err(TlsError::io(dir))?;
-    files::write_key(&dir.join(CA_KEY_FILE), ca_key_pem.as_bytes())?;
-    files::write_public(&dir.join(CA_CERT_FILE), pem_all(ca_certs).as_bytes())?;
-    let extra_path = dir.join(CHAIN_EXTRA_FILE);
-    if extra.is_empty() {
-        match std::fs::remove_file(&extra_path) {
-            Ok(()) => Ok(()),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(err) => Err(TlsError::io(&extra_path)(err)),
-        }
-    } else {
-        files::write_public(&extra_path, pem_all(extra).as_bytes())
-    }
-}
-
-/// The CA certificate (first of `ca.pem`) and key that issue the server certificate.
-pub(crate) fn read_ca(dir: &Path) -> Result<(CertificateDer<'static>, String), TlsError> {
+/// The CA a standalone `dir` holds (its certificate, the first of `ca.pem`, and its key), if
+/// it holds one: what a router imports into its store at its first start.
+pub(crate) fn files_ca(dir: &Path) -> Result<Option<(CertificateDer<'static>, String)>, TlsError> {
     let (cert_path, key_path) = (dir.join(CA_CERT_FILE), dir.join(CA_KEY_FILE));
+    if !key_path.exists() {
+        return Ok(None);
+    }
     let cert = CertificateDer::from_pem_slice(&files::read(&cert_path)?)
         .map_err(|e| TlsError::bad_file(&cert_path, e))?;
     let key = String::from_utf8(files::read_key(&key_path)?)
         .map_err(|e| TlsError::bad_file(&key_path, e))?;
-    Ok((cert, key))
+    Ok(Some((cert, key)))
+}
+
+/// Deletes the CA key file of `dir` (once the CA is sealed in the router's store); returns
+/// whether there was one.
+pub(crate) fn remove_ca_key(dir: &Path) -> Result<bool, TlsError> {
+    let path = dir.join(CA_KEY_FILE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(TlsError::io(&path)(err)),
+    }
 }
 
 pub(crate) fn pem_all(certs: &[CertificateDer<'_>]) -> String {
@@ -251,7 +268,12 @@ fn load_server(
     let chain = CertificateDer::pem_slice_iter(&files::read(&cert_path)?)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::bad_file(&cert_path, e))?;
-    if chain.len() != 2 + extra.len() || chain[1] != *ca || chain[2..] != *extra {
+    // The cross-signed certificate is issued afresh by each process (a new signature over the
+    // same name and key), so the extra chain is matched by length and its last certificate.
+    if chain.len() != 2 + extra.len()
+        || chain[1] != *ca
+        || chain.last() != extra.last().or(Some(ca))
+    {
         return Err(TlsError::bad_file(&cert_path, "not the server certificate and this CA"));
     }
     let key = PrivateKeyDer::from_pem_slice(&files::read_key(&key_path)?)

@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::{TlsError, private_ca};
 
 /// A CA certificate (PEM) and its private key (PEM).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CaMaterial {
     pub cert_pem: String,
     pub key_pem: SecretString,
@@ -107,14 +107,21 @@ mod tests {
         let cross = cross_sign(&new, &old).unwrap();
         let (old_der, new_der) =
             (cert_der(&old.cert_pem).unwrap(), cert_der(&new.cert_pem).unwrap());
-        private_ca::replace_ca(
-            dir.path(),
-            &[new_der.clone(), old_der.clone()],
-            new.key_pem.expose_secret(),
-            &[cross.clone(), old_der.clone()],
-        )
-        .unwrap();
-        let material = private_ca::ensure(dir.path(), &["localhost".into()], now).unwrap();
+        let issuing = private_ca::Issuing {
+            ca: &new_der,
+            key_pem: new.key_pem.expose_secret(),
+            also_trusted: std::slice::from_ref(&old_der),
+            extra: &[cross.clone(), old_der.clone()],
+        };
+        let material =
+            private_ca::ensure_issued(dir.path(), &["localhost".into()], &issuing, now).unwrap();
+        assert!(!dir.path().join("ca.key").exists(), "the CA key stays in memory");
+        let bundle = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+        assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 2, "ca.pem is the bundle");
+        // Issued once: the same CA and chain find the certificate already there.
+        let again =
+            private_ca::ensure_issued(dir.path(), &["localhost".into()], &issuing, now).unwrap();
+        assert!(material.issued && !again.issued);
         assert_eq!(material.chain.len(), 4, "leaf, new CA, cross-signed new CA, old CA");
         assert!(verify(&new_der, &material.chain), "a client with the new CA");
         assert!(verify(&old_der, &material.chain), "a client with only the old CA");

@@ -52,6 +52,19 @@ struct State {
     not_after: Option<i64>,
 }
 
+/// The CA held in memory that issues a generated certificate (the router's, from its store),
+/// with what a CA rotation adds.
+#[derive(Debug, Clone)]
+struct Held {
+    issuing: CaMaterial,
+    issuing_der: CertificateDer<'static>,
+    also_trusted: Vec<CertificateDer<'static>>,
+    /// The old CA the issuing one is cross-signed by, and the certificates presented after
+    /// the issuing CA (the cross-signed one, then the old CA).
+    cross_by: Option<CertificateDer<'static>>,
+    extra: Vec<CertificateDer<'static>>,
+}
+
 /// The router's TLS server side.
 #[derive(Debug)]
 pub struct ServerTls {
@@ -59,20 +72,52 @@ pub struct ServerTls {
     current: Arc<Current>,
     config: Arc<ServerConfig>,
     state: Mutex<State>,
+    /// `Some` when the generated certificate is issued by a CA held in memory.
+    held: Mutex<Option<Held>>,
 }
 
 impl ServerTls {
     /// Loads (or, for [`CertSource::Generated`], creates or renews) the certificate. `now` is
     /// Unix seconds from the caller's clock.
     pub fn load(source: CertSource, now: i64) -> Result<Self, TlsError> {
-        let (key, state) = read_source(&source, now)?;
+        Self::build(source, None, now)
+    }
+
+    /// A generated certificate for `sans` issued by `ca`, held in memory (the router's CA from
+    /// its store): `dir` receives the trust bundle (`ca.pem`) and the server certificate and its
+    /// key, never the CA's key.
+    pub fn from_ca(
+        dir: PathBuf,
+        sans: Vec<String>,
+        ca: CaMaterial,
+        now: i64,
+    ) -> Result<Self, TlsError> {
+        let issuing_der = cert_der(&ca.cert_pem)?;
+        let held = Held {
+            issuing: ca,
+            issuing_der,
+            also_trusted: Vec::new(),
+            cross_by: None,
+            extra: Vec::new(),
+        };
+        Self::build(CertSource::Generated { dir, sans }, Some(held), now)
+    }
+
+    fn build(source: CertSource, held: Option<Held>, now: i64) -> Result<Self, TlsError> {
+        let (key, state) = read_source(&source, held.as_ref(), now)?;
         let current = Arc::new(Current(RwLock::new(Arc::new(key))));
         let mut config = ServerConfig::builder_with_provider(crate::provider())
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_cert_resolver(current.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Self { source, current, config: Arc::new(config), state: Mutex::new(state) })
+        Ok(Self {
+            source,
+            current,
+            config: Arc::new(config),
+            state: Mutex::new(state),
+            held: Mutex::new(held),
+        })
     }
 
     /// Reads the operator's files again, or renews the generated certificate if it is due. On
@@ -83,7 +128,8 @@ impl ServerTls {
         {
             return Ok(Reloaded::Unchanged);
         }
-        let (key, state) = read_source(&self.source, now)?;
+        let held = self.held.lock().clone();
+        let (key, state) = read_source(&self.source, held.as_ref(), now)?;
         *self.current.0.write() = Arc::new(key);
         let ca_pin = state.ca_pin.clone();
         *self.state.lock() = state;
@@ -118,46 +164,45 @@ impl ServerTls {
 
     /// The CA that issues the generated server certificate (`None` for the operator's files).
     pub fn generated_ca(&self) -> Result<Option<CaMaterial>, TlsError> {
-        let CertSource::Generated { dir, .. } = &self.source else { return Ok(None) };
-        let (cert, key) = private_ca::read_ca(dir)?;
-        Ok(Some(CaMaterial { cert_pem: private_ca::pem(&cert), key_pem: SecretString::from(key) }))
+        if let Some(held) = &*self.held.lock() {
+            return Ok(Some(held.issuing.clone()));
+        }
+        match &self.source {
+            CertSource::Generated { dir, .. } => files_ca(dir),
+            CertSource::Operator { .. } => Ok(None),
+        }
     }
 
     /// Issues the generated server certificate under `plan` (a CA rotation's phase) and
-    /// presents it from now on; the CA files follow, so a restart presents the same. Returns
-    /// whether anything changed (nothing when the files already match `plan`). Refused for
-    /// the operator's files, which their owner rotates.
+    /// presents it from now on; `ca.pem` becomes the plan's trust bundle. Returns whether
+    /// anything changed (nothing when `plan` is the one in force). Refused for the operator's
+    /// files, which their owner rotates.
     pub fn adopt_ca(&self, plan: &CaPlan<'_>, now: i64) -> Result<bool, TlsError> {
-        let CertSource::Generated { dir, .. } = &self.source else {
+        if !self.is_generated() {
             return Err(TlsError::OperatorCertificate);
-        };
-        let issuing = cert_der(&plan.issuing.cert_pem)?;
-        let mut bundle = vec![issuing.clone()];
-        for other in &plan.also_trusted {
-            bundle.push(cert_der(other)?);
         }
-        let (held_ca, held_key) = private_ca::read_ca(dir)?;
-        let held_bundle = private_ca::read_bundle(dir)?;
-        let held_extra = private_ca::chain_extra(dir)?;
-        let extra_fits = match plan.cross_signed_by {
-            None => held_extra.is_empty(),
-            Some(old) => held_extra.len() == 2 && held_extra[1] == cert_der(&old.cert_pem)?,
-        };
-        if held_ca == issuing
-            && held_key == *plan.issuing.key_pem.expose_secret()
-            && held_bundle == bundle
-            && extra_fits
+        let issuing_der = cert_der(&plan.issuing.cert_pem)?;
+        let also_trusted =
+            plan.also_trusted.iter().map(|pem| cert_der(pem)).collect::<Result<Vec<_>, _>>()?;
+        let cross_by = plan.cross_signed_by.map(|old| cert_der(&old.cert_pem)).transpose()?;
+        if let Some(held) = &*self.held.lock()
+            && held.issuing_der == issuing_der
+            && held.issuing.key_pem.expose_secret() == plan.issuing.key_pem.expose_secret()
+            && held.also_trusted == also_trusted
+            && held.cross_by == cross_by
         {
             return Ok(false);
         }
-        let extra = match plan.cross_signed_by {
-            None => Vec::new(),
-            Some(old) => vec![cross_sign(plan.issuing, old)?, cert_der(&old.cert_pem)?],
+        let extra = match (plan.cross_signed_by, &cross_by) {
+            (Some(old), Some(old_der)) => vec![cross_sign(plan.issuing, old)?, old_der.clone()],
+            _ => Vec::new(),
         };
-        private_ca::replace_ca(dir, &bundle, plan.issuing.key_pem.expose_secret(), &extra)?;
-        let (key, state) = read_source(&self.source, now)?;
+        let held =
+            Held { issuing: plan.issuing.clone(), issuing_der, also_trusted, cross_by, extra };
+        let (key, state) = read_source(&self.source, Some(&held), now)?;
         *self.current.0.write() = Arc::new(key);
         *self.state.lock() = state;
+        *self.held.lock() = Some(held);
         Ok(true)
     }
 
@@ -167,10 +212,42 @@ impl ServerTls {
     }
 }
 
-fn read_source(source: &CertSource, now: i64) -> Result<(CertifiedKey, State), TlsError> {
+/// The CA a standalone certificate directory holds (`ca.pem` and `ca.key`), if it holds one:
+/// what a router imports into its store at its first start.
+pub fn files_ca(dir: &std::path::Path) -> Result<Option<CaMaterial>, TlsError> {
+    Ok(private_ca::files_ca(dir)?.map(|(cert, key)| CaMaterial {
+        cert_pem: private_ca::pem(&cert),
+        key_pem: SecretString::from(key),
+    }))
+}
+
+/// Deletes the CA key file of a certificate directory once the CA is kept elsewhere (sealed in
+/// the router's store); returns whether there was one.
+pub fn remove_files_ca_key(dir: &std::path::Path) -> Result<bool, TlsError> {
+    private_ca::remove_ca_key(dir)
+}
+
+fn read_source(
+    source: &CertSource,
+    held: Option<&Held>,
+    now: i64,
+) -> Result<(CertifiedKey, State), TlsError> {
     match source {
         CertSource::Generated { dir, sans } => {
-            let material = private_ca::ensure(dir, sans, now)?;
+            let material = match held {
+                Some(held) => private_ca::ensure_issued(
+                    dir,
+                    sans,
+                    &private_ca::Issuing {
+                        ca: &held.issuing_der,
+                        key_pem: held.issuing.key_pem.expose_secret(),
+                        also_trusted: &held.also_trusted,
+                        extra: &held.extra,
+                    },
+                    now,
+                )?,
+                None => private_ca::ensure(dir, sans, now)?,
+            };
             let key = certified(material.chain, material.key, dir)?;
             let state =
                 State { ca_pin: ca_fingerprint(&material.ca), not_after: Some(material.not_after) };

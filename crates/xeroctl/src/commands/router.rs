@@ -26,6 +26,7 @@ pub async fn run(ctx: &Ctx, command: RouterCommand) -> anyhow::Result<()> {
     match command {
         RouterCommand::Replicas => replicas(ctx).await,
         RouterCommand::Keys => super::router_keys::list(ctx).await,
+        RouterCommand::CaBundle(args) => super::router_keys::ca_bundle(ctx, args).await,
         RouterCommand::RotateKeys(args) => super::router_keys::rotate(ctx, args).await,
     }
 }

@@ -45,6 +45,49 @@ fn moved(kind: &RouterKeyKindView) -> String {
     }
 }
 
+/// The CA certificates clients should trust for `tls` as the router lists it: the current CA,
+/// and the new one while clients are being moved (update_clients, update_servers).
+fn trust_bundle(tls: &RouterKeyKindView) -> Vec<&str> {
+    let pem = |state: &'static str| -> Vec<&str> {
+        tls.keys
+            .iter()
+            .filter(|k| k.state == state)
+            .filter_map(|k| k.certificate.as_deref())
+            .collect()
+    };
+    match tls.phase.as_str() {
+        // The new CA issues: it goes first, as in the router's own ca.pem.
+        "update_servers" => [pem("next"), pem("current")].concat(),
+        "update_clients" => [pem("current"), pem("next")].concat(),
+        _ => pem("current"),
+    }
+}
+
+pub async fn ca_bundle(ctx: &Ctx, args: crate::cli::CaBundleArgs) -> anyhow::Result<()> {
+    let view: RouterKeysView = ctx.client.fetch(Call::get(LIST)).await?;
+    let tls = view.kinds.iter().find(|k| k.kind == "tls");
+    let bundle: String = tls.map(trust_bundle).unwrap_or_default().concat();
+    if bundle.is_empty() {
+        let why = tls
+            .and_then(|k| k.unavailable.clone())
+            .unwrap_or_else(|| "the router lists no TLS CA of its own".to_string());
+        return Err(exit::not_found(format!("no CA bundle to give: {why}")));
+    }
+    let Some(path) = args.write else {
+        print!("{bundle}");
+        return Ok(());
+    };
+    let count = bundle.matches("-----BEGIN CERTIFICATE-----").count();
+    if ctx.client.is_dry_run() {
+        eprintln!("would write {count} CA certificate(s) to {} (dry run)", path.display());
+        return Ok(());
+    }
+    xerotier_credentials::write_file_atomically(&path, bundle.as_bytes(), 0o644)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    eprintln!("wrote {count} CA certificate(s) to {}", path.display());
+    Ok(())
+}
+
 pub async fn list(ctx: &Ctx) -> anyhow::Result<()> {
     let view: RouterKeysView = ctx.client.fetch(Call::get(LIST)).await?;
     let rows: Vec<Row<'_>> = view

@@ -273,6 +273,14 @@ impl RouterKeyService {
         }))
     }
 
+    /// The TLS CA in force (`current`), as the store has it; `None` before the first import.
+    pub async fn current_tls_ca(&self) -> Result<Option<xerotier_tls::CaMaterial>, ServiceError> {
+        Ok(self.state(RouterKeyKind::Tls).await?.map(|state| xerotier_tls::CaMaterial {
+            cert_pem: state.current.public,
+            key_pem: state.current.secret,
+        }))
+    }
+
     /// Makes this replica match the store for `kind` (on start, after a change here, on
     /// another replica's signal). Idempotent.
     pub async fn reconcile(&self, kind: RouterKeyKind) -> Result<(), ServiceError> {

@@ -75,24 +75,7 @@ impl TlsRollout {
 
     async fn apply(&self, state: &RouterKeyState) -> Result<(), RolloutError> {
         let Some(tls) = self.link.server_tls() else { return Ok(()) };
-        let Some(held) = tls.generated_ca().map_err(|e| RolloutError::Failed(e.to_string()))?
-        else {
-            return Ok(());
-        };
-        // A replica whose CA the store does not know (it was created here and another
-        // replica's was imported) keeps its own until a rotation brings it onto the store's.
-        let held_pin = pin_of(&held.cert_pem)?;
-        let known = std::iter::once(&state.current)
-            .chain(state.next.as_ref())
-            .chain(&state.verify_only)
-            .map(|k| pin_of(&k.public))
-            .collect::<Result<Vec<_>, _>>()?;
-        if state.phase == RotationPhase::Standby && !known.contains(&held_pin) {
-            tracing::warn!(
-                ca = %held_pin,
-                "this replica's TLS CA is not the one in the store; it keeps its own until a TLS \
-                 rotation brings every replica onto one CA"
-            );
+        if !tls.is_generated() {
             return Ok(());
         }
         let (issuing, others, cross) = plan(state)?;

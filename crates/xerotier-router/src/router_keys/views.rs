@@ -6,6 +6,7 @@ use xerotier_proto::router_keys::{
 };
 
 use super::material;
+use super::rollout::RouterKeyKind;
 use super::service::{Advanced, KindStatus, allowed_after};
 
 pub fn kind(status: KindStatus, now: UnixMillis) -> RouterKeyKindView {
@@ -38,6 +39,7 @@ pub fn kind(status: KindStatus, now: UnixMillis) -> RouterKeyKindView {
                 created_at: format_rfc3339(k.created_at),
                 age_seconds: (now - k.created_at).max(0) / 1000,
                 activated_at: k.activated_at.map(format_rfc3339),
+                certificate: (kind == RouterKeyKind::Tls).then(|| k.public_key.clone()),
             })
             .collect(),
     }

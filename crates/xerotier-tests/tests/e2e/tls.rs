@@ -43,10 +43,12 @@ async fn the_router_serves_https_with_its_own_ca_and_join_keys_pin_it() {
     for backend in backends().await {
         let router = Router::start(&backend).await;
         let tls = router.state_dir().join("tls");
-        for (file, mode) in [("ca.pem", 0o644), ("ca.key", 0o600), ("server.key", 0o600)] {
+        for (file, mode) in [("ca.pem", 0o644), ("server.key", 0o600)] {
             let meta = std::fs::metadata(tls.join(file)).unwrap();
             assert_eq!(meta.permissions().mode() & 0o777, mode, "{file}");
         }
+        // The CA's key is in the store, sealed (SPEC §9), and nowhere in the state directory.
+        assert!(!tls.join("ca.key").exists(), "no CA key file");
         // Every call of the suite goes over HTTPS trusting only this CA; plain HTTP to the same
         // port gets no answer, and a client trusting the system's CAs refuses the certificate.
         let plain = reqwest::Client::new()

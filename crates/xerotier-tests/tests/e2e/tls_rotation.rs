@@ -135,6 +135,16 @@ async fn the_tls_ca_rotates_in_phases_and_xeroctl_xems_and_join_keys_keep_workin
         let new_pin = pin_named(&bundle, &new);
         assert_eq!(bundle, [old_pin.clone(), new_pin.clone()]);
         wait_trusted(&a, &[&old_pin, &new_pin]).await;
+        // A remote operator refreshes its own CA file over the connection the old CA secures.
+        let remote = files.path().join("remote-ca.pem");
+        std::fs::copy(&old_only, &remote).unwrap();
+        let remote_ctl = Xeroctl::for_router(&router).ca_file(Some(&remote));
+        let write = ["router", "ca-bundle", "--write", remote.to_str().unwrap()];
+        let dry = remote_ctl.run(&[&["--dry-run"][..], &write[..]].concat()).success();
+        assert!(dry.stderr.contains("would write 2"), "{}", dry.stderr);
+        assert_eq!(pins_in(&remote), [old_pin.as_str()], "a dry run writes nothing");
+        remote_ctl.run(&write).success();
+        assert_eq!(pins_in(&remote), bundle, "[{}] the same bundle as ca.pem", backend.name);
         router.kill();
         router.restart().await;
         router.wait_agent_status(&id_b, "active", AGENT_DEADLINE).await;
@@ -182,6 +192,7 @@ async fn the_tls_ca_rotates_in_phases_and_xeroctl_xems_and_join_keys_keep_workin
         let refused = Xeroctl::for_router(&router).ca_file(Some(&old_only)).run(&["agents"]);
         assert!(!refused.status.success(), "{refused:?}");
         xeroctl(&router, &["agents"]).success();
+        remote_ctl.run(&["agents"]).success();
         for (xem, id) in [(&a, &id_a), (&b, &id_b), (&late, &id_late)] {
             wait_trusted(xem, &[&new_pin]).await;
             router.wait_agent_status(id, "active", AGENT_DEADLINE).await;
@@ -254,4 +265,7 @@ async fn without_a_ca_of_its_own_the_router_says_why_tls_does_not_rotate() {
         .await;
     refused.assert_error(409, "operation_state");
     assert!(refused.text.contains("plain HTTP"), "{}", refused.text);
+    let none = xeroctl(&router, &["router", "ca-bundle"]).failure();
+    assert_eq!(none.status.code(), Some(4), "{none:?}");
+    assert!(none.stderr.contains("plain HTTP"), "{}", none.stderr);
 }
