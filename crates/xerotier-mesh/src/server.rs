@@ -375,6 +375,10 @@ fn pump(
 ) -> Result<(), MeshError> {
     while !stop.load(Ordering::Relaxed) {
         if let Some((number, secret)) = endpoint.rekey.take() {
+            // What was queued before the rekey (the new key set, told to every live session)
+            // goes out on the old sessions first; the old socket lingers to deliver it.
+            forward(outbound, &router)?;
+            router.set_linger(REKEY_LINGER_MS)?;
             router = rebind(router, endpoint, &secret)?;
             endpoint.rekey.applied.store(number, Ordering::Release);
         }
@@ -398,15 +402,24 @@ fn pump(
             }
         }
         if outbound_ready {
-            while let Ok(parts) = outbound.recv_multipart(zmq::DONTWAIT) {
-                if let [routing_id, payload] = parts.as_slice() {
-                    // A peer that went away makes this fail with EHOSTUNREACH only with
-                    // ROUTER_MANDATORY, which is off: the frame is dropped and the agent will
-                    // resynchronise on reconnect.
-                    router.send(routing_id, zmq::SNDMORE | zmq::DONTWAIT)?;
-                    router.send(payload, zmq::DONTWAIT)?;
-                }
-            }
+            forward(outbound, router)?;
+        }
+    }
+    Ok(())
+}
+
+/// How long a socket closed by a rekey keeps delivering what was queued on its sessions.
+const REKEY_LINGER_MS: i32 = 2_000;
+
+/// Sends everything waiting on the outbound queue through `router`.
+fn forward(outbound: &zmq::Socket, router: &zmq::Socket) -> Result<(), MeshError> {
+    while let Ok(parts) = outbound.recv_multipart(zmq::DONTWAIT) {
+        if let [routing_id, payload] = parts.as_slice() {
+            // A peer that went away makes this fail with EHOSTUNREACH only with
+            // ROUTER_MANDATORY, which is off: the frame is dropped and the agent will
+            // resynchronise on reconnect.
+            router.send(routing_id, zmq::SNDMORE | zmq::DONTWAIT)?;
+            router.send(payload, zmq::DONTWAIT)?;
         }
     }
     Ok(())

@@ -294,8 +294,9 @@ impl MeshLink {
     }
 
     /// Serve `serving` from now on. Returns whether the served key or the accepted set
-    /// changed; a changed key is handed to the running endpoint (if it runs yet: one started
-    /// later reads [`Self::serving_mesh_keys`]).
+    /// changed. A changed key reaches the running endpoint only with [`Self::rekey_endpoint`],
+    /// so that the caller can first tell live sessions the new set on the old key (a session
+    /// ends with the rekey). An endpoint started later reads [`Self::serving_mesh_keys`].
     pub(crate) fn set_serving(&self, serving: ServingKeys) -> (bool, bool) {
         let mut guard = self.serving.write();
         let before_key = match &*guard {
@@ -308,11 +309,15 @@ impl MeshLink {
         };
         let key_changed = before_key != serving.keys.public_bytes();
         let set_changed = before_set != serving.accept;
-        if key_changed && let Some(rekey) = self.rekey.get() {
-            rekey.serve(&serving.keys);
-        }
         *guard = Some(serving);
         (key_changed, set_changed)
+    }
+
+    /// Hands the key [`Self::set_serving`] chose to the running endpoint (if it runs yet).
+    pub(crate) fn rekey_endpoint(&self) {
+        if let (Some(rekey), Some(serving)) = (self.rekey.get(), &*self.serving.read()) {
+            rekey.serve(&serving.keys);
+        }
     }
 
     /// `started_with` is the public key the endpoint was started on: a reconcile between

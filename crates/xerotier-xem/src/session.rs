@@ -133,6 +133,8 @@ pub struct Session {
     key_index: usize,
     /// Whether the current connection completed a CURVE handshake.
     handshaken: bool,
+    /// The router mesh key (Z85) the current connection was opened with.
+    connected_key: String,
     /// Rounds through every key on every replica without a handshake; one full round means
     /// no key held works any more: the agent fetches the router's current keys.
     failed_rounds: usize,
@@ -200,6 +202,7 @@ impl Session {
             clock: setup.clock,
             key_index: 0,
             handshaken: false,
+            connected_key: String::new(),
             failed_rounds: 0,
             fetch_keys: false,
             link: None,
@@ -233,6 +236,7 @@ impl Session {
         let keys = ClientKeys::new(&self.curve, &router_key);
         let (client, events) = MeshClient::connect(self.replicas.current(), &keys)?;
         self.link = Some(Link { client, events });
+        self.connected_key = router_key;
         self.handshaken = false;
         self.last_heard = Instant::now();
         Ok(())
@@ -336,7 +340,19 @@ impl Session {
             ClientEvent::AuthRejected => return self.on_auth_rejected(),
             ClientEvent::Disconnected => {
                 self.metrics.session_connected(false);
-                tracing::warn!("mesh session lost; reconnecting")
+                if self.preferred_key_changed() {
+                    // The router told this session a new key set whose first key is not the
+                    // one this connection uses (a mesh key rotation's update_servers): the
+                    // session ended because the router now serves that key. libzmq would
+                    // retry the old one; reconnect on the preferred key at once.
+                    tracing::info!(
+                        "mesh session lost after a router key change; reconnecting on the router's preferred key"
+                    );
+                    self.key_index = 0;
+                    self.connect()?;
+                } else {
+                    tracing::warn!("mesh session lost; reconnecting")
+                }
             }
             ClientEvent::Frame(frame) => {
                 self.last_heard = Instant::now();

@@ -102,18 +102,20 @@ impl MeshRollout {
             accept: accept.clone(),
             retired,
         });
-        if key_changed {
-            tracing::info!(%kid, phase = state.phase.as_str(), "mesh endpoint now serves this router key");
-        }
         if set_changed {
-            // Live sessions learn the set now; an agent not connected here learns it at its
-            // next hello (`MeshKeyAcks::on_hello`).
+            // Live sessions learn the set first, on the key they are connected with (the
+            // endpoint sends what was queued before it rekeys); an agent not connected here
+            // learns it at its next hello (`MeshKeyAcks::on_hello`).
             let told = self.link.announce_router_keys();
             tracing::info!(
                 phase = state.phase.as_str(),
                 agents = told,
                 "router mesh keys sent to live sessions"
             );
+        }
+        if key_changed {
+            self.link.rekey_endpoint();
+            tracing::info!(%kid, phase = state.phase.as_str(), "mesh endpoint now serves this router key");
         }
         Ok(())
     }

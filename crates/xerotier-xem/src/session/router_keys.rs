@@ -17,6 +17,14 @@ impl Session {
         }
     }
 
+    /// Whether the router's preferred key (the first held) is not the one the current
+    /// connection was opened with.
+    pub(super) fn preferred_key_changed(&self) -> bool {
+        router_keys::key_set(&self.identity).first().is_some_and(|key| {
+            !self.connected_key.is_empty() && key.public_key != self.connected_key
+        })
+    }
+
     /// A handshake completed: the key it used goes to the front (a restart tries it first).
     pub(super) fn on_handshake(&mut self) {
         self.handshaken = true;
