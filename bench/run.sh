@@ -48,7 +48,7 @@ cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 stop_router() { kill "$(cat "$OUT/$1/pid")"; wait "$(cat "$OUT/$1/pid")" 2>/dev/null || true; }
 rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
-SECTIONS="${SECTIONS:-http tls keys enroll fleet rotation oprotation exec isolation fairness fanout order replicas revoke xrotation}"
+SECTIONS="${SECTIONS:-http tls keys enroll fleet rotation oprotation mkrotation exec isolation fairness fanout order replicas revoke xrotation}"
 AGENTS="${AGENTS:-1000}"
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 fresh_pg() { local name="bench_$1_$$"; psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >/dev/null; echo "$PG_BASE/$name"; }
@@ -203,6 +203,32 @@ waves = math.ceil(r['agents'] / r['wave_size'])
 print(f"| {sys.argv[1]} | {r['agents']} | {r['wave_size']} | {waves} | {r['completion_ms']/1000:.1f} | {r['window_ms']/1000:.0f} | {r['succeeded']} | {r['failed']} |")
 PY
 done
+fi
+echo
+if want mkrotation; then
+# A rotation of the router's mesh key (issue 14) across $AGENTS connected simulated agents, each
+# answering like the XEM (the set saved and acknowledged; after the update_servers rekey, silent
+# for 3 lease intervals, it reconnects with the router's preferred key). Phases as
+# `xeroctl router rotate-keys --kind mesh --auto` walks them, each waited for through the router's
+# progress; the baseline is the same agents connecting at first, same router, same run.
+echo "| backend | agents | baseline: all connect (s) | init (ms) | update_clients → all acknowledged (s) | update_servers → all on the new key (s) | standby (ms) | total: init → all on the new key (s) | total / baseline | moved | reconnect p50 / p99 (ms) | missed the update_servers set (retried the old key) |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+rm -f "$OUT/mkrotate-notes.txt"
+for backend in sqlite postgres; do
+  url=""; [ "$backend" = postgres ] && url=$(fresh_pg mkrotate)
+  start_router "mkrotate-$backend" "$url"
+  ./target/release/xerotier-bench mesh-rotation --base-url "http://$ADDR" --api-key "$KEY" --agents "$AGENTS" >"$OUT/mkrotate-$backend.json" 2>"$OUT/mkrotate-$backend.err"
+  stop_router "mkrotate-$backend"
+  python3 - "$backend" "$OUT/mkrotate-$backend.json" "$OUT/mkrotate-notes.txt" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[2]))
+print(f"| {sys.argv[1]} | {r['agents']} | {r['baseline_connect_ms']/1000:.2f} | {r['init_ms']} | {r['update_clients_ms']/1000:.2f} | {r['update_servers_ms']/1000:.2f} | {r['standby_ms']} | {r['total_ms']/1000:.2f} | {r['total_over_baseline']:.1f} | {r['moved']} | {r['p50_ms']:.0f} / {r['p99_ms']:.0f} | {r['agents'] - r['got_update_servers_set']} ({r['old_key_reconnects']}) |")
+if r['startup_reconnects'] or r['exhausted_rounds']:
+    with open(sys.argv[3], "a") as notes:
+        notes.write(f"({sys.argv[1]}: {r['startup_reconnects']} silent connections replaced while the fleet first connected; {r['exhausted_rounds']} rounds through every key held without a handshake)\n")
+PY
+done
+cat "$OUT/mkrotate-notes.txt" 2>/dev/null || true
 fi
 echo
 if want exec; then

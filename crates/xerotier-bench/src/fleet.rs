@@ -14,6 +14,9 @@ use xerotier_proto::mesh::{self, Frame};
 
 use crate::Report;
 
+/// The lease interval every simulated agent enrolls with.
+pub const LEASE_INTERVAL_MS: u64 = 1_000;
+
 /// One agent enrolled over HTTP: its keys and what the router answered.
 #[derive(Debug)]
 pub struct Enrolled {
@@ -47,7 +50,7 @@ pub async fn mint_and_enroll(
         curve_public_key: curve.public_z85(),
         signing_public_key: signing.public_hex(),
         manifest: CapabilityManifest { version: 1, tools: Vec::new(), workspaces: Vec::new() },
-        lease_renewal_interval_ms: Some(1_000),
+        lease_renewal_interval_ms: Some(LEASE_INTERVAL_MS),
     };
     let enrolled = client.post(format!("{base_url}/v1/enroll")).json(&request).send().await?;
     if enrolled.status() != 200 {

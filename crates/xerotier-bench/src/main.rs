@@ -9,6 +9,7 @@ mod fanout;
 mod fleet;
 mod isolation;
 mod keys;
+mod mesh_rotation;
 mod replicas;
 mod rotation;
 mod timeline;
@@ -91,6 +92,16 @@ enum Command {
         agents: usize,
         #[arg(long, default_value_t = 100)]
         wave_size: u32,
+    },
+    /// A rotation of the router's mesh key across AGENTS connected simulated agents, phase by
+    /// phase (issue 14), against the time the same agents took to connect at first.
+    MeshRotation {
+        #[arg(long)]
+        base_url: String,
+        #[arg(long)]
+        api_key: String,
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
     },
     /// One mesh round trip plus the rotation crypto, ROUNDS times: the floor under `rotate`.
     RotateFloor {
@@ -299,6 +310,9 @@ fn main() -> anyhow::Result<()> {
             }
             Command::FleetOperation { base_url, api_key, agents, wave_size } => {
                 rotation::fleet_operation(base_url, api_key, agents, wave_size).await
+            }
+            Command::MeshRotation { base_url, api_key, agents } => {
+                mesh_rotation::mesh_rotation(base_url, api_key, agents).await
             }
             Command::RotateFloor { base_url, api_key, rounds } => {
                 rotation::floor(base_url, api_key, rounds).await

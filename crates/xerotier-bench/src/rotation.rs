@@ -1,5 +1,6 @@
 //! CURVE rotation benchmarks: one rotation's latency against its floor (one mesh round trip
-//! plus the crypto), and a whole fleet rotated at once.
+//! plus the crypto), and a whole fleet rotated at once. The simulated agent here ([`SimAgent`])
+//! also follows a rotation of the router's mesh key, for `mesh_rotation`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,37 +13,167 @@ use xerotier_core::OsEntropy;
 use xerotier_credentials::{CurveKeyPair, SigningKeyPair, verify_signature};
 use xerotier_mesh::{ClientKeys, configure_client_socket};
 use xerotier_proto::mesh::{
-    self, Frame, RotateAckPayload, encode_ack_payload, rotate_ack_signing_input,
+    self, Frame, RotateAckPayload, RouterMeshKey, encode_ack_payload, rotate_ack_signing_input,
 };
+use xerotier_xem::router_keys::{from_single, validate};
 
 use crate::Report;
-use crate::fleet::{Enrolled, mint_and_enroll};
+use crate::fleet::{Enrolled, LEASE_INTERVAL_MS, mint_and_enroll};
 
-/// A simulated agent that answers rotations like the XEM does.
+/// The XEM's bound (`MISSED_ACKS_BEFORE_FAILOVER`, 3 lease intervals): an agent that heard
+/// nothing from the router for longer reconnects (with the next key it holds if this
+/// connection never completed a handshake).
+const SILENCE_BEFORE_RECONNECT: Duration = Duration::from_millis(3 * LEASE_INTERVAL_MS);
+/// Agents per ZeroMQ context: libzmq's default cap is 1,023 sockets per context.
+const AGENTS_PER_CONTEXT: usize = 500;
+
+/// What a simulated agent reports to the benchmark, with the instant it happened.
+#[derive(Debug)]
+pub enum SimEvent {
+    /// Its CURVE rotation `request_id` was promoted and it reconnected on the new key.
+    Promoted(String),
+    /// The first frame arrived on a new connection opened with the router key `kid` (no frame
+    /// comes without a completed handshake).
+    Session(String),
+    /// It saved the router's key set and acknowledged it (`RouterKeysAck`) with these kids.
+    KeysAcked(Vec<String>),
+    /// It heard nothing for [`SILENCE_BEFORE_RECONNECT`] and opened a new connection with the
+    /// router key `kid`; `exhausted`: after a round through every key it holds.
+    Reconnected { kid: String, exhausted: bool },
+}
+
+/// A simulated agent that answers CURVE rotations and router key sets like the XEM does.
 struct SimAgent {
     enrolled: Enrolled,
     signing: SigningKeyPair,
+    context: zmq::Context,
     socket: zmq::Socket,
     /// The request, and the new CURVE and signing keys it acknowledged.
     pending: Option<(String, CurveKeyPair, SigningKeyPair)>,
+    /// The router mesh keys it holds, in the order to try them (the XEM's identity file).
+    router_keys: Vec<RouterMeshKey>,
+    /// The held key this connection was opened with.
+    key_index: usize,
+    /// A frame arrived on this connection: the XEM's `handshaken`.
+    heard: bool,
+    last_heard: Instant,
 }
 
 impl SimAgent {
     fn connect(
-        context: &zmq::Context,
+        context: zmq::Context,
         enrolled: Enrolled,
         signing: SigningKeyPair,
     ) -> anyhow::Result<Self> {
-        let socket = open(context, &enrolled.curve, &enrolled)?;
-        Ok(Self { enrolled, signing, socket, pending: None })
+        let answer = &enrolled.answer;
+        let router_keys = if answer.router_mesh_keys.is_empty() {
+            from_single(&answer.router_curve_key).into_iter().collect()
+        } else {
+            answer.router_mesh_keys.clone()
+        };
+        let server = router_keys
+            .first()
+            .map_or_else(|| answer.router_curve_key.clone(), |k| k.public_key.clone());
+        let socket = open(&context, &enrolled.curve, &server, &enrolled)?;
+        Ok(Self {
+            enrolled,
+            signing,
+            context,
+            socket,
+            pending: None,
+            router_keys,
+            key_index: 0,
+            heard: false,
+            last_heard: Instant::now(),
+        })
     }
 
     fn send(&self, frame: &Frame) {
         self.socket.send(mesh::encode(frame), zmq::DONTWAIT).ok();
     }
 
-    /// Handles one frame; returns the request id when a promotion was applied.
-    fn handle(&mut self, context: &zmq::Context, frame: Frame) -> anyhow::Result<Option<String>> {
+    /// The router key this connection uses, and its kid (empty for a bare key).
+    fn server_key(&self) -> (String, String) {
+        match self.router_keys.get(self.key_index) {
+            Some(key) => (key.public_key.clone(), key.kid.clone()),
+            None => (self.enrolled.answer.router_curve_key.clone(), String::new()),
+        }
+    }
+
+    /// Closes the connection and opens the next with the held key at `key_index`, as the
+    /// XEM's `Session::connect` does.
+    fn reconnect(&mut self) -> anyhow::Result<()> {
+        let (server, _) = self.server_key();
+        self.socket = open(&self.context, &self.enrolled.curve, &server, &self.enrolled)?;
+        self.heard = false;
+        self.last_heard = Instant::now();
+        Ok(())
+    }
+
+    /// A lease tick, as the XEM's `renew_lease`: after [`SILENCE_BEFORE_RECONNECT`] without a
+    /// frame, a connection that never completed a handshake moves to the next held key (after
+    /// the last, the next replica: here the one router, first key again); one that did is
+    /// taken for lost and reopened on the same key. Otherwise a lease renewal. A round through
+    /// every key held is reported as `exhausted`: the XEM would fetch the keys over HTTPS
+    /// (signed) next; the simulator does not, so the benchmark reports it instead.
+    fn lease_tick(&mut self, seq: u64) -> anyhow::Result<Option<SimEvent>> {
+        if self.last_heard.elapsed() > SILENCE_BEFORE_RECONNECT {
+            let mut exhausted = false;
+            if !self.heard {
+                self.key_index += 1;
+                if self.key_index >= self.router_keys.len() {
+                    self.key_index = 0;
+                    exhausted = true;
+                }
+            }
+            self.reconnect()?;
+            let (_, kid) = self.server_key();
+            return Ok(Some(SimEvent::Reconnected { kid, exhausted }));
+        }
+        self.send(&Frame::LeaseRenewal {
+            agent_id: self.enrolled.answer.agent_id.clone(),
+            seq,
+            in_flight: Vec::new(),
+            manifest_hash: "h".into(),
+            manifest_version: 1,
+        });
+        Ok(None)
+    }
+
+    /// Any frame: the connection is alive. The first one on a connection is its handshake;
+    /// a key other than the first that connected goes to the front (the XEM's
+    /// `on_handshake`).
+    fn heard_frame(&mut self) -> Option<SimEvent> {
+        self.last_heard = Instant::now();
+        if self.heard {
+            return None;
+        }
+        self.heard = true;
+        let (_, kid) = self.server_key();
+        if self.key_index != 0 && self.key_index < self.router_keys.len() {
+            let key = self.router_keys.remove(self.key_index);
+            self.router_keys.insert(0, key);
+            self.key_index = 0;
+        }
+        Some(SimEvent::Session(kid))
+    }
+
+    /// The router's key set, as the XEM's `on_router_keys`: checked whole (a refused set
+    /// leaves the held one and says nothing), held, then acknowledged. The live connection
+    /// keeps its key; the next one tries the router's preferred key first.
+    fn on_router_keys(&mut self, keys: Vec<RouterMeshKey>) -> Option<SimEvent> {
+        if validate(&keys).is_err() {
+            return None;
+        }
+        let kids: Vec<String> = keys.iter().map(|k| k.kid.clone()).collect();
+        self.router_keys = keys;
+        self.key_index = 0;
+        self.send(&Frame::RouterKeysAck { kids: kids.clone() });
+        Some(SimEvent::KeysAcked(kids))
+    }
+
+    /// Handles one frame; returns what the benchmark is told of.
+    fn handle(&mut self, frame: Frame) -> anyhow::Result<Option<SimEvent>> {
         match frame {
             Frame::RotateCurve { request_id, nonce } => {
                 // A re-sent instruction (after a reconnect) reuses the pending key, as the XEM does.
@@ -69,14 +200,15 @@ impl SimAgent {
                 if pending_id != request_id {
                     bail!("promotion for {request_id}, pending {pending_id}");
                 }
-                self.socket = open(context, &key, &self.enrolled)?;
                 self.enrolled.curve = key;
                 self.signing = next_signing;
-                Ok(Some(request_id))
+                self.reconnect()?;
+                Ok(Some(SimEvent::Promoted(request_id)))
             }
             Frame::RotationFailed { request_id, reason } => {
                 bail!("rotation {request_id} failed: {reason}")
             }
+            Frame::RouterKeys { keys } => Ok(self.on_router_keys(keys)),
             _ => Ok(None),
         }
     }
@@ -85,10 +217,11 @@ impl SimAgent {
 fn open(
     context: &zmq::Context,
     curve: &CurveKeyPair,
+    server_public_z85: &str,
     enrolled: &Enrolled,
 ) -> anyhow::Result<zmq::Socket> {
     let socket = context.socket(zmq::DEALER)?;
-    configure_client_socket(&socket, &ClientKeys::new(curve, &enrolled.answer.router_curve_key))?;
+    configure_client_socket(&socket, &ClientKeys::new(curve, server_public_z85))?;
     socket.connect(&enrolled.answer.mesh_addr).context("connect")?;
     let hello = Frame::Hello {
         agent_id: enrolled.answer.agent_id.clone(),
@@ -100,70 +233,91 @@ fn open(
     Ok(socket)
 }
 
-/// Runs the simulated agents on one thread until `stop`; reports each promotion's agent-side
-/// arrival time on `promoted`.
-fn drive(
-    agents: Vec<SimAgent>,
-    context: zmq::Context,
+/// What [`drive`] reports: the agent's index, what happened, and when.
+pub type Reported = (usize, SimEvent, Instant);
+
+/// Connects the enrolled agents (in one thread, as one process would hold them), then runs
+/// them until `stop`: a lease tick every `lease` for each, every frame handled.
+pub fn drive(
+    enrolled: Vec<(Enrolled, SigningKeyPair)>,
+    lease: Duration,
     stop: Arc<AtomicBool>,
-    promoted: mpsc::UnboundedSender<(String, Instant)>,
+    events: mpsc::UnboundedSender<Reported>,
 ) -> anyhow::Result<()> {
-    let mut agents = agents;
+    let contexts: Vec<zmq::Context> =
+        (0..enrolled.len().div_ceil(AGENTS_PER_CONTEXT)).map(|_| zmq::Context::new()).collect();
+    let mut agents = Vec::with_capacity(enrolled.len());
+    for (i, (agent, signing)) in enrolled.into_iter().enumerate() {
+        let context = contexts[i / AGENTS_PER_CONTEXT].clone();
+        agents.push(SimAgent::connect(context, agent, signing)?);
+    }
     let mut next_lease = Instant::now();
     let mut seq = 0;
     while !stop.load(Ordering::Relaxed) {
-        // Keep every lease fresh (enrolled with a 1 s interval), as a XEM does.
         if Instant::now() >= next_lease {
             seq += 1;
-            for agent in &agents {
-                let agent_id = agent.enrolled.answer.agent_id.clone();
-                agent.send(&Frame::LeaseRenewal {
-                    agent_id,
-                    seq,
-                    in_flight: Vec::new(),
-                    manifest_hash: "h".into(),
-                    manifest_version: 1,
-                });
-            }
-            next_lease += Duration::from_millis(500);
-        }
-        let mut items: Vec<_> = agents.iter().map(|a| a.socket.as_poll_item(zmq::POLLIN)).collect();
-        zmq::poll(&mut items, 20)?;
-        let ready: Vec<bool> = items.iter().map(|i| i.is_readable()).collect();
-        drop(items);
-        for (agent, ready) in agents.iter_mut().zip(ready) {
-            if !ready {
-                continue;
-            }
-            while let Ok(bytes) = agent.socket.recv_bytes(zmq::DONTWAIT) {
-                let Ok(frame) = mesh::decode(&bytes) else { continue };
-                if let Some(request_id) = agent.handle(&context, frame)? {
-                    let _ = promoted.send((request_id, Instant::now()));
+            for (index, agent) in agents.iter_mut().enumerate() {
+                if let Some(event) = agent.lease_tick(seq)? {
+                    let _ = events.send((index, event, Instant::now()));
                 }
+            }
+            next_lease += lease;
+        }
+        poll_once(&mut agents, &events)?;
+    }
+    Ok(())
+}
+
+/// Waits up to 20 ms for frames and handles every one that arrived.
+fn poll_once(
+    agents: &mut [SimAgent],
+    events: &mpsc::UnboundedSender<Reported>,
+) -> anyhow::Result<()> {
+    let mut items: Vec<_> = agents.iter().map(|a| a.socket.as_poll_item(zmq::POLLIN)).collect();
+    zmq::poll(&mut items, 20)?;
+    let ready: Vec<bool> = items.iter().map(|i| i.is_readable()).collect();
+    drop(items);
+    for (index, (agent, ready)) in agents.iter_mut().zip(ready).enumerate() {
+        if !ready {
+            continue;
+        }
+        while let Ok(bytes) = agent.socket.recv_bytes(zmq::DONTWAIT) {
+            if let Some(event) = agent.heard_frame() {
+                let _ = events.send((index, event, Instant::now()));
+            }
+            let Ok(frame) = mesh::decode(&bytes) else { continue };
+            if let Some(event) = agent.handle(frame)? {
+                let _ = events.send((index, event, Instant::now()));
             }
         }
     }
     Ok(())
 }
 
-async fn enroll_agents(
+/// Enrolls `count` agents (not yet connected: [`drive`] connects them), 16 at a time.
+pub async fn enroll_agents(
     base_url: &str,
     api_key: &str,
     count: usize,
-) -> anyhow::Result<Vec<SimAgent>> {
+    prefix: &str,
+) -> anyhow::Result<Vec<(Enrolled, SigningKeyPair)>> {
     let client = reqwest::Client::new();
-    let context = zmq::Context::new();
     let run = std::process::id();
     let mut agents = Vec::with_capacity(count);
     for chunk in (0..count).collect::<Vec<_>>().chunks(16) {
-        let names: Vec<String> = chunk.iter().map(|i| format!("rot-{run}-{i}")).collect();
+        let names: Vec<String> = chunk.iter().map(|i| format!("{prefix}-{run}-{i}")).collect();
         let batch = names.iter().map(|n| mint_and_enroll(&client, base_url, api_key, n, None));
-        for (enrolled, signing) in futures::future::try_join_all(batch).await? {
-            agents.push(SimAgent::connect(&context, enrolled, signing)?);
-        }
+        agents.extend(futures::future::try_join_all(batch).await?);
     }
-    // Each socket holds its context alive.
     Ok(agents)
+}
+
+/// The promotions among the driver's reports.
+fn promotion(reported: Reported) -> Option<(String, Instant)> {
+    match reported {
+        (_, SimEvent::Promoted(request_id), at) => Some((request_id, at)),
+        _ => None,
+    }
 }
 
 async fn rotate(
@@ -203,12 +357,12 @@ pub async fn rotations(
     request_url: Option<String>,
 ) -> anyhow::Result<Report> {
     let request_base = request_url.clone().unwrap_or_else(|| base_url.clone());
-    let sims = enroll_agents(&base_url, &api_key, agents).await?;
-    let ids: Vec<String> = sims.iter().map(|a| a.enrolled.answer.agent_id.clone()).collect();
+    let sims = enroll_agents(&base_url, &api_key, agents, "rot").await?;
+    let ids: Vec<String> = sims.iter().map(|(a, _)| a.answer.agent_id.clone()).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, mut promoted) = mpsc::unbounded_channel();
     let driver_stop = stop.clone();
-    let driver = std::thread::spawn(move || drive(sims, zmq::Context::new(), driver_stop, tx));
+    let driver = std::thread::spawn(move || drive(sims, ROTATION_LEASE, driver_stop, tx));
     // Let every agent finish its handshake and hello.
     wait_connected(&base_url, &api_key, &ids).await?;
     let client = reqwest::Client::new();
@@ -238,10 +392,11 @@ pub async fn rotations(
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut done = 0;
         while done < sent.len() {
-            let (request_id, at) = tokio::time::timeout_at(deadline.into(), promoted.recv())
+            let reported = tokio::time::timeout_at(deadline.into(), promoted.recv())
                 .await
                 .context("timed out waiting for promotions")?
                 .context("driver stopped")?;
+            let Some((request_id, at)) = promotion(reported) else { continue };
             if let Some(t) = sent.get(&request_id) {
                 latencies.push(at.duration_since(*t));
                 done += 1;
@@ -301,6 +456,10 @@ pub async fn rotations(
         .with_json("sessions_url", base_url.into()))
 }
 
+/// The CURVE rotation benchmarks renew every half interval, as they always did: a margin
+/// for a router loaded with a whole fleet's rotations.
+const ROTATION_LEASE: Duration = Duration::from_millis(500);
+
 /// Up to this many agents, each rotation's retirement of the old key is awaited and timed.
 const COMPLETION_AGENTS: usize = 16;
 
@@ -354,7 +513,7 @@ async fn wait_retired(
 
 /// Waits until no rotation is pending and every agent's current key has been seen (its
 /// previous key retired), i.e. the fleet is idle on its current keys.
-async fn wait_connected(base_url: &str, api_key: &str, ids: &[String]) -> anyhow::Result<()> {
+pub async fn wait_connected(base_url: &str, api_key: &str, ids: &[String]) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -401,7 +560,7 @@ pub async fn floor(base_url: String, api_key: String, rounds: usize) -> anyhow::
     .await?;
     let result = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Duration>> {
         let context = zmq::Context::new();
-        let socket = open(&context, &enrolled.curve, &enrolled)?;
+        let socket = open(&context, &enrolled.curve, &enrolled.answer.router_curve_key, &enrolled)?;
         let agent_id = enrolled.answer.agent_id.clone();
         let mut latencies = Vec::with_capacity(rounds);
         for seq in 1..=rounds as u64 {
@@ -455,12 +614,12 @@ pub async fn fleet_operation(
     agents: usize,
     wave_size: u32,
 ) -> anyhow::Result<Report> {
-    let sims = enroll_agents(&base_url, &api_key, agents).await?;
-    let ids: Vec<String> = sims.iter().map(|a| a.enrolled.answer.agent_id.clone()).collect();
+    let sims = enroll_agents(&base_url, &api_key, agents, "rot").await?;
+    let ids: Vec<String> = sims.iter().map(|(a, _)| a.answer.agent_id.clone()).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, mut promoted) = mpsc::unbounded_channel();
     let driver_stop = stop.clone();
-    let driver = std::thread::spawn(move || drive(sims, zmq::Context::new(), driver_stop, tx));
+    let driver = std::thread::spawn(move || drive(sims, ROTATION_LEASE, driver_stop, tx));
     wait_connected(&base_url, &api_key, &ids).await?;
     let client = reqwest::Client::new();
     let started = Instant::now();
@@ -485,8 +644,10 @@ pub async fn fleet_operation(
     let deadline = Instant::now() + Duration::from_secs(15 * 60);
     let mut promotions = Vec::new();
     let finished = loop {
-        while let Ok((_, at)) = promoted.try_recv() {
-            promotions.push(at.duration_since(started));
+        while let Ok(reported) = promoted.try_recv() {
+            if let Some((_, at)) = promotion(reported) {
+                promotions.push(at.duration_since(started));
+            }
         }
         let op: serde_json::Value = client
             .get(format!("{base_url}/v1/management/operations/{id}"))
