@@ -207,8 +207,9 @@ fi
 echo
 if want mkrotation; then
 # A rotation of the router's mesh key (issue 14) across $AGENTS connected simulated agents, each
-# answering like the XEM (the set saved and acknowledged; after the update_servers rekey, silent
-# for 3 lease intervals, it reconnects with the router's preferred key). Phases as
+# answering like the XEM (the set saved and acknowledged; when the update_servers rekey ends its
+# session it reconnects on the router's preferred key at once, and a connection silent for 3
+# lease intervals moves to the next key held). Phases as
 # `xeroctl router rotate-keys --kind mesh --auto` walks them, each waited for through the router's
 # progress; the baseline is the same agents connecting at first, same router, same run.
 echo "| backend | agents | baseline: all connect (s) | init (ms) | update_clients → all acknowledged (s) | update_servers → all on the new key (s) | standby (ms) | total: init → all on the new key (s) | total / baseline | moved | reconnect p50 / p99 (ms) | missed the update_servers set (retried the old key) |"

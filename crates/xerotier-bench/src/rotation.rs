@@ -24,8 +24,11 @@ use crate::fleet::{Enrolled, LEASE_INTERVAL_MS, mint_and_enroll};
 /// nothing from the router for longer reconnects (with the next key it holds if this
 /// connection never completed a handshake).
 const SILENCE_BEFORE_RECONNECT: Duration = Duration::from_millis(3 * LEASE_INTERVAL_MS);
-/// Agents per ZeroMQ context: libzmq's default cap is 1,023 sockets per context.
-const AGENTS_PER_CONTEXT: usize = 500;
+/// Agents per ZeroMQ context: libzmq's default cap is 1,023 sockets per context, and each
+/// agent holds three (its DEALER, the monitor libzmq attaches to it, the monitor's reader).
+const AGENTS_PER_CONTEXT: usize = 300;
+/// Names each connection's monitor endpoint apart.
+static MONITORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// What a simulated agent reports to the benchmark, with the instant it happened.
 #[derive(Debug)]
@@ -48,6 +51,10 @@ struct SimAgent {
     signing: SigningKeyPair,
     context: zmq::Context,
     socket: zmq::Socket,
+    /// The connection's monitor: its `DISCONNECTED` events (the XEM's `ClientEvent`).
+    monitor: zmq::Socket,
+    /// The router key (Z85) this connection was opened with.
+    connected_key: String,
     /// The request, and the new CURVE and signing keys it acknowledged.
     pending: Option<(String, CurveKeyPair, SigningKeyPair)>,
     /// The router mesh keys it holds, in the order to try them (the XEM's identity file).
@@ -74,12 +81,14 @@ impl SimAgent {
         let server = router_keys
             .first()
             .map_or_else(|| answer.router_curve_key.clone(), |k| k.public_key.clone());
-        let socket = open(&context, &enrolled.curve, &server, &enrolled)?;
+        let (socket, monitor) = open(&context, &enrolled.curve, &server, &enrolled)?;
         Ok(Self {
             enrolled,
             signing,
             context,
             socket,
+            monitor,
+            connected_key: server,
             pending: None,
             router_keys,
             key_index: 0,
@@ -104,7 +113,9 @@ impl SimAgent {
     /// XEM's `Session::connect` does.
     fn reconnect(&mut self) -> anyhow::Result<()> {
         let (server, _) = self.server_key();
-        self.socket = open(&self.context, &self.enrolled.curve, &server, &self.enrolled)?;
+        (self.socket, self.monitor) =
+            open(&self.context, &self.enrolled.curve, &server, &self.enrolled)?;
+        self.connected_key = server;
         self.heard = false;
         self.last_heard = Instant::now();
         Ok(())
@@ -138,6 +149,26 @@ impl SimAgent {
             manifest_version: 1,
         });
         Ok(None)
+    }
+
+    /// The connection's monitor reported a lost session: as the XEM, an agent whose preferred
+    /// key (the first held) is not the one this connection uses reconnects on it at once (the
+    /// router rekeyed in update_servers); otherwise libzmq reconnects on its own.
+    fn on_monitor(&mut self) -> anyhow::Result<Option<SimEvent>> {
+        let mut lost = false;
+        while let Ok(parts) = self.monitor.recv_multipart(zmq::DONTWAIT) {
+            let event =
+                parts.first().and_then(|p| p.get(..2)).map(|b| u16::from_le_bytes([b[0], b[1]]));
+            lost |= event == Some(zmq::SocketEvent::DISCONNECTED.to_raw());
+        }
+        let preferred = self.router_keys.first().map(|k| k.public_key.as_str());
+        if !lost || preferred.is_none_or(|key| key == self.connected_key) {
+            return Ok(None);
+        }
+        self.key_index = 0;
+        self.reconnect()?;
+        let (_, kid) = self.server_key();
+        Ok(Some(SimEvent::Reconnected { kid, exhausted: false }))
     }
 
     /// Any frame: the connection is alive. The first one on a connection is its handshake;
@@ -208,20 +239,26 @@ impl SimAgent {
             Frame::RotationFailed { request_id, reason } => {
                 bail!("rotation {request_id} failed: {reason}")
             }
-            Frame::RouterKeys { keys } => Ok(self.on_router_keys(keys)),
+            Frame::RouterKeys { keys, .. } => Ok(self.on_router_keys(keys)),
             _ => Ok(None),
         }
     }
 }
 
+/// A connection to the router with `server_public_z85`, hello sent, and a reader of its
+/// `DISCONNECTED` events.
 fn open(
     context: &zmq::Context,
     curve: &CurveKeyPair,
     server_public_z85: &str,
     enrolled: &Enrolled,
-) -> anyhow::Result<zmq::Socket> {
+) -> anyhow::Result<(zmq::Socket, zmq::Socket)> {
     let socket = context.socket(zmq::DEALER)?;
     configure_client_socket(&socket, &ClientKeys::new(curve, server_public_z85))?;
+    let address = format!("inproc://sim-monitor-{}", MONITORS.fetch_add(1, Ordering::Relaxed));
+    socket.monitor(&address, zmq::SocketEvent::DISCONNECTED as i32)?;
+    let monitor = context.socket(zmq::PAIR)?;
+    monitor.connect(&address)?;
     socket.connect(&enrolled.answer.mesh_addr).context("connect")?;
     let hello = Frame::Hello {
         agent_id: enrolled.answer.agent_id.clone(),
@@ -230,7 +267,7 @@ fn open(
         manifest_version: 1,
     };
     socket.send(mesh::encode(&hello), 0)?;
-    Ok(socket)
+    Ok((socket, monitor))
 }
 
 /// What [`drive`] reports: the agent's index, what happened, and when.
@@ -273,11 +310,19 @@ fn poll_once(
     agents: &mut [SimAgent],
     events: &mpsc::UnboundedSender<Reported>,
 ) -> anyhow::Result<()> {
-    let mut items: Vec<_> = agents.iter().map(|a| a.socket.as_poll_item(zmq::POLLIN)).collect();
+    let mut items: Vec<_> = agents
+        .iter()
+        .flat_map(|a| [a.socket.as_poll_item(zmq::POLLIN), a.monitor.as_poll_item(zmq::POLLIN)])
+        .collect();
     zmq::poll(&mut items, 20)?;
-    let ready: Vec<bool> = items.iter().map(|i| i.is_readable()).collect();
+    let ready: Vec<(bool, bool)> =
+        items.chunks(2).map(|pair| (pair[0].is_readable(), pair[1].is_readable())).collect();
     drop(items);
-    for (index, (agent, ready)) in agents.iter_mut().zip(ready).enumerate() {
+    for (index, (agent, (ready, lost))) in agents.iter_mut().zip(ready).enumerate() {
+        if lost && let Some(event) = agent.on_monitor()? {
+            let _ = events.send((index, event, Instant::now()));
+            continue;
+        }
         if !ready {
             continue;
         }
@@ -560,7 +605,8 @@ pub async fn floor(base_url: String, api_key: String, rounds: usize) -> anyhow::
     .await?;
     let result = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Duration>> {
         let context = zmq::Context::new();
-        let socket = open(&context, &enrolled.curve, &enrolled.answer.router_curve_key, &enrolled)?;
+        let (socket, _monitor) =
+            open(&context, &enrolled.curve, &enrolled.answer.router_curve_key, &enrolled)?;
         let agent_id = enrolled.answer.agent_id.clone();
         let mut latencies = Vec::with_capacity(rounds);
         for seq in 1..=rounds as u64 {

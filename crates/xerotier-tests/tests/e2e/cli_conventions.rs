@@ -484,12 +484,14 @@ async fn config_add_fetch_ca_trusts_the_routers_ca_only_once_confirmed() {
         run(&add("prod2", &["--ca-fingerprint", &pin]), None).success();
         ctl.run(&["--context", "prod2", "keys"]).success();
 
-        // The context trusts only that CA: another router's certificate (its own CA, in its
-        // own state dir) is refused.
-        let other = match backend.is_sqlite() {
-            true => Router::start(&backend).await,
-            false => router.replica().await,
-        };
+        // Replicas of one store present its one CA (SPEC §9: the CA lives in the store).
+        if !backend.is_sqlite() {
+            let replica = router.replica().await;
+            assert_eq!(crate::tls::pin_of(&replica.ca_file().unwrap()), pin, "one CA per store");
+        }
+        // The context trusts only that CA: another router's certificate (its own store, its
+        // own CA) is refused.
+        let other = Router::start(&backends().await.remove(0)).await;
         assert_ne!(crate::tls::pin_of(&other.ca_file().unwrap()), pin);
         let out = ctl.run(&[
             "--context",

@@ -123,6 +123,9 @@ fn the_runbook_has_a_command_for_every_credential_kind_and_parses() {
         "xeroctl keys revoke",
         "xeroctl agents join-keys --revoke --all-unconsumed",
         "xeroctl agents revoke-credentials --enrolled-via",
+        "xeroctl router rotate-keys --kind mesh --auto",
+        "xeroctl router rotate-keys --kind join-signing --auto",
+        "xeroctl router rotate-keys --kind tls",
     ] {
         assert!(steps.iter().any(|s| s.text.starts_with(needle)), "the runbook lacks {needle}");
     }
