@@ -269,3 +269,68 @@ async fn without_a_ca_of_its_own_the_router_says_why_tls_does_not_rotate() {
     assert_eq!(none.status.code(), Some(4), "{none:?}");
     assert!(none.stderr.contains("plain HTTP"), "{}", none.stderr);
 }
+
+/// Two replicas on one PostgreSQL: a phase changed through one is in force on the other when
+/// the call returns (its listener, its `ca.pem`), and the mesh key then rotates through the
+/// other replica with the agent moving along.
+#[tokio::test]
+async fn tls_and_mesh_rotations_changed_through_one_replica_are_in_force_on_the_other() {
+    for backend in backends().await {
+        if backend.is_sqlite() {
+            continue;
+        }
+        let files = tempfile::tempdir().expect("tempdir");
+        let a = Router::start(&backend).await;
+        let b = a.replica().await;
+        let (xem, id) = enrolled_xem(&a, "xem-tls-replicas").await;
+        assert_eq!(pins_in(&b.ca_file().unwrap()), pins_in(&a.ca_file().unwrap()), "one CA");
+        let old_only = frozen_copy(&a, files.path(), "old-ca.pem");
+        let old = kid_in(&tls_kind(&a).await, "current").expect("a current CA");
+        let old_pin = pin_named(&pins_in(&old_only), &old);
+
+        rotate(&a, "init").success();
+        rotate(&a, "update_clients").success();
+        // Returned once every live replica applied it: B's CA file holds both already.
+        let bundle = pins_in(&b.ca_file().unwrap());
+        assert_eq!(bundle.len(), 2, "{bundle:?}");
+        assert_eq!(bundle, pins_in(&a.ca_file().unwrap()));
+        let new_pin = bundle.iter().find(|p| **p != old_pin).expect("the new CA").clone();
+        wait_trusted(&xem, &[&old_pin, &new_pin]).await;
+        eventually("update_servers through B", SETTLE, || async {
+            rotate(&b, "update_servers").status.success().then_some(())
+        })
+        .await;
+        let new_only = files.path().join("new-ca.pem");
+        let text = std::fs::read_to_string(a.ca_file().unwrap()).unwrap();
+        std::fs::write(
+            &new_only,
+            text.split_inclusive("-----END CERTIFICATE-----\n").next().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(pins_in(&new_only), [new_pin.as_str()], "the new CA issues on A");
+        for replica in [&a, &b] {
+            assert!(reaches(replica, &new_only).await, "a client of the new CA");
+            assert!(reaches(replica, &old_only).await, "a client of the old CA (cross-signed)");
+        }
+        rotate(&b, "standby").success();
+        for replica in [&a, &b] {
+            assert!(reaches(replica, &new_only).await);
+            assert!(!reaches(replica, &old_only).await, "the old CA is dropped on every replica");
+            assert_eq!(pins_in(&replica.ca_file().unwrap()), [new_pin.as_str()]);
+        }
+        wait_trusted(&xem, &[&new_pin]).await;
+
+        // The mesh key, through B, with the agent moving along.
+        let args =
+            ["router", "rotate-keys", "--kind", "mesh", "--auto", "--yes", "--timeout", "60s"];
+        xeroctl(&b, &args).success();
+        // (The harness's own client of B trusts the CA B had at start: xeroctl reads B's file.)
+        let keys = xeroctl(&b, &["-o", "json", "router", "keys"]).success();
+        let keys: Value = serde_json::from_str(&keys.stdout).expect("JSON");
+        let mesh = keys["kinds"].as_array().unwrap().iter().find(|k| k["kind"] == "mesh").unwrap();
+        assert_eq!(mesh["phase"], "standby", "{mesh}");
+        assert_eq!(mesh["last_outcome"], "completed", "{mesh}");
+        let agent = xeroctl(&a, &["-o", "json", "agents", &id]).success();
+        assert!(agent.stdout.contains("\"active\""), "{}", agent.stdout);
+    }
+}
