@@ -149,6 +149,10 @@ pub fn router_keys_signing_input(
 pub struct RouterKeysResponse {
     /// The router mesh keys to accept, in the order to try them.
     pub keys: Vec<crate::mesh::RouterMeshKey>,
+    /// The TLS CAs to trust for the router's HTTPS (`sha256:<hex>`), when the router has a CA
+    /// of its own; as `Frame::RouterKeys` carries them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_ca_pins: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

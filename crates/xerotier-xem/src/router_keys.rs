@@ -220,7 +220,7 @@ pub async fn fetch(
     }
     let answer: RouterKeysResponse =
         serde_json::from_slice(&body).context("unexpected router keys answer")?;
-    adopt(state_dir, identity, answer.keys)
+    adopt_with_pins(state_dir, identity, answer.keys, answer.tls_ca_pins)
 }
 
 #[cfg(test)]

@@ -83,7 +83,10 @@ impl KeyFetchService {
         match self.check(&request).await {
             Ok(()) => {
                 tracing::info!(agent_id = %request.agent_id, kid = %request.kid, "agent fetched the router's mesh keys with a signed request");
-                Ok(RouterKeysResponse { keys: self.link.router_mesh_keys() })
+                Ok(RouterKeysResponse {
+                    keys: self.link.router_mesh_keys(),
+                    tls_ca_pins: self.link.tls_ca_pins(),
+                })
             }
             Err(Checked::Refused(refusal)) => {
                 self.record(context, &request, refusal).await;

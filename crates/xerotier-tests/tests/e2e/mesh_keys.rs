@@ -233,6 +233,9 @@ async fn a_forged_replayed_stale_or_misdirected_key_fetch_is_refused_alike() {
         let answer = fetch(honest.clone()).await;
         assert_eq!(answer.status, 200, "[{}] {}", backend.name, answer.text);
         assert_eq!(answer.json()["keys"][0]["kid"], kid.as_str());
+        // The CAs to trust come along (an agent offline across a TLS CA rotation too).
+        let pins = answer.json()["tls_ca_pins"].clone();
+        assert_eq!(pins, json!([crate::tls::pin_of(&router.ca_file().unwrap())]), "{pins}");
 
         let forger = SigningKeyPair::generate(&SeededEntropy::new(5));
         let other_kid = kid_of(&CurveKeyPair::generate(&SeededEntropy::new(11)).public_bytes());
@@ -263,5 +266,66 @@ async fn a_forged_replayed_stale_or_misdirected_key_fetch_is_refused_alike() {
         assert_eq!(revoked.json()["error"]["code"], REFUSED);
         let audited = router.audit("action=agent.router_keys_fetch").await;
         assert!(audited.len() >= 7, "[{}] refusals audited: {}", backend.name, audited.len());
+    }
+}
+
+/// A flood of forged key fetches from one source (the endpoint needs no credential): each is
+/// refused alike, the audit log records them only at the per-source rate, and an honest fetch
+/// in the middle of the flood is answered.
+#[tokio::test]
+async fn a_flood_of_forged_key_fetches_is_refused_recorded_at_a_bounded_rate_and_starves_no_one() {
+    for backend in backends().await {
+        let router = Router::start(&backend).await;
+        let (xem, id) = enrolled_xem(&router, "xem-fetch-flood").await;
+        let text = std::fs::read_to_string(xem.signing_key_path()).unwrap();
+        let key = SigningKeyPair::from_secret_hex(text.trim()).unwrap();
+        let kid = held_kids(&xem).first().cloned().unwrap();
+        let forger = SigningKeyPair::generate(&SeededEntropy::new(21));
+        let now = i64::try_from(now_ms()).unwrap();
+        const FLOOD: usize = 600;
+        let forged: Vec<Value> =
+            (0..FLOOD).map(|i| request(&id, &kid, &forger, now, &format!("{i:032x}"))).collect();
+        let api = router.api().clone();
+        let started = std::time::Instant::now();
+        // Eight senders at once, each sending its share back to back.
+        let senders: Vec<_> = forged
+            .chunks(FLOOD / 8)
+            .map(|chunk| {
+                let (api, chunk) = (api.clone(), chunk.to_vec());
+                tokio::spawn(async move {
+                    let mut statuses = Vec::with_capacity(chunk.len());
+                    for body in &chunk {
+                        statuses.push(api.post("/v1/agents/router-keys", None, body).await.status);
+                    }
+                    statuses
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let body = request(&id, &kid, &key, now, &"f".repeat(32));
+        let honest = api.post("/v1/agents/router-keys", None, &body).await;
+        let mut statuses = Vec::with_capacity(senders.len());
+        for sender in senders {
+            statuses.push(sender.await.expect("a sender"));
+        }
+        let statuses: Vec<u16> = statuses.into_iter().flatten().collect();
+        assert_eq!(statuses.len(), FLOOD);
+        assert!(statuses.iter().all(|s| *s == 401), "[{}] every forgery refused", backend.name);
+        assert_eq!(honest.status, 200, "[{}] the honest fetch: {}", backend.name, honest.text);
+        let elapsed = started.elapsed();
+        let audited = router.audit("action=agent.router_keys_fetch").await;
+        // 20 at once, then 10 a minute: the flood lasted well under a few minutes.
+        let bound = 20 + 10 * (elapsed.as_secs() / 60 + 1) as usize;
+        assert!(
+            !audited.is_empty() && audited.len() <= bound,
+            "[{}] {} refusals audited for {FLOOD} in {elapsed:?} (bound {bound})",
+            backend.name,
+            audited.len()
+        );
+        println!(
+            "[{}] {FLOOD} forged fetches in {elapsed:?}; {} audited",
+            backend.name,
+            audited.len()
+        );
     }
 }
