@@ -114,6 +114,10 @@ pub struct RouterArgs {
     /// How long a CURVE rotation waits for the agent's signed acknowledgement [default: 30].
     #[arg(long, env = "XEROTIER_ROUTER_CURVE_ROTATION_ACK_TIMEOUT_SECONDS")]
     pub curve_rotation_ack_timeout_seconds: Option<u64>,
+    /// How long the mesh key a completed rotation replaced stays accepted by the signed key
+    /// fetch of agents that missed the rotation (`s`, `m`, `h`, `d`) [default: 7d].
+    #[arg(long, env = "XEROTIER_ROUTER_MESH_KEY_OVERLAP")]
+    pub mesh_key_overlap: Option<String>,
     /// Each agent's control frames per second on the mesh; past it they are dropped [default: 200].
     #[arg(long, env = "XEROTIER_ROUTER_MESH_AGENT_FRAMES_PER_SECOND")]
     pub mesh_agent_frames_per_second: Option<u32>,
@@ -201,6 +205,7 @@ struct FileConfig {
     join_key_default_ttl_seconds: Option<u64>,
     default_agent_role: Option<String>,
     curve_rotation_ack_timeout_seconds: Option<u64>,
+    mesh_key_overlap: Option<String>,
     mesh_agent_frames_per_second: Option<u32>,
     mesh_agent_frame_burst: Option<u32>,
     mesh_flood_cooldown_seconds: Option<u64>,
@@ -314,7 +319,12 @@ impl RouterConfig {
         };
         let (credential_policy, posture_interval_ms) =
             credential_policy(args.credential_profile, file.credential_policy.unwrap_or_default())?;
-        let fleet = FleetSettings { credential_policy, posture_interval_ms, ..fleet };
+        let mesh_key_overlap_ms = match args.mesh_key_overlap.or(file.mesh_key_overlap) {
+            Some(text) => mesh_key_overlap(&text)?,
+            None => fleet.mesh_key_overlap_ms,
+        };
+        let fleet =
+            FleetSettings { credential_policy, posture_interval_ms, mesh_key_overlap_ms, ..fleet };
         validate_fleet(&fleet)?;
         let listen = args.listen.or(file.listen).unwrap_or(default_listen);
         let state_dir =
@@ -429,6 +439,16 @@ pub fn offline_store_url(args: &RouterArgs) -> Result<SecretString, ConfigError>
 
 fn sqlite_url(state_dir: &Path) -> SecretString {
     SecretString::from(format!("sqlite://{}?mode=rwc", state_dir.join("router.db").display()))
+}
+
+/// `mesh_key_overlap`: a duration from an hour to a year (an agent away longer re-enrolls).
+fn mesh_key_overlap(text: &str) -> Result<i64, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid { name: "mesh_key_overlap", message };
+    let ms = xerotier_posture::parse_duration(text).map_err(|e| invalid(e.to_string()))?;
+    if !(3_600_000..=365 * 86_400_000).contains(&ms) {
+        return Err(invalid(format!("must be between 1h and 365d, got {text}")));
+    }
+    Ok(ms)
 }
 
 fn validate_fleet(fleet: &FleetSettings) -> Result<(), ConfigError> {
@@ -767,6 +787,22 @@ mod tests {
         }
         let err = RouterConfig::resolve(args(&["--credential-profile", "sox"])).unwrap_err();
         assert!(err.to_string().contains("unknown compliance profile \"sox\""), "{err}");
+    }
+
+    #[test]
+    fn the_mesh_key_overlap_defaults_to_seven_days_and_out_of_range_values_are_refused() {
+        let none = RouterConfig::resolve(args(&[])).unwrap();
+        assert_eq!(none.fleet.mesh_key_overlap_ms, 7 * 86_400_000);
+        let file = with_file("mesh_key_overlap: 30d\n", &[]).unwrap();
+        assert_eq!(file.fleet.mesh_key_overlap_ms, 30 * 86_400_000);
+        let flag = with_file("mesh_key_overlap: 30d\n", &["--mesh-key-overlap", "36h"]).unwrap();
+        assert_eq!(flag.fleet.mesh_key_overlap_ms, 36 * 3_600_000, "the flag wins");
+        for bad in ["0s", "59m", "366d", "7", "7days"] {
+            let err = RouterConfig::resolve(args(&["--mesh-key-overlap", bad])).unwrap_err();
+            assert!(err.to_string().contains("mesh_key_overlap"), "{bad}: {err}");
+        }
+        let negative = with_file("mesh_key_overlap: -1d\n", &[]).unwrap_err();
+        assert!(negative.to_string().contains("mesh_key_overlap"), "{negative}");
     }
 
     #[test]

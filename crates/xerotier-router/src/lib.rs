@@ -291,6 +291,7 @@ impl AppState {
             metrics: metrics.clone(),
             sealer: RouterKeySealer::sealed(sealer.clone()),
             registry,
+            mesh_key_overlap_ms: link.settings.mesh_key_overlap_ms,
         });
         let router_key_fetch = router_keys::fetch::KeyFetchService::new(
             store.clone(),

@@ -79,6 +79,9 @@ pub struct FleetSettings {
     pub credential_policy: xerotier_posture::PolicyConfig,
     /// How often the posture monitor recomputes the gauges and announces transitions.
     pub posture_interval_ms: u64,
+    /// How long the mesh key a completed rotation replaced stays accepted by the signed key
+    /// fetch (SPEC §9: default 7 days).
+    pub mesh_key_overlap_ms: i64,
 }
 
 impl Default for FleetSettings {
@@ -105,6 +108,7 @@ impl Default for FleetSettings {
             tls_ca_pin: CaPin::default(),
             credential_policy: xerotier_posture::PolicyConfig::default(),
             posture_interval_ms: 60_000,
+            mesh_key_overlap_ms: crate::router_keys::service::DEFAULT_MESH_KEY_OVERLAP_MS,
         }
     }
 }

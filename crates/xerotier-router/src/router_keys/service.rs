@@ -112,8 +112,9 @@ fn conflict(message: String) -> ServiceError {
 }
 
 /// How long the mesh key a completed rotation replaced is still accepted by the signed key
-/// fetch of an agent that was offline for the whole rotation (SPEC §9: 7 days).
-pub const MESH_KEY_OVERLAP_MS: i64 = 7 * 24 * 3_600_000;
+/// fetch of an agent that was offline for the whole rotation, unless configured
+/// (`mesh_key_overlap`; SPEC §9: 7 days).
+pub const DEFAULT_MESH_KEY_OVERLAP_MS: i64 = 7 * 24 * 3_600_000;
 
 #[derive(Clone)]
 pub struct RouterKeyService {
@@ -135,6 +136,7 @@ struct Inner {
     metrics: Metrics,
     sealer: RouterKeySealer,
     registry: RolloutRegistry,
+    mesh_key_overlap_ms: i64,
 }
 
 /// What the service is built from.
@@ -148,13 +150,35 @@ pub struct RouterKeyParts {
     pub metrics: Metrics,
     pub sealer: RouterKeySealer,
     pub registry: RolloutRegistry,
+    /// [`DEFAULT_MESH_KEY_OVERLAP_MS`] unless configured.
+    pub mesh_key_overlap_ms: i64,
 }
 
 impl RouterKeyService {
     pub fn new(parts: RouterKeyParts) -> Self {
-        let RouterKeyParts { store, clock, entropy, ids, audit, metrics, sealer, registry } = parts;
+        let RouterKeyParts {
+            store,
+            clock,
+            entropy,
+            ids,
+            audit,
+            metrics,
+            sealer,
+            registry,
+            mesh_key_overlap_ms,
+        } = parts;
         Self {
-            inner: Arc::new(Inner { store, clock, entropy, ids, audit, metrics, sealer, registry }),
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                entropy,
+                ids,
+                audit,
+                metrics,
+                sealer,
+                registry,
+                mesh_key_overlap_ms,
+            }),
         }
     }
 
@@ -453,8 +477,9 @@ impl RouterKeyService {
                         }
                         effects.push(format!(
                             "the new key becomes current; {old} is no longer served, and stays \
-                             accepted only by the signed key fetch for 7 days (agents that missed \
-                             the rotation), then is dropped"
+                             accepted only by the signed key fetch for {} (agents that missed \
+                             the rotation), then is dropped",
+                            xerotier_posture::format_duration(self.inner.mesh_key_overlap_ms)
                         ));
                     }
                     RouterKeyKind::JoinSigning => {
@@ -711,7 +736,7 @@ impl RouterKeyService {
             }
             RouterKeyKind::Mesh => key
                 .retired_at
-                .is_none_or(|since| now.saturating_sub(since) >= MESH_KEY_OVERLAP_MS)
+                .is_none_or(|since| now.saturating_sub(since) >= self.inner.mesh_key_overlap_ms)
                 .then_some("the overlap window for agents that missed the rotation is over"),
             RouterKeyKind::Tls => None,
         })
