@@ -24,9 +24,10 @@ use crate::fleet::{Enrolled, LEASE_INTERVAL_MS, mint_and_enroll};
 /// nothing from the router for longer reconnects (with the next key it holds if this
 /// connection never completed a handshake).
 const SILENCE_BEFORE_RECONNECT: Duration = Duration::from_millis(3 * LEASE_INTERVAL_MS);
-/// Agents per ZeroMQ context: libzmq's default cap is 1,023 sockets per context, and each
-/// agent holds three (its DEALER, the monitor libzmq attaches to it, the monitor's reader).
-const AGENTS_PER_CONTEXT: usize = 300;
+/// Agents per ZeroMQ context: libzmq's default cap is 1,023 sockets per context (past it a new
+/// socket fails with EMFILE), each agent holds three (its DEALER, the monitor libzmq attaches
+/// to it, the monitor's reader), and a reconnect briefly holds the closing ones too.
+const AGENTS_PER_CONTEXT: usize = 150;
 /// Names each connection's monitor endpoint apart.
 static MONITORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 

@@ -18,7 +18,8 @@ pub struct WebhookView {
     /// The receiver's URL, with any user info and query replaced by `redacted`.
     pub url: String,
     /// The event types it gets (`rotation.failed`, `agent.credentials_revoked`,
-    /// `agent.quarantined`, `enrollment.denied`, `credential.overdue`, `credential.expired`),
+    /// `agent.quarantined`, `enrollment.denied`, `credential.overdue`, `credential.expired`,
+    /// `router_key.phase_changed`),
     /// or `["*"]` for all.
     pub events: Vec<String>,
 }

@@ -19,6 +19,9 @@ pub enum SecurityEventType {
     EnrollmentDenied,
     CredentialOverdue,
     CredentialExpired,
+    /// A phase of a rotation of the router's own keys (SPEC §9), its rollback, or an old key
+    /// dropped: the moments a security team follows a router key rotation by.
+    RouterKeyPhase,
 }
 
 impl SecurityEventType {
@@ -29,6 +32,7 @@ impl SecurityEventType {
         Self::EnrollmentDenied,
         Self::CredentialOverdue,
         Self::CredentialExpired,
+        Self::RouterKeyPhase,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +43,7 @@ impl SecurityEventType {
             Self::EnrollmentDenied => "enrollment.denied",
             Self::CredentialOverdue => "credential.overdue",
             Self::CredentialExpired => "credential.expired",
+            Self::RouterKeyPhase => "router_key.phase_changed",
         }
     }
 
@@ -60,6 +65,16 @@ impl SecurityEventType {
             // Written by the posture monitor when a credential changes state.
             "credential.overdue" => Some(Self::CredentialOverdue),
             "credential.expired" => Some(Self::CredentialExpired),
+            "router_key.init"
+            | "router_key.update_clients"
+            | "router_key.update_servers"
+            | "router_key.complete"
+            | "router_key.rollback"
+            | "router_key.dropped"
+                if success =>
+            {
+                Some(Self::RouterKeyPhase)
+            }
             _ => None,
         }
     }

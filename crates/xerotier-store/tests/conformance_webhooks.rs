@@ -70,11 +70,13 @@ per_backend!(each_security_action_writes_its_event_and_nothing_else_does, open, 
         ("aud_04", "agent.enroll", ("join_key", "jk_1"), Outcome::Denied),
         ("aud_05", "credential.overdue", ("api_key", "key_1"), Outcome::Success),
         ("aud_06", "credential.expired", ("workspace_credential", "agt_9/k"), Outcome::Success),
+        ("aud_07", "router_key.update_servers", ("router_key", "mesh"), Outcome::Success),
         // Not security events:
-        ("aud_07", "agent.curve_rotate", ("agent", "agt_1"), Outcome::Success),
-        ("aud_08", "agent.enroll", ("agent", "agt_2"), Outcome::Success),
-        ("aud_09", "agent.revoke_credentials", ("agent", "agt_1"), Outcome::Failed),
-        ("aud_10", "api_key.revoke", ("api_key", "key_1"), Outcome::Success),
+        ("aud_08", "agent.curve_rotate", ("agent", "agt_1"), Outcome::Success),
+        ("aud_09", "agent.enroll", ("agent", "agt_2"), Outcome::Success),
+        ("aud_10", "agent.revoke_credentials", ("agent", "agt_1"), Outcome::Failed),
+        ("aud_11", "api_key.revoke", ("api_key", "key_1"), Outcome::Success),
+        ("aud_12", "router_key.init", ("router_key", "tls"), Outcome::Denied),
     ];
     for (id, action, target, outcome) in cases {
         store.record_audit(&audit(id, action, target, outcome)).await.unwrap();
@@ -83,7 +85,7 @@ per_backend!(each_security_action_writes_its_event_and_nothing_else_does, open, 
     let types: Vec<&str> = events.iter().map(|(_, e)| e.event_type.as_str()).collect();
     let expected: Vec<&str> = SecurityEventType::ALL.iter().map(|t| t.as_str()).collect();
     assert_eq!(types, expected, "{}", db.backend);
-    assert_eq!(events.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(events.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6, 7]);
     for (_, event) in &events {
         assert_eq!(event.id, format!("sev_{}", event.audit_id.trim_start_matches("aud_")));
         let payload: serde_json::Value = serde_json::from_str(&event.payload).unwrap();
