@@ -118,25 +118,13 @@ pub const DEFAULT_MESH_KEY_OVERLAP_MS: i64 = 7 * 24 * 3_600_000;
 
 #[derive(Clone)]
 pub struct RouterKeyService {
-    inner: Arc<Inner>,
+    inner: Arc<RouterKeyParts>,
 }
 
 impl std::fmt::Debug for RouterKeyService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RouterKeyService").field("registry", &self.inner.registry).finish()
     }
-}
-
-struct Inner {
-    store: Store,
-    clock: SharedClock,
-    entropy: SharedEntropy,
-    ids: IdGenerator,
-    audit: AuditLog,
-    metrics: Metrics,
-    sealer: RouterKeySealer,
-    registry: RolloutRegistry,
-    mesh_key_overlap_ms: i64,
 }
 
 /// What the service is built from.
@@ -156,30 +144,7 @@ pub struct RouterKeyParts {
 
 impl RouterKeyService {
     pub fn new(parts: RouterKeyParts) -> Self {
-        let RouterKeyParts {
-            store,
-            clock,
-            entropy,
-            ids,
-            audit,
-            metrics,
-            sealer,
-            registry,
-            mesh_key_overlap_ms,
-        } = parts;
-        Self {
-            inner: Arc::new(Inner {
-                store,
-                clock,
-                entropy,
-                ids,
-                audit,
-                metrics,
-                sealer,
-                registry,
-                mesh_key_overlap_ms,
-            }),
-        }
+        Self { inner: Arc::new(parts) }
     }
 
     /// The injected clock's now, for views.
