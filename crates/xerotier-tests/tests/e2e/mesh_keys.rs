@@ -3,9 +3,9 @@
 //!
 //! What is shown: with three XEMs, one stopped for the whole rotation, the key moves through
 //! init → update_clients → update_servers → standby with a kill -9 of the router in every
-//! phase and of a XEM right after it acknowledged the new set (its file already
-//! holds it); no agent re-enrolls; the old key no longer completes a CURVE handshake; the
-//! stopped XEM comes back on its own with a signed HTTPS key fetch. A rollback from
+//! phase and of a XEM in every phase (in update_clients right after it acknowledged the new
+//! set: its file already holds it); no agent re-enrolls; the old key no longer completes a
+//! CURVE handshake; the stopped XEM comes back on its own with a signed HTTPS key fetch. A rollback from
 //! update_clients leaves every agent on the old key. The fetch refuses, alike, a forged,
 //! replayed, stale, unknown-agent, revoked-agent or wrong-kid request.
 
@@ -86,7 +86,7 @@ async fn the_mesh_key_rotates_with_a_xem_stopped_throughout_and_crashes_in_every
     for backend in backends().await {
         let mut router = Router::start_with(&backend, RouterOptions::fixed_ports()).await;
         let (mut a, id_a) = enrolled_xem(&router, "xem-mesh-a").await;
-        let (b, id_b) = enrolled_xem(&router, "xem-mesh-b").await;
+        let (mut b, id_b) = enrolled_xem(&router, "xem-mesh-b").await;
         let (mut c, id_c) = enrolled_xem(&router, "xem-mesh-c").await;
         let old = kid_in(&mesh_kind(&router).await, "current").expect("a current mesh key");
         assert_eq!(held_kids(&a), [old.as_str()], "[{}] enrolled with the key set", backend.name);
@@ -100,6 +100,10 @@ async fn the_mesh_key_rotates_with_a_xem_stopped_throughout_and_crashes_in_every
         assert_eq!(kind["phase"], "init", "[{}] the phase survives a crash: {kind}", backend.name);
         let new = kid_in(&kind, "next").expect("the new mesh key");
         assert_ne!(new, old);
+        // A XEM killed in init comes back on the key it holds.
+        b.kill();
+        b.restart();
+        router.wait_agent_status(&id_b, "active", AGENT_DEADLINE).await;
 
         rotate(&router, "update_clients").success();
         wait_held(&a, &[&old, &new]).await;
@@ -121,6 +125,9 @@ async fn the_mesh_key_rotates_with_a_xem_stopped_throughout_and_crashes_in_every
         router.kill();
         router.restart().await;
         assert_eq!(mesh_kind(&router).await["phase"], "update_servers", "[{}]", backend.name);
+        // A XEM killed while the servers switch comes back through the keys it holds.
+        b.kill();
+        b.restart();
         let since = now_ms();
         // The old key no longer completes a handshake: each XEM moves to the next key it holds
         // and keeps it first.
@@ -140,6 +147,9 @@ async fn the_mesh_key_rotates_with_a_xem_stopped_throughout_and_crashes_in_every
         assert_eq!(kid_in(&kind, "current").as_deref(), Some(new.as_str()), "[{}]", backend.name);
         wait_held(&a, &[&new]).await;
         wait_held(&b, &[&new]).await;
+        // And one killed after completion.
+        a.kill();
+        a.restart();
         router.kill();
         router.restart().await;
         let since = now_ms();
