@@ -170,9 +170,9 @@ impl PostureService {
             }
         }
         if filter.agent_id.is_none() && wants(CredentialKind::RouterKey) {
-            // The router's own keys in force (mesh, join signing); a rotation replaces the key,
-            // so a key's age runs from its creation.
-            for kind in ["mesh", "join_signing"] {
+            // The router's own keys in force (mesh, join signing, its TLS CA); a rotation
+            // replaces the key, so a key's age runs from its creation.
+            for kind in ["mesh", "join_signing", "tls"] {
                 for key in self.store.router_keys(kind).await? {
                     if key.status() != Some(RouterKeyStatus::Current) {
                         continue;
@@ -183,7 +183,10 @@ impl PostureService {
                         Seed {
                             kind: CredentialKind::RouterKey,
                             id: key.kid,
-                            name: format!("{kind} key"),
+                            name: match kind {
+                                "tls" => "TLS CA".to_string(),
+                                other => format!("{other} key"),
+                            },
                             owner: None,
                             agent_id: None,
                             region: None,
