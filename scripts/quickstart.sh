@@ -78,16 +78,16 @@ MASTER_KEY="$ROOT/master.key"
 PIDS+=($!)
 wait_for "the router" test -s "$ROOT/router/http.addr" || { cat "$ROOT/router.log" >&2; exit 1; }
 ADDR=$(cat "$ROOT/router/http.addr")
-# The router serves HTTPS with a CA of its own (created on first start, kept in its state dir).
+# The router serves HTTPS with a CA of its own (created on first start and kept sealed in its
+# store; the state dir holds its public certificate, tls/ca.pem, for clients).
 CA="$ROOT/router/tls/ca.pem"
 wait_for "the router's health check" curl -fsS --cacert "$CA" "https://$ADDR/healthz"
 REPLICA_LINES=""
 for i in $(seq 2 "$REPLICAS"); do
-  # Every replica presents the first one's certificate (its CA and server key, copied once),
-  # so clients, and a load balancer in front, trust one CA whichever replica answers.
+  # Every replica issues its certificate from the CA in the shared store, so clients, and a
+  # load balancer in front, trust one CA whichever replica answers.
   dir="$ROOT/router-$i"
   mkdir -p "$dir" && chmod 0700 "$dir"
-  [ -d "$dir/tls" ] || cp -a "$ROOT/router/tls" "$dir/tls"
   listen="${LISTEN%:*}:$(( ${LISTEN##*:} + i - 1 ))"
   mesh="${MESH%:*}:$(( ${MESH##*:} + i - 1 ))"
   rm -f "$dir/http.addr"
