@@ -26,17 +26,8 @@ pub fn load_ca(path: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
 /// the same as the pin a join key carries.
 pub use xerotier_tls::ca_fingerprint as fingerprint;
 
-/// A DER certificate as PEM text.
-pub fn pem(der: &[u8]) -> String {
-    use base64::Engine as _;
-    let body = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = body
-        .as_bytes()
-        .chunks(64)
-        .map(|chunk| std::str::from_utf8(chunk).unwrap_or_default())
-        .collect();
-    format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
-}
+/// A DER certificate as PEM text (the router writes its `ca.pem` with the same function).
+pub use xerotier_tls::certificate_pem as pem;
 
 /// Whether `expected` (as given to `--ca-fingerprint`) names the certificate `fingerprint`.
 pub fn fingerprint_matches(expected: &str, fingerprint: &str) -> bool {

@@ -122,6 +122,14 @@ pub fn tls_kid_of_pin(pin: &str) -> Option<String> {
     well_formed.then(|| format!("tls-{}", &hex[..16]))
 }
 
+/// The key ids an agent that holds `keys` and trusts `tls_ca_pins` acknowledges
+/// (`Frame::RouterKeysAck`): the mesh keys' kids in their order, then the TLS CAs' kids. The
+/// router compares a stored acknowledgement with the same list for the set it announces.
+pub fn router_keys_kids(keys: &[RouterMeshKey], tls_ca_pins: &[String]) -> Vec<String> {
+    let mesh = keys.iter().map(|k| k.kid.clone());
+    mesh.chain(tls_ca_pins.iter().filter_map(|pin| tls_kid_of_pin(pin))).collect()
+}
+
 /// One of the router's mesh CURVE public keys, named by its key id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

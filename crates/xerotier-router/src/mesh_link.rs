@@ -253,9 +253,7 @@ impl MeshLink {
 
     /// The key ids an agent holding exactly [`Self::router_keys_frame`] acknowledges.
     pub fn announced_kids(&self) -> Vec<String> {
-        let mesh = self.router_mesh_keys().into_iter().map(|k| k.kid);
-        let tls = self.tls_ca_pins();
-        mesh.chain(tls.iter().filter_map(|pin| xerotier_proto::mesh::tls_kid_of_pin(pin))).collect()
+        xerotier_proto::mesh::router_keys_kids(&self.router_mesh_keys(), &self.tls_ca_pins())
     }
 
     /// Sends [`Self::router_keys_frame`] to every live session here; returns how many.

@@ -34,9 +34,6 @@ const HTTP_DRAIN: Duration = Duration::from_secs(10);
 /// How long the mesh's tasks get to finish the frame or pass they are on.
 const TASKS_DRAIN: Duration = Duration::from_secs(10);
 
-/// Runs the router until SIGTERM/SIGINT (or a dead mesh thread), then stops in order: HTTP
-/// drains, background tasks finish and are joined, the mesh threads stop, and only then does
-/// the store close, so nothing is written to a closed store.
 /// The router's own TLS certificate: issued by the CA in the store (sealed), or on the first
 /// start by the CA a standalone certificate directory holds (an upgrade), or by a new one;
 /// the bootstrap then imports it.
@@ -61,6 +58,9 @@ async fn own_tls(
         .context("issuing the TLS certificate")
 }
 
+/// Runs the router until SIGTERM/SIGINT (or a dead mesh thread), then stops in order: HTTP
+/// drains, background tasks finish and are joined, the mesh threads stop, and only then does
+/// the store close, so nothing is written to a closed store.
 pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
     // First: without its master key the router can read none of its secrets, so it refuses
     // before it creates or touches anything.

@@ -161,8 +161,8 @@ pub(crate) fn pem_all(certs: &[CertificateDer<'_>]) -> String {
     certs.iter().map(|c| pem(c)).collect()
 }
 
-/// A DER certificate as PEM text.
-pub(crate) fn pem(der: &[u8]) -> String {
+/// A DER certificate as PEM text, base64 in 64-column lines.
+pub fn pem(der: &[u8]) -> String {
     use base64::Engine as _;
     let body = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = String::from("-----BEGIN CERTIFICATE-----\n");

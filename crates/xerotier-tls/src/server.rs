@@ -59,9 +59,8 @@ struct Held {
     issuing: CaMaterial,
     issuing_der: CertificateDer<'static>,
     also_trusted: Vec<CertificateDer<'static>>,
-    /// The old CA the issuing one is cross-signed by, and the certificates presented after
-    /// the issuing CA (the cross-signed one, then the old CA).
-    cross_by: Option<CertificateDer<'static>>,
+    /// The certificates presented after the issuing CA: empty, or (a CA rotation's
+    /// `update_servers`) the issuing CA cross-signed by the old one, then the old CA.
     extra: Vec<CertificateDer<'static>>,
 }
 
@@ -93,13 +92,7 @@ impl ServerTls {
         now: i64,
     ) -> Result<Self, TlsError> {
         let issuing_der = cert_der(&ca.cert_pem)?;
-        let held = Held {
-            issuing: ca,
-            issuing_der,
-            also_trusted: Vec::new(),
-            cross_by: None,
-            extra: Vec::new(),
-        };
+        let held = Held { issuing: ca, issuing_der, also_trusted: Vec::new(), extra: Vec::new() };
         Self::build(CertSource::Generated { dir, sans }, Some(held), now)
     }
 
@@ -189,16 +182,17 @@ impl ServerTls {
             && held.issuing_der == issuing_der
             && held.issuing.key_pem.expose_secret() == plan.issuing.key_pem.expose_secret()
             && held.also_trusted == also_trusted
-            && held.cross_by == cross_by
+            // The cross-signed certificate differs at every signing: the old CA after it names
+            // what it was cross-signed by.
+            && held.extra.last() == cross_by.as_ref()
         {
             return Ok(false);
         }
-        let extra = match (plan.cross_signed_by, &cross_by) {
-            (Some(old), Some(old_der)) => vec![cross_sign(plan.issuing, old)?, old_der.clone()],
+        let extra = match (plan.cross_signed_by, cross_by) {
+            (Some(old), Some(old_der)) => vec![cross_sign(plan.issuing, old)?, old_der],
             _ => Vec::new(),
         };
-        let held =
-            Held { issuing: plan.issuing.clone(), issuing_der, also_trusted, cross_by, extra };
+        let held = Held { issuing: plan.issuing.clone(), issuing_der, also_trusted, extra };
         let (key, state) = read_source(&self.source, Some(&held), now)?;
         *self.current.0.write() = Arc::new(key);
         *self.state.lock() = state;

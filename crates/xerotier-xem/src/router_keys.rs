@@ -12,7 +12,7 @@ use xerotier_credentials::{SigningKeyPair, fingerprint, parse_curve_public};
 use xerotier_proto::ErrorEnvelope;
 use xerotier_proto::agents::{RouterKeysRequest, RouterKeysResponse, router_keys_signing_input};
 use xerotier_proto::mesh::{
-    MAX_ROUTER_MESH_KEYS, MAX_ROUTER_TLS_CAS, RouterMeshKey, tls_kid_of_pin,
+    MAX_ROUTER_MESH_KEYS, MAX_ROUTER_TLS_CAS, RouterMeshKey, router_keys_kids, tls_kid_of_pin,
 };
 
 use crate::identity::{self, Identity};
@@ -53,8 +53,7 @@ pub fn validate_pins(pins: &[String]) -> Result<(), KeySetError> {
 
 /// The key ids an acknowledgement names: the mesh keys held, then the TLS CAs trusted.
 pub fn held_kids(identity: &Identity) -> Vec<String> {
-    let mesh = key_set(identity).into_iter().map(|k| k.kid);
-    mesh.chain(identity.tls_ca_pins.iter().filter_map(|pin| tls_kid_of_pin(pin))).collect()
+    router_keys_kids(&key_set(identity), &identity.tls_ca_pins)
 }
 
 /// The id of a router mesh key, from its Z85 text; `None` when it is not a CURVE key.

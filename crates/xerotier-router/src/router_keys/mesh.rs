@@ -16,7 +16,7 @@ use secrecy::ExposeSecret;
 use xerotier_core::{SharedClock, UnixMillis};
 use xerotier_credentials::CurveKeyPair;
 use xerotier_proto::mesh::{MAX_ROUTER_MESH_KEYS, MAX_ROUTER_TLS_CAS, RouterMeshKey};
-use xerotier_store::{AgentRecord, Store};
+use xerotier_store::{AgentRecord, RouterKeyAck, Store};
 
 use super::rollout::{
     KindRollout, RolloutError, RolloutFuture, RolloutProgress, RotationPhase, RouterKeyKind,
@@ -121,35 +121,55 @@ impl MeshRollout {
     }
 
     async fn measure(&self, state: &RouterKeyState) -> Result<RolloutProgress, RolloutError> {
-        let now = self.clock.now_millis();
-        let live = live_agents(&self.store, now).await?;
-        let total = u64::try_from(live.len()).unwrap_or(u64::MAX);
-        let Some(next) = &state.next else {
-            return Ok(RolloutProgress { moved: total, total, ready: true });
-        };
-        let moved_when: fn(&xerotier_store::RouterKeyAck, &str) -> bool = match state.phase {
-            RotationPhase::UpdateClients => |ack, kid| ack.kids.iter().any(|k| k == kid),
-            RotationPhase::UpdateServers => |ack, kid| ack.seen_kid.as_deref() == Some(kid),
-            _ => return Ok(RolloutProgress { moved: total, total, ready: true }),
-        };
-        let acks = self.store.router_key_acks().await?;
-        let moved = live
-            .iter()
-            .filter(|agent| {
-                acks.iter().any(|ack| ack.agent_id == agent.id && moved_when(ack, &next.kid))
-            })
-            .count();
-        let moved = u64::try_from(moved).unwrap_or(u64::MAX);
-        Ok(RolloutProgress { moved, total, ready: moved >= total })
+        let moving = state.next.as_ref().and_then(|next| {
+            let moved_when: MovedWhen = match state.phase {
+                RotationPhase::UpdateClients => ack_holds,
+                RotationPhase::UpdateServers => came_in_on,
+                _ => return None,
+            };
+            Some((moved_when, next.kid.as_str()))
+        });
+        live_progress(&self.store, self.clock.now_millis(), moving).await
     }
+}
+
+/// Whether an agent's stored acknowledgement shows it moved to the key `kid`.
+pub(super) type MovedWhen = fn(&RouterKeyAck, &str) -> bool;
+
+/// The agent acknowledged a set holding `kid` (update_clients, of the mesh key and the TLS CA).
+pub(super) fn ack_holds(ack: &RouterKeyAck, kid: &str) -> bool {
+    ack.kids.iter().any(|k| k == kid)
+}
+
+/// The agent said hello on the mesh key `kid` (update_servers).
+fn came_in_on(ack: &RouterKeyAck, kid: &str) -> bool {
+    ack.seen_kid.as_deref() == Some(kid)
+}
+
+/// How many live agents have moved to the key of `moving`, of all live agents; with `None`
+/// the phase waits for nobody and every live agent counts as moved.
+pub(super) async fn live_progress(
+    store: &Store,
+    now: UnixMillis,
+    moving: Option<(MovedWhen, &str)>,
+) -> Result<RolloutProgress, RolloutError> {
+    let live = live_agents(store, now).await?;
+    let total = u64::try_from(live.len()).unwrap_or(u64::MAX);
+    let Some((moved_when, kid)) = moving else {
+        return Ok(RolloutProgress { moved: total, total, ready: true });
+    };
+    let acks = store.router_key_acks().await?;
+    let moved = live
+        .iter()
+        .filter(|agent| acks.iter().any(|ack| ack.agent_id == agent.id && moved_when(ack, kid)))
+        .count();
+    let moved = u64::try_from(moved).unwrap_or(u64::MAX);
+    Ok(RolloutProgress { moved, total, ready: moved >= total })
 }
 
 /// Agents that are not revoked and renewed their lease within [`LIVE_INTERVALS`] of their
 /// own intervals.
-pub(super) async fn live_agents(
-    store: &Store,
-    now: UnixMillis,
-) -> Result<Vec<AgentRecord>, RolloutError> {
+async fn live_agents(store: &Store, now: UnixMillis) -> Result<Vec<AgentRecord>, RolloutError> {
     let heard = store.agents_heard_since(now - LIVE_READ_WINDOW_MS).await?;
     Ok(heard
         .into_iter()

@@ -156,6 +156,15 @@ impl RouterKeyService {
         self.inner.registry.get(kind)
     }
 
+    /// Why `kind` cannot rotate here, if it cannot (shown in its status, and the refusal of
+    /// any phase change).
+    fn unavailable(&self, kind: RouterKeyKind) -> Option<String> {
+        match self.rollout(kind) {
+            None => Some(format!("{} key rotation is not available in this build", kind.as_str())),
+            Some(rollout) => rollout.unavailable(),
+        }
+    }
+
     /// Imports the identity's keys as each kind's `current` key when the kind has none (the
     /// first start after the upgrade; racing replicas import one). From then on `router_keys`
     /// is the source of truth.
@@ -264,10 +273,7 @@ impl RouterKeyService {
 
     /// The TLS CA in force (`current`), as the store has it; `None` before the first import.
     pub async fn current_tls_ca(&self) -> Result<Option<xerotier_tls::CaMaterial>, ServiceError> {
-        Ok(self.state(RouterKeyKind::Tls).await?.map(|state| xerotier_tls::CaMaterial {
-            cert_pem: state.current.public,
-            key_pem: state.current.secret,
-        }))
+        Ok(self.state(RouterKeyKind::Tls).await?.map(|state| super::tls::ca(&state.current)))
     }
 
     /// Makes this replica match the store for `kind` (on start, after a change here, on
@@ -328,10 +334,7 @@ impl RouterKeyService {
             .into_iter()
             .filter(|k| k.status() != Some(RouterKeyStatus::Retired))
             .collect();
-        let unavailable = match self.rollout(kind) {
-            None => Some(format!("{} key rotation is not available in this build", kind.as_str())),
-            Some(rollout) => rollout.unavailable(),
-        };
+        let unavailable = self.unavailable(kind);
         Ok(KindStatus {
             kind,
             phase: state.map_or(RotationPhase::Standby, |s| s.phase),
@@ -358,18 +361,8 @@ impl RouterKeyService {
         to: RotationPhase,
         force: bool,
     ) -> Result<Plan, ServiceError> {
-        match self.rollout(kind) {
-            None => {
-                return Err(conflict(format!(
-                    "{} key rotation is not available in this build",
-                    kind.as_str()
-                )));
-            }
-            Some(rollout) => {
-                if let Some(why) = rollout.unavailable() {
-                    return Err(conflict(why));
-                }
-            }
+        if let Some(why) = self.unavailable(kind) {
+            return Err(conflict(why));
         }
         let state = self
             .state(kind)

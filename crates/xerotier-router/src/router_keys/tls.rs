@@ -21,6 +21,7 @@ use xerotier_core::SharedClock;
 use xerotier_store::Store;
 use xerotier_tls::{CaMaterial, CaPlan, ca_fingerprint, cert_der};
 
+use super::mesh;
 use super::rollout::{
     KindRollout, RolloutError, RolloutFuture, RolloutProgress, RotationPhase, RouterKeyKind,
     RouterKeyMaterial, RouterKeyState,
@@ -56,7 +57,8 @@ pub fn pin_of(public_pem: &str) -> Result<String, RolloutError> {
     Ok(ca_fingerprint(&der))
 }
 
-fn ca(key: &RouterKeyMaterial) -> CaMaterial {
+/// A TLS kind's key as the CA it is.
+pub fn ca(key: &RouterKeyMaterial) -> CaMaterial {
     CaMaterial { cert_pem: key.public.clone(), key_pem: key.secret.clone() }
 }
 
@@ -111,21 +113,15 @@ impl TlsRollout {
     }
 
     async fn measure(&self, state: &RouterKeyState) -> Result<RolloutProgress, RolloutError> {
-        let now = self.clock.now_millis();
-        let live = super::mesh::live_agents(&self.store, now).await?;
-        let total = u64::try_from(live.len()).unwrap_or(u64::MAX);
-        let (RotationPhase::UpdateClients, Some(next)) = (state.phase, &state.next) else {
-            return Ok(RolloutProgress { moved: total, total, ready: true });
+        // Only update_clients waits for agents (to trust the new CA); the servers' switch and
+        // the old CA's drop wait for nobody: the cross-signed chain covers stragglers.
+        let moving = match (state.phase, &state.next) {
+            (RotationPhase::UpdateClients, Some(next)) => {
+                Some((mesh::ack_holds as mesh::MovedWhen, next.kid.as_str()))
+            }
+            _ => None,
         };
-        let acks = self.store.router_key_acks().await?;
-        let moved = live
-            .iter()
-            .filter(|agent| {
-                acks.iter().any(|ack| ack.agent_id == agent.id && ack.kids.contains(&next.kid))
-            })
-            .count();
-        let moved = u64::try_from(moved).unwrap_or(u64::MAX);
-        Ok(RolloutProgress { moved, total, ready: moved >= total })
+        mesh::live_progress(&self.store, self.clock.now_millis(), moving).await
     }
 }
 

@@ -224,14 +224,21 @@ fn request(id: &str, kid: &str, key: &SigningKeyPair, timestamp_ms: i64, nonce: 
     })
 }
 
+/// An enrolled XEM, its agent id, its signing key (as a key fetch is signed with) and the kid
+/// it holds first.
+async fn fetching_xem(router: &Router, name: &str) -> (Xem, String, SigningKeyPair, String) {
+    let (xem, id) = enrolled_xem(router, name).await;
+    let text = std::fs::read_to_string(xem.signing_key_path()).unwrap();
+    let key = SigningKeyPair::from_secret_hex(text.trim()).unwrap();
+    let kid = held_kids(&xem).first().cloned().unwrap();
+    (xem, id, key, kid)
+}
+
 #[tokio::test]
 async fn a_forged_replayed_stale_or_misdirected_key_fetch_is_refused_alike() {
     for backend in backends().await {
         let router = Router::start(&backend).await;
-        let (xem, id) = enrolled_xem(&router, "xem-fetch").await;
-        let text = std::fs::read_to_string(xem.signing_key_path()).unwrap();
-        let key = SigningKeyPair::from_secret_hex(text.trim()).unwrap();
-        let kid = held_kids(&xem).first().cloned().unwrap();
+        let (_xem, id, key, kid) = fetching_xem(&router, "xem-fetch").await;
         let now = i64::try_from(now_ms()).unwrap();
         let fetch = |body: Value| {
             let api = router.api();
@@ -286,10 +293,7 @@ async fn a_forged_replayed_stale_or_misdirected_key_fetch_is_refused_alike() {
 async fn a_flood_of_forged_key_fetches_is_refused_recorded_at_a_bounded_rate_and_starves_no_one() {
     for backend in backends().await {
         let router = Router::start(&backend).await;
-        let (xem, id) = enrolled_xem(&router, "xem-fetch-flood").await;
-        let text = std::fs::read_to_string(xem.signing_key_path()).unwrap();
-        let key = SigningKeyPair::from_secret_hex(text.trim()).unwrap();
-        let kid = held_kids(&xem).first().cloned().unwrap();
+        let (_xem, id, key, kid) = fetching_xem(&router, "xem-fetch-flood").await;
         let forger = SigningKeyPair::generate(&SeededEntropy::new(21));
         let now = i64::try_from(now_ms()).unwrap();
         const FLOOD: usize = 600;
