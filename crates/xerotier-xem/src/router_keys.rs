@@ -298,6 +298,41 @@ mod tests {
         assert_eq!(held.router_curve_key, key(2).public_key, "the first is tried first");
     }
 
+    /// What a compromised router (or anything on the session) could send as TLS CAs to trust:
+    /// too many, malformed or repeated pins are refused with the whole set, the held keys and
+    /// pins stay on disk as they were; a good set replaces the pins and names them in the ack.
+    #[test]
+    fn tls_pins_that_are_too_many_malformed_or_repeated_are_refused_with_the_whole_set() {
+        let pin = |b: &str| format!("sha256:{}", b.repeat(32));
+        let dir = tempfile::tempdir().unwrap();
+        let mut held = identity();
+        adopt_with_pins(dir.path(), &mut held, vec![key(1)], vec![pin("ab")]).unwrap();
+        let hostile = [
+            vec![pin("01"), pin("02"), pin("03")],
+            vec![pin("ab"), pin("ab")],
+            vec!["sha256:AB".to_string()],
+            vec![format!("sha1:{}", "ab".repeat(32))],
+            vec![pin("ab").to_uppercase()],
+            vec![format!("{}0", pin("ab"))],
+        ];
+        for pins in hostile {
+            let refused = adopt_with_pins(dir.path(), &mut held, vec![key(2)], pins.clone());
+            assert!(refused.is_err(), "{pins:?}");
+            let on_disk = identity::load(dir.path()).unwrap().unwrap();
+            assert_eq!((key_set(&on_disk), on_disk.tls_ca_pins), (vec![key(1)], vec![pin("ab")]));
+            assert_eq!(held.tls_ca_pins, vec![pin("ab")], "kept in memory too");
+        }
+        // An empty list leaves the pins held; a good one replaces them.
+        adopt_with_pins(dir.path(), &mut held, vec![key(1)], Vec::new()).unwrap();
+        assert_eq!(held.tls_ca_pins, vec![pin("ab")]);
+        adopt_with_pins(dir.path(), &mut held, vec![key(1)], vec![pin("cd"), pin("ab")]).unwrap();
+        let kids = held_kids(&held);
+        assert_eq!(
+            kids,
+            vec![key(1).kid, format!("tls-{}", "cd".repeat(8)), format!("tls-{}", "ab".repeat(8))]
+        );
+    }
+
     #[test]
     fn a_signed_request_verifies_against_its_own_fields_only() {
         let signing = SigningKeyPair::generate(&SeededEntropy::new(9));
