@@ -17,6 +17,18 @@ use crate::socket::require_curve;
 use crate::{AllowList, MeshError, zap};
 
 const POLL_MS: i64 = 100;
+/// Messages one connection may have waiting in the router (its ROUTER pipe's high-water mark).
+const INBOUND_PER_PEER: i32 = 256;
+/// Messages read in one round before the outbound queue is served again: a busy inbound side
+/// never holds back the answers (lease acknowledgements) waiting to go out.
+const INBOUND_PER_ROUND: usize = 256;
+/// Messages over their agent's cap read before the I/O thread stops reading for
+/// `OVER_CAP_PAUSE_MS`. Reading a flood only to drop it costs its CURVE decryption and a read
+/// per message; pausing instead lets the flooder's pipe fill, libzmq stop reading its
+/// connection, and its own sends block. Other agents' messages wait at most one pause, and
+/// are read in turn with the flooder's (libzmq's ROUTER socket reads its peers round-robin).
+const OVER_CAP_PER_PAUSE: u32 = 16;
+const OVER_CAP_PAUSE_MS: i64 = 1;
 static NEXT_OUTBOUND: AtomicU64 = AtomicU64::new(0);
 
 /// Why an inbound message never reached the application.
@@ -229,7 +241,11 @@ fn bind_router(
     router.set_maxmsgsize(i64::try_from(MAX_FRAME_BYTES).unwrap_or(i64::MAX))?;
     router.set_linger(0)?;
     router.set_sndhwm(100_000)?;
-    router.set_rcvhwm(100_000)?;
+    // Per connection: what one peer can have waiting before libzmq stops reading its TCP
+    // stream. Small, so a peer the I/O thread reads slowly (see `OVER_CAP_PER_PAUSE`) is held
+    // back by its own transport, and what it can make the router buffer stays bounded
+    // (`INBOUND_PER_PEER` × `MAX_FRAME_BYTES`).
+    router.set_rcvhwm(INBOUND_PER_PEER)?;
     router.set_heartbeat_ivl(5_000)?;
     router.set_heartbeat_timeout(15_000)?;
     router.bind(bind).map_err(|source| MeshError::Bind { addr: bind.to_string(), source })?;
@@ -373,7 +389,12 @@ fn pump(
     stop: &AtomicBool,
     endpoint: &Rebind<'_>,
 ) -> Result<(), MeshError> {
+    let mut over_cap = 0u32;
     while !stop.load(Ordering::Relaxed) {
+        if over_cap >= OVER_CAP_PER_PAUSE {
+            over_cap = 0;
+            serve_outbound_only(outbound, &router)?;
+        }
         if let Some((number, secret)) = endpoint.rekey.take() {
             // What was queued before the rekey (the new key set, told to every live session)
             // goes out on the old sessions first; the old socket lingers to deliver it.
@@ -392,8 +413,13 @@ fn pump(
         }
         let (inbound_ready, outbound_ready) = (items[0].is_readable(), items[1].is_readable());
         if inbound_ready {
-            while let Some(event) = receive(router, allow, caps.as_deref_mut())? {
+            for _ in 0..INBOUND_PER_ROUND {
+                let Some(event) = receive(router, allow, caps.as_deref_mut())? else { break };
                 if matches!(event, MeshEvent::Skipped) {
+                    over_cap += 1;
+                    if over_cap >= OVER_CAP_PER_PAUSE {
+                        break;
+                    }
                     continue;
                 }
                 if !deliver(events, event, stop) {
@@ -404,6 +430,20 @@ fn pump(
         if outbound_ready {
             forward(outbound, router)?;
         }
+    }
+    Ok(())
+}
+
+/// The pause of [`OVER_CAP_PER_PAUSE`]: waits up to [`OVER_CAP_PAUSE_MS`] for the outbound
+/// queue only, and forwards what it holds.
+fn serve_outbound_only(outbound: &zmq::Socket, router: &zmq::Socket) -> Result<(), MeshError> {
+    let mut items = [outbound.as_poll_item(zmq::POLLIN)];
+    match zmq::poll(&mut items, OVER_CAP_PAUSE_MS) {
+        Ok(_) | Err(zmq::Error::EINTR) => {}
+        Err(err) => return Err(err.into()),
+    }
+    if items[0].is_readable() {
+        forward(outbound, router)?;
     }
     Ok(())
 }
