@@ -2,6 +2,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
+mod common;
+use common::hello;
+
 use std::time::Duration;
 
 use tokio::sync::mpsc::Receiver;
@@ -14,15 +17,6 @@ use xerotier_mesh::{
 use xerotier_proto::mesh::Frame;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn hello(agent_id: &str) -> Frame {
-    Frame::Hello {
-        agent_id: agent_id.into(),
-        xem_version: "test".into(),
-        manifest_hash: "h".into(),
-        manifest_version: 1,
-    }
-}
 
 struct Setup {
     server: MeshServer,

@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
+mod common;
+use common::hello;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,15 +22,6 @@ use xerotier_proto::mesh::{self, Frame};
 const FLOOD: Duration = Duration::from_secs(2);
 /// What the I/O thread may read of a flood per millisecond (its `OVER_CAP_PER_PAUSE`).
 const OVER_CAP_PER_MS: u64 = 16;
-
-fn hello(agent_id: &str) -> Frame {
-    Frame::Hello {
-        agent_id: agent_id.into(),
-        xem_version: "test".into(),
-        manifest_hash: "h".into(),
-        manifest_version: 1,
-    }
-}
 
 /// Sends hellos as fast as the socket takes them (blocking while its queue is full) until
 /// `stop`; returns how many were taken.

@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
+mod common;
+use common::hello;
+
 use std::time::Duration;
 
 use tokio::sync::mpsc::Receiver;
@@ -11,18 +14,8 @@ use tokio::time::{Instant, timeout};
 use xerotier_core::SeededEntropy;
 use xerotier_credentials::CurveKeyPair;
 use xerotier_mesh::{AllowList, ClientEvent, ClientKeys, MeshClient, MeshEvent, MeshServer};
-use xerotier_proto::mesh::Frame;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn hello(agent_id: &str) -> Frame {
-    Frame::Hello {
-        agent_id: agent_id.into(),
-        xem_version: "test".into(),
-        manifest_hash: "h".into(),
-        manifest_version: 1,
-    }
-}
 
 fn client(
     endpoint: &str,
