@@ -226,7 +226,7 @@ enum Command {
         max_failures: u32,
         /// Worker processes holding the agents (each agent takes four file descriptors
         /// here; a process holds at most its `ulimit -n`).
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 4)]
         processes: usize,
         /// Threads driving the agents, per worker process.
         #[arg(long, default_value_t = 2)]
