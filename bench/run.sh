@@ -533,8 +533,9 @@ PY
 fi
 echo
 if want fleet10k; then
-# 10,000 simulated agents spread over 3 replicas on one PostgreSQL (issue 12). Long (about
-# 5-10 minutes), so not in the default SECTIONS: `SECTIONS=fleet10k bench/run.sh`.
+# 10,000 simulated agents spread over 3 replicas on one PostgreSQL (issue 12). Long (15-20
+# minutes on the 2-core machine, the rotation bounded by the 15-minute window), so not in the
+# default SECTIONS: `SECTIONS=fleet10k bench/run.sh`.
 # `xerotier-bench fleet-replicas`: agents enrolled round-robin through the replicas (retried
 # with backoff while one answers 503), each holding its CURVE session with the replica it
 # enrolled with; every lease renewal sent for FLEET10K_SECONDS counted against its
