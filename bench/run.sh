@@ -531,6 +531,64 @@ for label, on, path in (("one router alone (no replicas)", "the same router", sy
 print(f"(floor on C, mesh round trip + crypto: p50 {floor['p50_ms']:.3f} ms, p99 {floor['p99_ms']:.3f} ms)")
 PY
 fi
+echo
+if want fleet10k; then
+# 10,000 simulated agents spread over 3 replicas on one PostgreSQL (issue 12). Long (15-20
+# minutes on the 2-core machine, the rotation bounded by the 15-minute window), so not in the
+# default SECTIONS: `SECTIONS=fleet10k bench/run.sh`.
+# `xerotier-bench fleet-replicas`: agents enrolled round-robin through the replicas (retried
+# with backoff while one answers 503), each holding its CURVE session with the replica it
+# enrolled with; every lease renewal sent for FLEET10K_SECONDS counted against its
+# acknowledgement, per replica; each replica's VmRSS idle → after enrollment → connected →
+# loaded → after the rotation; then one `curve_rotate` operation over all of them (requested
+# through the first replica), request → `completed`. FLEET10K_AGENTS (10000), FLEET10K_REPLICAS
+# (3), FLEET10K_LEASE_MS (10000, the XEM's default interval), FLEET10K_SECONDS (60),
+# FLEET10K_WAVE_SIZE (500, the router's maximum), FLEET10K_PROCESSES (worker processes holding
+# the agents, 4), FLEET10K_DRIVERS (threads driving the agents per worker, 2),
+# FLEET10K_CONNECT_RATE (agents connected per second, 1000).
+# Every agent holds a TCP connection and three ZeroMQ sockets (four descriptors) in its worker,
+# and a session in its replica: the descriptor limit is raised as far as the hard limit allows
+# before the replicas start (they inherit it); with a hard limit of 20,000, one process holds
+# at most about 4,900 agents, hence the workers (4: room for the sockets a reconnect opens
+# before the old ones are closed).
+ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+F10K_N="${FLEET10K_REPLICAS:-3}"
+url=$(fresh_pg fleet10k)
+start_replicas fleet10k "$F10K_N" "$url"
+f10k_args=()
+for i in $(seq 1 "$F10K_N"); do f10k_args+=(--base-url "http://${ADDRS[$((i - 1))]}" --pid "$(router_pid "fleet10k-$i")"); done
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); open files limit $(ulimit -n)" >"$OUT/fleet10k.load"
+./target/release/xerotier-bench fleet-replicas "${f10k_args[@]}" --api-key "$KEY" \
+  --agents "${FLEET10K_AGENTS:-10000}" --lease-ms "${FLEET10K_LEASE_MS:-10000}" --seconds "${FLEET10K_SECONDS:-60}" \
+  --wave-size "${FLEET10K_WAVE_SIZE:-500}" --processes "${FLEET10K_PROCESSES:-4}" --drivers "${FLEET10K_DRIVERS:-2}" --connect-per-second "${FLEET10K_CONNECT_RATE:-1000}" \
+  --clk-tck "$(getconf CLK_TCK)" >"$OUT/fleet10k.json" 2>"$OUT/fleet10k.err" || { tail -20 "$OUT/fleet10k.err" >&2; exit 1; }
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/fleet10k.load"
+stop_replicas fleet10k "$F10K_N"
+f10k_fences=$(cat "$OUT"/fleet10k-*/router.log | grep -c "replica FENCED" || true)
+python3 - "$OUT/fleet10k.json" "$f10k_fences" <<'PY'
+import json, math, sys
+r = json.load(open(sys.argv[1])); mib = lambda k: k / 1024
+print(f"| replica | agents | renewals sent | acknowledged | not queued | ack p50 / p99 ms (all) | RSS idle → enrolled → connected → loaded → after rotation (MiB) | MiB per agent (loaded − idle) | CPU while renewing (% of one core) | enroll retries (503) | promoted |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+for i, p in enumerate(r['per_replica']):
+    rss = " → ".join(f"{mib(p[k]):.0f}" for k in ('rss_idle_kib', 'rss_enrolled_kib', 'rss_connected_kib', 'rss_loaded_kib', 'rss_rotated_kib'))
+    print(f"| {chr(65 + i)} | {p['agents']} | {p['sent']['renewing']} | {p['acked']['renewing']} | {p['unsent']['renewing']} | | {rss} | {p['mib_per_agent_loaded']:.4f} | {p['cpu_pct_renewing']:.1f} | {p['enroll_retries']} | {p['promotions']} |")
+print(f"| all | {r['enrolled']} of {r['agents']} | {r['sent']} | {r['acked']} | {r['unsent']} | {r['p50_ms']:.1f} / {r['p99_ms']:.1f} | | | | | {r['promoted']} |")
+op = r['operation']; waves = math.ceil(r['enrolled'] / r['wave_size'])
+print()
+print("| agents | replicas | wave size | waves | operation status | time to completed (s) | succeeded | failed | skipped | promoted (agents' side) | last promotion (s) | all renewing on the new key (s) | renewals during the rotation sent / acknowledged |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print(f"| {r['enrolled']} | {r['replicas']} | {r['wave_size']} | {waves} | {op.get('status')} | {r['completion_ms']/1000:.1f} | {op.get('succeeded')} | {op.get('failed')} | {op.get('skipped')} | {r['promoted']} | {r['last_promotion_ms']/1000:.1f} | {r['all_on_new_key_ms']/1000:.1f} ({r['on_new_key']} agents) | {r['sent_rotating']} / {r['acked_rotating']} |")
+print(f"(lease {r['lease_ms']} ms, renewals counted for {r['renewing_ms']/1000:.1f} s; enrollment {r['enroll_ms']/1000:.1f} s; "
+      f"{r['connected']} agents acknowledged {r['connect_ms']/1000:.1f} s after the first connect; sessions per replica as they report them: "
+      f"{', '.join(str(x.get('sessions')) for x in r['sessions_reported']) if isinstance(r['sessions_reported'], list) else r['sessions_reported']}; "
+      f"silent reconnects {r['silent_reconnects']}, rotation failures heard {r['rotation_failed_frames']}, simulator errors {r['simulator_errors']}; "
+      f"fences logged {sys.argv[2]}; bench process RSS {mib(r['bench_rss_kib']):.0f} MiB and {r['bench_cpu_pct_renewing']:.0f}% of one core while renewing, {r['processes']} worker processes, {r['drivers']} driver threads in all)")
+if r['first_problem'] or r['first_enroll_error']:
+    print(f"(first problem: {r['first_problem']}; first enrollment error: {r['first_enroll_error']})")
+PY
+cat "$OUT/fleet10k.load"
+fi
 # ---------------------------------------------------------------------------------------------
 echo
 if want fairness; then

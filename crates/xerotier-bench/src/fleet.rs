@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use xerotier_core::{IdGenerator, IdKind, OsEntropy, SystemClock};
 use xerotier_credentials::{CurveKeyPair, JoinTokenSigner, SigningKeyPair};
 use xerotier_mesh::{ClientKeys, configure_client_socket};
@@ -24,6 +24,22 @@ pub struct Enrolled {
     pub answer: EnrollResponse,
 }
 
+/// A step of an enrollment answered with an unexpected HTTP status.
+#[derive(Debug)]
+pub struct HttpStatusError {
+    pub step: &'static str,
+    pub status: u16,
+    pub body: String,
+}
+
+impl std::fmt::Display for HttpStatusError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} answered {}: {}", self.step, self.status, self.body)
+    }
+}
+
+impl std::error::Error for HttpStatusError {}
+
 /// Mints a join key and enrolls with it: the whole operator + host round trip.
 pub async fn mint_and_enroll(
     client: &reqwest::Client,
@@ -32,6 +48,19 @@ pub async fn mint_and_enroll(
     name: &str,
     router_addr: Option<&str>,
 ) -> anyhow::Result<(Enrolled, SigningKeyPair)> {
+    mint_and_enroll_with(client, base_url, api_key, name, router_addr, LEASE_INTERVAL_MS).await
+}
+
+/// [`mint_and_enroll`] with the lease interval `lease_ms`; an unexpected status is an
+/// [`HttpStatusError`].
+pub async fn mint_and_enroll_with(
+    client: &reqwest::Client,
+    base_url: &str,
+    api_key: &str,
+    name: &str,
+    router_addr: Option<&str>,
+    lease_ms: u64,
+) -> anyhow::Result<(Enrolled, SigningKeyPair)> {
     let minted = client
         .post(format!("{base_url}/v1/management/join-keys"))
         .bearer_auth(api_key)
@@ -39,7 +68,9 @@ pub async fn mint_and_enroll(
         .send()
         .await?;
     if minted.status() != 201 {
-        bail!("mint answered {}: {}", minted.status(), minted.text().await.unwrap_or_default());
+        let status = minted.status().as_u16();
+        let body = minted.text().await.unwrap_or_default();
+        return Err(HttpStatusError { step: "mint", status, body }.into());
     }
     let issued: IssuedJoinKey = minted.json().await?;
     let curve = CurveKeyPair::generate(&OsEntropy);
@@ -50,15 +81,13 @@ pub async fn mint_and_enroll(
         curve_public_key: curve.public_z85(),
         signing_public_key: signing.public_hex(),
         manifest: CapabilityManifest { version: 1, tools: Vec::new(), workspaces: Vec::new() },
-        lease_renewal_interval_ms: Some(LEASE_INTERVAL_MS),
+        lease_renewal_interval_ms: Some(lease_ms),
     };
     let enrolled = client.post(format!("{base_url}/v1/enroll")).json(&request).send().await?;
     if enrolled.status() != 200 {
-        bail!(
-            "enroll answered {}: {}",
-            enrolled.status(),
-            enrolled.text().await.unwrap_or_default()
-        );
+        let status = enrolled.status().as_u16();
+        let body = enrolled.text().await.unwrap_or_default();
+        return Err(HttpStatusError { step: "enroll", status, body }.into());
     }
     Ok((Enrolled { curve, answer: enrolled.json().await? }, signing))
 }

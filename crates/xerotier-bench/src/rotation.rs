@@ -27,7 +27,7 @@ const SILENCE_BEFORE_RECONNECT: Duration = Duration::from_millis(3 * LEASE_INTER
 /// Agents per ZeroMQ context: libzmq's default cap is 1,023 sockets per context (past it a new
 /// socket fails with EMFILE), each agent holds three (its DEALER, the monitor libzmq attaches
 /// to it, the monitor's reader), and a reconnect briefly holds the closing ones too.
-const AGENTS_PER_CONTEXT: usize = 150;
+pub const AGENTS_PER_CONTEXT: usize = 150;
 /// Names each connection's monitor endpoint apart.
 static MONITORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -47,13 +47,13 @@ pub enum SimEvent {
 }
 
 /// A simulated agent that answers CURVE rotations and router key sets like the XEM does.
-struct SimAgent {
-    enrolled: Enrolled,
+pub struct SimAgent {
+    pub enrolled: Enrolled,
     signing: SigningKeyPair,
     context: zmq::Context,
-    socket: zmq::Socket,
+    pub socket: zmq::Socket,
     /// The connection's monitor: its `DISCONNECTED` events (the XEM's `ClientEvent`).
-    monitor: zmq::Socket,
+    pub monitor: zmq::Socket,
     /// The router key (Z85) this connection was opened with.
     connected_key: String,
     /// The request, and the new CURVE and signing keys it acknowledged.
@@ -65,6 +65,10 @@ struct SimAgent {
     /// A frame arrived on this connection: the XEM's `handshaken`.
     heard: bool,
     last_heard: Instant,
+    /// Silence after which a lease tick reconnects instead of renewing (3 lease intervals).
+    silence: Duration,
+    /// Frames the socket refused to queue (`send` with `DONTWAIT` failed).
+    pub send_failures: u64,
 }
 
 impl SimAgent {
@@ -72,6 +76,17 @@ impl SimAgent {
         context: zmq::Context,
         enrolled: Enrolled,
         signing: SigningKeyPair,
+    ) -> anyhow::Result<Self> {
+        Self::connect_with(context, enrolled, signing, SILENCE_BEFORE_RECONNECT)
+    }
+
+    /// [`SimAgent::connect`] for an agent enrolled with another lease interval: `silence` is
+    /// its bound before a reconnect (the XEM's: 3 lease intervals).
+    pub fn connect_with(
+        context: zmq::Context,
+        enrolled: Enrolled,
+        signing: SigningKeyPair,
+        silence: Duration,
     ) -> anyhow::Result<Self> {
         let answer = &enrolled.answer;
         let router_keys = if answer.router_mesh_keys.is_empty() {
@@ -95,11 +110,15 @@ impl SimAgent {
             key_index: 0,
             heard: false,
             last_heard: Instant::now(),
+            silence,
+            send_failures: 0,
         })
     }
 
-    fn send(&self, frame: &Frame) {
-        self.socket.send(mesh::encode(frame), zmq::DONTWAIT).ok();
+    fn send(&mut self, frame: &Frame) {
+        if self.socket.send(mesh::encode(frame), zmq::DONTWAIT).is_err() {
+            self.send_failures += 1;
+        }
     }
 
     /// The router key this connection uses, and its kid (empty for a bare key).
@@ -128,8 +147,8 @@ impl SimAgent {
     /// taken for lost and reopened on the same key. Otherwise a lease renewal. A round through
     /// every key held is reported as `exhausted`: the XEM would fetch the keys over HTTPS
     /// (signed) next; the simulator does not, so the benchmark reports it instead.
-    fn lease_tick(&mut self, seq: u64) -> anyhow::Result<Option<SimEvent>> {
-        if self.last_heard.elapsed() > SILENCE_BEFORE_RECONNECT {
+    pub fn lease_tick(&mut self, seq: u64) -> anyhow::Result<Option<SimEvent>> {
+        if self.last_heard.elapsed() > self.silence {
             let mut exhausted = false;
             if !self.heard {
                 self.key_index += 1;
@@ -155,7 +174,7 @@ impl SimAgent {
     /// The connection's monitor reported a lost session: as the XEM, an agent whose preferred
     /// key (the first held) is not the one this connection uses reconnects on it at once (the
     /// router rekeyed in update_servers); otherwise libzmq reconnects on its own.
-    fn on_monitor(&mut self) -> anyhow::Result<Option<SimEvent>> {
+    pub fn on_monitor(&mut self) -> anyhow::Result<Option<SimEvent>> {
         let mut lost = false;
         while let Ok(parts) = self.monitor.recv_multipart(zmq::DONTWAIT) {
             let event =
@@ -175,7 +194,7 @@ impl SimAgent {
     /// Any frame: the connection is alive. The first one on a connection is its handshake;
     /// a key other than the first that connected goes to the front (the XEM's
     /// `on_handshake`).
-    fn heard_frame(&mut self) -> Option<SimEvent> {
+    pub fn heard_frame(&mut self) -> Option<SimEvent> {
         self.last_heard = Instant::now();
         if self.heard {
             return None;
@@ -205,7 +224,7 @@ impl SimAgent {
     }
 
     /// Handles one frame; returns what the benchmark is told of.
-    fn handle(&mut self, frame: Frame) -> anyhow::Result<Option<SimEvent>> {
+    pub fn handle(&mut self, frame: Frame) -> anyhow::Result<Option<SimEvent>> {
         match frame {
             Frame::RotateCurve { request_id, nonce } => {
                 // A re-sent instruction (after a reconnect) reuses the pending key, as the XEM does.
