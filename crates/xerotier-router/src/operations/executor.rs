@@ -27,10 +27,6 @@ use crate::service_error::ServiceError;
 /// leaves its operations to another (or its restarted self) this long after its last renewal;
 /// a router that stops cleanly gives them up at once.
 pub const LEASE_MS: i64 = 5_000;
-/// Targets of a wave started at once. Starting one is several durable writes (the target's
-/// state, the rotation's request and audit record); one after another they capped a wave at
-/// about 16 starts a second (`fleet10k` benchmark, 10,000 agents over 3 replicas).
-const STARTS_AT_ONCE: usize = 16;
 /// How often rotations in flight are read while a wave waits for them.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -148,21 +144,15 @@ impl Executor {
                 return self.finish(&op, OperationStatus::Completed, "operation.end").await;
             };
             self.operations.store.set_operation_wave(id, i64::from(wave), self.now()).await?;
-            let to_start: Vec<&OperationTargetRecord> =
-                targets.iter().filter(|t| t.wave == i64::from(wave) && startable(t)).collect();
-            for batch in to_start.chunks(STARTS_AT_ONCE) {
+            for target in targets.iter().filter(|t| t.wave == i64::from(wave)) {
                 let op = self.renew(id, shutdown).await?;
                 if op.status != OperationStatus::Running.as_str() {
-                    // Cancelled (or halted elsewhere): stop before the next targets.
+                    // Cancelled (or halted elsewhere): stop before the next target.
                     break;
                 }
-                // Each start is its own audited request through its service, independent of
-                // the others: started together, each batch ends before the next one (or the
-                // first failure of a batch stops the execution once the batch has ended).
-                let started =
-                    futures::future::join_all(batch.iter().map(|t| self.start_target(&op, t)))
-                        .await;
-                started.into_iter().collect::<Step<Vec<()>>>()?;
+                if startable(target) {
+                    self.start_target(&op, target).await?;
+                }
             }
             let op = self.renew(id, shutdown).await?;
             self.wait_in_flight(&op, shutdown).await?;
