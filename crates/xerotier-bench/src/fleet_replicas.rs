@@ -919,25 +919,17 @@ async fn run_phases(
     // One operation over the whole fleet.
     workers.set_phase(ROTATING);
     let started = Instant::now();
-    let response = client
-        .post(format!("{base}/v1/management/operations"))
-        .bearer_auth(&o.api_key)
-        .json(&serde_json::json!({
+    let id = crate::rotation::start_operation(
+        &client,
+        base,
+        &o.api_key,
+        serde_json::json!({
             "kind": "curve_rotate", "selector": { "all": true },
             "reason": "benchmark: the whole fleet over the replicas",
             "wave_size": o.wave_size, "max_failures": o.max_failures,
-        }))
-        .send()
-        .await?;
-    if response.status() != 202 {
-        bail!(
-            "operation answered {}: {}",
-            response.status(),
-            response.text().await.unwrap_or_default()
-        );
-    }
-    let op: serde_json::Value = response.json().await?;
-    let id = op["id"].as_str().unwrap_or_default().to_string();
+        }),
+    )
+    .await?;
     let op_deadline = started + Duration::from_secs(15 * 60);
     let mut last_print = Instant::now();
     let finished = loop {

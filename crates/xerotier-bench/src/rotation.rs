@@ -689,24 +689,16 @@ pub async fn fleet_operation(
     wait_connected(&base_url, &api_key, &ids).await?;
     let client = reqwest::Client::new();
     let started = Instant::now();
-    let response = client
-        .post(format!("{base_url}/v1/management/operations"))
-        .bearer_auth(&api_key)
-        .json(&serde_json::json!({
+    let id = start_operation(
+        &client,
+        &base_url,
+        &api_key,
+        serde_json::json!({
             "kind": "curve_rotate", "selector": { "agents": ids }, "reason": "benchmark: emergency rotation",
             "wave_size": wave_size, "max_failures": 0,
-        }))
-        .send()
-        .await?;
-    if response.status() != 202 {
-        bail!(
-            "operation answered {}: {}",
-            response.status(),
-            response.text().await.unwrap_or_default()
-        );
-    }
-    let op: serde_json::Value = response.json().await?;
-    let id = op["id"].as_str().unwrap_or_default().to_string();
+        }),
+    )
+    .await?;
     let deadline = Instant::now() + Duration::from_secs(15 * 60);
     let mut promotions = Vec::new();
     let finished = loop {
@@ -748,4 +740,28 @@ pub async fn fleet_operation(
         .with_extra("skipped", finished["skipped"].as_u64().unwrap_or(0))
         .with_extra("completion_ms", elapsed.as_millis() as u64)
         .with_extra("window_ms", 15 * 60 * 1000))
+}
+
+/// Creates a fleet operation from `body` (`POST /v1/management/operations`); its id.
+pub(crate) async fn start_operation(
+    client: &reqwest::Client,
+    base_url: &str,
+    api_key: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<String> {
+    let response = client
+        .post(format!("{base_url}/v1/management/operations"))
+        .bearer_auth(api_key)
+        .json(&body)
+        .send()
+        .await?;
+    if response.status() != 202 {
+        bail!(
+            "operation answered {}: {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
+    }
+    let op: serde_json::Value = response.json().await?;
+    Ok(op["id"].as_str().unwrap_or_default().to_string())
 }
