@@ -5,7 +5,8 @@
 //! rotation; then one `curve_rotate` fleet operation over every agent.
 //!
 //! The agents are [`SimAgent`]s (real CURVE sessions, signed rotation acknowledgements, a
-//! reconnect on the promoted key), driven by a few threads of this one process: each thread
+//! reconnect on the promoted key), held by worker processes of this executable (a process
+//! holds at most its descriptor limit) and driven by a few threads in each: each thread
 //! polls its agents' sockets once per [`LOOP_PERIOD`] (polling thousands of sockets as soon as
 //! any frame arrives would spend the cores the routers need), so acknowledgement latencies
 //! here are quantized by that period.
@@ -26,31 +27,50 @@ use crate::fleet::{Enrolled, HttpStatusError, mint_and_enroll_with};
 use crate::rotation::{AGENTS_PER_CONTEXT, SimAgent, SimEvent};
 
 /// What the command line asks for.
+#[derive(clap::Args)]
 pub struct Options {
-    /// The replicas' base URLs; agent `i` enrolls through `urls[i % len]`, and the fleet
-    /// operation is requested through the first.
+    /// A replica's base URL; once per replica. Agent `i` enrolls through `urls[i % len]`,
+    /// and the fleet operation is requested through the first.
+    #[arg(long = "base-url", required = true)]
     pub urls: Vec<String>,
+    #[arg(long)]
     pub api_key: String,
+    #[arg(long, default_value_t = 10_000)]
     pub agents: usize,
-    /// The lease interval the agents enroll with and renew at.
+    /// The agents' lease interval, enrolled with and renewed at (the XEM's default is 10 s).
+    #[arg(long, default_value_t = 10_000)]
     pub lease_ms: u64,
-    /// How long every lease renewal is counted, once every agent is connected.
+    /// How long every lease renewal is counted, once every agent is connected (the global
+    /// `--seconds`).
+    #[arg(skip)]
     pub seconds: u64,
+    #[arg(long, default_value_t = 500)]
     pub wave_size: u32,
+    /// The operation halts past this many failed targets (the router's maximum: every
+    /// failure is counted instead of halting at the first).
+    #[arg(long, default_value_t = 10_000)]
     pub max_failures: u32,
-    /// Worker processes the agents are split over.
+    /// Worker processes holding the agents (each agent takes four file descriptors here; a
+    /// process holds at most its `ulimit -n`).
+    #[arg(long, default_value_t = 4)]
     pub processes: usize,
     /// Threads driving the agents, per worker process.
+    #[arg(long, default_value_t = 2)]
     pub drivers: usize,
+    /// Enrollments in flight, per worker process.
+    #[arg(long, default_value_t = 8)]
     pub enroll_concurrency: usize,
-    /// Agents connected per second (all threads together), so that thousands of CURVE
+    /// Agents connected per second, all workers together, so that thousands of CURVE
     /// handshakes do not overflow the replicas' listen backlogs at once; it also spreads the
     /// renewals over the interval.
+    #[arg(long, default_value_t = 1000)]
     pub connect_per_second: u64,
-    /// The replicas' process ids (same order as `urls`): memory and CPU are read from
-    /// `/proc`.
+    /// A replica's process id (for its memory and CPU, read from `/proc`); once per replica
+    /// (same order as `--base-url`), or never.
+    #[arg(long = "pid")]
     pub pids: Vec<u32>,
     /// Clock ticks per second of `/proc/<pid>/stat` (`getconf CLK_TCK`).
+    #[arg(long, default_value_t = 100)]
     pub clk_tck: u64,
 }
 
@@ -393,16 +413,26 @@ fn parse_line(worker: usize, line: &str) -> Option<Msg> {
 }
 
 /// What one worker process is asked for.
+#[derive(clap::Args)]
 pub struct WorkerOptions {
+    #[arg(long = "base-url", required = true)]
     pub urls: Vec<String>,
+    #[arg(long)]
     pub api_key: String,
     /// The whole fleet; this worker takes agents `index`, `index + processes`, ….
+    #[arg(long)]
     pub agents: usize,
+    #[arg(long)]
     pub index: usize,
+    #[arg(long)]
     pub processes: usize,
+    #[arg(long)]
     pub lease_ms: u64,
+    #[arg(long)]
     pub drivers: usize,
+    #[arg(long)]
     pub enroll_concurrency: usize,
+    #[arg(long)]
     pub connect_per_second: u64,
 }
 

@@ -207,66 +207,11 @@ enum Command {
     /// SECONDS against those acknowledged, per replica; each replica's memory (`--pid`, same
     /// order as `--base-url`); then one `curve_rotate` operation over every agent, requested
     /// through the first replica.
-    FleetReplicas {
-        /// A replica's base URL; once per replica.
-        #[arg(long = "base-url", required = true)]
-        urls: Vec<String>,
-        #[arg(long)]
-        api_key: String,
-        #[arg(long, default_value_t = 10_000)]
-        agents: usize,
-        /// The agents' lease interval (the XEM's default is 10 s).
-        #[arg(long, default_value_t = 10_000)]
-        lease_ms: u64,
-        #[arg(long, default_value_t = 500)]
-        wave_size: u32,
-        /// The operation halts past this many failed targets (the router's maximum: every
-        /// failure is counted instead of halting at the first).
-        #[arg(long, default_value_t = 10_000)]
-        max_failures: u32,
-        /// Worker processes holding the agents (each agent takes four file descriptors
-        /// here; a process holds at most its `ulimit -n`).
-        #[arg(long, default_value_t = 4)]
-        processes: usize,
-        /// Threads driving the agents, per worker process.
-        #[arg(long, default_value_t = 2)]
-        drivers: usize,
-        /// Enrollments in flight, per worker process.
-        #[arg(long, default_value_t = 8)]
-        enroll_concurrency: usize,
-        /// Agents connected per second, all workers together.
-        #[arg(long, default_value_t = 1000)]
-        connect_per_second: u64,
-        /// A replica's process id (for its memory and CPU); once per replica, or never.
-        #[arg(long = "pid")]
-        pids: Vec<u32>,
-        /// `getconf CLK_TCK`.
-        #[arg(long, default_value_t = 100)]
-        clk_tck: u64,
-    },
+    FleetReplicas(fleet_replicas::Options),
     /// One worker process of `fleet-replicas` (started by it; commands on stdin, reports on
     /// stdout).
     #[command(hide = true)]
-    FleetReplicasWorker {
-        #[arg(long = "base-url", required = true)]
-        urls: Vec<String>,
-        #[arg(long)]
-        api_key: String,
-        #[arg(long)]
-        agents: usize,
-        #[arg(long)]
-        index: usize,
-        #[arg(long)]
-        processes: usize,
-        #[arg(long)]
-        lease_ms: u64,
-        #[arg(long)]
-        drivers: usize,
-        #[arg(long)]
-        enroll_concurrency: usize,
-        #[arg(long)]
-        connect_per_second: u64,
-    },
+    FleetReplicasWorker(fleet_replicas::WorkerOptions),
     /// COUNT honest agents renewing leases for SECONDS without, then SECONDS with, one more
     /// agent flooding the mesh with hellos; lease acknowledgement latency of both phases.
     Fairness {
@@ -354,29 +299,7 @@ fn main() -> anyhow::Result<()> {
         return runtime.block_on(isolation::layers(tool_user.clone(), executable.clone(), *rounds));
     }
     // A worker reports on stdout line by line, not as a `Report`.
-    if let Command::FleetReplicasWorker {
-        urls,
-        api_key,
-        agents,
-        index,
-        processes,
-        lease_ms,
-        drivers,
-        enroll_concurrency,
-        connect_per_second,
-    } = args.command
-    {
-        let options = fleet_replicas::WorkerOptions {
-            urls,
-            api_key,
-            agents,
-            index,
-            processes,
-            lease_ms,
-            drivers,
-            enroll_concurrency,
-            connect_per_second,
-        };
+    if let Command::FleetReplicasWorker(options) = args.command {
         return runtime.block_on(fleet_replicas::worker(options));
     }
     let report = runtime.block_on(async {
@@ -448,43 +371,16 @@ fn main() -> anyhow::Result<()> {
                 .await
             }
             Command::CredentialReload { files, rounds } => exec::credential_reload(files, rounds),
-            Command::IsolationLayers { .. } | Command::FleetReplicasWorker { .. } => {
+            Command::IsolationLayers { .. } | Command::FleetReplicasWorker(_) => {
                 unreachable_isolation()
             }
             Command::Agents { base_url, api_key, count, lease_ms, router_addr } => {
                 fleet::many_agents(base_url, api_key, count, lease_ms, args.seconds, router_addr)
                     .await
             }
-            Command::FleetReplicas {
-                urls,
-                api_key,
-                agents,
-                lease_ms,
-                wave_size,
-                max_failures,
-                processes,
-                drivers,
-                enroll_concurrency,
-                connect_per_second,
-                pids,
-                clk_tck,
-            } => {
-                fleet_replicas::fleet_replicas(fleet_replicas::Options {
-                    urls,
-                    api_key,
-                    agents,
-                    lease_ms,
-                    seconds: args.seconds,
-                    wave_size,
-                    max_failures,
-                    processes,
-                    drivers,
-                    enroll_concurrency,
-                    connect_per_second,
-                    pids,
-                    clk_tck,
-                })
-                .await
+            Command::FleetReplicas(mut options) => {
+                options.seconds = args.seconds;
+                fleet_replicas::fleet_replicas(options).await
             }
             Command::Fairness { base_url, api_key, count, lease_ms, router_addr } => {
                 fleet::fairness(base_url, api_key, count, lease_ms, args.seconds, router_addr).await
