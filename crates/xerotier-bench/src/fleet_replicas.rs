@@ -22,9 +22,9 @@ use tokio::sync::mpsc;
 use xerotier_credentials::SigningKeyPair;
 use xerotier_proto::mesh::{self, Frame};
 
-use crate::Report;
 use crate::fleet::{Enrolled, HttpStatusError, mint_and_enroll_with};
 use crate::rotation::{AGENTS_PER_CONTEXT, SimAgent, SimEvent};
+use crate::{Report, ms};
 
 /// What the command line asks for.
 #[derive(clap::Args)]
@@ -350,10 +350,6 @@ fn sample(pid: &str) -> Option<Sample> {
 
 fn samples(pids: &[u32]) -> Vec<Sample> {
     pids.iter().map(|pid| sample(&pid.to_string()).unwrap_or_default()).collect()
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// What a worker process tells the leader (one line of its stdout each).

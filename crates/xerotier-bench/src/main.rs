@@ -287,6 +287,11 @@ impl Report {
     }
 }
 
+/// A duration in whole milliseconds, for a report's extras.
+pub(crate) fn ms(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn unreachable_isolation() -> anyhow::Result<Report> {
     anyhow::bail!("isolation-layers and fleet-replicas-worker are handled before the others")
 }

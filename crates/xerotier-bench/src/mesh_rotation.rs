@@ -12,9 +12,9 @@ use anyhow::{Context, bail};
 use tokio::sync::mpsc;
 use xerotier_proto::router_keys::{RouterKeyKindView, RouterKeyRotationView, RouterKeysView};
 
-use crate::Report;
 use crate::fleet::LEASE_INTERVAL_MS;
 use crate::rotation::{Reported, SimEvent, drive, enroll_agents, wait_connected};
+use crate::{Report, ms};
 
 /// How long one phase may take before the run is called failed: long enough for an agent
 /// that needs every key it holds (two silences of 3 s each) many times over.
@@ -267,10 +267,6 @@ async fn to_standby(
     phases.standby = sent.elapsed();
     phases.complete = started.elapsed();
     Ok(())
-}
-
-fn ms(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn ratio(a: Duration, b: Duration) -> serde_json::Value {
