@@ -127,6 +127,41 @@ fn suffixed(path: &Path, suffix: &str) -> std::path::PathBuf {
 /// A pooled connection idle at least this long is pinged before it is used again.
 const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
+/// How every pool of the store connects: `max_connections` at most, pinged only after idling,
+/// and on SQLite with the pragmas durability and concurrency rely on.
+fn pool_options(backend: Backend, max_connections: u32) -> AnyPoolOptions {
+    let pool_options = AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        // sqlx pings every connection it hands out, a round trip before every query (on
+        // PostgreSQL one over the network). Only one that sat idle a while is pinged here:
+        // that is the one a restarted or failed-over server has dropped, and it is replaced
+        // before use as before; a connection in steady use shows a failure on its query.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        });
+    match backend {
+        Backend::Sqlite => pool_options.after_connect(|conn, _meta| {
+            Box::pin(async move {
+                // WAL lets readers proceed during a write; FULL sync because a revocation
+                // that was acknowledged must survive power loss.
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+                conn.execute("PRAGMA synchronous = FULL").await?;
+                conn.execute("PRAGMA busy_timeout = 10000").await?;
+                conn.execute("PRAGMA foreign_keys = ON").await?;
+                Ok(())
+            })
+        }),
+        Backend::Postgres => pool_options,
+    }
+}
+
 /// The durable state of one router (or of several sharing a PostgreSQL database).
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -156,40 +191,11 @@ impl Store {
             restrict_sqlite_files(url)?;
         }
         let options = AnyConnectOptions::from_str(url)?;
-        let pool_options = AnyPoolOptions::new()
-            .max_connections(match backend {
-                Backend::Sqlite => 8,
-                Backend::Postgres => 16,
-            })
-            .acquire_timeout(Duration::from_secs(10))
-            // sqlx pings every connection it hands out, a round trip before every query (on
-            // PostgreSQL one over the network). Only one that sat idle a while is pinged here:
-            // that is the one a restarted or failed-over server has dropped, and it is replaced
-            // before use as before; a connection in steady use shows a failure on its query.
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= PING_WHEN_IDLE_FOR {
-                        conn.ping().await?;
-                    }
-                    Ok(true)
-                })
-            });
-        let pool_options = match backend {
-            Backend::Sqlite => pool_options.after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    // WAL lets readers proceed during a write; FULL sync because a revocation
-                    // that was acknowledged must survive power loss.
-                    conn.execute("PRAGMA journal_mode = WAL").await?;
-                    conn.execute("PRAGMA synchronous = FULL").await?;
-                    conn.execute("PRAGMA busy_timeout = 10000").await?;
-                    conn.execute("PRAGMA foreign_keys = ON").await?;
-                    Ok(())
-                })
-            }),
-            Backend::Postgres => pool_options,
+        let max = match backend {
+            Backend::Sqlite => 8,
+            Backend::Postgres => 16,
         };
-        let pool = pool_options.connect_with(options).await?;
+        let pool = pool_options(backend, max).connect_with(options).await?;
         let store = Self { pool, backend, url: crate::listen::ListenUrl::new(url) };
         run_migrations(&store, clock).await?;
         Ok(store)
@@ -197,6 +203,19 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The same database through a pool of its own of at most `max_connections`, for work
+    /// that must not queue behind the main pool's (a replica's lease renewal: a renewal that
+    /// waits for a connection under load fences the replica). Connects on first use. On
+    /// SQLite, where one router owns the store and nothing is fenced, the same pool.
+    pub fn with_own_pool(&self, max_connections: u32) -> Result<Store, StoreError> {
+        if self.backend == Backend::Sqlite {
+            return Ok(self.clone());
+        }
+        let options = AnyConnectOptions::from_str(self.url.as_str())?;
+        let pool = pool_options(self.backend, max_connections).connect_lazy_with(options);
+        Ok(Self { pool, backend: self.backend, url: self.url.clone() })
     }
 
     pub(crate) fn listen_url(&self) -> &crate::listen::ListenUrl {

@@ -42,7 +42,7 @@ pub use invocations::{
 };
 pub use join_keys::JoinKeyRecord;
 pub use listen::{Notice, Notifications};
-pub use operations::{OperationRecord, OperationTargetRecord};
+pub use operations::{OperationRecord, OperationTargetRecord, TargetInFlight};
 pub use order::{EVENTS_CHANNEL, Sequenced};
 pub use page::{PageRequest, PageSlice};
 pub use pauses::PauseRecord;

@@ -15,6 +15,10 @@ impl ListenUrl {
     pub(crate) fn new(url: &str) -> Self {
         Self(url.into())
     }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 impl std::fmt::Debug for ListenUrl {

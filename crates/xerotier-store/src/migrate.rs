@@ -138,6 +138,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/common/0021_router_key_acks.sql"),
         postgres: include_str!("../migrations/common/0021_router_key_acks.sql"),
     },
+    Migration {
+        version: 22,
+        name: "operation_targets_status",
+        sqlite: include_str!("../migrations/common/0022_operation_targets_status.sql"),
+        postgres: include_str!("../migrations/common/0022_operation_targets_status.sql"),
+    },
 ];
 
 /// Applies each pending migration in its own write transaction. Several routers starting at

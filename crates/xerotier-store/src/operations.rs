@@ -3,7 +3,9 @@
 
 use xerotier_core::UnixMillis;
 
-use crate::rows::{record, sql};
+use sqlx::Row;
+
+use crate::rows::{Record, record, sql};
 use crate::{AgentRecord, AuditEntry, JoinKeyRecord, PageRequest, PageSlice, Store, StoreError};
 
 /// One operation. `status`, `kind` and the targets' statuses are the wire strings of
@@ -79,6 +81,41 @@ const RECOUNT: &str = "UPDATE operations SET
         updated_at = $2
      WHERE id = $1";
 
+/// The statuses an operation counts, each with its count column.
+const COUNTED: [(&str, &str); 4] = [
+    ("succeeded", "succeeded_count"),
+    ("failed", "failed_count"),
+    ("skipped", "skipped_count"),
+    ("cancelled", "cancelled_count"),
+];
+
+/// The update of an operation's counts after one target moved from one of `from` to `to`.
+/// From uncounted statuses only (pending, running: every step of the runner) the count of
+/// `to` goes up by one; a recount would read every target of the operation, for each of
+/// its 10,000 targets' several steps. From a counted status, which one it was is not known
+/// here: a recount.
+fn count_change(from: &[&str], to: &str) -> sqlx::AssertSqlSafe<String> {
+    let counted = |status: &str| COUNTED.iter().find(|(s, _)| *s == status).map(|(_, c)| *c);
+    if from.iter().any(|status| counted(status).is_some()) {
+        return sqlx::AssertSqlSafe(RECOUNT.to_string());
+    }
+    sqlx::AssertSqlSafe(match counted(to) {
+        Some(column) => {
+            format!("UPDATE operations SET {column} = {column} + 1, updated_at = $2 WHERE id = $1")
+        }
+        None => "UPDATE operations SET updated_at = $2 WHERE id = $1".to_string(),
+    })
+}
+
+/// A running target with the state of the rotation it requested, read together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetInFlight {
+    pub target: OperationTargetRecord,
+    /// The requested rotation's status; `None` when no rotation is recorded or it is missing.
+    pub rotation_status: Option<String>,
+    pub rotation_failure_reason: Option<String>,
+}
+
 impl Store {
     /// Creates the operation and its whole plan with the creation's audit record, in one
     /// transaction.
@@ -153,6 +190,34 @@ impl Store {
             .bind(id),
         )
         .await
+    }
+
+    /// The running targets, in order, each with its rotation's status: one read for a whole
+    /// wave in flight, however many targets the operation has.
+    pub async fn operation_targets_in_flight(
+        &self,
+        id: &str,
+    ) -> Result<Vec<TargetInFlight>, StoreError> {
+        let rows = sqlx::query(sql::<OperationTargetRecord>(
+            "SELECT {cols},
+                 (SELECT r.status FROM curve_rotations r
+                   WHERE r.id = operation_targets.rotation_request_id) AS rotation_status,
+                 (SELECT r.failure_reason FROM curve_rotations r
+                   WHERE r.id = operation_targets.rotation_request_id) AS rotation_failure_reason
+             FROM {table} WHERE operation_id = $1 AND status = 'running' ORDER BY position",
+        ))
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TargetInFlight {
+                    target: OperationTargetRecord::from_row(row)?,
+                    rotation_status: row.try_get("rotation_status")?,
+                    rotation_failure_reason: row.try_get("rotation_failure_reason")?,
+                })
+            })
+            .collect()
     }
 
     pub async fn list_operations(
@@ -257,7 +322,11 @@ impl Store {
         .rows_affected()
             > 0;
         if changed {
-            sqlx::query(RECOUNT).bind(operation_id).bind(now).execute(&mut *tx).await?;
+            sqlx::query(count_change(from, status))
+                .bind(operation_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(changed)

@@ -121,6 +121,18 @@ impl AgentService {
         Ok(Agent { workspaces: Some(workspaces), curve_key, ..self.as_of_now(record) })
     }
 
+    /// The agent's record and status as of now, without what [`AgentService::get`] reads
+    /// beside it (workspaces, the CURVE key's age): one read, for a runner deciding whether
+    /// the agent can be rotated.
+    pub async fn status(&self, id: &str) -> Result<Agent, ServiceError> {
+        let record = self
+            .store
+            .agent(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("agent {id}")))?;
+        Ok(self.as_of_now(record))
+    }
+
     /// Revokes the agent's keys: removed from the allow-list (its live session's next frame is
     /// refused), told so over the mesh, and unable to reconnect. It needs a new join key.
     pub async fn revoke_credentials(

@@ -14,7 +14,7 @@ use xerotier_proto::operations::SKIPPED_OFFLINE;
 use xerotier_proto::status::{
     AgentStatus, OperationKind, OperationStatus, RotationStatus, TargetStatus,
 };
-use xerotier_store::{OperationRecord, OperationTargetRecord, Outcome};
+use xerotier_store::{OperationRecord, OperationTargetRecord, Outcome, TargetInFlight};
 
 use super::service::OperationService;
 use crate::audit::{AuditContext, Change, Target};
@@ -29,6 +29,15 @@ use crate::service_error::ServiceError;
 pub const LEASE_MS: i64 = 5_000;
 /// How often rotations in flight are read while a wave waits for them.
 const POLL: Duration = Duration::from_millis(100);
+/// How often the lease is renewed while the runner works: each renewal is a durable write,
+/// and once per target it was a fifth of a fleet rotation's writes. A tenth of the lease.
+const RENEW_EVERY_MS: i64 = LEASE_MS / 10;
+
+/// The operation as last renewed, and when.
+struct Lease {
+    op: OperationRecord,
+    renewed_at: UnixMillis,
+}
 
 /// Everything an execution uses.
 #[derive(Debug, Clone)]
@@ -101,6 +110,23 @@ impl Executor {
         }
     }
 
+    /// Renews the lease when it was last renewed [`RENEW_EVERY_MS`] ago or more; the
+    /// operation as last read.
+    async fn renew_if_due(
+        &self,
+        lease: &mut Lease,
+        shutdown: &CancellationToken,
+    ) -> Step<OperationRecord> {
+        if shutdown.is_cancelled() {
+            return Err(StepError::Stop(Stop::Shutdown));
+        }
+        if self.now() - lease.renewed_at >= RENEW_EVERY_MS {
+            lease.op = self.renew(&lease.op.id, shutdown).await?;
+            lease.renewed_at = self.now();
+        }
+        Ok(lease.op.clone())
+    }
+
     /// Renews the lease; the operation as it is now.
     async fn renew(&self, id: &str, shutdown: &CancellationToken) -> Step<OperationRecord> {
         if shutdown.is_cancelled() {
@@ -144,15 +170,16 @@ impl Executor {
                 return self.finish(&op, OperationStatus::Completed, "operation.end").await;
             };
             self.operations.store.set_operation_wave(id, i64::from(wave), self.now()).await?;
-            for target in targets.iter().filter(|t| t.wave == i64::from(wave)) {
-                let op = self.renew(id, shutdown).await?;
+            let mut lease = Lease { op: self.renew(id, shutdown).await?, renewed_at: self.now() };
+            for target in targets.iter().filter(|t| t.wave == i64::from(wave) && startable(t)) {
+                // A cancel needs no renewal to take effect: it cancels the pending targets in
+                // the store, and a start claims its target only from pending.
+                let op = self.renew_if_due(&mut lease, shutdown).await?;
                 if op.status != OperationStatus::Running.as_str() {
                     // Cancelled (or halted elsewhere): stop before the next target.
                     break;
                 }
-                if startable(target) {
-                    self.start_target(&op, target).await?;
-                }
+                self.start_target(&op, target).await?;
             }
             let op = self.renew(id, shutdown).await?;
             self.wait_in_flight(&op, shutdown).await?;
@@ -303,7 +330,7 @@ impl Executor {
         context: &AuditContext,
     ) -> Step<()> {
         let id = target.target_id.as_str();
-        let agent = match self.agents.get(id).await {
+        let agent = match self.agents.status(id).await {
             Ok(agent) => agent,
             Err(ServiceError::NotFound(_)) => {
                 return self.end_target(op, target, TargetStatus::Skipped, Some("gone")).await;
@@ -352,12 +379,14 @@ impl Executor {
     }
 
     /// Waits until no target of the operation has a rotation in flight, recording each end.
+    /// Reads the running targets with their rotations' states in one query per poll.
     async fn wait_in_flight(&self, op: &OperationRecord, shutdown: &CancellationToken) -> Step<()> {
+        let mut lease = Lease { op: op.clone(), renewed_at: self.now() };
         loop {
-            let targets = self.operations.store.operation_targets(&op.id).await?;
+            let in_flight = self.operations.store.operation_targets_in_flight(&op.id).await?;
             let mut waiting = false;
-            for target in targets.iter().filter(|t| t.status == TargetStatus::Running.as_str()) {
-                let Some(request_id) = &target.rotation_request_id else {
+            for TargetInFlight { target, rotation_status, rotation_failure_reason } in &in_flight {
+                if target.rotation_request_id.is_none() {
                     // Started before a crash, never requested (or not recorded): start again
                     // (an in-flight rotation is adopted).
                     if op.status == OperationStatus::Running.as_str() {
@@ -373,15 +402,14 @@ impl Executor {
                         .await?;
                     }
                     continue;
-                };
-                let rotation = self.operations.store.rotation(request_id).await?;
-                match rotation.as_ref().map(|r| (RotationStatus::parse(&r.status), r)) {
-                    Some((Some(RotationStatus::Promoted), _)) => {
+                }
+                match rotation_status.as_deref().map(RotationStatus::parse) {
+                    Some(Some(RotationStatus::Promoted)) => {
                         self.end_target(op, target, TargetStatus::Succeeded, None).await?;
                     }
-                    Some((Some(RotationStatus::Failed), r)) => {
-                        let reason = r.failure_reason.clone().unwrap_or_else(|| "failed".into());
-                        self.end_target(op, target, TargetStatus::Failed, Some(&reason)).await?;
+                    Some(Some(RotationStatus::Failed)) => {
+                        let reason = rotation_failure_reason.as_deref().unwrap_or("failed");
+                        self.end_target(op, target, TargetStatus::Failed, Some(reason)).await?;
                     }
                     Some(_) => waiting = true,
                     None => {
@@ -402,7 +430,7 @@ impl Executor {
                 () = shutdown.cancelled() => return Err(StepError::Stop(Stop::Shutdown)),
                 () = tokio::time::sleep(POLL) => {}
             }
-            self.renew(&op.id, shutdown).await?;
+            self.renew_if_due(&mut lease, shutdown).await?;
         }
     }
 }

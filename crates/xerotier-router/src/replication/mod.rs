@@ -53,6 +53,10 @@ impl LeaseSettings {
     }
 }
 
+/// Connections of the replica task's own pool: its work is sequential; the second one covers
+/// a connection being replaced.
+const LEASE_POOL_CONNECTIONS: u32 = 2;
+
 /// This replica's standing: its id, what it has applied, and until when it may serve.
 #[derive(Debug, Clone)]
 pub struct Replication(Arc<Inner>);
@@ -60,6 +64,11 @@ pub struct Replication(Arc<Inner>);
 #[derive(Debug)]
 struct Inner {
     store: Store,
+    /// The same database through a pool of its own, for this replica's background task:
+    /// registration, catching up, acknowledgements and lease renewals never wait for a
+    /// connection behind the request load (under which a renewal that waited fenced the
+    /// replica), and they never starve it either.
+    lease_store: Store,
     replica_id: String,
     settings: LeaseSettings,
     /// PostgreSQL: other replicas exist, so the fence and the waits are real.
@@ -85,8 +94,13 @@ pub enum WaitError {
 impl Replication {
     pub fn new(store: Store, replica_id: String, settings: LeaseSettings) -> Self {
         let shared = store.backend() == Backend::Postgres;
+        let lease_store = store.with_own_pool(LEASE_POOL_CONNECTIONS).unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "no pool of its own for the replica's lease; sharing the main one");
+            store.clone()
+        });
         Self(Arc::new(Inner {
             store,
+            lease_store,
             replica_id,
             settings,
             shared,
@@ -106,8 +120,9 @@ impl Replication {
         self.0.settings
     }
 
+    /// The store as the replica's background task reaches it (its own pool).
     pub(crate) fn store(&self) -> &Store {
-        &self.0.store
+        &self.0.lease_store
     }
 
     /// Whether another replica may change what this one caches (PostgreSQL).
