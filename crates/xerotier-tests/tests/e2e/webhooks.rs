@@ -2,8 +2,9 @@
 //! delivery's signature and timestamp as the README tells receivers to; a revoked agent, a
 //! failed rotation and a refused enrollment each arrive signed, once; a receiver that answers
 //! 500 then 200 gets a retry, one that hangs blocks nobody else, one that never succeeds ends
-//! `failed` after the attempt limit; an unsafe config is refused at start. Plus: every metric
-//! the alert rules use is one a live router exports.
+//! `failed` after the attempt limit; an unsafe config is refused at start. SIGHUP swaps the
+//! webhooks for the config file's, or keeps them when the file is bad. Plus: every metric the
+//! alert rules use is one a live router exports.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -272,6 +273,117 @@ async fn security_events_arrive_signed_once_with_retries_and_no_receiver_blockin
         assert_eq!(page["data"].as_array().unwrap().len(), 3, "{}", out.stdout);
         let out = xeroctl(&router, &["webhooks"]).success();
         assert!(out.stdout.contains("good") && !out.stdout.contains(SECRET), "{}", out.stdout);
+    }
+}
+
+fn with_config(config: &Path) -> RouterOptions {
+    RouterOptions {
+        extra_args: vec!["--config".into(), config.display().to_string()],
+        ..RouterOptions::default()
+    }
+}
+
+/// One security event: a used join key presented again (`enrollment.denied`).
+async fn security_event(router: &Router, name: &str) {
+    let key = router.mint_join_key(name).await;
+    enroll(router, &key.token, name).await.0.assert_status(200);
+    let again = format!("{name}-again");
+    enroll(router, &key.token, &again).await.0.assert_error(409, "join_key_used");
+}
+
+/// How many times the router logged `message`.
+fn logged(router: &Router, message: &str) -> usize {
+    router.logs().lines().filter(|l| l.contains(message)).count()
+}
+
+async fn reloaded(router: &Router, message: &str, times: usize) {
+    eventually(&format!("{message:?} logged {times} times"), SETTLE, || async {
+        (logged(router, message) >= times).then_some(())
+    })
+    .await;
+}
+
+async fn webhook_names(router: &Router) -> Vec<String> {
+    let listed = router.get_json("/v1/management/webhooks").await;
+    listed["data"].as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap().into()).collect()
+}
+
+#[tokio::test]
+async fn sighup_swaps_the_webhooks_for_the_config_files_and_keeps_them_when_the_file_is_bad() {
+    const SECRET_B: &str = "bravo-secret-bravo-secret-bravo-secret";
+    for backend in backends().await {
+        let dir = tempfile::tempdir().unwrap();
+        let (alpha, alpha_seen) = start_receiver(SECRET, Behaviour::Ok).await;
+        let (bravo, bravo_seen) = start_receiver(SECRET_B, Behaviour::Ok).await;
+        let alpha_secret = secret_file(dir.path(), "alpha", SECRET, 0o600);
+        let bravo_secret = secret_file(dir.path(), "bravo", SECRET_B, 0o600);
+        let delivery = json!({ "poll_interval_ms": 100 });
+        let config = write_config(
+            dir.path(),
+            &[("alpha", format!("http://{alpha}/hook"), alpha_secret)],
+            delivery.clone(),
+        );
+        let router = Router::start_with(&backend, with_config(&config)).await;
+        let verified = |seen: &Arc<Mutex<Seen>>| seen.lock().verified.len();
+        security_event(&router, "before-reload").await;
+        eventually("alpha to get the first event", SETTLE, || async {
+            (verified(&alpha_seen) == 1).then_some(())
+        })
+        .await;
+
+        // Rewritten to bravo only, and SIGHUP: swapped in, the change logged by name.
+        write_config(
+            dir.path(),
+            &[("bravo", format!("http://{bravo}/hook"), bravo_secret.clone())],
+            delivery.clone(),
+        );
+        router.send_sighup();
+        reloaded(&router, "webhooks reloaded", 1).await;
+        let logs = router.logs();
+        let line = logs.lines().find(|l| l.contains("webhooks reloaded")).unwrap();
+        assert!(
+            line.contains(r#"added=["bravo"]"#) && line.contains(r#"removed=["alpha"]"#),
+            "{line}"
+        );
+        assert_eq!(webhook_names(&router).await, ["bravo"]);
+
+        security_event(&router, "after-reload").await;
+        eventually("bravo to get the second event", SETTLE, || async {
+            (verified(&bravo_seen) == 1).then_some(())
+        })
+        .await;
+        // Bravo starts at the reload (not sent the first event); alpha is sent nothing more.
+        let to_bravo = deliveries(&router, "webhook=bravo").await;
+        assert_eq!(to_bravo.len(), 1, "{to_bravo:?}");
+        let to_alpha = deliveries(&router, "webhook=alpha").await;
+        assert_eq!(to_alpha.len(), 1, "{to_alpha:?}");
+        assert_eq!(verified(&alpha_seen), 1);
+
+        // A bad file, three ways, each with SIGHUP: refused, bravo stays, the router serves.
+        let open = secret_file(dir.path(), "open", SECRET_B, 0o644);
+        write_config(dir.path(), &[("charlie", format!("http://{bravo}/hook"), open)], delivery);
+        router.send_sighup();
+        reloaded(&router, "webhooks not reloaded", 1).await;
+        std::fs::write(&config, "webhooks: [this is: not yaml").unwrap();
+        router.send_sighup();
+        reloaded(&router, "webhooks not reloaded", 2).await;
+        std::fs::remove_file(&config).unwrap();
+        router.send_sighup();
+        reloaded(&router, "webhooks not reloaded", 3).await;
+        router.api().get("/healthz", None).await.assert_status(200);
+        assert_eq!(webhook_names(&router).await, ["bravo"]);
+        assert_eq!(logged(&router, "webhooks reloaded"), 1);
+
+        security_event(&router, "after-bad-reloads").await;
+        eventually("bravo to get the third event", SETTLE, || async {
+            (verified(&bravo_seen) == 2).then_some(())
+        })
+        .await;
+        assert_eq!(verified(&alpha_seen), 1);
+        assert!(bravo_seen.lock().rejected.is_empty());
+        let logs = router.logs();
+        assert!(logs.contains("mode 0644"), "the refusal says why");
+        assert!(!logs.contains(SECRET) && !logs.contains(SECRET_B), "a secret was logged");
     }
 }
 
