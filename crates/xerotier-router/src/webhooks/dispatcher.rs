@@ -6,7 +6,8 @@
 //! many as there are free slots (`max_in_flight`), and attempt each on its own task, so a
 //! receiver that hangs holds one slot for at most the timeout and never blocks another
 //! webhook's delivery. Each pass reads the webhooks in force afresh, so a SIGHUP reload
-//! applies from the next pass (the reload wakes it before its poll interval).
+//! applies from the next pass; a reload, or a retry an operator asks for, wakes it before its
+//! poll interval.
 
 use std::collections::HashMap;
 use std::time::Duration;

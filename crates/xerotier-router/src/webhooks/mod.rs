@@ -7,7 +7,8 @@
 //! at a time), POSTs them signed (`xerotier_credentials::webhook_signature`) and records
 //! each attempt: `delivered` on a 2xx, otherwise retried with backoff until the attempt limit
 //! makes it `failed`. Delivery is at least once: a receiver de-duplicates by
-//! `X-Xerotier-Delivery`.
+//! `X-Xerotier-Delivery`. An operator can put a settled delivery back to pending
+//! ([`WebhookService::retry_delivery`]); the dispatcher is woken to attempt it at once.
 //!
 //! The webhooks are read from the config file at start, and again on SIGHUP
 //! ([`WebhookService::reload`], called by `tls_reload`'s SIGHUP task): a valid file replaces
@@ -26,9 +27,10 @@ use parking_lot::RwLock;
 use secrecy::ExposeSecret;
 use tokio::sync::Notify;
 
-use xerotier_core::{IdGenerator, SharedClock, SharedEntropy};
-use xerotier_store::{DeliveryFilter, PageRequest, PageSlice, Store, WebhookDelivery};
+use xerotier_core::{IdGenerator, IdKind, SharedClock, SharedEntropy, is_valid_id};
+use xerotier_store::{DeliveryFilter, Outcome, PageRequest, PageSlice, Store, WebhookDelivery};
 
+use crate::audit::{AuditContext, AuditLog, Change, Target};
 use crate::metrics::Metrics;
 use crate::service_error::ServiceError;
 use dispatcher::DispatchError;
@@ -50,10 +52,12 @@ pub struct WebhookService {
     entropy: SharedEntropy,
     ids: IdGenerator,
     metrics: Metrics,
+    audit: AuditLog,
     /// Set at start ([`WebhookService::configure`]), replaced on SIGHUP
     /// ([`WebhookService::reload`]).
     active: Arc<RwLock<Arc<Active>>>,
-    /// Wakes the dispatcher before its poll interval (after a reload).
+    /// Wakes the dispatcher before its poll interval: after a reload, and so that a retried
+    /// delivery goes out at once.
     wake: Arc<Notify>,
 }
 
@@ -93,9 +97,10 @@ impl WebhookService {
         entropy: SharedEntropy,
         ids: IdGenerator,
         metrics: Metrics,
+        audit: AuditLog,
     ) -> Self {
         let active = Arc::new(RwLock::new(Arc::new(Active::default())));
-        Self { store, clock, entropy, ids, metrics, active, wake: Arc::new(Notify::new()) }
+        Self { store, clock, entropy, ids, metrics, audit, active, wake: Arc::new(Notify::new()) }
     }
 
     /// Installs the webhooks of the config file (before the dispatcher starts). Refused, and
@@ -148,6 +153,84 @@ impl WebhookService {
         page: &PageRequest,
     ) -> Result<PageSlice<WebhookDelivery>, ServiceError> {
         Ok(self.store.list_webhook_deliveries(filter, page).await?)
+    }
+
+    /// Puts the settled (delivered or failed) delivery `id` back to pending with a fresh
+    /// attempt count, audited with `reason`, and wakes the dispatcher so it is attempted at
+    /// once. The id is checked against its format before anything is looked up. With
+    /// `dry_run`, the same checks and refusals, and the delivery as it is: nothing changes and
+    /// nothing is audited.
+    pub async fn retry_delivery(
+        &self,
+        context: &AuditContext,
+        id: &str,
+        reason: Option<&str>,
+        dry_run: bool,
+    ) -> Result<WebhookDelivery, ServiceError> {
+        if !is_valid_id(IdKind::Delivery, id) {
+            // The id is not echoed: it is the caller's arbitrary input, of any length.
+            return Err(ServiceError::invalid(
+                "the delivery id must be `del_` followed by 26 characters of lowercase \
+                 Crockford base32 (as `xeroctl webhooks deliveries` lists them)",
+                "id",
+            ));
+        }
+        let reason = crate::validate::reason(reason)?;
+        let target = Target { kind: "webhook_delivery", id: Some(id), name: None };
+        let change = Change::new("webhook_delivery.retry", target).reason(reason);
+        let Some(current) = self.store.webhook_delivery(id).await? else {
+            let err = ServiceError::NotFound(format!("webhook delivery {id}"));
+            return Err(self.refused(context, &change, dry_run, err).await);
+        };
+        if current.status == "pending" {
+            let err = ServiceError::DeliveryPending(id.to_string());
+            return Err(self.refused(context, &change, dry_run, err).await);
+        }
+        if dry_run {
+            return Ok(current);
+        }
+        let change = Change::new(
+            "webhook_delivery.retry",
+            Target { kind: "webhook_delivery", id: Some(id), name: Some(&current.webhook) },
+        )
+        .reason(reason)
+        .details(serde_json::json!({
+            "from": current.status,
+            "attempts": current.attempts,
+            "event_id": current.event_id,
+            "event_type": current.event_type,
+        }));
+        let entry = self.audit.entry(context, &change, Outcome::Success);
+        let now = self.clock.now_millis();
+        let Some(retried) = self.store.retry_delivery(id, now, &entry).await? else {
+            // Settled when read, pending now: another operator retried it meanwhile.
+            let err = ServiceError::DeliveryPending(id.to_string());
+            return Err(self.refused(context, &change, false, err).await);
+        };
+        self.wake.notify_one();
+        tracing::info!(
+            delivery = %id, webhook = %retried.webhook, event = %retried.event_type,
+            from = %current.status, actor = %context.actor_label(),
+            "webhook delivery put back to pending by an operator"
+        );
+        Ok(retried)
+    }
+}
+
+impl WebhookService {
+    /// Records a refused retry (not a dry run's: that changes and records nothing) and gives
+    /// the error back.
+    async fn refused(
+        &self,
+        context: &AuditContext,
+        change: &Change<'_>,
+        dry_run: bool,
+        err: ServiceError,
+    ) -> ServiceError {
+        if !dry_run {
+            self.audit.record_failure(context, change.clone(), &err).await;
+        }
+        err
     }
 }
 

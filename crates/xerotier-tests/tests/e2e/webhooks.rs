@@ -2,9 +2,10 @@
 //! delivery's signature and timestamp as the README tells receivers to; a revoked agent, a
 //! failed rotation and a refused enrollment each arrive signed, once; a receiver that answers
 //! 500 then 200 gets a retry, one that hangs blocks nobody else, one that never succeeds ends
-//! `failed` after the attempt limit; an unsafe config is refused at start. SIGHUP swaps the
-//! webhooks for the config file's, or keeps them when the file is bad. Plus: every metric the
-//! alert rules use is one a live router exports.
+//! `failed` after the attempt limit; an unsafe config is refused at start. An operator retries
+//! a failed delivery (`xeroctl webhooks deliveries --retry`), and only as the API allows; SIGHUP
+//! swaps the webhooks for the config file's, or keeps them when the file is bad. Plus: every
+//! metric the alert rules use is one a live router exports.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use xerotier_credentials::webhook_signature::{DEFAULT_TOLERANCE_SECS, verify};
 use crate::fleet_harness::enroll;
 use crate::harness::{
     ROUTER_BIN, Router, RouterOptions, backends, binary, eventually, wait_for_exit, xeroctl,
+    xeroctl_with_key,
 };
 
 const SETTLE: Duration = Duration::from_secs(40);
@@ -38,6 +40,8 @@ enum Behaviour {
     /// Never answers (within the test).
     Hang,
     Always500,
+    /// 500 until the test heals it (`Seen::healed`), 200 after.
+    FailUntilHealed,
 }
 
 /// What one receiver saw: per delivery id, how many POSTs, and the verified bodies.
@@ -47,6 +51,7 @@ struct Seen {
     verified: Vec<(String, Value)>,
     rejected: Vec<String>,
     raw: Vec<String>,
+    healed: bool,
 }
 
 #[derive(Clone)]
@@ -97,6 +102,8 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
             StatusCode::OK
         }
         Behaviour::Always500 => StatusCode::INTERNAL_SERVER_ERROR,
+        Behaviour::FailUntilHealed if r.seen.lock().healed => StatusCode::OK,
+        Behaviour::FailUntilHealed => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -291,6 +298,10 @@ async fn security_event(router: &Router, name: &str) {
     enroll(router, &key.token, &again).await.0.assert_error(409, "join_key_used");
 }
 
+fn retry_path(id: &str) -> String {
+    format!("/v1/management/webhooks/deliveries/{id}/retry")
+}
+
 /// How many times the router logged `message`.
 fn logged(router: &Router, message: &str) -> usize {
     router.logs().lines().filter(|l| l.contains(message)).count()
@@ -306,6 +317,203 @@ async fn reloaded(router: &Router, message: &str, times: usize) {
 async fn webhook_names(router: &Router) -> Vec<String> {
     let listed = router.get_json("/v1/management/webhooks").await;
     listed["data"].as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap().into()).collect()
+}
+
+#[tokio::test]
+async fn an_operator_retries_a_failed_delivery_which_goes_out_at_once_audited_with_the_reason() {
+    for backend in backends().await {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, seen) = start_receiver(SECRET, Behaviour::FailUntilHealed).await;
+        let secret = secret_file(dir.path(), "soc", SECRET, 0o600);
+        let hooks = [("soc", format!("http://{addr}/hook"), secret)];
+        let fast = json!({ "max_attempts": 2, "backoff_initial_ms": 100, "backoff_max_ms": 100,
+                           "poll_interval_ms": 100 });
+        let config = write_config(dir.path(), &hooks, fast);
+        let router = Router::start_with(&backend, with_config(&config)).await;
+        security_event(&router, "retry-agent").await;
+        let failed = eventually("the delivery to fail", SETTLE, || async {
+            let d = deliveries(&router, "webhook=soc&status=failed").await;
+            (d.len() == 1).then(|| d[0].clone())
+        })
+        .await;
+        assert_eq!(
+            (failed["attempts"].as_i64(), failed["last_status_code"].as_i64()),
+            (Some(2), Some(500)),
+            "{failed}"
+        );
+        let id = failed["id"].as_str().unwrap().to_string();
+
+        // From here the dispatcher polls once a minute: only the wake-up a retry gives it can
+        // send the retried delivery within the deadline below.
+        let slow = json!({ "max_attempts": 2, "backoff_initial_ms": 100, "backoff_max_ms": 100,
+                           "poll_interval_ms": 60000 });
+        write_config(dir.path(), &hooks, slow);
+        router.send_sighup();
+        reloaded(&router, "webhooks reloaded", 1).await;
+
+        // --dry-run: the delivery that would be retried; nothing changes, nothing is audited.
+        let before = deliveries(&router, "").await;
+        let args = ["webhooks", "deliveries", "--retry", &id, "--reason", "dry", "--dry-run"];
+        let dry = xeroctl(&router, &[&args[..], &["-o", "json"][..]].concat()).success().json();
+        assert_eq!(
+            (dry["id"].as_str(), dry["status"].as_str(), dry["attempts"].as_i64()),
+            (Some(id.as_str()), Some("failed"), Some(2)),
+            "{dry}"
+        );
+        let text = xeroctl(&router, &args).success();
+        assert!(
+            text.stdout.contains("dry run: nothing changed") && text.stdout.contains(&id),
+            "{}",
+            text.stdout
+        );
+        assert_eq!(deliveries(&router, "").await, before, "[{}] a dry run changed", backend.name);
+        assert!(router.audit("action=webhook_delivery.retry").await.is_empty());
+        assert_eq!(seen.lock().posts.get(&id), Some(&2));
+
+        // The receiver is fixed; the operator retries; the delivery goes out at once.
+        seen.lock().healed = true;
+        let reason = "receiver fixed (INC-42)";
+        let args = ["webhooks", "deliveries", "--retry", &id, "--reason", reason, "-o", "json"];
+        let retried = xeroctl(&router, &args).success().json();
+        assert_eq!(
+            (retried["id"].as_str(), retried["status"].as_str(), retried["attempts"].as_i64()),
+            (Some(id.as_str()), Some("pending"), Some(0)),
+            "{retried}"
+        );
+        let delivered = eventually("the retried delivery, at once", SETTLE, || async {
+            let d = deliveries(&router, "webhook=soc&status=delivered").await;
+            (d.len() == 1).then(|| d[0].clone())
+        })
+        .await;
+        assert_eq!(
+            (delivered["id"].as_str(), delivered["attempts"].as_i64()),
+            (Some(id.as_str()), Some(1)),
+            "{delivered}"
+        );
+        {
+            let seen = seen.lock();
+            assert_eq!(seen.posts.get(&id), Some(&3), "the same delivery id, a third time");
+            assert!(seen.rejected.is_empty(), "{:?}", seen.rejected);
+        }
+        let audit = router.audit("action=webhook_delivery.retry").await;
+        assert_eq!(audit.len(), 1, "{audit:?}");
+        let record = &audit[0];
+        assert_eq!(record["outcome"], "success", "{record}");
+        assert_eq!(record["reason"], reason, "{record}");
+        assert_eq!(record["target_id"], id.as_str(), "{record}");
+        assert_eq!(record["target_name"], "soc", "{record}");
+        assert_eq!(record["actor_key_id"], router.admin_key_id().await.as_str(), "{record}");
+        assert_eq!(record["details"]["from"], "failed", "{record}");
+        assert_eq!(record["details"]["attempts"], 2, "{record}");
+    }
+}
+
+#[tokio::test]
+async fn a_retry_is_refused_for_a_malformed_id_a_key_without_the_scope_and_a_pending_delivery() {
+    for backend in backends().await {
+        let dir = tempfile::tempdir().unwrap();
+        let (hang, _) = start_receiver(SECRET, Behaviour::Hang).await;
+        let (dead, _) = start_receiver(SECRET, Behaviour::Always500).await;
+        let secret = secret_file(dir.path(), "shared", SECRET, 0o600);
+        let config = write_config(
+            dir.path(),
+            &[
+                ("hang", format!("http://{hang}/hook"), secret.clone()),
+                ("dead", format!("http://{dead}/hook"), secret),
+            ],
+            // One attempt; the hanging receiver holds its delivery pending past the test.
+            json!({ "max_attempts": 1, "timeout_ms": 60000, "poll_interval_ms": 100 }),
+        );
+        let router = Router::start_with(&backend, with_config(&config)).await;
+        security_event(&router, "refusals-agent").await;
+        let failed = eventually("the dead receiver's delivery to fail", SETTLE, || async {
+            let d = deliveries(&router, "webhook=dead&status=failed").await;
+            (d.len() == 1).then(|| d[0]["id"].as_str().unwrap().to_string())
+        })
+        .await;
+        let pending = deliveries(&router, "webhook=hang&status=pending").await;
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        let pending = pending[0]["id"].as_str().unwrap().to_string();
+        let before = deliveries(&router, "").await;
+        let (api, admin) = (router.api(), Some(router.admin_key()));
+
+        // Out of the id's format: 400 naming `id`, before anything is looked up.
+        let overlong = format!("del_{}", "0".repeat(4_000));
+        let longer = format!("{failed}0");
+        for (id, what) in [
+            ("..%2F..%2Fapi-keys", "path traversal"),
+            ("del_..%2F..%2F..%2Fv1%2Fmanagement%2Fapi-keys", "traversal behind the prefix"),
+            (overlong.as_str(), "overlong"),
+            (longer.as_str(), "a real id and one more character"),
+            ("key_01m8sbce9k2rcej9fhvv8jg3pq", "another kind's id"),
+            ("sev_01m8sbce9k2rcej9fhvv8jg3pq", "the event's id"),
+            ("del_01M8SBCE9K2RCEJ9FHVV8JG3PQ", "upper case"),
+            ("del_01m8sbce9k2rcej9fhvv8jg3p%00", "a NUL"),
+            ("del_01m8sbce9k2rcej9fhvv8jg3p%27", "a quote"),
+        ] {
+            let resp = api.post(&retry_path(id), admin, &json!({ "reason": "probe" })).await;
+            resp.assert_error(400, "invalid_request");
+            assert_eq!(resp.json()["error"]["param"], "id", "{what}: {}", resp.text);
+            assert!(!resp.text.contains("0000000000"), "{what}: the input is not echoed");
+        }
+        // A reason no column holds.
+        for reason in [json!("a\u{0}b"), json!("r".repeat(1_025))] {
+            let resp = api.post(&retry_path(&failed), admin, &json!({ "reason": reason })).await;
+            resp.assert_error(400, "invalid_request");
+            assert_eq!(resp.json()["error"]["param"], "reason", "{}", resp.text);
+        }
+        // xeroctl: another kind's id never leaves it; a traversal is sent as one segment.
+        let out = xeroctl(&router, &["webhooks", "deliveries", "--retry", "key_x"]).failure();
+        assert_eq!(out.status.code(), Some(2), "{}", out.all());
+        let out = xeroctl(&router, &["webhooks", "deliveries", "--retry", "del_../../api-keys"])
+            .failure();
+        assert_eq!(out.status.code(), Some(3), "{}", out.all());
+        assert!(out.stderr.contains("del_"), "{}", out.stderr);
+
+        // Unknown: 404.
+        let unknown = "del_01m8sbce9k2rcej9fhvv8jg3pq";
+        api.post(&retry_path(unknown), admin, &json!({})).await.assert_error(404, "not_found");
+        let out = xeroctl(&router, &["webhooks", "deliveries", "--retry", unknown]).failure();
+        assert_eq!(out.status.code(), Some(4), "{}", out.all());
+
+        // Without a key, or with a key without the management scope: 401, 403.
+        api.post(&retry_path(&failed), None, &json!({})).await.assert_error(401, "missing_api_key");
+        let exec_key = router.create_key("exec-only", &["execution"]).await;
+        api.post(&retry_path(&failed), Some(&exec_key.value), &json!({}))
+            .await
+            .assert_error(403, "scope_insufficient");
+        let args = ["webhooks", "deliveries", "--retry", &failed];
+        let out = xeroctl_with_key(&router, &exec_key.value, &args).failure();
+        assert_eq!(out.status.code(), Some(5), "{}", out.all());
+
+        // Still pending: 409, saying so; a dry run is refused alike.
+        let resp = api.post(&retry_path(&pending), admin, &json!({ "reason": "impatient" })).await;
+        resp.assert_error(409, "delivery_pending");
+        let message = resp.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(message.contains("already pending"), "{message}");
+        for dry in [false, true] {
+            let mut args = vec!["webhooks", "deliveries", "--retry", &pending];
+            if dry {
+                args.push("--dry-run");
+            }
+            let out = xeroctl(&router, &args).failure();
+            assert_eq!(out.status.code(), Some(3), "{}", out.all());
+            assert!(out.stderr.contains("already pending"), "{}", out.stderr);
+        }
+
+        // Nothing changed; the refusals the store saw are audited as failed, none succeeded.
+        assert_eq!(deliveries(&router, "").await, before, "[{}]", backend.name);
+        let audit = router.audit("action=webhook_delivery.retry").await;
+        assert!(audit.iter().all(|r| r["outcome"] == "failed"), "{audit:?}");
+        let refused_pending = audit
+            .iter()
+            .filter(|r| {
+                r["target_id"] == pending.as_str() && r["details"]["error"] == "delivery_pending"
+            })
+            .count();
+        assert_eq!(refused_pending, 2, "the API's and xeroctl's, not the dry run's: {audit:?}");
+        assert!(audit.iter().all(|r| r["target_id"] != failed.as_str()), "{audit:?}");
+    }
 }
 
 #[tokio::test]
