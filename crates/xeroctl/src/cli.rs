@@ -138,7 +138,8 @@ pub struct WebhooksArgs {
 #[derive(Debug, Subcommand)]
 pub enum WebhooksCommand {
     /// Deliveries of security events to webhooks, oldest first: status (pending, delivered,
-    /// failed), attempts, the receiver's last answer.
+    /// failed), attempts, the receiver's last answer. `--retry del_…` puts a delivered or
+    /// failed delivery back to pending, attempted at once (audited, with `--reason`).
     Deliveries(WebhookDeliveriesArgs),
 }
 
@@ -152,6 +153,15 @@ pub struct WebhookDeliveriesArgs {
     /// pending, delivered or failed.
     #[arg(long)]
     pub status: Option<String>,
+    /// Retry this delivery (`del_…`, from the listing): a delivered or failed one goes back to
+    /// pending with a fresh attempt count and is attempted at once; prints it after. With
+    /// --dry-run: the delivery that would be retried, nothing changed. A pending one is
+    /// refused (exit 3): its attempts go on.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["webhook", "status", "limit", "after"])]
+    pub retry: Option<String>,
+    /// With --retry: why, recorded in the audit log.
+    #[arg(long, requires = "retry")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

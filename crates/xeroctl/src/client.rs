@@ -23,7 +23,10 @@ pub struct ApiError {
     pub request_id: String,
 }
 
-/// A value as one URL path segment (tool names may hold `.`; nothing else is special here).
+/// A value as one URL path segment (tool names may hold `.`; nothing else is special here), so
+/// an id given on the command line (`del_../x`, `a/b`, `?`) stays the one segment it was meant
+/// to be. A URL parser still reads a segment of dots alone (`..`, even as `%2E%2E`) as a step
+/// up: callers check an id's prefix first.
 pub fn path_segment(value: &str) -> String {
     value
         .bytes()
@@ -284,5 +287,18 @@ fn rustls_error_in<'a>(
         }
         let inner = err.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref)?;
         err = inner;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_segment;
+
+    #[test]
+    fn an_id_stays_one_path_segment() {
+        assert_eq!(path_segment("del_01abc"), "del_01abc");
+        assert_eq!(path_segment("del_../../x"), "del_..%2F..%2Fx");
+        assert_eq!(path_segment("del_a?b#c d"), "del_a%3Fb%23c%20d");
+        assert_eq!(path_segment("del_é"), "del_%C3%A9");
     }
 }

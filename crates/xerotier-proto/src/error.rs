@@ -59,6 +59,8 @@ pub enum ErrorCode {
     /// The fleet-wide operation is not in a state that allows this (cancel a finished one,
     /// resume one that is not halted).
     OperationState,
+    /// A webhook delivery is still pending (its attempts go on): there is nothing to retry.
+    DeliveryPending,
     /// A signed agent request (`POST /v1/agents/router-keys`) was refused: unknown or revoked
     /// agent, bad signature, stale timestamp, replayed nonce, or a key id too old. One code
     /// for all, so the caller learns nothing about which.
@@ -103,6 +105,7 @@ impl ErrorCode {
             ErrorCode::ReplicaFenced => "replica_fenced",
             ErrorCode::NothingSelected => "nothing_selected",
             ErrorCode::OperationState => "operation_state",
+            ErrorCode::DeliveryPending => "delivery_pending",
             ErrorCode::Internal => "internal_error",
         }
     }
@@ -127,7 +130,8 @@ impl ErrorCode {
             | ErrorCode::LastManagementKey
             | ErrorCode::NoGraceWindow
             | ErrorCode::NothingSelected
-            | ErrorCode::OperationState => "conflict_error",
+            | ErrorCode::OperationState
+            | ErrorCode::DeliveryPending => "conflict_error",
             ErrorCode::TooManyAuthFailures | ErrorCode::TooManyStreams => "rate_limit_error",
             ErrorCode::ScopeInsufficient => "permission_error",
             ErrorCode::NotFound | ErrorCode::ToolNotFound | ErrorCode::WorkspaceNotFound => {

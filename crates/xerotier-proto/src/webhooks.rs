@@ -70,3 +70,25 @@ pub struct WebhookDeliveryQuery {
     #[param(value_type = Option<WebhookDeliveryStatus>, inline)]
     pub status: Option<String>,
 }
+
+/// `POST /v1/management/webhooks/deliveries/{id}/retry`: put a settled (delivered or failed)
+/// delivery back to pending, attempted at once with a fresh attempt count.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryDeliveryRequest {
+    /// Recorded in the audit log (at most 1024 characters, no NUL).
+    #[schema(max_length = 1024, pattern = "^[^\\x00]*$")]
+    pub reason: Option<String>,
+    /// Check the retry as it would be made (the same refusals) and answer the delivery as it
+    /// is; change nothing, audit nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// The answer to a retry: the delivery after it (or, with `dry_run`, as it is).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RetryDeliveryResponse {
+    pub delivery: WebhookDeliveryView,
+    /// True when nothing was changed (the request asked for a dry run).
+    pub dry_run: bool,
+}

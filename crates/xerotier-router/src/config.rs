@@ -253,6 +253,8 @@ pub struct RouterConfig {
     pub public_url: Option<String>,
     /// Outbound webhooks, checked and with their secrets read.
     pub webhooks: WebhookSettings,
+    /// The `--config` file, which SIGHUP re-reads the webhooks from ([`webhooks_from_file`]).
+    pub config_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -272,6 +274,7 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/xerotier/router";
 
 impl RouterConfig {
     pub fn resolve(args: RouterArgs) -> Result<Self, ConfigError> {
+        let config_file = args.config.clone();
         let file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
@@ -375,6 +378,7 @@ impl RouterConfig {
                 std::env::var_os("CREDENTIALS_DIRECTORY"),
             ),
             webhooks,
+            config_file,
             public_url,
             listen,
             state_dir,
@@ -638,6 +642,14 @@ fn validate_limits(limits: &RequestLimits) -> Result<(), ConfigError> {
     positive("auth_failures_per_minute", limits.auth_failures_per_minute)?;
     positive("auth_failure_burst", limits.auth_failure_burst)?;
     positive("max_event_streams_per_key", limits.event_streams_per_key)
+}
+
+/// The `webhooks:` and `webhook_delivery:` sections of the config file at `path`, checked as
+/// at start (secret files read), for a reload. The whole file must parse: a file broken
+/// anywhere is refused, so a half-written edit never replaces the webhooks in force.
+pub fn webhooks_from_file(path: &Path) -> Result<WebhookSettings, ConfigError> {
+    let file = read_file(path)?;
+    Ok(crate::webhooks::settings::load(&file.webhooks, &file.webhook_delivery)?)
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

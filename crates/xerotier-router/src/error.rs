@@ -84,7 +84,8 @@ impl ApiError {
             | ErrorCode::LastManagementKey
             | ErrorCode::NoGraceWindow
             | ErrorCode::NothingSelected
-            | ErrorCode::OperationState => StatusCode::CONFLICT,
+            | ErrorCode::OperationState
+            | ErrorCode::DeliveryPending => StatusCode::CONFLICT,
             ErrorCode::TooManyAuthFailures | ErrorCode::TooManyStreams => {
                 StatusCode::TOO_MANY_REQUESTS
             }

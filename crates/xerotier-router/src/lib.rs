@@ -267,6 +267,7 @@ impl AppState {
             entropy.clone(),
             ids.clone(),
             metrics.clone(),
+            audit.clone(),
         );
         let operations =
             OperationService::new(store.clone(), clock.clone(), ids.clone(), audit.clone());

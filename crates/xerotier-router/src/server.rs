@@ -21,6 +21,7 @@ use crate::config::{HttpMode, RouterConfig};
 use crate::fleet::identity::IdentityError;
 use crate::master_key::MasterKeyFailure;
 use crate::tls_reload;
+use crate::webhooks::WebhookReload;
 
 /// Written to the state dir once the HTTP listener is bound: the actual address (useful with
 /// `--listen 127.0.0.1:0`).
@@ -178,13 +179,20 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
         tracing::warn!("{warning}");
     }
 
-    state.webhooks.configure(config.webhooks.clone());
+    state.webhooks.configure(config.webhooks.clone()).context("configuring the webhooks")?;
     let shutdown = CancellationToken::new();
     let mut mesh = crate::mesh_runtime::start(state.runtime_deps(), https_url, &shutdown).await?;
     let last_used = state.gate.auth.spawn_last_used_writer(shutdown.child_token());
     let grace_watch = state.api_keys.spawn_grace_watch(shutdown.child_token());
-    let reloads =
-        tls_reload::spawn_sighup_reloads(tls.clone(), &ca_pin, &clock, shutdown.child_token());
+    let webhook_reload =
+        WebhookReload { service: state.webhooks.clone(), config_file: config.config_file.clone() };
+    let reloads = tls_reload::spawn_sighup_reloads(
+        tls.clone(),
+        &ca_pin,
+        &clock,
+        webhook_reload,
+        shutdown.child_token(),
+    );
     let renewal = tls
         .clone()
         .map(|tls| tls_reload::spawn_renewal(tls, &ca_pin, &clock, shutdown.child_token()));
@@ -264,7 +272,7 @@ pub async fn run(config: RouterConfig) -> anyhow::Result<()> {
         ("event and audit numbering", Some(numbering)),
         ("reload handler", Some(reloads)),
         ("TLS renewal", renewal),
-        ("webhook dispatcher", webhooks),
+        ("webhook dispatcher", Some(webhooks)),
     ];
     for (name, task) in tasks {
         let Some(task) = task else { continue };

@@ -78,6 +78,11 @@ pub enum ServiceError {
     NothingSelected(String),
     #[error("{0}")]
     OperationState(String),
+    #[error(
+        "webhook delivery {0} is already pending: its attempts go on by themselves (see `xeroctl \
+         webhooks deliveries --status pending`); only a delivered or failed delivery can be retried"
+    )]
+    DeliveryPending(String),
     #[error("the state store is unavailable; retry")]
     StoreUnavailable(#[source] StoreError),
     #[error("internal error")]
@@ -122,6 +127,7 @@ impl ServiceError {
             ServiceError::NoGraceWindow(_) => ErrorCode::NoGraceWindow,
             ServiceError::NothingSelected(_) => ErrorCode::NothingSelected,
             ServiceError::OperationState(_) => ErrorCode::OperationState,
+            ServiceError::DeliveryPending(_) => ErrorCode::DeliveryPending,
             ServiceError::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
             ServiceError::Internal(_) => ErrorCode::Internal,
         }

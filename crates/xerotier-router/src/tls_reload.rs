@@ -1,5 +1,6 @@
-//! Keeping the presented certificate current: SIGHUP re-reads the operator's files (or renews
-//! the generated certificate if due), and a daily check renews the generated one before expiry.
+//! What SIGHUP reloads, and keeping the presented certificate current: SIGHUP re-reads the
+//! operator's certificate files (or renews the generated certificate if due) and the webhooks
+//! of the config file; an hourly check renews the generated certificate before expiry.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,16 +12,19 @@ use xerotier_core::SharedClock;
 use xerotier_tls::{Reloaded, ServerTls};
 
 use crate::mesh_link::CaPin;
+use crate::webhooks::WebhookReload;
 
 /// How often the generated certificate's expiry is looked at.
 const RENEWAL_CHECK: Duration = Duration::from_secs(3_600);
 
-/// Reloads on SIGHUP until `shutdown`. `systemctl reload` sends it (the default action would
-/// kill the router). Without TLS there is nothing to reload, which it says.
+/// Reloads on SIGHUP until `shutdown`: the TLS certificate, then the webhooks. `systemctl
+/// reload` sends it (the default action would kill the router). Each part that cannot reload
+/// keeps what is in force and logs why; neither stops the router.
 pub fn spawn_sighup_reloads(
     tls: Option<Arc<ServerTls>>,
     pin: &CaPin,
     clock: &SharedClock,
+    webhooks: WebhookReload,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     let (pin, clock) = (pin.clone(), clock.clone());
@@ -35,6 +39,7 @@ pub fn spawn_sighup_reloads(
                 Some(tls) => reload(tls, &pin, &clock, "SIGHUP"),
                 None => tracing::info!("SIGHUP: plain HTTP, no certificate to reload"),
             }
+            webhooks.run("SIGHUP").await;
             notify(sd_notify::NotifyState::Ready);
         }
     })

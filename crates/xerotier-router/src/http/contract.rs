@@ -84,12 +84,13 @@ pub fn document(doc: &mut OpenApi, limits: &Limits) {
                 );
             }
             if has_path_parameters(operation) {
-                add_or_extend(
-                    operation,
-                    "404",
+                let not_found = if OUT_OF_FORMAT_IS_INVALID.contains(&path.as_str()) {
+                    "Nothing has this id (`not_found`)."
+                } else {
                     "Nothing has this id (an id out of its format names nothing either) \
-                     (`not_found`).",
-                );
+                     (`not_found`)."
+                };
+                add_or_extend(operation, "404", not_found);
             }
             document_request_id(operation);
             document_path_formats(path, operation);
@@ -133,7 +134,7 @@ pub fn served(doc: &OpenApi) -> serde_json::Value {
 /// Where an answer names the id an operation on `{id}` takes: listings (`data/0/id`), and
 /// what creations answer. OpenAPI links, so a client (or a fuzzer's stateful phase) can follow
 /// them.
-const ID_SOURCES: [(&str, &str, &str, &str); 10] = [
+const ID_SOURCES: [(&str, &str, &str, &str); 11] = [
     ("/v1/management/api-keys", "get", "200", "/data/0/id"),
     ("/v1/management/api-keys", "post", "201", "/key/id"),
     ("/v1/management/join-keys", "get", "200", "/data/0/id"),
@@ -144,6 +145,7 @@ const ID_SOURCES: [(&str, &str, &str, &str); 10] = [
     ("/v1/exec/tools", "get", "200", "/tools/0/name"),
     ("/v1/management/operations", "get", "200", "/data/0/id"),
     ("/v1/management/operations", "post", "202", "/id"),
+    ("/v1/management/webhooks/deliveries", "get", "200", "/data/0/id"),
 ];
 
 fn link_ids(doc: &mut OpenApi) {
@@ -326,7 +328,7 @@ fn document_auth(path: &str, operation: &mut Operation) {
 /// format and the check of it. The document states them ([`document`]); [`known_path_formats`]
 /// applies them.
 type PathFormat = (&'static str, &'static str, &'static str, fn(&str) -> bool);
-const PATH_FORMATS: [PathFormat; 7] = [
+const PATH_FORMATS: [PathFormat; 8] = [
     ("/v1/management/api-keys/", "id", formats::API_KEY_ID, |t| formats::is_id("key_", t)),
     ("/v1/management/join-keys/", "id", formats::JOIN_KEY_ID, |t| formats::is_id("jk_", t)),
     ("/v1/management/agents/", "id", formats::AGENT_ID, |t| formats::is_id("agt_", t)),
@@ -334,6 +336,9 @@ const PATH_FORMATS: [PathFormat; 7] = [
     ("/v1/exec/invocations/", "id", formats::INVOCATION_ID, |t| formats::is_id("inv_", t)),
     ("/v1/exec/tools/", "name", formats::CATALOG_NAME, formats::is_catalog_name),
     ("/v1/management/operations/", "id", formats::OPERATION_ID, |t| formats::is_id("op_", t)),
+    ("/v1/management/webhooks/deliveries/", "id", xerotier_proto::webhooks::DELIVERY_ID, |t| {
+        formats::is_id("del_", t)
+    }),
 ];
 
 fn path_format(path: &str, parameter: &str) -> Option<&'static PathFormat> {
@@ -343,6 +348,11 @@ fn path_format(path: &str, parameter: &str) -> Option<&'static PathFormat> {
 /// Routes whose service refuses a path id out of its format itself, because it records the
 /// refusal (an invocation's cancel is audited, attempts at nothing included).
 const REFUSED_BY_THE_SERVICE: [&str; 1] = ["/v1/exec/invocations/{id}/cancel"];
+
+/// Routes whose service answers a path id out of its format as a malformed request (400
+/// `invalid_request`, `param` `id`) rather than as nothing (404): an operator's action on one
+/// resource, where a mistyped or pasted-wrong id should be told apart from an unknown one.
+const OUT_OF_FORMAT_IS_INVALID: [&str; 1] = ["/v1/management/webhooks/deliveries/{id}/retry"];
 
 /// A path id out of its format names nothing: 404, like an unknown id, before any handler or
 /// store sees it (PostgreSQL would refuse a NUL in it with a server error). Called by the auth
@@ -354,7 +364,9 @@ pub async fn refuse_malformed_path(parts: &mut Parts) -> Option<axum::response::
     let Ok(params) = RawPathParams::from_request_parts(parts, &()).await else {
         return Some(unknown(format!("{}: a path that is not UTF-8", matched.as_str())));
     };
-    if REFUSED_BY_THE_SERVICE.contains(&matched.as_str()) {
+    if REFUSED_BY_THE_SERVICE.contains(&matched.as_str())
+        || OUT_OF_FORMAT_IS_INVALID.contains(&matched.as_str())
+    {
         return None;
     }
     for (name, value) in &params {

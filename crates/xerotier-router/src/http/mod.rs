@@ -124,6 +124,7 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         .routes(routes!(crate::router_keys::handlers::rotate_router_key))
         .routes(routes!(webhooks::list_webhooks))
         .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(webhooks::retry_delivery))
         .routes(routes!(operations::create_operation, operations::list_operations))
         .routes(routes!(operations::get_operation))
         .routes(routes!(operations::cancel_operation))

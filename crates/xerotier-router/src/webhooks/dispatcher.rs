@@ -5,10 +5,11 @@
 //! replicas doing this at once create it once); (2) claim due deliveries under a lease, as
 //! many as there are free slots (`max_in_flight`), and attempt each on its own task, so a
 //! receiver that hangs holds one slot for at most the timeout and never blocks another
-//! webhook's delivery.
+//! webhook's delivery. Each pass reads the webhooks in force afresh, so a SIGHUP reload
+//! applies from the next pass; a reload, or a retry an operator asks for, wakes it before its
+//! poll interval.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::{JoinHandle, JoinSet};
@@ -53,7 +54,9 @@ pub enum DispatchError {
 
 /// One HTTP client per webhook: its own CA, no redirects (a receiver cannot send the signed
 /// event elsewhere), the attempt timeout.
-fn clients(settings: &WebhookSettings) -> Result<HashMap<String, reqwest::Client>, DispatchError> {
+pub(crate) fn clients(
+    settings: &WebhookSettings,
+) -> Result<HashMap<String, reqwest::Client>, DispatchError> {
     let timeout = Duration::from_millis(settings.delivery.timeout_ms);
     let mut clients = HashMap::new();
     for hook in &settings.webhooks {
@@ -77,49 +80,48 @@ fn clients(settings: &WebhookSettings) -> Result<HashMap<String, reqwest::Client
 }
 
 impl WebhookService {
-    /// Starts the dispatcher (nothing to do, and no task, without webhooks). A webhook seen
-    /// for the first time starts at the events committed so far: its cursor is fixed here,
-    /// before the router serves a request, so that nothing done through this router after its
-    /// start can fall before the cursor (the first pass comes a poll interval later).
+    /// Starts the dispatcher. A webhook seen for the first time starts at the events committed
+    /// so far: its cursor is fixed here, before the router serves a request, so that nothing
+    /// done through this router after its start can fall before the cursor (the first pass
+    /// comes a poll interval later); one added by a reload gets its cursor in the reload. The
+    /// task runs without webhooks too (a reload may add some), and then touches nothing.
     pub async fn spawn_dispatcher(
         &self,
         owner: String,
         cancel: CancellationToken,
-    ) -> Result<Option<JoinHandle<()>>, DispatchError> {
-        let settings = self.current();
-        if settings.webhooks.is_empty() {
-            return Ok(None);
-        }
-        let clients = clients(&settings)?;
-        for hook in &settings.webhooks {
+    ) -> Result<JoinHandle<()>, DispatchError> {
+        for hook in &self.current().webhooks {
             self.store.webhook_cursor(&hook.name).await?;
         }
         let service = self.clone();
-        Ok(Some(tokio::spawn(async move { service.run(owner, settings, clients, cancel).await })))
+        Ok(tokio::spawn(async move { service.run(owner, cancel).await }))
     }
 
-    async fn run(
-        self,
-        owner: String,
-        settings: Arc<WebhookSettings>,
-        clients: HashMap<String, reqwest::Client>,
-        cancel: CancellationToken,
-    ) {
-        let delivery = settings.delivery.clone();
-        let poll = Duration::from_millis(delivery.poll_interval_ms);
-        // Long enough for one attempt and its bookkeeping; a replica that dies mid-attempt
-        // gives the delivery back when it runs out.
-        let lease_ms = i64::try_from(delivery.timeout_ms.saturating_mul(2))
-            .unwrap_or(i64::MAX)
-            .saturating_add(5_000);
+    async fn run(self, owner: String, cancel: CancellationToken) {
         let mut in_flight: JoinSet<()> = JoinSet::new();
         loop {
+            let poll = Duration::from_millis(self.current().delivery.poll_interval_ms);
             tokio::select! {
                 () = cancel.cancelled() => break,
                 () = tokio::time::sleep(poll) => {}
+                () = self.wake.notified() => {}
             }
             while in_flight.try_join_next().is_some() {}
-            if let Err(err) = self.fan_out(&settings).await {
+            // One snapshot per pass: a reload in the middle of it applies from the next.
+            let active = self.active();
+            let settings = &active.settings;
+            if settings.webhooks.is_empty() {
+                // Nothing configured: deliveries of webhooks configured before stay as they
+                // are (pending ones resume if their webhook comes back).
+                continue;
+            }
+            let delivery = &settings.delivery;
+            // Long enough for one attempt and its bookkeeping; a replica that dies mid-attempt
+            // gives the delivery back when it runs out.
+            let lease_ms = i64::try_from(delivery.timeout_ms.saturating_mul(2))
+                .unwrap_or(i64::MAX)
+                .saturating_add(5_000);
+            if let Err(err) = self.fan_out(settings).await {
                 tracing::warn!(error = %err, "webhook fan-out failed; retried next pass");
             }
             let busy = u32::try_from(in_flight.len()).unwrap_or(u32::MAX);
@@ -130,7 +132,8 @@ impl WebhookService {
                     Ok(claimed) => {
                         for d in claimed {
                             let hook = settings.webhooks.iter().find(|h| h.name == d.webhook);
-                            let (Some(hook), Some(client)) = (hook, clients.get(&d.webhook)) else {
+                            let client = active.clients.get(&d.webhook);
+                            let (Some(hook), Some(client)) = (hook, client) else {
                                 self.settle_unconfigured(&owner, &d).await;
                                 continue;
                             };

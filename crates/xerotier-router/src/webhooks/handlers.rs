@@ -1,19 +1,23 @@
-//! `GET /v1/management/webhooks` and `GET /v1/management/webhooks/deliveries`.
+//! `GET /v1/management/webhooks`, `GET /v1/management/webhooks/deliveries` and
+//! `POST /v1/management/webhooks/deliveries/{id}/retry`.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use xerotier_core::format_rfc3339;
+use xerotier_proto::ErrorEnvelope;
 use xerotier_proto::Page;
 use xerotier_proto::status::WebhookDeliveryStatus;
 use xerotier_proto::webhooks::{
-    WebhookDeliveryQuery, WebhookDeliveryView, WebhookList, WebhookView,
+    RetryDeliveryRequest, RetryDeliveryResponse, WebhookDeliveryQuery, WebhookDeliveryView,
+    WebhookList, WebhookView,
 };
 use xerotier_store::{DeliveryFilter, WebhookDelivery};
 
 use super::WebhookService;
 use super::settings::redact_url;
+use crate::audit::AuditContext;
 use crate::error::ApiError;
-use crate::http::extract::QueryParams;
+use crate::http::extract::{JsonBody, QueryParams};
 use crate::http::pagination::{into_page, page_request};
 
 /// List the webhooks of the router's config file (never their secrets).
@@ -71,6 +75,35 @@ pub async fn list_deliveries(
     let filter = DeliveryFilter { webhook: query.webhook, status: query.status };
     let slice = webhooks.list_deliveries(&filter, &page).await?;
     Ok(Json(into_page(slice, |d| d.id.clone(), view)))
+}
+
+/// Put a delivered or failed delivery back to pending, attempted at once with a fresh attempt
+/// count (audited `webhook_delivery.retry`, with the reason). The receiver gets the same
+/// `X-Xerotier-Delivery` id again.
+#[utoipa::path(
+    post,
+    path = "/v1/management/webhooks/deliveries/{id}/retry",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "Delivery id, `del_…`")),
+    request_body(content = Option<RetryDeliveryRequest>, description = "Optional: `reason`, `dry_run`"),
+    responses(
+        (status = 200, description = "Pending again (or, with `dry_run`, the delivery as it is: nothing changed)", body = RetryDeliveryResponse),
+        (status = 400, description = "The id is not a delivery id, `del_` and 26 characters (`invalid_request`, `param` `id`); nothing was looked up", body = ErrorEnvelope),
+        (status = 404, description = "No such delivery", body = ErrorEnvelope),
+        (status = 409, description = "The delivery is still pending: its attempts go on (`delivery_pending`)", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn retry_delivery(
+    State(webhooks): State<WebhookService>,
+    context: AuditContext,
+    Path(id): Path<String>,
+    body: Option<JsonBody<RetryDeliveryRequest>>,
+) -> Result<Json<RetryDeliveryResponse>, ApiError> {
+    let request = body.map(|JsonBody(b)| b).unwrap_or_default();
+    let delivery =
+        webhooks.retry_delivery(&context, &id, request.reason.as_deref(), request.dry_run).await?;
+    Ok(Json(RetryDeliveryResponse { delivery: view(delivery), dry_run: request.dry_run }))
 }
 
 fn view(d: WebhookDelivery) -> WebhookDeliveryView {

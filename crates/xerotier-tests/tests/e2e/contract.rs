@@ -377,6 +377,7 @@ async fn the_document_states_every_answer_and_every_format() {
         ("/v1/management/api-keys/{id}/rotate", false),
         ("/v1/management/agents/{id}/curve-rotate", false),
         ("/v1/management/agents/{id}/pause-exec", false),
+        ("/v1/management/webhooks/deliveries/{id}/retry", false),
         ("/v1/management/agents/{id}/grants/withdraw", true),
         ("/v1/management/api-keys", true),
         ("/v1/exec/invocations", true),
@@ -399,6 +400,7 @@ async fn the_document_states_every_answer_and_every_format() {
         ("InvokeRequest", "tool", formats::CATALOG_NAME),
         ("InvokeRequest", "workspace", formats::CATALOG_NAME),
         ("RevokeApiKeyRequest", "reason", formats::TEXT),
+        ("RetryDeliveryRequest", "reason", formats::TEXT),
         ("WithdrawGrantRequest", "workspace", formats::NAME),
     ] {
         let stated = &schemas[schema]["properties"][field]["pattern"];

@@ -257,6 +257,7 @@ async fn openapi_document_lists_every_route() {
             ("/v1/management/agents/{id}/resume-exec", &["post"]),
             ("/v1/management/agents/{id}/pauses", &["get"]),
             ("/v1/management/credentials", &["get"]),
+            ("/v1/management/webhooks/deliveries/{id}/retry", &["post"]),
             ("/v1/exec/tools", &["get"]),
             ("/v1/exec/tools/{name}", &["get"]),
             ("/v1/exec/invocations", &["get", "post"]),

@@ -2,8 +2,10 @@
 //! delivery's signature and timestamp as the README tells receivers to; a revoked agent, a
 //! failed rotation and a refused enrollment each arrive signed, once; a receiver that answers
 //! 500 then 200 gets a retry, one that hangs blocks nobody else, one that never succeeds ends
-//! `failed` after the attempt limit; an unsafe config is refused at start. Plus: every metric
-//! the alert rules use is one a live router exports.
+//! `failed` after the attempt limit; an unsafe config is refused at start. An operator retries
+//! a failed delivery (`xeroctl webhooks deliveries --retry`), and only as the API allows; SIGHUP
+//! swaps the webhooks for the config file's, or keeps them when the file is bad. Plus: every
+//! metric the alert rules use is one a live router exports.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,6 +25,7 @@ use xerotier_credentials::webhook_signature::{DEFAULT_TOLERANCE_SECS, verify};
 use crate::fleet_harness::enroll;
 use crate::harness::{
     ROUTER_BIN, Router, RouterOptions, backends, binary, eventually, wait_for_exit, xeroctl,
+    xeroctl_with_key,
 };
 
 const SETTLE: Duration = Duration::from_secs(40);
@@ -37,6 +40,8 @@ enum Behaviour {
     /// Never answers (within the test).
     Hang,
     Always500,
+    /// 500 until the test heals it (`Seen::healed`), 200 after.
+    FailUntilHealed,
 }
 
 /// What one receiver saw: per delivery id, how many POSTs, and the verified bodies.
@@ -46,6 +51,7 @@ struct Seen {
     verified: Vec<(String, Value)>,
     rejected: Vec<String>,
     raw: Vec<String>,
+    healed: bool,
 }
 
 #[derive(Clone)]
@@ -96,6 +102,8 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
             StatusCode::OK
         }
         Behaviour::Always500 => StatusCode::INTERNAL_SERVER_ERROR,
+        Behaviour::FailUntilHealed if r.seen.lock().healed => StatusCode::OK,
+        Behaviour::FailUntilHealed => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -272,6 +280,318 @@ async fn security_events_arrive_signed_once_with_retries_and_no_receiver_blockin
         assert_eq!(page["data"].as_array().unwrap().len(), 3, "{}", out.stdout);
         let out = xeroctl(&router, &["webhooks"]).success();
         assert!(out.stdout.contains("good") && !out.stdout.contains(SECRET), "{}", out.stdout);
+    }
+}
+
+fn with_config(config: &Path) -> RouterOptions {
+    RouterOptions {
+        extra_args: vec!["--config".into(), config.display().to_string()],
+        ..RouterOptions::default()
+    }
+}
+
+/// One security event: a used join key presented again (`enrollment.denied`).
+async fn security_event(router: &Router, name: &str) {
+    let key = router.mint_join_key(name).await;
+    enroll(router, &key.token, name).await.0.assert_status(200);
+    let again = format!("{name}-again");
+    enroll(router, &key.token, &again).await.0.assert_error(409, "join_key_used");
+}
+
+fn retry_path(id: &str) -> String {
+    format!("/v1/management/webhooks/deliveries/{id}/retry")
+}
+
+/// How many times the router logged `message`.
+fn logged(router: &Router, message: &str) -> usize {
+    router.logs().lines().filter(|l| l.contains(message)).count()
+}
+
+async fn reloaded(router: &Router, message: &str, times: usize) {
+    eventually(&format!("{message:?} logged {times} times"), SETTLE, || async {
+        (logged(router, message) >= times).then_some(())
+    })
+    .await;
+}
+
+async fn webhook_names(router: &Router) -> Vec<String> {
+    let listed = router.get_json("/v1/management/webhooks").await;
+    listed["data"].as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap().into()).collect()
+}
+
+#[tokio::test]
+async fn an_operator_retries_a_failed_delivery_which_goes_out_at_once_audited_with_the_reason() {
+    for backend in backends().await {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, seen) = start_receiver(SECRET, Behaviour::FailUntilHealed).await;
+        let secret = secret_file(dir.path(), "soc", SECRET, 0o600);
+        let hooks = [("soc", format!("http://{addr}/hook"), secret)];
+        let fast = json!({ "max_attempts": 2, "backoff_initial_ms": 100, "backoff_max_ms": 100,
+                           "poll_interval_ms": 100 });
+        let config = write_config(dir.path(), &hooks, fast);
+        let router = Router::start_with(&backend, with_config(&config)).await;
+        security_event(&router, "retry-agent").await;
+        let failed = eventually("the delivery to fail", SETTLE, || async {
+            let d = deliveries(&router, "webhook=soc&status=failed").await;
+            (d.len() == 1).then(|| d[0].clone())
+        })
+        .await;
+        assert_eq!(
+            (failed["attempts"].as_i64(), failed["last_status_code"].as_i64()),
+            (Some(2), Some(500)),
+            "{failed}"
+        );
+        let id = failed["id"].as_str().unwrap().to_string();
+
+        // From here the dispatcher polls once a minute: only the wake-up a retry gives it can
+        // send the retried delivery within the deadline below.
+        let slow = json!({ "max_attempts": 2, "backoff_initial_ms": 100, "backoff_max_ms": 100,
+                           "poll_interval_ms": 60000 });
+        write_config(dir.path(), &hooks, slow);
+        router.send_sighup();
+        reloaded(&router, "webhooks reloaded", 1).await;
+
+        // --dry-run: the delivery that would be retried; nothing changes, nothing is audited.
+        let before = deliveries(&router, "").await;
+        let args = ["webhooks", "deliveries", "--retry", &id, "--reason", "dry", "--dry-run"];
+        let dry = xeroctl(&router, &[&args[..], &["-o", "json"][..]].concat()).success().json();
+        assert_eq!(
+            (dry["id"].as_str(), dry["status"].as_str(), dry["attempts"].as_i64()),
+            (Some(id.as_str()), Some("failed"), Some(2)),
+            "{dry}"
+        );
+        let text = xeroctl(&router, &args).success();
+        assert!(
+            text.stdout.contains("dry run: nothing changed") && text.stdout.contains(&id),
+            "{}",
+            text.stdout
+        );
+        assert_eq!(deliveries(&router, "").await, before, "[{}] a dry run changed", backend.name);
+        assert!(router.audit("action=webhook_delivery.retry").await.is_empty());
+        assert_eq!(seen.lock().posts.get(&id), Some(&2));
+
+        // The receiver is fixed; the operator retries; the delivery goes out at once.
+        seen.lock().healed = true;
+        let reason = "receiver fixed (INC-42)";
+        let args = ["webhooks", "deliveries", "--retry", &id, "--reason", reason, "-o", "json"];
+        let retried = xeroctl(&router, &args).success().json();
+        assert_eq!(
+            (retried["id"].as_str(), retried["status"].as_str(), retried["attempts"].as_i64()),
+            (Some(id.as_str()), Some("pending"), Some(0)),
+            "{retried}"
+        );
+        let delivered = eventually("the retried delivery, at once", SETTLE, || async {
+            let d = deliveries(&router, "webhook=soc&status=delivered").await;
+            (d.len() == 1).then(|| d[0].clone())
+        })
+        .await;
+        assert_eq!(
+            (delivered["id"].as_str(), delivered["attempts"].as_i64()),
+            (Some(id.as_str()), Some(1)),
+            "{delivered}"
+        );
+        {
+            let seen = seen.lock();
+            assert_eq!(seen.posts.get(&id), Some(&3), "the same delivery id, a third time");
+            assert!(seen.rejected.is_empty(), "{:?}", seen.rejected);
+        }
+        let audit = router.audit("action=webhook_delivery.retry").await;
+        assert_eq!(audit.len(), 1, "{audit:?}");
+        let record = &audit[0];
+        assert_eq!(record["outcome"], "success", "{record}");
+        assert_eq!(record["reason"], reason, "{record}");
+        assert_eq!(record["target_id"], id.as_str(), "{record}");
+        assert_eq!(record["target_name"], "soc", "{record}");
+        assert_eq!(record["actor_key_id"], router.admin_key_id().await.as_str(), "{record}");
+        assert_eq!(record["details"]["from"], "failed", "{record}");
+        assert_eq!(record["details"]["attempts"], 2, "{record}");
+    }
+}
+
+#[tokio::test]
+async fn a_retry_is_refused_for_a_malformed_id_a_key_without_the_scope_and_a_pending_delivery() {
+    for backend in backends().await {
+        let dir = tempfile::tempdir().unwrap();
+        let (hang, _) = start_receiver(SECRET, Behaviour::Hang).await;
+        let (dead, _) = start_receiver(SECRET, Behaviour::Always500).await;
+        let secret = secret_file(dir.path(), "shared", SECRET, 0o600);
+        let config = write_config(
+            dir.path(),
+            &[
+                ("hang", format!("http://{hang}/hook"), secret.clone()),
+                ("dead", format!("http://{dead}/hook"), secret),
+            ],
+            // One attempt; the hanging receiver holds its delivery pending past the test.
+            json!({ "max_attempts": 1, "timeout_ms": 60000, "poll_interval_ms": 100 }),
+        );
+        let router = Router::start_with(&backend, with_config(&config)).await;
+        security_event(&router, "refusals-agent").await;
+        let failed = eventually("the dead receiver's delivery to fail", SETTLE, || async {
+            let d = deliveries(&router, "webhook=dead&status=failed").await;
+            (d.len() == 1).then(|| d[0]["id"].as_str().unwrap().to_string())
+        })
+        .await;
+        let pending = deliveries(&router, "webhook=hang&status=pending").await;
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        let pending = pending[0]["id"].as_str().unwrap().to_string();
+        let before = deliveries(&router, "").await;
+        let (api, admin) = (router.api(), Some(router.admin_key()));
+
+        // Out of the id's format: 400 naming `id`, before anything is looked up.
+        let overlong = format!("del_{}", "0".repeat(4_000));
+        let longer = format!("{failed}0");
+        for (id, what) in [
+            ("..%2F..%2Fapi-keys", "path traversal"),
+            ("del_..%2F..%2F..%2Fv1%2Fmanagement%2Fapi-keys", "traversal behind the prefix"),
+            (overlong.as_str(), "overlong"),
+            (longer.as_str(), "a real id and one more character"),
+            ("key_01m8sbce9k2rcej9fhvv8jg3pq", "another kind's id"),
+            ("sev_01m8sbce9k2rcej9fhvv8jg3pq", "the event's id"),
+            ("del_01M8SBCE9K2RCEJ9FHVV8JG3PQ", "upper case"),
+            ("del_01m8sbce9k2rcej9fhvv8jg3p%00", "a NUL"),
+            ("del_01m8sbce9k2rcej9fhvv8jg3p%27", "a quote"),
+        ] {
+            let resp = api.post(&retry_path(id), admin, &json!({ "reason": "probe" })).await;
+            resp.assert_error(400, "invalid_request");
+            assert_eq!(resp.json()["error"]["param"], "id", "{what}: {}", resp.text);
+            assert!(!resp.text.contains("0000000000"), "{what}: the input is not echoed");
+        }
+        // A reason no column holds.
+        for reason in [json!("a\u{0}b"), json!("r".repeat(1_025))] {
+            let resp = api.post(&retry_path(&failed), admin, &json!({ "reason": reason })).await;
+            resp.assert_error(400, "invalid_request");
+            assert_eq!(resp.json()["error"]["param"], "reason", "{}", resp.text);
+        }
+        // xeroctl: another kind's id never leaves it; a traversal is sent as one segment.
+        let out = xeroctl(&router, &["webhooks", "deliveries", "--retry", "key_x"]).failure();
+        assert_eq!(out.status.code(), Some(2), "{}", out.all());
+        let out = xeroctl(&router, &["webhooks", "deliveries", "--retry", "del_../../api-keys"])
+            .failure();
+        assert_eq!(out.status.code(), Some(3), "{}", out.all());
+        assert!(out.stderr.contains("del_"), "{}", out.stderr);
+
+        // Unknown: 404.
+        let unknown = "del_01m8sbce9k2rcej9fhvv8jg3pq";
+        api.post(&retry_path(unknown), admin, &json!({})).await.assert_error(404, "not_found");
+        let out = xeroctl(&router, &["webhooks", "deliveries", "--retry", unknown]).failure();
+        assert_eq!(out.status.code(), Some(4), "{}", out.all());
+
+        // Without a key, or with a key without the management scope: 401, 403.
+        api.post(&retry_path(&failed), None, &json!({})).await.assert_error(401, "missing_api_key");
+        let exec_key = router.create_key("exec-only", &["execution"]).await;
+        api.post(&retry_path(&failed), Some(&exec_key.value), &json!({}))
+            .await
+            .assert_error(403, "scope_insufficient");
+        let args = ["webhooks", "deliveries", "--retry", &failed];
+        let out = xeroctl_with_key(&router, &exec_key.value, &args).failure();
+        assert_eq!(out.status.code(), Some(5), "{}", out.all());
+
+        // Still pending: 409, saying so; a dry run is refused alike.
+        let resp = api.post(&retry_path(&pending), admin, &json!({ "reason": "impatient" })).await;
+        resp.assert_error(409, "delivery_pending");
+        let message = resp.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(message.contains("already pending"), "{message}");
+        for dry in [false, true] {
+            let mut args = vec!["webhooks", "deliveries", "--retry", &pending];
+            if dry {
+                args.push("--dry-run");
+            }
+            let out = xeroctl(&router, &args).failure();
+            assert_eq!(out.status.code(), Some(3), "{}", out.all());
+            assert!(out.stderr.contains("already pending"), "{}", out.stderr);
+        }
+
+        // Nothing changed; the refusals the store saw are audited as failed, none succeeded.
+        assert_eq!(deliveries(&router, "").await, before, "[{}]", backend.name);
+        let audit = router.audit("action=webhook_delivery.retry").await;
+        assert!(audit.iter().all(|r| r["outcome"] == "failed"), "{audit:?}");
+        let refused_pending = audit
+            .iter()
+            .filter(|r| {
+                r["target_id"] == pending.as_str() && r["details"]["error"] == "delivery_pending"
+            })
+            .count();
+        assert_eq!(refused_pending, 2, "the API's and xeroctl's, not the dry run's: {audit:?}");
+        assert!(audit.iter().all(|r| r["target_id"] != failed.as_str()), "{audit:?}");
+    }
+}
+
+#[tokio::test]
+async fn sighup_swaps_the_webhooks_for_the_config_files_and_keeps_them_when_the_file_is_bad() {
+    const SECRET_B: &str = "bravo-secret-bravo-secret-bravo-secret";
+    for backend in backends().await {
+        let dir = tempfile::tempdir().unwrap();
+        let (alpha, alpha_seen) = start_receiver(SECRET, Behaviour::Ok).await;
+        let (bravo, bravo_seen) = start_receiver(SECRET_B, Behaviour::Ok).await;
+        let alpha_secret = secret_file(dir.path(), "alpha", SECRET, 0o600);
+        let bravo_secret = secret_file(dir.path(), "bravo", SECRET_B, 0o600);
+        let delivery = json!({ "poll_interval_ms": 100 });
+        let config = write_config(
+            dir.path(),
+            &[("alpha", format!("http://{alpha}/hook"), alpha_secret)],
+            delivery.clone(),
+        );
+        let router = Router::start_with(&backend, with_config(&config)).await;
+        let verified = |seen: &Arc<Mutex<Seen>>| seen.lock().verified.len();
+        security_event(&router, "before-reload").await;
+        eventually("alpha to get the first event", SETTLE, || async {
+            (verified(&alpha_seen) == 1).then_some(())
+        })
+        .await;
+
+        // Rewritten to bravo only, and SIGHUP: swapped in, the change logged by name.
+        write_config(
+            dir.path(),
+            &[("bravo", format!("http://{bravo}/hook"), bravo_secret.clone())],
+            delivery.clone(),
+        );
+        router.send_sighup();
+        reloaded(&router, "webhooks reloaded", 1).await;
+        let logs = router.logs();
+        let line = logs.lines().find(|l| l.contains("webhooks reloaded")).unwrap();
+        assert!(
+            line.contains(r#"added=["bravo"]"#) && line.contains(r#"removed=["alpha"]"#),
+            "{line}"
+        );
+        assert_eq!(webhook_names(&router).await, ["bravo"]);
+
+        security_event(&router, "after-reload").await;
+        eventually("bravo to get the second event", SETTLE, || async {
+            (verified(&bravo_seen) == 1).then_some(())
+        })
+        .await;
+        // Bravo starts at the reload (not sent the first event); alpha is sent nothing more.
+        let to_bravo = deliveries(&router, "webhook=bravo").await;
+        assert_eq!(to_bravo.len(), 1, "{to_bravo:?}");
+        let to_alpha = deliveries(&router, "webhook=alpha").await;
+        assert_eq!(to_alpha.len(), 1, "{to_alpha:?}");
+        assert_eq!(verified(&alpha_seen), 1);
+
+        // A bad file, three ways, each with SIGHUP: refused, bravo stays, the router serves.
+        let open = secret_file(dir.path(), "open", SECRET_B, 0o644);
+        write_config(dir.path(), &[("charlie", format!("http://{bravo}/hook"), open)], delivery);
+        router.send_sighup();
+        reloaded(&router, "webhooks not reloaded", 1).await;
+        std::fs::write(&config, "webhooks: [this is: not yaml").unwrap();
+        router.send_sighup();
+        reloaded(&router, "webhooks not reloaded", 2).await;
+        std::fs::remove_file(&config).unwrap();
+        router.send_sighup();
+        reloaded(&router, "webhooks not reloaded", 3).await;
+        router.api().get("/healthz", None).await.assert_status(200);
+        assert_eq!(webhook_names(&router).await, ["bravo"]);
+        assert_eq!(logged(&router, "webhooks reloaded"), 1);
+
+        security_event(&router, "after-bad-reloads").await;
+        eventually("bravo to get the third event", SETTLE, || async {
+            (verified(&bravo_seen) == 2).then_some(())
+        })
+        .await;
+        assert_eq!(verified(&alpha_seen), 1);
+        assert!(bravo_seen.lock().rejected.is_empty());
+        let logs = router.logs();
+        assert!(logs.contains("mode 0644"), "the refusal says why");
+        assert!(!logs.contains(SECRET) && !logs.contains(SECRET_B), "a secret was logged");
     }
 }
 
