@@ -65,6 +65,9 @@ fn operation() -> OperationRecord {
     }
 }
 
+/// A target in flight as compared: id, rotation id, rotation status, failure reason.
+type InFlightRow<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+
 /// Moves `agt_{i}` as the runner does.
 async fn set(store: &Store, i: u32, from: &[&str], to: &str, rotation: Option<&str>) -> bool {
     let finished = (to != "running").then_some(50);
@@ -161,7 +164,7 @@ per_backend!(a_wave_in_flight_is_read_with_its_rotations, store_with_operation, 
     assert!(set(&store, 1, &["running"], "running", Some("rot_1")).await);
     assert!(set(&store, 2, &["running"], "running", Some("rot_2")).await);
     let in_flight = store.operation_targets_in_flight("op_1").await.unwrap();
-    let seen: Vec<(&str, Option<&str>, Option<&str>, Option<&str>)> = in_flight
+    let seen: Vec<InFlightRow> = in_flight
         .iter()
         .map(|t| {
             (

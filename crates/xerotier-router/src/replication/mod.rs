@@ -121,7 +121,7 @@ impl Replication {
     }
 
     /// The store as the replica's background task reaches it (its own pool).
-    pub(crate) fn store(&self) -> &Store {
+    pub(crate) fn lease_store(&self) -> &Store {
         &self.0.lease_store
     }
 

@@ -75,7 +75,7 @@ impl Worker {
     }
 
     async fn register(&self) -> Result<(), StoreError> {
-        let store = self.replication.store();
+        let store = self.replication.lease_store();
         let sent = Instant::now();
         let replica = NewReplica {
             id: self.replication.replica_id().to_string(),
@@ -116,7 +116,7 @@ impl Worker {
     /// Applies every signal after the last applied one, in order, and says how far it got.
     /// A signal that fails to apply is retried (never skipped): the cursor stops before it.
     async fn catch_up(&self) -> Result<(), StoreError> {
-        let store = self.replication.store();
+        let store = self.replication.lease_store();
         let start = self.replication.applied();
         loop {
             let signals = store.signals_after(self.replication.applied(), CATCH_UP_BATCH).await?;
@@ -152,7 +152,7 @@ impl Worker {
             return;
         }
         let sessions = i64::try_from(self.applier.link.connected_sessions()).unwrap_or(i64::MAX);
-        let store = self.replication.store();
+        let store = self.replication.lease_store();
         let id = self.replication.replica_id();
         match store.renew_replica(id, self.replication.applied(), sessions, self.lease_ms()).await {
             Ok(Renewal::Renewed) => {
@@ -176,7 +176,7 @@ impl Worker {
     }
 
     async fn rejoin(&self) -> Result<(), StoreError> {
-        let store = self.replication.store();
+        let store = self.replication.lease_store();
         self.replication.set_applied(store.latest_signal_seq().await?);
         self.applier.cache.clear();
         self.reload_all().await?;
@@ -213,7 +213,7 @@ impl Worker {
     }
 
     async fn reload_all(&self) -> Result<(), StoreError> {
-        refresh_allow_list(self.replication.store(), &self.applier.link).await?;
+        refresh_allow_list(self.replication.lease_store(), &self.applier.link).await?;
         self.applier.exec.refresh_served().await
     }
 
@@ -227,7 +227,7 @@ impl Worker {
             tracing::warn!(error = %err, "could not re-read the allow-list");
         }
         self.catch_up_logged().await;
-        let store = self.replication.store();
+        let store = self.replication.lease_store();
         if let Err(err) = store.prune_signals(SIGNALS_KEPT_MS, self.clock.now_millis()).await {
             tracing::debug!(error = %err, "could not prune applied signals");
         }
@@ -238,7 +238,7 @@ impl Worker {
 
     /// A clean stop: this replica no longer holds any revoke up.
     async fn stopped(&self) {
-        let store = self.replication.store();
+        let store = self.replication.lease_store();
         if let Err(err) = store.mark_replica_stopped(self.replication.replica_id()).await {
             tracing::warn!(error = %err, "could not mark this replica stopped");
         }
@@ -258,7 +258,7 @@ fn spawn_listener(
         loop {
             let listening = tokio::select! {
                 () = shutdown.cancelled() => return,
-                listening = replication.store().listen(&[SIGNAL_CHANNEL, ACK_CHANNEL, DISPATCH_CHANNEL]) => listening,
+                listening = replication.lease_store().listen(&[SIGNAL_CHANNEL, ACK_CHANNEL, DISPATCH_CHANNEL]) => listening,
             };
             let mut notifications = match listening {
                 Ok(Some(notifications)) => notifications,
