@@ -24,7 +24,7 @@ pub use pinned::{pinned_client_config, pinned_client_config_any};
 pub use private_ca::{
     CA_CERT_FILE, RENEW_BEFORE_SECONDS, SERVER_VALIDITY_SECONDS, pem as certificate_pem,
 };
-pub use rotation::{CaMaterial, CaPlan, cert_der, cross_sign, new_ca};
+pub use rotation::{CaMaterial, CaPlan, cert_der, certificate_not_after, cross_sign, new_ca};
 pub use server::{CertSource, Reloaded, ServerTls, files_ca, remove_files_ca_key};
 
 /// The one crypto provider every configuration here is built on (rustls may be compiled with

@@ -30,6 +30,14 @@ pub fn cert_der(pem: &str) -> Result<CertificateDer<'static>, TlsError> {
         .map_err(|e| TlsError::BadCertificate(e.to_string()))
 }
 
+/// When the first certificate of a PEM text expires (its notAfter, Unix seconds).
+pub fn certificate_not_after(pem: &str) -> Result<i64, TlsError> {
+    let der = cert_der(pem)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| TlsError::BadCertificate(e.to_string()))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
 /// `new`'s certificate issued again by `old`: same subject, same key, so a server certificate
 /// `new` issued verifies under either CA.
 pub fn cross_sign(new: &CaMaterial, old: &CaMaterial) -> Result<CertificateDer<'static>, TlsError> {
@@ -129,5 +137,17 @@ mod tests {
         assert!(!verify(&old_der, &without_cross), "the old CA alone does not vouch for the new");
         let stranger = cert_der(&new_ca("Someone else", now).unwrap().cert_pem).unwrap();
         assert!(!verify(&stranger, &material.chain));
+    }
+
+    #[test]
+    fn a_new_ca_expires_ten_years_after_its_start_and_garbage_is_refused() {
+        let now = 1_800_000_000;
+        let ca = new_ca("xerotier test CA", now).unwrap();
+        let not_after = certificate_not_after(&ca.cert_pem).unwrap();
+        let ten_years = 10 * 365 * 86_400;
+        assert!((not_after - (now + ten_years)).abs() <= 5 * 86_400, "{not_after}");
+        assert!(certificate_not_after("not a certificate").is_err());
+        let truncated = &ca.cert_pem[..ca.cert_pem.len() / 2];
+        assert!(certificate_not_after(truncated).is_err());
     }
 }

@@ -177,6 +177,9 @@ impl PostureService {
                     if key.status() != Some(RouterKeyStatus::Current) {
                         continue;
                     }
+                    // The TLS CA also expires on its own: its certificate's notAfter.
+                    let expires_at =
+                        (kind == "tls").then(|| ca_not_after(&key.kid, &key.public_key)).flatten();
                     rows.push(row(
                         &policy,
                         now,
@@ -193,7 +196,7 @@ impl PostureService {
                             created_at: key.created_at,
                             last_rotated_at: None,
                             last_used_at: None,
-                            expires_at: None,
+                            expires_at,
                             file: None,
                         },
                     ));
@@ -206,6 +209,18 @@ impl PostureService {
         });
         sort_worst_first(&mut rows);
         Ok(Report { now, policy, rows })
+    }
+}
+
+/// When the router CA certificate `pem` expires (Unix milliseconds); `None`, logged, when it
+/// cannot be read (the row is then judged by its age alone).
+fn ca_not_after(kid: &str, pem: &str) -> Option<UnixMillis> {
+    match xerotier_tls::certificate_not_after(pem) {
+        Ok(seconds) => seconds.checked_mul(1000),
+        Err(err) => {
+            tracing::warn!(%kid, error = %err, "the stored TLS CA certificate cannot be read");
+            None
+        }
     }
 }
 
@@ -243,8 +258,17 @@ struct Seed {
 fn row(policy: &Policy, now: UnixMillis, seed: Seed) -> PostureRow {
     let rule = policy.rule(seed.kind).clone();
     let since = seed.last_rotated_at.unwrap_or(seed.created_at).max(seed.created_at);
+    // The router's keys are rotated on their cryptoperiod: the TLS CA certificate's own
+    // validity (ten years) is shown, and decides only when it ends before the rule's due date.
+    // Other credentials with an expiry follow it (short-lived by design).
+    let judged_expiry = match seed.kind {
+        CredentialKind::RouterKey => seed.expires_at.filter(|&expires_at| {
+            rule.max_age_ms.is_none_or(|max| expires_at < since.saturating_add(max))
+        }),
+        _ => seed.expires_at,
+    };
     let judgement =
-        judge(&rule, policy.due_soon_ms, Subject { since, expires_at: seed.expires_at }, now);
+        judge(&rule, policy.due_soon_ms, Subject { since, expires_at: judged_expiry }, now);
     PostureRow {
         kind: seed.kind,
         id: seed.id,

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use xerotier_core::parse_rfc3339;
 
 use crate::exec::{CREDENTIAL_FILE, exec_fleet};
 use crate::harness::{Router, RouterOptions, backends, eventually, xeroctl, xeroctl_with_key};
@@ -86,6 +87,24 @@ async fn the_posture_report_lists_every_kind_and_check_fails_on_overdue() {
         assert!(router_keys.iter().all(
             |r| r["max_age_seconds"] == 365 * 86_400 && r["emergency_deadline_seconds"] == 3600
         ));
+        // The TLS CA shows its certificate's notAfter (ten years on), and is still judged by
+        // the rule: due a year after its creation, not when the certificate ends.
+        let ca = router_keys.iter().find(|r| r["name"] == "TLS CA").unwrap();
+        let millis = |field: &str| parse_rfc3339(ca[field].as_str().unwrap()).unwrap();
+        let ten_years = 10 * 365 * 86_400_000_i64;
+        assert!(
+            (millis("expires_at") - millis("created_at") - ten_years).abs() < 2 * 86_400_000,
+            "{ca}"
+        );
+        assert_eq!(millis("due_at") - millis("created_at"), 365 * 86_400_000, "{ca}");
+        assert_eq!(
+            (ca["state"].as_str(), ca["rule"].as_str()),
+            (Some("ok"), Some("default")),
+            "{ca}"
+        );
+        for key in router_keys.iter().filter(|r| r["name"] != "TLS CA") {
+            assert_eq!(key["expires_at"], Value::Null, "{key}");
+        }
 
         // Filters.
         let only = router.get_json(&format!("/v1/management/credentials?agent_id={agent}")).await;
