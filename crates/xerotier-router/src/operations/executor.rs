@@ -386,6 +386,9 @@ impl Executor {
             let in_flight = self.operations.store.operation_targets_in_flight(&op.id).await?;
             let mut waiting = false;
             for TargetInFlight { target, rotation_status, rotation_failure_reason } in &in_flight {
+                // A wave's end is up to 500 durable writes: the lease is kept through them (it
+                // ran out during them under load, and another replica took the operation over).
+                self.renew_if_due(&mut lease, shutdown).await?;
                 if target.rotation_request_id.is_none() {
                     // Started before a crash, never requested (or not recorded): start again
                     // (an in-flight rotation is adopted).
