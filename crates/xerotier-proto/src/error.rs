@@ -61,6 +61,9 @@ pub enum ErrorCode {
     OperationState,
     /// A webhook delivery is still pending (its attempts go on): there is nothing to retry.
     DeliveryPending,
+    /// A webhook delivery is for a webhook the router's config no longer has: nothing to send
+    /// it to until the webhook is configured again.
+    WebhookNotConfigured,
     /// A signed agent request (`POST /v1/agents/router-keys`) was refused: unknown or revoked
     /// agent, bad signature, stale timestamp, replayed nonce, or a key id too old. One code
     /// for all, so the caller learns nothing about which.
@@ -106,6 +109,7 @@ impl ErrorCode {
             ErrorCode::NothingSelected => "nothing_selected",
             ErrorCode::OperationState => "operation_state",
             ErrorCode::DeliveryPending => "delivery_pending",
+            ErrorCode::WebhookNotConfigured => "webhook_not_configured",
             ErrorCode::Internal => "internal_error",
         }
     }
@@ -131,7 +135,8 @@ impl ErrorCode {
             | ErrorCode::NoGraceWindow
             | ErrorCode::NothingSelected
             | ErrorCode::OperationState
-            | ErrorCode::DeliveryPending => "conflict_error",
+            | ErrorCode::DeliveryPending
+            | ErrorCode::WebhookNotConfigured => "conflict_error",
             ErrorCode::TooManyAuthFailures | ErrorCode::TooManyStreams => "rate_limit_error",
             ErrorCode::ScopeInsufficient => "permission_error",
             ErrorCode::NotFound | ErrorCode::ToolNotFound | ErrorCode::WorkspaceNotFound => {

@@ -85,7 +85,8 @@ impl ApiError {
             | ErrorCode::NoGraceWindow
             | ErrorCode::NothingSelected
             | ErrorCode::OperationState
-            | ErrorCode::DeliveryPending => StatusCode::CONFLICT,
+            | ErrorCode::DeliveryPending
+            | ErrorCode::WebhookNotConfigured => StatusCode::CONFLICT,
             ErrorCode::TooManyAuthFailures | ErrorCode::TooManyStreams => {
                 StatusCode::TOO_MANY_REQUESTS
             }

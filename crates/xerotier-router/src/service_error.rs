@@ -83,6 +83,12 @@ pub enum ServiceError {
          webhooks deliveries --status pending`); only a delivered or failed delivery can be retried"
     )]
     DeliveryPending(String),
+    #[error(
+        "webhook delivery {delivery} is for webhook {webhook:?}, which the router's config no \
+         longer has: add it back to the config file and reload (SIGHUP) before retrying \
+         (`xeroctl webhooks` lists the configured ones)"
+    )]
+    WebhookNotConfigured { delivery: String, webhook: String },
     #[error("the state store is unavailable; retry")]
     StoreUnavailable(#[source] StoreError),
     #[error("internal error")]
@@ -128,6 +134,7 @@ impl ServiceError {
             ServiceError::NothingSelected(_) => ErrorCode::NothingSelected,
             ServiceError::OperationState(_) => ErrorCode::OperationState,
             ServiceError::DeliveryPending(_) => ErrorCode::DeliveryPending,
+            ServiceError::WebhookNotConfigured { .. } => ErrorCode::WebhookNotConfigured,
             ServiceError::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
             ServiceError::Internal(_) => ErrorCode::Internal,
         }

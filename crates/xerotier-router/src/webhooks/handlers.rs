@@ -90,7 +90,7 @@ pub async fn list_deliveries(
         (status = 200, description = "Pending again (or, with `dry_run`, the delivery as it is: nothing changed)", body = RetryDeliveryResponse),
         (status = 400, description = "The id is not a delivery id, `del_` and 26 characters (`invalid_request`, `param` `id`); nothing was looked up", body = ErrorEnvelope),
         (status = 404, description = "No such delivery", body = ErrorEnvelope),
-        (status = 409, description = "The delivery is still pending: its attempts go on (`delivery_pending`)", body = ErrorEnvelope),
+        (status = 409, description = "The delivery is still pending: its attempts go on (`delivery_pending`); or its webhook is no longer configured (`webhook_not_configured`)", body = ErrorEnvelope),
     ),
     security(("api_key" = []))
 )]

@@ -176,25 +176,30 @@ impl WebhookService {
             ));
         }
         let reason = crate::validate::reason(reason)?;
-        let target = Target { kind: "webhook_delivery", id: Some(id), name: None };
-        let change = Change::new("webhook_delivery.retry", target).reason(reason);
         let Some(current) = self.store.webhook_delivery(id).await? else {
             let err = ServiceError::NotFound(format!("webhook delivery {id}"));
-            return Err(self.refused(context, &change, dry_run, err).await);
+            return Err(self.refused(context, &retry_change(id, None, reason), dry_run, err).await);
         };
-        if current.status == "pending" {
-            let err = ServiceError::DeliveryPending(id.to_string());
-            return Err(self.refused(context, &change, dry_run, err).await);
+        let refusal = if current.status == "pending" {
+            Some(ServiceError::DeliveryPending(id.to_string()))
+        } else if !self.current().webhooks.iter().any(|w| w.name == current.webhook) {
+            // Its webhook was removed by a reload: the dispatcher would only fail it again.
+            Some(ServiceError::WebhookNotConfigured {
+                delivery: id.to_string(),
+                webhook: current.webhook.clone(),
+            })
+        } else {
+            None
+        };
+        if let Some(err) = refusal {
+            return Err(self
+                .refused(context, &retry_change(id, Some(&current.webhook), reason), dry_run, err)
+                .await);
         }
         if dry_run {
             return Ok(current);
         }
-        let change = Change::new(
-            "webhook_delivery.retry",
-            Target { kind: "webhook_delivery", id: Some(id), name: Some(&current.webhook) },
-        )
-        .reason(reason)
-        .details(serde_json::json!({
+        let change = retry_change(id, Some(&current.webhook), reason).details(serde_json::json!({
             "from": current.status,
             "attempts": current.attempts,
             "event_id": current.event_id,
@@ -234,6 +239,12 @@ impl WebhookService {
     }
 }
 
+/// The audited change of a retry of delivery `id` (of `webhook`, once it is known).
+fn retry_change<'a>(id: &'a str, webhook: Option<&'a str>, reason: Option<&'a str>) -> Change<'a> {
+    let target = Target { kind: "webhook_delivery", id: Some(id), name: webhook };
+    Change::new("webhook_delivery.retry", target).reason(reason)
+}
+
 /// What changed from `old` to `new`, by name.
 fn compare(old: &WebhookSettings, new: &WebhookSettings) -> ReloadSummary {
     let find =
@@ -261,7 +272,7 @@ fn same(a: &Webhook, b: &Webhook) -> bool {
     a.url == b.url
         && a.events == b.events
         && a.ca_pem == b.ca_pem
-        && a.secret.expose_secret() == b.secret.expose_secret()
+        && xerotier_credentials::secrets_equal(a.secret.expose_secret(), b.secret.expose_secret())
 }
 
 /// What SIGHUP re-reads the webhooks from: the service and the `--config` file, if any.

@@ -567,6 +567,32 @@ async fn sighup_swaps_the_webhooks_for_the_config_files_and_keeps_them_when_the_
         assert_eq!(to_alpha.len(), 1, "{to_alpha:?}");
         assert_eq!(verified(&alpha_seen), 1);
 
+        // Alpha's settled delivery cannot be retried now that alpha is gone: 409, saying what
+        // to do, nothing changed, the refusal audited; xeroctl exits 3.
+        let alpha_delivery = to_alpha[0]["id"].as_str().unwrap().to_string();
+        let resp = router
+            .api()
+            .post(
+                &retry_path(&alpha_delivery),
+                Some(router.admin_key()),
+                &json!({ "reason": "replay" }),
+            )
+            .await;
+        resp.assert_error(409, "webhook_not_configured");
+        let message = resp.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(message.contains("\"alpha\"") && message.contains("SIGHUP"), "{message}");
+        let out =
+            xeroctl(&router, &["webhooks", "deliveries", "--retry", &alpha_delivery]).failure();
+        assert_eq!(out.status.code(), Some(3), "{}", out.all());
+        assert_eq!(deliveries(&router, "webhook=alpha").await, to_alpha);
+        let audit = router.audit("action=webhook_delivery.retry").await;
+        assert!(
+            audit.len() == 2
+                && audit.iter().all(|r| r["outcome"] == "failed"
+                    && r["details"]["error"] == "webhook_not_configured"),
+            "{audit:?}"
+        );
+
         // A bad file, three ways, each with SIGHUP: refused, bravo stays, the router serves.
         let open = secret_file(dir.path(), "open", SECRET_B, 0o644);
         write_config(dir.path(), &[("charlie", format!("http://{bravo}/hook"), open)], delivery);
