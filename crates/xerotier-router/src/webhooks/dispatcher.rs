@@ -131,7 +131,7 @@ impl WebhookService {
                 match self.store.claim_deliveries(&owner, now, lease_ms, free).await {
                     Ok(claimed) => {
                         for d in claimed {
-                            let hook = settings.webhooks.iter().find(|h| h.name == d.webhook);
+                            let hook = settings.webhook(&d.webhook);
                             let client = active.clients.get(&d.webhook);
                             let (Some(hook), Some(client)) = (hook, client) else {
                                 self.settle_unconfigured(&owner, &d).await;

@@ -182,7 +182,7 @@ impl WebhookService {
         };
         let refusal = if current.status == "pending" {
             Some(ServiceError::DeliveryPending(id.to_string()))
-        } else if !self.current().webhooks.iter().any(|w| w.name == current.webhook) {
+        } else if self.current().webhook(&current.webhook).is_none() {
             // Its webhook was removed by a reload: the dispatcher would only fail it again.
             Some(ServiceError::WebhookNotConfigured {
                 delivery: id.to_string(),
@@ -247,8 +247,7 @@ fn retry_change<'a>(id: &'a str, webhook: Option<&'a str>, reason: Option<&'a st
 
 /// What changed from `old` to `new`, by name.
 fn compare(old: &WebhookSettings, new: &WebhookSettings) -> ReloadSummary {
-    let find =
-        |set: &WebhookSettings, name: &str| set.webhooks.iter().find(|w| w.name == name).cloned();
+    let find = |set: &WebhookSettings, name: &str| set.webhook(name).cloned();
     let mut summary = ReloadSummary {
         delivery_changed: old.delivery != new.delivery,
         ..ReloadSummary::default()

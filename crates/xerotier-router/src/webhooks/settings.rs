@@ -117,6 +117,13 @@ pub struct WebhookSettings {
     pub delivery: DeliverySettings,
 }
 
+impl WebhookSettings {
+    /// The configured webhook of that name (names are unique: checked when the file is read).
+    pub fn webhook(&self, name: &str) -> Option<&Webhook> {
+        self.webhooks.iter().find(|w| w.name == name)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookConfigError {
     #[error("webhook {name:?}: {message}")]
