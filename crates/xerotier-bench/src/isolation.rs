@@ -15,7 +15,7 @@ use xerotier_proto::invocation::InvocationStatus;
 use xerotier_sandbox::{LandlockMode, LaunchSpec, Limits, RUNNER_BIN};
 use xerotier_xem::catalog::{SandboxSettings, ToolBundle, WorkspaceDecl};
 use xerotier_xem::credentials::CredentialVersion;
-use xerotier_xem::executor::{ExecRequest, execute};
+use xerotier_xem::executor::{ExecRequest, execute_leaving_dir};
 use xerotier_xem::sandbox::Sandbox;
 
 /// The first four start the runner per tool (what the ready pool avoids); the last is the path
@@ -25,7 +25,7 @@ const LAYERS: [&str; 5] = [
     "runner started per tool, nothing applied",
     "runner started per tool, as the tool user",
     "runner started per tool, tool user + Landlock",
-    "XEM executor: ready runner, own directory, memfd, tool user, Landlock, limits",
+    "XEM executor: ready runner, own directory, memfd, tool user, Landlock, limits (to the result)",
 ];
 
 /// Spawns `program` with `args`, writes `{}` to its stdin, waits; fails unless it exits 0.
@@ -120,8 +120,10 @@ pub async fn layers(tool_user: String, executable: PathBuf, rounds: usize) -> an
         };
         let (_cancel, cancel_rx) = watch::channel(false);
         let begin = Instant::now();
-        let result = execute(request, None, cancel_rx, clock.clone()).await;
+        // As the XEM does: the result first, the directory removed after it is sent.
+        let executed = execute_leaving_dir(request, None, cancel_rx, clock.clone()).await;
         samples[4].push(begin.elapsed());
+        let result = executed.clean_up();
         sandbox.refill_runners();
         if result.status != InvocationStatus::Succeeded {
             bail!("the executor's run failed: {result:?}");

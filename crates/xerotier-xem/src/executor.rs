@@ -132,10 +132,12 @@ fn credential_memfd(bytes: &[u8]) -> std::io::Result<OwnedFd> {
 }
 
 /// Waits, off the runtime, until the tool's process has exited, without reaping it: while it
-/// is a zombie its pid (and so its process group id) cannot be reused.
-fn exited_unreaped(pid: Option<u32>) -> tokio::task::JoinHandle<Result<(), String>> {
-    tokio::task::spawn_blocking(move || {
-        let pid = pid.and_then(|p| i32::try_from(p).ok()).ok_or("the tool has no pid")?;
+/// is a zombie its pid (and so its process group id) cannot be reused. (A pidfd would spare
+/// the thread, but registering one with tokio is an `unsafe` API, which this workspace
+/// forbids.)
+async fn exited_unreaped(pid: Option<u32>) -> Result<(), String> {
+    let pid = pid.and_then(|p| i32::try_from(p).ok()).ok_or("the tool has no pid")?;
+    let waited = tokio::task::spawn_blocking(move || {
         loop {
             match waitid(Id::Pid(Pid::from_raw(pid)), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
                 Err(nix::Error::EINTR) => continue,
@@ -143,7 +145,8 @@ fn exited_unreaped(pid: Option<u32>) -> tokio::task::JoinHandle<Result<(), Strin
                 Ok(_) => return Ok(()),
             }
         }
-    })
+    });
+    waited.await.map_err(|e| e.to_string())?
 }
 
 /// Reads the runner's status pipe to its end: empty when the tool was started (the exec closed
@@ -157,14 +160,43 @@ async fn runner_status(pipe: OwnedFd) -> String {
     String::from_utf8_lossy(&message).into_owned()
 }
 
-/// Runs the invocation to its end and says how it ended. Never panics; every failure is a
-/// `failed` result with an `error`.
+/// A finished run and the directory it ran in, which is still there: the caller sends the
+/// result first and removes the directory after ([`Executed::clean_up`]), so the removal is
+/// not on the invocation's path. The tool's whole process group is gone by now.
+#[derive(Debug)]
+pub struct Executed {
+    pub result: InvocationResult,
+    pub dir: Option<InvocationDir>,
+}
+
+impl Executed {
+    /// Removes the directory and hands back the result.
+    pub fn clean_up(self) -> InvocationResult {
+        if let Some(dir) = self.dir {
+            dir.remove();
+        }
+        self.result
+    }
+}
+
+/// Runs the invocation to its end and says how it ended, its directory already removed.
+/// Never panics; every failure is a `failed` result with an `error`.
 pub async fn execute(
+    request: ExecRequest,
+    output: Option<mpsc::Sender<OutputChunk>>,
+    cancel: watch::Receiver<bool>,
+    clock: SharedClock,
+) -> InvocationResult {
+    execute_leaving_dir(request, output, cancel, clock).await.clean_up()
+}
+
+/// [`execute`], leaving the directory for the caller to remove once the result is sent.
+pub async fn execute_leaving_dir(
     request: ExecRequest,
     output: Option<mpsc::Sender<OutputChunk>>,
     mut cancel: watch::Receiver<bool>,
     clock: SharedClock,
-) -> InvocationResult {
+) -> Executed {
     let started_at_ms = clock.now_millis();
     let generation = request.credential.as_ref().map_or(0, |c| c.generation);
     let mut result = InvocationResult {
@@ -180,17 +212,20 @@ pub async fn execute(
         finished_at_ms: started_at_ms,
         credential_generation: generation,
     };
-    match request.sandbox.invocation_dir(&request.invocation_id) {
+    let dir = match request.sandbox.invocation_dir(&request.invocation_id) {
         Ok(dir) => {
             if let Err(error) = run(&request, &dir, output, &mut cancel, &mut result).await {
                 result.error = Some(error);
             }
-            dir.remove();
+            Some(dir)
         }
-        Err(error) => result.error = Some(error),
-    }
+        Err(error) => {
+            result.error = Some(error);
+            None
+        }
+    };
     result.finished_at_ms = clock.now_millis();
-    result
+    Executed { result, dir }
 }
 
 /// The tool's whole environment: nothing of the XEM's.
@@ -293,9 +328,8 @@ async fn run(
     });
     let ending = tokio::select! {
         exited = exited_unreaped(pid) => match exited {
-            Ok(Ok(())) => Ending::Exited,
-            Ok(Err(err)) => Ending::WaitFailed(err),
-            Err(err) => Ending::WaitFailed(err.to_string()),
+            Ok(()) => Ending::Exited,
+            Err(err) => Ending::WaitFailed(err),
         },
         () = tokio::time::sleep(request.tool.timeout) => Ending::TimedOut,
         _ = cancel.wait_for(|cancelled| *cancelled) => Ending::Cancelled,

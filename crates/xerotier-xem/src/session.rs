@@ -323,11 +323,12 @@ impl Session {
                 }
             }
             WorkEvent::Finished(result) => {
-                tracing::info!(invocation_id = %result.invocation_id, status = result.status.as_str(), "invocation ended");
-                let invocation_id = result.invocation_id.clone();
+                let (invocation_id, status) = (result.invocation_id.clone(), result.status);
                 let frame = self.work.finished(result);
                 self.send(&frame)?;
                 timeline!(invocation_id, "xem.finished.sent");
+                // Logged once the result is on its way, not before.
+                tracing::info!(%invocation_id, status = status.as_str(), "invocation ended");
             }
         }
         GO_ON

@@ -291,12 +291,18 @@ impl Running {
             args_json,
             sandbox: self.sandbox.clone(),
         };
-        let result = executor::execute(request, Some(output_tx), cancel, self.clock.clone()).await;
+        let executed =
+            executor::execute_leaving_dir(request, Some(output_tx), cancel, self.clock.clone())
+                .await;
         // Output frames go out before the result, so a watcher sees all of it.
         let _ = forward.await;
-        let _ = self.events.send(WorkEvent::Finished(result)).await;
-        // The runner for a later tool starts now, once this result is on its way.
+        let _ = self.events.send(WorkEvent::Finished(executed.result)).await;
+        // The runner for a later tool starts, and the directory goes, once this result is on
+        // its way (the tool's processes are gone).
         self.sandbox.refill_runners();
+        if let Some(dir) = executed.dir {
+            let _ = tokio::task::spawn_blocking(move || dir.remove()).await;
+        }
     }
 
     fn ended_early(&self, at: i64, status: InvocationStatus, why: &str) -> InvocationResult {
