@@ -62,7 +62,7 @@ pub use sealed::{
 pub use sqlx::Error as SqlxError;
 pub use webhooks::{
     AttemptEnd, AttemptResult, DeliveryFilter, MAX_ERROR_CHARS, NewDelivery, SecurityEvent,
-    SecurityEventType, WebhookDelivery, security_event_id,
+    SecurityEventType, WEBHOOK_CHANNEL, WebhookDelivery, security_event_id,
 };
 pub use workspaces::{
     CANDIDATE, Decision, DeclaredWorkspace, GRANTED, REJECTED, Transition, WITHDRAWN,

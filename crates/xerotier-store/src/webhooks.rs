@@ -1,13 +1,19 @@
 //! Security events for outbound webhooks: the outbox (`security_events`), written by
 //! [`AuditEntry::insert`] in the transaction of the audit record it comes from, and the
 //! durable deliveries (`webhook_deliveries`) the router's dispatcher claims, one replica at a
-//! time, and settles.
+//! time, and settles. On PostgreSQL a new security event and a retried delivery also send
+//! `NOTIFY xerotier_webhooks` ([`WEBHOOK_CHANNEL`]), which wakes every replica's dispatcher;
+//! the rows are what counts, a lost notification leaves them to the next poll.
 
 use sqlx::{Any, Row, Transaction};
 use xerotier_core::{UnixMillis, format_rfc3339};
 
 use crate::rows::{Record, record, sql};
-use crate::{AuditEntry, PageRequest, PageSlice, Store, StoreError};
+use crate::{AuditEntry, Backend, PageRequest, PageSlice, Store, StoreError};
+
+/// The PostgreSQL channel that wakes every replica's webhook dispatcher: a security event
+/// committed (payload: its `seq`) or a delivery put back to pending (payload empty).
+pub const WEBHOOK_CHANNEL: &str = "xerotier_webhooks";
 
 /// The security events a webhook can subscribe to. Their wire names are dotted
 /// (`rotation.failed`), so this is written out rather than generated.
@@ -174,6 +180,14 @@ pub(crate) async fn outbox_for(
     .bind(payload(kind, entry))
     .execute(&mut **tx)
     .await?;
+    if crate::order::is_postgres(tx) {
+        // Delivered at commit, to every replica's dispatcher (not at all on a rollback).
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(WEBHOOK_CHANNEL)
+            .bind(seq.to_string())
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(())
 }
 
@@ -413,6 +427,18 @@ impl Store {
             audit,
         )
         .await
+    }
+
+    /// Wakes every replica's webhook dispatcher (PostgreSQL; nothing on SQLite, whose one
+    /// router wakes its own): a delivery was put back to pending.
+    pub async fn notify_webhooks(&self) -> Result<(), StoreError> {
+        if self.backend() == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(WEBHOOK_CHANNEL)
+                .execute(self.pool())
+                .await?;
+        }
+        Ok(())
     }
 
     pub async fn webhook_delivery(&self, id: &str) -> Result<Option<WebhookDelivery>, StoreError> {

@@ -213,6 +213,10 @@ impl WebhookService {
             return Err(self.refused(context, &change, false, err).await);
         };
         self.wake.notify_one();
+        // Other replicas' dispatchers too (PostgreSQL): whichever has a free slot sends it.
+        if let Err(err) = self.store.notify_webhooks().await {
+            tracing::warn!(delivery = %id, error = %err, "could not wake other replicas' webhook dispatchers; they poll");
+        }
         tracing::info!(
             delivery = %id, webhook = %retried.webhook, event = %retried.event_type,
             from = %current.status, actor = %context.actor_label(),

@@ -4,8 +4,9 @@
 //! 500 then 200 gets a retry, one that hangs blocks nobody else, one that never succeeds ends
 //! `failed` after the attempt limit; an unsafe config is refused at start. An operator retries
 //! a failed delivery (`xeroctl webhooks deliveries --retry`), and only as the API allows; SIGHUP
-//! swaps the webhooks for the config file's, or keeps them when the file is bad. Plus: every
-//! metric the alert rules use is one a live router exports.
+//! swaps the webhooks for the config file's, or keeps them when the file is bad. On
+//! PostgreSQL an event written through any replica wakes every replica's dispatcher. Plus:
+//! every metric the alert rules use is one a live router exports.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -317,6 +318,45 @@ async fn reloaded(router: &Router, message: &str, times: usize) {
 async fn webhook_names(router: &Router) -> Vec<String> {
     let listed = router.get_json("/v1/management/webhooks").await;
     listed["data"].as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap().into()).collect()
+}
+
+/// Two replicas on PostgreSQL whose dispatchers poll once a minute: a security event committed
+/// through either replica is delivered within the deadline below, which only the wake-up its
+/// `NOTIFY` gives every dispatcher can do; both dispatchers wake, and each event is still
+/// created and sent once.
+#[tokio::test]
+async fn an_event_committed_on_any_replica_wakes_the_dispatchers_at_once() {
+    let Some(backend) = backends().await.into_iter().find(|b| !b.is_sqlite()) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, seen) = start_receiver(SECRET, Behaviour::Ok).await;
+    let secret = secret_file(dir.path(), "soc", SECRET, 0o600);
+    let hooks = [("soc", format!("http://{addr}/hook"), secret)];
+    let config = write_config(dir.path(), &hooks, json!({ "poll_interval_ms": 60000 }));
+    let a = Router::start_with(&backend, with_config(&config)).await;
+    let b = a.replica().await;
+    for (expected, (name, router)) in [("a", &a), ("b", &b)].into_iter().enumerate() {
+        security_event(router, &format!("notified-{name}")).await;
+        eventually(&format!("the event written on {name}, at once"), SETTLE, || async {
+            (seen.lock().verified.len() > expected).then_some(())
+        })
+        .await;
+    }
+    let delivered = eventually("both deliveries recorded delivered", SETTLE, || async {
+        let d = deliveries(&a, "webhook=soc&status=delivered").await;
+        (d.len() == 2).then_some(d)
+    })
+    .await;
+    let seen = seen.lock();
+    assert_eq!(seen.verified.len(), 2, "{:?}", seen.raw);
+    assert!(seen.posts.values().all(|n| *n == 1), "each delivery sent once: {:?}", seen.posts);
+    assert!(seen.rejected.is_empty(), "{:?}", seen.rejected);
+    for d in &delivered {
+        assert_eq!(
+            (d["event_type"].as_str(), d["attempts"].as_i64()),
+            (Some("enrollment.denied"), Some(1)),
+            "{d}"
+        );
+    }
 }
 
 #[tokio::test]
