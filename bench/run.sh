@@ -48,7 +48,7 @@ cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 stop_router() { kill "$(cat "$OUT/$1/pid")"; wait "$(cat "$OUT/$1/pid")" 2>/dev/null || true; }
 rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
-SECTIONS="${SECTIONS:-http tls keys enroll fleet rotation oprotation mkrotation exec isolation fairness fanout order replicas revoke xrotation}"
+SECTIONS="${SECTIONS:-http tls keys enroll fleet rotation oprotation mkrotation exec isolation fairness fanout order replicas revoke xrotation posture}"
 AGENTS="${AGENTS:-1000}"
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 fresh_pg() { local name="bench_$1_$$"; psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >/dev/null; echo "$PG_BASE/$name"; }
@@ -656,5 +656,15 @@ for v in v10 late counter; do
   lat=$(cat "$OUT"/order-$v-*.txt | awk '/latency average/ {s+=$4; n++} END {printf "%.1f", s/n}')
   case $v in v10) label="none (as of migration 10)";; late) label="late numbering (as built)";; counter) label="counter row locked to the commit";; esac
   echo "| $label | $tps | $lat |"
+done
+fi
+
+# Posture report latency for 10,000 credentials on both backends (bench/posture.sh), each a
+# ratio against /healthz and a 100-row page measured on the same router in the same run.
+if want posture; then
+echo
+for backend in sqlite postgres; do
+  url=""; [ "$backend" = postgres ] && url=$(fresh_pg posture)
+  ROUTER_BIN="${ROUTER_BIN:-./target/release/xerotier-router}" DATABASE_URL="$url" bench/posture.sh
 done
 fi

@@ -544,6 +544,13 @@ impl Router {
         self.launch().await;
     }
 
+    /// [`Router::restart`] with `env` for the router process in place of the options' own
+    /// (a clock offset, say), kept for later restarts.
+    pub async fn restart_with_env(&mut self, env: Vec<(String, String)>) {
+        self.options.env = env;
+        self.restart().await;
+    }
+
     // --- Shortcuts over the HTTP API, with the admin key -------------------------------------
 
     /// `GET path` with the admin key; panics unless the answer is 200; its JSON.

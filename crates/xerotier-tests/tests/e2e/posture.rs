@@ -1,13 +1,18 @@
 //! Credential posture end to end: a real router (with a small `api_key` max age in its config
-//! file), one real XEM with a workspace credential file, and `xeroctl credentials`.
+//! file), one real XEM with a workspace credential file, and `xeroctl credentials`; the region
+//! filter over agents and join keys of two regions; and states that flip as the router's clock
+//! moves across restarts (its test-only clock offset).
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use xerotier_core::parse_rfc3339;
 
 use crate::exec::{CREDENTIAL_FILE, exec_fleet};
-use crate::harness::{Router, RouterOptions, backends, eventually, xeroctl, xeroctl_with_key};
+use crate::fleet_harness::enroll;
+use crate::harness::{
+    EXAMPLE_WORKSPACE, Router, RouterOptions, backends, eventually, xeroctl, xeroctl_with_key,
+};
 
 const SETTLE: Duration = Duration::from_secs(20);
 
@@ -213,5 +218,125 @@ async fn the_posture_report_refuses_outsiders_and_hostile_queries() {
         }
         let bad = xeroctl(&router, &["credentials", "--profile", "sox"]);
         assert_eq!(bad.status.code(), Some(3), "{bad:?}");
+    }
+}
+
+/// Two regions, each with an enrolled agent and an unconsumed join key: `region=eu` lists the
+/// eu agent's CURVE key and the eu join key, nothing of the other region and nothing without a
+/// region (API keys, the router's keys); a region nobody uses lists nothing.
+#[tokio::test]
+async fn the_region_filter_keeps_exactly_that_regions_agents_and_join_keys() {
+    for backend in backends().await {
+        let router = Router::start(&backend).await;
+        let mut agents = Vec::new();
+        let mut spare = Vec::new();
+        for region in ["eu", "us"] {
+            let body = |name: &str| json!({ "name": name, "region": region, "workspaces": [EXAMPLE_WORKSPACE] });
+            let used = router.mint_join_key_with(body(&format!("{region}-used"))).await;
+            let resp = enroll(&router, &used.token, &format!("agent-{region}")).await.0;
+            resp.assert_status(200);
+            agents.push(resp.json()["agent_id"].as_str().unwrap().to_string());
+            spare.push(router.mint_join_key_with(body(&format!("{region}-spare"))).await.id);
+        }
+        let listed = |report: &Value| {
+            let mut ids: Vec<(String, String)> = rows(report)
+                .iter()
+                .map(|r| (r["kind"].as_str().unwrap().into(), r["id"].as_str().unwrap().into()))
+                .collect();
+            ids.sort();
+            ids
+        };
+        let eu = router.get_json("/v1/management/credentials?region=eu").await;
+        assert_eq!(
+            listed(&eu),
+            [("curve_key".to_string(), agents[0].clone()), ("join_key".into(), spare[0].clone())],
+            "[{}] {eu}",
+            backend.name
+        );
+        assert!(rows(&eu).iter().all(|r| r["region"] == "eu"), "{eu}");
+        let us = router.get_json("/v1/management/credentials?region=us&kind=curve_key").await;
+        assert_eq!(listed(&us), [("curve_key".to_string(), agents[1].clone())], "{us}");
+        let none = router.get_json("/v1/management/credentials?region=ap").await;
+        assert!(rows(&none).is_empty(), "{none}");
+        // xeroctl passes the filter through.
+        let out = xeroctl(&router, &["credentials", "--region", "eu", "-o", "json"]);
+        assert!(out.status.success(), "{out:?}");
+        let parsed: Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(listed(&parsed), listed(&eu), "[{}] {parsed}", backend.name);
+    }
+}
+
+const DAY_MS: i64 = 86_400_000;
+const HOUR_MS: i64 = 3_600_000;
+const CLOCK_OFFSET: &str = "XEROTIER_ROUTER_TEST_CLOCK_OFFSET_MS";
+
+fn offset(ms: i64) -> Vec<(String, String)> {
+    vec![(CLOCK_OFFSET.to_string(), ms.to_string())]
+}
+
+/// The state of the admin key's and the agent's CURVE key's rows, as the router reports them.
+async fn states(router: &Router, agent: &str) -> (String, String) {
+    let report = router.get_json("/v1/management/credentials").await;
+    let state = |kind: &str, id: Option<&str>| {
+        rows(&report)
+            .iter()
+            .find(|r| r["kind"] == kind && id.is_none_or(|id| r["id"] == id))
+            .map(|r| r["state"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("no {kind} row: {report}"))
+    };
+    (state("api_key", None), state("curve_key", Some(agent)))
+}
+
+/// API keys and CURVE keys due after 10 days, due soon 2 days before. The admin key and an
+/// agent are made while the router's clock runs 10 days and 1 hour behind; restarted with its
+/// clock 2 days 2 hours behind (ages 7 d 23 h), then 2 days behind (8 d 1 h), then right (10
+/// d 1 h), both rows flip `ok → due_soon → overdue`, `--check` fails only at the last, and the
+/// monitor records each transition once.
+#[tokio::test]
+async fn states_flip_at_their_boundaries_as_the_routers_clock_moves() {
+    for backend in backends().await {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("router.yaml");
+        std::fs::write(
+            &file,
+            "credential_policy:\n  max_age: { api_key: 10d, curve_key: 10d }\n  due_soon: 2d\n  \
+             monitor_interval: 1s\n",
+        )
+        .unwrap();
+        let options = RouterOptions {
+            extra_args: vec!["--config".into(), file.to_str().unwrap().into()],
+            env: offset(-(10 * DAY_MS + HOUR_MS)),
+            ..RouterOptions::default()
+        };
+        let mut router = Router::start_with(&backend, options).await;
+        let join_key = router.mint_join_key("clock").await;
+        let resp = enroll(&router, &join_key.token, "clock-agent").await.0;
+        resp.assert_status(200);
+        let agent = resp.json()["agent_id"].as_str().unwrap().to_string();
+        let admin = router.admin_key_id().await;
+        let stages = [
+            (-(2 * DAY_MS + 2 * HOUR_MS), "ok", Some(0)),
+            (-2 * DAY_MS, "due_soon", Some(0)),
+            (0, "overdue", Some(9)),
+        ];
+        for (ms, state, exit) in stages {
+            router.restart_with_env(offset(ms)).await;
+            let expected = (state.to_string(), state.to_string());
+            assert_eq!(states(&router, &agent).await, expected, "[{}] offset {ms}", backend.name);
+            let check = xeroctl(&router, &["credentials", "--kind", "api_key", "--check"]);
+            assert_eq!(check.status.code(), exit, "[{}] {state}: {check:?}", backend.name);
+            if state == "ok" {
+                continue;
+            }
+            for target in [admin.as_str(), agent.as_str()] {
+                let query = format!("action=credential.{state}&target_id={target}");
+                let records = eventually(&format!("{query} recorded"), SETTLE, || async {
+                    let records = router.audit(&query).await;
+                    (!records.is_empty()).then_some(records)
+                })
+                .await;
+                assert_eq!(records.len(), 1, "[{}] {records:?}", backend.name);
+            }
+        }
     }
 }
