@@ -260,6 +260,36 @@ impl RotationService {
         self.audit.entry(&context, &change, outcome)
     }
 
+    /// An acknowledgement with nothing pending is ignored. The log line says which of the
+    /// agent's rotations it names, when that one ended, and how: an ack that comes after its
+    /// rotation timed out (a slow agent), and one for a rotation already promoted (a replay
+    /// or a resend), need different answers from an operator. The payload is not verified
+    /// here; only a well-formed rotation id of this agent is looked up, and only the stored
+    /// row's facts are logged.
+    async fn log_unexpected_ack(&self, agent_id: &str, payload: &[u8]) {
+        let named = decode_ack_payload(payload).ok().map(|body| body.request_id).filter(|id| {
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+        let ended = match named {
+            Some(id) => self.store.rotation(&id).await.ok().flatten(),
+            None => None,
+        };
+        match ended.filter(|r| r.agent_id == agent_id) {
+            Some(r) => {
+                let ago_ms = r.completed_at.map(|at| self.clock.now_millis() - at);
+                tracing::warn!(
+                    %agent_id, request_id = %r.id, status = %r.status,
+                    failure_reason = r.failure_reason.as_deref().unwrap_or(""),
+                    ended_ms_ago = ?ago_ms,
+                    "rotation acknowledgement for a rotation that already ended; ignored"
+                );
+            }
+            None => {
+                tracing::warn!(%agent_id, "rotation acknowledgement with no rotation pending; ignored")
+            }
+        }
+    }
+
     /// An acknowledgement arrived on the agent's authenticated session.
     pub async fn on_ack(
         &self,
@@ -268,7 +298,7 @@ impl RotationService {
         signature: &[u8],
     ) -> Result<(), ServiceError> {
         let Some(rotation) = self.store.pending_rotation(agent_id).await? else {
-            tracing::warn!(%agent_id, "rotation acknowledgement with no rotation pending; ignored");
+            self.log_unexpected_ack(agent_id, payload).await;
             return Ok(());
         };
         let agent = self

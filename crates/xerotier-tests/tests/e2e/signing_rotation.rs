@@ -246,6 +246,60 @@ async fn curve_rotate_rotates_the_signing_key_and_the_replaced_key_proves_nothin
     }
 }
 
+/// An acknowledgement that comes after its rotation ended (a slow agent, or a resend) changes
+/// nothing, and the router's log names the rotation it answered, how and when that one ended;
+/// one whose payload names no rotation of this agent is logged as before.
+#[tokio::test]
+async fn an_acknowledgement_after_its_rotation_ended_changes_nothing_and_is_logged_with_it() {
+    for backend in backends().await {
+        let router = start_router(&backend, 2).await;
+        let mut xem = TestXem::enroll(&router, "xem-late-ack", None).await;
+        let id = xem.agent_id.clone();
+        let signer = signing_key(&xem);
+        xem.stop();
+        let client = impersonate(&router, &xem);
+        let request_id = request_id_of(&router.rotate(&id, "late").await);
+        let instructed = instruction(&client, &request_id);
+        let rotation = router.wait_terminal(&id, &request_id).await;
+        assert_eq!(
+            (rotation["status"].as_str(), rotation["failure_reason"].as_str()),
+            (Some("failed"), Some("acknowledgement timeout")),
+            "[{}] {rotation}",
+            backend.name
+        );
+        let before = router.agent(&id).await;
+        let fresh = SigningKeyPair::generate(&OsEntropy).public_hex();
+        // Well signed, well bound: only late.
+        client.send(&forged_ack(&id, &instructed, &fresh, &signer));
+        let line = eventually("the late acknowledgement logged", SETTLE, || async {
+            router
+                .logs()
+                .lines()
+                .find(|l| l.contains("rotation acknowledgement for a rotation that already ended"))
+                .map(str::to_string)
+        })
+        .await;
+        for expected in [request_id.as_str(), "failed", "acknowledgement timeout", &id] {
+            assert!(line.contains(expected), "[{}] {expected} in: {line}", backend.name);
+        }
+        // A payload that names nothing.
+        client
+            .send(&Frame::RotateAck { payload: b"not a payload".to_vec(), signature: vec![0; 64] });
+        eventually("the unnamed acknowledgement logged", SETTLE, || async {
+            router
+                .logs()
+                .contains("rotation acknowledgement with no rotation pending; ignored")
+                .then_some(())
+        })
+        .await;
+        let after = router.agent(&id).await;
+        for field in ["curve_public_key", "signing_key_fingerprint", "signing_key_rotated_at"] {
+            assert_eq!(after[field], before[field], "[{}] {field} unchanged", backend.name);
+        }
+        assert_eq!(router.rotation(&id, &request_id).await["status"], "failed");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // kill -9 of the XEM at each step: its two keys end matching the router's
 // ---------------------------------------------------------------------------------------------
