@@ -186,11 +186,14 @@ impl Store {
     /// queued that only their agents can take. The invocation row is what counts; a lost
     /// notification leaves it to their next dispatch pass.
     pub async fn notify_dispatch(&self) -> Result<(), StoreError> {
+        self.notify(DISPATCH_CHANNEL).await
+    }
+
+    /// An empty notification on `channel` (PostgreSQL; nothing on SQLite, whose one router
+    /// wakes its own tasks).
+    pub(crate) async fn notify(&self, channel: &str) -> Result<(), StoreError> {
         if self.backend() == Backend::Postgres {
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(DISPATCH_CHANNEL)
-                .execute(self.pool())
-                .await?;
+            sqlx::query("SELECT pg_notify($1, '')").bind(channel).execute(self.pool()).await?;
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use sqlx::{Any, Row, Transaction};
 use xerotier_core::{UnixMillis, format_rfc3339};
 
 use crate::rows::{Record, record, sql};
-use crate::{AuditEntry, Backend, PageRequest, PageSlice, Store, StoreError};
+use crate::{AuditEntry, PageRequest, PageSlice, Store, StoreError};
 
 /// The PostgreSQL channel that wakes every replica's webhook dispatcher: a security event
 /// committed (payload: its `seq`) or a delivery put back to pending (payload empty).
@@ -432,13 +432,7 @@ impl Store {
     /// Wakes every replica's webhook dispatcher (PostgreSQL; nothing on SQLite, whose one
     /// router wakes its own): a delivery was put back to pending.
     pub async fn notify_webhooks(&self) -> Result<(), StoreError> {
-        if self.backend() == Backend::Postgres {
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(WEBHOOK_CHANNEL)
-                .execute(self.pool())
-                .await?;
-        }
-        Ok(())
+        self.notify(WEBHOOK_CHANNEL).await
     }
 
     pub async fn webhook_delivery(&self, id: &str) -> Result<Option<WebhookDelivery>, StoreError> {

@@ -137,6 +137,25 @@ impl Rotations for Router {
     }
 }
 
+/// Waits for the rotation to end and asserts that it failed for `reason` (`what` names the
+/// case in the message); returns it.
+pub(crate) async fn wait_failed(
+    router: &Router,
+    agent_id: &str,
+    request_id: &str,
+    reason: &str,
+    what: &str,
+) -> Value {
+    let rotation = router.wait_terminal(agent_id, request_id).await;
+    assert_eq!(
+        (rotation["status"].as_str(), rotation["failure_reason"].as_str()),
+        (Some("failed"), Some(reason)),
+        "[{}] {what}: {rotation}",
+        router.backend
+    );
+    rotation
+}
+
 fn assert_terminal(rotation: &Value) {
     match rotation["status"].as_str() {
         Some("promoted") => assert!(rotation["failure_reason"].is_null(), "{rotation}"),
@@ -1006,13 +1025,7 @@ async fn rotating_a_revoked_agent_fails_with_revoked_agent() {
             .post_json(&format!("/v1/management/agents/{id}/revoke-credentials"), &json!({}))
             .await
             .assert_status(200);
-        let rotation = router.wait_terminal(&id, &request_id).await;
-        assert_eq!(
-            (rotation["status"].as_str(), rotation["failure_reason"].as_str()),
-            (Some("failed"), Some("revoked agent")),
-            "[{}] {rotation}",
-            backend.name
-        );
+        wait_failed(&router, &id, &request_id, "revoked agent", "revoked mid-rotation").await;
         assert_eq!(mute.wait_exit().await.code(), Some(3));
     }
 }

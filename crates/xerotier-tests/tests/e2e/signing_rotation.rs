@@ -19,7 +19,7 @@ use crate::fleet_harness::{Handshake, RawMesh};
 use crate::harness::{Router, backends, eventually, xeroctl};
 use crate::rotation::{
     ACK_TIMEOUT_S, Rotations, SETTLE, TestXem, accepted, assert_working, now_rfc3339,
-    request_id_of, start_router,
+    request_id_of, start_router, wait_failed,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -69,6 +69,13 @@ async fn assert_keys_match(router: &Router, xem: &TestXem) -> Value {
         router.backend
     );
     agent
+}
+
+/// The agent's two keys, and when its signing key last changed, are as `before` had them.
+fn assert_keys_unchanged(before: &Value, after: &Value, what: &str) {
+    for field in ["curve_public_key", "signing_key_fingerprint", "signing_key_rotated_at"] {
+        assert_eq!(after[field], before[field], "{what}: {field} unchanged");
+    }
 }
 
 /// Requests a rotation and waits for it to end; returns the rotation.
@@ -216,21 +223,8 @@ async fn curve_rotate_rotates_the_signing_key_and_the_replaced_key_proves_nothin
             let instructed = instruction(&client, &request_id);
             assert_eq!(instructed.0, request_id);
             client.send(&forged_ack(&id, &instructed, &bound, signer));
-            let rotation = router.wait_terminal(&id, &request_id).await;
-            assert_eq!(
-                (rotation["status"].as_str(), rotation["failure_reason"].as_str()),
-                (Some("failed"), Some("signature mismatch")),
-                "[{}] {what}: {rotation}",
-                backend.name
-            );
-            let agent = router.agent(&id).await;
-            for field in ["curve_public_key", "signing_key_fingerprint", "signing_key_rotated_at"] {
-                assert_eq!(
-                    agent[field], before[field],
-                    "[{}] {what}: {field} unchanged",
-                    backend.name
-                );
-            }
+            wait_failed(&router, &id, &request_id, "signature mismatch", what).await;
+            assert_keys_unchanged(&before, &router.agent(&id).await, what);
         }
         drop(client);
 
@@ -248,7 +242,8 @@ async fn curve_rotate_rotates_the_signing_key_and_the_replaced_key_proves_nothin
 
 /// An acknowledgement that comes after its rotation ended (a slow agent, or a resend) changes
 /// nothing, and the router's log names the rotation it answered, how and when that one ended;
-/// one whose payload names no rotation of this agent is logged as before.
+/// one whose payload names no rotation of this agent is logged as before; one sent again
+/// after its rotation was promoted is logged as such.
 #[tokio::test]
 async fn an_acknowledgement_after_its_rotation_ended_changes_nothing_and_is_logged_with_it() {
     for backend in backends().await {
@@ -260,13 +255,7 @@ async fn an_acknowledgement_after_its_rotation_ended_changes_nothing_and_is_logg
         let client = impersonate(&router, &xem);
         let request_id = request_id_of(&router.rotate(&id, "late").await);
         let instructed = instruction(&client, &request_id);
-        let rotation = router.wait_terminal(&id, &request_id).await;
-        assert_eq!(
-            (rotation["status"].as_str(), rotation["failure_reason"].as_str()),
-            (Some("failed"), Some("acknowledgement timeout")),
-            "[{}] {rotation}",
-            backend.name
-        );
+        wait_failed(&router, &id, &request_id, "acknowledgement timeout", "no ack").await;
         let before = router.agent(&id).await;
         let fresh = SigningKeyPair::generate(&OsEntropy).public_hex();
         // Well signed, well bound: only late.
@@ -292,11 +281,29 @@ async fn an_acknowledgement_after_its_rotation_ended_changes_nothing_and_is_logg
                 .then_some(())
         })
         .await;
-        let after = router.agent(&id).await;
-        for field in ["curve_public_key", "signing_key_fingerprint", "signing_key_rotated_at"] {
-            assert_eq!(after[field], before[field], "[{}] {field} unchanged", backend.name);
-        }
+        assert_keys_unchanged(&before, &router.agent(&id).await, "a late acknowledgement");
         assert_eq!(router.rotation(&id, &request_id).await["status"], "failed");
+
+        // An answer sent twice: the first promotes, the second changes nothing more and is
+        // logged as a resend of the promoted rotation.
+        let request_id = request_id_of(&router.rotate(&id, "twice").await);
+        let instructed = instruction(&client, &request_id);
+        let ack = forged_ack(&id, &instructed, &fresh, &signer);
+        client.send(&ack);
+        let rotation = router.wait_terminal(&id, &request_id).await;
+        assert_eq!(rotation["status"], "promoted", "[{}] {rotation}", backend.name);
+        let promoted = router.agent(&id).await;
+        client.send(&ack);
+        let line = eventually("the second answer logged", SETTLE, || async {
+            router
+                .logs()
+                .lines()
+                .find(|l| l.contains("sent again after its rotation was promoted"))
+                .map(str::to_string)
+        })
+        .await;
+        assert!(line.contains(&request_id), "[{}] {line}", backend.name);
+        assert_keys_unchanged(&promoted, &router.agent(&id).await, "an answer sent twice");
     }
 }
 
