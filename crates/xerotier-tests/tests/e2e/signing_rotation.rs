@@ -240,6 +240,14 @@ async fn curve_rotate_rotates_the_signing_key_and_the_replaced_key_proves_nothin
     }
 }
 
+/// The first line of the router's log that contains `needle`, once there is one.
+async fn logged_line(router: &Router, needle: &str) -> String {
+    eventually(&format!("{needle:?} logged"), SETTLE, || async {
+        router.logs().lines().find(|l| l.contains(needle)).map(str::to_string)
+    })
+    .await
+}
+
 /// An acknowledgement that comes after its rotation ended (a slow agent, or a resend) changes
 /// nothing, and the router's log names the rotation it answered, how and when that one ended;
 /// one whose payload names no rotation of this agent is logged as before; one sent again
@@ -260,27 +268,16 @@ async fn an_acknowledgement_after_its_rotation_ended_changes_nothing_and_is_logg
         let fresh = SigningKeyPair::generate(&OsEntropy).public_hex();
         // Well signed, well bound: only late.
         client.send(&forged_ack(&id, &instructed, &fresh, &signer));
-        let line = eventually("the late acknowledgement logged", SETTLE, || async {
-            router
-                .logs()
-                .lines()
-                .find(|l| l.contains("rotation acknowledgement for a rotation that already ended"))
-                .map(str::to_string)
-        })
-        .await;
+        let line =
+            logged_line(&router, "rotation acknowledgement for a rotation that already ended")
+                .await;
         for expected in [request_id.as_str(), "failed", "acknowledgement timeout", &id] {
             assert!(line.contains(expected), "[{}] {expected} in: {line}", backend.name);
         }
         // A payload that names nothing.
         client
             .send(&Frame::RotateAck { payload: b"not a payload".to_vec(), signature: vec![0; 64] });
-        eventually("the unnamed acknowledgement logged", SETTLE, || async {
-            router
-                .logs()
-                .contains("rotation acknowledgement with no rotation pending; ignored")
-                .then_some(())
-        })
-        .await;
+        logged_line(&router, "rotation acknowledgement with no rotation pending; ignored").await;
         assert_keys_unchanged(&before, &router.agent(&id).await, "a late acknowledgement");
         assert_eq!(router.rotation(&id, &request_id).await["status"], "failed");
 
@@ -294,14 +291,7 @@ async fn an_acknowledgement_after_its_rotation_ended_changes_nothing_and_is_logg
         assert_eq!(rotation["status"], "promoted", "[{}] {rotation}", backend.name);
         let promoted = router.agent(&id).await;
         client.send(&ack);
-        let line = eventually("the second answer logged", SETTLE, || async {
-            router
-                .logs()
-                .lines()
-                .find(|l| l.contains("sent again after its rotation was promoted"))
-                .map(str::to_string)
-        })
-        .await;
+        let line = logged_line(&router, "sent again after its rotation was promoted").await;
         assert!(line.contains(&request_id), "[{}] {line}", backend.name);
         assert_keys_unchanged(&promoted, &router.agent(&id).await, "an answer sent twice");
     }
