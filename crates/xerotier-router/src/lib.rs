@@ -395,6 +395,7 @@ impl AppState {
                 exec: self.exec.clone(),
                 rotations: self.rotations.clone(),
                 router_keys: self.router_keys.clone(),
+                webhooks: self.webhooks.clone(),
             },
         }
     }

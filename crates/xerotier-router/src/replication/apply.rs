@@ -12,6 +12,7 @@ use crate::key_cache::KeyCache;
 use crate::mesh_link::MeshLink;
 use crate::mesh_runtime::stored_curve_key;
 use crate::router_keys::RouterKeyService;
+use crate::webhooks::WebhookService;
 
 /// The parts of this replica a signal can touch.
 #[derive(Debug, Clone)]
@@ -22,6 +23,8 @@ pub struct SignalApplier {
     pub exec: ExecService,
     pub rotations: RotationService,
     pub router_keys: RouterKeyService,
+    /// Woken (not applied to) by `NOTIFY xerotier_webhooks`: the listener's other task.
+    pub webhooks: WebhookService,
 }
 
 impl SignalApplier {

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use xerotier_core::SharedClock;
 use xerotier_store::{
     ACK_CHANNEL, DISPATCH_CHANNEL, NewReplica, Notice, Renewal, SIGNAL_CHANNEL, StoreError,
+    WEBHOOK_CHANNEL,
 };
 
 use super::Replication;
@@ -52,6 +53,7 @@ pub async fn start(
     let listener = spawn_listener(
         worker.replication.clone(),
         worker.applier.exec.clone(),
+        worker.applier.webhooks.clone(),
         wake_tx,
         shutdown.child_token(),
     );
@@ -245,12 +247,14 @@ impl Worker {
     }
 }
 
-/// Listens for signals, acknowledgements and queued work; wakes the worker (signals, or a lost
-/// connection, after which notifications may have been missed), the waiting revokes
-/// (acknowledgements) and dispatch (an invocation only this replica's agents may take).
+/// Listens for signals, acknowledgements, queued work and security events; wakes the worker
+/// (signals, or a lost connection, after which notifications may have been missed), the
+/// waiting revokes (acknowledgements), dispatch (an invocation only this replica's agents may
+/// take) and the webhook dispatcher (an event or a retried delivery, written by any replica).
 fn spawn_listener(
     replication: Replication,
     exec: crate::exec::ExecService,
+    webhooks: crate::webhooks::WebhookService,
     wake: mpsc::Sender<()>,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
@@ -258,7 +262,7 @@ fn spawn_listener(
         loop {
             let listening = tokio::select! {
                 () = shutdown.cancelled() => return,
-                listening = replication.lease_store().listen(&[SIGNAL_CHANNEL, ACK_CHANNEL, DISPATCH_CHANNEL]) => listening,
+                listening = replication.lease_store().listen(&[SIGNAL_CHANNEL, ACK_CHANNEL, DISPATCH_CHANNEL, WEBHOOK_CHANNEL]) => listening,
             };
             let mut notifications = match listening {
                 Ok(Some(notifications)) => notifications,
@@ -273,6 +277,7 @@ fn spawn_listener(
             };
             // Whatever was sent before the listener was up is in the rows.
             let _ = wake.try_send(());
+            webhooks.wake();
             loop {
                 let notice = tokio::select! {
                     () = shutdown.cancelled() => return,
@@ -285,12 +290,16 @@ fn spawn_listener(
                     Ok(Notice::Received { channel, .. }) if channel == DISPATCH_CHANNEL => {
                         exec.wake();
                     }
+                    Ok(Notice::Received { channel, .. }) if channel == WEBHOOK_CHANNEL => {
+                        webhooks.wake();
+                    }
                     Ok(Notice::Received { .. }) => {
                         let _ = wake.try_send(());
                     }
                     Ok(Notice::Lost) => {
                         let _ = wake.try_send(());
                         exec.wake();
+                        webhooks.wake();
                     }
                     Err(err) => {
                         tracing::warn!(error = %err, "lost the notification connection; reconnecting");

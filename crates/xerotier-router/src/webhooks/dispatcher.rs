@@ -8,8 +8,9 @@
 //! webhook's delivery. Each pass reads the webhooks in force afresh, so a SIGHUP reload
 //! applies from the next pass; a reload, or a retry an operator asks for, wakes it before its
 //! poll interval. On PostgreSQL every replica's dispatcher also wakes on `NOTIFY
-//! xerotier_webhooks`, sent when any replica commits a security event or retries a delivery,
-//! so an event is delivered at once whichever replica wrote it; the poll is a safety net.
+//! xerotier_webhooks`, sent when any replica commits a security event or retries a delivery
+//! and heard by the replica's listener (`replication::task`) with the other channels, so an
+//! event is delivered at once whichever replica wrote it; the poll is a safety net.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,9 +19,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use xerotier_core::IdKind;
 use xerotier_credentials::webhook_signature;
-use xerotier_store::{
-    AttemptEnd, AttemptResult, NewDelivery, Notice, StoreError, WEBHOOK_CHANNEL, WebhookDelivery,
-};
+use xerotier_store::{AttemptEnd, AttemptResult, NewDelivery, StoreError, WebhookDelivery};
 
 use super::WebhookService;
 use super::settings::{DeliverySettings, Webhook, WebhookSettings};
@@ -29,9 +28,6 @@ use super::settings::{DeliverySettings, Webhook, WebhookSettings};
 const FAN_OUT_BATCH: u32 = 200;
 /// The most of a receiver's answer kept as the delivery's error.
 const BODY_EXCERPT_BYTES: usize = 120;
-/// The listener's pause after a failed (re)connection, doubling up to [`LISTEN_BACKOFF_MAX`].
-const LISTEN_BACKOFF_MIN: Duration = Duration::from_millis(100);
-const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// What one attempt's outcome is counted as in `xerotier_router_webhook_deliveries_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,52 +97,7 @@ impl WebhookService {
             self.store.webhook_cursor(&hook.name).await?;
         }
         let service = self.clone();
-        Ok(tokio::spawn(async move {
-            let listener = service.clone().listen(cancel.clone());
-            tokio::join!(service.run(owner, cancel), listener);
-        }))
-    }
-
-    /// Wakes the dispatcher at every `NOTIFY xerotier_webhooks` (PostgreSQL; returns at once
-    /// on SQLite), and whenever the listener (re)connects or loses its connection, since
-    /// notifications may have been missed meanwhile. Runs until `cancel`.
-    async fn listen(self, cancel: CancellationToken) {
-        let mut backoff = LISTEN_BACKOFF_MIN;
-        loop {
-            let listening = tokio::select! {
-                () = cancel.cancelled() => return,
-                listening = self.store.listen(&[WEBHOOK_CHANNEL]) => listening,
-            };
-            let mut notifications = match listening {
-                Ok(Some(notifications)) => notifications,
-                Ok(None) => return,
-                Err(err) => {
-                    tracing::warn!(error = %err, retry_in = ?backoff, "webhook listener cannot connect");
-                    tokio::select! {
-                        () = cancel.cancelled() => return,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
-                    continue;
-                }
-            };
-            backoff = LISTEN_BACKOFF_MIN;
-            self.wake.notify_one();
-            loop {
-                let notice = tokio::select! {
-                    () = cancel.cancelled() => return,
-                    notice = notifications.next() => notice,
-                };
-                match notice {
-                    Ok(Notice::Received { .. } | Notice::Lost) => self.wake.notify_one(),
-                    Err(err) => {
-                        tracing::warn!(error = %err, "webhook listener lost its connection; reconnecting");
-                        self.wake.notify_one();
-                        break;
-                    }
-                }
-            }
-        }
+        Ok(tokio::spawn(async move { service.run(owner, cancel).await }))
     }
 
     async fn run(self, owner: String, cancel: CancellationToken) {

@@ -134,6 +134,11 @@ impl WebhookService {
         Ok(summary)
     }
 
+    /// Wakes the dispatcher before its poll interval (another replica's event or retry).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     /// The webhooks and delivery settings in force.
     pub fn current(&self) -> Arc<WebhookSettings> {
         self.active.read().settings.clone()
