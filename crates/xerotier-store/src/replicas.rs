@@ -171,10 +171,20 @@ pub(crate) async fn write_signal(
         .bind(at)
         .execute(&mut **tx)
         .await?;
-    if tx.backend_name() == "PostgreSQL" {
+    notify_at_commit(tx, SIGNAL_CHANNEL, &seq.to_string()).await
+}
+
+/// `NOTIFY channel, payload` in `tx` (PostgreSQL; nothing on SQLite): delivered when `tx`
+/// commits, never on a rollback.
+pub(crate) async fn notify_at_commit(
+    tx: &mut Transaction<'static, Any>,
+    channel: &str,
+    payload: &str,
+) -> Result<(), StoreError> {
+    if crate::order::is_postgres(tx) {
         sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(SIGNAL_CHANNEL)
-            .bind(seq.to_string())
+            .bind(channel)
+            .bind(payload)
             .execute(&mut **tx)
             .await?;
     }

@@ -180,15 +180,8 @@ pub(crate) async fn outbox_for(
     .bind(payload(kind, entry))
     .execute(&mut **tx)
     .await?;
-    if crate::order::is_postgres(tx) {
-        // Delivered at commit, to every replica's dispatcher (not at all on a rollback).
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(WEBHOOK_CHANNEL)
-            .bind(seq.to_string())
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(())
+    // To every replica's dispatcher.
+    crate::replicas::notify_at_commit(tx, WEBHOOK_CHANNEL, &seq.to_string()).await
 }
 
 /// One delivery of one event to one webhook.
