@@ -263,40 +263,37 @@ impl RotationService {
     /// An acknowledgement with nothing pending is ignored. The log line says which of the
     /// agent's rotations it names, when that one ended, and how: an ack that comes after its
     /// rotation failed (a slow agent, a warning) needs an operator; one for a rotation already
-    /// promoted is an answer sent twice (information only: the 10k runs showed 64 of them,
-    /// 16 ms to 1 s after the promotion, and none after a timeout). The payload is not
-    /// verified here; only a well-formed rotation id of this agent is looked up, and only the
-    /// stored row's facts are logged.
+    /// promoted is an answer sent twice (information only; see BENCHMARKS, 10k run 4). The
+    /// payload is not verified here; only a well-formed rotation id of this agent is looked
+    /// up, and only the stored row's facts are logged.
     async fn log_unexpected_ack(&self, agent_id: &str, payload: &[u8]) {
-        let named = decode_ack_payload(payload).ok().map(|body| body.request_id).filter(|id| {
-            id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        });
+        let named = decode_ack_payload(payload)
+            .ok()
+            .map(|body| body.request_id)
+            .filter(|id| xerotier_proto::formats::is_rotation_id(id));
         let ended = match named {
             Some(id) => self.store.rotation(&id).await.ok().flatten(),
             None => None,
         };
-        match ended.filter(|r| r.agent_id == agent_id) {
+        let Some(r) = ended.filter(|r| r.agent_id == agent_id) else {
+            tracing::warn!(%agent_id, "rotation acknowledgement with no rotation pending; ignored");
+            return;
+        };
+        let ago_ms = r.completed_at.map(|at| self.clock.now_millis() - at);
+        if r.status == RotationStatus::Promoted.as_str() {
             // The agent answered an instruction sent again while its first answer was on its
             // way (the sweep re-sends unanswered ones): nothing to act on.
-            Some(r) if r.status == RotationStatus::Promoted.as_str() => {
-                let ago_ms = r.completed_at.map(|at| self.clock.now_millis() - at);
-                tracing::info!(
-                    %agent_id, request_id = %r.id, ended_ms_ago = ?ago_ms,
-                    "rotation acknowledgement sent again after its rotation was promoted; ignored"
-                );
-            }
-            Some(r) => {
-                let ago_ms = r.completed_at.map(|at| self.clock.now_millis() - at);
-                tracing::warn!(
-                    %agent_id, request_id = %r.id, status = %r.status,
-                    failure_reason = r.failure_reason.as_deref().unwrap_or(""),
-                    ended_ms_ago = ?ago_ms,
-                    "rotation acknowledgement for a rotation that already ended; ignored"
-                );
-            }
-            None => {
-                tracing::warn!(%agent_id, "rotation acknowledgement with no rotation pending; ignored")
-            }
+            tracing::info!(
+                %agent_id, request_id = %r.id, ended_ms_ago = ?ago_ms,
+                "rotation acknowledgement sent again after its rotation was promoted; ignored"
+            );
+        } else {
+            tracing::warn!(
+                %agent_id, request_id = %r.id, status = %r.status,
+                failure_reason = r.failure_reason.as_deref().unwrap_or(""),
+                ended_ms_ago = ?ago_ms,
+                "rotation acknowledgement for a rotation that already ended; ignored"
+            );
         }
     }
 
