@@ -3,7 +3,10 @@
 //! router that does not do its part (or is not the router at all). One fault at a time:
 //! - `skip_argument_check`: tool arguments are dispatched unchecked;
 //! - `send_hostile_invocation_ids`: every dispatch is preceded by `Invoke` frames whose ids
-//!   are hostile ([`hostile_invocation_ids`]).
+//!   are hostile ([`hostile_invocation_ids`]);
+//! - `ignore_promotion_reads`: a CURVE key promotion made on another replica is not read from
+//!   the store on its signal or on the agent's hello (as if those reads were lost), so that
+//!   the periodic full refresh can be shown to retire the old key by itself.
 //!
 //! And, apart from those, a replica whose clock is off: `XEROTIER_ROUTER_TEST_CLOCK_OFFSET_MS`
 //! (e.g. `-5000`) shifts every reading of the router's clock ([`offset_clock`]), so a test can
@@ -20,6 +23,7 @@ use crate::AppState;
 const ENV_VAR: &str = "XEROTIER_ROUTER_TEST_FAULT";
 const SKIP_ARGUMENT_CHECK: &str = "skip_argument_check";
 const SEND_HOSTILE_INVOCATION_IDS: &str = "send_hostile_invocation_ids";
+const IGNORE_PROMOTION_READS: &str = "ignore_promotion_reads";
 /// The absolute path among the hostile ids: the test checks nothing was made there.
 const HOSTILE_PATH: &str = "/tmp/xerotier-hostile-invocation-id";
 
@@ -39,6 +43,13 @@ pub fn arm(state: &AppState) {
                 "TEST FAULT: hostile invocation ids are sent to agents"
             );
             state.exec.send_hostile_invocation_ids();
+        }
+        Ok(IGNORE_PROMOTION_READS) => {
+            tracing::warn!(
+                fault = IGNORE_PROMOTION_READS,
+                "TEST FAULT: promotions are not read on signals or hellos"
+            );
+            state.rotations.ignore_promotion_reads();
         }
         _ => {}
     }

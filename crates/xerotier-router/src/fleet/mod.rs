@@ -8,6 +8,7 @@ pub mod grants;
 pub mod handlers;
 pub mod identity;
 pub mod join_keys;
+mod promoted_keys;
 pub mod rotation;
 pub mod views;
 

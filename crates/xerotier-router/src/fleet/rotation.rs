@@ -7,7 +7,7 @@
 //! stays accepted, so no step can lock the agent out, and every rotation ends `promoted` or
 //! `failed` with one reason.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -24,54 +24,12 @@ use xerotier_proto::rotation::{
 use xerotier_proto::status::RotationStatus;
 use xerotier_store::{AgentRecord, NewAgentKeys, Outcome, RotationRecord, Store, StoreError};
 
+use super::promoted_keys::{Promoted, PromotedKeys};
 use crate::agent_events::EventLog;
 use crate::audit::{Actor, AuditContext, AuditLog, Change, Target};
 use crate::mesh_link::MeshLink;
 use crate::service_error::ServiceError;
 use crate::validate;
-
-/// A promoted key the agent has not been seen on yet: (request id, new key, old key).
-type Promoted = (String, [u8; 32], Option<[u8; 32]>);
-
-/// Agents between promotion and first sight on the new key. This replica's own changes (a
-/// promotion it made, a retirement, a revocation) bump a generation; what is read from the
-/// store (on hello, on another replica's signal) is applied only if no own change happened
-/// since the read began, so a read that raced a promotion here cannot undo it.
-#[derive(Debug, Default)]
-struct PromotedKeys(Mutex<(u64, HashMap<String, Promoted>)>);
-
-impl PromotedKeys {
-    fn get(&self, agent_id: &str) -> Option<Promoted> {
-        self.0.lock().1.get(agent_id).cloned()
-    }
-
-    fn set_here(&self, agent_id: &str, promoted: Option<Promoted>) {
-        let mut inner = self.0.lock();
-        inner.0 += 1;
-        match promoted {
-            Some(promoted) => inner.1.insert(agent_id.to_string(), promoted),
-            None => inner.1.remove(agent_id),
-        };
-    }
-
-    /// Where a read of the store starts.
-    fn ticket(&self) -> u64 {
-        self.0.lock().0
-    }
-
-    /// What the store said, read since `ticket`; ignored if this replica changed anything
-    /// meanwhile (the change is newer than the read).
-    fn set_read(&self, ticket: u64, agent_id: &str, promoted: Option<Promoted>) {
-        let mut inner = self.0.lock();
-        if inner.0 != ticket {
-            return;
-        }
-        match promoted {
-            Some(promoted) => inner.1.insert(agent_id.to_string(), promoted),
-            None => inner.1.remove(agent_id),
-        };
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct RotationService {
@@ -85,6 +43,9 @@ pub struct RotationService {
     promoted: Arc<PromotedKeys>,
     /// Pending rotations whose instruction this replica has sent (request ids).
     delivered: Arc<Mutex<HashSet<String>>>,
+    /// Test builds only (`ignore_promotion_reads`).
+    #[cfg(feature = "test-faults")]
+    ignore_promotion_reads: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RotationService {
@@ -105,7 +66,26 @@ impl RotationService {
             link,
             promoted: Arc::default(),
             delivered: Arc::default(),
+            #[cfg(feature = "test-faults")]
+            ignore_promotion_reads: Arc::default(),
         }
+    }
+
+    /// Test builds only: promotions are no longer read from the store on another replica's
+    /// signal or on a hello, as if every such read had been lost, so that the full refresh's
+    /// safety net (`reconcile_promoted`) can be shown to retire the old key by itself.
+    #[cfg(feature = "test-faults")]
+    pub fn ignore_promotion_reads(&self) {
+        self.ignore_promotion_reads.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The promotion re-read on a signal or a hello (not in a test build told to lose it).
+    async fn reload_promoted_on_event(&self, agent_id: &str) -> Result<(), StoreError> {
+        #[cfg(feature = "test-faults")]
+        if self.ignore_promotion_reads.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.reload_promoted(agent_id).await
     }
 
     fn random_hex(&self, bytes: usize) -> String {
@@ -114,28 +94,13 @@ impl RotationService {
         hex::encode(buf)
     }
 
-    /// Remembers agents that were promoted but not yet seen on the new key (after a restart).
-    pub async fn load_promoted(&self) -> Result<(), StoreError> {
-        let page = xerotier_store::PageRequest { limit: 500, after: None };
-        let mut after = None;
-        loop {
-            let slice = self
-                .store
-                .list_agents(
-                    &xerotier_store::PageRequest { after: after.clone(), ..page.clone() },
-                    false,
-                )
-                .await?;
-            for agent in &slice.items {
-                if let Some(promoted) = self.promotion_of(agent).await? {
-                    self.promoted.set_here(&agent.id, Some(promoted));
-                }
-            }
-            if !slice.has_more {
-                return Ok(());
-            }
-            after = slice.items.last().map(|a| a.id.clone());
+    /// Remembers agents that were promoted but not yet seen on the new key (after a restart):
+    /// `in_store` are the agents the store lists with two keys (`refresh_allow_list`).
+    pub async fn load_promoted(&self, in_store: &HashSet<String>) -> Result<(), StoreError> {
+        for agent_id in in_store {
+            self.reload_promoted(agent_id).await?;
         }
+        Ok(())
     }
 
     /// `POST …/curve-rotate`: records the request and instructs the agent if it is connected
@@ -413,7 +378,7 @@ impl RotationService {
                 if let Some(old) = old_key {
                     self.link.allow.remove_key(&old);
                 }
-                self.promoted.set_here(agent_id, None);
+                self.promoted.clear_if(agent_id, &request_id);
                 self.events.written();
                 tracing::info!(%agent_id, %request_id, "agent on its new CURVE key; old key retired");
             }
@@ -428,7 +393,7 @@ impl RotationService {
     /// old one), and a pending instruction not yet sent from here is sent if its session is
     /// here. Called on hello and when another replica signals a change to the agent.
     pub async fn reload_agent(&self, agent_id: &str) -> Result<(), StoreError> {
-        self.reload_promoted(agent_id).await?;
+        self.reload_promoted_on_event(agent_id).await?;
         if let Some(rotation) = self.store.pending_rotation(agent_id).await?
             && !self.delivered.lock().contains(&rotation.id)
         {
@@ -440,7 +405,7 @@ impl RotationService {
     /// On (re)connect: re-send what the agent may have missed (a crash at any step). The
     /// rotation's state is read from the store first: it may have moved on another replica.
     pub async fn on_hello(&self, agent_id: &str, curve_key: &[u8; 32]) {
-        if let Err(err) = self.reload_promoted(agent_id).await {
+        if let Err(err) = self.reload_promoted_on_event(agent_id).await {
             tracing::warn!(%agent_id, error = %err, "could not read the agent's promotion");
         }
         if let Some((request_id, new_key, _)) = self.promoted.get(agent_id) {
@@ -466,8 +431,35 @@ impl RotationService {
         let ticket = self.promoted.ticket();
         let Some(agent) = self.store.agent(agent_id).await? else { return Ok(()) };
         let promoted = self.promotion_of(&agent).await?;
-        self.promoted.set_read(ticket, agent_id, promoted);
+        self.promoted.set_read(&ticket, agent_id, promoted);
         Ok(())
+    }
+
+    /// The safety net (the replica's periodic full refresh): `in_store` are the live agents the
+    /// store records with a previous key still accepted. Every such agent this replica does not
+    /// know as promoted, and every agent it knows as promoted that the store no longer records
+    /// so, is read again, so a promotion missed here (a lost signal, a failed read on hello) is
+    /// finished: an agent found promoted whose session is here is told so again (what its hello
+    /// would have done; an agent already on the new key ignores it), and its first frame on the
+    /// new key retires the old one. Returns how many were read again.
+    pub async fn reconcile_promoted(&self, in_store: &HashSet<String>) -> usize {
+        let known = self.promoted.agents();
+        let mut reread = 0;
+        for agent_id in in_store.symmetric_difference(&known) {
+            reread += 1;
+            if let Err(err) = self.reload_promoted(agent_id).await {
+                tracing::warn!(%agent_id, error = %err, "could not re-read the agent's promotion");
+                continue;
+            }
+            if known.contains(agent_id) {
+                continue;
+            }
+            if let Some((request_id, _, _)) = self.promoted.get(agent_id) {
+                tracing::info!(%agent_id, %request_id, "a promotion this replica had missed was read from the store");
+                self.link.send_to(agent_id, &Frame::RotationPromoted { request_id });
+            }
+        }
+        reread
     }
 
     /// The promotion the agent's row records: a current key with the previous one still
@@ -544,27 +536,4 @@ fn new_signing_key(
 /// The fingerprint of a hex signing key, or none if it is not one.
 pub(crate) fn signing_fingerprint(public_hex: &str) -> Option<String> {
     parse_signing_public(public_hex).ok().map(|k| fingerprint(&k))
-}
-
-#[cfg(test)]
-mod promoted_tests {
-    use super::*;
-
-    #[test]
-    fn a_read_that_raced_a_promotion_here_does_not_undo_it() {
-        let keys = PromotedKeys::default();
-        let ticket = keys.ticket();
-        // The store was read before the promotion committed here...
-        keys.set_here("agt_a", Some(("rot_1".into(), [2; 32], Some([1; 32]))));
-        // ...and its answer (no promotion) arrives after: it is ignored.
-        keys.set_read(ticket, "agt_a", None);
-        assert_eq!(keys.get("agt_a").map(|p| p.1), Some([2; 32]));
-        // A read that began after every change here is applied.
-        let ticket = keys.ticket();
-        keys.set_read(ticket, "agt_a", None);
-        assert!(keys.get("agt_a").is_none());
-        let ticket = keys.ticket();
-        keys.set_read(ticket, "agt_b", Some(("rot_2".into(), [4; 32], Some([3; 32]))));
-        assert!(keys.get("agt_b").is_some());
-    }
 }

@@ -1,6 +1,7 @@
 //! The mesh's periodic work. Each loop stops at its next tick after the shutdown token is
 //! cancelled; none writes to the store after it returns.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,10 +90,21 @@ pub fn stored_curve_key(agent_id: &str, key: &str) -> Option<[u8; 32]> {
 }
 
 /// Re-reads the allow-list from the store, so revocations and enrollments made through other
-/// replicas take effect here; sessions of agents no longer allowed are ended.
-pub async fn refresh_allow_list(store: &Store, link: &MeshLink) -> Result<(), StoreError> {
+/// replicas take effect here; sessions of agents no longer allowed are ended. Returns the agents
+/// listed with two keys: promoted, the previous key not yet retired.
+pub async fn refresh_allow_list(
+    store: &Store,
+    link: &MeshLink,
+) -> Result<HashSet<String>, StoreError> {
     let since = link.allow.generation();
     let live = store.live_agent_keys().await?;
+    let mut seen = HashSet::new();
+    let mut two_keys = HashSet::new();
+    for (agent_id, _) in &live {
+        if !seen.insert(agent_id.as_str()) {
+            two_keys.insert(agent_id.clone());
+        }
+    }
     let entries = live
         .into_iter()
         .filter_map(|(agent_id, key)| stored_curve_key(&agent_id, &key).map(|k| (k, agent_id)));
@@ -102,7 +114,7 @@ pub async fn refresh_allow_list(store: &Store, link: &MeshLink) -> Result<(), St
             link.end_session(&agent_id, "credentials revoked");
         }
     }
-    Ok(())
+    Ok(two_keys)
 }
 
 /// Fails rotations whose acknowledgement deadline passed (decided by the injected clock).

@@ -78,8 +78,8 @@ pub async fn start(
     // Read before the state it loads: every change after it is applied as a signal, so none
     // falls between the load and the first signal applied.
     deps.replication.set_applied(deps.store.latest_signal_seq().await?);
-    refresh_allow_list(&deps.store, &link).await?;
-    deps.rotations.load_promoted().await?;
+    let promoted = refresh_allow_list(&deps.store, &link).await?;
+    deps.rotations.load_promoted(&promoted).await?;
     // Well above what an honest agent sends (the frame loop's limits are 200 control frames
     // and 4,000 output frames a second): only a flood reaches it, and then the mesh thread
     // drops it before it can fill the queue every agent's frames share.

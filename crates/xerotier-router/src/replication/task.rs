@@ -214,8 +214,14 @@ impl Worker {
         tracing::info!(replica_id = %self.replication.replica_id(), "caught up: replica serving again");
     }
 
+    /// The allow-list, what agents serve and which promotions await retirement, re-read.
     async fn reload_all(&self) -> Result<(), StoreError> {
-        refresh_allow_list(self.replication.lease_store(), &self.applier.link).await?;
+        let promoted =
+            refresh_allow_list(self.replication.lease_store(), &self.applier.link).await?;
+        let reread = self.applier.rotations.reconcile_promoted(&promoted).await;
+        if reread > 0 {
+            tracing::debug!(reread, "promotions re-read from the store");
+        }
         self.applier.exec.refresh_served().await
     }
 

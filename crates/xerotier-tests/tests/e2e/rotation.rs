@@ -1274,6 +1274,59 @@ async fn rotation_requested_through_another_replica_is_promoted() {
     }
 }
 
+/// A replica that missed a promotion made on another one still finishes it, from the store. The
+/// promotion is made on A; the agent dies before switching to its new key (XEM fault
+/// `crash_after_promotion`); A is killed; the agent comes back on B, whose reads of the
+/// promotion on its signal and on the agent's hello are lost (router fault
+/// `ignore_promotion_reads`). B's periodic full refresh finds the agent listed with two keys,
+/// tells it it was promoted, and retires the old key at its first frame on the new one: the old
+/// key is refused on B without a restart. Without the refresh's re-read the old key stayed
+/// accepted on B for good.
+#[tokio::test]
+async fn a_replica_that_missed_a_promotion_finishes_it_from_the_store() {
+    for backend in backends().await.into_iter().filter(|b| !b.is_sqlite()) {
+        let options = RouterOptions {
+            extra_args: vec![
+                "--curve-rotation-ack-timeout-seconds".to_string(),
+                ACK_TIMEOUT_S.to_string(),
+            ],
+            ..RouterOptions::default()
+        };
+        let mut first = Router::start_with(&backend, options.clone()).await;
+        let mut lossy = options;
+        lossy.env.push(("XEROTIER_ROUTER_TEST_FAULT".into(), "ignore_promotion_reads".into()));
+        let second = first.replica_with(lossy).await;
+        // The agent's session is on A; the operator talks to B.
+        let mut xem = TestXem::enroll_via(
+            &second,
+            &first,
+            "xem-missed-promotion",
+            Some("crash_after_promotion"),
+        )
+        .await;
+        let id = xem.agent_id.clone();
+        let old_hex = xem.key_hex();
+        let request_id = request_id_of(&second.rotate(&id, "missed promotion").await);
+        xem.wait_crash().await;
+        let pending = xem.pending_public().expect("the new key is stored before the ack");
+        let rotation = second.wait_terminal(&id, &request_id).await;
+        assert_eq!(rotation["status"], "promoted", "[{}] {rotation}", backend.name);
+        // Promoted, but the agent holds only the old key so far: it stays accepted.
+        assert!(accepted(&second, &xem, &old_hex), "[{}] locked out", backend.name);
+        first.kill();
+        let since = now_rfc3339();
+        xem.restart();
+        assert_working(&second, &xem, &since).await;
+        assert_eq!(xem.key().public_z85(), pending, "the agent switched to its promoted key");
+        assert_outcome(&second, &xem, &rotation, &old_hex, Some(&pending)).await;
+        assert!(
+            second.logs().contains("a promotion this replica had missed was read from the store"),
+            "[{}] the full refresh, not a hello or a signal, finished it",
+            backend.name
+        );
+    }
+}
+
 /// kill -9 of the replica holding the sessions while rotations of its agents are in flight
 /// (issue 12): every agent is connected to another replica within 5 s, every rotation ends
 /// terminal there (promoted or failed with a SPEC reason, never stuck `pending`), and each agent
