@@ -25,7 +25,7 @@ pub const DISPATCH_CHANNEL: &str = "xerotier_dispatch";
 pub const ACK_CHANNEL: &str = "xerotier_acks";
 
 /// What a signal asks other replicas to re-read, by the kind of the audited target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SignalKind {
     /// An API key changed: drop it from key caches.
     ApiKey,

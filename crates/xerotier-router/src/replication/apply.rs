@@ -62,13 +62,15 @@ impl SignalApplier {
             _ => Vec::new(),
         };
         let allowed = self.link.allow.set_agent_keys(agent_id, &keys);
-        // Read even without a session here: the agent may be reconnecting here on the key just
-        // promoted elsewhere, and its first frame on it must retire the old one.
-        if let Err(err) = self.rotations.reload_agent(agent_id).await {
-            tracing::warn!(%agent_id, error = %err, "could not re-read the agent's rotation");
-        }
+        // Without a session here nothing else is this replica's to do: an agent that connects
+        // here later has its rotation read on its hello (`RotationService::on_hello`), and the
+        // full refresh re-reads every promotion (`reconcile_promoted`). Reading it for every
+        // agent of the fleet at every signal delayed the lease renewal under a fleet rotation.
         if !self.link.has_session(agent_id) {
             return Ok(());
+        }
+        if let Err(err) = self.rotations.reload_agent(agent_id).await {
+            tracing::warn!(%agent_id, error = %err, "could not re-read the agent's rotation");
         }
         if allowed == 0 {
             self.link.end_session(agent_id, "credentials revoked");

@@ -11,7 +11,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use xerotier_core::SharedClock;
 use xerotier_store::{
-    ACK_CHANNEL, DISPATCH_CHANNEL, NewReplica, Notice, Renewal, SIGNAL_CHANNEL, StoreError,
+    ACK_CHANNEL, DISPATCH_CHANNEL, NewReplica, Notice, Renewal, SIGNAL_CHANNEL, Signal, StoreError,
     WEBHOOK_CHANNEL,
 };
 
@@ -123,7 +123,7 @@ impl Worker {
         loop {
             let signals = store.signals_after(self.replication.applied(), CATCH_UP_BATCH).await?;
             let Some(last) = signals.last().map(|s| s.seq) else { break };
-            for signal in &signals {
+            for signal in superseding(&signals) {
                 self.applier.apply(signal).await?;
                 self.replication.set_applied(signal.seq);
             }
@@ -253,6 +253,27 @@ impl Worker {
     }
 }
 
+/// The signals of a batch that must be applied: for each changed thing, its last signal only.
+/// Applying a signal re-reads the thing's current state from the store (`apply.rs`), so its
+/// last signal does everything the earlier ones would; a fleet rotation makes three signals
+/// per agent (request, promotion, retirement), which every replica applied one by one, ahead
+/// of its lease renewal. Order is kept; the batch's last signal is always applied, so the
+/// cursor reaches the batch's end, and never passes a signal whose effect is still to come
+/// (a skipped one's later signal is applied before the cursor can pass it).
+fn superseding(signals: &[Signal]) -> impl Iterator<Item = &Signal> {
+    let mut last_of = std::collections::HashMap::new();
+    for (at, signal) in signals.iter().enumerate() {
+        last_of.insert((signal.kind, signal.subject.as_str()), at);
+    }
+    signals
+        .iter()
+        .enumerate()
+        .filter(move |(at, signal)| {
+            last_of.get(&(signal.kind, signal.subject.as_str())) == Some(at)
+        })
+        .map(|(_, signal)| signal)
+}
+
 /// Listens for signals, acknowledgements, queued work and security events; wakes the worker
 /// (signals, or a lost connection, after which notifications may have been missed), the
 /// waiting revokes (acknowledgements), dispatch (an invocation only this replica's agents may
@@ -315,4 +336,30 @@ fn spawn_listener(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xerotier_store::SignalKind;
+
+    fn signal(seq: i64, kind: SignalKind, subject: &str) -> Signal {
+        Signal { seq, kind: Some(kind), subject: subject.to_string(), at: 0 }
+    }
+
+    #[test]
+    fn only_the_last_signal_of_each_changed_thing_is_applied_in_order() {
+        let batch = [
+            signal(1, SignalKind::Agent, "agt_a"),
+            signal(2, SignalKind::ApiKey, "key_a"),
+            signal(3, SignalKind::Agent, "agt_b"),
+            signal(4, SignalKind::Agent, "agt_a"),
+            // Same subject, another kind: a thing of its own.
+            signal(5, SignalKind::Invocation, "agt_a"),
+            signal(6, SignalKind::Agent, "agt_a"),
+        ];
+        let applied: Vec<i64> = superseding(&batch).map(|s| s.seq).collect();
+        assert_eq!(applied, vec![2, 3, 5, 6]);
+        assert!(superseding(&[]).next().is_none());
+    }
 }
