@@ -35,13 +35,14 @@ const RENEW_EVERY_MS: i64 = LEASE_MS / 10;
 
 /// How many of a wave's targets are started at once. One at a time, a start's few durable
 /// writes made a wave of 500 take 20–30 s to request under load (BENCHMARKS, 10k runs); on
-/// PostgreSQL concurrent commits share their flushes. Half of each pool (16 and 8
-/// connections), so API requests and the rest of the router still get connections; on
-/// SQLite, whose writes take turns anyway, fewer.
+/// PostgreSQL concurrent commits share their flushes: 8, half of its pool, so API requests
+/// and the rest of the router still get connections. SQLite's writes take turns, and
+/// concurrent writers wait in its busy handler's sleeps: there, one at a time was faster
+/// (BENCHMARKS, emergency fleet rotation, A/B of 2026-12-03).
 fn starts_at_once(backend: Backend) -> usize {
     match backend {
         Backend::Postgres => 8,
-        Backend::Sqlite => 4,
+        Backend::Sqlite => 1,
     }
 }
 
