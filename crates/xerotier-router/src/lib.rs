@@ -396,6 +396,8 @@ impl AppState {
                 rotations: self.rotations.clone(),
                 router_keys: self.router_keys.clone(),
                 webhooks: self.webhooks.clone(),
+                #[cfg(feature = "test-faults")]
+                apply_delay: crate::test_faults::signal_apply_delay(),
             },
         }
     }

@@ -6,7 +6,9 @@
 //!   are hostile ([`hostile_invocation_ids`]);
 //! - `ignore_promotion_reads`: a CURVE key promotion made on another replica is not read from
 //!   the store on its signal or on the agent's hello (as if those reads were lost), so that
-//!   the periodic full refresh can be shown to retire the old key by itself.
+//!   the periodic full refresh can be shown to retire the old key by itself;
+//! - `slow_signal_apply`: each signal from another replica is applied after a pause
+//!   ([`SLOW_SIGNAL_APPLY_DELAY`]), so a burst of changes leaves this replica behind for a while.
 //!
 //! And, apart from those, a replica whose clock is off: `XEROTIER_ROUTER_TEST_CLOCK_OFFSET_MS`
 //! (e.g. `-5000`) shifts every reading of the router's clock ([`offset_clock`]), so a test can
@@ -24,6 +26,18 @@ const ENV_VAR: &str = "XEROTIER_ROUTER_TEST_FAULT";
 const SKIP_ARGUMENT_CHECK: &str = "skip_argument_check";
 const SEND_HOSTILE_INVOCATION_IDS: &str = "send_hostile_invocation_ids";
 const IGNORE_PROMOTION_READS: &str = "ignore_promotion_reads";
+const SLOW_SIGNAL_APPLY: &str = "slow_signal_apply";
+/// The pause before each signal is applied under `slow_signal_apply`.
+pub const SLOW_SIGNAL_APPLY_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The pause the `slow_signal_apply` fault puts before each signal, when armed (loudly).
+pub fn signal_apply_delay() -> Option<std::time::Duration> {
+    if std::env::var(ENV_VAR).as_deref() != Ok(SLOW_SIGNAL_APPLY) {
+        return None;
+    }
+    tracing::warn!(fault = SLOW_SIGNAL_APPLY, "TEST FAULT: each signal is applied after a pause");
+    Some(SLOW_SIGNAL_APPLY_DELAY)
+}
 /// The absolute path among the hostile ids: the test checks nothing was made there.
 const HOSTILE_PATH: &str = "/tmp/xerotier-hostile-invocation-id";
 

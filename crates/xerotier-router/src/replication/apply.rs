@@ -25,10 +25,17 @@ pub struct SignalApplier {
     pub router_keys: RouterKeyService,
     /// Woken (not applied to) by `NOTIFY xerotier_webhooks`: the listener's other task.
     pub webhooks: WebhookService,
+    /// Test builds only (`slow_signal_apply`): a pause before each signal is applied.
+    #[cfg(feature = "test-faults")]
+    pub apply_delay: Option<std::time::Duration>,
 }
 
 impl SignalApplier {
     pub async fn apply(&self, signal: &Signal) -> Result<(), StoreError> {
+        #[cfg(feature = "test-faults")]
+        if let Some(delay) = self.apply_delay {
+            tokio::time::sleep(delay).await;
+        }
         match signal.kind {
             Some(SignalKind::ApiKey) => self.cache.invalidate(&signal.subject),
             Some(SignalKind::Agent) => self.agent_changed(&signal.subject).await?,

@@ -20,7 +20,7 @@ use super::apply::SignalApplier;
 use crate::mesh_runtime::refresh_allow_list;
 
 /// Signals read per query while catching up.
-const CATCH_UP_BATCH: u32 = 500;
+const CATCH_UP_BATCH: u32 = 100;
 /// How long a listener that cannot connect waits before it tries again.
 const LISTEN_RETRY: Duration = Duration::from_millis(250);
 /// How often the fence is checked between renewals.
@@ -64,6 +64,21 @@ pub async fn start(
     }))
 }
 
+/// Changes this replica has still to apply, and since when (its own monotonic clock).
+#[derive(Debug, Default)]
+struct Backlog {
+    since: Option<Instant>,
+    /// The last catch-up failed: the next waits for a timer or a notification, not a loop.
+    failing: bool,
+}
+
+impl Backlog {
+    /// Whether to go on applying at once (behind, and the last step worked).
+    fn more_now(&self) -> bool {
+        self.since.is_some() && !self.failing
+    }
+}
+
 struct Worker {
     replication: Replication,
     applier: SignalApplier,
@@ -103,31 +118,55 @@ impl Worker {
             timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
         }
         refresh.reset();
+        let mut backlog = Backlog::default();
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return,
                 _ = fence.tick() => self.check_fence(),
-                Some(()) = wake.recv() => self.catch_up_logged().await,
-                _ = renew.tick() => self.renew().await,
-                _ = refresh.tick() => self.full_refresh().await,
+                // Before the wake-ups: under a stream of notifications they are always ready.
+                _ = renew.tick() => self.renew(&mut backlog).await,
+                Some(()) = wake.recv() => {
+                    self.catch_up_some(&mut backlog).await;
+                }
+                _ = refresh.tick() => self.full_refresh(&mut backlog).await,
+                // Last, so a long backlog is applied between renewals, never instead of them.
+                () = std::future::ready(()), if backlog.more_now() => {
+                    self.catch_up_some(&mut backlog).await;
+                }
             }
         }
     }
 
     /// Applies every signal after the last applied one, in order, and says how far it got.
     /// A signal that fails to apply is retried (never skipped): the cursor stops before it.
-    async fn catch_up(&self) -> Result<(), StoreError> {
+    /// With a `budget`, stops at the first batch's end past it and returns `false` (more to
+    /// apply). Acknowledges what it applied.
+    async fn catch_up_within(&self, budget: Option<Duration>) -> Result<bool, StoreError> {
         let store = self.replication.lease_store();
         let start = self.replication.applied();
+        let began = Instant::now();
+        let mut done = true;
         loop {
             let signals = store.signals_after(self.replication.applied(), CATCH_UP_BATCH).await?;
             let Some(last) = signals.last().map(|s| s.seq) else { break };
-            for signal in superseding(&signals) {
-                self.applier.apply(signal).await?;
-                self.replication.set_applied(signal.seq);
+            let over_budget = || budget.is_some_and(|budget| began.elapsed() >= budget);
+            for (at, cursor) in plan(&signals) {
+                self.applier.apply(&signals[at]).await?;
+                self.replication.set_applied(cursor);
+                if cursor < last && over_budget() {
+                    done = false;
+                    break;
+                }
+            }
+            if !done {
+                break;
             }
             if last == self.replication.applied() && signals.len() < CATCH_UP_BATCH as usize {
+                break;
+            }
+            if over_budget() {
+                done = false;
                 break;
             }
         }
@@ -136,23 +175,60 @@ impl Worker {
                 .acknowledge_signals(self.replication.replica_id(), self.replication.applied())
                 .await?;
         }
-        Ok(())
+        Ok(done)
     }
 
-    async fn catch_up_logged(&self) {
-        if let Err(err) = self.catch_up().await {
-            tracing::warn!(error = %err, "could not apply other replicas' changes; retrying");
+    /// Everything applied, however long it takes (registration, rejoin, recovery: nothing is
+    /// served meanwhile).
+    async fn catch_up(&self) -> Result<(), StoreError> {
+        self.catch_up_within(None).await.map(|_| ())
+    }
+
+    /// One budgeted step of catching up; `backlog` says since when this replica is behind.
+    async fn catch_up_some(&self, backlog: &mut Backlog) -> bool {
+        let step = self.catch_up_within(Some(self.replication.settings().renew_every)).await;
+        backlog.failing = step.is_err();
+        match step {
+            Ok(true) => {
+                if let Some(since) = backlog.since.take() {
+                    tracing::info!(
+                        behind_ms = since.elapsed().as_millis(),
+                        "caught up with the other replicas' changes"
+                    );
+                }
+                true
+            }
+            Ok(false) => {
+                backlog.since.get_or_insert_with(Instant::now);
+                true
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not apply other replicas' changes; retrying");
+                false
+            }
         }
     }
 
-    /// Catches up, then renews the lease with what was applied. The serving deadline counts
-    /// from before the renewal left, so it ends before the database's end of the lease.
-    async fn renew(&self) {
-        let sent = Instant::now();
-        if let Err(err) = self.catch_up().await {
-            tracing::warn!(error = %err, "could not catch up before renewing the lease");
+    /// Catches up for a while, then renews the lease with what was applied. The serving
+    /// deadline counts from before the renewal left, so it ends before the database's end of
+    /// the lease. A replica may renew while it still has changes to apply (a burst of a fleet
+    /// rotation's signals), but not once it has been behind for half a lease: then it lets
+    /// the lease run out and is fenced until caught up, so a revoke waits for a slow replica
+    /// at most about one and a half leases.
+    async fn renew(&self, backlog: &mut Backlog) {
+        if !self.catch_up_some(backlog).await {
             return;
         }
+        if let Some(since) = backlog.since
+            && since.elapsed() >= self.replication.settings().lease / 2
+        {
+            tracing::warn!(
+                behind_ms = since.elapsed().as_millis(),
+                "behind the other replicas' changes for half a lease: lease not renewed until caught up"
+            );
+            return;
+        }
+        let sent = Instant::now();
         let sessions = i64::try_from(self.applier.link.connected_sessions()).unwrap_or(i64::MAX);
         let store = self.replication.lease_store();
         let id = self.replication.replica_id();
@@ -227,14 +303,14 @@ impl Worker {
 
     /// The safety net: everything re-read, then the signals committed meanwhile applied again
     /// (a re-read that raced a revoke cannot outlive it), and old signals and replicas pruned.
-    async fn full_refresh(&self) {
+    async fn full_refresh(&self, backlog: &mut Backlog) {
         if !self.replication.is_serving() {
             return;
         }
         if let Err(err) = self.reload_all().await {
             tracing::warn!(error = %err, "could not re-read the allow-list");
         }
-        self.catch_up_logged().await;
+        self.catch_up_some(backlog).await;
         let store = self.replication.lease_store();
         if let Err(err) = store.prune_signals(SIGNALS_KEPT_MS, self.clock.now_millis()).await {
             tracing::debug!(error = %err, "could not prune applied signals");
@@ -253,25 +329,38 @@ impl Worker {
     }
 }
 
-/// The signals of a batch that must be applied: for each changed thing, its last signal only.
-/// Applying a signal re-reads the thing's current state from the store (`apply.rs`), so its
-/// last signal does everything the earlier ones would; a fleet rotation makes three signals
-/// per agent (request, promotion, retirement), which every replica applied one by one, ahead
-/// of its lease renewal. Order is kept; the batch's last signal is always applied, so the
-/// cursor reaches the batch's end, and never passes a signal whose effect is still to come
-/// (a skipped one's later signal is applied before the cursor can pass it).
-fn superseding(signals: &[Signal]) -> impl Iterator<Item = &Signal> {
+/// How a batch is applied: for each changed thing only its last signal (applying re-reads the
+/// thing's current state from the store, `apply.rs`, so the last signal does everything the
+/// earlier ones would; a fleet rotation makes three signals per agent, which every replica
+/// applied one by one), in order, each with the cursor that may be recorded once it is applied:
+/// never past a skipped signal whose thing's last signal is still to come, so a catch-up that
+/// stops after any step (its time budget) has everything before its cursor in force. Returns
+/// (index in the batch, cursor) pairs; the last pair's cursor is the batch's last seq.
+fn plan(signals: &[Signal]) -> Vec<(usize, i64)> {
+    let key = |s: &Signal| (s.kind, s.subject.clone());
+    let mut first_of = std::collections::HashMap::new();
     let mut last_of = std::collections::HashMap::new();
     for (at, signal) in signals.iter().enumerate() {
-        last_of.insert((signal.kind, signal.subject.as_str()), at);
+        first_of.entry(key(signal)).or_insert(at);
+        last_of.insert(key(signal), at);
     }
-    signals
-        .iter()
-        .enumerate()
-        .filter(move |(at, signal)| {
-            last_of.get(&(signal.kind, signal.subject.as_str())) == Some(at)
-        })
-        .map(|(_, signal)| signal)
+    let mut steps = Vec::new();
+    for (at, signal) in signals.iter().enumerate() {
+        if last_of.get(&key(signal)) != Some(&at) {
+            continue;
+        }
+        // Things read but not yet applied at this point hold the cursor before their first
+        // skipped signal.
+        let held = last_of
+            .iter()
+            .filter(|(_, last)| **last > at)
+            .filter_map(|(thing, _)| first_of.get(thing))
+            .filter(|first| **first <= at)
+            .map(|first| signals[*first].seq - 1)
+            .min();
+        steps.push((at, held.map_or(signal.seq, |held| held.min(signal.seq))));
+    }
+    steps
 }
 
 /// Listens for signals, acknowledgements, queued work and security events; wakes the worker
@@ -358,8 +447,26 @@ mod tests {
             signal(5, SignalKind::Invocation, "agt_a"),
             signal(6, SignalKind::Agent, "agt_a"),
         ];
-        let applied: Vec<i64> = superseding(&batch).map(|s| s.seq).collect();
+        let applied: Vec<i64> = plan(&batch).iter().map(|(at, _)| batch[*at].seq).collect();
         assert_eq!(applied, vec![2, 3, 5, 6]);
-        assert!(superseding(&[]).next().is_none());
+        assert!(plan(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_cursor_never_passes_a_skipped_signal_whose_last_is_still_to_come() {
+        let batch = [
+            signal(10, SignalKind::Agent, "agt_a"),
+            signal(11, SignalKind::ApiKey, "key_a"),
+            signal(12, SignalKind::Agent, "agt_b"),
+            signal(13, SignalKind::Agent, "agt_a"),
+            signal(14, SignalKind::ApiKey, "key_b"),
+        ];
+        // agt_a's first signal (10) is skipped for its last (13): until 13 is applied, a
+        // catch-up that stops may record no cursor past 9.
+        assert_eq!(plan(&batch), vec![(1, 9), (2, 9), (3, 13), (4, 14)]);
+        // Every step's cursor is at most its own seq and never goes back.
+        let steps = plan(&batch);
+        assert!(steps.windows(2).all(|w| w[0].1 <= w[1].1));
+        assert_eq!(steps.last().map(|s| s.1), Some(14), "a whole batch ends at its last seq");
     }
 }

@@ -201,6 +201,74 @@ async fn dropped(router: &Router) -> f64 {
         .sum()
 }
 
+/// A burst of changes that takes a replica longer to apply than its serving margin (router test
+/// fault `slow_signal_apply`: 50 ms before each signal; 130 signals, about 6.5 s; the default
+/// 6 s lease stops serving 5 s after a renewal) does not fence it: it renews between budgeted steps
+/// of catching up, and would stop renewing only after half a lease behind. Before, the whole
+/// backlog was applied ahead of the renewal, whose serving time counted from before it, and the
+/// replica fenced itself (the 10k runs' fences). A revoke made behind the burst still returns
+/// only once the slow replica applied it: there, the key is refused when the call returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_a_burst_of_changes_keeps_serving_and_a_revoke_still_holds_there() {
+    const BURST: usize = 130;
+    /// The router's `SLOW_SIGNAL_APPLY_DELAY`.
+    const SLOW_APPLY: Duration = Duration::from_millis(50);
+    let Some(backend) = postgres().await else { return };
+    let a = Router::start_with(&backend, options()).await;
+    let mut slow = options();
+    slow.env.push(("XEROTIER_ROUTER_TEST_FAULT".into(), "slow_signal_apply".into()));
+    let b = a.replica_with(slow).await;
+    let (probe, victim) =
+        (a.create_key("probe", &["execution"]).await, a.create_key("victim", &["execution"]).await);
+    assert_eq!(b.exec_status(&victim.value).await, 200);
+    let burst_started = Instant::now();
+    let stop = AtomicBool::new(false);
+    // B is probed every 100 ms from the start of the burst until the revoke returns.
+    let probing = async {
+        let mut statuses = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            statuses.push((burst_started.elapsed(), b.api().get(TOOLS, Some(&probe.value)).await));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        statuses
+    };
+    let burst = async {
+        // Ten at a time: far faster than B's 20 signals a second, so B falls behind.
+        for n in (0..BURST).step_by(10) {
+            let names: Vec<String> = (n..n + 10).map(|i| format!("burst-{i}")).collect();
+            futures::future::join_all(names.iter().map(|name| a.create_key(name, &["execution"])))
+                .await;
+        }
+        eprintln!("burst of {BURST} changes made in {:?}", burst_started.elapsed());
+        // The revoke comes after the whole burst: it returns once B has applied all of it.
+        let resp = a.revoke_key(&victim.id).await;
+        stop.store(true, Ordering::SeqCst);
+        resp
+    };
+    let (statuses, revoked) = tokio::join!(probing, burst);
+    revoked.assert_status(200);
+    let caught_up = burst_started.elapsed();
+    assert_eq!(
+        b.exec_status(&victim.value).await,
+        401,
+        "the revoke is in force on B when it returns"
+    );
+    let refused: Vec<_> = statuses.iter().filter(|(_, resp)| resp.status != 200).collect();
+    assert!(
+        refused.is_empty(),
+        "B stopped serving while behind: {:?}\n{}",
+        refused.iter().map(|(at, resp)| (at, resp.status)).collect::<Vec<_>>(),
+        b.logs().lines().filter(|l| l.contains("replication")).collect::<Vec<_>>().join("\n")
+    );
+    assert!(!b.logs().contains("FENCED"), "B fenced itself behind a burst");
+    // The burst really left B behind: 50 ms a signal makes it at least this long.
+    assert!(
+        caught_up >= SLOW_APPLY * u32::try_from(BURST).unwrap_or(u32::MAX),
+        "B caught up after {caught_up:?}: was it ever behind?"
+    );
+    eprintln!("B caught up after {caught_up:?}, {} probes served", statuses.len());
+}
+
 /// A replica that loses the database loses its lease: it serves nothing authenticated
 /// (`replica_fenced`), a revoke through another replica returns within the lease bound instead
 /// of waiting for it, and once the database is back it catches up (the revoked key is refused
