@@ -1232,18 +1232,23 @@ async fn router_and_xem_killed_after_the_promotion_end_on_the_new_key() {
 // Replicas (PostgreSQL)
 // ---------------------------------------------------------------------------------------------
 
+/// The routers of the replica tests: the tests' acknowledgement timeout.
+fn with_ack_timeout() -> RouterOptions {
+    RouterOptions {
+        extra_args: vec![
+            "--curve-rotation-ack-timeout-seconds".to_string(),
+            ACK_TIMEOUT_S.to_string(),
+        ],
+        ..RouterOptions::default()
+    }
+}
+
 /// Operators reach any replica; the agent's mesh session is on one of them. A rotation asked
 /// through another replica than the agent's must still reach the agent and be promoted.
 #[tokio::test]
 async fn rotation_requested_through_another_replica_is_promoted() {
     for backend in backends().await.into_iter().filter(|b| !b.is_sqlite()) {
-        let options = RouterOptions {
-            extra_args: vec![
-                "--curve-rotation-ack-timeout-seconds".to_string(),
-                ACK_TIMEOUT_S.to_string(),
-            ],
-            ..RouterOptions::default()
-        };
+        let options = with_ack_timeout();
         let first = Router::start_with(&backend, options).await;
         let second = first.replica().await;
         let third = first.replica().await;
@@ -1285,13 +1290,7 @@ async fn rotation_requested_through_another_replica_is_promoted() {
 #[tokio::test]
 async fn a_replica_that_missed_a_promotion_finishes_it_from_the_store() {
     for backend in backends().await.into_iter().filter(|b| !b.is_sqlite()) {
-        let options = RouterOptions {
-            extra_args: vec![
-                "--curve-rotation-ack-timeout-seconds".to_string(),
-                ACK_TIMEOUT_S.to_string(),
-            ],
-            ..RouterOptions::default()
-        };
+        let options = with_ack_timeout();
         let mut first = Router::start_with(&backend, options.clone()).await;
         let mut lossy = options;
         lossy.env.push(("XEROTIER_ROUTER_TEST_FAULT".into(), "ignore_promotion_reads".into()));
@@ -1336,13 +1335,7 @@ async fn rotations_in_flight_when_their_replica_is_killed_all_end_terminal() {
     /// SPEC: an agent whose replica dies is connected to another within this.
     const FAILOVER: Duration = Duration::from_secs(5);
     for backend in backends().await.into_iter().filter(|b| !b.is_sqlite()) {
-        let options = RouterOptions {
-            extra_args: vec![
-                "--curve-rotation-ack-timeout-seconds".to_string(),
-                ACK_TIMEOUT_S.to_string(),
-            ],
-            ..RouterOptions::default()
-        };
+        let options = with_ack_timeout();
         let mut first = Router::start_with(&backend, options).await;
         let second = first.replica().await;
         // Sessions on the first replica; the operator talks to the second.
