@@ -51,6 +51,15 @@ impl Drop for ReadTicket {
 }
 
 impl PromotedInner {
+    /// A change made here to the agent's entry: numbered, and remembered for the reads that
+    /// began before it (none in flight: nothing to remember).
+    fn note_change(&mut self, agent_id: &str) {
+        self.generation += 1;
+        if !self.reading.is_empty() {
+            self.changed.insert(agent_id.to_string(), self.generation);
+        }
+    }
+
     fn put(&mut self, agent_id: &str, promoted: Option<Promoted>) {
         match promoted {
             Some(promoted) => self.entries.insert(agent_id.to_string(), promoted),
@@ -74,11 +83,7 @@ impl PromotedKeys {
 
     pub(super) fn set_here(&self, agent_id: &str, promoted: Option<Promoted>) {
         let mut inner = self.0.lock();
-        inner.generation += 1;
-        let generation = inner.generation;
-        if !inner.reading.is_empty() {
-            inner.changed.insert(agent_id.to_string(), generation);
-        }
+        inner.note_change(agent_id);
         inner.put(agent_id, promoted);
     }
 
@@ -87,12 +92,8 @@ impl PromotedKeys {
     pub(super) fn clear_if(&self, agent_id: &str, request_id: &str) {
         let mut inner = self.0.lock();
         if inner.entries.get(agent_id).is_some_and(|p| p.0 == request_id) {
-            inner.generation += 1;
-            let generation = inner.generation;
-            if !inner.reading.is_empty() {
-                inner.changed.insert(agent_id.to_string(), generation);
-            }
-            inner.entries.remove(agent_id);
+            inner.note_change(agent_id);
+            inner.put(agent_id, None);
         }
     }
 

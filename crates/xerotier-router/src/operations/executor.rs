@@ -3,8 +3,8 @@
 //! own service, and a revocation returns (counts as done) only once every replica applied it.
 //!
 //! The executor holds the operation's runner lease while it works and renews it between a
-//! wave's batches of starts and while it waits; when the lease is lost (another replica took it over after this
-//! one stalled) it stops at once.
+//! wave's batches of starts and while it waits; when the lease is lost (another replica took it
+//! over after this one stalled) it stops at once.
 
 use std::time::Duration;
 

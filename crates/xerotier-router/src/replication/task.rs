@@ -336,8 +336,8 @@ impl Worker {
 /// never past a skipped signal whose thing's last signal is still to come, so a catch-up that
 /// stops after any step (its time budget) has everything before its cursor in force. Returns
 /// (index in the batch, cursor) pairs; the last pair's cursor is the batch's last seq.
-fn plan(signals: &[Signal]) -> Vec<(usize, i64)> {
-    let key = |s: &Signal| (s.kind, s.subject.clone());
+fn plan<'a>(signals: &'a [Signal]) -> Vec<(usize, i64)> {
+    let key = |s: &'a Signal| (s.kind, s.subject.as_str());
     let mut first_of = std::collections::HashMap::new();
     let mut last_of = std::collections::HashMap::new();
     for (at, signal) in signals.iter().enumerate() {
