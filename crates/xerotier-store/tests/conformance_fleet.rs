@@ -203,6 +203,37 @@ per_backend!(heartbeats_move_forward_and_skip_revoked_agents, open, |db, store| 
     assert_eq!(store.agent("agt_2").await.unwrap().unwrap().last_heartbeat_at, None);
 });
 
+per_backend!(agents_are_read_by_ids_in_batches_whatever_the_ids_say, open, |db, store| {
+    store.create_join_key(&join_key("jk_1", 1_000), &audit("a1")).await.unwrap();
+    store.create_join_key(&join_key("jk_2", 1_000), &audit("a2")).await.unwrap();
+    store.create_join_key(&join_key("jk_3", 1_000), &audit("a3")).await.unwrap();
+    for (id, jk) in [("agt_1", "jk_1"), ("agt_2", "jk_2"), ("agt_3", "jk_3")] {
+        let a = agent(id, &format!("xem-{id}"), jk, &format!("c{id}"));
+        store.enroll_agent(&a, 10, &audit(&format!("e{id}"))).await.unwrap();
+    }
+    store.revoke_agent("agt_2", 15, None, None, &audit("r2")).await.unwrap();
+    assert!(store.agents_by_ids(&[]).await.unwrap().is_empty(), "{}", db.backend);
+    // Unknown and hostile ids find nothing; the three known ones sit in the first, second
+    // and third query of the batch (500 ids each).
+    let fillers: Vec<String> = (0..1_200).map(|i| format!("agt_none_{i}")).collect();
+    let mut ids: Vec<&str> = fillers.iter().map(String::as_str).collect();
+    ids[7] = "agt_2";
+    ids[650] = "x' OR '1'='1";
+    ids[700] = "agt_3";
+    ids[1_100] = "agt_1";
+    ids.push("agt_1");
+    let found = store.agents_by_ids(&ids).await.unwrap();
+    let mut seen: Vec<(&str, bool)> =
+        found.iter().map(|a| (a.id.as_str(), a.revoked_at.is_some())).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen, [("agt_1", false), ("agt_2", true), ("agt_3", false)], "{}", db.backend);
+    assert_eq!(
+        found.iter().find(|a| a.id == "agt_3"),
+        store.agent("agt_3").await.unwrap().as_ref()
+    );
+});
+
 per_backend!(
     credential_reports_replace_the_agents_previous_one_and_late_reports_are_ignored,
     open,

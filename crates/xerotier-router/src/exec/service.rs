@@ -813,14 +813,24 @@ impl ExecService {
 
     /// Re-reads what one agent may serve (after a decision about it).
     pub async fn reload_served(&self, agent_id: &str) -> Result<(), StoreError> {
-        let Some(agent) = self.store.agent(agent_id).await? else {
+        let agent = self.store.agent(agent_id).await?;
+        self.reload_served_from(agent_id, agent.as_ref()).await
+    }
+
+    /// [`Self::reload_served`] with the agent's row already read (`None`: no such agent).
+    pub async fn reload_served_from(
+        &self,
+        agent_id: &str,
+        agent: Option<&AgentRecord>,
+    ) -> Result<(), StoreError> {
+        let Some(agent) = agent else {
             self.offers.set_served(agent_id, BTreeSet::new());
             return Ok(());
         };
         let manifest: CapabilityManifest =
             serde_json::from_str(&agent.manifest).unwrap_or_default();
         let decisions = self.store.agent_workspaces(agent_id).await?;
-        self.offers.set_served(agent_id, served(&agent, &manifest, decisions));
+        self.offers.set_served(agent_id, served(agent, &manifest, decisions));
         self.wake();
         Ok(())
     }

@@ -2,9 +2,10 @@
 //! its caches, allow-list, sessions and agents agree. Each step is idempotent and reads the
 //! store's current state, so applying a signal twice, or late, is harmless.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use xerotier_store::{Signal, SignalKind, Store, StoreError};
+use xerotier_store::{AgentRecord, Signal, SignalKind, Store, StoreError};
 
 use crate::exec::ExecService;
 use crate::fleet::rotation::RotationService;
@@ -30,15 +31,59 @@ pub struct SignalApplier {
     pub apply_delay: Option<std::time::Duration>,
 }
 
+/// The agents a batch of signals changed, read in one query before the batch is applied
+/// (a fleet rotation signals every agent; one read each delayed the lease renewal).
+#[derive(Debug, Default)]
+pub struct ChangedAgents {
+    read: HashSet<String>,
+    found: HashMap<String, AgentRecord>,
+}
+
+impl ChangedAgents {
+    /// `Some(row)` (`None` inside: no such agent) if `agent_id` was read with the batch; each
+    /// row is handed out once (a batch applies each changed thing once, `task::plan`).
+    fn take(&mut self, agent_id: &str) -> Option<Option<AgentRecord>> {
+        self.read.remove(agent_id).then(|| self.found.remove(agent_id))
+    }
+}
+
 impl SignalApplier {
-    pub async fn apply(&self, signal: &Signal) -> Result<(), StoreError> {
+    /// Reads, in one go, every agent the agent signals among `signals` name. Rows are read
+    /// after the signals were (their changes are committed), so each is at least as new as
+    /// its signal, which is all applying needs.
+    pub async fn read_changed_agents<'a>(
+        &self,
+        signals: impl Iterator<Item = &'a Signal>,
+    ) -> Result<ChangedAgents, StoreError> {
+        let read: HashSet<String> = signals
+            .filter(|signal| signal.kind == Some(SignalKind::Agent))
+            .map(|signal| signal.subject.clone())
+            .collect();
+        let ids: Vec<&str> = read.iter().map(String::as_str).collect();
+        let found = self.store.agents_by_ids(&ids).await?;
+        let found = found.into_iter().map(|agent| (agent.id.clone(), agent)).collect();
+        Ok(ChangedAgents { read, found })
+    }
+
+    /// Applies `signal`, with the agent's row from `agents` when it was read with the batch.
+    pub async fn apply(
+        &self,
+        signal: &Signal,
+        agents: &mut ChangedAgents,
+    ) -> Result<(), StoreError> {
         #[cfg(feature = "test-faults")]
         if let Some(delay) = self.apply_delay {
             tokio::time::sleep(delay).await;
         }
         match signal.kind {
             Some(SignalKind::ApiKey) => self.cache.invalidate(&signal.subject),
-            Some(SignalKind::Agent) => self.agent_changed(&signal.subject).await?,
+            Some(SignalKind::Agent) => {
+                let agent = match agents.take(&signal.subject) {
+                    Some(agent) => agent,
+                    None => self.store.agent(&signal.subject).await?,
+                };
+                self.agent_changed(&signal.subject, agent).await?;
+            }
             Some(SignalKind::Invocation) => self.invocation_changed(&signal.subject).await?,
             // Join keys are consumed inside the enrollment transaction; nothing is cached.
             Some(SignalKind::JoinKey) => {}
@@ -56,8 +101,11 @@ impl SignalApplier {
     /// An agent was revoked, rotated, promoted, retired, granted, paused or quarantined
     /// somewhere: its keys here become exactly what the store says, a session it may no
     /// longer hold ends, and what it serves and must be told is re-read.
-    async fn agent_changed(&self, agent_id: &str) -> Result<(), StoreError> {
-        let agent = self.store.agent(agent_id).await?;
+    async fn agent_changed(
+        &self,
+        agent_id: &str,
+        agent: Option<AgentRecord>,
+    ) -> Result<(), StoreError> {
         let keys: Vec<[u8; 32]> = match &agent {
             Some(agent) if agent.revoked_at.is_none() => {
                 [Some(&agent.curve_public_key), agent.previous_curve_public_key.as_ref()]
@@ -85,7 +133,7 @@ impl SignalApplier {
             tracing::warn!(%agent_id, "agent revoked on another replica; its session here ended");
             return Ok(());
         }
-        self.exec.reload_served(agent_id).await
+        self.exec.reload_served_from(agent_id, agent.as_ref()).await
     }
 
     /// An invocation was cancelled somewhere: the replica holding its agent's session tells it.

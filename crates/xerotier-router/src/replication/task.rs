@@ -151,8 +151,11 @@ impl Worker {
             let signals = store.signals_after(self.replication.applied(), CATCH_UP_BATCH).await?;
             let Some(last) = signals.last().map(|s| s.seq) else { break };
             let over_budget = || budget.is_some_and(|budget| began.elapsed() >= budget);
-            for (at, cursor) in plan(&signals) {
-                self.applier.apply(&signals[at]).await?;
+            let steps = plan(&signals);
+            let mut agents =
+                self.applier.read_changed_agents(steps.iter().map(|(at, _)| &signals[*at])).await?;
+            for (at, cursor) in steps {
+                self.applier.apply(&signals[at], &mut agents).await?;
                 self.replication.set_applied(cursor);
                 if cursor < last && over_budget() {
                     done = false;
