@@ -544,13 +544,13 @@ if want fleet10k; then
 # through the first replica), request → `completed`. FLEET10K_AGENTS (10000), FLEET10K_REPLICAS
 # (3), FLEET10K_LEASE_MS (10000, the XEM's default interval), FLEET10K_SECONDS (60),
 # FLEET10K_WAVE_SIZE (500, the router's maximum), FLEET10K_PROCESSES (worker processes holding
-# the agents, 4), FLEET10K_DRIVERS (threads driving the agents per worker, 2),
+# the agents, 8), FLEET10K_DRIVERS (threads driving the agents per worker, 2),
 # FLEET10K_CONNECT_RATE (agents connected per second, 1000).
 # Every agent holds a TCP connection and three ZeroMQ sockets (four descriptors) in its worker,
 # and a session in its replica: the descriptor limit is raised as far as the hard limit allows
 # before the replicas start (they inherit it); with a hard limit of 20,000, one process holds
-# at most about 4,900 agents, hence the workers (4: room for the sockets a reconnect opens
-# before the old ones are closed).
+# at most about 4,900 agents, hence the workers (8: room for the sockets a reconnect storm opens
+# before the old ones are closed; with 4 and 5, driver threads died of EMFILE in runs 4 to 6).
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 F10K_N="${FLEET10K_REPLICAS:-3}"
 url=$(fresh_pg fleet10k)
@@ -560,7 +560,7 @@ for i in $(seq 1 "$F10K_N"); do f10k_args+=(--base-url "http://${ADDRS[$((i - 1)
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); open files limit $(ulimit -n)" >"$OUT/fleet10k.load"
 ./target/release/xerotier-bench fleet-replicas "${f10k_args[@]}" --api-key "$KEY" \
   --agents "${FLEET10K_AGENTS:-10000}" --lease-ms "${FLEET10K_LEASE_MS:-10000}" --seconds "${FLEET10K_SECONDS:-60}" \
-  --wave-size "${FLEET10K_WAVE_SIZE:-500}" --processes "${FLEET10K_PROCESSES:-4}" --drivers "${FLEET10K_DRIVERS:-2}" --connect-per-second "${FLEET10K_CONNECT_RATE:-1000}" \
+  --wave-size "${FLEET10K_WAVE_SIZE:-500}" --processes "${FLEET10K_PROCESSES:-8}" --drivers "${FLEET10K_DRIVERS:-2}" --connect-per-second "${FLEET10K_CONNECT_RATE:-1000}" \
   --clk-tck "$(getconf CLK_TCK)" >"$OUT/fleet10k.json" 2>"$OUT/fleet10k.err" || { tail -20 "$OUT/fleet10k.err" >&2; exit 1; }
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/fleet10k.load"
 stop_replicas fleet10k "$F10K_N"

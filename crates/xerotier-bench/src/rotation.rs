@@ -26,8 +26,10 @@ use crate::fleet::{Enrolled, LEASE_INTERVAL_MS, mint_and_enroll};
 const SILENCE_BEFORE_RECONNECT: Duration = Duration::from_millis(3 * LEASE_INTERVAL_MS);
 /// Agents per ZeroMQ context: libzmq's default cap is 1,023 sockets per context (past it a new
 /// socket fails with EMFILE), each agent holds three (its DEALER, the monitor libzmq attaches
-/// to it, the monitor's reader), and a reconnect briefly holds the closing ones too.
-pub const AGENTS_PER_CONTEXT: usize = 150;
+/// to it, the monitor's reader), and a reconnect briefly holds the closing ones too: under a
+/// storm of reconnects (a fenced replica closing its sessions) 150 per context still hit the
+/// cap (10k run 6), so 100 leave room for more than two closing sets at once.
+pub const AGENTS_PER_CONTEXT: usize = 100;
 /// Names each connection's monitor endpoint apart.
 static MONITORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
