@@ -117,6 +117,9 @@ struct Shared {
     phase: AtomicU8,
     stop: AtomicBool,
     tally: Tally,
+    /// Reconnects put off for want of room for sockets (`SimAgent::reconnect`), by the
+    /// drivers that ended.
+    deferred_reconnects: AtomicU64,
 }
 
 /// What a driver tells the benchmark of one agent.
@@ -246,6 +249,8 @@ fn run_driver(
             }
         }
     }
+    let deferred: u64 = slots.iter().map(|slot| slot.sim.deferred_reconnects).sum();
+    shared.deferred_reconnects.fetch_add(deferred, Ordering::Relaxed);
     Ok(latencies)
 }
 
@@ -496,6 +501,7 @@ pub async fn worker(w: WorkerOptions) -> anyhow::Result<()> {
         phase: AtomicU8::new(CONNECTING),
         stop: AtomicBool::new(false),
         tally: Tally::new(replicas),
+        deferred_reconnects: AtomicU64::new(0),
     });
     // The leader's commands, read by a thread of their own.
     let (connect_tx, connect_rx) = tokio::sync::oneshot::channel();
@@ -555,6 +561,7 @@ pub async fn worker(w: WorkerOptions) -> anyhow::Result<()> {
         serde_json::json!({
             "sent": load(&tally.sent), "acked": load(&tally.acked), "unsent": load(&tally.unsent),
             "latencies_us": latencies_us, "driver_failures": failures,
+            "deferred_reconnects": shared.deferred_reconnects.load(Ordering::Relaxed),
         })
     ));
     Ok(())
@@ -865,6 +872,10 @@ pub async fn fleet_replicas(o: Options) -> anyhow::Result<Report> {
         .with_extra("all_on_new_key_ms", ms(phases.all_on_new_key))
         .with_extra("rotation_failed_frames", h.rotation_failed)
         .with_extra("silent_reconnects", h.silent_reconnects)
+        .with_extra(
+            "deferred_reconnects",
+            heard.finals.iter().filter_map(|f| f["deferred_reconnects"].as_u64()).sum::<u64>(),
+        )
         .with_extra("simulator_errors", h.errors)
         .with_json("first_problem", h.first_problem.clone().into())
         .with_json("first_enroll_error", first_enroll_error.into())

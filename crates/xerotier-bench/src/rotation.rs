@@ -26,9 +26,10 @@ use crate::fleet::{Enrolled, LEASE_INTERVAL_MS, mint_and_enroll};
 const SILENCE_BEFORE_RECONNECT: Duration = Duration::from_millis(3 * LEASE_INTERVAL_MS);
 /// Agents per ZeroMQ context: libzmq's default cap is 1,023 sockets per context (past it a new
 /// socket fails with EMFILE), each agent holds three (its DEALER, the monitor libzmq attaches
-/// to it, the monitor's reader), and a reconnect briefly holds the closing ones too: under a
-/// storm of reconnects (a fenced replica closing its sessions) 150 per context still hit the
-/// cap (10k run 6), so 100 leave room for more than two closing sets at once.
+/// to it, the monitor's reader), and a reconnect briefly holds the closing ones too. Under a
+/// storm of reconnects the closing ones pile up faster than libzmq reaps them (10k runs 6 and
+/// 7, with 150 and 100 agents per context), so a reconnect that finds no room is put off
+/// (`SimAgent::reconnect`).
 pub const AGENTS_PER_CONTEXT: usize = 100;
 /// Names each connection's monitor endpoint apart.
 static MONITORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -71,6 +72,11 @@ pub struct SimAgent {
     silence: Duration,
     /// Frames the socket refused to queue (`send` with `DONTWAIT` failed).
     pub send_failures: u64,
+    /// A reconnect found no room for new sockets in its context: the next lease tick tries
+    /// again (meanwhile the old connection stays, and libzmq keeps reconnecting it).
+    reopen_due: bool,
+    /// Reconnects put off that way (see [`SimAgent::reconnect`]).
+    pub deferred_reconnects: u64,
 }
 
 impl SimAgent {
@@ -114,6 +120,8 @@ impl SimAgent {
             last_heard: Instant::now(),
             silence,
             send_failures: 0,
+            reopen_due: false,
+            deferred_reconnects: 0,
         })
     }
 
@@ -132,15 +140,29 @@ impl SimAgent {
     }
 
     /// Closes the connection and opens the next with the held key at `key_index`, as the
-    /// XEM's `Session::connect` does.
-    fn reconnect(&mut self) -> anyhow::Result<()> {
+    /// XEM's `Session::connect` does. `false`: put off to the next lease tick, because the
+    /// context had no room for the new sockets (EMFILE: libzmq caps a context's sockets, and
+    /// the closed ones are reaped by its I/O thread, which falls behind under a storm of
+    /// reconnects; an XEM has one connection, so this is the simulator's own limit). Any
+    /// other error is the caller's.
+    fn reconnect(&mut self) -> anyhow::Result<bool> {
         let (server, _) = self.server_key();
-        (self.socket, self.monitor) =
-            open(&self.context, &self.enrolled.curve, &server, &self.enrolled)?;
-        self.connected_key = server;
-        self.heard = false;
-        self.last_heard = Instant::now();
-        Ok(())
+        match open(&self.context, &self.enrolled.curve, &server, &self.enrolled) {
+            Ok((socket, monitor)) => {
+                (self.socket, self.monitor) = (socket, monitor);
+                self.connected_key = server;
+                self.heard = false;
+                self.last_heard = Instant::now();
+                self.reopen_due = false;
+                Ok(true)
+            }
+            Err(err) if err.downcast_ref::<zmq::Error>() == Some(&zmq::Error::EMFILE) => {
+                self.reopen_due = true;
+                self.deferred_reconnects += 1;
+                Ok(false)
+            }
+            Err(err) => Err(err),
+        }
     }
 
     /// A lease tick, as the XEM's `renew_lease`: after [`SILENCE_BEFORE_RECONNECT`] without a
@@ -150,7 +172,12 @@ impl SimAgent {
     /// every key held is reported as `exhausted`: the XEM would fetch the keys over HTTPS
     /// (signed) next; the simulator does not, so the benchmark reports it instead.
     pub fn lease_tick(&mut self, seq: u64) -> anyhow::Result<Option<SimEvent>> {
-        if self.last_heard.elapsed() > self.silence {
+        if self.reopen_due {
+            if self.reconnect()? {
+                let (_, kid) = self.server_key();
+                return Ok(Some(SimEvent::Reconnected { kid, exhausted: false }));
+            }
+        } else if self.last_heard.elapsed() > self.silence {
             let mut exhausted = false;
             if !self.heard {
                 self.key_index += 1;
@@ -159,9 +186,10 @@ impl SimAgent {
                     exhausted = true;
                 }
             }
-            self.reconnect()?;
-            let (_, kid) = self.server_key();
-            return Ok(Some(SimEvent::Reconnected { kid, exhausted }));
+            if self.reconnect()? {
+                let (_, kid) = self.server_key();
+                return Ok(Some(SimEvent::Reconnected { kid, exhausted }));
+            }
         }
         self.send(&Frame::LeaseRenewal {
             agent_id: self.enrolled.answer.agent_id.clone(),
@@ -188,7 +216,9 @@ impl SimAgent {
             return Ok(None);
         }
         self.key_index = 0;
-        self.reconnect()?;
+        if !self.reconnect()? {
+            return Ok(None);
+        }
         let (_, kid) = self.server_key();
         Ok(Some(SimEvent::Reconnected { kid, exhausted: false }))
     }
@@ -255,6 +285,7 @@ impl SimAgent {
                 }
                 self.enrolled.curve = key;
                 self.signing = next_signing;
+                // If put off, it happens at the next lease tick, on the new key.
                 self.reconnect()?;
                 Ok(Some(SimEvent::Promoted(request_id)))
             }
