@@ -30,6 +30,10 @@ use crate::harness::{
 const LEASE_MS: u64 = 200;
 /// The routers' acknowledgement timeout (seconds), short so that timeouts are quick to see.
 pub(crate) const ACK_TIMEOUT_S: u64 = 3;
+/// The same for tests of the honest path, where only a failure would wait it out: long enough
+/// for an agent on a loaded machine to generate and acknowledge its keys (3 s did not always
+/// suffice in a full CI run).
+const HONEST_ACK_TIMEOUT_S: u64 = 15;
 /// Deadline for anything asynchronous: a rotation's end, an agent's state, a process's crash.
 pub(crate) const SETTLE: Duration = Duration::from_secs(20);
 /// The three reasons a rotation may fail with (SPEC 3.2), exactly.
@@ -596,7 +600,7 @@ fn millis(rfc3339: &Value) -> u128 {
 #[tokio::test]
 async fn seed_curve_rotate_prints_four_lines_and_is_audited() {
     for backend in backends().await {
-        let router = start_router(&backend, ACK_TIMEOUT_S).await;
+        let router = start_router(&backend, HONEST_ACK_TIMEOUT_S).await;
         let xem = TestXem::enroll(&router, "xem-seed", None).await;
         let id = xem.agent_id.as_str();
 
@@ -699,7 +703,7 @@ async fn seed_curve_rotate_prints_four_lines_and_is_audited() {
 #[tokio::test]
 async fn promoted_key_replaces_the_old_one_on_the_mesh() {
     for backend in backends().await {
-        let mut router = start_router(&backend, ACK_TIMEOUT_S).await;
+        let mut router = start_router(&backend, HONEST_ACK_TIMEOUT_S).await;
         let mut xem = TestXem::enroll(&router, "xem-mesh", None).await;
         let agent_id = xem.agent_id.clone();
         let id = agent_id.as_str();
